@@ -1,0 +1,181 @@
+"""`workbench compare | estimate | model-path`: the same work as the notebook panels, headless.
+
+Input a user can get wrong exits with status 2 and one line that names the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import DEFAULT_MODEL, VARIANT_HELP, LoraSettings, QuantSettings, TrainSettings, help_for
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(EXIT_USAGE, f"workbench: error: {message}\n")
+
+
+def _add_model(p: argparse.ArgumentParser, default=None) -> None:
+    p.add_argument("--model", default=default, help="Local folder, Hugging Face name, or the embedded default "
+                   f"({DEFAULT_MODEL}, offline).")
+
+
+def _add_lora(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rank", type=int, help=help_for(LoraSettings, "rank"))
+    p.add_argument("--alpha", type=float, help=help_for(LoraSettings, "alpha"))
+    p.add_argument("--dropout", type=float, help=help_for(LoraSettings, "dropout"))
+    p.add_argument("--targets", help=help_for(LoraSettings, "target_modules"))
+
+
+def _add_train_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, help=help_for(TrainSettings, "batch_size"))
+    p.add_argument("--seq-len", type=int, help=help_for(TrainSettings, "seq_len"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="workbench", description="Explore LoRA and QLoRA fine-tuning, headless.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("compare", help="train and compare base, LoRA and QLoRA on one task")
+    _add_model(c)
+    src = c.add_mutually_exclusive_group()
+    src.add_argument("--task", help="Built-in task (see data/).")
+    src.add_argument("--data", help="JSONL file of {prompt, answer} rows; 15%% is held out for scoring.")
+    _add_lora(c)
+    c.add_argument("--variants", help="Comma list of " + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items())
+                   + ". Default base,lora,qlora.")
+    c.add_argument("--steps", type=int, help=help_for(TrainSettings, "steps"))
+    _add_train_shape(c)
+    c.add_argument("--lr", type=float, help=help_for(TrainSettings, "lr"))
+    c.add_argument("--seed", type=int, help=help_for(TrainSettings, "seed"))
+    c.add_argument("--eval-examples", type=int, help=help_for(TrainSettings, "eval_examples"))
+    c.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help=help_for(TrainSettings, "gradient_checkpointing"))
+    c.add_argument("--quant-type", choices=["nf4", "fp4"], help=help_for(QuantSettings, "quant_type"))
+    c.add_argument("--no-double-quant", action="store_true", default=None, help="Turn double quantization off.")
+    c.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto (default), cpu, cuda or mps.")
+    c.add_argument("--preset", help="Start from a preset (cpu-demo); explicit options override its values.")
+    c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters "
+                   "(default runs/latest).")
+
+    e = sub.add_parser("estimate", help="print the memory breakdown of a variant without loading weights")
+    _add_model(e, DEFAULT_MODEL)
+    e.add_argument("--bits", type=int, default=4, help="16, 8 or 4.")
+    e.add_argument("--rank", type=int, default=8, help=help_for(LoraSettings, "rank"))
+    e.add_argument("--targets", default="all-linear", help=help_for(LoraSettings, "target_modules"))
+    e.add_argument("--batch-size", type=int, default=8, help=help_for(TrainSettings, "batch_size"))
+    e.add_argument("--seq-len", type=int, default=128, help=help_for(TrainSettings, "seq_len"))
+    e.add_argument("--gradient-checkpointing", action="store_true", help=help_for(TrainSettings,
+                                                                                  "gradient_checkpointing"))
+    e.add_argument("--no-double-quant", action="store_true", help="Turn double quantization off.")
+    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="Device type to estimate for (dtype of the 16-bit base: fp32 on cpu, bf16 on cuda).")
+    e.add_argument("--json", action="store_true", help="Print bytes per component and the total as JSON.")
+
+    m = sub.add_parser("model-path", help="print the local folder a model name resolves to")
+    m.add_argument("name", nargs="?", default=DEFAULT_MODEL)
+    return parser
+
+
+def _overrides(a: argparse.Namespace) -> dict:
+    def pick(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
+
+    o: dict = {
+        "model": pick(name=a.model, device=a.device),
+        "lora": pick(rank=a.rank, alpha=a.alpha, dropout=a.dropout, target_modules=a.targets),
+        "quant": pick(quant_type=a.quant_type, double_quant=False if a.no_double_quant else None),
+        "train": pick(steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr, seed=a.seed,
+                      eval_examples=a.eval_examples, gradient_checkpointing=a.gradient_checkpointing),
+    }
+    if a.variants is not None:
+        o["variants"] = a.variants
+    if a.data is not None:
+        o["data"], o["task"] = a.data, None
+    elif a.task is not None:
+        o["task"] = a.task
+    return o
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import preset_config, progress_sink, results_table, run_compare
+
+    cfg = preset_config(a.preset, _overrides(a))
+    if cfg.data and not Path(cfg.data).is_file():
+        raise ValueError(f"data: {cfg.data} does not exist; give the path of a JSONL file")
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save; second: abort
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        stop.set()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = run_compare(cfg, a.out, sinks=[progress_sink()], stop=stop,
+                             on_status=lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True))
+    finally:
+        signal.signal(signal.SIGINT, old)
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(results_table(result).to_string())
+    print(f"\ndevice: {result.device}; model: {result.model_path}")
+    print(f"wrote {Path(a.out).resolve()}" + (" (stopped early)" if result.stopped else ""))
+    return 0
+
+
+def cmd_estimate(a: argparse.Namespace) -> int:
+    from .memory import estimate, model_config_for
+
+    if a.bits not in (16, 8, 4):
+        raise ValueError(f"bits must be 16, 8 or 4; got {a.bits}")
+    lora = LoraSettings(rank=a.rank, target_modules=a.targets)
+    TrainSettings(batch_size=a.batch_size, seq_len=a.seq_len)  # validates both
+    cfg = model_config_for(a.model)
+    est = estimate(cfg, bits=a.bits, rank=lora.rank, targets=lora.target_modules, batch_size=a.batch_size,
+                   seq_len=a.seq_len, gradient_checkpointing=a.gradient_checkpointing, device_type=a.device,
+                   double_quant=not a.no_double_quant)
+    if a.json:
+        print(json.dumps({"model": a.model, "bits": a.bits, "rank": a.rank, "targets": lora.target_modules,
+                          "batch_size": a.batch_size, "seq_len": a.seq_len, "device": a.device,
+                          **est.to_dict()}, indent=2))
+    else:
+        print(f"{a.model}: {a.bits}-bit base, LoRA r={a.rank} on {a.targets}, batch {a.batch_size} x "
+              f"{a.seq_len} tokens, {a.device}")
+        print(est.table())
+    return 0
+
+
+def cmd_model_path(a: argparse.Namespace) -> int:
+    from .models import resolve_model
+
+    print(resolve_model(a.name))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("WORKBENCH_LOG", "WARNING"), format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return {"compare": cmd_compare, "estimate": cmd_estimate, "model-path": cmd_model_path}[args.command](args)
+    except ValueError as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("workbench: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Settings for a workbench run, as small dataclasses that validate themselves.
+
+Each field carries one line of help text in ``metadata["help"]`` (the way peft's
+``LoraConfig`` does); the CLI and the panels reuse it, so it is written once, here.
+Errors a user can cause are ``ValueError``s whose message names the field and says
+what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+# name -> bits of the base model under the adapter (None: no adapter, nothing trained)
+VARIANTS: dict[str, int] = {"base": 16, "lora": 16, "lora8": 8, "qlora": 4}
+VARIANT_HELP = {
+    "base": "the model as it is, no adapter (answers come from the LoRA model with its adapter disabled)",
+    "lora": "LoRA on a 16-bit base (fp32 on CPU, bf16/fp16 on GPU)",
+    "lora8": "LoRA on an 8-bit LLM.int8 base",
+    "qlora": "LoRA on a 4-bit base (QLoRA)",
+}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def help_for(cls: type, name: str) -> str:
+    """The help text of one field, for tooltips and --help."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number; got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        raise ValueError(f"{name} must be {rng}{why}; got {value}")
+
+
+def _check_float(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    bad = value <= lo if lo_open else value < lo
+    if bad or (hi is not None and value > hi):
+        lo_word = "above" if lo_open else "at least"
+        rng = f"{lo_word} {lo}" + ("" if hi is None else f" and at most {hi}")
+        raise ValueError(f"{name} must be {rng}; got {value}")
+
+
+@dataclass
+class ModelSettings:
+    name: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Model to fine-tune: a local folder, a Hugging Face name, or the embedded default "
+                          f"({DEFAULT_MODEL}, which works offline)."},
+    )
+    device: str = field(
+        default="auto",
+        metadata={"help": "Where to run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps."},
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError("model must be a folder or a model name; got an empty value")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+
+
+@dataclass
+class LoraSettings:
+    rank: int = field(default=8, metadata={"help": "LoRA rank r: the inner size of the update B·A added to each "
+                                                   "target layer. Bigger learns more and costs more."})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha: the update is scaled by alpha/r "
+                                                         "(alpha/√r with rsLoRA)."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input during training, 0 to 1."})
+    target_modules: list[str] | str = field(
+        default="all-linear",
+        metadata={"help": "Layers that get an adapter: module names such as q_proj,v_proj, or all-linear."},
+    )
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised LoRA: scale by alpha/√r instead "
+                                                              "of alpha/r."})
+    use_dora: bool = field(default=False, metadata={"help": "DoRA: learn a magnitude per output as well as the "
+                                                            "LoRA direction (slower)."})
+
+    def __post_init__(self) -> None:
+        _check_int("rank", self.rank, 1)
+        _check_float("alpha", self.alpha, 0, lo_open=True)
+        _check_float("dropout", self.dropout, 0, 1)
+        if self.dropout >= 1:
+            raise ValueError(f"dropout must be below 1; got {self.dropout}")
+        self.target_modules = parse_targets(self.target_modules)
+
+    def to_lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules,
+            use_rslora=self.use_rslora,
+            use_dora=self.use_dora,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+
+
+def parse_targets(value: list[str] | str) -> list[str] | str:
+    """'all-linear', a comma list or a list of names -> 'all-linear' or a list of names."""
+    if isinstance(value, str):
+        if value.strip() == "all-linear":
+            return "all-linear"
+        value = value.split(",")
+    names = [str(v).strip() for v in value if str(v).strip()]
+    if not names:
+        raise ValueError("targets must name at least one module (for example q_proj,v_proj) or be all-linear")
+    if "all-linear" in names:
+        if len(names) > 1:
+            raise ValueError("targets: all-linear already covers every linear layer; give it alone")
+        return "all-linear"
+    return names
+
+
+@dataclass
+class QuantSettings:
+    bits: int = field(default=16, metadata={"help": "Bits of the frozen base weights: 16 (no quantization), "
+                                                    "8 (LLM.int8) or 4 (QLoRA)."})
+    quant_type: str = field(default="nf4", metadata={"help": "4-bit data type: nf4 (NormalFloat, best for "
+                                                             "normally distributed weights) or fp4."})
+    double_quant: bool = field(default=True, metadata={"help": "Quantize the 4-bit scaling constants too "
+                                                               "(saves about 0.37 bits per parameter)."})
+    compute_dtype: str = field(default="auto", metadata={"help": "Dtype the 4-bit layers compute in: auto "
+                                                                 "(float32 on CPU, bf16/fp16 on GPU), "
+                                                                 "float32, bfloat16 or float16."})
+
+    def __post_init__(self) -> None:
+        if self.bits not in (16, 8, 4):
+            raise ValueError(f"bits must be 16, 8 or 4; got {self.bits!r}")
+        if self.quant_type not in ("nf4", "fp4"):
+            raise ValueError(f"quant_type must be nf4 or fp4; got {self.quant_type!r}")
+        if self.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"compute_dtype must be auto, float32, bfloat16 or float16; got {self.compute_dtype!r}")
+
+    def to_bnb_config(self, default_dtype=None):
+        """A transformers BitsAndBytesConfig for 8 or 4 bits; None at 16 bits."""
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        if self.bits == 16:
+            return None
+        if self.bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True)
+        dtype = default_dtype or torch.float32
+        if self.compute_dtype != "auto":
+            dtype = getattr(torch, self.compute_dtype)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.quant_type,
+            bnb_4bit_use_double_quant=self.double_quant,
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+
+
+@dataclass
+class TrainSettings:
+    steps: int = field(default=60, metadata={"help": "Optimizer steps to train for."})
+    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate of AdamW (LoRA tolerates higher rates "
+                                                      "than full fine-tuning)."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
+    seq_len: int = field(default=128, metadata={"help": "Longest sequence in tokens; longer examples are cut."})
+    grad_accum: int = field(default=1, metadata={"help": "Forward passes whose gradients add up before one "
+                                                         "optimizer step (effective batch = batch × accum)."})
+    warmup_steps: int = field(default=5, metadata={"help": "Steps over which the learning rate ramps up from 0, "
+                                                           "then it decays linearly."})
+    seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same losses."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward "
+                                                                          "pass: less memory, about 30% slower."})
+    eval_examples: int = field(default=0, metadata={"help": "Held-out examples to score (0 = the whole eval "
+                                                            "split)."})
+
+    def __post_init__(self) -> None:
+        _check_int("steps", self.steps, 1)
+        _check_float("lr", self.lr, 0, 1, lo_open=True)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("seq_len", self.seq_len, 8)
+        _check_int("grad_accum", self.grad_accum, 1)
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        _check_int("seed", self.seed, 0)
+        _check_int("eval_examples", self.eval_examples, 0)
+
+
+@dataclass
+class RunConfig:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    quant: QuantSettings = field(default_factory=lambda: QuantSettings(bits=4),
+                                 metadata={"help": "4-bit settings used by the qlora variant."})
+    train: TrainSettings = field(default_factory=TrainSettings)
+    task: str | None = field(default="sentiment", metadata={"help": "Built-in task to train and score on."})
+    data: str | None = field(default=None, metadata={"help": "A JSONL file of {prompt, answer} rows to use "
+                                                            "instead of a built-in task."})
+    variants: list[str] = field(default_factory=lambda: ["base", "lora", "qlora"],
+                                metadata={"help": "What to compare: " + "; ".join(
+                                    f"{k} = {v}" for k, v in VARIANT_HELP.items())})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.variants, str):
+            self.variants = [v.strip() for v in self.variants.split(",") if v.strip()]
+        if not self.variants:
+            raise ValueError("variants must name at least one of " + ", ".join(VARIANTS))
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad:
+            raise ValueError(f"variants: unknown {', '.join(map(repr, bad))}; choose from {', '.join(VARIANTS)}")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError("variants: each variant may be listed once")
+        # keep a stable, teachable order: base first, then by falling bits
+        self.variants = [v for v in VARIANTS if v in self.variants]
+        if self.data is None and not self.task:
+            raise ValueError("task or data: give a built-in task name or a data file")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return cls(
+            model=ModelSettings(**d.get("model", {})),
+            lora=LoraSettings(**d.get("lora", {})),
+            quant=QuantSettings(**d.get("quant", {"bits": 4})),
+            train=TrainSettings(**d.get("train", {})),
+            task=d.get("task", "sentiment"),
+            data=d.get("data"),
+            variants=d.get("variants", ["base", "lora", "qlora"]),
+        )

@@ -1,0 +1,128 @@
+"""Generation and scored evaluation, for any variant (base = the LoRA model with its adapter disabled)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import IGNORE_INDEX, Example, collate, encode_example, exact_match, prompt_text
+
+
+def adapter_off(model, off: bool = True):
+    """Context in which a peft model answers as its base model: no second copy of the weights."""
+    if off and hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    return contextlib.nullcontext()
+
+
+def _device(model) -> torch.device:
+    return next(p.device for p in model.parameters())
+
+
+@dataclass
+class Generation:
+    text: str
+    seconds: float
+    new_tokens: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class DecodeSettings:
+    max_new_tokens: int = 48
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a whole number of at least 1; got {self.max_new_tokens!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be 0 (greedy) or more; got {self.temperature}")
+
+    def kwargs(self) -> dict:
+        if self.temperature == 0:
+            return {"do_sample": False, "max_new_tokens": self.max_new_tokens}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens}
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], decode: DecodeSettings | None = None, *,
+             base: bool = False, streamer=None) -> list[Generation]:
+    """Answer prompts in one left-padded batch; with base=True the adapter is switched off."""
+    decode = decode or DecodeSettings()
+    texts = [prompt_text(tokenizer, p) for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+    try:
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(_device(model))
+    finally:
+        tokenizer.padding_side = side
+    torch.manual_seed(decode.seed)
+    model.eval()
+    start = time.perf_counter()
+    with adapter_off(model, base):
+        out = model.generate(**enc, **decode.kwargs(), pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id, streamer=streamer)
+    seconds = time.perf_counter() - start
+    new = out[:, enc["input_ids"].shape[1]:]
+    results = []
+    for row in new:
+        n = int((row != tokenizer.pad_token_id).sum())
+        results.append(Generation(tokenizer.decode(row, skip_special_tokens=True).strip(), seconds, n))
+    return results
+
+
+@dataclass
+class EvalResult:
+    eval_loss: float
+    perplexity: float
+    accuracy: float
+    predictions: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"eval_loss": self.eval_loss, "perplexity": self.perplexity, "accuracy": self.accuracy}
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, examples: list[Example], *, seq_len: int = 128, batch_size: int = 16,
+             base: bool = False) -> EvalResult:
+    """Eval loss and perplexity on the answer tokens, and exact-match accuracy of greedy answers."""
+    device = _device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.eval()
+    total_loss = 0.0
+    total_tokens = 0
+    rows = [encode_example(tokenizer, ex, seq_len) for ex in examples]
+    longest_answer = max(sum(1 for lab in r["labels"] if lab != IGNORE_INDEX) for r in rows)
+    decode = DecodeSettings(max_new_tokens=max(8, longest_answer + 4))
+    predictions = []
+    with adapter_off(model, base):
+        for i in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size], pad_id).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            shift_logits = logits[:, :-1].float()
+            shift_labels = batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                     shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                                                     reduction="sum")
+            total_loss += float(loss)
+            total_tokens += int((shift_labels != IGNORE_INDEX).sum())
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        gens = generate(model, tokenizer, [e.prompt for e in chunk], decode, base=base)
+        for ex, g in zip(chunk, gens):
+            predictions.append({"prompt": ex.prompt, "answer": ex.answer, "prediction": g.text,
+                                "correct": exact_match(g.text, ex.answer)})
+    mean = total_loss / max(total_tokens, 1)
+    accuracy = sum(p["correct"] for p in predictions) / max(len(predictions), 1)
+    return EvalResult(eval_loss=mean, perplexity=math.exp(min(mean, 50.0)), accuracy=accuracy,
+                      predictions=predictions)

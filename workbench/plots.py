@@ -1,0 +1,72 @@
+"""Every picture is matplotlib; the CLI saves these figures and the panels show the same ones."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+MiB = 1024**2
+COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
+
+
+def _label(row: dict) -> str:
+    if row["name"] == "base":
+        return "base"
+    targets = row.get("target_modules")
+    targets = ",".join(targets) if isinstance(targets, (list, tuple)) else targets
+    return f"{row['name']} ({row['bits']}-bit, r={row['rank']}, {targets})"
+
+
+def loss_figure(metrics: list[dict]) -> Figure:
+    """Training loss per step, one line per variant."""
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
+    for name in dict.fromkeys(m["variant"] for m in metrics):
+        pts = [m for m in metrics if m["variant"] == name]
+        ax.plot([m["step"] for m in pts], [m["loss"] for m in pts], label=name, color=COLORS.get(name))
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (answer tokens)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if metrics:
+        ax.legend()
+    ax.set_title("Training loss")
+    return fig
+
+
+def memory_figure(rows: list[dict], device: str = "") -> Figure:
+    """Per variant: weight memory, measured peak and estimated peak."""
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
+    names = [r["name"] for r in rows]
+    x = range(len(rows))
+    width = 0.27
+    series = [("weights", "weight_bytes", "#9ecae1"), ("peak measured", "peak_memory_bytes", "#3182bd"),
+              ("peak estimated", "estimated_peak_bytes", "#fdae6b")]
+    for i, (label, key, color) in enumerate(series):
+        vals = [(r.get(key) or 0) / MiB for r in rows]
+        ax.bar([xi + (i - 1) * width for xi in x], vals, width, label=label, color=color)
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("MiB")
+    where = "process RSS above start" if device.startswith("cpu") else "CUDA allocated"
+    ax.set_title(f"Memory per variant ({where})")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def accuracy_memory_figure(rows: list[dict], memory_key: str = "peak_memory_bytes") -> Figure:
+    """Accuracy against memory, each point labelled with its settings: up and to the left is better."""
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    for r in rows:
+        if r.get("accuracy") is None or r.get(memory_key) is None:
+            continue
+        x, y = r[memory_key] / MiB, r["accuracy"] * 100
+        ax.scatter([x], [y], s=60, color=COLORS.get(r["name"], "#333333"), zorder=3)
+        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xlabel("peak memory (MiB)" if memory_key == "peak_memory_bytes" else "weight memory (MiB)")
+    ax.set_ylabel("accuracy on held-out examples (%)")
+    ax.set_ylim(-5, 105)
+    ax.grid(alpha=0.3)
+    ax.set_title("Accuracy vs memory (up and left is better)")
+    return fig

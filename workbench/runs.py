@@ -1,0 +1,120 @@
+"""A run on disk. Every file is written whole or not at all (temp file + os.replace), so a crash or
+a Stop never leaves a half-written results table or adapter behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .train import MetricEvent
+
+RESULT_FIELDS = [
+    "name", "bits", "rank", "target_modules", "trainable_params", "total_params", "weight_bytes",
+    "peak_memory_bytes", "estimated_peak_bytes", "train_seconds", "tokens_per_second", "final_train_loss",
+    "eval_loss", "perplexity", "accuracy", "steps_done", "status",
+]
+
+
+def _tmp_beside(path: Path, suffix: str = "") -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_text(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            for row in rows:
+                w.writerow({k: ("" if row.get(k) is None else _cell(row.get(k))) for k in fields})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _cell(v: Any) -> Any:
+    return ",".join(v) if isinstance(v, (list, tuple)) else v
+
+
+def save_figure(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(path, suffix=path.suffix)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_adapter(model, path: Path) -> Path:
+    """peft's save_pretrained into a temp folder, then swapped in under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+class MetricsCSV:
+    """A sink that appends one row per event to metrics.csv and flushes it, so a crash keeps every step."""
+
+    FIELDS = list(MetricEvent.__dataclass_fields__)
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "w", newline="", encoding="utf-8")
+        self._w = csv.DictWriter(self._f, fieldnames=self.FIELDS)
+        self._w.writeheader()
+        self._f.flush()
+
+    def __call__(self, event: MetricEvent) -> None:
+        self._w.writerow(event.to_dict())
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def load_results(out_dir: Path) -> dict:
+    path = Path(out_dir) / "results.json"
+    return json.loads(path.read_text(encoding="utf-8"))

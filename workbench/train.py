@@ -1,0 +1,150 @@
+"""The training loop: AdamW on the adapter, events to sinks, a stop flag read between steps."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import torch
+
+from .config import TrainSettings
+from .data import Example, collate, encode_example
+from .memory import MemoryMonitor
+
+
+@dataclass
+class MetricEvent:
+    """One optimizer step of one variant; every sink (plot, CSV, progress bar, table) gets the same row."""
+
+    variant: str
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    tokens_per_second: float
+    memory_bytes: int
+    peak_memory_bytes: int
+    elapsed_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Sink = Callable[[MetricEvent], None]
+
+
+@dataclass
+class TrainResult:
+    steps_done: int
+    stopped: bool
+    losses: list[float]
+    train_seconds: float
+    tokens_per_second: float
+    peak_memory_bytes: int
+
+    @property
+    def final_loss(self) -> float | None:
+        # mean of the last few steps: one batch's loss is noisy
+        tail = self.losses[-5:]
+        return sum(tail) / len(tail) if tail else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def lr_at(step: int, settings: TrainSettings) -> float:
+    """Linear warmup to the peak rate, then linear decay to 10% of it (step counts from 0)."""
+    if settings.warmup_steps and step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    span = max(1, settings.steps - settings.warmup_steps)
+    done = (step - settings.warmup_steps) / span
+    return settings.lr * (1.0 - 0.9 * min(1.0, done))
+
+
+def batches(rows: list[dict], batch_size: int, seed: int) -> Iterable[list[dict]]:
+    """Endless seeded epochs of shuffled batches."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            more = list(range(len(rows)))
+            rng.shuffle(more)
+            order += more
+        yield [rows[i] for i in order[:batch_size]]
+        del order[:batch_size]
+
+
+def train(model, tokenizer, examples: list[Example], settings: TrainSettings, *, variant: str = "lora",
+          sinks: Iterable[Sink] = (), stop: threading.Event | None = None,
+          monitor: MemoryMonitor | None = None) -> TrainResult:
+    """Train the model's trainable parameters (the LoRA adapter) for settings.steps steps.
+
+    The stop flag is read between optimizer steps, so a stop ends training within one step
+    and the adapter keeps everything learned so far.
+    """
+    sinks = list(sinks)
+    stop = stop or threading.Event()
+    device = next(p.device for p in model.parameters())
+    own_monitor = monitor is None
+    monitor = monitor or MemoryMonitor(device).start()
+    seed_everything(settings.seed)
+    rows = [encode_example(tokenizer, ex, settings.seq_len) for ex in examples]
+    rows = [r for r in rows if any(lab != -100 for lab in r["labels"])]
+    if not rows:
+        raise ValueError(f"seq_len: {settings.seq_len} tokens cut off every answer; raise seq_len")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters; attach a LoRA adapter first")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    feed = batches(rows, settings.batch_size, settings.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    model.train()
+    losses: list[float] = []
+    tokens_seen = 0
+    start = time.perf_counter()
+    step = 0
+    for step in range(settings.steps):
+        if stop.is_set():
+            break
+        lr = lr_at(step, settings)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = 0.0
+        step_tokens = 0
+        for _ in range(settings.grad_accum):
+            batch = {k: v.to(device) for k, v in collate(next(feed), pad_id).items()}
+            out = model(**batch)
+            (out.loss / settings.grad_accum).backward()
+            # note: .item() is a CPU-GPU sync point; once per micro-batch is cheap next to a backward
+            step_loss += out.loss.item() / settings.grad_accum
+            step_tokens += int(batch["attention_mask"].sum())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(step_loss):
+            raise RuntimeError(f"training diverged at step {step + 1} (loss {step_loss}); lower the learning rate")
+        tokens_seen += step_tokens
+        losses.append(step_loss)
+        elapsed = time.perf_counter() - start
+        event = MetricEvent(variant=variant, step=step + 1, total_steps=settings.steps, loss=step_loss, lr=lr,
+                            tokens_per_second=tokens_seen / elapsed if elapsed > 0 else 0.0,
+                            memory_bytes=monitor.now(), peak_memory_bytes=monitor.peak(), elapsed_s=elapsed)
+        for sink in sinks:
+            sink(event)
+    model.eval()
+    elapsed = time.perf_counter() - start
+    peak = monitor.peak()
+    if own_monitor:
+        monitor.stop()
+    return TrainResult(steps_done=len(losses), stopped=len(losses) < settings.steps, losses=losses,
+                       train_seconds=elapsed, tokens_per_second=tokens_seen / elapsed if elapsed > 0 else 0.0,
+                       peak_memory_bytes=peak)
