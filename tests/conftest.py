@@ -105,7 +105,9 @@ def build_tiny_model(tokenizer, seed: int = 0):
         # a wider init than the default 0.02: with tied 64-wide embeddings that small, logits can hardly
         # move away from uniform and LoRA has nothing to show in a few steps
         initializer_range=0.1,
-        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        # no pad_token_id here: the Embedding would zero that row, and as pad == eos (tied to the output
+        # head) the model could then never learn to end an answer
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -148,11 +150,11 @@ def tiny_task() -> list:
     return tiny_examples()
 
 
-@pytest.fixture
-def tiny_jsonl(tmp_path) -> Path:
-    """The tiny task as a JSONL file (20 rows, so a 15% split holds 3 out)."""
+@pytest.fixture(scope="session")
+def tiny_jsonl(tmp_path_factory) -> Path:
+    """The tiny task as a JSONL file named tiny.jsonl (20 rows, so a 15% split holds 3 out). Read-only."""
     rows = tiny_examples() + tiny_examples()[:4]
-    path = tmp_path / "tiny.jsonl"
+    path = tmp_path_factory.mktemp("tiny_data") / "tiny.jsonl"
     path.write_text("".join(json.dumps({"prompt": r.prompt, "answer": r.answer}) + "\n" for r in rows),
                     encoding="utf-8")
     return path

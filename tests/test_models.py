@@ -83,8 +83,8 @@ def test_hub_not_reachable_when_offline():
     assert time.perf_counter() - start < 1  # the env var short-circuits the network probe
 
 
-def test_resolve_embedded_without_conversion_points_at_workbench_home():
-    # WORKBENCH_HOME is a fresh folder for the session, so nothing is converted yet
+def test_resolve_embedded_without_conversion_points_at_workbench_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))  # a fresh home: nothing converted there yet
     with pytest.raises(ValueError) as info:
         models.resolve_model("embedded", convert=False)
     msg = str(info.value)
@@ -145,6 +145,8 @@ def test_convert_gguf_is_atomic(tmp_path, monkeypatch, tiny_model_dir):
         if self.name == "WORKBENCH_SOURCE.txt":
             # midway: the weights and tokenizer are already in the temp folder
             seen["tmp_files"] = sorted(p.name for p in self.parent.iterdir())
+            seen["tmp_dir"] = self.parent
+            seen["target_exists_midway"] = target.exists()
             raise OSError("disk full (simulated)")
         return real_write_text(self, *args, **kwargs)
 
@@ -152,6 +154,8 @@ def test_convert_gguf_is_atomic(tmp_path, monkeypatch, tiny_model_dir):
     with pytest.raises(OSError, match="simulated"):
         models.convert_gguf(gguf, target)
     assert "config.json" in seen["tmp_files"]  # it really failed halfway through
+    assert seen["target_exists_midway"] is False  # the half-written copy never had the final name
+    assert seen["tmp_dir"] != target and seen["tmp_dir"].parent == target.parent  # same disk: os.replace is atomic
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no .convert-* temp folder left behind
 
@@ -191,8 +195,8 @@ def test_weight_bytes_shrink_with_bits(load_tiny):
     w16 = models.weight_bytes(load_tiny(16))
     w8 = models.weight_bytes(load_tiny(8))
     w4 = models.weight_bytes(load_tiny(4))
-    # seen: 338,496 / 117,312 / 80,448 bytes -> 4-bit is ~0.24 of 16-bit (fp32 on the CPU). The
-    # embeddings (kept in fp32) are a large share of so small a model, hence not the 1/8 of the layers.
+    # seen: 341,568 / 120,384 / 83,520 bytes -> 4-bit is ~0.245 of 16-bit (fp32 on the CPU). The
+    # embeddings (kept in fp32) are a large share of so small a model, hence not the ~1/8 of the layers.
     assert w4 < w8 < w16
     assert w4 / w16 < 0.35
     assert w16 == sum(p.numel() * p.element_size() for p in load_tiny(16).parameters()) + \

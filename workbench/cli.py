@@ -34,6 +34,8 @@ def _add_lora(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, help=help_for(LoraSettings, "alpha"))
     p.add_argument("--dropout", type=float, help=help_for(LoraSettings, "dropout"))
     p.add_argument("--targets", help=help_for(LoraSettings, "target_modules"))
+    p.add_argument("--rslora", action="store_true", default=None, help=help_for(LoraSettings, "use_rslora"))
+    p.add_argument("--dora", action="store_true", default=None, help=help_for(LoraSettings, "use_dora"))
 
 
 def _add_train_shape(p: argparse.ArgumentParser) -> None:
@@ -56,12 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, help=help_for(TrainSettings, "steps"))
     _add_train_shape(c)
     c.add_argument("--lr", type=float, help=help_for(TrainSettings, "lr"))
+    c.add_argument("--grad-accum", type=int, help=help_for(TrainSettings, "grad_accum"))
+    c.add_argument("--warmup-steps", type=int, help=help_for(TrainSettings, "warmup_steps"))
     c.add_argument("--seed", type=int, help=help_for(TrainSettings, "seed"))
     c.add_argument("--eval-examples", type=int, help=help_for(TrainSettings, "eval_examples"))
     c.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help=help_for(TrainSettings, "gradient_checkpointing"))
     c.add_argument("--quant-type", choices=["nf4", "fp4"], help=help_for(QuantSettings, "quant_type"))
     c.add_argument("--no-double-quant", action="store_true", default=None, help="Turn double quantization off.")
+    c.add_argument("--compute-dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help=help_for(QuantSettings, "compute_dtype"))
     c.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto (default), cpu, cuda or mps.")
     c.add_argument("--preset", help="Start from a preset (cpu-demo); explicit options override its values.")
     c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters "
@@ -92,9 +98,12 @@ def _overrides(a: argparse.Namespace) -> dict:
 
     o: dict = {
         "model": pick(name=a.model, device=a.device),
-        "lora": pick(rank=a.rank, alpha=a.alpha, dropout=a.dropout, target_modules=a.targets),
-        "quant": pick(quant_type=a.quant_type, double_quant=False if a.no_double_quant else None),
+        "lora": pick(rank=a.rank, alpha=a.alpha, dropout=a.dropout, target_modules=a.targets,
+                     use_rslora=a.rslora, use_dora=a.dora),
+        "quant": pick(quant_type=a.quant_type, double_quant=False if a.no_double_quant else None,
+                      compute_dtype=a.compute_dtype),
         "train": pick(steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr, seed=a.seed,
+                      grad_accum=a.grad_accum, warmup_steps=a.warmup_steps,
                       eval_examples=a.eval_examples, gradient_checkpointing=a.gradient_checkpointing),
     }
     if a.variants is not None:

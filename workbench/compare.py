@@ -19,7 +19,7 @@ from . import data as data_mod
 from . import memory, models, plots, runs
 from .config import VARIANTS, RunConfig
 from .generate import DecodeSettings, Generation, evaluate, generate
-from .train import MetricEvent, Sink, train
+from .train import MetricEvent, Sink, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
             model, _ = models.load_model(path, bits=bits, quant=cfg.quant, device=cfg.model.device)
             trained_names = [n for n in names if n != "base"]
             if trained_names:
+                seed_everything(cfg.train.seed)  # LoRA's random init too: same seed, same losses
                 model = models.attach_lora(model, cfg.lora, bits, cfg.train.gradient_checkpointing)
             if "base" in names:
                 status("evaluating base (adapter disabled)")

@@ -27,7 +27,10 @@ EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct-Q4_1-dequantized"
 EMBEDDED_NAMES = {DEFAULT_MODEL.lower(), "smollm2-135m-instruct", "embedded", "default"}
 
 # LLM.int8 on CPU warns on every matmul that inputs are cast; it says nothing the user can act on.
+# (Older bitsandbytes warns; 0.50 logs it, filtered in workbench/__init__.py.)
 warnings.filterwarnings("ignore", message=r".*MatMul8bitLt: inputs will be cast from.*")
+
+
 
 
 def workbench_home() -> Path:
@@ -249,8 +252,8 @@ def disable_cpu_repack(model) -> int:
     """Stop bitsandbytes repacking 4-bit weights on CPUs with avx512_bf16.
 
     A no-grad forward (generate, eval) there converts the weights to a packed layout that the
-    training path does not undo, and LoRA then silently gets zero gradients. Returns how many
-    layers were changed.
+    training path does not undo, and LoRA then silently gets wrong gradients (zero on some
+    CPUs, 30-50% off on the one this was tested on). Returns how many layers were changed.
     """
     try:
         import bitsandbytes as bnb

@@ -1,0 +1,270 @@
+"""run_compare on the tiny model (the run folder it writes), and the CLI in-process and as a process."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from workbench import cli, runs
+from workbench.compare import PRESETS, preset_config, results_table, run_compare
+from workbench.config import DEFAULT_MODEL, RunConfig
+from workbench.train import MetricEvent
+
+STEPS = 3
+TRAINING_FIELDS = ["rank", "target_modules", "train_seconds", "tokens_per_second", "final_train_loss", "steps_done"]
+
+
+def tiny_config(model_dir, data, variants="base,lora,qlora", steps=STEPS, **train):
+    return RunConfig.from_dict({
+        "model": {"name": str(model_dir), "device": "cpu"},
+        "lora": {"rank": 4, "alpha": 8.0},
+        "quant": {"bits": 4},
+        "train": {"steps": steps, "lr": 3e-2, "batch_size": 4, "seq_len": 32, "warmup_steps": 0, **train},
+        "task": None, "data": str(data), "variants": variants,
+    })
+
+
+def _png(path):
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model_dir, tiny_jsonl, tmp_path_factory):
+    """One compare of base, lora and qlora, shared by the tests that read its folder."""
+    out = tmp_path_factory.mktemp("compare") / "run"
+    events, statuses = [], []
+    result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl), out, sinks=[events.append], on_status=statuses.append)
+    return result, out, events, statuses
+
+
+def test_results_json_fields(full_run):
+    result, out, _, _ = full_run
+    doc = runs.load_results(out)
+    assert doc["stopped"] is False and result.stopped is False
+    assert doc["task"] == "tiny" and doc["device"].startswith("cpu")
+    assert doc["config"]["variants"] == ["base", "lora", "qlora"]
+    by_name = {v["name"]: v for v in doc["variants"]}
+    assert list(by_name) == ["base", "lora", "qlora"]
+    for v in doc["variants"]:
+        assert list(v) == runs.RESULT_FIELDS  # the documented fields, then steps_done and status
+        assert v["status"] == "done"
+        assert v["total_params"] > 0 and v["weight_bytes"] > 0
+        assert v["peak_memory_bytes"] >= 0 and v["estimated_peak_bytes"] > 0
+        assert 0.0 <= v["accuracy"] <= 1.0
+        assert v["eval_loss"] > 0 and v["perplexity"] == pytest.approx(math.exp(v["eval_loss"]))
+    base = by_name["base"]
+    assert base["bits"] == 16 and base["trainable_params"] == 0
+    assert all(base[k] is None for k in TRAINING_FIELDS)
+    for name, bits in (("lora", 16), ("qlora", 4)):
+        v = by_name[name]
+        assert v["bits"] == bits and v["rank"] == 4 and v["target_modules"] == "all-linear"
+        assert v["trainable_params"] == 4 * 2048 and v["steps_done"] == STEPS
+        assert v["train_seconds"] > 0 and v["tokens_per_second"] > 0 and math.isfinite(v["final_train_loss"])
+    assert by_name["qlora"]["weight_bytes"] < by_name["lora"]["weight_bytes"]
+    assert by_name["qlora"]["estimated_peak_bytes"] < by_name["lora"]["estimated_peak_bytes"]
+    assert len({v["total_params"] for v in doc["variants"]}) == 1  # 4-bit weights counted by element
+
+
+def test_run_folder_files(full_run):
+    result, out, _, _ = full_run
+    expected = {"results.json", "results.csv", "metrics.csv", "loss.png", "memory.png", "accuracy_vs_memory.png",
+                "generations.md", "predictions.json", "adapters"}
+    assert set(os.listdir(out)) == expected  # nothing else: no temp files
+    for png in ("loss.png", "memory.png", "accuracy_vs_memory.png"):
+        assert _png(out / png), png
+    assert sorted(os.listdir(out / "adapters")) == ["lora", "qlora"]
+    for name in ("lora", "qlora"):
+        assert (out / "adapters" / name / "adapter_config.json").is_file()
+        assert (out / "adapters" / name / "adapter_model.safetensors").is_file()
+
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["name"] for r in table] == ["base", "lora", "qlora"]
+    assert list(table[0]) == runs.RESULT_FIELDS
+    assert table[0]["rank"] == "" and table[1]["rank"] == "4"
+
+    metrics = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(metrics) == 2 * STEPS  # trained variants x steps
+    assert [(m["variant"], int(m["step"])) for m in metrics] == \
+        [(v, s) for v in ("lora", "qlora") for s in range(1, STEPS + 1)]
+    assert list(metrics[0]) == list(MetricEvent.__dataclass_fields__)
+    assert len(result.metrics) == 2 * STEPS
+
+    md = (out / "generations.md").read_text()
+    assert md.startswith("# Side-by-side answers (tiny)")
+    assert "| base | lora | qlora |" in md
+    prompts = list(result.generations)
+    assert prompts and all(p in md for p in prompts)
+    assert all(set(answers) == {"base", "lora", "qlora"} for answers in result.generations.values())
+
+    preds = json.loads((out / "predictions.json").read_text())
+    assert set(preds) == {"base", "lora", "qlora"} and len(preds["base"]) == 3  # 15% of 20 held out
+
+
+def test_sinks_and_status(full_run):
+    _, _, events, statuses = full_run
+    assert [(e.variant, e.step) for e in events] == [(v, s) for v in ("lora", "qlora") for s in range(1, STEPS + 1)]
+    assert statuses[0].startswith("resolving model")
+    assert any("4 bits" in s for s in statuses) and any("training qlora" in s for s in statuses)
+
+
+def test_results_table(full_run):
+    result, _, _, _ = full_run
+    table = results_table(result)
+    assert list(table.index) == ["base", "lora", "qlora"]
+    assert table.loc["base", "trainable"] == "-" and table.loc["lora", "trainable"] == "8,192"
+
+
+def test_stop_after_first_lora_step(tiny_model_dir, tiny_jsonl, tmp_path):
+    stop = threading.Event()
+
+    def sink(e):
+        if e.variant == "lora" and e.step == 1:
+            stop.set()
+
+    out = tmp_path / "run"
+    result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl), out, sinks=[sink], stop=stop)
+    assert result.stopped
+    doc = runs.load_results(out)
+    assert doc["stopped"] is True
+    assert [v["name"] for v in doc["variants"]] == ["base", "lora"]  # qlora never started
+    lora = doc["variants"][1]
+    assert lora["status"] == "stopped" and lora["steps_done"] == 1
+    assert lora["eval_loss"] is None and lora["accuracy"] is None and lora["final_train_loss"] is not None
+    assert doc["variants"][0]["status"] == "done"
+    assert (out / "adapters" / "lora" / "adapter_model.safetensors").is_file()
+    assert not (out / "adapters" / "qlora").exists()
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 1
+    assert _png(out / "loss.png") and (out / "generations.md").is_file()
+
+
+def test_same_config_same_losses_in_one_process(tiny_model_dir, tiny_jsonl, tmp_path):
+    """'the same seed gives the same losses' also for a second compare in the same process (a notebook)."""
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=3)
+    first = run_compare(cfg, tmp_path / "a")
+    import torch
+
+    torch.rand(100)  # whatever ran in between must not matter
+    second = run_compare(cfg, tmp_path / "b")
+    assert [m["loss"] for m in first.metrics] == [m["loss"] for m in second.metrics]
+
+
+def test_preset_config():
+    cfg = preset_config("cpu-demo", {"train": {"steps": 3}, "variants": "lora"})
+    assert cfg.train.steps == 3 and cfg.train.batch_size == PRESETS["cpu-demo"]["train"]["batch_size"]
+    assert cfg.model.device == "cpu" and cfg.variants == ["lora"]
+    assert PRESETS["cpu-demo"]["train"]["steps"] == 20  # the preset itself is not modified
+    assert preset_config(None) == RunConfig()
+    with pytest.raises(ValueError, match="preset"):
+        preset_config("nope")
+
+
+# --------------------------------------------------------------------------- CLI, in-process
+
+
+def _err_lines(text):
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("args, field", [
+    (["compare", "--rank", "0"], "rank"),
+    (["compare", "--dropout", "1.5"], "dropout"),
+    (["compare", "--variants", "foo"], "variants"),
+    (["compare", "--variants", "lora,lora"], "variants"),
+    (["compare", "--data", "missing.jsonl"], "data"),
+    (["compare", "--preset", "nope"], "preset"),
+    (["compare", "--steps", "-1"], "steps"),
+    (["compare", "--seq-len", "2"], "seq_len"),
+    (["compare", "--targets", ","], "targets"),
+    (["compare", "--rank", "many"], "--rank"),  # argparse's own errors are one line too
+    (["compare", "--device", "tpu"], "--device"),
+    (["estimate", "--bits", "5"], "bits"),
+    (["estimate", "--rank", "0"], "rank"),
+    (["estimate", "--model", "nobody-here/no-such-model-xyz"], "model"),
+    (["model-path", "nobody-here/no-such-model-xyz"], "model"),
+])
+def test_cli_bad_input_exits_2_with_one_line(args, field, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written into the checkout
+    try:
+        rc = cli.main(args)
+    except SystemExit as exc:  # argparse errors exit from inside parse_args
+        rc = exc.code
+    captured = capsys.readouterr()
+    assert rc == 2
+    lines = _err_lines(captured.err)
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("workbench: error:") and field in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_cli_unknown_target_on_the_tiny_model(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    rc = cli.main(["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu",
+                   "--targets", "not_a_module", "--steps", "1", "--out", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    assert rc == 2
+    # the model has to be loaded to know its layer names, so progress lines come first; the error is one line
+    errors = [line for line in captured.err.splitlines() if line.startswith("workbench: error")]
+    assert len(errors) == 1 and errors[0] == captured.err.strip().splitlines()[-1]
+    assert "targets" in errors[0] and "not_a_module" in errors[0] and "q_proj" in errors[0]
+    assert "Traceback" not in captured.err
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_cli_compare_happy_path(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli.main(["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu",
+                   "--variants", "base,lora", "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--rank", "2",
+                   "--targets", "q_proj,v_proj", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "base" in captured.out and "lora" in captured.out and f"wrote {out.resolve()}" in captured.out
+    doc = runs.load_results(out)
+    assert [v["name"] for v in doc["variants"]] == ["base", "lora"]
+    assert doc["variants"][1]["target_modules"] == ["q_proj", "v_proj"] and doc["variants"][1]["rank"] == 2
+    assert doc["config"]["train"]["steps"] == 2 and doc["config"]["data"] == str(tiny_jsonl)
+
+
+@pytest.mark.parametrize("model", ["tiny", DEFAULT_MODEL])
+def test_cli_estimate_json(model, tiny_model_dir, capsys):
+    name = str(tiny_model_dir) if model == "tiny" else model
+    rc = cli.main(["estimate", "--model", name, "--bits", "4", "--rank", "8", "--batch-size", "2", "--seq-len",
+                   "64", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    doc = json.loads(captured.out)
+    assert doc["total"] == sum(doc["components"].values())
+    assert doc["bits"] == 4 and doc["rank"] == 8 and doc["model"] == name
+    assert {"adapter", "gradients", "optimizer state", "activations"} <= set(doc["components"])
+    assert doc["components"]["optimizer state"] == 2 * doc["components"]["gradients"]
+
+
+def test_cli_estimate_table(capsys):
+    assert cli.main(["estimate", "--bits", "16", "--gradient-checkpointing"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"{DEFAULT_MODEL}: 16-bit base")
+    assert out.strip().splitlines()[-1].startswith("total") and "MiB" in out
+
+
+def test_cli_model_path(tiny_model_dir, capsys):
+    assert cli.main(["model-path", str(tiny_model_dir)]) == 0
+    assert capsys.readouterr().out.strip() == str(tiny_model_dir.resolve())
+
+
+# --------------------------------------------------------------------------- CLI, as a process
+
+
+def test_cli_subprocess_exit_status(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WORKBENCH_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "compare", "--rank", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "workbench: error: rank must be at least 1; got 0"
+    assert proc.stdout == ""
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "compare", "--no-such-flag"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert _err_lines(proc.stderr) == ["workbench: error: unrecognized arguments: --no-such-flag"]

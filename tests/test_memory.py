@@ -1,0 +1,149 @@
+import time
+
+import pytest
+import torch
+
+from workbench import memory, models
+from workbench.config import DEFAULT_MODEL
+from workbench.memory import MiB, MemoryMonitor, bits_per_param, estimate, model_config_for
+
+TINY_LINEAR_WEIGHTS = 73_728  # the 14 linear layers inside the blocks
+
+
+def tiny_params(config) -> int:
+    # embeddings vocab x 64 (tied to the head, so counted once) + 2 blocks of 36,992 + the final norm
+    return config.vocab_size * 64 + 2 * 36_992 + 64
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tiny_model_dir):
+    return model_config_for(str(tiny_model_dir))
+
+
+def test_bits_per_param():
+    assert bits_per_param(4, True) == pytest.approx(4.127, abs=5e-4)  # 4 + 8/64 + 32/(64*256)
+    assert bits_per_param(4, False) == 4.5  # 4 + one fp32 absmax per 64 weights
+    assert bits_per_param(8) == 8.0
+    assert bits_per_param(16) == 16.0
+
+
+def test_model_config_for_tiny_folder(tiny_config, load_tiny):
+    assert tiny_config.model_type == "llama" and tiny_config.hidden_size == 64 and tiny_config.num_hidden_layers == 2
+    assert sum(p.numel() for p in load_tiny(16).parameters()) == tiny_params(tiny_config)
+
+
+def test_model_config_for_default_model_offline():
+    start = time.perf_counter()
+    cfg = model_config_for(DEFAULT_MODEL)  # shipped in data/model_configs, no network, no weights
+    assert time.perf_counter() - start < 10
+    assert cfg.model_type == "llama"
+    assert cfg.hidden_size == 576 and cfg.num_hidden_layers == 30
+
+
+def test_model_config_for_unknown_name():
+    with pytest.raises(ValueError) as info:
+        model_config_for("nobody-here/no-such-model-xyz")
+    assert str(info.value).startswith("model:") and "no-such-model-xyz" in str(info.value)
+
+
+def test_training_estimate_components(tiny_config):
+    est = estimate(tiny_config, bits=16, rank=4, batch_size=2, seq_len=16)
+    c = est.components
+    assert set(c) == {"weights", "adapter", "gradients", "optimizer state", "activations"}
+    assert c["weights"] == tiny_params(tiny_config) * 4  # fp32 on the CPU, tied embeddings once
+    assert c["adapter"] == c["gradients"] == 4 * 2048 * 4  # rank x sum(in+out) x fp32
+    assert c["optimizer state"] == 2 * c["gradients"]  # AdamW: two moments
+    assert c["activations"] > 0
+    assert est.total == sum(c.values())
+    d = est.to_dict()
+    assert d["total"] == est.total and d["components"] == c
+    assert est.table().splitlines()[-1].startswith("total")
+    assert len(est.table().splitlines()) == len(c) + 1
+
+
+def test_estimate_matches_the_loaded_model(tiny_config, load_tiny):
+    """Weights estimated from the config alone land near what bitsandbytes really stores."""
+    for bits in (16, 8, 4):
+        est = estimate(tiny_config, bits=bits, rank=4, batch_size=1, seq_len=8)
+        weights = sum(v for k, v in est.components.items() if k.startswith("weights"))
+        measured = models.weight_bytes(load_tiny(bits))
+        assert weights == pytest.approx(measured, rel=0.1), bits
+
+
+def test_four_bit_weights_are_smaller(tiny_config):
+    def weights(bits, dq=True):
+        est = estimate(tiny_config, bits=bits, rank=4, batch_size=1, seq_len=8, double_quant=dq)
+        return sum(v for k, v in est.components.items() if k.startswith("weights"))
+
+    assert weights(4) < weights(4, dq=False) < weights(8) < weights(16)
+    est4 = estimate(tiny_config, bits=4, rank=4, batch_size=1, seq_len=8)
+    assert est4.components["weights (quantized layers)"] == int(TINY_LINEAR_WEIGHTS * bits_per_param(4) / 8)
+    assert est4.components["weights (kept in full precision)"] == (tiny_params(tiny_config) - TINY_LINEAR_WEIGHTS) * 4
+
+
+def test_gradient_checkpointing_lowers_activations(tiny_config):
+    plain = estimate(tiny_config, bits=16, rank=4, batch_size=4, seq_len=64)
+    ckpt = estimate(tiny_config, bits=16, rank=4, batch_size=4, seq_len=64, gradient_checkpointing=True)
+    assert ckpt.components["activations"] < plain.components["activations"]
+    assert {k: v for k, v in ckpt.components.items() if k != "activations"} == \
+        {k: v for k, v in plain.components.items() if k != "activations"}
+
+
+def test_activations_grow_with_batch_and_sequence(tiny_config):
+    def act(**kw):
+        return estimate(tiny_config, bits=16, rank=4, **kw).components["activations"]
+
+    assert act(batch_size=4, seq_len=32) == pytest.approx(2 * act(batch_size=2, seq_len=32), rel=1e-6)
+    assert act(batch_size=2, seq_len=64) == pytest.approx(2 * act(batch_size=2, seq_len=32), rel=1e-6)
+
+
+def test_targets_shrink_the_adapter(tiny_config):
+    full = estimate(tiny_config, bits=16, rank=4, batch_size=1, seq_len=8)
+    qv = estimate(tiny_config, bits=16, rank=4, targets=["q_proj", "v_proj"], batch_size=1, seq_len=8)
+    assert qv.components["adapter"] == 4 * 2 * (128 + 96) * 4
+    assert qv.components["adapter"] < full.components["adapter"]
+
+
+def test_inference_estimate_has_no_training_state(tiny_config):
+    est = estimate(tiny_config, bits=16, rank=4, batch_size=2, seq_len=16, train=False)
+    assert set(est.components) == {"weights", "activations"}
+    assert est.notes and "inference" in est.notes[0]
+    base = estimate(tiny_config, bits=16, rank=None, batch_size=2, seq_len=16)
+    assert set(base.components) == {"weights", "activations"}
+
+
+def test_cuda_estimate_uses_half_precision(tiny_config):
+    cpu = estimate(tiny_config, bits=16, rank=4, batch_size=1, seq_len=8, device_type="cpu")
+    gpu = estimate(tiny_config, bits=16, rank=4, batch_size=1, seq_len=8, device_type="cuda")
+    assert gpu.components["weights"] * 2 == cpu.components["weights"]
+    assert gpu.components["adapter"] == cpu.components["adapter"]  # the adapter stays fp32
+
+
+def test_memory_monitor_cpu_sees_a_short_lived_allocation():
+    mon = MemoryMonitor("cpu").start()
+    try:
+        assert mon.peak() < 100 * MiB
+        big = torch.ones(50_000_000)  # 200 MB, every page touched
+        time.sleep(0.1)  # give the sampling thread a few 5 ms ticks
+        during = mon.now()
+        del big
+        time.sleep(0.05)
+        peak = mon.peak()
+        assert during >= 150 * MiB
+        assert peak >= 150 * MiB  # still there after the tensor is gone: the thread saw it
+        assert peak >= mon.now()
+    finally:
+        final = mon.stop()
+    assert final >= 150 * MiB
+    assert mon._thread is None
+
+
+def test_memory_monitor_context_manager():
+    with MemoryMonitor("cpu") as mon:
+        assert mon._thread is not None and mon._thread.is_alive()
+        assert mon.now() >= 0 and mon.peak() >= 0
+    assert mon._thread is None
+
+
+def test_mib_and_gib():
+    assert memory.MiB == 2**20 and memory.GiB == 2**30
