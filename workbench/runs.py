@@ -3,6 +3,7 @@ a Stop never leaves a half-written results table or adapter behind."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -74,24 +75,34 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def save_adapter(model, path: Path) -> Path:
-    """peft's save_pretrained into a temp folder, then swapped in under the final name."""
+@contextlib.contextmanager
+def atomic_dir(path: Path, *, replace: bool = True):
+    """Yield a temp folder beside `path`; when the block succeeds it takes `path`'s name.
+
+    With replace=False an existing `path` wins (another process finished first) and the new
+    folder is dropped. On any failure the temp folder is removed and `path` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.save_pretrained(tmp)
-        if path.exists():
+        yield tmp
+        if not path.exists():
+            os.replace(tmp, path)
+        elif replace:
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / "x")
+            os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+
+def save_adapter(model, path: Path) -> Path:
+    """peft's save_pretrained, swapped in under the final name only when complete."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp)
+    return Path(path)
 
 
 class MetricsCSV:
