@@ -129,8 +129,10 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
         }
 
     def answer(name: str, model, base: bool) -> None:
-        for prompt, gen in zip(prompts, generate(model, tokenizer, prompts, decode, base=base)):
-            result.generations.setdefault(prompt, {})[name] = gen
+        # one prompt at a time, so each answer's time and tokens/s are its own
+        for prompt in prompts:
+            result.generations.setdefault(prompt, {})[name] = generate(model, tokenizer, [prompt], decode,
+                                                                       base=base)[0]
 
     predictions: dict[str, list[dict]] = {}
     try:

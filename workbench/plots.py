@@ -58,12 +58,15 @@ def accuracy_memory_figure(rows: list[dict], memory_key: str = "peak_memory_byte
     """Accuracy against memory, each point labelled with its settings: up and to the left is better."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
-    for r in rows:
-        if r.get("accuracy") is None or r.get(memory_key) is None:
-            continue
+    points = [r for r in rows if r.get("accuracy") is not None and r.get(memory_key) is not None]
+    # labels of points at similar accuracy would overprint: stack them, one line apart
+    points.sort(key=lambda r: (round(r["accuracy"], 2), r[memory_key]))
+    for i, r in enumerate(points):
         x, y = r[memory_key] / MiB, r["accuracy"] * 100
+        same = sum(1 for q in points[:i] if abs(q["accuracy"] - r["accuracy"]) < 0.05)
         ax.scatter([x], [y], s=60, color=COLORS.get(r["name"], "#333333"), zorder=3)
-        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 6 - 13 * same), fontsize=8,
+                    ha="right" if same % 2 else "left")
     ax.set_xlabel("peak memory (MiB)" if memory_key == "peak_memory_bytes" else "weight memory (MiB)")
     ax.set_ylabel("accuracy on held-out examples (%)")
     ax.set_ylim(-5, 105)
