@@ -233,6 +233,23 @@ def test_load_model_4bit_turns_repack_off(load_tiny):
 # --------------------------------------------------------------------------- LoRA
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_cpu_load_does_not_keep_the_checkpoint_mapped(tiny_model_dir, bits):
+    """Unquantized layers must own their memory: a view into the mmapped float32 checkpoint keeps
+    the whole file resident and charges it to the quantized model's memory."""
+    import gc
+
+    model, _ = models.load_model(tiny_model_dir, bits=bits, device="cpu")
+    gc.collect()
+    ckpt = str(next(Path(tiny_model_dir).glob("*.safetensors")).resolve())
+    maps = Path("/proc/self/maps").read_text()
+    assert ckpt not in maps
+    # the tied output head still shares the (now owned) embedding
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    del model
+
+
 def test_attach_lora_bad_targets_lists_valid_names(load_tiny):
     with pytest.raises(ValueError) as info:
         models.attach_lora(load_tiny(16), LoraSettings(target_modules="q_proj,not_a_module"), 16)

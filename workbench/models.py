@@ -234,8 +234,28 @@ def load_model(path: Path, bits: int = 16, quant: QuantSettings | None = None, d
         model.to(choice.device)
     if bits == 4:
         disable_cpu_repack(model)
+    if bits < 16 and choice.type == "cpu":
+        release_checkpoint_pages(model)
     model.config.use_cache = False
     return model, choice
+
+
+@torch.no_grad()
+def release_checkpoint_pages(model) -> None:
+    """Copy the layers that stay unquantized (embeddings, norms) out of the memory-mapped checkpoint.
+
+    On the CPU they are loaded as views of the safetensors file; each view keeps the whole file
+    mapped, and the pages read while quantizing the other layers stay resident: about the size of
+    the float32 checkpoint charged to a 4-bit model. Owning copies let the mapping close.
+    """
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if type(param).__name__ not in ("Params4bit", "Int8Params"):
+                param.data = param.data.clone()
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None:
+                module._buffers[name] = buf.clone()
+    model.tie_weights()
 
 
 def disable_cpu_repack(model) -> int:
