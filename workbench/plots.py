@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 MiB = 1024**2
 COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
@@ -24,6 +25,7 @@ def loss_figure(metrics: list[dict]) -> Figure:
         pts = [m for m in metrics if m["variant"] == name]
         ax.plot([m["step"] for m in pts], [m["loss"] for m in pts], label=name, color=COLORS.get(name))
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training loss (answer tokens)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
