@@ -134,14 +134,14 @@ def test_read_jsonl_empty_answer(tmp_path):
 
 
 def test_read_jsonl_missing_fields(tmp_path):
-    path = _write(tmp_path / "d.jsonl", [json.dumps({"question": "p", "answer": "a"})])
-    with pytest.raises(ValueError, match="line 1 needs string fields 'prompt' and 'answer'"):
+    path = _write(tmp_path / "d.jsonl", [json.dumps({"query": "p", "answer": "a"})])
+    with pytest.raises(ValueError, match="has columns answer, query but needs prompt/answer"):
         data.read_jsonl(path)
 
 
 def test_read_jsonl_empty_file(tmp_path):
     path = _write(tmp_path / "d.jsonl", ["", "  "])
-    with pytest.raises(ValueError, match="no examples"):
+    with pytest.raises(ValueError, match="d.jsonl is empty; add examples"):
         data.read_jsonl(path)
 
 

@@ -1,4 +1,4 @@
-"""`workbench compare | estimate | model-path`: the same work as the notebook panels, headless.
+"""`workbench compare | estimate | preview | model-path`: the same work as the notebook panels, headless.
 
 Input a user can get wrong exits with status 2 and one line that names the field.
 """
@@ -51,7 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(c)
     src = c.add_mutually_exclusive_group()
     src.add_argument("--task", help="Built-in task (see data/).")
-    src.add_argument("--data", help="JSONL file of {prompt, answer} rows; 15%% is held out for scoring.")
+    src.add_argument("--data", help="Your own data: .jsonl/.json/.csv with prompt/answer (or response, "
+                     "completion), instruction/input/output or messages columns, or plain .txt.")
+    c.add_argument("--eval-data", help="A separate file to evaluate on (default: hold out --eval-fraction).")
+    c.add_argument("--eval-fraction", type=float, help="Share of --data held out for evaluation (default 0.15).")
+    c.add_argument("--columns", help="Map your column names: prompt=question,answer=label.")
+    c.add_argument("--skip-bad-rows", action="store_true", default=None,
+                   help="Skip unusable rows and report how many, instead of stopping at the first.")
     _add_lora(c)
     c.add_argument("--variants", help="Comma list of " + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items())
                    + ". Default base,lora,qlora.")
@@ -87,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Device type to estimate for (dtype of the 16-bit base: fp32 on cpu, bf16 on cuda).")
     e.add_argument("--json", action="store_true", help="Print bytes per component and the total as JSON.")
 
+    v = sub.add_parser("preview", help="show examples exactly as the model will see them, with statistics")
+    _add_model(v, DEFAULT_MODEL)
+    src = v.add_mutually_exclusive_group()
+    src.add_argument("--task", help="Built-in task (default sentiment).")
+    src.add_argument("--data", help="Your own data file (same formats as compare).")
+    v.add_argument("--columns", help="Map your column names: prompt=question,answer=label.")
+    v.add_argument("--skip-bad-rows", action="store_true", help="Skip unusable rows and report how many.")
+    v.add_argument("--seq-len", type=int, default=128, help=help_for(TrainSettings, "seq_len"))
+    v.add_argument("-n", "--examples", type=int, default=3, help="How many examples to show.")
+
     m = sub.add_parser("model-path", help="print the local folder a model name resolves to")
     m.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     return parser
@@ -108,6 +124,9 @@ def _overrides(a: argparse.Namespace) -> dict:
     }
     if a.variants is not None:
         o["variants"] = a.variants
+    for key in ("eval_data", "eval_fraction", "columns", "skip_bad_rows"):
+        if getattr(a, key) is not None:
+            o[key] = getattr(a, key)
     if a.data is not None:
         o["data"], o["task"] = a.data, None
     elif a.task is not None:
@@ -119,8 +138,6 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from .compare import preset_config, progress_sink, results_table, run_compare
 
     cfg = preset_config(a.preset, _overrides(a))
-    if cfg.data and not Path(cfg.data).is_file():
-        raise ValueError(f"data: {cfg.data} does not exist; give the path of a JSONL file")
     stop = threading.Event()
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save; second: abort
@@ -166,6 +183,17 @@ def cmd_estimate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(a: argparse.Namespace) -> int:
+    from .data import get_task, preview
+    from .models import load_tokenizer, resolve_model
+
+    TrainSettings(seq_len=a.seq_len)  # validates it
+    task = get_task(a.task or "sentiment", a.data, columns=a.columns, skip_bad_rows=a.skip_bad_rows)
+    tokenizer = load_tokenizer(resolve_model(a.model))
+    print(preview(tokenizer, task, seq_len=a.seq_len, n=a.examples).to_text())
+    return 0
+
+
 def cmd_model_path(a: argparse.Namespace) -> int:
     from .models import resolve_model
 
@@ -177,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("WORKBENCH_LOG", "WARNING"), format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return {"compare": cmd_compare, "estimate": cmd_estimate, "model-path": cmd_model_path}[args.command](args)
+        commands = {"compare": cmd_compare, "estimate": cmd_estimate, "preview": cmd_preview,
+                    "model-path": cmd_model_path}
+        return commands[args.command](args)
     except ValueError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

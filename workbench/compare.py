@@ -55,6 +55,8 @@ class CompareResult:
     device: str
     model_path: str
     task: str
+    scoring: str = "exact_match"
+    notes: list[str] = field(default_factory=list)
     variants: list[dict] = field(default_factory=list)
     generations: dict[str, dict[str, Generation]] = field(default_factory=dict)
     metrics: list[dict] = field(default_factory=list)
@@ -62,7 +64,7 @@ class CompareResult:
 
     def to_json(self) -> dict:
         return {"config": self.config, "device": self.device, "model_path": self.model_path, "task": self.task,
-                "stopped": self.stopped, "variants": self.variants}
+                "scoring": self.scoring, "notes": self.notes, "stopped": self.stopped, "variants": self.variants}
 
 
 def _release_memory() -> None:
@@ -76,28 +78,40 @@ def _release_memory() -> None:
 
 
 def _effective_seq_len(tokenizer, task, seq_len: int) -> int:
-    longest = max(len(data_mod.encode_example(tokenizer, ex, seq_len)["input_ids"]) for ex in task.train)
+    longest = max(len(r["input_ids"]) for r in data_mod.encode_split(tokenizer, task.train, seq_len))
     return min(seq_len, longest)
 
 
 def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = (),
                 stop: threading.Event | None = None, on_status: Callable[[str], None] | None = None,
-                decode: DecodeSettings | None = None) -> CompareResult:
-    """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time."""
+                decode: DecodeSettings | None = None, task: data_mod.Task | None = None) -> CompareResult:
+    """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
+
+    `task` overrides cfg.task/cfg.data with data already loaded (e.g. from a DataFrame via
+    workbench.data.load_data_task)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     status = on_status or (lambda msg: log.info(msg))
     decode = decode or DecodeSettings(max_new_tokens=48, seed=cfg.train.seed)
 
+    if task is None:  # first: a mistake in the data should not wait for a model to load
+        task = data_mod.get_task(cfg.task, cfg.data, seed=cfg.train.seed, eval_data=cfg.eval_data,
+                                 eval_fraction=cfg.eval_fraction, columns=cfg.columns,
+                                 skip_bad_rows=cfg.skip_bad_rows)
+    choice = models.pick_device(cfg.model.device)
     status(f"resolving model {cfg.model.name}")
     path = models.resolve_model(cfg.model.name)
-    choice = models.pick_device(cfg.model.device)
     tokenizer = models.load_tokenizer(path)
-    task = data_mod.get_task(cfg.task, cfg.data, seed=cfg.train.seed)
-    eval_set = task.eval[:cfg.train.eval_examples] if cfg.train.eval_examples else task.eval
+    eval_set = task.eval
+    if cfg.train.eval_examples and not isinstance(eval_set, data_mod.TextSource):
+        eval_set = eval_set[:cfg.train.eval_examples]
     prompts = task.sample_prompts[:3]
-    result = CompareResult(config=cfg.to_dict(), device=choice.describe(), model_path=str(path), task=task.name)
+    result = CompareResult(config=cfg.to_dict(), device=choice.describe(), model_path=str(path), task=task.name,
+                           scoring=task.scoring,
+                           notes=task.notes + data_mod.length_report(tokenizer, task.train, cfg.train.seq_len))
+    for note in result.notes:
+        status(note)
     metrics_sink = runs.MetricsCSV(out / "metrics.csv")
     all_sinks: list[Sink] = [metrics_sink, lambda e: result.metrics.append(e.to_dict()), *sinks]
     from transformers import AutoConfig
@@ -132,7 +146,7 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
         # one prompt at a time, so each answer's time and tokens/s are its own
         for prompt in prompts:
             result.generations.setdefault(prompt, {})[name] = generate(model, tokenizer, [prompt], decode,
-                                                                       base=base)[0]
+                                                                       base=base, chat=task.chat)[0]
 
     predictions: dict[str, list[dict]] = {}
     try:
@@ -152,7 +166,8 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
                 model = models.attach_lora(model, cfg.lora, bits, cfg.train.gradient_checkpointing)
             if "base" in names:
                 status("evaluating base (adapter disabled)")
-                ev = evaluate(model, tokenizer, eval_set, seq_len=cfg.train.seq_len, base=True)
+                ev = evaluate(model, tokenizer, eval_set, seq_len=cfg.train.seq_len, base=True,
+                              scoring=task.scoring)
                 answer("base", model, base=True)
                 predictions["base"] = ev.predictions
                 result.variants.append(row("base", model, bits, monitor.peak(), None, ev))
@@ -164,7 +179,7 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
                 ev = None
                 if not tr.stopped:
                     status(f"evaluating {name}")
-                    ev = evaluate(model, tokenizer, eval_set, seq_len=cfg.train.seq_len)
+                    ev = evaluate(model, tokenizer, eval_set, seq_len=cfg.train.seq_len, scoring=task.scoring)
                     predictions[name] = ev.predictions
                     answer(name, model, base=False)
                 result.variants.append(row(name, model, bits, monitor.peak(), tr, ev))

@@ -202,8 +202,17 @@ class RunConfig:
                                  metadata={"help": "4-bit settings used by the qlora variant."})
     train: TrainSettings = field(default_factory=TrainSettings)
     task: str | None = field(default="sentiment", metadata={"help": "Built-in task to train and score on."})
-    data: str | None = field(default=None, metadata={"help": "A JSONL file of {prompt, answer} rows to use "
-                                                            "instead of a built-in task."})
+    data: str | None = field(default=None, metadata={"help": "Your own data instead of a built-in task: JSONL, "
+                                                            "JSON, CSV (prompt/answer, instruction/input/output "
+                                                            "or messages) or plain .txt."})
+    eval_data: str | None = field(default=None, metadata={"help": "A separate file to evaluate on; without it "
+                                                                 "eval_fraction of data is held out."})
+    eval_fraction: float = field(default=0.15, metadata={"help": "Share of data held out for evaluation when "
+                                                                "no eval file is given (seeded, repeatable)."})
+    columns: str | None = field(default=None, metadata={"help": "Map your column names, e.g. "
+                                                               "prompt=question,answer=label."})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip unusable rows (empty answer, ...) and "
+                                                                "report how many, instead of stopping."})
     variants: list[str] = field(default_factory=lambda: ["base", "lora", "qlora"],
                                 metadata={"help": "What to compare: " + "; ".join(
                                     f"{k} = {v}" for k, v in VARIANT_HELP.items())})
@@ -222,6 +231,11 @@ class RunConfig:
         self.variants = [v for v in VARIANTS if v in self.variants]
         if self.data is None and not self.task:
             raise ValueError("task or data: give a built-in task name or a data file")
+        if self.eval_data is not None and self.data is None:
+            raise ValueError("eval_data: give the training data too (data), or use a built-in task alone")
+        _check_float("eval_fraction", self.eval_fraction, 0, 1, lo_open=True)
+        if self.eval_fraction >= 1:
+            raise ValueError(f"eval_fraction must be below 1 (for example 0.15); got {self.eval_fraction}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -235,5 +249,9 @@ class RunConfig:
             train=TrainSettings(**d.get("train", {})),
             task=d.get("task", "sentiment"),
             data=d.get("data"),
+            eval_data=d.get("eval_data"),
+            eval_fraction=d.get("eval_fraction", 0.15),
+            columns=d.get("columns"),
+            skip_bad_rows=d.get("skip_bad_rows", False),
             variants=d.get("variants", ["base", "lora", "qlora"]),
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import IGNORE_INDEX, Example, collate, encode_example, exact_match, prompt_text
+from .data import IGNORE_INDEX, Example, TextSource, collate, encode_split, exact_match, prompt_text
 
 
 def adapter_off(model, off: bool = True):
@@ -55,11 +55,13 @@ class DecodeSettings:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], decode: DecodeSettings | None = None, *,
-             base: bool = False, streamer=None) -> list[Generation]:
-    """Answer prompts in one left-padded batch; with base=True the adapter is switched off."""
+def generate(model, tokenizer, prompts: list[str | Example], decode: DecodeSettings | None = None, *,
+             base: bool = False, streamer=None, chat: bool = True) -> list[Generation]:
+    """Answer prompts in one left-padded batch; with base=True the adapter is switched off.
+    chat=False continues the text as it is (for models tuned on plain text)."""
     decode = decode or DecodeSettings()
-    texts = [prompt_text(tokenizer, p) for p in prompts]
+    texts = [prompt_text(tokenizer, p.prompt, p.history, chat) if isinstance(p, Example)
+             else prompt_text(tokenizer, p, chat=chat) for p in prompts]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     try:
@@ -85,7 +87,7 @@ def generate(model, tokenizer, prompts: list[str], decode: DecodeSettings | None
 class EvalResult:
     eval_loss: float
     perplexity: float
-    accuracy: float
+    accuracy: float | None  # None when the task is scored by perplexity
     predictions: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -93,18 +95,16 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, examples: list[Example], *, seq_len: int = 128, batch_size: int = 16,
-             base: bool = False) -> EvalResult:
-    """Eval loss and perplexity on the answer tokens, and exact-match accuracy of greedy answers."""
+def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len: int = 128, batch_size: int = 16,
+             base: bool = False, scoring: str = "exact_match") -> EvalResult:
+    """Eval loss and perplexity on the answer tokens (every token for plain text), and, when the
+    task is scored by exact match, the accuracy of greedy answers."""
     device = _device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
     total_loss = 0.0
     total_tokens = 0
-    rows = [encode_example(tokenizer, ex, seq_len) for ex in examples]
-    longest_answer = max(sum(1 for lab in r["labels"] if lab != IGNORE_INDEX) for r in rows)
-    decode = DecodeSettings(max_new_tokens=max(8, longest_answer + 4))
-    predictions = []
+    rows = encode_split(tokenizer, examples, seq_len)
     with adapter_off(model, base):
         for i in range(0, len(rows), batch_size):
             batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size], pad_id).items()}
@@ -116,13 +116,18 @@ def evaluate(model, tokenizer, examples: list[Example], *, seq_len: int = 128, b
                                                      reduction="sum")
             total_loss += float(loss)
             total_tokens += int((shift_labels != IGNORE_INDEX).sum())
+    mean = total_loss / max(total_tokens, 1)
+    perplexity = math.exp(min(mean, 50.0))
+    if isinstance(examples, TextSource) or scoring != "exact_match":
+        return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=None)
+    longest_answer = max(sum(1 for lab in r["labels"] if lab != IGNORE_INDEX) for r in rows)
+    decode = DecodeSettings(max_new_tokens=max(8, longest_answer + 4))
+    predictions = []
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
-        gens = generate(model, tokenizer, [e.prompt for e in chunk], decode, base=base)
+        gens = generate(model, tokenizer, chunk, decode, base=base)
         for ex, g in zip(chunk, gens):
             predictions.append({"prompt": ex.prompt, "answer": ex.answer, "prediction": g.text,
                                 "correct": exact_match(g.text, ex.answer)})
-    mean = total_loss / max(total_tokens, 1)
     accuracy = sum(p["correct"] for p in predictions) / max(len(predictions), 1)
-    return EvalResult(eval_loss=mean, perplexity=math.exp(min(mean, 50.0)), accuracy=accuracy,
-                      predictions=predictions)
+    return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=accuracy, predictions=predictions)

@@ -57,21 +57,30 @@ def memory_figure(rows: list[dict], device: str = "") -> Figure:
 
 
 def accuracy_memory_figure(rows: list[dict], memory_key: str = "peak_memory_bytes") -> Figure:
-    """Accuracy against memory, each point labelled with its settings: up and to the left is better."""
+    """Accuracy against memory, each point labelled with its settings: up and to the left is better.
+    Tasks scored by perplexity plot that instead (down and to the left is better)."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
-    points = [r for r in rows if r.get("accuracy") is not None and r.get(memory_key) is not None]
-    # labels of points at similar accuracy would overprint: stack them, one line apart
-    points.sort(key=lambda r: (round(r["accuracy"], 2), r[memory_key]))
+    metric = "accuracy" if any(r.get("accuracy") is not None for r in rows) else "perplexity"
+    points = [r for r in rows if r.get(metric) is not None and r.get(memory_key) is not None]
+    value = (lambda r: r["accuracy"] * 100) if metric == "accuracy" else (lambda r: r["perplexity"])
+    # labels of points at similar heights would overprint: stack them, one line apart
+    points.sort(key=lambda r: (value(r), r[memory_key]))
+    span = max((value(r) for r in points), default=1) - min((value(r) for r in points), default=0) or 1
     for i, r in enumerate(points):
-        x, y = r[memory_key] / MiB, r["accuracy"] * 100
-        same = sum(1 for q in points[:i] if abs(q["accuracy"] - r["accuracy"]) < 0.05)
+        x, y = r[memory_key] / MiB, value(r)
+        same = sum(1 for q in points[:i] if abs(value(q) - y) < 0.05 * span)
         ax.scatter([x], [y], s=60, color=COLORS.get(r["name"], "#333333"), zorder=3)
         ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 6 - 13 * same), fontsize=8,
                     ha="right" if same % 2 else "left")
     ax.set_xlabel("peak memory (MiB)" if memory_key == "peak_memory_bytes" else "weight memory (MiB)")
-    ax.set_ylabel("accuracy on held-out examples (%)")
-    ax.set_ylim(-5, 105)
+    if metric == "accuracy":
+        ax.set_ylabel("accuracy on held-out examples (%)")
+        ax.set_ylim(-5, 105)
+        ax.set_title("Accuracy vs memory (up and left is better)")
+    else:
+        ax.set_ylabel("held-out perplexity")
+        ax.set_yscale("log")
+        ax.set_title("Perplexity vs memory (down and left is better)")
     ax.grid(alpha=0.3)
-    ax.set_title("Accuracy vs memory (up and left is better)")
     return fig

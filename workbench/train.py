@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import torch
 
 from .config import TrainSettings
-from .data import Example, collate, encode_example
+from .data import Example, TextSource, collate, encode_split
 from .memory import MemoryMonitor
 
 
@@ -82,7 +82,7 @@ def batches(rows: list[dict], batch_size: int, seed: int) -> Iterable[list[dict]
         del order[:batch_size]
 
 
-def train(model, tokenizer, examples: list[Example], settings: TrainSettings, *, variant: str = "lora",
+def train(model, tokenizer, examples: list[Example] | TextSource, settings: TrainSettings, *, variant: str = "lora",
           sinks: Iterable[Sink] = (), stop: threading.Event | None = None,
           monitor: MemoryMonitor | None = None) -> TrainResult:
     """Train the model's trainable parameters (the LoRA adapter) for settings.steps steps.
@@ -96,7 +96,9 @@ def train(model, tokenizer, examples: list[Example], settings: TrainSettings, *,
     own_monitor = monitor is None
     monitor = monitor or MemoryMonitor(device).start()
     seed_everything(settings.seed)
-    rows = [encode_example(tokenizer, ex, settings.seq_len) for ex in examples]
+    rows = encode_split(tokenizer, examples, settings.seq_len)
+    # an example whose prompt fills seq_len has no answer token left to learn from
+    # (data.length_report tells the user how many before training starts)
     rows = [r for r in rows if any(lab != -100 for lab in r["labels"])]
     if not rows:
         raise ValueError(f"seq_len: {settings.seq_len} tokens cut off every answer; raise seq_len")
