@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--task", help="Built-in task (default sentiment).")
     src.add_argument("--data", help="Your own data file (same formats as compare).")
     v.add_argument("--columns", help="Map your column names: prompt=question,answer=label.")
+    v.add_argument("--eval-data", help="A separate file to evaluate on.")
+    v.add_argument("--eval-fraction", type=float, default=0.15, help="Share of --data held out (default 0.15).")
     v.add_argument("--skip-bad-rows", action="store_true", help="Skip unusable rows and report how many.")
     v.add_argument("--seq-len", type=int, default=128, help=help_for(TrainSettings, "seq_len"))
     v.add_argument("-n", "--examples", type=int, default=3, help="How many examples to show.")
@@ -188,7 +190,8 @@ def cmd_preview(a: argparse.Namespace) -> int:
     from .models import load_tokenizer, resolve_model
 
     TrainSettings(seq_len=a.seq_len)  # validates it
-    task = get_task(a.task or "sentiment", a.data, columns=a.columns, skip_bad_rows=a.skip_bad_rows)
+    task = get_task(a.task or "sentiment", a.data, columns=a.columns, skip_bad_rows=a.skip_bad_rows,
+                    eval_data=a.eval_data, eval_fraction=a.eval_fraction)
     tokenizer = load_tokenizer(resolve_model(a.model))
     print(preview(tokenizer, task, seq_len=a.seq_len, n=a.examples).to_text())
     return 0

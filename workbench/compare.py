@@ -90,7 +90,6 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
     `task` overrides cfg.task/cfg.data with data already loaded (e.g. from a DataFrame via
     workbench.data.load_data_task)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     status = on_status or (lambda msg: log.info(msg))
     decode = decode or DecodeSettings(max_new_tokens=48, seed=cfg.train.seed)
@@ -100,6 +99,7 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
                                  eval_fraction=cfg.eval_fraction, columns=cfg.columns,
                                  skip_bad_rows=cfg.skip_bad_rows)
     choice = models.pick_device(cfg.model.device)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
     status(f"resolving model {cfg.model.name}")
     path = models.resolve_model(cfg.model.name)
     tokenizer = models.load_tokenizer(path)

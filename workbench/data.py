@@ -110,8 +110,11 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
     path = Path(path)
     text = _read_text(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
+    if suffix in (".csv", ".tsv"):
+        header = text.split("\n", 1)[0]
+        # Excel in many locales writes ';'-separated "CSV"; .tsv is tab-separated
+        delimiter = "\t" if suffix == ".tsv" else ";" if header.count(";") > header.count(",") else ","
+        reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
         if not reader.fieldnames or not any(f and f.strip() for f in reader.fieldnames):
             raise ValueError(f"data: {path} has no header row; its first line must name the columns")
         rows = []
@@ -126,13 +129,16 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"data: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); fix it, or use "
-                             "JSONL with one object per line") from None
+            hint = ("it looks like JSONL (one object per line): rename it to .jsonl"
+                    if exc.msg == "Extra data" else "fix it, or use JSONL with one object per line")
+            raise ValueError(f"data: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); {hint}") from None
         if not isinstance(obj, list) or not all(isinstance(o, dict) for o in obj):
             raise ValueError(f"data: {path} must hold a JSON list of objects, one per example")
         return [(f"{path} item {i}", o) for i, o in enumerate(obj, 1)]
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # split on \n only: str.splitlines() also breaks at U+2028, U+0085 and other characters that JSON
+    # strings may hold unescaped (json.dumps(..., ensure_ascii=False) writes them raw)
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -159,18 +165,24 @@ def _records_from_object(source: Any) -> tuple[str, list[tuple[str, dict]]]:
                      f"got {type(source).__name__}")
 
 
+def _name(source: Any) -> str:
+    return str(source) if isinstance(source, (str, Path)) else type(source).__name__
+
+
 def parse_columns(spec: str | dict | None) -> dict[str, str]:
     """'prompt=question,answer=label' -> {'prompt': 'question', 'answer': 'label'}."""
     if not spec:
         return {}
-    if isinstance(spec, dict):
-        return {str(k): str(v) for k, v in spec.items()}
     out = {}
-    for part in spec.split(","):
-        if "=" not in part:
-            raise ValueError(f"columns: write FIELD=COLUMN pairs such as prompt=question,answer=label; got {part!r}")
-        k, v = (s.strip() for s in part.split("=", 1))
-        out[k] = v
+    if isinstance(spec, dict):
+        out = {str(k).strip(): str(v).strip() for k, v in spec.items()}
+    else:
+        for part in spec.split(","):
+            if "=" not in part:
+                raise ValueError(f"columns: write FIELD=COLUMN pairs such as prompt=question,answer=label; "
+                                 f"got {part!r}")
+            k, v = (s.strip() for s in part.split("=", 1))
+            out[k] = v
     known = set(PROMPT_KEYS + ANSWER_KEYS + ("input", "messages", "text", "system"))
     bad = [k for k in out if k not in known]
     if bad:
@@ -187,10 +199,17 @@ def _apply_columns(rows: list[tuple[str, dict]], columns: dict[str, str], name: 
         raise ValueError(f"columns: {name} has no column {', '.join(map(repr, missing))}; its columns are "
                          f"{', '.join(sorted(present))}")
     out = []
-    for where, r in rows:
-        r = dict(r)
+    for where, src in rows:
+        # a row without a mapped column (JSONL rows may differ) is left for the row checks to name
+        r = {k: v for k, v in src.items() if k not in columns.values()}
         for canonical, actual in columns.items():
-            r[canonical] = r.pop(actual)
+            # an explicit mapping wins over a column that merely has a known name
+            family = PROMPT_KEYS if canonical in PROMPT_KEYS else ANSWER_KEYS if canonical in ANSWER_KEYS else ()
+            for other in family:
+                if other != canonical and other not in columns:
+                    r.pop(other, None)
+            if actual in src:
+                r[canonical] = src[actual]
         out.append((where, r))
     return out
 
@@ -209,6 +228,8 @@ def _schema(keys: set[str] | dict, name: str) -> str:
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and value != value):  # None or NaN from pandas
         return ""
+    if isinstance(value, float) and value.is_integer():  # pandas stores int columns with gaps as float
+        return str(int(value))
     return str(value)
 
 
@@ -279,10 +300,10 @@ def load_examples(source: Any, *, columns: str | dict | None = None, skip_bad_ro
         path = Path(source)
         if path.suffix.lower() == ".txt":
             return TextSource(_read_text(path), str(path)), 0
-        if path.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
             if not path.exists():
                 raise ValueError(f"data: {path} does not exist; check the path")
-            raise ValueError(f"data: {path} has an unknown extension; use .jsonl, .json, .csv or .txt")
+            raise ValueError(f"data: {path} has an unknown extension; use .jsonl, .json, .csv, .tsv or .txt")
         name, rows = str(path), read_records(path)
     else:
         name, rows = _records_from_object(source)
@@ -318,8 +339,10 @@ def choose_scoring(train: list[Example] | TextSource) -> str:
 
 def _sample_prompts(ev: list[Example] | TextSource, n: int = 3) -> list[str]:
     if isinstance(ev, TextSource):
-        # the opening of a few held-out passages, for the model to continue
+        # the opening of a few held-out passages (or lines, for text without blank lines) to continue
         paras = [p.strip() for p in re.split(r"\n\s*\n", ev.text) if len(p.strip()) > 40]
+        if len(paras) < n:
+            paras = [p.strip() for p in ev.text.split("\n") if len(p.strip()) > 20] or paras or [ev.text.strip()]
         step = max(1, len(paras) // n)
         return [" ".join(p.split()[:24]) for p in paras[::step][:n]]
     return [e.prompt for e in ev[:n]]
@@ -341,10 +364,20 @@ def load_task(name: str) -> Task:
 
 
 def _split_text(text: TextSource, eval_fraction: float) -> tuple[TextSource, TextSource]:
-    """The last eval_fraction of the text, cut at a paragraph or line break, is held out."""
+    """The last eval_fraction of the text (give or take half of it), cut at a paragraph, line or word
+    break, is held out."""
     cut = int(len(text.text) * (1 - eval_fraction))
-    for sep in ("\n\n", "\n"):
-        pos = text.text.rfind(sep, 0, cut)
+
+    def nearest(sep: str, lo: int, hi: int) -> int:
+        found = [p for p in (text.text.rfind(sep, max(lo, 0), cut), text.text.find(sep, cut, hi))
+                 if p > 0 and text.text[:p].strip() and text.text[p:].strip()]
+        return min(found, key=lambda p: abs(p - cut)) if found else -1
+
+    # the best break near the cut (the held-out share may grow or shrink by half): a paragraph, a line,
+    # else a word; a break far away (a title's blank line at the top) must not move the cut there
+    slack = (len(text.text) - cut) // 2
+    for sep in ("\n\n", "\n", " "):
+        pos = nearest(sep, cut - slack, cut + slack)
         if pos > 0:
             cut = pos
             break
@@ -369,8 +402,8 @@ def load_data_task(source: Any, *, eval_source: Any = None, eval_fraction: float
         ev, skipped_eval = load_examples(eval_source, columns=columns, skip_bad_rows=skip_bad_rows)
         skipped += skipped_eval
         if isinstance(ev, TextSource) != isinstance(train, TextSource):
-            raise ValueError("eval data: the eval file must be the same kind as the training data "
-                             "(both instruction rows or both plain text)")
+            raise ValueError(f"data: {_name(eval_source)} and {_name(source)} must be the same kind of data "
+                             "(both instruction rows or both plain text); give a matching eval file")
     elif isinstance(train, TextSource):
         train, ev = _split_text(train, eval_fraction)
     else:
@@ -383,7 +416,8 @@ def load_data_task(source: Any, *, eval_source: Any = None, eval_fraction: float
         ev = [train[i] for i in order[:n_eval]]
         train = [train[i] for i in order[n_eval:]]
     if skipped:
-        notes.append(f"data: skipped {skipped} unusable row(s) of {label} (skip_bad_rows is on)")
+        notes.append(f"data: skipped {skipped} unusable row(s) of {label}"
+                     + (" (skip_bad_rows is on)" if skip_bad_rows else " (empty text)"))
     return Task(name=label, train=train, eval=ev, scoring=choose_scoring(train),
                 sample_prompts=_sample_prompts(ev), skipped=skipped, notes=notes)
 
