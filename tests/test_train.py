@@ -304,7 +304,9 @@ def test_decode_settings_validate():
         gen.DecodeSettings(max_new_tokens=0)
     with pytest.raises(ValueError, match="temperature"):
         gen.DecodeSettings(temperature=-1)
-    assert gen.DecodeSettings().kwargs() == {"do_sample": False, "max_new_tokens": 48}
+    assert gen.DecodeSettings().kwargs() == {"do_sample": False, "max_new_tokens": 48, "repetition_penalty": 1.0}
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        gen.DecodeSettings(repetition_penalty=0)
     assert gen.DecodeSettings(temperature=0.7).kwargs()["do_sample"] is True
 
 

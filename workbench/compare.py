@@ -92,7 +92,6 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
     out = Path(out_dir)
     stop = stop or threading.Event()
     status = on_status or (lambda msg: log.info(msg))
-    decode = decode or DecodeSettings(max_new_tokens=48, seed=cfg.train.seed)
 
     if task is None:  # first: a mistake in the data should not wait for a model to load
         task = data_mod.get_task(cfg.task, cfg.data, seed=cfg.train.seed, eval_data=cfg.eval_data,
@@ -103,6 +102,9 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
     status(f"resolving model {cfg.model.name}")
     path = models.resolve_model(cfg.model.name)
     tokenizer = models.load_tokenizer(path)
+    # continuing plain text greedily, a small model soon loops; a mild penalty keeps the styles comparable
+    decode = decode or DecodeSettings(max_new_tokens=48, seed=cfg.train.seed,
+                                      repetition_penalty=1.0 if task.chat else 1.3)
     eval_set = task.eval
     if cfg.train.eval_examples and not isinstance(eval_set, data_mod.TextSource):
         eval_set = eval_set[:cfg.train.eval_examples]

@@ -337,6 +337,18 @@ def choose_scoring(train: list[Example] | TextSource) -> str:
     return "exact_match" if longest <= SHORT_ANSWER_WORDS else "perplexity"
 
 
+def _opening(passage: str, words: int = 24) -> str:
+    """The first `words` words of a passage, its line breaks kept (verse and speaker names need them)."""
+    out, count = [], 0
+    for line in passage.splitlines():
+        taken = line.split()[:words - count]
+        out.append(" ".join(taken))
+        count += len(taken)
+        if count >= words:
+            break
+    return "\n".join(out).strip()
+
+
 def _sample_prompts(ev: list[Example] | TextSource, n: int = 3) -> list[str]:
     if isinstance(ev, TextSource):
         # the opening of a few held-out passages (or lines, for text without blank lines) to continue
@@ -344,7 +356,7 @@ def _sample_prompts(ev: list[Example] | TextSource, n: int = 3) -> list[str]:
         if len(paras) < n:
             paras = [p.strip() for p in ev.text.split("\n") if len(p.strip()) > 20] or paras or [ev.text.strip()]
         step = max(1, len(paras) // n)
-        return [" ".join(p.split()[:24]) for p in paras[::step][:n]]
+        return [_opening(p) for p in paras[::step][:n]]
     return [e.prompt for e in ev[:n]]
 
 

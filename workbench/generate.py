@@ -40,18 +40,21 @@ class DecodeSettings:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 0.9
     seed: int = 0
+    repetition_penalty: float = 1.0  # above 1 discourages loops (small models repeat under greedy decoding)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a whole number of at least 1; got {self.max_new_tokens!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be 0 (greedy) or more; got {self.temperature}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be above 0 (1 = off); got {self.repetition_penalty}")
 
     def kwargs(self) -> dict:
+        common = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
         if self.temperature == 0:
-            return {"do_sample": False, "max_new_tokens": self.max_new_tokens}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens}
+            return {"do_sample": False, **common}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, **common}
 
 
 @torch.no_grad()
