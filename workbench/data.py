@@ -465,10 +465,16 @@ def answer_suffix(tokenizer) -> str:
     return tokenizer.eos_token or ""
 
 
-def encode_example(tokenizer, ex: Example, seq_len: int) -> dict:
-    """input_ids and labels; labels are IGNORE_INDEX on the prompt, so loss is on answer tokens only."""
+def prompt_answer_ids(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
+    """Token ids of the templated prompt and of the answer with its end-of-turn token."""
     p_ids = tokenizer(prompt_text(tokenizer, ex.prompt, ex.history), add_special_tokens=False)["input_ids"]
     a_ids = tokenizer(ex.answer + answer_suffix(tokenizer), add_special_tokens=False)["input_ids"]
+    return p_ids, a_ids
+
+
+def encode_example(tokenizer, ex: Example, seq_len: int) -> dict:
+    """input_ids and labels; labels are IGNORE_INDEX on the prompt, so loss is on answer tokens only."""
+    p_ids, a_ids = prompt_answer_ids(tokenizer, ex)
     ids = (p_ids + a_ids)[:seq_len]
     labels = ([IGNORE_INDEX] * len(p_ids) + a_ids)[:seq_len]
     return {"input_ids": ids, "labels": labels}
@@ -511,10 +517,13 @@ def length_report(tokenizer, split: list[Example] | TextSource, seq_len: int) ->
     """Messages about examples that do not fit in seq_len: how many, where the first is, what to do."""
     if isinstance(split, TextSource):
         return []
+    return _length_messages([(ex, *map(len, prompt_answer_ids(tokenizer, ex))) for ex in split], seq_len)
+
+
+def _length_messages(lengths: list[tuple[Example, int, int]], seq_len: int) -> list[str]:
+    """(example, prompt tokens, answer tokens) rows -> the message length_report gives."""
     long, cut_whole, first, longest = 0, 0, "", 0
-    for ex in split:
-        p = len(tokenizer(prompt_text(tokenizer, ex.prompt, ex.history), add_special_tokens=False)["input_ids"])
-        a = len(tokenizer(ex.answer + answer_suffix(tokenizer), add_special_tokens=False)["input_ids"])
+    for ex, p, a in lengths:
         longest = max(longest, p + a)
         if p + a > seq_len:
             long += 1
@@ -522,7 +531,7 @@ def length_report(tokenizer, split: list[Example] | TextSource, seq_len: int) ->
             cut_whole += p >= seq_len
     if not long:
         return []
-    msg = (f"data: {long} of {len(split)} examples are longer than seq_len {seq_len} tokens (longest {longest}"
+    msg = (f"data: {long} of {len(lengths)} examples are longer than seq_len {seq_len} tokens (longest {longest}"
            + (f", first at {first}" if first else "") + ") and will be cut")
     if cut_whole:
         msg += f"; {cut_whole} lose their whole answer and are skipped in training"
@@ -562,8 +571,9 @@ class Preview:
 
 def preview(tokenizer, task: Task, seq_len: int = 128, n: int = 3) -> Preview:
     """Examples exactly as tokenised and templated (prompt and answer parts marked), with statistics."""
-    rows = encode_split(tokenizer, task.train, seq_len)
+    lengths: list[tuple[Example, int, int]] = []
     if isinstance(task.train, TextSource):
+        rows = text_blocks(tokenizer, task.train, seq_len)
         full = [len(r["input_ids"]) for r in rows]
         examples = [{"prompt": "", "answer": tokenizer.decode(r["input_ids"]), "prompt_tokens": 0,
                      "answer_tokens": len(r["input_ids"]), "truncated": False} for r in rows[:n]]
@@ -572,8 +582,8 @@ def preview(tokenizer, task: Task, seq_len: int = 128, n: int = 3) -> Preview:
     else:
         full, examples, truncated = [], [], 0
         for ex in task.train:
-            p_ids = tokenizer(prompt_text(tokenizer, ex.prompt, ex.history), add_special_tokens=False)["input_ids"]
-            a_ids = tokenizer(ex.answer + answer_suffix(tokenizer), add_special_tokens=False)["input_ids"]
+            p_ids, a_ids = prompt_answer_ids(tokenizer, ex)
+            lengths.append((ex, len(p_ids), len(a_ids)))
             full.append(len(p_ids) + len(a_ids))
             truncated += len(p_ids) + len(a_ids) > seq_len
             if len(examples) < n:
@@ -585,7 +595,7 @@ def preview(tokenizer, task: Task, seq_len: int = 128, n: int = 3) -> Preview:
     stats = {"train": len(full), "eval": n_eval, "unit": unit, "min": ordered[0], "max": ordered[-1],
              "median": int(statistics.median(ordered)), "p90": ordered[int(0.9 * (len(ordered) - 1))],
              "truncated": truncated, "histogram": _histogram(ordered)}
-    notes = list(task.notes) + length_report(tokenizer, task.train, seq_len)
+    notes = list(task.notes) + _length_messages(lengths, seq_len)
     return Preview(task.name, task.kind, task.scoring, seq_len, examples, stats, notes)
 
 
