@@ -84,11 +84,13 @@ def _effective_seq_len(tokenizer, task, seq_len: int) -> int:
 
 def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = (),
                 stop: threading.Event | None = None, on_status: Callable[[str], None] | None = None,
-                decode: DecodeSettings | None = None, task: data_mod.Task | None = None) -> CompareResult:
+                decode: DecodeSettings | None = None, task: data_mod.Task | None = None,
+                on_variant: Callable[[str, int, int], None] | None = None) -> CompareResult:
     """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
 
     `task` overrides cfg.task/cfg.data with data already loaded (e.g. from a DataFrame via
-    workbench.data.load_data_task)."""
+    workbench.data.load_data_task). `on_variant(name, bits, estimated_peak_bytes)` is called as each
+    variant starts, so a live memory plot can draw the estimate before the first step."""
     out = Path(out_dir)
     stop = stop or threading.Event()
     status = on_status or (lambda msg: log.info(msg))
@@ -167,6 +169,8 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
                 seed_everything(cfg.train.seed)  # LoRA's random init too: same seed, same losses
                 model = models.attach_lora(model, cfg.lora, bits, cfg.train.gradient_checkpointing)
             if "base" in names:
+                if on_variant:
+                    on_variant("base", bits, estimate(bits, False))
                 status("evaluating base (adapter disabled)")
                 ev = evaluate(model, tokenizer, eval_set, seq_len=cfg.train.seq_len, base=True,
                               scoring=task.scoring)
@@ -174,6 +178,8 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
                 predictions["base"] = ev.predictions
                 result.variants.append(row("base", model, bits, monitor.peak(), None, ev))
             for name in trained_names:
+                if on_variant:
+                    on_variant(name, bits, estimate(bits, True))
                 status(f"training {name} ({cfg.train.steps} steps)")
                 tr = train(model, tokenizer, task.train, cfg.train, variant=name, sinks=all_sinks, stop=stop,
                            monitor=monitor)

@@ -84,3 +84,54 @@ def accuracy_memory_figure(rows: list[dict], memory_key: str = "peak_memory_byte
         ax.set_title("Perplexity vs memory (down and left is better)")
     ax.grid(alpha=0.3)
     return fig
+
+
+COMPONENT_COLORS = {
+    "weights": "#6baed6", "weights (quantized layers)": "#6baed6", "weights (kept in full precision)": "#c6dbef",
+    "adapter": "#fd8d3c", "gradients": "#fdae6b", "optimizer state": "#fdd0a2", "activations": "#74c476",
+}
+
+
+def estimate_figure(estimates: dict, title: str = "Estimated peak memory per variant") -> Figure:
+    """One stacked horizontal bar per variant: the estimator's components (a MemoryEstimate each)."""
+    names = list(estimates)
+    fig = Figure(figsize=(6.4, 0.9 + 0.55 * max(1, len(names))))
+    ax = fig.subplots()
+    components = list(dict.fromkeys(k for e in estimates.values() for k in e.components))
+    left = [0.0] * len(names)
+    for comp in components:
+        vals = [estimates[n].components.get(comp, 0) / MiB for n in names]
+        ax.barh(names, vals, left=left, label=comp, color=COMPONENT_COLORS.get(comp))
+        left = [a + b for a, b in zip(left, vals)]
+    for i, total in enumerate(left):
+        ax.text(total, i, f" {total:,.0f} MiB", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("MiB")
+    ax.set_xlim(0, max(left, default=1) * 1.25 or 1)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def live_memory_figure(metrics: list[dict], estimates: dict[str, int], device: str = "") -> Figure:
+    """Measured memory per training step, one line per variant, each variant's estimate dashed beside it."""
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.subplots()
+    for name in dict.fromkeys([*(m["variant"] for m in metrics), *estimates]):
+        pts = [m for m in metrics if m["variant"] == name]
+        color = COLORS.get(name)
+        if pts:
+            ax.plot([m["step"] for m in pts], [m["memory_bytes"] / MiB for m in pts], color=color,
+                    label=f"{name} measured")
+        if name in estimates and name != "base":
+            ax.axhline(estimates[name] / MiB, color=color, linestyle="--", linewidth=1, label=f"{name} estimate")
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    where = "process RSS above start" if device.startswith("cpu") or not device else "CUDA allocated"
+    ax.set_ylabel(f"MiB ({where})")
+    ax.set_title("Memory during training")
+    ax.grid(alpha=0.3)
+    if metrics or estimates:
+        ax.legend(fontsize=7)
+    return fig

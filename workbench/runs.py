@@ -27,16 +27,20 @@ def _tmp_beside(path: Path, suffix: str = "") -> Path:
     return Path(tmp)
 
 
-def write_text(path: Path, text: str) -> Path:
+def write_bytes(path: Path, content: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_beside(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(content)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -129,3 +133,33 @@ class MetricsCSV:
 def load_results(out_dir: Path) -> dict:
     path = Path(out_dir) / "results.json"
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders under root (and one level deeper, as sweeps write them), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = {p.parent for pattern in ("*/results.json", "*/*/results.json") for p in root.glob(pattern)}
+    return sorted(found, key=lambda p: (p / "results.json").stat().st_mtime, reverse=True)
+
+
+def all_results(root: Path) -> list[dict]:
+    """One row per variant of every run under root, with the run's name, time, task and settings.
+    Folders whose results.json cannot be read are skipped (a run still being written, a stray file)."""
+    from datetime import datetime
+
+    rows = []
+    for run in find_runs(root):
+        try:
+            res = load_results(run)
+        except (OSError, ValueError):
+            continue
+        cfg = res.get("config", {})
+        when = datetime.fromtimestamp((run / "results.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        for v in res.get("variants", []):
+            rows.append({"run": str(run.relative_to(root)), "finished": when, "task": res.get("task"),
+                         "device": res.get("device"), "steps": cfg.get("train", {}).get("steps"),
+                         "quant_type": cfg.get("quant", {}).get("quant_type") if v.get("bits") == 4 else None,
+                         **v})
+    return rows

@@ -1,0 +1,141 @@
+"""Answering and evaluating with the variants of a finished run, without retraining.
+
+A `Session` loads the run's base model once per precision (16, 8 or 4 bits) and puts the run's
+saved adapter on it; "base" is the 16-bit model with its adapter switched off, so no second copy
+of the weights is needed. Models load on first use and stay loaded until `release()`.
+The notebook panels use this; it knows nothing about widgets.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+from . import models, runs
+from .config import VARIANTS, QuantSettings
+from .data import Example, TextSource
+from .generate import DecodeSettings, EvalResult, Generation, evaluate, generate
+
+
+class TextCallbackStreamer:
+    """A transformers streamer that hands the decoded answer so far to a callback after each token."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.ids: list[int] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # generate() first passes the prompt itself
+            self._prompt_seen = True
+            return
+        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        self.on_text(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+
+    def end(self) -> None:
+        pass
+
+
+class Session:
+    """The variants of one model (and optionally one run's adapters), ready to answer."""
+
+    def __init__(self, model_name: str, *, device: str = "auto", quant: QuantSettings | None = None,
+                 run_dir: str | Path | None = None):
+        self.model_name = model_name
+        self.device = device
+        self.quant = quant or QuantSettings(bits=4)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self._path: Path | None = None
+        self._tokenizer = None
+        self._models: dict[int, object] = {}  # bits -> model (a PeftModel when the run has an adapter)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> "Session":
+        """A session on the model, device and 4-bit settings a run used, with its adapters."""
+        res = runs.load_results(run_dir)
+        cfg = res.get("config", {})
+        quant = QuantSettings(**cfg.get("quant", {"bits": 4}))
+        return cls(res.get("model_path") or cfg.get("model", {}).get("name"),
+                   device=cfg.get("model", {}).get("device", "auto"), quant=quant, run_dir=run_dir)
+
+    # ------------------------------------------------------------------ what is there
+
+    def adapter_dir(self, variant: str) -> Path | None:
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / "adapters" / variant
+        return path if (path / "adapter_config.json").is_file() else None
+
+    def variants(self) -> list[str]:
+        """Variants this session can answer with: base always, the others when the run saved their adapter."""
+        return ["base"] + [v for v in VARIANTS if v != "base" and self.adapter_dir(v) is not None]
+
+    def missing_reason(self, variant: str) -> str | None:
+        """Why a variant cannot answer, in a sentence that says what to do; None when it can."""
+        if variant not in VARIANTS:
+            return f"{variant!r} is not a variant; choose from {', '.join(VARIANTS)}"
+        if variant == "base" or self.adapter_dir(variant) is not None:
+            return None
+        if self.run_dir is None:
+            return f"no {variant} adapter yet: train one first (Train tab or `workbench compare`)"
+        return f"the run {self.run_dir.name} has no {variant} adapter: train {variant} or pick another run"
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = models.resolve_model(self.model_name)
+        return self._path
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = models.load_tokenizer(self.path)
+        return self._tokenizer
+
+    def model_for(self, variant: str):
+        """(model, adapter_off) for a variant, loading the base at the variant's bits on first use."""
+        reason = self.missing_reason(variant)
+        if reason:
+            raise ValueError(reason)
+        bits = VARIANTS[variant]
+        with self._lock:
+            model = self._models.get(bits)
+            if model is None:
+                model, _ = models.load_model(self.path, bits=bits, quant=self.quant, device=self.device)
+                # the adapter trained on this precision; base shares the 16-bit lora model
+                adapter_variant = "lora" if variant == "base" else variant
+                adapter = self.adapter_dir(adapter_variant)
+                if adapter is not None:
+                    from peft import PeftModel
+
+                    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+                model.eval()
+                self._models[bits] = model
+        return model, variant == "base"
+
+    def release(self) -> None:
+        """Drop every loaded model (before training, or to free memory)."""
+        with self._lock:
+            self._models.clear()
+        from .compare import _release_memory
+
+        _release_memory()
+
+    # ------------------------------------------------------------------ work
+
+    def answer(self, variant: str, prompt: str, decode: DecodeSettings | None = None, *, chat: bool = True,
+               on_text: Callable[[str], None] | None = None) -> Generation:
+        """One answer from one variant; on_text gets the text so far as each token arrives."""
+        model, off = self.model_for(variant)
+        streamer = TextCallbackStreamer(self.tokenizer, on_text) if on_text else None
+        return generate(model, self.tokenizer, [prompt], decode, base=off, streamer=streamer, chat=chat)[0]
+
+    def evaluate(self, variant: str, examples: list[Example] | TextSource, *, seq_len: int = 128,
+                 scoring: str = "exact_match") -> EvalResult:
+        model, off = self.model_for(variant)
+        return evaluate(model, self.tokenizer, examples, seq_len=seq_len, base=off, scoring=scoring)
