@@ -1,0 +1,366 @@
+"""The notebook panels, driven without a browser: set widget values, click buttons, and check the
+config they build, the events they get, and the plots and tables they redraw (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from workbench import runs
+from workbench.compare import preset_config
+from workbench.config import LoraSettings, QuantSettings, TrainSettings, help_for
+from workbench.ui import AdapterPanel, AppState, ComparePanel, ResultsPanel, SetupPanel, TrainPanel, Workbench
+from workbench.ui import train as train_ui
+
+
+def tiny_config(model_dir: Path, data: Path, **train):
+    return preset_config(None, {
+        "model": {"name": str(model_dir), "device": "cpu"}, "task": None, "data": str(data),
+        "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear"},
+        "train": {"steps": 6, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, "lr": 5e-3, **train},
+        "variants": ["base", "lora", "qlora"],
+    })
+
+
+@pytest.fixture
+def app(tiny_model_dir, tiny_jsonl, tmp_path) -> Workbench:
+    return Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tiny_jsonl, tmp_path_factory) -> Workbench:
+    """One app that has finished a base/lora/qlora run (shared by the Compare and Results tests)."""
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl, steps=16, lr=1e-2),
+                   runs_dir=tmp_path_factory.mktemp("runs"))
+    assert wb.train.start() is None
+    assert wb.wait(120)
+    assert wb.train.error.value == "", wb.train.error.value
+    return wb
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------- adapter & quantization
+
+
+def test_target_checkboxes_are_the_models_own_linear_layers(app, load_tiny):
+    from workbench.models import linear_module_names
+
+    assert sorted(app.adapter.targets) == linear_module_names(load_tiny(16))
+    assert app.adapter.all_linear.value and all(b.disabled for b in app.adapter.targets.values())
+
+
+def test_trainable_count_matches_peft_before_any_weight_loads(app, load_tiny):
+    from workbench.models import attach_lora
+
+    app.adapter.rank.value = 8
+    app.adapter.all_linear.value = False
+    for name, box in app.adapter.targets.items():
+        box.value = name in ("q_proj", "v_proj")
+    assert app.config.lora.target_modules == ["q_proj", "v_proj"] and app.config.lora.rank == 8
+    peft_model = attach_lora(load_tiny(16), app.config.lora, 16)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    assert f"Trainable parameters: {trainable:,}</b>" in app.adapter.params_info.value
+    assert f"of {total - trainable:,})" in app.adapter.params_info.value  # peft's total includes the adapter
+
+
+def test_controls_set_the_run_config(app):
+    a = app.adapter
+    a.rank.value = 16
+    a.alpha.value = 32.0
+    a.dropout.value = 0.1
+    a.rslora.value = True
+    a.quant_type.value = "fp4"
+    a.double_quant.value = False
+    a.variants["lora8"].value = True
+    a.variants["base"].value = False
+    app.train.controls["steps"].value = 12
+    app.train.controls["gradient_checkpointing"].value = True
+    cfg = app.config
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.use_rslora) == (16, 32.0, 0.1, True)
+    assert (cfg.quant.quant_type, cfg.quant.double_quant) == ("fp4", False)
+    assert cfg.variants == ["lora", "lora8", "qlora"]
+    assert cfg.train.steps == 12 and cfg.train.gradient_checkpointing
+    assert "alpha/√r = 8</div>" in a.params_info.value  # rsLoRA scales by 32/sqrt(16)
+    a.rslora.value = False
+    assert "alpha/r = 2</div>" in a.params_info.value
+
+
+def test_invalid_settings_are_refused_with_the_reason_and_the_controls_put_back(app):
+    a = app.adapter
+    a.all_linear.value = False
+    for name, box in a.targets.items():
+        box.value = name == "v_proj"
+    a.targets["v_proj"].value = False  # nothing left to adapt
+    assert "targets must name at least one module" in a.error.value
+    assert app.config.lora.target_modules == ["v_proj"] and a.targets["v_proj"].value
+    for box in a.variants.values():
+        box.value = False
+    assert "variants must name at least one" in a.error.value
+    assert app.config.variants == ["qlora"] and a.variants["qlora"].value  # the last one stays ticked
+    app.train.controls["lr"].value = 0.0
+    assert "lr must be above 0" in app.train.error.value
+    assert app.config.train.lr == 5e-3 and app.train.controls["lr"].value == 5e-3
+    app.train.controls["lr"].value = 1e-3  # a valid change clears the message
+    assert app.train.error.value == "" and app.config.train.lr == 1e-3
+
+
+def test_estimate_bars_follow_the_controls(app):
+    a = app.adapter
+    before = a.chart.value
+    est = a.estimates()
+    assert list(est) == ["base", "lora", "qlora"]
+    assert est["qlora"].total < est["lora"].total and "adapter" not in est["base"].components
+    a.rank.value = 64
+    assert a.chart.value != before and bytes(a.chart.value).startswith(b"\x89PNG")
+    assert a.estimates()["lora"].components["adapter"] == 16 * est["lora"].components["adapter"]
+    app.train.controls["batch_size"].value = 8  # the Train tab's shape feeds the same estimate
+    assert a.estimates()["lora"].components["activations"] > est["lora"].components["activations"]
+    a.variants["qlora"].value = False
+    assert list(a.estimates()) == ["base", "lora"]
+
+
+def test_every_control_carries_its_config_help():
+    panel = AdapterPanel(AppState())
+    assert panel.rank.tooltip == help_for(LoraSettings, "rank")
+    assert panel.double_quant.tooltip == help_for(QuantSettings, "double_quant")
+    train = TrainPanel(AppState())
+    for name, widget in train.controls.items():
+        assert widget.tooltip == help_for(TrainSettings, name), name
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def upload(panel: SetupPanel, name: str, content: bytes) -> None:
+    panel.upload.value = ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
+                           "last_modified": datetime.now(timezone.utc)},)
+
+
+def test_uploaded_file_becomes_the_data_and_a_bad_one_is_refused(app, tiny_jsonl):
+    setup = app.setup
+    upload(setup, "mine.jsonl", tiny_jsonl.read_bytes())
+    saved = app.state.runs_dir / "uploads" / "mine.jsonl"
+    assert app.config.data == str(saved) and app.config.task is None
+    assert saved.read_bytes() == tiny_jsonl.read_bytes()
+    assert "training and 3 held-out examples" in setup.data_info.value
+    upload(setup, "bad.jsonl", b'{"prompt": "hello"}\n')
+    assert "bad.jsonl" in setup.data_info.value and "wb-error" in setup.data_info.value
+    assert app.config.data == str(saved)  # the good file stays in use
+    setup.task.value = "sentiment"
+    assert app.config.task == "sentiment" and app.config.data is None
+
+
+def test_column_map_applies_to_an_uploaded_csv(app):
+    setup = app.setup
+    rows = "question,label\n" + "".join(f"Review: word{i},{'yes' if i % 2 else 'no'}\n" for i in range(20))
+    upload(setup, "own.csv", rows.encode())
+    assert "wb-error" in setup.data_info.value and "columns" in setup.data_info.value.lower()
+    setup.columns.value = "prompt=question,answer=label"
+    assert app.config.data.endswith("own.csv") and app.config.columns == "prompt=question,answer=label"
+
+
+def test_unknown_model_is_explained_and_nothing_changes(app, tmp_path):
+    before = app.config.model.name
+    app.setup.model.value = str(tmp_path / "no-such-model")
+    assert "wb-error" in app.setup.model_info.value and "no-such-model" in app.setup.model_info.value
+    assert app.config.model.name == before
+
+
+def test_preview_shows_templated_examples(app):
+    app.setup.preview()
+    assert app.wait(30)
+    assert "<pre" in app.setup.preview_out.value and "tokens" in app.setup.preview_out.value
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def test_training_updates_progress_and_plots_while_it_runs(app, monkeypatch):
+    monkeypatch.setattr(train_ui, "REDRAW_SECONDS", 0.0)
+    seen = []
+    app.train.loss_image.observe(lambda ch: seen.append(app.state.jobs.busy), "value")
+    app.train.start_button.click()
+    assert app.train.start_button.disabled and not app.train.stop_button.disabled
+    assert app.wait(120)
+    t = app.train
+    assert t.error.value == "", t.error.value
+    assert [e["variant"] for e in t.events] == ["lora"] * 6 + ["qlora"] * 6
+    assert t.progress.value == t.progress.max == 12 and t.progress.bar_style == "success"
+    assert "step 12/12" in t.progress_text.value and "ETA 0:00" in t.progress_text.value
+    assert sum(seen) >= 12  # redrawn during training, once per step here, not only at the end
+    assert set(t.estimates) == {"base", "lora", "qlora"} and t.estimates["qlora"] < t.estimates["lora"]
+    run = t.run_dir
+    res = runs.load_results(run)
+    assert [v["name"] for v in res["variants"]] == ["base", "lora", "qlora"]
+    assert "<table" in t.results.value and "qlora" in t.results.value
+    assert app.state.last_run == run and not t.start_button.disabled and t.stop_button.disabled
+
+
+def test_second_start_is_refused_while_one_runs(app):
+    app.state.update("train", steps=400)
+    assert app.train.start() is None
+    try:
+        refused = app.train.start()
+        assert refused and "still running" in refused and "Stop" in refused
+        assert "still running" in app.train.status.value
+        assert "training is still running" in (app.compare.generate() or "")
+    finally:
+        app.train.stop()
+        assert app.wait(60)
+
+
+def test_stop_ends_within_a_step_and_keeps_what_was_trained(app):
+    app.state.update("train", steps=400)
+    app.train.start()
+    wait_for(lambda: len(app.train.events) >= 2)
+    app.train.stop_button.click()
+    at_stop = len(app.train.events)
+    assert app.wait(60)
+    t = app.train
+    assert len(t.events) <= at_stop + 1  # the step running at the click finishes, no more
+    assert t.progress.bar_style == "warning" and "stopped" in t.status.value
+    run = t.run_dir
+    assert (run / "adapters" / "lora" / "adapter_config.json").is_file()
+    with open(run / "metrics.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(t.events)
+    rows = {v["name"]: v for v in runs.load_results(run)["variants"]}
+    assert rows["lora"]["status"] == "stopped" and rows["lora"]["steps_done"] == len(t.events)
+    assert "qlora" not in rows  # never started
+    assert app.state.last_run == run  # the stopped run is what Compare now answers with
+
+
+def test_an_error_in_training_is_shown_not_lost(app, tmp_path):
+    data = tmp_path / "vanishing.jsonl"
+    data.write_text(Path(app.config.data).read_text())
+    app.setup.use_data(data)
+    data.unlink()  # gone by the time the worker reads it
+    app.train.start()
+    assert app.wait(30)
+    assert "wb-error" in app.train.error.value and "vanishing.jsonl" in app.train.error.value
+    assert "<details>" in app.train.error.value  # the traceback, folded
+    assert not app.train.start_button.disabled and app.train.progress.bar_style == "danger"
+    assert not app.train.run_dir.exists()  # a data error creates no run folder
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def test_generate_before_any_run_answers_with_base_and_says_what_to_do(app, monkeypatch):
+    app.compare.prompt.value = "Review: superb"
+    app.compare.max_new_tokens.value = 4
+    assert app.compare.generate() is None
+    assert app.wait(60)
+    cols = app.compare.columns
+    assert cols["base"].answer != "" and "tok/s" in cols["base"].stats.value
+    assert cols["lora"].answer == "" and "train one first" in cols["lora"].stats.value
+
+
+def test_generate_streams_three_answers_side_by_side(trained, monkeypatch):
+    c = trained.compare
+    assert c.run.value == trained.state.last_run
+    updates: dict[str, int] = {}
+    for v, col in c.columns.items():
+        col.text.observe(lambda ch, v=v: updates.__setitem__(v, updates.get(v, 0) + 1), "value")
+    c.prompt.value = "Review: superb"
+    c.max_new_tokens.value = 6
+    c.generate_button.click()
+    assert trained.wait(60)
+    assert "wb-error" not in c.status.value, c.status.value
+    for v in ("base", "lora", "qlora"):
+        col = c.columns[v]
+        assert col.answer.strip(), v
+        assert "tok/s" in col.stats.value and re.search(r"\d+ tokens? in", col.stats.value)
+    # streamed: each column's text was redrawn once per new token, not only once at the end
+    for v in ("base", "lora", "qlora"):
+        tokens = int(re.search(r"(\d+) tokens? in", c.columns[v].stats.value).group(1))
+        assert updates.get(v, 0) >= tokens >= 1, (v, updates, tokens)
+    assert updates["base"] >= 3
+    assert [type(ch).__name__ for ch in c.answers_box.children] == ["AnswerColumn"] * 3
+
+
+def test_generate_is_repeatable_with_a_seed(trained):
+    c = trained.compare
+    c.prompt.value = "Review: awful"
+    c.max_new_tokens.value = 5
+    c.temperature.value = 1.0
+    c.seed.value = 3
+    texts = []
+    for _ in range(2):
+        c.generate()
+        assert trained.wait(60)
+        texts.append([c.columns[v].answer for v in ("base", "lora", "qlora")])
+    assert texts[0] == texts[1]
+
+
+def test_evaluate_ticks_each_example_and_scores_each_variant(trained):
+    c = trained.compare
+    c.evaluate_button.click()
+    assert trained.wait(120)
+    assert "wb-error" not in c.status.value, c.status.value
+    assert set(c.evaluation) == {"base", "lora", "qlora"}
+    res = {v["name"]: v for v in runs.load_results(trained.state.last_run)["variants"]}
+    for v, e in c.evaluation.items():
+        assert 0.0 <= e["accuracy"] <= 1.0
+        assert e["accuracy"] == pytest.approx(res[v]["accuracy"])  # the same adapter, reloaded from disk
+        assert f"{e['accuracy']:.1%}" in c.eval_summary.value
+    n = len(c.evaluation["base"]["predictions"])
+    assert c.eval_table.value.count("<tr>") == n + 1
+    assert c.eval_table.value.count("✓") + c.eval_table.value.count("✗") == 3 * n
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def test_results_show_every_run_on_disk_with_chart_and_export(trained, tiny_model_dir, tiny_jsonl):
+    from workbench.compare import run_compare
+
+    root = trained.state.runs_dir
+    earlier = tiny_config(tiny_model_dir, tiny_jsonl, steps=2)
+    earlier.variants = ["lora"]
+    run_compare(earlier, root / "sweep" / "earlier")  # a run from before this session, one level deeper
+    panel = ResultsPanel(trained.state)
+    runs_seen = {r["run"] for r in panel.rows}
+    assert str(Path("sweep") / "earlier") in runs_seen and trained.state.last_run.name in runs_seen
+    df = panel.frame()
+    assert len(df) == len(panel.rows) >= 4 and {"accuracy %", "peak MiB", "rank", "targets"} <= set(df.columns)
+    assert "<table" in panel.table.value and "earlier" in panel.table.value
+    assert bytes(panel.chart.value).startswith(b"\x89PNG")
+    chart = panel.chart.value
+    panel.memory_kind.value = "weight_bytes"
+    assert panel.chart.value != chart
+    path = panel.export()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(panel.rows) and rows[0]["run"] and "accuracy" in rows[0]
+    assert "download" in panel.export_info.value and "base64," in panel.export_info.value
+
+
+def test_results_panel_with_no_runs_says_so(tmp_path):
+    panel = ResultsPanel(AppState(runs_dir=tmp_path / "none"))
+    assert panel.rows == [] and "No runs yet" in panel.info.value
+    assert panel.export() is None and "Nothing to export" in panel.export_info.value
+
+
+def test_a_finished_training_refreshes_results_and_compare(trained):
+    assert trained.state.last_run.name in {r["run"] for r in trained.results.rows}
+    assert trained.compare.run.value == trained.state.last_run
+
+
+def test_panels_can_be_shown_alone_and_the_app_has_five_tabs(app):
+    for cls in (SetupPanel, AdapterPanel, TrainPanel, ComparePanel, ResultsPanel):
+        panel = cls()
+        assert panel.children and isinstance(panel.state, AppState)
+    assert list(app.tabs.titles) == ["Setup", "Adapter & quantization", "Train", "Compare", "Results"]
+    assert json.dumps(app.config.to_dict())  # the settings stay plain data

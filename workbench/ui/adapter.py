@@ -1,0 +1,185 @@
+"""Adapter & quantization: LoRA rank/alpha/dropout, target modules, bits, and what they cost.
+
+Everything shown here is computed before any weight loads: trainable parameters from the model's
+layer shapes (meta device), memory from the estimator in workbench.memory.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+
+from .. import memory, models, plots
+from ..config import VARIANT_HELP, VARIANTS, LoraSettings, QuantSettings
+from .common import error_html, helped, image, message, png
+from .state import AppState, model_layout
+
+RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+VARIANT_LABELS = {"base": "base (no adapter)", "lora": "16-bit LoRA", "lora8": "8-bit LoRA (LLM.int8)",
+                  "qlora": "4-bit QLoRA"}
+
+
+class AdapterPanel(widgets.VBox):
+    """LoRA and quantization settings with a live parameter count and memory estimate."""
+
+    def __init__(self, state: AppState | None = None):
+        self.state = state or AppState()
+        cfg = self.state.config
+        ranks = sorted(set(RANKS) | {cfg.lora.rank})
+        self.rank = helped(widgets.SelectionSlider(options=ranks, value=cfg.lora.rank, description="Rank r",
+                                                   continuous_update=False), LoraSettings, "rank")
+        self.alpha = helped(widgets.FloatText(value=cfg.lora.alpha, description="Alpha"), LoraSettings, "alpha")
+        self.dropout = helped(widgets.FloatSlider(value=cfg.lora.dropout, min=0.0, max=0.9, step=0.05,
+                                                  description="Dropout", continuous_update=False),
+                              LoraSettings, "dropout")
+        self.rslora = helped(widgets.Checkbox(value=cfg.lora.use_rslora, description="rsLoRA scaling"),
+                             LoraSettings, "use_rslora")
+        self.dora = helped(widgets.Checkbox(value=cfg.lora.use_dora, description="DoRA"), LoraSettings, "use_dora")
+        self.all_linear = helped(widgets.Checkbox(value=cfg.lora.target_modules == "all-linear",
+                                                  description="all-linear"), LoraSettings, "target_modules")
+        self.targets: dict[str, widgets.Checkbox] = {}
+        self.targets_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
+        self.variants = {v: widgets.Checkbox(value=v in cfg.variants, description=VARIANT_LABELS[v],
+                                             tooltip=VARIANT_HELP[v], indent=False) for v in VARIANT_LABELS}
+        self.quant_type = helped(widgets.ToggleButtons(options=[("NF4", "nf4"), ("FP4", "fp4")],
+                                                       value=cfg.quant.quant_type, description="4-bit type"),
+                                 QuantSettings, "quant_type")
+        self.double_quant = helped(widgets.Checkbox(value=cfg.quant.double_quant, description="Double quantization"),
+                                   QuantSettings, "double_quant")
+        self.error = widgets.HTML()
+        self.params_info = widgets.HTML()
+        self.chart = image()
+        super().__init__([
+            widgets.HTML("<b>LoRA</b>"), self.rank, self.alpha, self.dropout, widgets.HBox([self.rslora, self.dora]),
+            widgets.HTML("<b>Target modules</b> (the model's own linear layers)"), self.all_linear, self.targets_box,
+            widgets.HTML("<b>Base precision</b>: which variants to train and compare"),
+            widgets.HBox(list(self.variants.values())), self.quant_type, self.double_quant,
+            self.error, self.params_info, self.chart,
+        ])
+        self.add_class("wb-adapter")
+        self._quiet = False
+        self._build_targets()
+        for w in (self.rank, self.alpha, self.dropout, self.rslora, self.dora, self.all_linear, self.quant_type,
+                  self.double_quant, *self.variants.values()):
+            w.observe(self._on_change, "value")
+        self.state.subscribe(self._on_state)
+        self.refresh()
+
+    # ------------------------------------------------------------------ targets from the model
+
+    def _build_targets(self) -> None:
+        cfg = self.state.config
+        try:
+            names = model_layout(cfg.model.name).target_names
+        except ValueError as exc:
+            self.error.value = error_html(exc)
+            names = []
+        chosen = set(names) if cfg.lora.target_modules == "all-linear" else set(cfg.lora.target_modules)
+        self._quiet = True
+        self.targets = {}
+        for n in names:
+            box = widgets.Checkbox(value=n in chosen, description=n, indent=False,
+                                   disabled=self.all_linear.value, layout=widgets.Layout(width="130px"))
+            box.observe(self._on_change, "value")
+            self.targets[n] = box
+        self.targets_box.children = list(self.targets.values())
+        self._quiet = False
+
+    def _on_state(self, what: str) -> None:
+        if what != "config":
+            return
+        names = list(self.targets)
+        try:
+            if model_layout(self.state.config.model.name).target_names != names:
+                self._build_targets()
+        except ValueError:
+            return
+        self.refresh()
+
+    # ------------------------------------------------------------------ settings
+
+    def _on_change(self, change) -> None:
+        if self._quiet:
+            return
+        for box in self.targets.values():
+            box.disabled = self.all_linear.value
+        targets = "all-linear" if self.all_linear.value else [n for n, b in self.targets.items() if b.value]
+        try:
+            self.state.update("lora", rank=self.rank.value, alpha=self.alpha.value, dropout=self.dropout.value,
+                              target_modules=targets, use_rslora=self.rslora.value, use_dora=self.dora.value)
+            self.state.update("quant", quant_type=self.quant_type.value, double_quant=self.double_quant.value)
+            self.state.update(variants=[v for v, b in self.variants.items() if b.value])
+        except ValueError as exc:
+            self.sync()  # the controls go back to the settings in force; the message says why
+            self.error.value = error_html(exc)
+            return
+        self.error.value = ""
+        self.refresh()
+
+    def sync(self) -> None:
+        """Set every control from the current settings (after a refused change)."""
+        cfg = self.state.config
+        self._quiet = True
+        try:
+            self.rank.value = cfg.lora.rank
+            self.alpha.value = cfg.lora.alpha
+            self.dropout.value = cfg.lora.dropout
+            self.rslora.value = cfg.lora.use_rslora
+            self.dora.value = cfg.lora.use_dora
+            self.all_linear.value = cfg.lora.target_modules == "all-linear"
+            for name, box in self.targets.items():
+                box.value = cfg.lora.target_modules == "all-linear" or name in cfg.lora.target_modules
+                box.disabled = self.all_linear.value
+            for v, box in self.variants.items():
+                box.value = v in cfg.variants
+            self.quant_type.value = cfg.quant.quant_type
+            self.double_quant.value = cfg.quant.double_quant
+        finally:
+            self._quiet = False
+
+    def estimates(self) -> dict[str, memory.MemoryEstimate]:
+        """The estimator's breakdown for each chosen variant, at the Train tab's batch size and length."""
+        cfg = self.state.config
+        layout = model_layout(cfg.model.name)
+        try:
+            device_type = models.pick_device(cfg.model.device).type
+        except ValueError:
+            device_type = "cpu"
+        out = {}
+        for v in cfg.variants:
+            out[v] = memory.estimate(layout.config, bits=VARIANTS[v], rank=cfg.lora.rank,
+                                     targets=cfg.lora.target_modules, batch_size=cfg.train.batch_size,
+                                     seq_len=cfg.train.seq_len, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                                     device_type=device_type, double_quant=cfg.quant.double_quant,
+                                     train=v != "base")
+        return out
+
+    def refresh(self) -> None:
+        cfg = self.state.config
+        try:
+            layout = model_layout(cfg.model.name)
+        except ValueError as exc:
+            self.params_info.value = error_html(exc)
+            return
+        trainable = layout.adapter_params(cfg.lora.rank, cfg.lora.target_modules)
+        share = trainable / layout.total_params
+        scale = cfg.lora.alpha / (cfg.lora.rank ** 0.5 if cfg.lora.use_rslora else cfg.lora.rank)
+        n_layers = len(layout.linears) if cfg.lora.target_modules == "all-linear" else sum(
+            1 for n, _, _ in layout.linears if n.split(".")[-1] in set(cfg.lora.target_modules))
+        self.params_info.value = (
+            f"<div class='wb-params'><b>Trainable parameters: {trainable:,}</b> ({share:.3%} of "
+            f"{layout.total_params:,}) in {n_layers} layers · update scale "
+            f"{'alpha/√r' if cfg.lora.use_rslora else 'alpha/r'} = {scale:.3g}"
+            + (" · DoRA adds one magnitude per output row" if cfg.lora.use_dora else "") + "</div>")
+        try:
+            est = self.estimates()
+        except ValueError as exc:
+            self.chart.value = b""
+            self.params_info.value += error_html(exc)
+            return
+        title = (f"Estimated peak memory (batch {cfg.train.batch_size} × {cfg.train.seq_len} tokens"
+                 + (", checkpointing" if cfg.train.gradient_checkpointing else "") + ")")
+        self.chart.value = png(plots.estimate_figure(est, title))
+        self.last_estimates = est
+        self.params_info.value += message("info", "Estimate before loading any weights; the Train tab draws it "
+                                                  "beside the measured memory.")
+

@@ -1,0 +1,58 @@
+"""Small helpers every panel uses: figures as PNG images, messages, help text as tooltips."""
+
+from __future__ import annotations
+
+import html
+import io
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+from ..config import help_for
+
+STYLE = {"description_width": "150px"}
+WIDE = widgets.Layout(width="420px")
+
+
+def png(fig: Figure) -> bytes:
+    """A matplotlib figure as PNG bytes for a widgets.Image (Agg, no pyplot: safe off the main thread)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def image(fig: Figure | None = None) -> widgets.Image:
+    return widgets.Image(value=png(fig) if fig is not None else b"", format="png",
+                         layout=widgets.Layout(max_width="640px"))
+
+
+def helped(widget: widgets.Widget, cls: type, name: str) -> widgets.Widget:
+    """Give a control the help text of the config field it sets, as its tooltip."""
+    widget.tooltip = help_for(cls, name)
+    if hasattr(widget, "style") and hasattr(widget.style, "description_width"):
+        widget.style.description_width = STYLE["description_width"]
+    return widget
+
+
+def message(kind: str, text: str) -> str:
+    colour = {"error": "#b00020", "ok": "#1b5e20", "info": "#555555", "warn": "#8a6d00"}[kind]
+    return f'<div class="wb-msg wb-{kind}" style="color:{colour}">{html.escape(text)}</div>'
+
+
+def error_html(exc: BaseException, details: str = "") -> str:
+    """One readable line for the user, the traceback folded away beneath it."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, ValueError):
+        line = f"{type(exc).__name__}: {line}"
+    out = message("error", line)
+    if details:
+        out += f"<details><summary>details</summary><pre>{html.escape(details)}</pre></details>"
+    return out
+
+
+def set_error(target: widgets.HTML, exc: BaseException, details: str = "") -> None:
+    target.value = error_html(exc, details)
+
+
+def mib(n: int | float | None) -> str:
+    return "-" if n is None else f"{n / 1024**2:,.1f} MiB"

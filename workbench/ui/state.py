@@ -1,0 +1,167 @@
+"""What the panels share: the current settings, the one background job, the runs folder.
+
+A panel changes the settings through `AppState.update`, which validates them by building a new
+`RunConfig` (so an invalid value is refused with the config's own message and the old settings
+stay), then tells every subscriber. Work that takes longer than a moment runs as a `Job` in a
+background thread, one at a time, so the notebook's widgets stay responsive.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from ..compare import preset_config
+from ..config import RunConfig
+from ..session import Session
+
+Listener = Callable[[str], None]
+
+
+class Jobs:
+    """At most one background job at a time (training, generating or evaluating)."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self.name: str | None = None
+        self.stop = threading.Event()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, name: str, work: Callable[[], None], *, on_error: Callable[[BaseException, str], None],
+              on_done: Callable[[], None] | None = None) -> str | None:
+        """Start `work` in a thread; returns a message instead when another job is running."""
+        if self.busy:
+            return (f"{self.name} is still running; wait for it to finish or press Stop before starting "
+                    f"{name}.")
+        self.name = name
+        self.stop = threading.Event()
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - shown in the panel, never lost
+                on_error(exc, traceback.format_exc())
+            finally:
+                if on_done is not None:
+                    try:
+                        on_done()
+                    except BaseException as exc:  # noqa: BLE001
+                        on_error(exc, traceback.format_exc())
+
+        self._thread = threading.Thread(target=run, name=f"workbench-{name}", daemon=True)
+        self._thread.start()
+        return None
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the running job; True when none is left running."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.busy
+
+
+class AppState:
+    """Settings, jobs and runs shared by the panels of one Workbench (or one panel shown alone)."""
+
+    def __init__(self, config: RunConfig | None = None, *, runs_dir: str | Path = "runs"):
+        self.config = config or preset_config("cpu-demo", {"model": {"device": "auto"}})
+        self.runs_dir = Path(runs_dir)
+        self.jobs = Jobs()
+        self.last_run: Path | None = None
+        self._session: Session | None = None
+        self._listeners: list[Listener] = []
+
+    # ------------------------------------------------------------------ settings
+
+    def subscribe(self, listener: Listener) -> None:
+        """listener(what) is called after a change: 'config', 'run' (a run finished) or 'runs'."""
+        self._listeners.append(listener)
+
+    def notify(self, what: str) -> None:
+        for listener in list(self._listeners):
+            listener(what)
+
+    def update(self, section: str | None = None, **values) -> None:
+        """Change settings, e.g. update('lora', rank=16) or update(task='dates', data=None).
+
+        Raises ValueError (the config's own one-line message) and keeps the old settings when the
+        result is invalid."""
+        d = self.config.to_dict()
+        if section is None:
+            d.update(values)
+        else:
+            d[section] = {**d[section], **values}
+        new = RunConfig.from_dict(d)
+        if new.to_dict() == self.config.to_dict():
+            return
+        model_changed = new.model != self.config.model or new.quant != self.config.quant
+        self.config = new
+        if model_changed:
+            self.drop_session()
+        self.notify("config")
+
+    # ------------------------------------------------------------------ runs and models
+
+    def session(self) -> Session:
+        """Models for answering: the last run's adapters, or the plain base model before any run."""
+        if self._session is None:
+            if self.last_run is not None and (self.last_run / "results.json").is_file():
+                self._session = Session.from_run(self.last_run)
+            else:
+                self._session = Session(self.config.model.name, device=self.config.model.device,
+                                        quant=self.config.quant)
+        return self._session
+
+    def drop_session(self) -> None:
+        if self._session is not None:
+            self._session.release()
+            self._session = None
+
+    def use_run(self, run_dir: Path | None) -> None:
+        if run_dir != self.last_run:
+            self.drop_session()
+            self.last_run = run_dir
+            self.notify("run")
+
+
+class ModelLayout:
+    """What the panels need to know about a model before its weights load: built on the meta device."""
+
+    def __init__(self, name: str):
+        from .. import memory
+
+        self.name = name
+        self.config = memory.model_config_for(name)
+        meta = memory._meta_model(self.config)
+        seen: set[int] = set()
+        self.total_params = 0
+        for p in meta.parameters():
+            if id(p) not in seen:  # tied embeddings count once
+                seen.add(id(p))
+                self.total_params += p.numel()
+        self.linears = memory._linear_layers(meta)  # (full name, in, out), lm_head excluded
+        self.target_names = sorted({n.split(".")[-1] for n, _, _ in self.linears})
+
+    def adapter_params(self, rank: int, targets) -> int:
+        chosen = self.linears if targets == "all-linear" else [
+            t for t in self.linears if t[0].split(".")[-1] in set(targets)]
+        return sum(rank * (i + o) for _, i, o in chosen)
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"{self.total_params / 1e6:,.1f}M parameters, {c.num_hidden_layers} layers, hidden size "
+                f"{c.hidden_size}, {len(self.linears)} linear layers LoRA can target")
+
+
+_layouts: dict[str, ModelLayout] = {}
+
+
+def model_layout(name: str) -> ModelLayout:
+    """Cached per model name; raises ValueError with a one-line message for an unknown model."""
+    if name not in _layouts:
+        _layouts[name] = ModelLayout(name)
+    return _layouts[name]
