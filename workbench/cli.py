@@ -14,9 +14,15 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import DEFAULT_MODEL, VARIANT_HELP, LoraSettings, QuantSettings, TrainSettings, help_for
+from .config import DEFAULT_MODEL, VARIANT_HELP, LoraSettings, QuantSettings, TrainSettings
+from .config import help_for as _field_help
 
 EXIT_USAGE = 2
+
+
+def help_for(cls: type, name: str) -> str:
+    """A field's help text for argparse, which %-formats help strings ("30% slower" would garble --help)."""
+    return _field_help(cls, name).replace("%", "%%")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,15 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default runs/latest).")
 
     e = sub.add_parser("estimate", help="print the memory breakdown of a variant without loading weights")
-    _add_model(e, DEFAULT_MODEL)
-    e.add_argument("--bits", type=int, default=4, help="16, 8 or 4.")
+    e.add_argument("--model", default=DEFAULT_MODEL, help="Local folder, Hugging Face name, a config shipped in "
+                   "data/model_configs/ or its short name (llama-2-7b, llama-65b, llama-3.1-8b, mistral-7b, "
+                   f"qwen2.5-7b, smollm2-1.7b, ...; offline, no weights). Default {DEFAULT_MODEL}.")
+    e.add_argument("--bits", type=int, default=4, help=help_for(QuantSettings, "bits"))
     e.add_argument("--rank", type=int, default=8, help=help_for(LoraSettings, "rank"))
     e.add_argument("--targets", default="all-linear", help=help_for(LoraSettings, "target_modules"))
     e.add_argument("--batch-size", type=int, default=8, help=help_for(TrainSettings, "batch_size"))
     e.add_argument("--seq-len", type=int, default=128, help=help_for(TrainSettings, "seq_len"))
     e.add_argument("--gradient-checkpointing", action="store_true", help=help_for(TrainSettings,
                                                                                   "gradient_checkpointing"))
-    e.add_argument("--no-double-quant", action="store_true", help="Turn double quantization off.")
+    e.add_argument("--no-double-quant", action="store_true", help="Turn double quantization off. "
+                   + help_for(QuantSettings, "double_quant"))
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="Device type to estimate for (dtype of the 16-bit base: fp32 on cpu, bf16 on cuda).")
     e.add_argument("--json", action="store_true", help="Print bytes per component and the total as JSON.")
@@ -177,6 +186,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps({"model": a.model, "bits": a.bits, "rank": a.rank, "targets": lora.target_modules,
                           "batch_size": a.batch_size, "seq_len": a.seq_len, "device": a.device,
+                          "gradient_checkpointing": a.gradient_checkpointing, "double_quant": not a.no_double_quant,
                           **est.to_dict()}, indent=2))
     else:
         print(f"{a.model}: {a.bits}-bit base, LoRA r={a.rank} on {a.targets}, batch {a.batch_size} x "

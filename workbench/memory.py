@@ -120,6 +120,11 @@ def _meta_model(model_config):
         return AutoModelForCausalLM.from_config(model_config)
 
 
+def parameter_count(model_config) -> int:
+    """Parameters of the model a config describes (tied embeddings once), from a weightless meta-device build."""
+    return sum(p.numel() for p in _meta_model(model_config).parameters())
+
+
 def _linear_layers(model) -> list[tuple[str, int, int]]:
     out = []
     for name, module in model.named_modules():
@@ -209,9 +214,28 @@ def estimate(model_config, *, bits: int = 16, rank: int | None = 8, targets="all
 
 
 
+# Short names for the configs shipped in data/model_configs/ (see its README.md), matched case-insensitively.
+MODEL_ALIASES = {
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "smollm2-360m": "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "smollm2-1.7b": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B-Instruct",
+    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B-Instruct",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
+    "llama-2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama-2-13b": "meta-llama/Llama-2-13b-hf",
+    "llama-2-70b": "meta-llama/Llama-2-70b-hf",
+    "llama-65b": "huggyllama/llama-65b",
+    "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
+    "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1",
+}
+
+
 def model_config_for(name: str):
-    """A model's config without its weights: a local folder, a config shipped in data/model_configs/,
-    the converted embedded model, or the Hugging Face cache/hub (config.json only)."""
+    """A model's config without its weights: a local folder, a config shipped in data/model_configs/ (by its
+    Hugging Face name or a short alias from MODEL_ALIASES), the converted embedded model, or the Hugging Face
+    cache/hub (config.json only)."""
     from pathlib import Path
 
     from transformers import AutoConfig
@@ -222,6 +246,7 @@ def model_config_for(name: str):
     path = Path(name).expanduser()
     if (path / "config.json").is_file():
         return AutoConfig.from_pretrained(str(path))
+    name = MODEL_ALIASES.get(name.strip().lower(), name)
     shipped = data_dir() / "model_configs" / (name.replace("/", "__") + ".json")
     if shipped.is_file():
         return AutoConfig.from_pretrained(str(shipped))
@@ -233,4 +258,5 @@ def model_config_for(name: str):
         return AutoConfig.from_pretrained(name, local_files_only=not hub_reachable())
     except Exception as exc:  # noqa: BLE001 - turn any lookup failure into one actionable line
         raise ValueError(f"model: no config found for {name!r} (not a folder, not shipped in data/model_configs, "
-                         f"not in the Hugging Face cache: {type(exc).__name__}); give a local model folder") from None
+                         f"not in the Hugging Face cache: {type(exc).__name__}); give a local model folder or a "
+                         f"shipped name: {', '.join(MODEL_ALIASES)}") from None
