@@ -278,6 +278,11 @@ def test_attach_lora_trains_only_the_adapter(load_tiny, bits):
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.requires_grad)
 
 
+def test_parameter_counts_count_4bit_weights_whole(load_tiny):
+    # a plain 4-bit model (no adapter yet) stores two weights per byte; the count is still per weight
+    assert models.parameter_counts(load_tiny(4))[1] == models.parameter_counts(load_tiny(16))[1]
+
+
 def test_attach_lora_named_targets_only(load_tiny):
     model = models.attach_lora(load_tiny(16), LoraSettings(rank=2, target_modules="q_proj,v_proj"), 16)
     wrapped = {n.split(".lora_A")[0].split(".")[-1] for n, _ in model.named_parameters() if "lora_A" in n}

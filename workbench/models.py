@@ -310,8 +310,15 @@ def parameter_counts(model) -> tuple[int, int]:
     """(trainable, total) parameters, counting 4-bit weights as their real element count."""
     if hasattr(model, "get_nb_trainable_parameters"):
         return model.get_nb_trainable_parameters()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    return trainable, sum(_numel(p) for p in model.parameters())
+
+
+def _numel(param) -> int:
+    # bitsandbytes packs two 4-bit weights into each byte of a Params4bit's storage (as peft counts them)
+    if type(param).__name__ == "Params4bit":
+        return param.numel() * 2 * param.element_size()
+    return param.numel()
 
 
 def weight_bytes(model) -> int:
