@@ -57,22 +57,24 @@ def memory_figure(rows: list[dict], device: str = "") -> Figure:
 
 
 def accuracy_memory_figure(rows: list[dict], memory_key: str = "peak_memory_bytes") -> Figure:
-    """Accuracy against memory, each point labelled with its settings: up and to the left is better.
+    """Accuracy against memory, each point numbered and its settings listed beside the chart under the
+    same number (labels written next to crowded points would overprint): up and to the left is better.
     Tasks scored by perplexity plot that instead (down and to the left is better)."""
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.subplots()
     metric = "accuracy" if any(r.get("accuracy") is not None for r in rows) else "perplexity"
     points = [r for r in rows if r.get(metric) is not None and r.get(memory_key) is not None]
     value = (lambda r: r["accuracy"] * 100) if metric == "accuracy" else (lambda r: r["perplexity"])
-    # labels of points at similar heights would overprint: stack them, one line apart
-    points.sort(key=lambda r: (value(r), r[memory_key]))
-    span = max((value(r) for r in points), default=1) - min((value(r) for r in points), default=0) or 1
-    for i, r in enumerate(points):
+    points.sort(key=lambda r: r[memory_key])
+    fig = Figure(figsize=(9.6, max(4.0, 1.2 + 0.22 * len(points))))
+    ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
+    several_runs = len({r.get("run") for r in points}) > 1  # then each entry names its run too
+    for i, r in enumerate(points, 1):
         x, y = r[memory_key] / MiB, value(r)
-        same = sum(1 for q in points[:i] if abs(value(q) - y) < 0.05 * span)
-        ax.scatter([x], [y], s=60, color=COLORS.get(r["name"], "#333333"), zorder=3)
-        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 6 - 13 * same), fontsize=8,
-                    ha="right" if same % 2 else "left")
+        run = f"{r['run']}: " if several_runs and r.get("run") else ""
+        ax.scatter([x], [y], s=60, color=COLORS.get(r["name"], "#333333"), zorder=3, label=f"{i}  {run}{_label(r)}")
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if points:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False, handletextpad=0.3)
+    ax.margins(x=0.12, y=0.08)
     ax.set_xlabel("peak memory (MiB)" if memory_key == "peak_memory_bytes" else "weight memory (MiB)")
     if metric == "accuracy":
         ax.set_ylabel("accuracy on held-out examples (%)")
@@ -95,9 +97,11 @@ COMPONENT_COLORS = {
 def estimate_figure(estimates: dict, title: str = "Estimated peak memory per variant") -> Figure:
     """One stacked horizontal bar per variant: the estimator's components (a MemoryEstimate each)."""
     names = list(estimates)
-    fig = Figure(figsize=(6.4, 0.9 + 0.55 * max(1, len(names))))
+    fig = Figure(figsize=(6.4, 1.6 + 0.55 * max(1, len(names))))
     ax = fig.subplots()
-    components = list(dict.fromkeys(k for e in estimates.values() for k in e.components))
+    seen = dict.fromkeys(k for e in estimates.values() for k in e.components)
+    order = list(COMPONENT_COLORS)  # weights first, activations last, whatever order each estimate used
+    components = sorted(seen, key=lambda k: order.index(k) if k in order else len(order))
     left = [0.0] * len(names)
     for comp in components:
         vals = [estimates[n].components.get(comp, 0) / MiB for n in names]
@@ -109,7 +113,8 @@ def estimate_figure(estimates: dict, title: str = "Estimated peak memory per var
     ax.set_xlabel("MiB")
     ax.set_xlim(0, max(left, default=1) * 1.25 or 1)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.25 / max(1, len(names))), ncol=3,
+              frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return fig
 

@@ -180,6 +180,7 @@ class AdapterPanel(widgets.VBox):
                  + (", checkpointing" if cfg.train.gradient_checkpointing else "") + ")")
         self.chart.value = png(plots.estimate_figure(est, title))
         self.last_estimates = est
-        self.params_info.value += message("info", "Estimate before loading any weights; the Train tab draws it "
-                                                  "beside the measured memory.")
+        totals = " · ".join(f"{v} {e.total / 1024**2:,.0f} MiB" for v, e in est.items())
+        self.params_info.value += message("info", f"Estimated peak: {totals}. Estimated before loading any "
+                                                  "weights; the Train tab draws it beside the measured memory.")
 

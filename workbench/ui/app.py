@@ -17,6 +17,12 @@ from .state import AppState
 from .train import TrainPanel
 
 TABS = ["Setup", "Adapter & quantization", "Train", "Compare", "Results"]
+# whole tab titles (lumino's default width cuts "Adapter & quantization"), tables that read well
+CSS = """
+.wb-app .lm-TabBar-tab { min-width: 120px !important; max-width: none !important; flex: 0 0 auto !important; }
+.wb-app table { border-collapse: collapse; font-size: 12px; }
+.wb-app td, .wb-app th { padding: 2px 8px; text-align: left; border-bottom: 1px solid #eee; }
+"""
 
 
 class Workbench(widgets.VBox):
@@ -43,7 +49,7 @@ class Workbench(widgets.VBox):
             device = models.pick_device(config.model.device).describe()
         except ValueError as exc:
             device = str(exc)
-        header = widgets.HTML(f"<h3 style='margin:4px 0'>LoRA / QLoRA workbench</h3>"
+        header = widgets.HTML(f"<style>{CSS}</style><h3 style='margin:4px 0'>LoRA / QLoRA workbench</h3>"
                               f"<div>Device: {device} · runs folder: {self.state.runs_dir.resolve()}</div>")
         super().__init__([header, self.tabs])
         self.add_class("wb-app")

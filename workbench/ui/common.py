@@ -29,7 +29,9 @@ def image(fig: Figure | None = None) -> widgets.Image:
 def helped(widget: widgets.Widget, cls: type, name: str) -> widgets.Widget:
     """Give a control the help text of the config field it sets, as its tooltip."""
     widget.tooltip = help_for(cls, name)
-    if hasattr(widget, "style") and hasattr(widget.style, "description_width"):
+    if isinstance(widget, widgets.Checkbox):  # description on the right: let it take the room it needs
+        widget.layout.width = "auto"
+    elif hasattr(widget, "style") and hasattr(widget.style, "description_width"):
         widget.style.description_width = STYLE["description_width"]
     return widget
 

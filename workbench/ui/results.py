@@ -55,8 +55,11 @@ class ResultsPanel(widgets.VBox):
         df["accuracy"] = df["accuracy"].astype(float).mul(100).round(1)
         df["perplexity"] = df["perplexity"].astype(float).round(2)
         df["train_seconds"] = df["train_seconds"].astype(float).round(1)
+        for key in ("rank", "bits", "steps"):
+            df[key] = df[key].astype("Int64")  # whole numbers, blank where there is none (base has no rank)
         df["target_modules"] = df["target_modules"].map(
             lambda t: ",".join(t) if isinstance(t, (list, tuple)) else t)
+        df = df.astype(object).where(df.notna(), None)  # blank cells, not <NA> or NaN
         return df.rename(columns={**SHOWN, "accuracy": "accuracy %"})
 
     def refresh(self) -> None:

@@ -208,7 +208,7 @@ class TrainPanel(widgets.VBox):
             return
         stopped = self.result.stopped
         self.progress.bar_style = "warning" if stopped else "success"
-        table = results_table(self.result).to_html(classes="wb-results", border=0)
+        table = results_table(self.result).to_html(classes="wb-results", border=0, na_rep="")
         self.results.value = table
         what = ("stopped: the metrics and the adapter trained so far are saved in " if stopped
                 else "done: results, plots and adapters are in ")
