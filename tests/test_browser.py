@@ -1,0 +1,37 @@
+"""The workbench in a real JupyterLab, driven in headless Chromium the way a person uses it.
+
+The stages (tests/lab_browser.py): open the quickstart and run it, change the rank and the bits,
+press Start and watch the progress bar and the loss plot move, type a prompt and Generate three
+answers side by side, open the results chart. Any error shown in the notebook, in a panel or in
+the browser console fails the stage it happened in. Screenshots of each stage are kept in the
+test's tmp folder (and `make screenshots` refreshes the README's with a real run).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import lab_browser
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.mark.browser
+@pytest.mark.e2e
+def test_the_app_works_in_jupyterlab_in_chromium(tmp_path, embedded_dir):
+    reason = lab_browser.chromium_missing_reason()
+    if reason:
+        if _under_ci():  # CI installs chromium (.ci/run): there a missing browser is a failure
+            pytest.fail(reason)
+        pytest.skip(reason + "; or run `make chromium` once")
+    shots = tmp_path / "shots"
+    seen = lab_browser.run(shots, fast=True, timeout_s=600)
+    assert len(seen["answers"]) == 3 and all(a.strip() for a in seen["answers"]), seen["answers"]
+    assert not seen["console_errors"], seen["console_errors"]
+    names = sorted(p.name for p in shots.glob("*.png"))
+    assert names == ["01-setup.png", "02-adapter.png", "03-train.png", "04-compare.png", "05-results.png"]
+    assert all((shots / n).stat().st_size > 10_000 for n in names)  # real pictures, not blank pages
