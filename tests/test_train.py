@@ -324,6 +324,12 @@ def test_evaluate_loss_perplexity_accuracy(load_tiny, tiny_tokenizer, tiny_task)
     assert result.eval_loss == pytest.approx(hf_loss, rel=1e-5)
 
 
+def test_evaluate_refuses_when_seq_len_cuts_every_answer(load_tiny, tiny_tokenizer, tiny_task):
+    # the prompts take more than 8 tokens: no answer token is left to score, and a loss of 0.0 would lie
+    with pytest.raises(ValueError, match="seq_len: 8 tokens cut off the answer of every eval example"):
+        gen.evaluate(load_tiny(16), tiny_tokenizer, tiny_task[:4], seq_len=8)
+
+
 def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch):
     examples = [Example("Review: superb", "positive"), Example("Review: awful", "negative"),
                 Example("Review: great", "positive"), Example("Review: rude", "negative")]

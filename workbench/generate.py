@@ -119,7 +119,9 @@ def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len:
                                                      reduction="sum")
             total_loss += float(loss)
             total_tokens += int((shift_labels != IGNORE_INDEX).sum())
-    mean = total_loss / max(total_tokens, 1)
+    if total_tokens == 0:  # a loss over nothing would read as a perfect 0.0
+        raise ValueError(f"seq_len: {seq_len} tokens cut off the answer of every eval example; raise seq_len")
+    mean = total_loss / total_tokens
     perplexity = math.exp(min(mean, 50.0))
     if isinstance(examples, TextSource) or scoring != "exact_match":
         return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=None)
