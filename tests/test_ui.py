@@ -178,6 +178,13 @@ def test_unknown_model_is_explained_and_nothing_changes(app, tmp_path):
     assert app.config.model.name == before
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_is_not_there_is_refused(app):
+    app.setup.device.value = "cuda"
+    assert "no CUDA GPU is visible" in app.setup.device_info.value
+    assert app.setup.device.value == app.config.model.device == "cpu"
+
+
 def test_preview_shows_templated_examples(app):
     app.setup.preview()
     assert app.wait(30)

@@ -103,10 +103,13 @@ class SetupPanel(widgets.VBox):
             self.device_info.value = error_html(exc)
 
     def _on_device(self, change) -> None:
+        if change["new"] == self.state.config.model.device:
+            return
         try:
             models.pick_device(change["new"])
             self.state.update("model", device=change["new"])
         except ValueError as exc:
+            self.device.value = self.state.config.model.device  # back to the device in use
             self.device_info.value = error_html(exc)
             return
         self._show_device()
