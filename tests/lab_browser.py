@@ -176,10 +176,22 @@ class Driver:
         self.page.goto(url)
         self.page.wait_for_selector(".jp-Notebook", timeout=self.timeout_ms)
         self.page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60000)
-        # wait for the kernel before running (the toolbar shows its status)
-        self.page.wait_for_function(
-            "() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-            " return s && s.getAttribute('data-status') === 'idle'; }", timeout=120000)
+        # wait for the kernel before running (the toolbar shows its status). A busy machine can
+        # open the notebook before the kernel specs arrive; JupyterLab then asks which kernel to
+        # use, and a person would accept the offered Python 3
+        deadline = time.monotonic() + 180
+        while True:
+            dialog = self.page.locator(".jp-Dialog:has-text('Select Kernel') .jp-mod-accept")
+            if dialog.count():
+                dialog.first.click()
+            if self.page.evaluate("() => { const w = window.jupyterapp.shell.currentWidget;"
+                                  " const k = w && w.sessionContext && w.sessionContext.session"
+                                  " && w.sessionContext.session.kernel;"
+                                  " return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }"):
+                break
+            if time.monotonic() > deadline:
+                raise StageFailed(f"{self.stage}: the kernel did not become idle within 180 s")
+            time.sleep(0.5)
         # not awaited: the command's promise settles only when every cell has run
         self.page.evaluate("() => { window.jupyterapp.shell.collapseLeft();"
                            " window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
