@@ -59,7 +59,7 @@ class ResultsPanel(widgets.VBox):
             df[key] = df[key].astype("Int64")  # whole numbers, blank where there is none (base has no rank)
         df["target_modules"] = df["target_modules"].map(
             lambda t: ",".join(t) if isinstance(t, (list, tuple)) else t)
-        df = df.astype(object).where(df.notna(), None)  # blank cells, not <NA> or NaN
+        df = df.astype(object).where(df.notna(), "")  # blank cells, not <NA>, NaN or None
         return df.rename(columns={**SHOWN, "accuracy": "accuracy %"})
 
     def refresh(self) -> None:
