@@ -270,6 +270,22 @@ class Driver:
         self.shot("05-results", self.app())
 
 
+    def explainers(self) -> None:
+        self.stage = "open the explainers"
+        self.tab("LoRA explained")
+        self.app(".wb-explain-lora button:has-text('Refresh runs')").click()
+        self.wait_until("() => [...document.querySelectorAll('.wb-explain-lora img')]"
+                        ".filter(i => i.naturalWidth > 100).length >= 3",
+                        what="the to-scale drawing, the spectra and the heat map of the run's adapter")
+        self.shot("06-lora-explained", self.app())
+        self.tab("Quantization explained")
+        self.app(".wb-explain-quant button:has-text('Analyse')").click()
+        self.wait_until("() => { const t = document.querySelector('.wb-explain-quant table');"
+                        " return t && t.innerText.includes('NF4'); }",
+                        what="the quantization table", timeout_s=self.long_s)
+        self.shot("07-quant-explained", self.app())
+
+
 def run(out: Path, *, fast: bool, timeout_s: float = 900, stop_early: bool = False,
         prompt: str = "Review: The staff were friendly and the room was spotless.") -> dict:
     """Start JupyterLab, open the quickstart in Chromium and use the app; returns what it saw."""
@@ -296,6 +312,7 @@ def run(out: Path, *, fast: bool, timeout_s: float = 900, stop_early: bool = Fal
                     d.train(stop_early=stop_early)
                     answers = d.generate(prompt)
                     d.results()
+                    d.explainers()
                 except Exception:
                     with contextlib.suppress(Exception):
                         d.shot(f"failed-{re.sub(r'[^a-z]+', '-', d.stage)}")

@@ -365,9 +365,10 @@ def test_a_finished_training_refreshes_results_and_compare(trained):
     assert trained.compare.run.value == trained.state.last_run
 
 
-def test_panels_can_be_shown_alone_and_the_app_has_five_tabs(app):
+def test_panels_can_be_shown_alone_and_the_app_has_its_tabs(app):
     for cls in (SetupPanel, AdapterPanel, TrainPanel, ComparePanel, ResultsPanel):
         panel = cls()
         assert panel.children and isinstance(panel.state, AppState)
-    assert list(app.tabs.titles) == ["Setup", "Adapter & quantization", "Train", "Compare", "Results"]
+    assert list(app.tabs.titles) == ["Setup", "Adapter & quantization", "Train", "Compare", "Results",
+                                     "LoRA explained", "Quantization explained"]
     assert json.dumps(app.config.to_dict())  # the settings stay plain data

@@ -11,12 +11,14 @@ from ..compare import preset_config
 from ..config import RunConfig
 from .adapter import AdapterPanel
 from .compare import ComparePanel
+from .explain import LoraExplainer, QuantExplainer
 from .results import ResultsPanel
 from .setup import SetupPanel
 from .state import AppState
 from .train import TrainPanel
 
-TABS = ["Setup", "Adapter & quantization", "Train", "Compare", "Results"]
+TABS = ["Setup", "Adapter & quantization", "Train", "Compare", "Results", "LoRA explained",
+        "Quantization explained"]
 # whole tab titles (lumino's default width cuts "Adapter & quantization"), tables that read well
 CSS = """
 .wb-app .lm-TabBar-tab { min-width: 120px !important; max-width: none !important; flex: 0 0 auto !important; }
@@ -43,8 +45,10 @@ class Workbench(widgets.VBox):
         self.train = TrainPanel(self.state)
         self.compare = ComparePanel(self.state)
         self.results = ResultsPanel(self.state)
-        self.tabs = widgets.Tab(children=[self.setup, self.adapter, self.train, self.compare, self.results],
-                                titles=TABS)
+        self.lora_explainer = LoraExplainer(self.state)
+        self.quant_explainer = QuantExplainer(self.state)  # loads the model only when asked to analyse
+        self.tabs = widgets.Tab(children=[self.setup, self.adapter, self.train, self.compare, self.results,
+                                          self.lora_explainer, self.quant_explainer], titles=TABS)
         try:
             device = models.pick_device(config.model.device).describe()
         except ValueError as exc:
