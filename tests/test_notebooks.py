@@ -154,3 +154,73 @@ def test_sweep_notebook_runs_and_reruns_from_disk(tmp_path, embedded_dir):
     assert len(lines) == 2 and all(" loaded " in line for line in lines), lines
     assert "2 of them already have results" in "\n".join(outputs(again, "text/markdown"))
     assert outputs(again, "image/png")
+
+
+FACT_ROWS = ["base-model precision", "memory use", "what is trained", "speed", "accuracy trade-off"]
+
+
+def facts_table(said: str) -> dict[str, list[str]]:
+    """The Markdown table of notebook 04: row name -> [LoRA, QLoRA, conclusion here]."""
+    header = "| | LoRA | QLoRA | conclusion here |"
+    assert header in said, "the Markdown facts table is missing"
+    rows = {}
+    for line in said.split(header, 1)[1].splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows[cells[0].strip("*")] = cells[1:]
+    return rows
+
+
+@pytest.mark.e2e
+def test_facts_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
+    out = tmp_path / "facts"
+    nb = execute_notebook("04_lora_vs_qlora_facts.ipynb", FAST + f"MAX_NEW_TOKENS = 8\nOUT = {str(out)!r}\n",
+                          tmp_path)
+    res = json.loads((out / "results.json").read_text())
+    v = {x["name"]: x for x in res["variants"]}
+    assert list(v) == ["base", "lora", "qlora"]
+    assert v["lora"]["steps_done"] == v["qlora"]["steps_done"] == 2
+    said = "\n".join(outputs(nb, "text/markdown"))
+    assert not re.search(r"\bnan\b", said, re.IGNORECASE), "a sentence quotes a missing number"
+    assert res["device"] in said and "dequantized Q4_1 GGUF" in said
+    assert outputs(nb, "text/html"), "the DataFrame view of the table is missing"
+
+    table = facts_table(said)
+    assert list(table)[:5] == FACT_ROWS
+    for row, cells in table.items():
+        assert len(cells) == 3 and all(cells), f"{row}: an empty cell in {cells}"
+
+    # each conclusion agrees with the numbers in results.json
+    ratio = v["qlora"]["weight_bytes"] / v["lora"]["weight_bytes"]
+    m = re.search(r"QLoRA's weights take (\d+)% of LoRA's", table["memory use"][2])
+    assert m and abs(int(m[1]) - 100 * ratio) <= 0.5, (table["memory use"][2], ratio)
+
+    trainable = f"{v['lora']['trainable_params']:,}"
+    assert trainable in table["what is trained"][0] and trainable in table["what is trained"][1]
+    assert table["what is trained"][2].startswith(f"the same adapter: {trainable} float32 parameters")
+
+    slower = v["lora"]["tokens_per_second"] / v["qlora"]["tokens_per_second"]  # default TOLERANCE = 0.05
+    m = re.match(r"QLoRA trained (?:(\d+\.\d\d)× (slower|faster)|about as fast)", table["speed"][2])
+    assert m, table["speed"][2]
+    if m[1] is None:
+        assert abs(slower - 1) <= 0.05
+    elif m[2] == "slower":
+        assert slower > 1.05 and float(m[1]) == pytest.approx(slower, abs=0.005)
+    else:
+        assert slower < 0.95 and float(m[1]) == pytest.approx(1 / slower, abs=0.005)
+
+    gap = 100 * (v["qlora"]["accuracy"] - v["lora"]["accuracy"])
+    m = re.match(r"(?:same accuracy \(both [\d.]+%\)|QLoRA (lost|gained) ([\d.]+) points)",
+                 table["accuracy trade-off"][2])
+    assert m, table["accuracy trade-off"][2]
+    if m[1] is None:
+        assert abs(gap) < 0.05
+    else:
+        assert (m[1] == "lost") == (gap < 0) and float(m[2]) == pytest.approx(abs(gap), abs=0.05)
+
+    # the last cell gives a verdict on every row of the table
+    verdicts = dict(re.findall(r"^- \*\*(.+?)\*\*: \*\*(agrees|partly|disagrees|can't tell)\*\*", said, re.MULTILINE))
+    assert set(table) == set(verdicts), (list(table), verdicts)
+    assert verdicts["base-model precision"] == ("partly" if "float32" in res["device"] else "agrees")
+    assert re.search(r"agrees with the usual claim on \*\*\d of \d\*\* rows", said)
