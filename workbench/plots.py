@@ -120,15 +120,18 @@ def estimate_figure(estimates: dict, title: str = "Estimated peak memory per var
 
 
 def live_memory_figure(metrics: list[dict], estimates: dict[str, int], device: str = "") -> Figure:
-    """Measured memory per training step, one line per variant, each variant's estimate dashed beside it."""
+    """Measured memory per training step (peak so far, and what is held after the step), one colour per
+    variant, each variant's estimated peak dashed beside it."""
     fig = Figure(figsize=(6.4, 3.4))
     ax = fig.subplots()
     for name in dict.fromkeys([*(m["variant"] for m in metrics), *estimates]):
         pts = [m for m in metrics if m["variant"] == name]
         color = COLORS.get(name)
-        if pts:
-            ax.plot([m["step"] for m in pts], [m["memory_bytes"] / MiB for m in pts], color=color,
-                    label=f"{name} measured")
+        if pts:  # the estimate predicts the peak, so the peak so far is the line to hold against it
+            ax.plot([m["step"] for m in pts], [m["peak_memory_bytes"] / MiB for m in pts], color=color,
+                    label=f"{name} peak so far")
+            ax.plot([m["step"] for m in pts], [m["memory_bytes"] / MiB for m in pts], color=color, linewidth=0.8,
+                    linestyle=":", label=f"{name} after the step")
         if name in estimates and name != "base":
             ax.axhline(estimates[name] / MiB, color=color, linestyle="--", linewidth=1, label=f"{name} estimate")
     ax.set_xlabel("step")
