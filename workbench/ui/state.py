@@ -137,12 +137,7 @@ class ModelLayout:
         self.name = name
         self.config = memory.model_config_for(name)
         meta = memory._meta_model(self.config)
-        seen: set[int] = set()
-        self.total_params = 0
-        for p in meta.parameters():
-            if id(p) not in seen:  # tied embeddings count once
-                seen.add(id(p))
-                self.total_params += p.numel()
+        self.total_params = sum(p.numel() for p in meta.parameters())  # parameters() yields tied ones once
         self.linears = memory._linear_layers(meta)  # (full name, in, out), lm_head excluded
         self.target_names = sorted({n.split(".")[-1] for n, _, _ in self.linears})
 
