@@ -18,7 +18,7 @@ import torch
 from . import data as data_mod
 from . import memory, models, plots, runs
 from .config import VARIANTS, RunConfig
-from .generate import DecodeSettings, Generation, evaluate, generate
+from .generate import EVAL_BATCH_SIZE, DecodeSettings, Generation, evaluate, generate
 from .train import MetricEvent, Sink, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,45 @@ def _release_memory() -> None:
         pass
 
 
-def _effective_seq_len(tokenizer, task, seq_len: int) -> int:
-    longest = max(len(r["input_ids"]) for r in data_mod.encode_split(tokenizer, task.train, seq_len))
+def _effective_seq_len(tokenizer, split, seq_len: int) -> int:
+    longest = max(len(r["input_ids"]) for r in data_mod.encode_split(tokenizer, split, seq_len))
     return min(seq_len, longest)
+
+
+@dataclass(frozen=True)
+class EstimateShapes:
+    """The tensor shapes a variant runs at: training batches and evaluation batches (as evaluate() cuts them)."""
+
+    train_batch: int
+    train_seq: int
+    eval_batch: int
+    eval_seq: int
+
+
+def estimate_shapes(tokenizer, train_split, eval_split, batch_size: int, seq_len: int) -> EstimateShapes:
+    """Training batches are batch_size x the longest example (at most seq_len): the batch is padded to its
+    longest row; evaluation batches are EVAL_BATCH_SIZE (or the whole eval split, if smaller) x its longest."""
+    eval_rows = data_mod.encode_split(tokenizer, eval_split, seq_len)
+    return EstimateShapes(batch_size, _effective_seq_len(tokenizer, train_split, seq_len),
+                          min(EVAL_BATCH_SIZE, len(eval_rows)), max(len(r["input_ids"]) for r in eval_rows))
+
+
+def variant_estimate(model_config, cfg: RunConfig, bits: int, trained: bool, device_type: str,
+                     shapes: EstimateShapes, adapter_attached: bool | None = None) -> int:
+    """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
+    through training (trained variants), evaluation in batches and generation. For a trained variant that is
+    the larger of the training step (memory.estimate, train=True) and an evaluation batch with the adapter
+    loaded; for the base variant, the evaluation batch (train=False), with the adapter's weights when one is
+    attached (run_compare attaches it, switched off, when a trained variant shares the base's bit width)."""
+    common = dict(bits=bits, rank=cfg.lora.rank, targets=cfg.lora.target_modules, device_type=device_type,
+                  double_quant=cfg.quant.double_quant)
+    tr = memory.estimate(model_config, batch_size=shapes.train_batch, seq_len=shapes.train_seq, train=True,
+                         gradient_checkpointing=cfg.train.gradient_checkpointing, **common)
+    ev = memory.estimate(model_config, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
+    with_adapter = ev.total + tr.components["adapter"]
+    if not trained:
+        return with_adapter if adapter_attached else ev.total
+    return max(tr.total, with_adapter)
 
 
 def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = (),
@@ -121,13 +157,11 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
     from transformers import AutoConfig
 
     model_config = AutoConfig.from_pretrained(str(path))
-    est_seq = _effective_seq_len(tokenizer, task, cfg.train.seq_len)
+    shapes = estimate_shapes(tokenizer, task.train, eval_set, cfg.train.batch_size, cfg.train.seq_len)
 
     def estimate(bits: int, trained: bool) -> int:
-        return memory.estimate(model_config, bits=bits, rank=cfg.lora.rank, targets=cfg.lora.target_modules,
-                               batch_size=cfg.train.batch_size, seq_len=est_seq,
-                               gradient_checkpointing=cfg.train.gradient_checkpointing,
-                               device_type=choice.type, double_quant=cfg.quant.double_quant, train=trained).total
+        attached = trained or any(n != "base" for n in cfg.variants if VARIANTS[n] == bits)
+        return variant_estimate(model_config, cfg, bits, trained, choice.type, shapes, attached)
 
     def row(name: str, model, bits: int, peak: int, trained=None, ev=None) -> dict:
         trainable, total = models.parameter_counts(model)

@@ -97,8 +97,12 @@ class EvalResult:
         return {"eval_loss": self.eval_loss, "perplexity": self.perplexity, "accuracy": self.accuracy}
 
 
+EVAL_BATCH_SIZE = 16  # examples per no-grad forward when scoring (memory.estimate(train=False) sizes this)
+
+
 @torch.no_grad()
-def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len: int = 128, batch_size: int = 16,
+def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len: int = 128,
+             batch_size: int = EVAL_BATCH_SIZE,
              base: bool = False, scoring: str = "exact_match") -> EvalResult:
     """Eval loss and perplexity on the answer tokens (every token for plain text), and, when the
     task is scored by exact match, the accuracy of greedy answers."""

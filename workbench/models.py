@@ -212,6 +212,10 @@ def load_model(path: Path, bits: int = 16, quant: QuantSettings | None = None, d
     from transformers import AutoModelForCausalLM
 
     choice = pick_device(device)
+    if choice.type == "cpu":
+        from .memory import limit_heap_retention
+
+        limit_heap_retention()  # freed activations go back to the OS: RSS follows the live tensors
     quant = quant or QuantSettings(bits=bits)
     if quant.bits != bits:
         quant = QuantSettings(**{**quant.__dict__, "bits": bits})
@@ -322,6 +326,34 @@ def _numel(param) -> int:
 
 
 def weight_bytes(model) -> int:
-    """Bytes held by the model's parameters and buffers, quantization constants included."""
+    """Bytes held by the model's parameters and buffers, quantization constants included.
+
+    transformers' get_memory_footprint sums parameters() and buffers() only, but bitsandbytes keeps a
+    4-bit weight's block scales (absmax; double-quantized: 8-bit absmax plus their own fp32 absmax,
+    code table and offset) in the weight's quant_state, and an 8-bit weight's fp32 row scales in
+    .SCB (or its layer's MatmulLtState): neither is a parameter nor a buffer. Each tensor counts once.
+    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return int(base.get_memory_footprint())
+    seen: set[tuple[int, int]] = set()
+
+    def size(t) -> int:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return 0
+        key = (t.data_ptr(), t.nbytes)
+        if key in seen or t.nbytes == 0:
+            return 0
+        seen.add(key)
+        return int(t.nbytes)
+
+    total = sum(size(p) for p in base.parameters()) + sum(size(b) for b in base.buffers())
+    for p in base.parameters():
+        qs = getattr(p, "quant_state", None)  # Params4bit
+        while qs is not None:
+            total += sum(size(getattr(qs, k, None)) for k in ("absmax", "code", "offset"))
+            qs = getattr(qs, "state2", None)
+        total += size(getattr(p, "SCB", None))  # Int8Params
+    for module in base.modules():
+        state = getattr(module, "state", None)  # Linear8bitLt moves CB/SCB here after its first forward
+        if state is not None and hasattr(state, "SCB"):
+            total += size(state.SCB) + size(getattr(state, "CB", None))
+    return total

@@ -91,6 +91,7 @@ def accuracy_memory_figure(rows: list[dict], memory_key: str = "peak_memory_byte
 COMPONENT_COLORS = {
     "weights": "#6baed6", "weights (quantized layers)": "#6baed6", "weights (kept in full precision)": "#c6dbef",
     "adapter": "#fd8d3c", "gradients": "#fdae6b", "optimizer state": "#fdd0a2", "activations": "#74c476",
+    "logits and loss": "#a1d99b", "runtime (CPU)": "#bdbdbd", "loading (checkpoint read while quantizing)": "#9e9ac8",
 }
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .config import TrainSettings
 from .data import Example, TextSource, collate, encode_split
-from .memory import MemoryMonitor
+from .memory import MemoryMonitor, limit_heap_retention
 
 
 @dataclass
@@ -93,6 +93,8 @@ def train(model, tokenizer, examples: list[Example] | TextSource, settings: Trai
     sinks = list(sinks)
     stop = stop or threading.Event()
     device = next(p.device for p in model.parameters())
+    if device.type == "cpu":
+        limit_heap_retention()  # models loaded elsewhere too (see memory.limit_heap_retention)
     own_monitor = monitor is None
     monitor = monitor or MemoryMonitor(device).start()
     seed_everything(settings.seed)
@@ -124,10 +126,15 @@ def train(model, tokenizer, examples: list[Example] | TextSource, settings: Trai
         step_tokens = 0
         for _ in range(settings.grad_accum):
             batch = {k: v.to(device) for k, v in collate(next(feed), pad_id).items()}
-            out = model(**batch)
-            (out.loss / settings.grad_accum).backward()
+            loss = model(**batch).loss
+            # the output (its float32 logits, B x T x vocab) is not needed by the backward: dropped here,
+            # not when the next forward replaces it, it is not part of the backward's peak
+            (loss / settings.grad_accum).backward()
             # note: .item() is a CPU-GPU sync point; once per micro-batch is cheap next to a backward
-            step_loss += out.loss.item() / settings.grad_accum
+            step_loss += loss.item() / settings.grad_accum
+            # the loss holds the graph; its nodes can hold tensors beyond the saved ones (bitsandbytes'
+            # 8-bit layers keep their input as ctx.A), so it goes before the next forward too
+            del loss
             step_tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
