@@ -146,8 +146,22 @@ def lora_shapes_figure(name: str, d: int, k: int, r: int) -> Figure:
 # =========================================================================== LoRA: a trained adapter
 
 
+class _NamedLayer:
+    """A layer known by its module name, e.g. model.layers.3.self_attn.q_proj."""
+
+    name: str
+
+    @property
+    def module(self) -> str:
+        return self.name.split(".")[-1]
+
+    @property
+    def layer(self) -> int | None:
+        return layer_index(self.name)
+
+
 @dataclass
-class LoraFactors:
+class LoraFactors(_NamedLayer):
     """One adapted layer: ΔW = B·A·scaling, with B d×r and A r×k."""
 
     name: str  # the base model's module name, e.g. model.layers.3.self_attn.q_proj
@@ -158,14 +172,6 @@ class LoraFactors:
     @property
     def rank(self) -> int:
         return int(self.A.shape[0])
-
-    @property
-    def module(self) -> str:
-        return self.name.split(".")[-1]
-
-    @property
-    def layer(self) -> int | None:
-        return layer_index(self.name)
 
     def delta(self) -> torch.Tensor:
         """ΔW as a dense d×k matrix (float64)."""
@@ -285,20 +291,12 @@ def numerical_rank(svals: torch.Tensor, rtol: float = 1e-6) -> int:
 
 
 @dataclass
-class LayerSpectrum:
+class LayerSpectrum(_NamedLayer):
     name: str
     rank: int
     scaling: float
     singular_values: torch.Tensor  # float64, largest first
     energy: float = 0.9
-
-    @property
-    def module(self) -> str:
-        return self.name.split(".")[-1]
-
-    @property
-    def layer(self) -> int | None:
-        return layer_index(self.name)
 
     @property
     def fro_norm(self) -> float:
