@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from workbench import runs
+from workbench import memory, runs
 from workbench.compare import preset_config
 from workbench.config import LoraSettings, QuantSettings, TrainSettings, help_for
 from workbench.ui import AdapterPanel, AppState, ComparePanel, ResultsPanel, SetupPanel, TrainPanel, Workbench
 from workbench.ui import train as train_ui
+from workbench.ui.state import model_layout
 
 
 def tiny_config(model_dir: Path, data: Path, **train):
@@ -122,6 +123,12 @@ def test_estimate_bars_follow_the_controls(app):
     est = a.estimates()
     assert list(est) == ["base", "lora", "qlora"]
     assert est["qlora"].total < est["lora"].total and "adapter" not in est["base"].components
+    # the base variant is only evaluated, in evaluate()'s batches, whatever the training batch
+    from workbench.generate import EVAL_BATCH_SIZE
+    cfg = app.config
+    assert est["base"].total == memory.estimate(model_layout(cfg.model.name).config, bits=16, rank=None,
+                                                batch_size=EVAL_BATCH_SIZE, seq_len=cfg.train.seq_len,
+                                                train=False).total
     a.rank.value = 64
     assert a.chart.value != before and bytes(a.chart.value).startswith(b"\x89PNG")
     assert a.estimates()["lora"].components["adapter"] == 16 * est["lora"].components["adapter"]

@@ -10,6 +10,7 @@ import ipywidgets as widgets
 
 from .. import memory, models, plots
 from ..config import VARIANT_HELP, VARIANTS, LoraSettings, QuantSettings
+from ..generate import EVAL_BATCH_SIZE
 from .common import error_html, helped, image, message, png
 from .state import AppState, model_layout
 
@@ -137,7 +138,8 @@ class AdapterPanel(widgets.VBox):
             self._quiet = False
 
     def estimates(self) -> dict[str, memory.MemoryEstimate]:
-        """The estimator's breakdown for each chosen variant, at the Train tab's batch size and length."""
+        """The estimator's breakdown for each chosen variant, at the Train tab's batch size and length; the
+        base variant is only evaluated, in batches of EVAL_BATCH_SIZE (as run_compare runs it)."""
         cfg = self.state.config
         layout = model_layout(cfg.model.name)
         try:
@@ -147,7 +149,8 @@ class AdapterPanel(widgets.VBox):
         out = {}
         for v in cfg.variants:
             out[v] = memory.estimate(layout.config, bits=VARIANTS[v], rank=cfg.lora.rank,
-                                     targets=cfg.lora.target_modules, batch_size=cfg.train.batch_size,
+                                     targets=cfg.lora.target_modules,
+                                     batch_size=EVAL_BATCH_SIZE if v == "base" else cfg.train.batch_size,
                                      seq_len=cfg.train.seq_len, gradient_checkpointing=cfg.train.gradient_checkpointing,
                                      device_type=device_type, double_quant=cfg.quant.double_quant,
                                      train=v != "base")
@@ -177,7 +180,8 @@ class AdapterPanel(widgets.VBox):
             self.params_info.value += error_html(exc)
             return
         title = (f"Estimated peak memory (batch {cfg.train.batch_size} × {cfg.train.seq_len} tokens"
-                 + (", checkpointing" if cfg.train.gradient_checkpointing else "") + ")")
+                 + (", checkpointing" if cfg.train.gradient_checkpointing else "")
+                 + (f"; base: evaluation, batch {EVAL_BATCH_SIZE}" if "base" in est else "") + ")")
         self.chart.value = png(plots.estimate_figure(est, title))
         self.last_estimates = est
         totals = " · ".join(f"{v} {e.total / 1024**2:,.0f} MiB" for v, e in est.items())
