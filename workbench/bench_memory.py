@@ -375,6 +375,8 @@ def format_phases(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import runs
+
     ap = argparse.ArgumentParser(prog="python -m workbench.bench_memory", description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", choices=("quick", "default", "full"), default="default")
     ap.add_argument("--bits", help="comma list, e.g. 16,4 (with --ranks/--targets/--shapes: a custom grid)")
@@ -429,20 +431,22 @@ def main(argv: list[str] | None = None) -> int:
               f" MiB; {time.perf_counter() - t0:.0f} s)", flush=True)
         if args.phases:
             print(format_phases(row), flush=True)
-        if args.json:  # after every row, so a long run that is stopped keeps what it measured
-            Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        if args.json:  # after every row (atomically), so a long run that is stopped keeps what it measured
+            runs.write_json(Path(args.json), rows)
     return _report(rows, configs, args)
 
 
 def _report(rows: list[dict], configs: list[BenchConfig], args) -> int:
+    from . import runs
+
     table = format_table(rows)
     worst = max(range(len(rows)), key=lambda i: abs(error(rows[i])))
     summary = f"worst row: #{worst + 1} ({configs[worst].label().strip()}), {error(rows[worst]):+.1%}"
     print("\n" + table + "\n\n" + summary)
     if args.json and args.reestimate:
-        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        runs.write_json(Path(args.json), rows)
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n\n" + summary + "\n", encoding="utf-8")
+        runs.write_text(Path(args.markdown), table + "\n\n" + summary + "\n")
     return 0
 
 
