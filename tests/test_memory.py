@@ -5,7 +5,9 @@ import torch
 
 from workbench import memory, models
 from workbench.config import DEFAULT_MODEL
-from workbench.memory import MiB, MemoryMonitor, bits_per_param, estimate, model_config_for
+from workbench.estimator import bits_per_param, estimate
+from workbench.memory import MiB, MemoryMonitor
+from workbench.resolve import model_config_for
 
 TINY_LINEAR_WEIGHTS = 73_728  # the 14 linear layers inside the blocks
 

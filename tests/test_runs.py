@@ -6,82 +6,13 @@ import torch
 
 from workbench import models, runs
 from workbench.config import LoraSettings, TrainSettings
-from workbench.train import MetricEvent, seed_everything, train
+from workbench.events import MetricEvent
+from workbench.files import write_json
+from workbench.train import seed_everything, train
 
 
 def _listing(folder):
     return sorted(p.name for p in folder.iterdir())
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-def test_write_json_round_trip(tmp_path):
-    path = runs.write_json(tmp_path / "sub" / "r.json", {"a": [1, 2.5, None], "p": tmp_path})
-    assert json.loads(path.read_text()) == {"a": [1, 2.5, None], "p": str(tmp_path)}
-    assert _listing(path.parent) == ["r.json"]
-
-
-@pytest.mark.parametrize("bad", [
-    {("tuple", "key"): 1},  # json cannot write non-string keys, default=str or not
-    "circular",
-])
-def test_write_json_failure_leaves_old_file(tmp_path, bad):
-    if bad == "circular":
-        bad = []
-        bad.append(bad)
-    path = tmp_path / "results.json"
-    runs.write_json(path, {"old": True})
-    before = path.read_bytes()
-    with pytest.raises((TypeError, ValueError)):
-        runs.write_json(path, {"new": bad})
-    assert path.read_bytes() == before
-    assert _listing(tmp_path) == ["results.json"]
-
-
-def test_write_text_failure_at_replace_leaves_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "notes.md"
-    runs.write_text(path, "old")
-
-    def boom(src, dst):
-        raise OSError("simulated crash before the rename")
-
-    monkeypatch.setattr(runs.os, "replace", boom)
-    with pytest.raises(OSError, match="simulated"):
-        runs.write_text(path, "new")
-    assert path.read_text() == "old"
-    assert _listing(tmp_path) == ["notes.md"]
-
-
-def test_write_csv(tmp_path):
-    path = runs.write_csv(tmp_path / "t.csv", [{"a": 1, "b": ["q_proj", "v_proj"], "c": None, "extra": 9},
-                                               {"a": 2.5, "b": "all-linear"}], ["a", "b", "c"])
-    rows = list(csv.DictReader(path.open()))
-    assert rows == [{"a": "1", "b": "q_proj,v_proj", "c": ""}, {"a": "2.5", "b": "all-linear", "c": ""}]
-
-
-def test_write_csv_failure_midway_leaves_old_file(tmp_path):
-    class Unprintable:
-        def __str__(self):
-            raise RuntimeError("cannot format (simulated)")
-
-    path = tmp_path / "results.csv"
-    runs.write_csv(path, [{"a": 1}], ["a"])
-    before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="simulated"):
-        runs.write_csv(path, [{"a": 2}, {"a": 3}, {"a": Unprintable()}], ["a"])  # two rows already written
-    assert path.read_bytes() == before
-    assert _listing(tmp_path) == ["results.csv"]
-
-
-def test_save_figure(tmp_path):
-    from matplotlib.figure import Figure
-
-    fig = Figure()
-    fig.subplots().plot([0, 1], [1, 0])
-    path = runs.save_figure(fig, tmp_path / "plots" / "f.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _listing(path.parent) == ["f.png"]
 
 
 # --------------------------------------------------------------------------- adapters
@@ -165,7 +96,7 @@ def test_metrics_csv_one_row_per_event(tmp_path, load_tiny, tiny_tokenizer, tiny
 
 
 def test_load_results(tmp_path):
-    runs.write_json(tmp_path / "results.json", {"variants": [{"name": "base"}]})
+    write_json(tmp_path / "results.json", {"variants": [{"name": "base"}]})
     assert runs.load_results(tmp_path) == {"variants": [{"name": "base"}]}
 
 
@@ -175,3 +106,37 @@ def test_result_fields_cover_the_documented_columns():
                   "final_train_loss", "eval_loss", "perplexity", "accuracy"]
     assert runs.RESULT_FIELDS[:len(documented)] == documented
     assert runs.RESULT_FIELDS[len(documented):] == ["steps_done", "status"]
+
+
+# --------------------------------------------------------------------------- a run folder as an object
+
+
+def test_run_object_reads_its_folder(tmp_path):
+    from workbench.config import RunConfig
+    from workbench.results import VariantResult
+
+    run = runs.Run(tmp_path / "r1")
+    assert not run.finished and run.status == "incomplete" and run.trained_variants() == []
+    cfg = RunConfig(variants=["base", "lora"])
+    results = [VariantResult("base", 16), VariantResult("lora", 16, rank=8, target_modules="all-linear")]
+    runs.write_results(run, {"config": cfg.to_dict(), "device": "cpu (float32)", "device_type": "cpu",
+                             "stopped": True}, results)
+    assert run.finished and run.status == "stopped" and run.device_type == "cpu"
+    assert run.config() == cfg and run.results() == results
+    (run.adapter_dir("lora")).mkdir(parents=True)
+    assert run.trained_variants() == []  # an empty folder is no adapter
+    (run.adapter_dir("lora") / "adapter_config.json").write_text("{}")
+    assert run.trained_variants() == ["lora"] and run.has_adapter("lora") and not run.has_adapter("qlora")
+    assert run.adapter_dir("qlora") == tmp_path / "r1" / "adapters" / "qlora"
+    assert runs.find_runs(tmp_path) == [run]
+
+
+def test_an_older_run_without_new_fields_still_reads(tmp_path):
+    write_json(tmp_path / "old" / "results.json", {"config": {}, "device": "cuda (A100, bfloat16)",
+                                                   "variants": [{"name": "lora", "bits": 16, "retired": 1}]})
+    run = runs.Run(tmp_path / "old")
+    assert run.device_type == "cuda"  # told by the description, as older runs wrote it
+    (res,) = run.results()
+    assert res.name == "lora" and res.status == "done" and res.accuracy is None
+    (row,) = runs.all_results(tmp_path)
+    assert row.run == "old" and row.result == res

@@ -12,7 +12,8 @@ from workbench import generate as gen
 from workbench import models
 from workbench.config import LoraSettings, TrainSettings
 from workbench.data import Example, collate, encode_example
-from workbench.train import MetricEvent, TrainResult, lr_at, seed_everything, train
+from workbench.events import MetricEvent
+from workbench.train import TrainResult, lr_at, seed_everything, train
 
 FAST = dict(batch_size=4, seq_len=32, warmup_steps=0)
 

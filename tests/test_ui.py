@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from workbench import memory, runs
+from workbench import runs
 from workbench.compare import preset_config
 from workbench.config import LoraSettings, QuantSettings, TrainSettings, help_for
+from workbench.estimator import estimate
 from workbench.ui import AdapterPanel, AppState, ComparePanel, ResultsPanel, SetupPanel, TrainPanel, Workbench
 from workbench.ui import train as train_ui
 from workbench.ui.state import model_layout
@@ -56,9 +57,10 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 
 def test_target_checkboxes_are_the_models_own_linear_layers(app, load_tiny):
-    from workbench.models import linear_module_names
+    from workbench.layout import ModelLayout
 
-    assert sorted(app.adapter.targets) == linear_module_names(load_tiny(16))
+    model = load_tiny(16)
+    assert sorted(app.adapter.targets) == ModelLayout(model.config, model).target_names
     assert app.adapter.all_linear.value and all(b.disabled for b in app.adapter.targets.values())
 
 
@@ -126,9 +128,8 @@ def test_estimate_bars_follow_the_controls(app):
     # the base variant is only evaluated, in evaluate()'s batches, whatever the training batch
     from workbench.generate import EVAL_BATCH_SIZE
     cfg = app.config
-    assert est["base"].total == memory.estimate(model_layout(cfg.model.name).config, bits=16, rank=None,
-                                                batch_size=EVAL_BATCH_SIZE, seq_len=cfg.train.seq_len,
-                                                train=False).total
+    assert est["base"].total == estimate(model_layout(cfg.model.name), bits=16, rank=None,
+                                         batch_size=EVAL_BATCH_SIZE, seq_len=cfg.train.seq_len, train=False).total
     a.rank.value = 64
     assert a.chart.value != before and bytes(a.chart.value).startswith(b"\x89PNG")
     assert a.estimates()["lora"].components["adapter"] == 16 * est["lora"].components["adapter"]
@@ -210,7 +211,7 @@ def test_training_updates_progress_and_plots_while_it_runs(app, monkeypatch):
     assert app.wait(120)
     t = app.train
     assert t.error.value == "", t.error.value
-    assert [e["variant"] for e in t.events] == ["lora"] * 6 + ["qlora"] * 6
+    assert [e.variant for e in t.events] == ["lora"] * 6 + ["qlora"] * 6
     assert t.progress.value == t.progress.max == 12 and t.progress.bar_style == "success"
     assert "step 12/12" in t.progress_text.value and "ETA 0:00" in t.progress_text.value
     assert sum(seen) >= 12  # redrawn during training, once per step here, not only at the end
@@ -345,7 +346,7 @@ def test_results_show_every_run_on_disk_with_chart_and_export(trained, tiny_mode
     earlier.variants = ["lora"]
     run_compare(earlier, root / "sweep" / "earlier")  # a run from before this session, one level deeper
     panel = ResultsPanel(trained.state)
-    runs_seen = {r["run"] for r in panel.rows}
+    runs_seen = {r.run for r in panel.rows}
     assert str(Path("sweep") / "earlier") in runs_seen and trained.state.last_run.name in runs_seen
     df = panel.frame()
     assert len(df) == len(panel.rows) >= 4 and {"accuracy %", "peak MiB", "rank", "targets"} <= set(df.columns)
@@ -368,7 +369,7 @@ def test_results_panel_with_no_runs_says_so(tmp_path):
 
 
 def test_a_finished_training_refreshes_results_and_compare(trained):
-    assert trained.state.last_run.name in {r["run"] for r in trained.results.rows}
+    assert trained.state.last_run.name in {r.run for r in trained.results.rows}
     assert trained.compare.run.value == trained.state.last_run
 
 

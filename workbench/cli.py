@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import DEFAULT_MODEL, VARIANT_HELP, LoraSettings, QuantSettings, TrainSettings
+from .config import DEFAULT_MODEL, VARIANT_TABLE, LoraSettings, QuantSettings, TrainSettings
 from .config import help_for as _field_help
 
 EXIT_USAGE = 2
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--skip-bad-rows", action="store_true", default=None,
                    help="Skip unusable rows and report how many, instead of stopping at the first.")
     _add_lora(c)
-    c.add_argument("--variants", help="Comma list of " + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items())
+    c.add_argument("--variants", help="Comma list of " + "; ".join(f"{v.name} ({v.help})" for v in VARIANT_TABLE)
                    + ". Default base,lora,qlora.")
     c.add_argument("--steps", type=int, help=help_for(TrainSettings, "steps"))
     _add_train_shape(c)
@@ -173,7 +173,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def cmd_estimate(a: argparse.Namespace) -> int:
-    from .memory import estimate, model_config_for
+    from .estimator import estimate
+    from .resolve import model_config_for
 
     if a.bits not in (16, 8, 4):
         raise ValueError(f"bits must be 16, 8 or 4; got {a.bits}")
@@ -196,19 +197,22 @@ def cmd_estimate(a: argparse.Namespace) -> int:
 
 
 def cmd_preview(a: argparse.Namespace) -> int:
-    from .data import get_task, preview
-    from .models import load_tokenizer, resolve_model
+    from .config import RunConfig
+    from .data import preview, task_for
+    from .models import load_tokenizer
+    from .resolve import resolve_model
 
-    TrainSettings(seq_len=a.seq_len)  # validates it
-    task = get_task(a.task or "sentiment", a.data, columns=a.columns, skip_bad_rows=a.skip_bad_rows,
-                    eval_data=a.eval_data, eval_fraction=a.eval_fraction)
+    cfg = RunConfig(task=None if a.data else (a.task or "sentiment"), data=a.data, eval_data=a.eval_data,
+                    eval_fraction=a.eval_fraction, columns=a.columns, skip_bad_rows=a.skip_bad_rows,
+                    train=TrainSettings(seq_len=a.seq_len))  # validates them all
+    task = task_for(cfg)
     tokenizer = load_tokenizer(resolve_model(a.model))
     print(preview(tokenizer, task, seq_len=a.seq_len, n=a.examples).to_text())
     return 0
 
 
 def cmd_model_path(a: argparse.Namespace) -> int:
-    from .models import resolve_model
+    from .resolve import resolve_model
 
     print(resolve_model(a.name))
     return 0

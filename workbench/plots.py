@@ -5,25 +5,25 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .events import MetricEvent
+from .results import MEMORY_FIELDS, VariantResult
+
 MiB = 1024**2
 COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
 
 
-def _label(row: dict) -> str:
-    if row["name"] == "base":
-        return "base"
-    targets = row.get("target_modules")
-    targets = ",".join(targets) if isinstance(targets, (list, tuple)) else targets
-    return f"{row['name']} ({row['bits']}-bit, r={row['rank']}, {targets})"
+def memory_axis_label(device_type: str) -> str:
+    """What a measured memory figure is on this kind of device."""
+    return "CUDA allocated" if device_type == "cuda" else "process RSS above start"
 
 
-def loss_figure(metrics: list[dict]) -> Figure:
+def loss_figure(metrics: list[MetricEvent]) -> Figure:
     """Training loss per step, one line per variant."""
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
-    for name in dict.fromkeys(m["variant"] for m in metrics):
-        pts = [m for m in metrics if m["variant"] == name]
-        ax.plot([m["step"] for m in pts], [m["loss"] for m in pts], label=name, color=COLORS.get(name))
+    for name in dict.fromkeys(m.variant for m in metrics):
+        pts = [m for m in metrics if m.variant == name]
+        ax.plot([m.step for m in pts], [m.loss for m in pts], label=name, color=COLORS.get(name))
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training loss (answer tokens)")
@@ -35,47 +35,50 @@ def loss_figure(metrics: list[dict]) -> Figure:
     return fig
 
 
-def memory_figure(rows: list[dict], device: str = "") -> Figure:
+def memory_figure(results: list[VariantResult], device_type: str = "cpu") -> Figure:
     """Per variant: weight memory, measured peak and estimated peak."""
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
-    names = [r["name"] for r in rows]
-    x = range(len(rows))
+    names = [r.name for r in results]
+    x = range(len(results))
     width = 0.27
     series = [("weights", "weight_bytes", "#9ecae1"), ("peak measured", "peak_memory_bytes", "#3182bd"),
               ("peak estimated", "estimated_peak_bytes", "#fdae6b")]
     for i, (label, key, color) in enumerate(series):
-        vals = [(r.get(key) or 0) / MiB for r in rows]
+        vals = [(r.memory(key) or 0) / MiB for r in results]
         ax.bar([xi + (i - 1) * width for xi in x], vals, width, label=label, color=color)
     ax.set_xticks(list(x), names)
     ax.set_ylabel("MiB")
-    where = "process RSS above start" if device.startswith("cpu") else "CUDA allocated"
-    ax.set_title(f"Memory per variant ({where})")
+    ax.set_title(f"Memory per variant ({memory_axis_label(device_type)})")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
 
-def accuracy_memory_figure(rows: list[dict], memory_key: str = "peak_memory_bytes") -> Figure:
+def accuracy_memory_figure(results: list[VariantResult], memory_key: str = "peak_memory_bytes",
+                           runs: list[str | None] | None = None) -> Figure:
     """Accuracy against memory, each point numbered and its settings listed beside the chart under the
     same number (labels written next to crowded points would overprint): up and to the left is better.
-    Tasks scored by perplexity plot that instead (down and to the left is better)."""
-    metric = "accuracy" if any(r.get("accuracy") is not None for r in rows) else "perplexity"
-    points = [r for r in rows if r.get(metric) is not None and r.get(memory_key) is not None]
-    value = (lambda r: r["accuracy"] * 100) if metric == "accuracy" else (lambda r: r["perplexity"])
-    points.sort(key=lambda r: r[memory_key])
+    Tasks scored by perplexity plot that instead (down and to the left is better). `runs` names the run
+    of each result; with more than one run each entry says which."""
+    runs = runs or [None] * len(results)
+    metric = "accuracy" if any(r.accuracy is not None for r in results) else "perplexity"
+    points = [(r, run) for r, run in zip(results, runs)
+              if getattr(r, metric) is not None and r.memory(memory_key) is not None]
+    points.sort(key=lambda p: p[0].memory(memory_key))
     fig = Figure(figsize=(9.6, max(4.0, 1.2 + 0.22 * len(points))))
     ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
-    several_runs = len({r.get("run") for r in points}) > 1  # then each entry names its run too
-    for i, r in enumerate(points, 1):
-        x, y = r[memory_key] / MiB, value(r)
-        run = f"{r['run']}: " if several_runs and r.get("run") else ""
-        ax.scatter([x], [y], s=60, color=COLORS.get(r["name"], "#333333"), zorder=3, label=f"{i}  {run}{_label(r)}")
+    several_runs = len({run for _, run in points}) > 1  # then each entry names its run too
+    for i, (r, run) in enumerate(points, 1):
+        x = r.memory(memory_key) / MiB
+        y = r.accuracy * 100 if metric == "accuracy" else r.perplexity
+        where = f"{run}: " if several_runs and run else ""
+        ax.scatter([x], [y], s=60, color=COLORS.get(r.name, "#333333"), zorder=3, label=f"{i}  {where}{r.label()}")
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if points:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False, handletextpad=0.3)
     ax.margins(x=0.12, y=0.08)
-    ax.set_xlabel("peak memory (MiB)" if memory_key == "peak_memory_bytes" else "weight memory (MiB)")
+    ax.set_xlabel(f"{MEMORY_FIELDS[memory_key]} (MiB)")
     if metric == "accuracy":
         ax.set_ylabel("accuracy on held-out examples (%)")
         ax.set_ylim(-5, 105)
@@ -120,25 +123,24 @@ def estimate_figure(estimates: dict, title: str = "Estimated peak memory per var
     return fig
 
 
-def live_memory_figure(metrics: list[dict], estimates: dict[str, int], device: str = "") -> Figure:
+def live_memory_figure(metrics: list[MetricEvent], estimates: dict[str, int], device_type: str = "cpu") -> Figure:
     """Measured memory per training step (peak so far, and what is held after the step), one colour per
     variant, each variant's estimated peak dashed beside it."""
     fig = Figure(figsize=(6.4, 3.4))
     ax = fig.subplots()
-    for name in dict.fromkeys([*(m["variant"] for m in metrics), *estimates]):
-        pts = [m for m in metrics if m["variant"] == name]
+    for name in dict.fromkeys([*(m.variant for m in metrics), *estimates]):
+        pts = [m for m in metrics if m.variant == name]
         color = COLORS.get(name)
         if pts:  # the estimate predicts the peak, so the peak so far is the line to hold against it
-            ax.plot([m["step"] for m in pts], [m["peak_memory_bytes"] / MiB for m in pts], color=color,
+            ax.plot([m.step for m in pts], [m.peak_memory_bytes / MiB for m in pts], color=color,
                     label=f"{name} peak so far")
-            ax.plot([m["step"] for m in pts], [m["memory_bytes"] / MiB for m in pts], color=color, linewidth=0.8,
+            ax.plot([m.step for m in pts], [m.memory_bytes / MiB for m in pts], color=color, linewidth=0.8,
                     linestyle=":", label=f"{name} after the step")
         if name in estimates and name != "base":
             ax.axhline(estimates[name] / MiB, color=color, linestyle="--", linewidth=1, label=f"{name} estimate")
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    where = "process RSS above start" if device.startswith("cpu") or not device else "CUDA allocated"
-    ax.set_ylabel(f"MiB ({where})")
+    ax.set_ylabel(f"MiB ({memory_axis_label(device_type)})")
     ax.set_title("Memory during training")
     ax.grid(alpha=0.3)
     if metrics or estimates:

@@ -1,105 +1,96 @@
-"""A run on disk. Every file is written whole or not at all (temp file + os.replace), so a crash or
-a Stop never leaves a half-written results table or adapter behind."""
+"""A run on disk: one folder holding its settings and results (results.json, results.csv), its metrics
+per step (metrics.csv), its figures, its answers (generations.md, predictions.json) and one adapter per
+trained variant (adapters/<variant>/). `Run` is the one place that knows that layout. Every file is
+written whole or not at all (workbench.files), so a crash or a Stop never leaves half a file behind.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
-import shutil
-import tempfile
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from .train import MetricEvent
+from .config import TRAINED_VARIANTS, RunConfig
+from .events import MetricEvent
+from .files import atomic_dir, write_csv, write_json
+from .results import VariantResult
 
-RESULT_FIELDS = [
-    "name", "bits", "rank", "target_modules", "trainable_params", "total_params", "weight_bytes",
-    "peak_memory_bytes", "estimated_peak_bytes", "train_seconds", "tokens_per_second", "final_train_loss",
-    "eval_loss", "perplexity", "accuracy", "steps_done", "status",
-]
-
-
-def _tmp_beside(path: Path, suffix: str = "") -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+RESULTS_FILE = "results.json"
+RESULT_FIELDS = VariantResult.field_names()
 
 
-def write_bytes(path: Path, content: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+class Run:
+    """A run folder: its config as a RunConfig, its status, its trained variants, their adapters, its results."""
 
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._doc: dict | None = None
 
-def write_text(path: Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Run) and self.path == other.path
 
-def write_json(path: Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    def __hash__(self) -> int:
+        return hash(self.path)
 
+    @property
+    def name(self) -> str:
+        return self.path.name
 
-def write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            for row in rows:
-                w.writerow({k: ("" if row.get(k) is None else _cell(row.get(k))) for k in fields})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    @property
+    def results_file(self) -> Path:
+        return self.path / RESULTS_FILE
 
+    @property
+    def finished(self) -> bool:
+        """Whether the run wrote its results (it ended: done, stopped, or failed after some variants)."""
+        return self.results_file.is_file()
 
-def _cell(v: Any) -> Any:
-    return ",".join(v) if isinstance(v, (list, tuple)) else v
+    def read(self) -> dict:
+        """results.json as written (cached); OSError or ValueError when it is missing or damaged."""
+        if self._doc is None:
+            self._doc = json.loads(self.results_file.read_text(encoding="utf-8"))
+        return self._doc
 
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.read()["config"])
 
-def save_figure(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path, suffix=path.suffix)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    def results(self) -> list[VariantResult]:
+        return [VariantResult.from_dict(v) for v in self.read().get("variants", [])]
 
+    @property
+    def status(self) -> str:
+        """done, stopped, or incomplete (no results yet: still running, or killed)."""
+        if not self.finished:
+            return "incomplete"
+        return "stopped" if self.read().get("stopped") else "done"
 
-@contextlib.contextmanager
-def atomic_dir(path: Path, *, replace: bool = True):
-    """Yield a temp folder beside `path`; when the block succeeds it takes `path`'s name.
+    @property
+    def model_path(self) -> str | None:
+        return self.read().get("model_path")
 
-    With replace=False an existing `path` wins (another process finished first) and the new
-    folder is dropped. On any failure the temp folder is removed and `path` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if not path.exists():
-            os.replace(tmp, path)
-        elif replace:
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    @property
+    def device_type(self) -> str:
+        doc = self.read()
+        return doc.get("device_type") or str(doc.get("device", "cpu")).split(" ", 1)[0]  # older runs: a description
+
+    def adapter_dir(self, variant: str) -> Path:
+        """Where a trained variant's peft adapter is (or will be) saved."""
+        return self.path / "adapters" / variant
+
+    def has_adapter(self, variant: str) -> bool:
+        return (self.adapter_dir(variant) / "adapter_config.json").is_file()
+
+    def trained_variants(self) -> list[str]:
+        """The variants whose adapter this run saved, in the teaching order."""
+        return [v for v in TRAINED_VARIANTS if self.has_adapter(v)]
+
+    def finished_at(self) -> str:
+        return datetime.fromtimestamp(self.results_file.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
 
 
 def save_adapter(model, path: Path) -> Path:
@@ -109,10 +100,17 @@ def save_adapter(model, path: Path) -> Path:
     return Path(path)
 
 
+def write_results(run: Run, doc: dict, results: list[VariantResult]) -> None:
+    """results.json (the run's settings and every variant) and results.csv (the variants), each atomically."""
+    write_json(run.results_file, {**doc, "variants": [r.to_dict() for r in results]})
+    write_csv(run.path / "results.csv", [r.to_dict() for r in results], RESULT_FIELDS)
+    run._doc = None
+
+
 class MetricsCSV:
     """A sink that appends one row per event to metrics.csv and flushes it, so a crash keeps every step."""
 
-    FIELDS = list(MetricEvent.__dataclass_fields__)
+    FIELDS = MetricEvent.field_names()
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -131,35 +129,56 @@ class MetricsCSV:
 
 
 def load_results(out_dir: Path) -> dict:
-    path = Path(out_dir) / "results.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A run folder's results.json, as written."""
+    return Run(out_dir).read()
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run folders under root (and one level deeper, as sweeps write them), newest first."""
+def find_runs(root: Path) -> list[Run]:
+    """Finished runs under root (and one level deeper, as sweeps write them), newest first."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = {p.parent for pattern in ("*/results.json", "*/*/results.json") for p in root.glob(pattern)}
-    return sorted(found, key=lambda p: (p / "results.json").stat().st_mtime, reverse=True)
+    found = {p.parent for pattern in (f"*/{RESULTS_FILE}", f"*/*/{RESULTS_FILE}") for p in root.glob(pattern)}
+    return [Run(p) for p in sorted(found, key=lambda p: (p / RESULTS_FILE).stat().st_mtime, reverse=True)]
 
 
-def all_results(root: Path) -> list[dict]:
-    """One row per variant of every run under root, with the run's name, time, task and settings.
-    Folders whose results.json cannot be read are skipped (a run still being written, a stray file)."""
-    from datetime import datetime
+@dataclass
+class ResultRow:
+    """One variant of one run on disk, with what the Results table says of its run."""
 
+    run: str  # the folder, relative to the runs root
+    finished: str
+    task: str | None
+    device: str | None
+    steps: int | None  # steps asked for
+    quant_type: str | None  # the 4-bit type, for a 4-bit variant
+    result: VariantResult
+
+    CONTEXT = ("run", "finished", "task", "device", "steps", "quant_type")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [*cls.CONTEXT, *RESULT_FIELDS]
+
+    def to_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in self.CONTEXT}, **self.result.to_dict()}
+
+
+def all_results(root: Path) -> list[ResultRow]:
+    """One row per variant of every run under root. Folders whose results.json cannot be read are skipped
+    (a run still being written, a stray file)."""
     rows = []
     for run in find_runs(root):
         try:
-            res = load_results(run)
-        except (OSError, ValueError):
+            doc = run.read()
+            results = run.results()
+            when = run.finished_at()
+        except (OSError, ValueError, TypeError):
             continue
-        cfg = res.get("config", {})
-        when = datetime.fromtimestamp((run / "results.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        for v in res.get("variants", []):
-            rows.append({"run": str(run.relative_to(root)), "finished": when, "task": res.get("task"),
-                         "device": res.get("device"), "steps": cfg.get("train", {}).get("steps"),
-                         "quant_type": cfg.get("quant", {}).get("quant_type") if v.get("bits") == 4 else None,
-                         **v})
+        cfg = doc.get("config", {})
+        for r in results:
+            rows.append(ResultRow(run=str(run.path.relative_to(root)), finished=when, task=doc.get("task"),
+                                  device=doc.get("device"), steps=cfg.get("train", {}).get("steps"),
+                                  quant_type=cfg.get("quant", {}).get("quant_type") if r.bits == 4 else None,
+                                  result=r))
     return rows

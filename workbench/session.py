@@ -12,30 +12,28 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from . import models, runs
-from .config import VARIANTS, QuantSettings
+from transformers import TextStreamer
+
+from . import memory, models
+from .config import TRAINED_VARIANTS, VARIANTS, QuantSettings
 from .data import Example, TextSource
 from .generate import DecodeSettings, EvalResult, Generation, evaluate, generate
+from .resolve import resolve_model
+from .runs import Run
 
 
-class TextCallbackStreamer:
-    """A transformers streamer that hands the decoded answer so far to a callback after each token."""
+class TextCallbackStreamer(TextStreamer):
+    """transformers' TextStreamer, handing the answer so far to a callback instead of printing it (it
+    skips the prompt, and holds back a word until it is complete, as TextStreamer does)."""
 
     def __init__(self, tokenizer, on_text: Callable[[str], None]):
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.on_text = on_text
-        self.ids: list[int] = []
-        self._prompt_seen = False
+        self.text = ""
 
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # generate() first passes the prompt itself
-            self._prompt_seen = True
-            return
-        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
-        self.on_text(self.tokenizer.decode(self.ids, skip_special_tokens=True))
-
-    def end(self) -> None:
-        pass
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text += text
+        self.on_text(self.text)
 
 
 class Session:
@@ -46,7 +44,7 @@ class Session:
         self.model_name = model_name
         self.device = device
         self.quant = quant or QuantSettings(bits=4)
-        self.run_dir = Path(run_dir) if run_dir else None
+        self.run = Run(run_dir) if run_dir else None
         self._path: Path | None = None
         self._tokenizer = None
         self._models: dict[int, object] = {}  # bits -> model (a PeftModel when the run has an adapter)
@@ -55,23 +53,25 @@ class Session:
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "Session":
         """A session on the model, device and 4-bit settings a run used, with its adapters."""
-        res = runs.load_results(run_dir)
-        cfg = res.get("config", {})
-        quant = QuantSettings(**cfg.get("quant", {"bits": 4}))
-        return cls(res.get("model_path") or cfg.get("model", {}).get("name"),
-                   device=cfg.get("model", {}).get("device", "auto"), quant=quant, run_dir=run_dir)
+        run = Run(run_dir)
+        cfg = run.config()
+        return cls(run.model_path or cfg.model.name, device=cfg.model.device, quant=cfg.quant, run_dir=run.path)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.path if self.run else None
 
     # ------------------------------------------------------------------ what is there
 
     def adapter_dir(self, variant: str) -> Path | None:
-        if self.run_dir is None:
+        """The run's saved adapter for a variant; None when there is none."""
+        if self.run is None or not self.run.has_adapter(variant):
             return None
-        path = self.run_dir / "adapters" / variant
-        return path if (path / "adapter_config.json").is_file() else None
+        return self.run.adapter_dir(variant)
 
     def variants(self) -> list[str]:
         """Variants this session can answer with: base always, the others when the run saved their adapter."""
-        return ["base"] + [v for v in VARIANTS if v != "base" and self.adapter_dir(v) is not None]
+        return ["base"] + (self.run.trained_variants() if self.run else [])
 
     def missing_reason(self, variant: str) -> str | None:
         """Why a variant cannot answer, in a sentence that says what to do; None when it can."""
@@ -79,16 +79,16 @@ class Session:
             return f"{variant!r} is not a variant; choose from {', '.join(VARIANTS)}"
         if variant == "base" or self.adapter_dir(variant) is not None:
             return None
-        if self.run_dir is None:
+        if self.run is None:
             return f"no {variant} adapter yet: train one first (Train tab or `workbench compare`)"
-        return f"the run {self.run_dir.name} has no {variant} adapter: train {variant} or pick another run"
+        return f"the run {self.run.name} has no {variant} adapter: train {variant} or pick another run"
 
     # ------------------------------------------------------------------ loading
 
     @property
     def path(self) -> Path:
         if self._path is None:
-            self._path = models.resolve_model(self.model_name)
+            self._path = resolve_model(self.model_name)
         return self._path
 
     @property
@@ -102,13 +102,13 @@ class Session:
         reason = self.missing_reason(variant)
         if reason:
             raise ValueError(reason)
-        bits = VARIANTS[variant]
+        bits = VARIANTS[variant].bits
         with self._lock:
             model = self._models.get(bits)
             if model is None:
                 model, _ = models.load_model(self.path, bits=bits, quant=self.quant, device=self.device)
                 # the adapter trained on this precision; base shares the 16-bit lora model
-                adapter_variant = "lora" if variant == "base" else variant
+                adapter_variant = next(v for v in TRAINED_VARIANTS if VARIANTS[v].bits == bits)
                 adapter = self.adapter_dir(adapter_variant)
                 if adapter is not None:
                     from peft import PeftModel
@@ -122,9 +122,7 @@ class Session:
         """Drop every loaded model (before training, or to free memory)."""
         with self._lock:
             self._models.clear()
-        from .compare import _release_memory
-
-        _release_memory()
+        memory.release()
 
     # ------------------------------------------------------------------ work
 

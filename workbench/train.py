@@ -6,35 +6,15 @@ import math
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
 from .config import TrainSettings
-from .data import Example, TextSource, collate, encode_split
+from .data import Encoded, Example, TextSource, collate, encode
+from .events import MetricEvent, Sink
 from .memory import MemoryMonitor, limit_heap_retention
-
-
-@dataclass
-class MetricEvent:
-    """One optimizer step of one variant; every sink (plot, CSV, progress bar, table) gets the same row."""
-
-    variant: str
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    tokens_per_second: float
-    memory_bytes: int
-    peak_memory_bytes: int
-    elapsed_s: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-Sink = Callable[[MetricEvent], None]
 
 
 @dataclass
@@ -82,13 +62,13 @@ def batches(rows: list[dict], batch_size: int, seed: int) -> Iterable[list[dict]
         del order[:batch_size]
 
 
-def train(model, tokenizer, examples: list[Example] | TextSource, settings: TrainSettings, *, variant: str = "lora",
+def train(model, tokenizer, examples: list[Example] | TextSource | Encoded, settings: TrainSettings, *, variant: str = "lora",
           sinks: Iterable[Sink] = (), stop: threading.Event | None = None,
           monitor: MemoryMonitor | None = None) -> TrainResult:
     """Train the model's trainable parameters (the LoRA adapter) for settings.steps steps.
 
     The stop flag is read between optimizer steps, so a stop ends training within one step
-    and the adapter keeps everything learned so far.
+    and the adapter keeps everything learned so far. `examples` may be encoded already (data.encode).
     """
     sinks = list(sinks)
     stop = stop or threading.Event()
@@ -98,10 +78,9 @@ def train(model, tokenizer, examples: list[Example] | TextSource, settings: Trai
     own_monitor = monitor is None
     monitor = monitor or MemoryMonitor(device).start()
     seed_everything(settings.seed)
-    rows = encode_split(tokenizer, examples, settings.seq_len)
     # an example whose prompt fills seq_len has no answer token left to learn from
     # (data.length_report tells the user how many before training starts)
-    rows = [r for r in rows if any(lab != -100 for lab in r["labels"])]
+    rows = encode(tokenizer, examples, settings.seq_len).trainable()
     if not rows:
         raise ValueError(f"seq_len: {settings.seq_len} tokens cut off every answer; raise seq_len")
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,22 +1,22 @@
 """Adapter & quantization: LoRA rank/alpha/dropout, target modules, bits, and what they cost.
 
 Everything shown here is computed before any weight loads: trainable parameters from the model's
-layer shapes (meta device), memory from the estimator in workbench.memory.
+layer shapes (workbench.layout, meta device), memory from workbench.estimator.
 """
 
 from __future__ import annotations
 
 import ipywidgets as widgets
 
-from .. import memory, models, plots
-from ..config import VARIANT_HELP, VARIANTS, LoraSettings, QuantSettings
+from .. import models, plots
+from ..config import VARIANTS, LoraSettings, QuantSettings
+from ..estimator import MemoryEstimate, estimate
 from ..generate import EVAL_BATCH_SIZE
-from .common import error_html, helped, image, message, png
+from ..layout import lora_scaling
+from .common import Quiet, error_html, helped, image, message, png
 from .state import AppState, model_layout
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-VARIANT_LABELS = {"base": "base (no adapter)", "lora": "16-bit LoRA", "lora8": "8-bit LoRA (LLM.int8)",
-                  "qlora": "4-bit QLoRA"}
 
 
 class AdapterPanel(widgets.VBox):
@@ -39,8 +39,8 @@ class AdapterPanel(widgets.VBox):
                                                   description="all-linear"), LoraSettings, "target_modules")
         self.targets: dict[str, widgets.Checkbox] = {}
         self.targets_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
-        self.variants = {v: widgets.Checkbox(value=v in cfg.variants, description=VARIANT_LABELS[v],
-                                             tooltip=VARIANT_HELP[v], indent=False) for v in VARIANT_LABELS}
+        self.variants = {v.name: widgets.Checkbox(value=v.name in cfg.variants, description=v.label,
+                                                  tooltip=v.help, indent=False) for v in VARIANTS.values()}
         self.quant_type = helped(widgets.ToggleButtons(options=[("NF4", "nf4"), ("FP4", "fp4")],
                                                        value=cfg.quant.quant_type, description="4-bit type"),
                                  QuantSettings, "quant_type")
@@ -57,7 +57,7 @@ class AdapterPanel(widgets.VBox):
             self.error, self.params_info, self.chart,
         ])
         self.add_class("wb-adapter")
-        self._quiet = False
+        self._quiet = Quiet()
         self._build_targets()
         for w in (self.rank, self.alpha, self.dropout, self.rslora, self.dora, self.all_linear, self.quant_type,
                   self.double_quant, *self.variants.values()):
@@ -75,15 +75,14 @@ class AdapterPanel(widgets.VBox):
             self.error.value = error_html(exc)
             names = []
         chosen = set(names) if cfg.lora.target_modules == "all-linear" else set(cfg.lora.target_modules)
-        self._quiet = True
-        self.targets = {}
-        for n in names:
-            box = widgets.Checkbox(value=n in chosen, description=n, indent=False,
-                                   disabled=self.all_linear.value, layout=widgets.Layout(width="130px"))
-            box.observe(self._on_change, "value")
-            self.targets[n] = box
-        self.targets_box.children = list(self.targets.values())
-        self._quiet = False
+        with self._quiet():
+            self.targets = {}
+            for n in names:
+                box = widgets.Checkbox(value=n in chosen, description=n, indent=False,
+                                       disabled=self.all_linear.value, layout=widgets.Layout(width="130px"))
+                box.observe(self._on_change, "value")
+                self.targets[n] = box
+            self.targets_box.children = list(self.targets.values())
 
     def _on_state(self, what: str) -> None:
         if what != "config":
@@ -119,8 +118,7 @@ class AdapterPanel(widgets.VBox):
     def sync(self) -> None:
         """Set every control from the current settings (after a refused change)."""
         cfg = self.state.config
-        self._quiet = True
-        try:
+        with self._quiet():
             self.rank.value = cfg.lora.rank
             self.alpha.value = cfg.lora.alpha
             self.dropout.value = cfg.lora.dropout
@@ -134,10 +132,8 @@ class AdapterPanel(widgets.VBox):
                 box.value = v in cfg.variants
             self.quant_type.value = cfg.quant.quant_type
             self.double_quant.value = cfg.quant.double_quant
-        finally:
-            self._quiet = False
 
-    def estimates(self) -> dict[str, memory.MemoryEstimate]:
+    def estimates(self) -> dict[str, MemoryEstimate]:
         """The estimator's breakdown for each chosen variant, at the Train tab's batch size and length; the
         base variant is only evaluated, in batches of EVAL_BATCH_SIZE (as run_compare runs it)."""
         cfg = self.state.config
@@ -148,12 +144,11 @@ class AdapterPanel(widgets.VBox):
             device_type = "cpu"
         out = {}
         for v in cfg.variants:
-            out[v] = memory.estimate(layout.config, bits=VARIANTS[v], rank=cfg.lora.rank,
-                                     targets=cfg.lora.target_modules,
-                                     batch_size=EVAL_BATCH_SIZE if v == "base" else cfg.train.batch_size,
-                                     seq_len=cfg.train.seq_len, gradient_checkpointing=cfg.train.gradient_checkpointing,
-                                     device_type=device_type, double_quant=cfg.quant.double_quant,
-                                     train=v != "base")
+            trained = VARIANTS[v].trained
+            out[v] = estimate(layout, bits=VARIANTS[v].bits, rank=cfg.lora.rank, targets=cfg.lora.target_modules,
+                              batch_size=cfg.train.batch_size if trained else EVAL_BATCH_SIZE,
+                              seq_len=cfg.train.seq_len, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                              device_type=device_type, double_quant=cfg.quant.double_quant, train=trained)
         return out
 
     def refresh(self) -> None:
@@ -165,9 +160,8 @@ class AdapterPanel(widgets.VBox):
             return
         trainable = layout.adapter_params(cfg.lora.rank, cfg.lora.target_modules)
         share = trainable / layout.total_params
-        scale = cfg.lora.alpha / (cfg.lora.rank ** 0.5 if cfg.lora.use_rslora else cfg.lora.rank)
-        n_layers = len(layout.linears) if cfg.lora.target_modules == "all-linear" else sum(
-            1 for n, _, _ in layout.linears if n.split(".")[-1] in set(cfg.lora.target_modules))
+        scale = lora_scaling(cfg.lora.alpha, cfg.lora.rank, cfg.lora.use_rslora)
+        n_layers = len(layout.selected(cfg.lora.target_modules))
         self.params_info.value = (
             f"<div class='wb-params'><b>Trainable parameters: {trainable:,}</b> ({share:.3%} of "
             f"{layout.total_params:,}) in {n_layers} layers · update scale "
@@ -183,7 +177,6 @@ class AdapterPanel(widgets.VBox):
                  + (", checkpointing" if cfg.train.gradient_checkpointing else "")
                  + (f"; base: evaluation, batch {EVAL_BATCH_SIZE}" if "base" in est else "") + ")")
         self.chart.value = png(plots.estimate_figure(est, title))
-        self.last_estimates = est
         totals = " · ".join(f"{v} {e.total / 1024**2:,.0f} MiB" for v, e in est.items())
         self.params_info.value += message("info", f"Estimated peak: {totals}. Estimated before loading any "
                                                   "weights; the Train tab draws it beside the measured memory.")

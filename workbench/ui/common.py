@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 
@@ -52,9 +53,24 @@ def error_html(exc: BaseException, details: str = "") -> str:
     return out
 
 
-def set_error(target: widgets.HTML, exc: BaseException, details: str = "") -> None:
-    target.value = error_html(exc, details)
+class Quiet:
+    """A panel's "do not react now" flag, for changes the panel makes to its own controls:
 
+        with self._quiet():
+            self.rank.value = cfg.lora.rank   # observers see `if self._quiet: return`
 
-def mib(n: int | float | None) -> str:
-    return "-" if n is None else f"{n / 1024**2:,.1f} MiB"
+    The flag is cleared however the block ends, so one exception cannot leave a panel muted."""
+
+    def __init__(self):
+        self._depth = 0
+
+    def __bool__(self) -> bool:
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def __call__(self):
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1

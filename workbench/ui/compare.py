@@ -8,14 +8,12 @@ import ipywidgets as widgets
 
 from .. import data as data_mod
 from .. import runs
-from ..config import RunConfig
+from ..config import VARIANTS, RunConfig
 from ..generate import DecodeSettings
-from .common import error_html, message
+from .common import Quiet, error_html, message
 from .state import AppState
 
 COLUMNS = ["base", "lora", "qlora"]
-TITLES = {"base": "Base model", "lora": "LoRA (16-bit base)", "lora8": "LoRA (8-bit base)",
-          "qlora": "QLoRA (4-bit base)"}
 NO_RUN = "(no run yet: base model only)"
 
 
@@ -27,7 +25,7 @@ def _answer_html(text: str, cls: str = "wb-answer-text") -> str:
 class AnswerColumn(widgets.VBox):
     def __init__(self, variant: str):
         self.variant = variant
-        self.title = widgets.HTML(f"<b>{TITLES.get(variant, variant)}</b>")
+        self.title = widgets.HTML(f"<b>{VARIANTS[variant].title}</b>")
         self.text = widgets.HTML(_answer_html(""))
         self.stats = widgets.HTML()
         self.answer = ""
@@ -78,6 +76,7 @@ class ComparePanel(widgets.VBox):
         self.add_class("wb-compare")
         self.generate_button.on_click(lambda _: self.generate())
         self.evaluate_button.on_click(lambda _: self.evaluate())
+        self._quiet = Quiet()
         self.run.observe(self._on_run, "value")
         self.state.subscribe(self._on_state)
         self.evaluation: dict[str, dict] = {}
@@ -87,19 +86,18 @@ class ComparePanel(widgets.VBox):
     # ------------------------------------------------------------------ which run, which task
 
     def _refresh_runs(self) -> None:
-        found = [p for p in runs.find_runs(self.state.runs_dir) if (p / "adapters").is_dir()]
+        found = [r.path for r in runs.find_runs(self.state.runs_dir) if r.trained_variants()]
         last = self.state.last_run
-        if last is not None and last not in found and (last / "results.json").is_file():
+        if last is not None and last not in found and runs.Run(last).finished:
             found.insert(0, last)
         options = [(NO_RUN, None)] + [(str(p.relative_to(self.state.runs_dir)) if p.is_relative_to(
             self.state.runs_dir) else str(p), p) for p in found]
-        self._quiet = True
-        self.run.options = options
-        self.run.value = last if last in found else None
-        self._quiet = False
+        with self._quiet():
+            self.run.options = options
+            self.run.value = last if last in found else None
 
     def _on_run(self, change) -> None:
-        if getattr(self, "_quiet", False):
+        if self._quiet:
             return
         self.state.use_run(change["new"])
 
@@ -112,14 +110,12 @@ class ComparePanel(widgets.VBox):
 
     def run_config(self) -> RunConfig:
         """Settings of the selected run (its task and model), or the current ones before any run."""
-        if self.state.last_run is not None and (self.state.last_run / "results.json").is_file():
-            return RunConfig.from_dict(runs.load_results(self.state.last_run)["config"])
+        if self.state.last_run is not None and runs.Run(self.state.last_run).finished:
+            return runs.Run(self.state.last_run).config()
         return self.state.config
 
     def task(self) -> data_mod.Task:
-        cfg = self.run_config()
-        return data_mod.get_task(cfg.task, cfg.data, seed=cfg.train.seed, eval_data=cfg.eval_data,
-                                 eval_fraction=cfg.eval_fraction, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows)
+        return data_mod.task_for(self.run_config())
 
     def _default_prompt(self) -> None:
         try:
@@ -235,7 +231,7 @@ class ComparePanel(widgets.VBox):
             e = self.evaluation[v]
             score = (f"accuracy <b>{e['accuracy']:.1%}</b>" if e["accuracy"] is not None
                      else f"perplexity <b>{e['perplexity']:.2f}</b>")
-            cells.append(f"<td><b>{TITLES.get(v, v)}</b><br>{score}<br>eval loss {e['eval_loss']:.4f}</td>")
+            cells.append(f"<td><b>{VARIANTS[v].title}</b><br>{score}<br>eval loss {e['eval_loss']:.4f}</td>")
         self.eval_summary.value = f"<table class='wb-eval-summary'><tr>{''.join(cells)}</tr></table>"
         preds = {v: self.evaluation[v]["predictions"] for v in names if self.evaluation[v]["predictions"]}
         if not preds:

@@ -9,27 +9,25 @@ what 4- and 8-bit storage does to one layer's weights. The numbers and figures a
 from __future__ import annotations
 
 import html
-import json
 import threading
 from pathlib import Path
 
 import ipywidgets as widgets
 
 from .. import explain, models, runs
-from ..config import LoraSettings, QuantSettings
+from ..config import VARIANTS, LoraSettings, QuantSettings
+from ..layout import Linear, block_index
+from ..resolve import resolve_model
 from .adapter import RANKS
-from .common import WIDE, error_html, helped, image, message, png
+from .common import WIDE, Quiet, error_html, helped, image, message, png
 from .state import AppState, model_layout
 
-ADAPTER_VARIANTS = ["lora", "lora8", "qlora"]
-VARIANT_TITLES = {"lora": "LoRA (16-bit base)", "lora8": "LoRA (8-bit base)", "qlora": "QLoRA (4-bit base)"}
-VARIANT_BUTTONS = {"lora": "LoRA", "lora8": "LoRA 8-bit", "qlora": "QLoRA"}
 NO_ADAPTER = "(no trained adapter yet)"
 
 
-def layer_options(linears) -> list[tuple[str, str]]:
-    """Dropdown entries for (full name, in, out) triples: 'name (d×k)' -> name."""
-    return [(f"{name}  ({out_f}×{in_f})", name) for name, in_f, out_f in linears]
+def layer_options(linears: list[Linear]) -> list[tuple[str, str]]:
+    """Dropdown entries for linear layers: 'name (d×k)' -> name."""
+    return [(f"{lin.name}  ({lin.d}×{lin.k})", lin.name) for lin in linears]
 
 
 def default_layer(names: list[str]) -> str | None:
@@ -37,18 +35,32 @@ def default_layer(names: list[str]) -> str | None:
     mlp.down_proj when there is one, else its first linear layer."""
     if not names:
         return None
-    indices = sorted({i for i in (explain.layer_index(n) for n in names) if i is not None})
+    indices = sorted({i for i in (block_index(n) for n in names) if i is not None})
     if not indices:
         return names[0]
     mid = indices[len(indices) // 2]
-    in_mid = [n for n in names if explain.layer_index(n) == mid]
+    in_mid = [n for n in names if block_index(n) == mid]
     return next((n for n in in_mid if n.endswith("mlp.down_proj")), in_mid[0])
 
 
 def runs_with_adapters(root: Path) -> list[Path]:
     """Run folders under root (newest first) that saved at least one adapter."""
-    return [p for p in runs.find_runs(root)
-            if any((p / "adapters" / v / "adapter_config.json").is_file() for v in ADAPTER_VARIANTS)]
+    return [r.path for r in runs.find_runs(root) if r.trained_variants()]
+
+
+def quant_table_html(results: list[explain.QuantResult], highlight: str | None = None) -> str:
+    """The table the Quantization explainer shows: one row per format; `highlight` is a label to bold."""
+    head = ("<tr><th>format</th><th>bytes stored</th><th>bits/param</th><th>estimator</th>"
+            "<th>mean |error|</th><th>max |error|</th><th>mean / σ</th><th>max / σ</th></tr>")
+    rows = []
+    for r in results:
+        style = " style='font-weight:bold;background:#fff3e0'" if r.label == highlight else ""
+        parts = "; ".join(f"{k}: {v:,} B" for k, v in r.parts.items())
+        rows.append(f"<tr{style} title='{parts}'><td>{r.label}</td><td>{r.stored_bytes:,}</td>"
+                    f"<td>{r.bits_per_param:.3f}</td><td>{r.formula_bits:.3f}</td>"
+                    f"<td>{r.mean_abs_error:.3g}</td><td>{r.max_abs_error:.3g}</td>"
+                    f"<td>{r.rel_mean_error:.2%}</td><td>{r.rel_max_error:.2%}</td></tr>")
+    return f"<table class='wb-quant-table'>{head}{''.join(rows)}</table>"
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -106,7 +118,7 @@ class LoraExplainer(widgets.VBox):
         self.spectra: list[explain.LayerSpectrum] = []
         self.adapter_source = None
         self._shown_model: str | None = None
-        self._quiet = False
+        self._quiet = Quiet()
         self.layer.observe(lambda _: self._quiet or self.draw_shapes(), "value")
         self.rank.observe(lambda _: self._quiet or self.draw_shapes(), "value")
         self.run.observe(lambda _: self._quiet or self.show_run(), "value")
@@ -127,18 +139,16 @@ class LoraExplainer(widgets.VBox):
         except ValueError as exc:
             self.model_info.value = error_html(exc)
             self.shapes = {}
-            self._quiet = True
-            self.layer.options = []
-            self._quiet = False
+            with self._quiet():
+                self.layer.options = []
             self.shape_image.value = b""
             self.counts.value = ""
             return
         self.model_info.value = message("info", f"{Path(name).name}: {layout.describe()}.")
-        self.shapes = {n: (out_f, in_f) for n, in_f, out_f in layout.linears}
-        self._quiet = True
-        self.layer.options = layer_options(layout.linears)
-        self.layer.value = default_layer(list(self.shapes))
-        self._quiet = False
+        self.shapes = {lin.name: (lin.d, lin.k) for lin in layout.linears}
+        with self._quiet():
+            self.layer.options = layer_options(layout.linears)
+            self.layer.value = default_layer(list(self.shapes))
         self.draw_shapes()
 
     def draw_shapes(self) -> None:
@@ -165,10 +175,9 @@ class LoraExplainer(widgets.VBox):
         found = runs_with_adapters(self.state.runs_dir)
         last = self.state.last_run
         keep = self.run.value if self.run.value in found else (last if last in found else None)
-        self._quiet = True
-        self.run.options = [(_rel(p, self.state.runs_dir), p) for p in found] or [(NO_ADAPTER, None)]
-        self.run.value = keep or (found[0] if found else None)
-        self._quiet = False
+        with self._quiet():
+            self.run.options = [(_rel(p, self.state.runs_dir), p) for p in found] or [(NO_ADAPTER, None)]
+            self.run.value = keep or (found[0] if found else None)
         self.show_run()
 
     def show_run(self) -> None:
@@ -180,14 +189,13 @@ class LoraExplainer(widgets.VBox):
                 "info", f"No run with a saved adapter under {self.state.runs_dir.resolve()} yet: train LoRA or "
                         "QLoRA in the Train tab (or `workbench compare`), then press Refresh runs.")
             return
-        have = [v for v in ADAPTER_VARIANTS if (run / "adapters" / v / "adapter_config.json").is_file()]
-        self._quiet = True
-        self.variant.options = [(VARIANT_BUTTONS[v], v) for v in have]
-        if self.variant.value not in have:
-            self.variant.value = have[0]
-        self._quiet = False
-        self.show_adapter(run / "adapters" / self.variant.value,
-                          f"{run.name} · {VARIANT_TITLES[self.variant.value]}")
+        saved = runs.Run(run)
+        have = saved.trained_variants()
+        with self._quiet():
+            self.variant.options = [(VARIANTS[v].short, v) for v in have]
+            if self.variant.value not in have:
+                self.variant.value = have[0]
+        self.show_adapter(saved.adapter_dir(self.variant.value), f"{run.name} · {VARIANTS[self.variant.value].title}")
 
     def show_adapter(self, source, title: str = "") -> bool:
         """Take apart an adapter folder or a loaded PeftModel. False, with the reason shown, when it cannot."""
@@ -203,20 +211,17 @@ class LoraExplainer(widgets.VBox):
         layers = sorted({s.layer for s in spectra if s.layer is not None})
         options = [(f"{m} (every layer)", f"module:{m}") for m in modules]
         options += [(f"layer {i} (every module)", f"layer:{i}") for i in layers]
-        self._quiet = True
-        keep = self.spectra_of.value
-        self.spectra_of.options = options
-        self.spectra_of.value = keep if keep in dict((v, k) for k, v in options) else options[0][1]
-        self._quiet = False
+        with self._quiet():
+            keep = self.spectra_of.value
+            self.spectra_of.options = options
+            self.spectra_of.value = keep if keep in dict((v, k) for k, v in options) else options[0][1]
         ranks = sorted({s.rank for s in spectra})
         scalings = sorted({round(s.scaling, 4) for s in spectra})
         eff = sorted(s.effective_rank for s in spectra)
         label = title or (str(source) if isinstance(source, (str, Path)) else type(source).__name__)
         dora = ""
-        if isinstance(source, (str, Path)):
-            cfg = json.loads((Path(source) / "adapter_config.json").read_text(encoding="utf-8"))
-            if cfg.get("use_dora"):
-                dora = (" DoRA adapter: shown is its direction update B·A·scaling; the learned per-row "
+        if isinstance(source, (str, Path)) and explain.uses_dora(source):
+            dora = (" DoRA adapter: shown is its direction update B·A·scaling; the learned per-row "
                         "magnitudes it also applies are not included.")
         self.trained_info.value = message(
             "ok", f"{label}: {len(spectra)} adapted layers, r = {', '.join(map(str, ranks))}, scaling "
@@ -278,7 +283,7 @@ class QuantExplainer(widgets.VBox):
         self._shown_model: str | None = None
         self._loading = False
         self._lock = threading.Lock()
-        self._quiet = False
+        self._quiet = Quiet()
         for w in (self.layer, self.quant_type, self.double_quant):
             w.observe(self._on_change, "value")
         self.analyse_button.on_click(lambda _: self.analyse())
@@ -293,15 +298,13 @@ class QuantExplainer(widgets.VBox):
             layout = model_layout(name)
         except ValueError as exc:
             self.model_info.value = error_html(exc)
-            self._quiet = True
-            self.layer.options = []
-            self._quiet = False
+            with self._quiet():
+                self.layer.options = []
             return
         self.model_info.value = message("info", f"{Path(name).name}: {layout.describe()}.")
-        self._quiet = True
-        self.layer.options = layer_options(layout.linears)
-        self.layer.value = default_layer([n for n, _, _ in layout.linears])
-        self._quiet = False
+        with self._quiet():
+            self.layer.options = layer_options(layout.linears)
+            self.layer.value = default_layer([lin.name for lin in layout.linears])
 
     def _on_state(self, what: str) -> None:
         if what == "config" and self.state.config.model.name != self._shown_model:
@@ -361,7 +364,7 @@ class QuantExplainer(widgets.VBox):
                              f"{free / 1024**3:.1f} GiB is free; pick a smaller model for this explainer")
         self.status.value = message("info", f"loading {Path(name).name} unquantized on the CPU (once; float32 "
                                             "there)…")
-        model, _ = models.load_model(models.resolve_model(name), bits=16, device="cpu")
+        model, _ = models.load_model(resolve_model(name), bits=16, device="cpu")
         model.requires_grad_(False)
         self.model = model
         self.status.value = message("ok", f"{Path(name).name} loaded.")
@@ -383,7 +386,7 @@ class QuantExplainer(widgets.VBox):
             results = self.results[layer]
             chosen = explain.format_label(qt, dq)
             self.figure.value = png(explain.quant_histogram_figure(w, qt, layer))
-            self.table.value = explain.quant_table_html(results, highlight=chosen)
+            self.table.value = quant_table_html(results, highlight=chosen)
             sel = next(r for r in results if r.label == chosen)
             self.parts.value = (f"<div class='wb-quant-parts'><b>{html.escape(chosen)}</b> stores: "
                                 + " · ".join(f"{html.escape(k)} {v:,} B" for k, v in sel.parts.items())

@@ -8,14 +8,15 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .. import plots, runs
+from ..files import write_csv
+from ..results import readable
 from .common import error_html, image, message, png
 from .state import AppState
 
-EXPORT_FIELDS = ["run", "finished", "task", "device", "steps", "quant_type", *runs.RESULT_FIELDS]
-SHOWN = {"run": "run", "name": "variant", "bits": "bits", "quant_type": "4-bit type", "rank": "rank",
-         "target_modules": "targets", "steps": "steps", "accuracy": "accuracy", "perplexity": "perplexity",
-         "peak_memory_bytes": "peak MiB", "estimated_peak_bytes": "est. MiB", "weight_bytes": "weights MiB",
-         "train_seconds": "train s", "status": "status"}
+# the result fields the table shows, beside its run's name, 4-bit type and steps (results.COLUMNS gives
+# their headings and units)
+SHOWN = ["name", "bits", "rank", "target_modules", "accuracy", "perplexity", "peak_memory_bytes",
+         "estimated_peak_bytes", "weight_bytes", "train_seconds", "status"]
 
 
 class ResultsPanel(widgets.VBox):
@@ -38,7 +39,7 @@ class ResultsPanel(widgets.VBox):
         super().__init__([widgets.HBox([self.refresh_button, self.export_button]), self.info, self.table,
                           self.memory_kind, self.chart, self.export_info])
         self.add_class("wb-results")
-        self.rows: list[dict] = []
+        self.rows: list[runs.ResultRow] = []
         self.refresh_button.on_click(lambda _: self.refresh())
         self.export_button.on_click(lambda _: self.export())
         self.memory_kind.observe(lambda _: self._draw(), "value")
@@ -49,18 +50,15 @@ class ResultsPanel(widgets.VBox):
         """The rows as a pandas DataFrame in readable units (what the table shows)."""
         import pandas as pd
 
-        df = pd.DataFrame(self.rows, columns=list(SHOWN)) if self.rows else pd.DataFrame(columns=list(SHOWN))
-        for key in ("peak_memory_bytes", "estimated_peak_bytes", "weight_bytes"):
-            df[key] = (df[key].astype(float) / 1024**2).round(1)
-        df["accuracy"] = df["accuracy"].astype(float).mul(100).round(1)
-        df["perplexity"] = df["perplexity"].astype(float).round(2)
-        df["train_seconds"] = df["train_seconds"].astype(float).round(1)
+        rows = [{"run": r.run, **readable(r.result, SHOWN[:2]), "4-bit type": r.quant_type,
+                 **readable(r.result, SHOWN[2:4]), "steps": r.steps, **readable(r.result, SHOWN[4:])}
+                for r in self.rows]
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return df
         for key in ("rank", "bits", "steps"):
             df[key] = df[key].astype("Int64")  # whole numbers, blank where there is none (base has no rank)
-        df["target_modules"] = df["target_modules"].map(
-            lambda t: ",".join(t) if isinstance(t, (list, tuple)) else t)
-        df = df.astype(object).where(df.notna(), "")  # blank cells, not <NA>, NaN or None
-        return df.rename(columns={**SHOWN, "accuracy": "accuracy %"})
+        return df.astype(object).where(df.notna(), "")  # blank cells, not <NA>, NaN or None
 
     def refresh(self) -> None:
         try:
@@ -68,7 +66,7 @@ class ResultsPanel(widgets.VBox):
         except OSError as exc:
             self.info.value = error_html(exc)
             return
-        n_runs = len({r["run"] for r in self.rows})
+        n_runs = len({r.run for r in self.rows})
         where = self.state.runs_dir.resolve()
         if not self.rows:
             self.info.value = message("info", f"No runs yet in {where}: train one in the Train tab.")
@@ -81,14 +79,16 @@ class ResultsPanel(widgets.VBox):
 
     def _draw(self) -> None:
         if self.rows:
-            self.chart.value = png(plots.accuracy_memory_figure(self.rows, memory_key=self.memory_kind.value))
+            self.chart.value = png(plots.accuracy_memory_figure([r.result for r in self.rows], self.memory_kind.value,
+                                                                runs=[r.run for r in self.rows]))
 
     def export(self) -> Path | None:
         """Every row to <runs>/all_results.csv (written whole), with a download link."""
         if not self.rows:
             self.export_info.value = message("warn", "Nothing to export yet: train a run first.")
             return None
-        path = runs.write_csv(self.state.runs_dir / "all_results.csv", self.rows, EXPORT_FIELDS)
+        path = write_csv(self.state.runs_dir / "all_results.csv", [r.to_dict() for r in self.rows],
+                         runs.ResultRow.field_names())
         data = base64.b64encode(path.read_bytes()).decode()
         self.export_info.value = (message("ok", f"wrote {len(self.rows)} rows to {path.resolve()}")
                                   + f"<a download='all_results.csv' href='data:text/csv;base64,{data}'>"

@@ -8,8 +8,11 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .. import data as data_mod
-from .. import models, runs
+from .. import models
 from ..config import DEFAULT_MODEL, ModelSettings, RunConfig
+from ..files import write_bytes
+from ..paths import data_dir
+from ..resolve import EMBEDDED_NAMES, resolve_model
 from .common import WIDE, error_html, helped, message
 from .state import AppState, model_layout
 
@@ -19,7 +22,7 @@ UPLOAD_LABEL = "(your uploaded file)"
 def model_presets() -> list[str]:
     """The embedded default first, then every model whose config ships in data/model_configs."""
     names = [DEFAULT_MODEL]
-    folder = data_mod.data_dir() / "model_configs"
+    folder = data_dir() / "model_configs"
     for path in sorted(folder.glob("*.json")):
         name = path.stem.replace("__", "/")
         if name not in names:
@@ -81,7 +84,7 @@ class SetupPanel(widgets.VBox):
             self.model_info.value = error_html(exc)
             return
         note = ""
-        if self.state.config.model.name.lower() in models.EMBEDDED_NAMES:
+        if self.state.config.model.name.lower() in EMBEDDED_NAMES:
             note = (" Embedded default: a dequantized Q4_1 copy of SmolLM2-135M-Instruct, so its "
                     "'16-bit' baseline is that dequantized model.")
         self.model_info.value = message("info", layout.describe() + "." + note)
@@ -117,10 +120,8 @@ class SetupPanel(widgets.VBox):
     # ------------------------------------------------------------------ data
 
     def _show_data(self, extra: str = "") -> None:
-        cfg = self.state.config
         try:
-            task = data_mod.get_task(cfg.task, cfg.data, seed=cfg.train.seed, columns=cfg.columns,
-                                     eval_fraction=cfg.eval_fraction, skip_bad_rows=cfg.skip_bad_rows)
+            task = data_mod.task_for(self.state.config)  # the very split a run will train and score on
         except ValueError as exc:
             self.data_info.value = error_html(exc)
             return
@@ -135,7 +136,7 @@ class SetupPanel(widgets.VBox):
             return
         self._pending = None
         try:
-            self.state.update(task=change["new"], data=None, columns=None)
+            self.state.update(task=change["new"], data=None, eval_data=None, columns=None)
         except ValueError as exc:
             self.data_info.value = error_html(exc)
             return
@@ -148,7 +149,7 @@ class SetupPanel(widgets.VBox):
         item = files[0]
         name = Path(item["name"]).name
         target = self.state.runs_dir / "uploads" / name
-        runs.write_bytes(target, bytes(item["content"]))
+        write_bytes(target, bytes(item["content"]))
         self.use_data(target)
 
     def use_data(self, path: str | Path) -> bool:
@@ -156,8 +157,9 @@ class SetupPanel(widgets.VBox):
         path = Path(path)
         cfg = self.state.config
         try:  # check the file before it becomes the setting, so a bad file never replaces a good one
-            data_mod.get_task(None, str(path), seed=cfg.train.seed, columns=self.columns.value or None,
-                              eval_fraction=cfg.eval_fraction, skip_bad_rows=cfg.skip_bad_rows)
+            candidate = RunConfig.from_dict({**cfg.to_dict(), "task": None, "data": str(path),
+                                             "columns": self.columns.value or None})
+            data_mod.task_for(candidate)
             self.state.update(task=None, data=str(path), columns=self.columns.value or None)
         except ValueError as exc:
             self._pending = path
@@ -184,9 +186,8 @@ class SetupPanel(widgets.VBox):
 
         def work() -> None:
             self.preview_out.value = message("info", "loading the tokenizer…")
-            tok = models.load_tokenizer(models.resolve_model(cfg.model.name))
-            task = data_mod.get_task(cfg.task, cfg.data, seed=cfg.train.seed, columns=cfg.columns,
-                                     eval_fraction=cfg.eval_fraction, skip_bad_rows=cfg.skip_bad_rows)
+            tok = models.load_tokenizer(resolve_model(cfg.model.name))
+            task = data_mod.task_for(cfg)
             text = data_mod.preview(tok, task, seq_len=cfg.train.seq_len).to_text()
             self.preview_out.value = f"<pre class='wb-preview'>{html.escape(text)}</pre>"
 

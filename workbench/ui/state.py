@@ -15,6 +15,8 @@ from typing import Callable
 
 from ..compare import preset_config
 from ..config import RunConfig
+from ..layout import ModelLayout
+from ..runs import Run
 from ..session import Session
 
 Listener = Callable[[str], None]
@@ -109,7 +111,7 @@ class AppState:
     def session(self) -> Session:
         """Models for answering: the last run's adapters, or the plain base model before any run."""
         if self._session is None:
-            if self.last_run is not None and (self.last_run / "results.json").is_file():
+            if self.last_run is not None and Run(self.last_run).finished:
                 self._session = Session.from_run(self.last_run)
             else:
                 self._session = Session(self.config.model.name, device=self.config.model.device,
@@ -128,35 +130,12 @@ class AppState:
             self.notify("run")
 
 
-class ModelLayout:
-    """What the panels need to know about a model before its weights load: built on the meta device."""
-
-    def __init__(self, name: str):
-        from .. import memory
-
-        self.name = name
-        self.config = memory.model_config_for(name)
-        meta = memory._meta_model(self.config)
-        self.total_params = sum(p.numel() for p in meta.parameters())  # parameters() yields tied ones once
-        self.linears = memory._linear_layers(meta)  # (full name, in, out), lm_head excluded
-        self.target_names = sorted({n.split(".")[-1] for n, _, _ in self.linears})
-
-    def adapter_params(self, rank: int, targets) -> int:
-        chosen = self.linears if targets == "all-linear" else [
-            t for t in self.linears if t[0].split(".")[-1] in set(targets)]
-        return sum(rank * (i + o) for _, i, o in chosen)
-
-    def describe(self) -> str:
-        c = self.config
-        return (f"{self.total_params / 1e6:,.1f}M parameters, {c.num_hidden_layers} layers, hidden size "
-                f"{c.hidden_size}, {len(self.linears)} linear layers LoRA can target")
-
-
 _layouts: dict[str, ModelLayout] = {}
 
 
 def model_layout(name: str) -> ModelLayout:
-    """Cached per model name; raises ValueError with a one-line message for an unknown model."""
+    """The core's ModelLayout, cached per model name; raises ValueError with a one-line message for an
+    unknown model."""
     if name not in _layouts:
-        _layouts[name] = ModelLayout(name)
+        _layouts[name] = ModelLayout.for_model(name)
     return _layouts[name]

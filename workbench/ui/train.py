@@ -13,11 +13,14 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
+from matplotlib.figure import Figure
+
 from .. import plots
-from ..compare import CompareResult, results_table, run_compare
-from ..config import TrainSettings
-from ..train import MetricEvent
-from .common import error_html, helped, image, message, png
+from ..compare import CompareResult, VariantStart, results_table, run_compare
+from ..config import VARIANTS, TrainSettings
+from ..events import MetricEvent
+from ..runs import Run
+from .common import Quiet, error_html, helped, image, message, png
 from .state import AppState
 
 REDRAW_SECONDS = 0.5  # live plots redraw at most this often (each redraw costs ~0.1 s of CPU)
@@ -26,7 +29,7 @@ REDRAW_SECONDS = 0.5  # live plots redraw at most this often (each redraw costs 
 def run_name(cfg) -> str:
     targets = cfg.lora.target_modules
     targets = "all-linear" if targets == "all-linear" else "+".join(targets)
-    trained = "+".join(v for v in cfg.variants if v != "base") or "base"
+    trained = "+".join(v for v in cfg.variants if VARIANTS[v].trained) or "base"
     return f"{datetime.now():%Y%m%d-%H%M%S}-{trained}-r{cfg.lora.rank}-{targets}"
 
 
@@ -54,7 +57,7 @@ class TrainPanel(widgets.VBox):
             "gradient_checkpointing": widgets.Checkbox(value=t.gradient_checkpointing,
                                                        description="Gradient checkpointing"),
         }
-        self._quiet = False
+        self._quiet = Quiet()
         for name, w in self.controls.items():
             helped(w, TrainSettings, name)
             w.observe(self._on_change, "value")
@@ -83,7 +86,7 @@ class TrainPanel(widgets.VBox):
         self.add_class("wb-train")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
-        self.events: list[dict] = []
+        self.events: list[MetricEvent] = []
         self.estimates: dict[str, int] = {}
         self.result: CompareResult | None = None
         self.run_dir: Path | None = None
@@ -92,7 +95,7 @@ class TrainPanel(widgets.VBox):
         self._last_draw = 0.0
         self._started = 0.0
         self._done_steps = 0  # steps of the variants already finished in this run
-        self._device = ""
+        self.device_type = "cpu"  # where the running variants run: the run tells, the setting may say "auto"
 
     # ------------------------------------------------------------------ settings
 
@@ -103,12 +106,9 @@ class TrainPanel(widgets.VBox):
         try:
             self.state.update("train", **values)
         except ValueError as exc:
-            self._quiet = True  # put the controls back to the settings in force; the message says why
-            try:
+            with self._quiet():  # put the controls back to the settings in force; the message says why
                 for name, w in self.controls.items():
                     w.value = getattr(self.state.config.train, name)
-            finally:
-                self._quiet = False
             self.error.value = error_html(exc)
             return
         self.error.value = ""
@@ -119,7 +119,7 @@ class TrainPanel(widgets.VBox):
         """Start training in the background. Returns the reason when it cannot start (also shown)."""
         cfg = self.state.config
         out = self.state.runs_dir / run_name(cfg)
-        n_trained = sum(1 for v in cfg.variants if v != "base")
+        n_trained = sum(1 for v in cfg.variants if VARIANTS[v].trained)
 
         def work() -> None:
             self.result = run_compare(cfg, out, sinks=[self._on_event], stop=self.state.jobs.stop,
@@ -159,16 +159,16 @@ class TrainPanel(widgets.VBox):
     def _on_status(self, text: str) -> None:
         self.status.value = message("info", text)
 
-    def _on_variant(self, name: str, bits: int, estimate: int) -> None:
+    def _on_variant(self, start: VariantStart) -> None:
         with self._lock:
-            self.estimates[name] = estimate
-            self._device = self.state.config.model.device
+            self.estimates[start.name] = start.estimated_peak_bytes
+            self.device_type = start.device_type
 
     def _on_event(self, event: MetricEvent) -> None:
         with self._lock:
-            if self.events and self.events[-1]["variant"] != event.variant:
-                self._done_steps += self.events[-1]["step"]
-            self.events.append(event.to_dict())
+            if self.events and self.events[-1].variant != event.variant:
+                self._done_steps += self.events[-1].step
+            self.events.append(event)
         done = self._done_steps + event.step
         self.progress.value = min(done, self.progress.max)
         per_step = event.elapsed_s / max(event.step, 1)
@@ -180,13 +180,17 @@ class TrainPanel(widgets.VBox):
         if now - self._last_draw >= REDRAW_SECONDS or event.step == event.total_steps:
             self.redraw()
 
+    def memory_figure(self) -> Figure:
+        """The live memory plot: measured per step, each variant's estimate dashed beside it."""
+        with self._lock:
+            events, estimates = list(self.events), dict(self.estimates)
+        return plots.live_memory_figure(events, estimates, self.device_type)
+
     def redraw(self) -> None:
         with self._lock:
             events = list(self.events)
-            estimates = dict(self.estimates)
-        device = self.result.device if self.result else ("cuda" if "cuda" in self._device else "cpu")
         self.loss_image.value = png(plots.loss_figure(events))
-        self.memory_image.value = png(plots.live_memory_figure(events, estimates, device))
+        self.memory_image.value = png(self.memory_figure())
         self._last_draw = time.monotonic()
         self.redraws += 1
 
@@ -201,7 +205,7 @@ class TrainPanel(widgets.VBox):
         self.stop_button.disabled = True
         self.redraw()
         out = self.run_dir
-        if out is not None and (out / "results.json").is_file():
+        if out is not None and Run(out).finished:
             self.state.use_run(out)
             self.state.notify("runs")
         if self.result is None:

@@ -1,13 +1,13 @@
 """Measured peak memory against memory.estimate() on the embedded model, one fresh process per configuration.
 
-    .venv/bin/python -m workbench.bench_memory                  # the default table (docs/estimator.md)
-    .venv/bin/python -m workbench.bench_memory --grid full      # bits x ranks x targets x shapes, training only
-    .venv/bin/python -m workbench.bench_memory --bits 4 --ranks 16 --shapes 8x64 --phases
-    .venv/bin/python -m workbench.bench_memory --grid quick --glibc-default   # as the workbench ran before
+    .venv/bin/python bench/bench_memory.py                  # the default table (docs/estimator.md)
+    .venv/bin/python bench/bench_memory.py --grid full      # bits x ranks x targets x shapes, training only
+    .venv/bin/python bench/bench_memory.py --bits 4 --ranks 16 --shapes 8x64 --phases
+    .venv/bin/python bench/bench_memory.py --grid quick --glibc-default   # as the workbench ran before
 
 Each row runs in its own Python process, so what the C allocator kept from one configuration cannot
-inflate the next. The child runs the functions compare.run_compare runs, in its order: start a
-MemoryMonitor, models.load_model, models.attach_lora, train.train.
+inflate the next. The child runs compare.run_compare's own phases, in its order: compare.setup, start a
+MemoryMonitor, compare.load_group (load and attach LoRA), compare.train_variant, compare.score_variant.
 
 Which peak: a `train` row reports the TRAINING peak, from before the model loads to the end of the
 last optimizer step (load, adapter, forward, backward, optimizer), against estimate(train=True). That
@@ -157,38 +157,43 @@ class PhaseTracker:
         self._thread.join(timeout=1)
 
 
-def estimate_for(cfg: BenchConfig, path: Path, tokenizer, task) -> dict:
-    """What the estimator says for this row, made as run_compare makes it (see the module docstring)."""
-    from transformers import AutoConfig
+def estimate_for(cfg: BenchConfig, s) -> dict:
+    """What the estimator says for this row, made as run_compare makes it (see the module docstring);
+    `s` is the row's compare.Setup."""
+    from workbench.compare import variant_estimate
+    from workbench.estimator import estimate
 
-    from . import memory
-    from .compare import estimate_shapes, variant_estimate
-
-    run_cfg = _run_config(cfg)
-    model_config = AutoConfig.from_pretrained(str(path))
-    shapes = estimate_shapes(tokenizer, task.train, task.eval, cfg.batch_size, cfg.seq_len)
+    shapes = s.shapes
     common = dict(bits=cfg.bits, rank=cfg.rank, targets=cfg.target_modules, device_type="cpu",
-                  double_quant=run_cfg.quant.double_quant)
+                  double_quant=s.cfg.quant.double_quant)
     if cfg.mode == "base":
-        est = memory.estimate(model_config, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False,
-                              **common)
-        total = variant_estimate(model_config, run_cfg, cfg.bits, False, "cpu", shapes, True)
+        est = estimate(s.layout, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
+        total = variant_estimate(s.layout, s.cfg, cfg.bits, False, "cpu", shapes, True)
     else:
-        est = memory.estimate(model_config, batch_size=shapes.train_batch, seq_len=shapes.train_seq,
-                              gradient_checkpointing=cfg.gradient_checkpointing, train=True, **common)
+        est = estimate(s.layout, batch_size=shapes.train_batch, seq_len=shapes.train_seq,
+                       gradient_checkpointing=cfg.gradient_checkpointing, train=True, **common)
         total = est.total
         if cfg.mode == "run":
-            total = variant_estimate(model_config, run_cfg, cfg.bits, True, "cpu", shapes)
+            total = variant_estimate(s.layout, s.cfg, cfg.bits, True, "cpu", shapes)
     return {"estimate": total, "components": est.components, "notes": est.notes, "shapes": asdict(shapes)}
 
 
-def _run_config(cfg: BenchConfig):
-    from .config import LoraSettings, QuantSettings, RunConfig, TrainSettings
+def _run_config(cfg: BenchConfig, model: str):
+    from workbench.config import LoraSettings, ModelSettings, QuantSettings, RunConfig, TrainSettings, variant_for_bits
 
     settings = TrainSettings(steps=cfg.steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len, warmup_steps=0,
                              gradient_checkpointing=cfg.gradient_checkpointing)
-    return RunConfig(lora=LoraSettings(rank=cfg.rank, target_modules=cfg.target_modules, dropout=cfg.dropout),
-                     quant=QuantSettings(bits=cfg.bits), train=settings, task=cfg.task)
+    return RunConfig(model=ModelSettings(name=model, device="cpu"),
+                     lora=LoraSettings(rank=cfg.rank, target_modules=cfg.target_modules, dropout=cfg.dropout),
+                     quant=QuantSettings(bits=cfg.bits), train=settings, task=cfg.task,
+                     variants=[variant_for_bits(cfg.bits)])
+
+
+def _setup(cfg: BenchConfig, model_path: str | None, task=None):
+    from workbench import compare
+    from workbench.config import DEFAULT_MODEL
+
+    return compare.setup(_run_config(cfg, model_path or DEFAULT_MODEL), task=task, status=lambda msg: None)
 
 
 def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = False) -> dict:
@@ -196,37 +201,26 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
     import torch
 
     torch.set_num_threads(cfg.threads)
-    from . import memory, models
-    from .compare import _release_memory
-    from .config import DEFAULT_MODEL
-    from .data import load_task
-    from .generate import DecodeSettings, evaluate, generate
-    from .train import seed_everything, train
+    from workbench import compare, memory, models
 
-    path = Path(model_path) if model_path else models.resolve_model(DEFAULT_MODEL)
-    tokenizer = models.load_tokenizer(path)
-    task = load_task(cfg.task)
-    run_cfg = _run_config(cfg)
-    settings = run_cfg.train
-    predicted = estimate_for(cfg, path, tokenizer, task)
+    s = _setup(cfg, model_path)
+    predicted = estimate_for(cfg, s)
+    name = s.cfg.variants[0]
 
-    _release_memory()
+    memory.release()
     heap_limited = memory.limit_heap_retention()
     tracker = PhaseTracker() if phases else None
     mark = tracker.mark if tracker else (lambda name: None)
     monitor = memory.MemoryMonitor("cpu").start()
     start = time.perf_counter()
-    model, _ = models.load_model(path, bits=cfg.bits, quant=run_cfg.quant, device="cpu")
-    load_peak = monitor.peak()
-    mark("load")
+    # run_compare attaches the adapter before evaluating the base variant whenever a trained variant shares
+    # its bit width (base and lora both run at 16 bits), and switches it off for the base's answers
+    model = compare.load_group(s, cfg.bits, [name], status=lambda msg: None)
+    load_peak = monitor.peak()  # the load and the adapter's (small) allocation
+    mark("load + LoRA")
     step_peaks: list[int] = []
     losses: list[float] = []
     train_peak = None
-    # run_compare attaches the adapter before evaluating the base variant whenever a trained variant shares
-    # its bit width (base and lora both run at 16 bits), and switches it off for the base's answers
-    seed_everything(settings.seed)
-    model = models.attach_lora(model, run_cfg.lora, cfg.bits, cfg.gradient_checkpointing)
-    mark("attach LoRA")
     if cfg.mode != "base":
         hooks = []
         if tracker:
@@ -241,20 +235,15 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
                 mark(f"optimizer {step['n']}")
 
             hooks.append(register_optimizer_step_post_hook(after_step))
-        tr = train(model, tokenizer, task.train, settings, variant="bench", monitor=monitor,
-                   sinks=[lambda e: step_peaks.append(e.peak_memory_bytes)])
+        tr = compare.train_variant(s, model, "bench", monitor, sinks=[lambda e: step_peaks.append(e.peak_memory_bytes)],
+                                   status=lambda msg: None)
         losses = tr.losses
         train_peak = monitor.peak()
         for h in hooks:
             h.remove()
     if cfg.mode in ("run", "base"):
-        base = cfg.mode == "base"
-        evaluate(model, tokenizer, task.eval, seq_len=cfg.seq_len, scoring=task.scoring, base=base)
-        mark("evaluate")
-        decode = DecodeSettings(max_new_tokens=48, seed=0, repetition_penalty=1.0 if task.chat else 1.3)
-        for prompt in task.sample_prompts[:3]:
-            generate(model, tokenizer, [prompt], decode, base=base, chat=task.chat)
-        mark("generate")
+        compare.score_variant(s, model, base=cfg.mode == "base")
+        mark("evaluate + generate")
     peak = monitor.stop()
     seconds = time.perf_counter() - start
     if tracker:
@@ -267,18 +256,14 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
 
 def reestimate(rows: list[dict], model_path: str | None = None) -> list[dict]:
     """Rows measured earlier (a --json file), with the estimate made again by the current estimator."""
-    from . import models
-    from .config import DEFAULT_MODEL
-    from .data import load_task
+    from workbench.data import load_task
 
-    path = Path(model_path) if model_path else models.resolve_model(DEFAULT_MODEL)
-    tokenizer = models.load_tokenizer(path)
     tasks: dict = {}
     out = []
     for row in rows:
         cfg = BenchConfig(**row["config"])
         task = tasks.setdefault(cfg.task, load_task(cfg.task))
-        out.append({**row, **estimate_for(cfg, path, tokenizer, task)})
+        out.append({**row, **estimate_for(cfg, _setup(cfg, model_path, task))})
     return out
 
 
@@ -289,7 +274,7 @@ def run_one(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
             glibc_default: bool = False) -> dict:
     """measure(cfg) in a fresh Python process; returns its result dict. glibc_default keeps glibc's
     dynamic mmap threshold (see memory.limit_heap_retention), as the workbench ran before it set one."""
-    cmd = [sys.executable, "-m", "workbench.bench_memory", "--child", json.dumps(asdict(cfg))]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(cfg))]
     if model_path:
         cmd += ["--model-path", str(model_path)]
     if phases:
@@ -375,9 +360,9 @@ def format_phases(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import runs
+    from workbench.files import write_json
 
-    ap = argparse.ArgumentParser(prog="python -m workbench.bench_memory", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="bench/bench_memory.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", choices=("quick", "default", "full"), default="default")
     ap.add_argument("--bits", help="comma list, e.g. 16,4 (with --ranks/--targets/--shapes: a custom grid)")
     ap.add_argument("--ranks", help="comma list, e.g. 4,16,64")
@@ -432,21 +417,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.phases:
             print(format_phases(row), flush=True)
         if args.json:  # after every row (atomically), so a long run that is stopped keeps what it measured
-            runs.write_json(Path(args.json), rows)
+            write_json(Path(args.json), rows)
     return _report(rows, configs, args)
 
 
 def _report(rows: list[dict], configs: list[BenchConfig], args) -> int:
-    from . import runs
+    from workbench.files import write_json, write_text
 
     table = format_table(rows)
     worst = max(range(len(rows)), key=lambda i: abs(error(rows[i])))
     summary = f"worst row: #{worst + 1} ({configs[worst].label().strip()}), {error(rows[worst]):+.1%}"
     print("\n" + table + "\n\n" + summary)
     if args.json and args.reestimate:
-        runs.write_json(Path(args.json), rows)
+        write_json(Path(args.json), rows)
     if args.markdown:
-        runs.write_text(Path(args.markdown), table + "\n\n" + summary + "\n")
+        write_text(Path(args.markdown), table + "\n\n" + summary + "\n")
     return 0
 
 

@@ -1,0 +1,77 @@
+"""A model's layout from its config alone: the linear layers, the targets peft would adapt, adapter sizes,
+scaling and block indices, checked against a loaded model and against peft itself."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from workbench.layout import ModelLayout, block_index, lora_scaling, targets_match
+from workbench.models import attach_lora
+from workbench.config import LoraSettings
+
+ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+def test_linear_layers_from_the_config_match_the_loaded_model(tiny_model_dir, load_tiny):
+    layout = ModelLayout.for_model(str(tiny_model_dir))  # meta device: no weights
+    for bits in (16, 4):  # bitsandbytes' layers are torch Linear subclasses, with their logical shapes
+        model = load_tiny(bits)
+        real = [(n, m.out_features, m.in_features) for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+        assert [(lin.name, lin.d, lin.k) for lin in layout.linears] == real
+        assert ModelLayout(model.config, model).linears == layout.linears
+    assert layout.target_names == ALL_LINEAR
+    assert "lm_head" not in {lin.module for lin in layout.linears}
+    assert layout.total_params == sum(p.numel() for p in load_tiny(16).parameters())
+
+
+@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"], ["self_attn.o_proj"], ["mlp.up_proj"],
+                                     ["layers.1.self_attn.k_proj"], ["down_proj", "gate_proj"]])
+def test_targets_select_what_peft_adapts(tiny_model_dir, load_tiny, targets):
+    """The layout's rule is peft's: the layers it selects are the ones get_peft_model wraps, and the adapter
+    size is peft's trainable count."""
+    from peft.tuners.lora import LoraLayer
+
+    layout = ModelLayout.for_model(str(tiny_model_dir))
+    model = attach_lora(load_tiny(16), LoraSettings(rank=4, target_modules=targets), bits=16)
+    wrapped = sorted(n.removeprefix("base_model.model.") for n, m in model.named_modules() if isinstance(m, LoraLayer))
+    assert sorted(lin.name for lin in layout.selected(targets)) == wrapped
+    assert layout.adapter_params(4, targets) == model.get_nb_trainable_parameters()[0]
+
+
+def test_targets_match_is_peft_rule_for_lists():
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.10.mlp.up_proj", "q_proj", "model.xq_proj"]
+    for targets in (["q_proj"], ["self_attn.q_proj"], ["up_proj", "q_proj"], ["layers.10.mlp.up_proj"], ["proj"]):
+        cfg = LoraConfig(target_modules=targets)
+        for name in names:
+            assert targets_match(name, targets) == bool(check_target_module_exists(cfg, name)), (targets, name)
+
+
+def test_unknown_targets_are_named_with_the_valid_ones(tiny_model_dir):
+    layout = ModelLayout.for_model(str(tiny_model_dir))
+    assert layout.unknown_targets(["q_proj", "c_attn"]) == ["c_attn"]
+    assert layout.unknown_targets("all-linear") == []
+    with pytest.raises(ValueError, match=r"targets: c_attn not found in this model; valid names are down_proj"):
+        layout.check_targets(["c_attn"])
+    with pytest.raises(ValueError, match="rank must be between 1 and 64"):
+        layout.check_rank(65)
+
+
+def test_block_index_and_scaling():
+    assert block_index("model.layers.3.self_attn.q_proj") == 3
+    assert block_index("transformer.h.11.attn.c_attn") == 11
+    assert block_index("model.layers.2.mlp.experts.7.up_proj") == 2  # the block, not the expert
+    assert block_index("lm_head") is None and block_index("model.norm") is None
+    assert lora_scaling(16, 8) == 2.0
+    assert lora_scaling(16, 4, use_rslora=True) == pytest.approx(16 / math.sqrt(4))
+
+
+def test_describe_says_what_loras_can_target(tiny_model_dir):
+    text = ModelLayout.for_model(str(tiny_model_dir)).describe()
+    assert "2 layers" in text and "hidden size 64" in text and "14 linear layers LoRA can target" in text

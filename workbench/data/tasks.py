@@ -1,0 +1,161 @@
+"""Tasks: a training split and an evaluation split, from the shipped tasks in data/ or the user's own
+data (split by a seeded shuffle, or at the end of a text), and how each is scored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..paths import data_dir
+from .formats import Example, TextSource, _name, load_examples
+from .scoring import choose_scoring
+
+
+@dataclass
+class Task:
+    name: str
+    train: list[Example] | TextSource
+    eval: list[Example] | TextSource
+    description: str = ""
+    scoring: str = "exact_match"  # or "perplexity"
+    sample_prompts: list[str] = field(default_factory=list)
+    skipped: int = 0  # rows left out (only with skip_bad_rows), reported, never silent
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "text" if isinstance(self.train, TextSource) else "instruction"
+
+    @property
+    def chat(self) -> bool:
+        """Instruction data goes through the chat template; plain text is continued as it is."""
+        return self.kind == "instruction"
+
+
+def builtin_tasks() -> list[str]:
+    root = data_dir()
+    names = {p.parent.name for ext in ("jsonl", "txt") for p in root.glob(f"*/train.{ext}")
+             if (p.parent / f"eval.{ext}").exists()}
+    return sorted(names)
+
+
+def _opening(passage: str, words: int = 24) -> str:
+    """The first `words` words of a passage, its line breaks kept (verse and speaker names need them)."""
+    out, count = [], 0
+    for line in passage.splitlines():
+        taken = line.split()[:words - count]
+        out.append(" ".join(taken))
+        count += len(taken)
+        if count >= words:
+            break
+    return "\n".join(out).strip()
+
+
+def _sample_prompts(ev: list[Example] | TextSource, n: int = 3) -> list[str]:
+    if isinstance(ev, TextSource):
+        # the opening of a few held-out passages (or lines, for text without blank lines) to continue
+        paras = [p.strip() for p in re.split(r"\n\s*\n", ev.text) if len(p.strip()) > 40]
+        if len(paras) < n:
+            paras = [p.strip() for p in ev.text.split("\n") if len(p.strip()) > 20] or paras or [ev.text.strip()]
+        step = max(1, len(paras) // n)
+        return [_opening(p) for p in paras[::step][:n]]
+    return [e.prompt for e in ev[:n]]
+
+
+def load_task(name: str) -> Task:
+    root = data_dir() / name
+    ext = "jsonl" if (root / "train.jsonl").is_file() else "txt"
+    if not (root / f"train.{ext}").is_file() or not (root / f"eval.{ext}").is_file():
+        raise ValueError(f"task: unknown task {name!r}; built-in tasks are {', '.join(builtin_tasks()) or 'none'}")
+    meta = {}
+    if (root / "task.json").is_file():
+        meta = json.loads((root / "task.json").read_text(encoding="utf-8"))
+    train, _ = load_examples(root / f"train.{ext}")
+    ev, _ = load_examples(root / f"eval.{ext}")
+    return Task(name=name, train=train, eval=ev, description=meta.get("description", ""),
+                scoring=meta.get("scoring", choose_scoring(train)),
+                sample_prompts=meta.get("sample_prompts") or _sample_prompts(ev))
+
+
+def _split_text(text: TextSource, eval_fraction: float) -> tuple[TextSource, TextSource]:
+    """The last eval_fraction of the text (give or take half of it), cut at a paragraph, line or word
+    break, is held out."""
+    cut = int(len(text.text) * (1 - eval_fraction))
+
+    def nearest(sep: str, lo: int, hi: int) -> int:
+        found = [p for p in (text.text.rfind(sep, max(lo, 0), cut), text.text.find(sep, cut, hi))
+                 if p > 0 and text.text[:p].strip() and text.text[p:].strip()]
+        return min(found, key=lambda p: abs(p - cut)) if found else -1
+
+    # the best break near the cut (the held-out share may grow or shrink by half): a paragraph, a line,
+    # else a word; a break far away (a title's blank line at the top) must not move the cut there
+    slack = (len(text.text) - cut) // 2
+    for sep in ("\n\n", "\n", " "):
+        pos = nearest(sep, cut - slack, cut + slack)
+        if pos > 0:
+            cut = pos
+            break
+    train, ev = text.text[:cut], text.text[cut:]
+    if not train.strip() or not ev.strip():
+        raise ValueError(f"data: {text.where} is too short to hold out {eval_fraction:.0%} for evaluation; "
+                         "give more text or an eval file")
+    return TextSource(train, text.where), TextSource(ev, text.where)
+
+
+def load_data_task(source: Any, *, eval_source: Any = None, eval_fraction: float = 0.15, seed: int = 0,
+                   columns: str | dict | None = None, skip_bad_rows: bool = False,
+                   name: str | None = None) -> Task:
+    """A task from the user's data: split by a seeded shuffle (instruction data) or at the end (text),
+    or evaluated on a separate eval source."""
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be between 0 and 1 (for example 0.15); got {eval_fraction}")
+    train, skipped = load_examples(source, columns=columns, skip_bad_rows=skip_bad_rows)
+    label = name or (Path(source).stem if isinstance(source, (str, Path)) else "data")
+    notes = []
+    if eval_source is not None:
+        ev, skipped_eval = load_examples(eval_source, columns=columns, skip_bad_rows=skip_bad_rows)
+        skipped += skipped_eval
+        if isinstance(ev, TextSource) != isinstance(train, TextSource):
+            raise ValueError(f"data: {_name(eval_source)} and {_name(source)} must be the same kind of data "
+                             "(both instruction rows or both plain text); give a matching eval file")
+    elif isinstance(train, TextSource):
+        train, ev = _split_text(train, eval_fraction)
+    else:
+        if len(train) < 4:
+            raise ValueError(f"data: {label} has {len(train)} examples; give at least 4 so some can be held "
+                             "out, or give an eval file")
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        n_eval = max(1, round(len(train) * eval_fraction))
+        ev = [train[i] for i in order[:n_eval]]
+        train = [train[i] for i in order[n_eval:]]
+    if skipped:
+        notes.append(f"data: skipped {skipped} unusable row(s) of {label}"
+                     + (" (skip_bad_rows is on)" if skip_bad_rows else " (empty text)"))
+    return Task(name=label, train=train, eval=ev, scoring=choose_scoring(train),
+                sample_prompts=_sample_prompts(ev), skipped=skipped, notes=notes)
+
+
+def load_file_task(path: str | Path, eval_fraction: float = 0.15, seed: int = 0) -> Task:
+    """A task from one file, split into train and eval by a seeded shuffle."""
+    return load_data_task(Path(path), eval_fraction=eval_fraction, seed=seed)
+
+
+def get_task(task: str | None, data: Any = None, seed: int = 0, *, eval_data: Any = None,
+             eval_fraction: float = 0.15, columns: str | dict | None = None, skip_bad_rows: bool = False) -> Task:
+    if data is not None:
+        return load_data_task(data, eval_source=eval_data, eval_fraction=eval_fraction, seed=seed,
+                              columns=columns, skip_bad_rows=skip_bad_rows)
+    return load_task(task or "")
+
+
+def task_for(cfg) -> Task:
+    """The task a RunConfig trains and scores on: its built-in task, or its data file with its eval file
+    (or held-out fraction), column map and bad-row rule. Everything that needs a run's task calls this."""
+    return get_task(cfg.task, cfg.data, seed=cfg.train.seed, eval_data=cfg.eval_data,
+                    eval_fraction=cfg.eval_fraction, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows)

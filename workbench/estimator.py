@@ -1,0 +1,268 @@
+"""The analytic memory estimate: the peak of fine-tuning (or evaluating) one variant, from the model's
+config alone, before any weight loads. docs/estimator.md has the measurements behind every term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .layout import Linear, ModelLayout
+from .memory import MiB
+
+# Bits per parameter of bitsandbytes storage, from its block layout (QLoRA paper, section 3):
+# 4-bit: 4 bits + one fp32 absmax per 64-weight block (0.5 bits); with double quantization the
+# absmax is itself stored as 8 bits per block plus one fp32 per 256 blocks (8/64 + 32/(64*256)).
+NF4_BLOCK = 64
+DQ_BLOCK = 256
+
+
+def bits_per_param(bits: int, double_quant: bool = True) -> float:
+    if bits == 4:
+        consts = (8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)) if double_quant else 32 / NF4_BLOCK
+        return 4 + consts
+    if bits == 8:
+        return 8.0  # plus one fp32 scale per output row, counted per layer below
+    return float(bits)
+
+
+def quantization_constants_per_layer(bits: int, double_quant: bool = True) -> int:
+    """Bytes each quantized layer stores besides its per-block constants: a 4-bit weight's quant_state
+    holds its own float32 code table (16 entries for NF4/FP4) and, double-quantized, the nested
+    8-bit code (256 float32) and an offset. (An 8-bit layer's float32 scale per row is counted apart.)"""
+    if bits != 4:
+        return 0
+    return (16 + (256 + 1 if double_quant else 0)) * 4
+
+
+@dataclass
+class MemoryEstimate:
+    components: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.components.values())
+
+    def to_dict(self) -> dict:
+        return {"components": dict(self.components), "total": self.total, "notes": list(self.notes)}
+
+    def table(self) -> str:
+        width = max(len(k) for k in self.components) if self.components else 5
+        lines = [f"{k:<{width}}  {v / MiB:10.1f} MiB" for k, v in self.components.items()]
+        lines.append(f"{'total':<{width}}  {self.total / MiB:10.1f} MiB")
+        return "\n".join(lines)
+
+
+def parameter_count(model_config) -> int:
+    """Parameters of the model a config describes (tied embeddings once), from a weightless meta-device build."""
+    return ModelLayout(model_config).total_params
+
+
+# What a training step holds at its peak, and why (measured on the embedded SmolLM2-135M by
+# `python bench/bench_memory.py`; docs/estimator.md has the table). The peak of a step on the CPU
+# is the moment the backward pass starts: every tensor autograd saved during the forward is still
+# alive, and the loss's backward has just made two more vocabulary-sized tensors. The adapter's
+# gradients do not exist yet at that moment (they appear as the backward frees the activations), so
+# counting them, as the sum of the components does, makes the estimate an upper bound by their size.
+
+# Tensors the loss keeps, in bytes per token per vocabulary entry, at the start of the backward:
+# the float32 log-softmax that cross_entropy saves, the gradient nll_loss writes into a tensor of
+# that size, and the logits' gradient that log_softmax's backward makes from both. The logits
+# themselves are not needed for the backward and train() lets them go before it starts.
+LOSS_BYTES_PER_TOKEN_AND_VOCAB = 3 * 4
+
+# The CPU process also grows by things that are not tensors of the model (peft's imports, kernel code
+# pages, free heap chunks, Python objects): a constant measured over the 26 training rows of
+# docs/estimator.md ("The components" says what it is made of).
+CPU_RUNTIME_BYTES = 96 * MiB
+# The same for evaluate/generate with the adapter attached (run_compare's base variant), measured likewise.
+CPU_EVAL_RUNTIME_BYTES = 72 * MiB
+
+# Loading at 4 or 8 bits on the CPU reads the whole checkpoint while quantizing: the loader's own transients
+# beside the checkpoint and the weights, measured over 43 rows (docs/estimator.md).
+CPU_LOAD_RUNTIME_BYTES = 54 * MiB
+
+
+def _dtype_bytes(value, default: int = 4) -> int:
+    name = str(value or "").replace("torch.", "")
+    return {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}.get(name, default)
+
+
+_SHARED_INPUT = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "gate_proj": "mlp_in",
+                 "up_proj": "mlp_in"}
+
+
+def _input_key(name: str) -> tuple[str, str] | None:
+    """Which tensor a linear layer reads, as (owner, input): in a Llama block q/k/v read the same normed
+    hidden states, and so do gate/up. None for o_proj, whose input is (a view of) the attention output
+    that scaled_dot_product_attention keeps anyway."""
+    owner, leaf = name.rsplit(".", 1) if "." in name else ("", name)
+    if leaf == "o_proj":
+        return None
+    if leaf in _SHARED_INPUT:
+        return owner.rsplit(".", 1)[0], _SHARED_INPUT[leaf]
+    return owner, leaf
+
+
+def layout_of(model) -> ModelLayout:
+    """A ModelLayout as it is, or built from a transformers config."""
+    return model if isinstance(model, ModelLayout) else ModelLayout(model)
+
+
+def activation_bytes_per_token(model, *, bits: int = 16, rank: int = 8, targets="all-linear",
+                               device_type: str = "cpu", dropout: float = 0.05) -> dict[str, float]:
+    """Bytes autograd keeps per token for the backward, summed over the decoder blocks, by cause.
+
+    For a Llama-style block (Llama, Qwen2, Mistral), as the saved tensors of a training step show:
+    - norms: each RMSNorm keeps its input, in float32 (on a GPU it upcasts a bf16 input first), and one
+      rsqrt per token;
+    - attention: scaled_dot_product_attention keeps q, k and v (k and v at the key/value heads: the
+      kernel repeats them for grouped-query attention itself), its output and one logsumexp per head;
+    - mlp: SwiGLU keeps gate's output, silu of it and up's output (down's input is rebuilt from them);
+    - lora: each adapted layer keeps its input after dropout and dropout's mask (a float32 tensor of
+      the input's size on the CPU, where torch's dropout multiplies by a noise tensor; one byte per
+      element on CUDA's fused kernel), plus the rank-r output of lora_A; the adapter runs in float32.
+      With dropout 0 peft's dropout is the identity: lora_A keeps the layer's own input, one tensor
+      for the layers that share it (q/k/v, gate/up) and none for o_proj (the attention output);
+    - 8-bit base: bitsandbytes' LLM.int8 layers keep their input (ctx.A / ctx.tensors) for the input
+      gradient, once per distinct input, as above.
+    A frozen 16-bit or 4-bit base layer keeps nothing but its weight. The first block's input (the
+    frozen embeddings' output) needs no gradient, so nothing computed from it alone is kept: not its
+    input norm, not the dropout masks of its q/k/v, not an 8-bit q/k/v's input; the final norm before
+    the output head keeps its input instead. estimate() assumes dropout > 0 (LoraSettings' 0.05).
+    """
+    layout = layout_of(model)
+    cfg = layout.config
+    cpu = device_type == "cpu"
+    act = 4 if cpu else 2  # activations: float32 on the CPU, bf16/fp16 compute on a GPU
+    h = cfg.hidden_size
+    inter = getattr(cfg, "intermediate_size", 4 * h)
+    n_layers = cfg.num_hidden_layers
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", heads) or heads
+    head_dim = getattr(cfg, "head_dim", None) or h // heads
+    mask = 4 if cpu else 1
+    linears = layout.linears
+    targeted = layout.selected(targets) if rank else []
+    first = min((lin.block for lin in linears if lin.block is not None), default=None)
+
+    def reads_first_input(lin: Linear) -> bool:
+        return first is not None and lin.block == first and lin.module in ("q_proj", "k_proj", "v_proj")
+
+    out = {
+        "norms": n_layers * 2 * (h + 1) * 4,  # less the first block's input norm, plus the final norm
+        "attention": n_layers * ((2 * heads + 2 * kv_heads) * head_dim * act + heads * 4),
+        "mlp": n_layers * 3 * inter * act,
+    }
+    kept_inputs: dict[tuple[str, str], int] = {}  # layer inputs kept as they are, each tensor once
+    if dropout > 0:
+        out["lora"] = sum(lin.in_features * (4 + (0 if reads_first_input(lin) else mask)) + rank * 4
+                          for lin in targeted)
+    else:
+        for lin in targeted:
+            if (key := _input_key(lin.name)) is not None:
+                kept_inputs[key] = lin.in_features * 4  # float32 on the CPU; cast to the adapter's float32 on a GPU
+        out["lora"] = sum(kept_inputs.values()) + sum(rank * 4 for _ in targeted)
+    if bits == 8:
+        # q/k/v and gate/up read a norm's output: float32 on the CPU, and on a GPU too once peft's
+        # k-bit preparation has cast the norms to float32; o/down read bf16 compute on a GPU
+        int8: dict[tuple[str, str], int] = {}
+        for lin in linears:
+            key = _input_key(lin.name)
+            if key is not None and key not in kept_inputs and not reads_first_input(lin):
+                int8[key] = lin.in_features * (4 if (cpu or lin.in_features == h) else act)
+        out["8-bit base inputs"] = sum(int8.values())
+    return out
+
+
+def estimate(model, *, bits: int = 16, rank: int | None = 8, targets="all-linear", batch_size: int = 8,
+             seq_len: int = 128, gradient_checkpointing: bool = False, device_type: str = "cpu",
+             double_quant: bool = True, train: bool = True) -> MemoryEstimate:
+    """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
+
+    The training estimate predicts the peak of a training step (from before the model loads to the
+    last optimizer step), which is what a machine must hold to fine-tune. Components:
+    - weights: every parameter at its stored size (bitsandbytes quantizes the linear layers inside the
+      blocks; embeddings, norms and the output head stay in the base dtype, and peft's k-bit
+      preparation upcasts those to float32);
+    - adapter, gradients, optimizer state: float32 LoRA weights, their gradients and AdamW's two moments
+      (the gradients do not exist yet at the CPU peak, so the sum is an upper bound by their size);
+    - activations: what autograd keeps for the backward (see activation_bytes_per_token); with
+      gradient checkpointing, each block's input plus one block recomputed;
+    - logits and loss: the float32 log-softmax over the vocabulary, its gradient and the logits'
+      gradient, alive together when the backward starts;
+    - runtime (CPU only): what the process grows by besides tensors, a measured constant.
+    On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing; when that is more than
+    the training step, the difference is added as "loading" so the total is still the peak.
+    """
+    layout = layout_of(model)
+    cfg = layout.config
+    cpu = device_type == "cpu"
+    dtype_bytes = 4 if cpu else 2
+    # bitsandbytes quantizes the weight of every linear layer but the output head; the rest (embeddings,
+    # norms, biases) stays in full precision
+    quantized_params = rows = n_quantized = 0
+    if bits < 16:
+        quantized_params = sum(lin.in_features * lin.out_features for lin in layout.linears)
+        rows = sum(lin.out_features for lin in layout.linears)
+        n_quantized = len(layout.linears)
+    other_params = layout.total_params - quantized_params
+    est = MemoryEstimate()
+    other_bytes = 4 if (bits < 16 and train) else dtype_bytes
+    if bits == 16:
+        est.components["weights"] = other_params * dtype_bytes
+    else:
+        est.components["weights (quantized layers)"] = int(quantized_params * bits_per_param(bits, double_quant) / 8
+                                                          + (rows * 4 if bits == 8 else 0)
+                                                          + n_quantized * quantization_constants_per_layer(
+                                                              bits, double_quant))
+        est.components["weights (kept in full precision)"] = other_params * other_bytes
+    weights = est.total
+    tokens = batch_size * seq_len
+    vocab = cfg.vocab_size
+    h = cfg.hidden_size
+    inter = getattr(cfg, "intermediate_size", 4 * h)
+
+    if not (train and rank):
+        # evaluate(): a no-grad forward keeps nothing for a backward, and a block's temporaries (SwiGLU's
+        # three intermediates and the hidden states) are freed as it ends. The peak is at the loss, after
+        # the forward returned: the logits (float32 on the CPU, bf16 on a GPU), the float32 copy of all
+        # but the last position that evaluate() scores, and cross_entropy's log-softmax of that copy.
+        # Measured on the embedded model (bench_memory, base rows): the heap's peak is these three alone.
+        scored = batch_size * max(seq_len - 1, 1)
+        logits = tokens * vocab * dtype_bytes + scored * vocab * 8
+        block = tokens * (3 * inter + 2 * h) * dtype_bytes
+        # activations: nothing at that moment; only a block bigger than the loss's tensors (a vocabulary
+        # under ~3 x intermediate_size) would set the peak, and then by this much more
+        est.components["activations"] = max(0, block - logits)
+        est.components["logits and loss"] = logits
+        est.notes.append("inference: one forward pass, no adapter gradients or optimizer")
+    else:
+        adapter = layout.adapter_params(rank, targets)
+        est.components["adapter"] = adapter * 4
+        est.components["gradients"] = adapter * 4
+        est.components["optimizer state"] = adapter * 8
+        # LoRA dropout > 0 assumed (LoraSettings' default); with 0 fewer tensors are kept, see
+        # activation_bytes_per_token(dropout=0.0) and docs/estimator.md
+        per_token = activation_bytes_per_token(layout, bits=bits, rank=rank, targets=targets,
+                                               device_type=device_type)
+        layers = sum(per_token.values())
+        if gradient_checkpointing:
+            # each block keeps only its input (float32 residual stream on the CPU and after k-bit
+            # preparation; bf16 on a GPU otherwise), and one block at a time is recomputed
+            resid = 4 if (cpu or bits < 16) else 2
+            layers = cfg.num_hidden_layers * h * resid + layers / cfg.num_hidden_layers
+        est.components["activations"] = int(tokens * layers)
+        est.components["logits and loss"] = tokens * vocab * LOSS_BYTES_PER_TOKEN_AND_VOCAB
+    if cpu:
+        est.components["runtime (CPU)"] = CPU_RUNTIME_BYTES if (train and rank) else CPU_EVAL_RUNTIME_BYTES
+        if bits < 16:
+            # the float32 (or bf16) checkpoint's pages, all read while quantizing, stay mapped until the
+            # load ends, next to the quantized weights (models.release_checkpoint_pages)
+            # (a config without a dtype: float32, transformers' default)
+            checkpoint = (quantized_params + other_params) * _dtype_bytes(getattr(cfg, "dtype", None))
+            loading = checkpoint + weights + CPU_LOAD_RUNTIME_BYTES
+            if loading > est.total:
+                est.components["loading (checkpoint read while quantizing)"] = loading - est.total
+                est.notes.append("the peak is the load: the checkpoint is read whole while quantizing")
+    return est

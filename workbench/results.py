@@ -1,0 +1,123 @@
+"""One variant's result, the one home of the result fields: what the variant is, what it cost and how it
+scored. It produces every form a result takes: the row of results.json and results.csv, the readable
+tables of the CLI and the Results panel, and the points and labels of the plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+MiB = 1024**2
+
+
+@dataclass
+class VariantResult:
+    name: str
+    bits: int
+    rank: int | None = None  # None for base: no adapter
+    target_modules: list[str] | str | None = None
+    trainable_params: int = 0
+    total_params: int = 0
+    weight_bytes: int = 0
+    peak_memory_bytes: int = 0
+    estimated_peak_bytes: int = 0
+    train_seconds: float | None = None
+    tokens_per_second: float | None = None
+    final_train_loss: float | None = None
+    eval_loss: float | None = None
+    perplexity: float | None = None
+    accuracy: float | None = None  # None when the task is scored by perplexity
+    steps_done: int | None = None
+    status: str = "done"  # or "stopped"
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict:
+        """The row of results.json and results.csv."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> "VariantResult":
+        """A row of results.json; fields a newer version added are left at their defaults, unknown ones dropped."""
+        known = set(cls.field_names())
+        return cls(**{k: v for k, v in row.items() if k in known})
+
+    @property
+    def trained(self) -> bool:
+        return self.rank is not None
+
+    @property
+    def targets_label(self) -> str | None:
+        t = self.target_modules
+        return ",".join(t) if isinstance(t, (list, tuple)) else t
+
+    def label(self) -> str:
+        """How a plot's legend names the variant: 'lora (16-bit, r=8, all-linear)'."""
+        if not self.trained:
+            return self.name
+        return f"{self.name} ({self.bits}-bit, r={self.rank}, {self.targets_label})"
+
+    def memory(self, key: str) -> int | None:
+        """A memory figure by field name (peak_memory_bytes, weight_bytes, estimated_peak_bytes)."""
+        if key not in MEMORY_FIELDS:
+            raise ValueError(f"memory must be one of {', '.join(MEMORY_FIELDS)}; got {key!r}")
+        return getattr(self, key)
+
+
+MEMORY_FIELDS = {"peak_memory_bytes": "peak memory", "weight_bytes": "weight memory",
+                 "estimated_peak_bytes": "estimated peak memory"}
+
+
+def _round(digits: int) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else round(float(v), digits)
+
+
+def _mib(v: Any) -> Any:
+    return None if v is None else round(v / MiB, 1)
+
+
+# field -> (heading, readable value) for the tables people read
+COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "name": ("variant", lambda v: v),
+    "bits": ("bits", lambda v: v),
+    "rank": ("rank", lambda v: v),
+    "target_modules": ("targets", lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v),
+    "trainable_params": ("trainable", lambda v: f"{v:,}" if v else "-"),
+    "total_params": ("parameters", lambda v: f"{v:,}" if v else "-"),
+    "weight_bytes": ("weights MiB", _mib),
+    "peak_memory_bytes": ("peak MiB", _mib),
+    "estimated_peak_bytes": ("est. peak MiB", _mib),
+    "train_seconds": ("train s", _round(1)),
+    "tokens_per_second": ("tok/s", _round(1)),
+    "final_train_loss": ("train loss", _round(4)),
+    "eval_loss": ("eval loss", _round(4)),
+    "perplexity": ("ppl", _round(3)),
+    "accuracy": ("accuracy %", lambda v: None if v is None else round(100 * v, 1)),
+    "steps_done": ("steps done", lambda v: v),
+    "status": ("status", lambda v: v),
+}
+
+# what the CLI prints after a run
+SUMMARY_FIELDS = ["name", "bits", "trainable_params", "weight_bytes", "peak_memory_bytes", "estimated_peak_bytes",
+                  "train_seconds", "tokens_per_second", "final_train_loss", "eval_loss", "perplexity", "accuracy"]
+
+
+def readable(result: VariantResult, names: list[str]) -> dict:
+    """Some fields of a result under their headings, in readable units."""
+    out = {}
+    for name in names:
+        heading, fmt = COLUMNS[name]
+        out[heading] = fmt(getattr(result, name))
+    return out
+
+
+def results_frame(results: list[VariantResult], names: list[str] | None = None):
+    """A pandas DataFrame of results in readable units, indexed by variant (the CLI's table)."""
+    import pandas as pd
+
+    names = names or SUMMARY_FIELDS
+    return pd.DataFrame([readable(r, names) for r in results], columns=[COLUMNS[n][0] for n in names]
+                        ).set_index(COLUMNS["name"][0])
