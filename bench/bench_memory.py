@@ -68,8 +68,13 @@ class BenchConfig:
 
     def label(self) -> str:
         tgt = "all" if self.targets == "all-linear" else self.targets.replace("_proj", "")
-        extra = "".join([" ckpt" if self.gradient_checkpointing else "", f" p={self.dropout:g}"
-                         if self.dropout != 0.05 else "", f" {self.task}" if self.task != "shakespeare" else ""])
+        extra = "".join(
+            [
+                " ckpt" if self.gradient_checkpointing else "",
+                f" p={self.dropout:g}" if self.dropout != 0.05 else "",
+                f" {self.task}" if self.task != "shakespeare" else "",
+            ]
+        )
         if self.mode == "base":
             return f"{self.bits:>2}-bit base (evaluate + generate), seq {self.seq_len}{extra}"
         return f"{self.mode:<5} {self.bits:>2}-bit r={self.rank:<2} {tgt:<4} {self.batch_size}x{self.seq_len}{extra}"
@@ -79,8 +84,21 @@ class BenchConfig:
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _mallinfo():
@@ -146,9 +164,17 @@ class PhaseTracker:
         rss, file = _statm()
         used, free = self._heap()
         with self._lock:
-            self.marks.append({"phase": name, "rss": rss - self.base_rss, "file": file - self.base_file,
-                               "peak": self.phase_peak - self.base_rss, "heap": used - self.base_heap,
-                               "heap_peak": self.phase_heap_peak - self.base_heap, "heap_free": free})
+            self.marks.append(
+                {
+                    "phase": name,
+                    "rss": rss - self.base_rss,
+                    "file": file - self.base_file,
+                    "peak": self.phase_peak - self.base_rss,
+                    "heap": used - self.base_heap,
+                    "heap_peak": self.phase_heap_peak - self.base_heap,
+                    "heap_free": free,
+                }
+            )
             self.phase_peak = rss
             self.phase_heap_peak = used
 
@@ -164,14 +190,25 @@ def estimate_for(cfg: BenchConfig, s) -> dict:
     from workbench.estimator import estimate
 
     shapes = s.shapes
-    common = dict(bits=cfg.bits, rank=cfg.rank, targets=cfg.target_modules, device_type="cpu",
-                  double_quant=s.cfg.quant.double_quant)
+    common = dict(
+        bits=cfg.bits,
+        rank=cfg.rank,
+        targets=cfg.target_modules,
+        device_type="cpu",
+        double_quant=s.cfg.quant.double_quant,
+    )
     if cfg.mode == "base":
         est = estimate(s.layout, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
         total = variant_estimate(s.layout, s.cfg, cfg.bits, False, "cpu", shapes, True)
     else:
-        est = estimate(s.layout, batch_size=shapes.train_batch, seq_len=shapes.train_seq,
-                       gradient_checkpointing=cfg.gradient_checkpointing, train=True, **common)
+        est = estimate(
+            s.layout,
+            batch_size=shapes.train_batch,
+            seq_len=shapes.train_seq,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            train=True,
+            **common,
+        )
         total = est.total
         if cfg.mode == "run":
             total = variant_estimate(s.layout, s.cfg, cfg.bits, True, "cpu", shapes)
@@ -181,12 +218,21 @@ def estimate_for(cfg: BenchConfig, s) -> dict:
 def _run_config(cfg: BenchConfig, model: str):
     from workbench.config import LoraSettings, ModelSettings, QuantSettings, RunConfig, TrainSettings, variant_for_bits
 
-    settings = TrainSettings(steps=cfg.steps, batch_size=cfg.batch_size, seq_len=cfg.seq_len, warmup_steps=0,
-                             gradient_checkpointing=cfg.gradient_checkpointing)
-    return RunConfig(model=ModelSettings(name=model, device="cpu"),
-                     lora=LoraSettings(rank=cfg.rank, target_modules=cfg.target_modules, dropout=cfg.dropout),
-                     quant=QuantSettings(bits=cfg.bits), train=settings, task=cfg.task,
-                     variants=[variant_for_bits(cfg.bits)])
+    settings = TrainSettings(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        seq_len=cfg.seq_len,
+        warmup_steps=0,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+    return RunConfig(
+        model=ModelSettings(name=model, device="cpu"),
+        lora=LoraSettings(rank=cfg.rank, target_modules=cfg.target_modules, dropout=cfg.dropout),
+        quant=QuantSettings(bits=cfg.bits),
+        train=settings,
+        task=cfg.task,
+        variants=[variant_for_bits(cfg.bits)],
+    )
 
 
 def _setup(cfg: BenchConfig, model_path: str | None, task=None):
@@ -235,8 +281,14 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
                 mark(f"optimizer {step['n']}")
 
             hooks.append(register_optimizer_step_post_hook(after_step))
-        tr = compare.train_variant(s, model, "bench", monitor, sinks=[lambda e: step_peaks.append(e.peak_memory_bytes)],
-                                   status=lambda msg: None)
+        tr = compare.train_variant(
+            s,
+            model,
+            "bench",
+            monitor,
+            sinks=[lambda e: step_peaks.append(e.peak_memory_bytes)],
+            status=lambda msg: None,
+        )
         losses = tr.losses
         train_peak = monitor.peak()
         for h in hooks:
@@ -248,10 +300,19 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
     seconds = time.perf_counter() - start
     if tracker:
         tracker.stop()
-    return {"config": asdict(cfg), "peak": peak, "train_peak": train_peak, "load_peak": load_peak, **predicted,
-            "step_peaks": step_peaks, "losses": losses, "seconds": round(seconds, 1),
-            "phases": tracker.marks if tracker else None, "weight_bytes": models.weight_bytes(model),
-            "heap_limited": heap_limited}
+    return {
+        "config": asdict(cfg),
+        "peak": peak,
+        "train_peak": train_peak,
+        "load_peak": load_peak,
+        **predicted,
+        "step_peaks": step_peaks,
+        "losses": losses,
+        "seconds": round(seconds, 1),
+        "phases": tracker.marks if tracker else None,
+        "weight_bytes": models.weight_bytes(model),
+        "heap_limited": heap_limited,
+    }
 
 
 def reestimate(rows: list[dict], model_path: str | None = None) -> list[dict]:
@@ -270,8 +331,13 @@ def reestimate(rows: list[dict], model_path: str | None = None) -> list[dict]:
 # --------------------------------------------------------------------------- in the parent
 
 
-def run_one(cfg: BenchConfig, model_path: str | None = None, phases: bool = False, timeout: float = 1800,
-            glibc_default: bool = False) -> dict:
+def run_one(
+    cfg: BenchConfig,
+    model_path: str | None = None,
+    phases: bool = False,
+    timeout: float = 1800,
+    glibc_default: bool = False,
+) -> dict:
     """measure(cfg) in a fresh Python process; returns its result dict. glibc_default keeps glibc's
     dynamic mmap threshold (see memory.limit_heap_retention), as the workbench ran before it set one."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(cfg))]
@@ -279,8 +345,12 @@ def run_one(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
         cmd += ["--model-path", str(model_path)]
     if phases:
         cmd.append("--phases")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "WORKBENCH_MALLOC_DEFAULT": "1" if glibc_default else "0"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "WORKBENCH_MALLOC_DEFAULT": "1" if glibc_default else "0",
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -304,8 +374,13 @@ def grid(name: str, threads: int = 1, steps: int = 3) -> list[BenchConfig]:
     if name == "quick":
         return [cfg(bits, 16, "all-linear", 8, 64) for bits in (16, 4)]
     if name == "full":
-        return [cfg(bits, rank, targets, b, s) for bits in (16, 8, 4) for rank in (4, 16, 64)
-                for targets in ("all-linear", "q_proj,v_proj") for b, s in SHAPES]
+        return [
+            cfg(bits, rank, targets, b, s)
+            for bits in (16, 8, 4)
+            for rank in (4, 16, 64)
+            for targets in ("all-linear", "q_proj,v_proj")
+            for b, s in SHAPES
+        ]
     # default: every shape at each bit width (rank 16, all-linear), then ranks and targets at 8 x 64
     for bits in (16, 8, 4):
         out += [cfg(bits, 16, "all-linear", b, s) for b, s in SHAPES]
@@ -333,11 +408,25 @@ def _row_cells(r: dict) -> list[str]:
         what = {"train": "training", "run": "training + evaluate + generate"}[c["mode"]]
         shape = f"{sh['train_batch']} x {sh['train_seq']}"
         rank, targets = str(c["rank"]), c["targets"]
-    notes = [n for n, on in (("checkpointing", c["gradient_checkpointing"]),
-                             (f"dropout {c['dropout']:g}", c["dropout"] != 0.05),
-                             (c["task"], c["task"] != "shakespeare")) if on]
-    return [what + (f" ({', '.join(notes)})" if notes else ""), str(c["bits"]), rank, targets, shape,
-            f"{r['peak'] / MiB:,.0f}", f"{r['estimate'] / MiB:,.0f}", f"{error(r):+.1%}"]
+    notes = [
+        n
+        for n, on in (
+            ("checkpointing", c["gradient_checkpointing"]),
+            (f"dropout {c['dropout']:g}", c["dropout"] != 0.05),
+            (c["task"], c["task"] != "shakespeare"),
+        )
+        if on
+    ]
+    return [
+        what + (f" ({', '.join(notes)})" if notes else ""),
+        str(c["bits"]),
+        rank,
+        targets,
+        shape,
+        f"{r['peak'] / MiB:,.0f}",
+        f"{r['estimate'] / MiB:,.0f}",
+        f"{error(r):+.1%}",
+    ]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -349,11 +438,15 @@ def format_table(rows: list[dict]) -> str:
 
 
 def format_phases(row: dict) -> str:
-    lines = [f"  {'phase (MiB)':<14}{'RSS now':>10}{'peak in phase':>15}{'file-backed':>13}{'malloc in use':>15}"
-             f"{'malloc peak':>13}{'heap free':>11}"]
+    lines = [
+        f"  {'phase (MiB)':<14}{'RSS now':>10}{'peak in phase':>15}{'file-backed':>13}{'malloc in use':>15}"
+        f"{'malloc peak':>13}{'heap free':>11}"
+    ]
     for m in row["phases"] or []:
-        lines.append(f"  {m['phase']:<14}{m['rss'] / MiB:10.0f}{m['peak'] / MiB:15.0f}{m['file'] / MiB:13.0f}"
-                     f"{m['heap'] / MiB:15.0f}{m['heap_peak'] / MiB:13.0f}{m['heap_free'] / MiB:11.0f}")
+        lines.append(
+            f"  {m['phase']:<14}{m['rss'] / MiB:10.0f}{m['peak'] / MiB:15.0f}{m['file'] / MiB:13.0f}"
+            f"{m['heap'] / MiB:15.0f}{m['heap_peak'] / MiB:13.0f}{m['heap_free'] / MiB:11.0f}"
+        )
     if row.get("step_peaks"):
         lines.append("  peak so far after each step: " + ", ".join(f"{p / MiB:.0f}" for p in row["step_peaks"]))
     return "\n".join(lines)
@@ -375,15 +468,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in each child")
     ap.add_argument("--phases", action="store_true", help="print the memory at each phase of every row")
-    ap.add_argument("--glibc-default", action="store_true",
-                    help="keep glibc's dynamic mmap threshold (how the workbench ran before "
-                         "memory.limit_heap_retention): the peak then grows with fragmentation")
+    ap.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="keep glibc's dynamic mmap threshold (how the workbench ran before "
+        "memory.limit_heap_retention): the peak then grows with fragmentation",
+    )
     ap.add_argument("--model-path", help="model folder (default: the embedded model)")
     ap.add_argument("--json", help="also write every row's result to this JSON file")
     ap.add_argument("--markdown", help="also write the table to this file")
-    ap.add_argument("--reestimate", metavar="JSON", nargs="+",
-                    help="no measuring: print the table of rows measured earlier (--json files, concatenated) "
-                         "with the current estimator's figures")
+    ap.add_argument(
+        "--reestimate",
+        metavar="JSON",
+        nargs="+",
+        help="no measuring: print the table of rows measured earlier (--json files, concatenated) "
+        "with the current estimator's figures",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -392,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(cfg, args.model_path, phases=args.phases)), flush=True)
         return 0
     if args.reestimate:
-        rows = reestimate([r for f in args.reestimate for r in json.loads(Path(f).read_text(encoding="utf-8"))],
-                          args.model_path)
+        rows = reestimate(
+            [r for f in args.reestimate for r in json.loads(Path(f).read_text(encoding="utf-8"))], args.model_path
+        )
         return _report(rows, [BenchConfig(**r["config"]) for r in rows], args)
 
     if any((args.bits, args.ranks, args.targets, args.shapes)):
@@ -401,9 +502,25 @@ def main(argv: list[str] | None = None) -> int:
         ranks = [int(r) for r in (args.ranks or "16").split(",")]
         targets = (args.targets or "all-linear").split(";")
         shapes = [tuple(int(x) for x in s.split("x")) for s in (args.shapes or "8x64").split(",")]
-        configs = [BenchConfig(b, r, t, bs, sl, steps=args.steps, threads=args.threads, dropout=args.dropout,
-                               gradient_checkpointing=args.gradient_checkpointing, task=args.task, mode=args.mode)
-                   for b in bits for r in ranks for t in targets for bs, sl in shapes]
+        configs = [
+            BenchConfig(
+                b,
+                r,
+                t,
+                bs,
+                sl,
+                steps=args.steps,
+                threads=args.threads,
+                dropout=args.dropout,
+                gradient_checkpointing=args.gradient_checkpointing,
+                task=args.task,
+                mode=args.mode,
+            )
+            for b in bits
+            for r in ranks
+            for t in targets
+            for bs, sl in shapes
+        ]
     else:
         configs = grid(args.grid, args.threads, args.steps)
     rows = []
@@ -411,9 +528,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         row = run_one(cfg, args.model_path, phases=args.phases, glibc_default=args.glibc_default)
         rows.append(row)
-        print(f"[{i}/{len(configs)}] {cfg.label():<44} measured {row['peak'] / MiB:6.0f} MiB  estimated "
-              f"{row['estimate'] / MiB:6.0f} MiB  error {error(row):+6.1%}  (load peak {row['load_peak'] / MiB:.0f}"
-              f" MiB; {time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"[{i}/{len(configs)}] {cfg.label():<44} measured {row['peak'] / MiB:6.0f} MiB  estimated "
+            f"{row['estimate'] / MiB:6.0f} MiB  error {error(row):+6.1%}  (load peak {row['load_peak'] / MiB:.0f}"
+            f" MiB; {time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
         if args.phases:
             print(format_phases(row), flush=True)
         if args.json:  # after every row (atomically), so a long run that is stopped keeps what it measured

@@ -90,8 +90,12 @@ def build_tiny_tokenizer():
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>"], chat_template=CHAT_TEMPLATE,
+        tokenizer_object=core,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+        chat_template=CHAT_TEMPLATE,
     )
 
 
@@ -100,14 +104,22 @@ def build_tiny_model(tokenizer, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
         # a wider init than the default 0.02: with tied 64-wide embeddings that small, logits can hardly
         # move away from uniform and LoRA has nothing to show in a few steps
         initializer_range=0.1,
         # no pad_token_id here: the Embedding would zero that row, and as pad == eos (tied to the output
         # head) the model could then never learn to end an answer
-        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=None,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -141,7 +153,7 @@ def tiny_examples():
     rows = [Example(f"Review: {w}", "positive") for w in POSITIVE_WORDS]
     rows += [Example(f"Review: {w}", "negative") for w in NEGATIVE_WORDS]
     # interleave so every batch holds both labels
-    return [r for pair in zip(rows[:len(POSITIVE_WORDS)], rows[len(POSITIVE_WORDS):]) for r in pair]
+    return [r for pair in zip(rows[: len(POSITIVE_WORDS)], rows[len(POSITIVE_WORDS) :]) for r in pair]
 
 
 @pytest.fixture
@@ -155,8 +167,9 @@ def tiny_jsonl(tmp_path_factory) -> Path:
     """The tiny task as a JSONL file named tiny.jsonl (20 rows, so a 15% split holds 3 out). Read-only."""
     rows = tiny_examples() + tiny_examples()[:4]
     path = tmp_path_factory.mktemp("tiny_data") / "tiny.jsonl"
-    path.write_text("".join(json.dumps({"prompt": r.prompt, "answer": r.answer}) + "\n" for r in rows),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"prompt": r.prompt, "answer": r.answer}) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 

@@ -30,8 +30,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # SEQ_LEN 64: the sentiment prompts take 47-58 tokens with SmolLM2's chat template
 FAST_PARAMS = {"STEPS": 3, "BATCH_SIZE": 2, "SEQ_LEN": 64, "EVAL_EXAMPLES": 6}
 # messages the browser prints that say nothing about this project (JupyterLab asks for them itself)
@@ -44,8 +50,9 @@ class StageFailed(AssertionError):
 
 def chromium_missing_reason() -> str | None:
     if not Path(CHROMIUM).is_file():
-        return (f"{CHROMIUM} not found: install Debian's chromium (sudo apt-get install chromium) to run the "
-                "browser test")
+        return (
+            f"{CHROMIUM} not found: install Debian's chromium (sudo apt-get install chromium) to run the browser test"
+        )
     try:
         import playwright  # noqa: F401
     except ImportError:
@@ -78,11 +85,23 @@ def jupyter_lab(root_dir: Path, env: dict, log_path: Path):
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True, exist_ok=True)
     # no "would you like news?" toast over the page
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     env = {**env, "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTER_CONFIG_DIR": str(root_dir / ".jupyter-config")}
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}", "--expose-app-in-browser",
-           "--ServerApp.open_browser=False", "--LabApp.news_url=None"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
+        "--expose-app-in-browser",
+        "--ServerApp.open_browser=False",
+        "--LabApp.news_url=None",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         cmd.append("--allow-root")
     log = open(log_path, "w")
@@ -92,8 +111,10 @@ def jupyter_lab(root_dir: Path, env: dict, log_path: Path):
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise StageFailed(f"start JupyterLab: the server exited ({proc.returncode}): "
-                                  f"{log_path.read_text(errors='replace')[-1500:]}")
+                raise StageFailed(
+                    f"start JupyterLab: the server exited ({proc.returncode}): "
+                    f"{log_path.read_text(errors='replace')[-1500:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
                     if r.status == 200:
@@ -101,8 +122,9 @@ def jupyter_lab(root_dir: Path, env: dict, log_path: Path):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise StageFailed(f"start JupyterLab: no answer on {base} within 90 s: "
-                                  f"{log_path.read_text(errors='replace')[-1500:]}")
+                raise StageFailed(
+                    f"start JupyterLab: no answer on {base} within 90 s: {log_path.read_text(errors='replace')[-1500:]}"
+                )
             time.sleep(0.5)
         yield base, token
     finally:
@@ -157,12 +179,15 @@ class Driver:
     def wait_until(self, js: str, arg=None, timeout_s: float | None = None, what: str = "") -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {self.stage}: waiting for {what or js[:60]}", file=sys.stderr, flush=True)
         try:
-            self.page.wait_for_function(js, arg=arg, timeout=(timeout_s * 1000) if timeout_s else self.timeout_ms,
-                                        polling=250)
+            self.page.wait_for_function(
+                js, arg=arg, timeout=(timeout_s * 1000) if timeout_s else self.timeout_ms, polling=250
+            )
         except Exception as exc:  # noqa: BLE001 - say which stage timed out, and what the page shows
             status = self.app().inner_text()[-1500:] if self.app().count() else "(no app on the page)"
-            raise StageFailed(f"{self.stage}: timed out waiting for {what or js}: {type(exc).__name__}\n"
-                              f"app text at the end:\n{status}") from None
+            raise StageFailed(
+                f"{self.stage}: timed out waiting for {what or js}: {type(exc).__name__}\n"
+                f"app text at the end:\n{status}"
+            ) from None
         self.check_no_errors()
 
     def tab(self, title: str) -> None:
@@ -184,20 +209,27 @@ class Driver:
             dialog = self.page.locator(".jp-Dialog:has-text('Select Kernel') .jp-mod-accept")
             if dialog.count():
                 dialog.first.click()
-            if self.page.evaluate("() => { const w = window.jupyterapp.shell.currentWidget;"
-                                  " const k = w && w.sessionContext && w.sessionContext.session"
-                                  " && w.sessionContext.session.kernel;"
-                                  " return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }"):
+            if self.page.evaluate(
+                "() => { const w = window.jupyterapp.shell.currentWidget;"
+                " const k = w && w.sessionContext && w.sessionContext.session"
+                " && w.sessionContext.session.kernel;"
+                " return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }"
+            ):
                 break
             if time.monotonic() > deadline:
                 raise StageFailed(f"{self.stage}: the kernel did not become idle within 180 s")
             time.sleep(0.5)
         # not awaited: the command's promise settles only when every cell has run
-        self.page.evaluate("() => { window.jupyterapp.shell.collapseLeft();"
-                           " window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+        self.page.evaluate(
+            "() => { window.jupyterapp.shell.collapseLeft();"
+            " window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }"
+        )
         self.page.wait_for_selector(".wb-app", timeout=self.timeout_ms)
-        self.wait_until("() => document.querySelector('.wb-setup .wb-ok') !== null",
-                        what="the app to render with its task summary", timeout_s=120)
+        self.wait_until(
+            "() => document.querySelector('.wb-setup .wb-ok') !== null",
+            what="the app to render with its task summary",
+            timeout_s=120,
+        )
         self.shot("01-setup", self.app())
 
     def change_settings(self) -> None:
@@ -208,34 +240,50 @@ class Driver:
         handle = self.app(".wb-adapter .noUi-handle").first
         handle.focus()
         handle.press("ArrowRight")  # rank 8 -> 16
-        self.wait_until("(before) => { const e = document.querySelector('.wb-params');"
-                        " return e && e.innerText !== before; }", arg=before, what="the parameter count to change")
+        self.wait_until(
+            "(before) => { const e = document.querySelector('.wb-params'); return e && e.innerText !== before; }",
+            arg=before,
+            what="the parameter count to change",
+        )
         if "Trainable parameters" not in info.inner_text():
             raise StageFailed(f"{self.stage}: no parameter count shown: {info.inner_text()!r}")
         if "16" not in self.app(".wb-adapter .widget-slider").first.inner_text():
             raise StageFailed(f"{self.stage}: the rank slider does not show 16")
         self.app(".wb-adapter .widget-checkbox:has-text('8-bit') input").click()  # add an 8-bit base
-        self.wait_until("() => document.querySelector('.wb-adapter .wb-params').parentElement.innerText"
-                        ".includes('lora8')", what="the memory estimate to gain an 8-bit row")
+        self.wait_until(
+            "() => document.querySelector('.wb-adapter .wb-params').parentElement.innerText.includes('lora8')",
+            what="the memory estimate to gain an 8-bit row",
+        )
         self.shot("02-adapter", self.app())
         self.app(".wb-adapter .widget-checkbox:has-text('8-bit') input").click()  # and back: keep the run short
-        self.wait_until("() => !document.querySelector('.wb-adapter .wb-params').parentElement.innerText"
-                        ".includes('lora8')", what="the 8-bit row to go again")
+        self.wait_until(
+            "() => !document.querySelector('.wb-adapter .wb-params').parentElement.innerText.includes('lora8')",
+            what="the 8-bit row to go again",
+        )
 
     def train(self, stop_early: bool = False) -> None:
         self.stage = "train"
         self.tab("Train")
         loss_src = self.app(".wb-train img").first.get_attribute("src")
         self.app(".wb-train button:has-text('Start')").click()
-        self.wait_until("() => { const b = document.querySelector('.wb-train .progress-bar');"
-                        " return b && parseFloat(b.style.width) > 0; }", what="the progress bar to move")
-        self.wait_until("(src) => { const i = document.querySelector('.wb-train img'); return i && i.src !== src; }",
-                        arg=loss_src, what="the loss plot to be redrawn with new points")
+        self.wait_until(
+            "() => { const b = document.querySelector('.wb-train .progress-bar');"
+            " return b && parseFloat(b.style.width) > 0; }",
+            what="the progress bar to move",
+        )
+        self.wait_until(
+            "(src) => { const i = document.querySelector('.wb-train img'); return i && i.src !== src; }",
+            arg=loss_src,
+            what="the loss plot to be redrawn with new points",
+        )
         if stop_early:
             self.app(".wb-train button:has-text('Stop')").click()
-        self.wait_until("() => { const t = document.querySelector('.wb-train').innerText;"
-                        " return t.includes('done:') || t.includes('stopped:'); }",
-                        what="training to finish", timeout_s=self.long_s)
+        self.wait_until(
+            "() => { const t = document.querySelector('.wb-train').innerText;"
+            " return t.includes('done:') || t.includes('stopped:'); }",
+            what="training to finish",
+            timeout_s=self.long_s,
+        )
         text = self.app(".wb-train").inner_text()
         if not re.search(r"step (\d+)/\1", text) and not stop_early:
             raise StageFailed(f"{self.stage}: the progress line never reached the last step: {text[-600:]}")
@@ -248,13 +296,18 @@ class Driver:
         box.fill(prompt)
         box.press("Tab")
         self.app(".wb-compare button:has-text('Generate')").click()
-        self.wait_until("() => ['base', 'lora', 'qlora'].every(v => {"
-                        " const c = document.querySelector('.wb-answer-' + v);"
-                        " return c && c.querySelector('.wb-answer-text').innerText.trim().length > 0"
-                        " && c.innerText.includes('tok/s'); })",
-                        what="three non-empty answers", timeout_s=self.long_s)
-        self.wait_until("() => document.querySelector('.wb-compare').innerText.includes('done: same prompt')",
-                        what="every column to finish")
+        self.wait_until(
+            "() => ['base', 'lora', 'qlora'].every(v => {"
+            " const c = document.querySelector('.wb-answer-' + v);"
+            " return c && c.querySelector('.wb-answer-text').innerText.trim().length > 0"
+            " && c.innerText.includes('tok/s'); })",
+            what="three non-empty answers",
+            timeout_s=self.long_s,
+        )
+        self.wait_until(
+            "() => document.querySelector('.wb-compare').innerText.includes('done: same prompt')",
+            what="every column to finish",
+        )
         answers = [self.app(f".wb-answer-{v} .wb-answer-text").inner_text().strip() for v in ("base", "lora", "qlora")]
         self.shot("04-compare", self.app())
         return answers
@@ -263,31 +316,43 @@ class Driver:
         self.stage = "open the results chart"
         self.tab("Results")
         self.app(".wb-results button:has-text('Refresh')").click()
-        self.wait_until("() => { const i = document.querySelector('.wb-results img');"
-                        " return i && i.naturalWidth > 100; }", what="the accuracy-vs-memory chart")
+        self.wait_until(
+            "() => { const i = document.querySelector('.wb-results img'); return i && i.naturalWidth > 100; }",
+            what="the accuracy-vs-memory chart",
+        )
         if "qlora" not in self.app(".wb-results table").first.inner_text():
             raise StageFailed(f"{self.stage}: the results table has no qlora row")
         self.shot("05-results", self.app())
-
 
     def explainers(self) -> None:
         self.stage = "open the explainers"
         self.tab("LoRA explained")
         self.app(".wb-explain-lora button:has-text('Refresh runs')").click()
-        self.wait_until("() => [...document.querySelectorAll('.wb-explain-lora img')]"
-                        ".filter(i => i.naturalWidth > 100).length >= 3",
-                        what="the to-scale drawing, the spectra and the heat map of the run's adapter")
+        self.wait_until(
+            "() => [...document.querySelectorAll('.wb-explain-lora img')]"
+            ".filter(i => i.naturalWidth > 100).length >= 3",
+            what="the to-scale drawing, the spectra and the heat map of the run's adapter",
+        )
         self.shot("06-lora-explained", self.app())
         self.tab("Quantization explained")
         self.app(".wb-explain-quant button:has-text('Analyse')").click()
-        self.wait_until("() => { const t = document.querySelector('.wb-explain-quant table');"
-                        " return t && t.innerText.includes('NF4'); }",
-                        what="the quantization table", timeout_s=self.long_s)
+        self.wait_until(
+            "() => { const t = document.querySelector('.wb-explain-quant table');"
+            " return t && t.innerText.includes('NF4'); }",
+            what="the quantization table",
+            timeout_s=self.long_s,
+        )
         self.shot("07-quant-explained", self.app())
 
 
-def run(out: Path, *, fast: bool, timeout_s: float = 900, stop_early: bool = False,
-        prompt: str = "Review: The staff were friendly and the room was spotless.") -> dict:
+def run(
+    out: Path,
+    *,
+    fast: bool,
+    timeout_s: float = 900,
+    stop_early: bool = False,
+    prompt: str = "Review: The staff were friendly and the room was spotless.",
+) -> dict:
     """Start JupyterLab, open the quickstart in Chromium and use the app; returns what it saw."""
     from playwright.sync_api import sync_playwright
 

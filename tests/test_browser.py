@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import lab_browser
+import pytest
 
 
 def _under_ci() -> bool:
@@ -33,6 +32,13 @@ def test_the_app_works_in_jupyterlab_in_chromium(tmp_path, embedded_dir):
     assert len(seen["answers"]) == 3 and all(a.strip() for a in seen["answers"]), seen["answers"]
     assert not seen["console_errors"], seen["console_errors"]
     names = sorted(p.name for p in shots.glob("*.png"))
-    assert names == ["01-setup.png", "02-adapter.png", "03-train.png", "04-compare.png", "05-results.png",
-                     "06-lora-explained.png", "07-quant-explained.png"]
+    assert names == [
+        "01-setup.png",
+        "02-adapter.png",
+        "03-train.png",
+        "04-compare.png",
+        "05-results.png",
+        "06-lora-explained.png",
+        "07-quant-explained.png",
+    ]
     assert all((shots / n).stat().st_size > 10_000 for n in names)  # real pictures, not blank pages

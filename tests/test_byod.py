@@ -9,14 +9,13 @@ import time
 
 import pytest
 import torch
+from conftest import CHAT_TEMPLATE, NEGATIVE_WORDS, POSITIVE_WORDS
 
 from workbench import cli, data, models, runs
 from workbench.config import LoraSettings, TrainSettings
 from workbench.data import Example, TextSource
 from workbench.generate import evaluate
 from workbench.train import seed_everything, train
-
-from conftest import CHAT_TEMPLATE, NEGATIVE_WORDS, POSITIVE_WORDS
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 
@@ -45,8 +44,9 @@ def _error(fn, *args, **kw) -> str:
 
 def _sentiment_rows(n):
     words = [w for pair in zip(POSITIVE_WORDS, NEGATIVE_WORDS) for w in pair]
-    return [{"prompt": f"Review: {w}", "answer": "positive" if w in POSITIVE_WORDS else "negative"}
-            for w in (words * 3)[:n]]
+    return [
+        {"prompt": f"Review: {w}", "answer": "positive" if w in POSITIVE_WORDS else "negative"} for w in (words * 3)[:n]
+    ]
 
 
 # =========================================================================== 1. formats
@@ -54,8 +54,10 @@ def _sentiment_rows(n):
 
 @pytest.mark.parametrize("key", ["answer", "response", "completion"])
 def test_jsonl_prompt_and_answer_names(tmp_path, key):
-    path = _jsonl(tmp_path / "d.jsonl", [{"prompt": "Capital of France?", key: "Paris"},
-                                         {"prompt": "2+2?", key: "4", "extra": "ignored"}])
+    path = _jsonl(
+        tmp_path / "d.jsonl",
+        [{"prompt": "Capital of France?", key: "Paris"}, {"prompt": "2+2?", key: "4", "extra": "ignored"}],
+    )
     examples, skipped = data.load_examples(path)
     assert skipped == 0
     assert examples == [Example("Capital of France?", "Paris"), Example("2+2?", "4")]
@@ -64,40 +66,63 @@ def test_jsonl_prompt_and_answer_names(tmp_path, key):
 
 
 def test_alpaca_instruction_input_output(tmp_path):
-    path = _jsonl(tmp_path / "alpaca.jsonl", [
-        {"instruction": "Translate to French.", "input": "hello", "output": "bonjour"},
-        {"instruction": "Say hi.", "input": "", "output": "hi"},
-        {"instruction": "Name a colour.", "output": "red"},  # no input key at all
-    ])
+    path = _jsonl(
+        tmp_path / "alpaca.jsonl",
+        [
+            {"instruction": "Translate to French.", "input": "hello", "output": "bonjour"},
+            {"instruction": "Say hi.", "input": "", "output": "hi"},
+            {"instruction": "Name a colour.", "output": "red"},  # no input key at all
+        ],
+    )
     examples, _ = data.load_examples(path)
-    assert examples == [Example("Translate to French.\n\nhello", "bonjour"), Example("Say hi.", "hi"),
-                        Example("Name a colour.", "red")]
+    assert examples == [
+        Example("Translate to French.\n\nhello", "bonjour"),
+        Example("Say hi.", "hi"),
+        Example("Name a colour.", "red"),
+    ]
 
 
 def test_messages_system_user_assistant(tmp_path):
-    path = _jsonl(tmp_path / "chat.jsonl", [{"messages": [
-        SYSTEM, {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]}])
+    path = _jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    SYSTEM,
+                    {"role": "user", "content": "Capital of France?"},
+                    {"role": "assistant", "content": "Paris"},
+                ]
+            }
+        ],
+    )
     [ex], _ = data.load_examples(path)
     assert ex == Example("Capital of France?", "Paris", [SYSTEM])
 
 
 def test_messages_multi_turn(tmp_path):
-    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-             {"role": "user", "content": "Capital of Italy?"}, {"role": "assistant", "content": "Rome"}]
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Capital of Italy?"},
+        {"role": "assistant", "content": "Rome"},
+    ]
     [ex], _ = data.load_examples([{"messages": [SYSTEM] + turns}])
     assert ex.prompt == "Capital of Italy?" and ex.answer == "Rome"
     assert ex.history == [SYSTEM] + turns[:2]
     # and the history is what the chat template puts before the prompt
     tok_text = data.prompt_text(_ByteTok.get(), ex.prompt, ex.history)
-    assert tok_text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-                        "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nCapital of Italy?<|im_end|>\n"
-                        "<|im_start|>assistant\n")
+    assert tok_text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nCapital of Italy?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
 
 
 def test_json_file_with_a_list(tmp_path):
     path = tmp_path / "d.json"
-    path.write_text(json.dumps([{"prompt": "a?", "answer": "x"}, {"instruction": "b?", "output": "y"}], indent=2),
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps([{"prompt": "a?", "answer": "x"}, {"instruction": "b?", "output": "y"}], indent=2), encoding="utf-8"
+    )
     examples, _ = data.load_examples(path)
     assert examples == [Example("a?", "x"), Example("b?", "y")]
     assert examples[1].where == f"{path} item 2"
@@ -112,13 +137,15 @@ def test_json_file_must_hold_a_list(tmp_path):
 
 def test_csv_with_quoted_commas_and_newlines(tmp_path):
     path = tmp_path / "d.csv"
-    path.write_text('prompt,answer\n'
-                    '"Hello, world",greeting\n'
-                    '"line one\nline two","yes, two lines"\n'
-                    'plain,ok\n', encoding="utf-8")
+    path.write_text(
+        'prompt,answer\n"Hello, world",greeting\n"line one\nline two","yes, two lines"\nplain,ok\n', encoding="utf-8"
+    )
     examples, _ = data.load_examples(path)
-    assert examples == [Example("Hello, world", "greeting"), Example("line one\nline two", "yes, two lines"),
-                        Example("plain", "ok")]
+    assert examples == [
+        Example("Hello, world", "greeting"),
+        Example("line one\nline two", "yes, two lines"),
+        Example("plain", "ok"),
+    ]
     assert examples[2].where == f"{path} line 5"  # physical lines: the quoted cell spans lines 3-4
 
 
@@ -138,8 +165,7 @@ def test_csv_messages_column_holds_json(tmp_path):
 
 def test_pandas_dataframe():
     pd = pytest.importorskip("pandas")
-    df = pd.DataFrame({"instruction": ["Translate.", "Say hi."], "input": ["hello", None],
-                       "output": ["bonjour", "hi"]})
+    df = pd.DataFrame({"instruction": ["Translate.", "Say hi."], "input": ["hello", None], "output": ["bonjour", "hi"]})
     examples, _ = data.load_examples(df)
     assert examples == [Example("Translate.\n\nhello", "bonjour"), Example("Say hi.", "hi")]  # NaN input: none
     assert examples[1].where == "DataFrame row 1"
@@ -227,8 +253,13 @@ def test_column_mapping_row_without_the_column(tmp_path):
 def test_jsonl_line_separator_inside_a_string(tmp_path):
     """U+2028 and U+0085 are legal raw inside JSON strings; only \\n ends a JSONL line."""
     path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps({"prompt": "a\u2028b\x85c", "answer": "d"}, ensure_ascii=False) + "\r\n"
-                    + json.dumps({"prompt": "e", "answer": "f"}) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"prompt": "a\u2028b\x85c", "answer": "d"}, ensure_ascii=False)
+        + "\r\n"
+        + json.dumps({"prompt": "e", "answer": "f"})
+        + "\n",
+        encoding="utf-8",
+    )
     examples, _ = data.load_examples(path)
     assert examples == [Example("a\u2028b\x85c", "d"), Example("e", "f")]
     assert examples[1].where == f"{path} line 2"
@@ -258,8 +289,15 @@ def test_text_column_is_joined_with_blank_lines(tmp_path, kind):
 
 
 def test_empty_text_rows_are_noted(tmp_path):
-    path = _jsonl(tmp_path / "t.jsonl", [{"text": "First passage."}, {"text": "  "}, {"text": "Second passage."},
-                                         {"text": "Third passage, the held-out one."}])
+    path = _jsonl(
+        tmp_path / "t.jsonl",
+        [
+            {"text": "First passage."},
+            {"text": "  "},
+            {"text": "Second passage."},
+            {"text": "Third passage, the held-out one."},
+        ],
+    )
     task = data.load_data_task(path, eval_fraction=0.3)
     assert task.kind == "text" and task.skipped == 1
     assert task.notes == ["data: skipped 1 unusable row(s) of t (empty text)"]  # skip_bad_rows was off
@@ -304,8 +342,13 @@ def test_text_task_holds_out_the_end_at_a_line_break(tmp_path):
     assert len(task.sample_prompts) == 3 and all(p in eval_lines for p in task.sample_prompts)
 
 
-@pytest.mark.parametrize("body, starts", [(_numbered_text(100), "\n"),  # cut at a line break
-                                          (" ".join(["red green blue"] * 100), " ")])  # one line: at a word
+@pytest.mark.parametrize(
+    "body, starts",
+    [
+        (_numbered_text(100), "\n"),  # cut at a line break
+        (" ".join(["red green blue"] * 100), " "),
+    ],
+)  # one line: at a word
 def test_text_split_ignores_a_paragraph_break_far_from_the_cut(tmp_path, body, starts):
     """A title and blank line at the top must not move the cut there (it held out ~all the text)."""
     path = tmp_path / "book.txt"
@@ -434,29 +477,68 @@ BAD_FILES = {
     # name: (file name, writer or None for no file, [expected parts of the message])
     "missing": ("gone.jsonl", None, ["does not exist; check the path"]),
     "empty": ("blank.jsonl", lambda p: p.write_text("  \n\n\t\n"), ["is empty; add examples"]),
-    "bad json line": ("d.jsonl", lambda p: p.write_text('{"prompt": "a", "answer": "b"}\n\n{"prompt": "a",\n'),
-                      ["line 3 is not valid JSON", "fix or remove that line"]),
-    "bad .json": ("d.json", lambda p: p.write_text('[{"prompt": "a", "answer": "b"},\n {"prompt": "a" "x": 1}]'),
-                  ["is not valid JSON (line 2:", "use JSONL"]),
-    "json list line": ("d.jsonl", lambda p: p.write_text('{"prompt": "a", "answer": "b"}\n["a", "b"]\n'),
-                       ["line 2 is not a JSON object", "each line must be one {...} example"]),
-    "csv columns": ("d.csv", lambda p: p.write_text("question,label\nhi,yes\n"),
-                    ["has columns label, question but needs", "--columns prompt=COLUMN,answer=COLUMN"]),
-    "csv extra cell": ("d.csv", lambda p: p.write_text("prompt,answer\nhi,yes\nhi, there,no\n"),
-                       ["line 3 has more cells than the header", "quote cells that contain commas"]),
-    "csv empty answer": ("d.csv", lambda p: p.write_text('prompt,answer\n"two\nlines",yes\nhi,\n'),
-                         ["line 4 has an empty answer", "fill it in or remove the row"]),
-    "empty prompt": ("d.jsonl", lambda p: p.write_text('{"prompt": "a", "answer": "b"}\n{"prompt": " ", "answer": "b"}\n'),
-                     ["line 2 has an empty prompt", "fill it in or remove the row"]),
+    "bad json line": (
+        "d.jsonl",
+        lambda p: p.write_text('{"prompt": "a", "answer": "b"}\n\n{"prompt": "a",\n'),
+        ["line 3 is not valid JSON", "fix or remove that line"],
+    ),
+    "bad .json": (
+        "d.json",
+        lambda p: p.write_text('[{"prompt": "a", "answer": "b"},\n {"prompt": "a" "x": 1}]'),
+        ["is not valid JSON (line 2:", "use JSONL"],
+    ),
+    "json list line": (
+        "d.jsonl",
+        lambda p: p.write_text('{"prompt": "a", "answer": "b"}\n["a", "b"]\n'),
+        ["line 2 is not a JSON object", "each line must be one {...} example"],
+    ),
+    "csv columns": (
+        "d.csv",
+        lambda p: p.write_text("question,label\nhi,yes\n"),
+        ["has columns label, question but needs", "--columns prompt=COLUMN,answer=COLUMN"],
+    ),
+    "csv extra cell": (
+        "d.csv",
+        lambda p: p.write_text("prompt,answer\nhi,yes\nhi, there,no\n"),
+        ["line 3 has more cells than the header", "quote cells that contain commas"],
+    ),
+    "csv empty answer": (
+        "d.csv",
+        lambda p: p.write_text('prompt,answer\n"two\nlines",yes\nhi,\n'),
+        ["line 4 has an empty answer", "fill it in or remove the row"],
+    ),
+    "empty prompt": (
+        "d.jsonl",
+        lambda p: p.write_text('{"prompt": "a", "answer": "b"}\n{"prompt": " ", "answer": "b"}\n'),
+        ["line 2 has an empty prompt", "fill it in or remove the row"],
+    ),
     "not utf-8": ("d.csv", _latin1, ["is not UTF-8", "byte 0xe9 on line 3", "re-save it as UTF-8"]),
-    "extension": ("d.xlsx", lambda p: p.write_bytes(b"PK\x03\x04"), ["has an unknown extension",
-                                                                     "use .jsonl, .json, .csv, .tsv or .txt"]),
-    "messages end": ("c.jsonl", lambda p: p.write_text(json.dumps({"messages": [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "bye"}]}) + "\n"),
-        ["line 1: messages must end with a user turn followed by the assistant answer"]),
-    "messages not json": ("c.csv", lambda p: p.write_text('messages\n"[{role: user}]"\n'),
-                          ["line 2: messages is not a JSON list", '[{"role": "user"']),
+    "extension": (
+        "d.xlsx",
+        lambda p: p.write_bytes(b"PK\x03\x04"),
+        ["has an unknown extension", "use .jsonl, .json, .csv, .tsv or .txt"],
+    ),
+    "messages end": (
+        "c.jsonl",
+        lambda p: p.write_text(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "hello"},
+                        {"role": "user", "content": "bye"},
+                    ]
+                }
+            )
+            + "\n"
+        ),
+        ["line 1: messages must end with a user turn followed by the assistant answer"],
+    ),
+    "messages not json": (
+        "c.csv",
+        lambda p: p.write_text('messages\n"[{role: user}]"\n'),
+        ["line 2: messages is not a JSON list", '[{"role": "user"'],
+    ),
     "header only": ("d.csv", lambda p: p.write_text("prompt,answer\n"), ["holds no examples; add rows"]),
 }
 
@@ -475,8 +557,11 @@ def test_bad_input_names_file_line_and_fix(tmp_path, case):
 
 def _mixed_rows(tmp_path):
     good = _sentiment_rows(5)
-    bad = [{"prompt": "x", "answer": ""}, {"prompt": "", "answer": "y"},
-           {"messages": [{"role": "user", "content": "no answer"}]}]
+    bad = [
+        {"prompt": "x", "answer": ""},
+        {"prompt": "", "answer": "y"},
+        {"messages": [{"role": "user", "content": "no answer"}]},
+    ]
     return _jsonl(tmp_path / "mixed.jsonl", [good[0], bad[0], good[1], bad[1], good[2], good[3], bad[2], good[4]])
 
 
@@ -490,8 +575,11 @@ def test_skip_bad_rows(tmp_path):
 
 
 def test_skip_bad_rows_csv(tmp_path):
-    path = _csv(tmp_path / "d.csv", ["prompt", "answer"], [["a", "yes"], ["b", ""], ["c", "no"], ["d", "yes"],
-                                                            ["", "no"], ["e", "no"]])
+    path = _csv(
+        tmp_path / "d.csv",
+        ["prompt", "answer"],
+        [["a", "yes"], ["b", ""], ["c", "no"], ["d", "yes"], ["", "no"], ["e", "no"]],
+    )
     task = data.load_data_task(path, skip_bad_rows=True)
     assert task.skipped == 2 and "skipped 2" in task.notes[0]
     assert sorted(e.prompt for e in task.train + task.eval) == ["a", "c", "d", "e"]
@@ -518,11 +606,13 @@ def _lengths(tok, ex):
 
 
 def _length_examples():
-    return [Example("Review: superb", "positive", where="f line 1"),
-            Example("Review: awful", "negative", where="f line 2"),
-            Example("Review: " + "red " * 11, "green blue", where="f line 3"),  # prompt fits, answer cut
-            Example("Review: great", "positive", where="f line 4"),
-            Example("Review: " + "blue " * 21, "red", where="f line 5")]  # prompt alone fills seq_len
+    return [
+        Example("Review: superb", "positive", where="f line 1"),
+        Example("Review: awful", "negative", where="f line 2"),
+        Example("Review: " + "red " * 11, "green blue", where="f line 3"),  # prompt fits, answer cut
+        Example("Review: great", "positive", where="f line 4"),
+        Example("Review: " + "blue " * 21, "red", where="f line 5"),
+    ]  # prompt alone fills seq_len
 
 
 def test_length_report(tiny_tokenizer):
@@ -534,15 +624,18 @@ def test_length_report(tiny_tokenizer):
     assert data.length_report(tok, TextSource("red " * 500), 8) == []
     assert data.length_report(tok, examples, 20) == [
         "data: 2 of 5 examples are longer than seq_len 20 tokens (longest 30, first at f line 3) and will be cut; "
-        "1 lose their whole answer and are skipped in training; raise seq_len to 30 to keep them whole"]
+        "1 lose their whole answer and are skipped in training; raise seq_len to 30 to keep them whole"
+    ]
     assert data.length_report(tok, examples, 29) == [
         "data: 1 of 5 examples are longer than seq_len 29 tokens (longest 30, first at f line 5) and will be cut; "
-        "raise seq_len to 30 to keep them whole"]
+        "raise seq_len to 30 to keep them whole"
+    ]
     # boundaries: exactly seq_len tokens fits; a prompt of exactly seq_len tokens leaves no answer
     assert data.length_report(tok, examples[:4], 21) == [] and data.length_report(tok, examples, 30) == []
     assert data.length_report(tok, examples[4:], 28) == [
         "data: 1 of 1 examples are longer than seq_len 28 tokens (longest 30, first at f line 5) and will be cut; "
-        "1 lose their whole answer and are skipped in training; raise seq_len to 30 to keep them whole"]
+        "1 lose their whole answer and are skipped in training; raise seq_len to 30 to keep them whole"
+    ]
 
 
 def test_length_report_matches_what_training_drops(tiny_tokenizer):
@@ -564,7 +657,8 @@ class _ByteTok:
     @classmethod
     def get(cls):
         if cls._tok is None:
-            from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers
+            from tokenizers import Tokenizer, decoders, pre_tokenizers
+            from tokenizers import models as tok_models
             from transformers import PreTrainedTokenizerFast
 
             vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
@@ -572,16 +666,23 @@ class _ByteTok:
             core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
             core.decoder = decoders.ByteLevel()
             cls._tok = PreTrainedTokenizerFast(
-                tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|im_end|>",
-                additional_special_tokens=["<|im_start|>"], chat_template=CHAT_TEMPLATE,
-                clean_up_tokenization_spaces=False)
+                tokenizer_object=core,
+                eos_token="<|im_end|>",
+                pad_token="<|im_end|>",
+                additional_special_tokens=["<|im_start|>"],
+                chat_template=CHAT_TEMPLATE,
+                clean_up_tokenization_spaces=False,
+            )
         return cls._tok
 
 
 def test_preview_shows_the_templated_prompt_and_answer():
     tok = _ByteTok.get()
-    train = [Example("Capital of France?", "Paris", [SYSTEM]), Example("Héllo,  wörld!\nTwo lines.", "yes  sir"),
-             Example("third", "not shown")]
+    train = [
+        Example("Capital of France?", "Paris", [SYSTEM]),
+        Example("Héllo,  wörld!\nTwo lines.", "yes  sir"),
+        Example("third", "not shown"),
+    ]
     task = data.Task("mine", train, [Example("q", "a")])
     pv = data.preview(tok, task, seq_len=256, n=2)
     assert len(pv.examples) == 2
@@ -599,8 +700,13 @@ def test_preview_shows_the_templated_prompt_and_answer():
 def test_preview_stats_and_text(tiny_tokenizer):
     tok = tiny_tokenizer
     train = _length_examples()
-    task = data.Task("mine", train, [Example("q", "a")] * 3, scoring="exact_match",
-                     notes=["data: skipped 1 unusable row(s) of mine (skip_bad_rows is on)"])
+    task = data.Task(
+        "mine",
+        train,
+        [Example("q", "a")] * 3,
+        scoring="exact_match",
+        notes=["data: skipped 1 unusable row(s) of mine (skip_bad_rows is on)"],
+    )
     pv = data.preview(tok, task, seq_len=20, n=3)
     full = sorted(p + a for p, a in (_lengths(tok, e) for e in train))
     assert full == [10, 10, 10, 21, 30]
@@ -617,9 +723,11 @@ def test_preview_stats_and_text(tiny_tokenizer):
         assert shown["answer"].endswith("<|im_end|>")
     assert pv.notes[0] == task.notes[0] and pv.notes[1].startswith("data: 2 of 5 examples are longer")
     text = pv.to_text()
-    assert text.startswith("task mine: instruction data, scored by exact match\n"
-                           "train 5 examples, eval 3 examples; tokens per example: min 10, median 10, "
-                           "90th percentile 21, max 30; 2 of 5 longer than seq_len 20")
+    assert text.startswith(
+        "task mine: instruction data, scored by exact match\n"
+        "train 5 examples, eval 3 examples; tokens per example: min 10, median 10, "
+        "90th percentile 21, max 30; 2 of 5 longer than seq_len 20"
+    )
     assert text.count("[prompt, no loss]") == 3 and text.count("[answer, trained on]") == 3
     assert "--- example 3: 18 prompt tokens + 3 answer tokens (cut at seq_len)" in text
     assert str(pv) == text and text.rstrip().endswith("to keep them whole")
@@ -630,8 +738,12 @@ def test_preview_stats_and_text(tiny_tokenizer):
 
 def test_preview_text_shows_blocks(tiny_tokenizer):
     tok = tiny_tokenizer
-    task = data.Task("prose", TextSource(" ".join(["red green blue"] * 20)),
-                     TextSource(" ".join(["apple banana"] * 10)), scoring="perplexity")
+    task = data.Task(
+        "prose",
+        TextSource(" ".join(["red green blue"] * 20)),
+        TextSource(" ".join(["apple banana"] * 10)),
+        scoring="perplexity",
+    )
     pv = data.preview(tok, task, seq_len=16, n=2)
     assert (pv.kind, pv.stats["unit"]) == ("text", "blocks")
     assert pv.stats["train"] == 4 and pv.stats["eval"] == 2  # 60 tokens -> 16,16,16,12; 20 -> 16,4
@@ -656,8 +768,11 @@ def test_builtin_text_task(tmp_path, monkeypatch):
     root = tmp_path / "poems"
     root.mkdir()
     (root / "train.txt").write_text(_numbered_text(30), encoding="utf-8")
-    (root / "eval.txt").write_text("The evening sun went down over the quiet harbour town.\n\n"
-                                   "Boats came home one by one and the lamps were lit.\n", encoding="utf-8")
+    (root / "eval.txt").write_text(
+        "The evening sun went down over the quiet harbour town.\n\n"
+        "Boats came home one by one and the lamps were lit.\n",
+        encoding="utf-8",
+    )
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "train.txt").write_text("no eval file here", encoding="utf-8")
     monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
@@ -665,16 +780,32 @@ def test_builtin_text_task(tmp_path, monkeypatch):
     task = data.load_task("poems")
     assert task.kind == "text" and task.scoring == "perplexity"
     assert task.train.text == _numbered_text(30)
-    assert task.sample_prompts == ["The evening sun went down over the quiet harbour town.",
-                                   "Boats came home one by one and the lamps were lit."]
+    assert task.sample_prompts == [
+        "The evening sun went down over the quiet harbour town.",
+        "Boats came home one by one and the lamps were lit.",
+    ]
     msg = _error(data.load_task, "half")
     assert msg == "task: unknown task 'half'; built-in tasks are poems"
 
 
 # =========================================================================== 9. compare and the CLI
 
-CLI_SMALL = ["--device", "cpu", "--variants", "base,lora", "--steps", "2", "--batch-size", "2", "--seq-len", "48",
-             "--rank", "2", "--lr", "0.01"]
+CLI_SMALL = [
+    "--device",
+    "cpu",
+    "--variants",
+    "base,lora",
+    "--steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--seq-len",
+    "48",
+    "--rank",
+    "2",
+    "--lr",
+    "0.01",
+]
 
 
 def _compare(tiny_model_dir, out, *args):
@@ -703,8 +834,9 @@ def test_cli_compare_csv_with_columns_and_eval_data(tiny_model_dir, tmp_path, ca
     path = _csv(tmp_path / "reviews.csv", ["review", "label"], rows)
     held = _csv(tmp_path / "held.csv", ["review", "label"], rows[:5])
     out = tmp_path / "run"
-    rc = _compare(tiny_model_dir, out, "--data", str(path), "--eval-data", str(held),
-                  "--columns", "prompt=review,answer=label")
+    rc = _compare(
+        tiny_model_dir, out, "--data", str(path), "--eval-data", str(held), "--columns", "prompt=review,answer=label"
+    )
     assert rc == 0, capsys.readouterr().err
     doc, by_name = _results(out)
     assert doc["scoring"] == "exact_match" and doc["config"]["columns"] == "prompt=review,answer=label"
@@ -733,11 +865,14 @@ def _bad_csv_columns(path):
     path.write_text("question,label\nhi,yes\n", encoding="utf-8")
 
 
-@pytest.mark.parametrize("case, write, part", [
-    ("missing", None, "does not exist"),
-    ("csv columns", _bad_csv_columns, "--columns"),
-    ("not utf-8", _latin1, "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "case, write, part",
+    [
+        ("missing", None, "does not exist"),
+        ("csv columns", _bad_csv_columns, "--columns"),
+        ("not utf-8", _latin1, "not UTF-8"),
+    ],
+)
 @pytest.mark.parametrize("command", ["compare", "preview"])
 def test_cli_bad_data_fails_before_the_model(tmp_path, capsys, monkeypatch, case, write, part, command):
     monkeypatch.chdir(tmp_path)
@@ -803,8 +938,9 @@ def test_jsonl_saved_as_json_gets_a_rename_hint(tmp_path):
 
 def test_text_without_blank_lines_still_gives_sample_prompts(tmp_path):
     path = tmp_path / "t.txt"
-    path.write_text("\n".join(f"Line number {i} of a text with no paragraphs at all." for i in range(200)),
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(f"Line number {i} of a text with no paragraphs at all." for i in range(200)), encoding="utf-8"
+    )
     task = data.load_data_task(path)
     assert len(task.sample_prompts) == 3 and all(p.startswith("Line number") for p in task.sample_prompts)
 

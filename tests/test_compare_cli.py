@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from workbench import cli, runs
-from workbench.compare import PRESETS, preset_config, results_table, run_compare
-from workbench.config import DEFAULT_MODEL, RunConfig
+from workbench.compare import results_table, run_compare
+from workbench.config import DEFAULT_MODEL, PRESETS, RunConfig, preset_config
 from workbench.events import MetricEvent
 
 STEPS = 3
@@ -20,13 +20,17 @@ TRAINING_FIELDS = ["rank", "target_modules", "train_seconds", "tokens_per_second
 
 
 def tiny_config(model_dir, data, variants="base,lora,qlora", steps=STEPS, **train):
-    return RunConfig.from_dict({
-        "model": {"name": str(model_dir), "device": "cpu"},
-        "lora": {"rank": 4, "alpha": 8.0},
-        "quant": {"bits": 4},
-        "train": {"steps": steps, "lr": 3e-2, "batch_size": 4, "seq_len": 32, "warmup_steps": 0, **train},
-        "task": None, "data": str(data), "variants": variants,
-    })
+    return RunConfig.from_dict(
+        {
+            "model": {"name": str(model_dir), "device": "cpu"},
+            "lora": {"rank": 4, "alpha": 8.0},
+            "quant": {"bits": 4},
+            "train": {"steps": steps, "lr": 3e-2, "batch_size": 4, "seq_len": 32, "warmup_steps": 0, **train},
+            "task": None,
+            "data": str(data),
+            "variants": variants,
+        }
+    )
 
 
 def _png(path):
@@ -72,8 +76,17 @@ def test_results_json_fields(full_run):
 
 def test_run_folder_files(full_run):
     result, out, _, _ = full_run
-    expected = {"results.json", "results.csv", "metrics.csv", "loss.png", "memory.png", "accuracy_vs_memory.png",
-                "generations.md", "predictions.json", "adapters"}
+    expected = {
+        "results.json",
+        "results.csv",
+        "metrics.csv",
+        "loss.png",
+        "memory.png",
+        "accuracy_vs_memory.png",
+        "generations.md",
+        "predictions.json",
+        "adapters",
+    }
     assert set(os.listdir(out)) == expected  # nothing else: no temp files
     for png in ("loss.png", "memory.png", "accuracy_vs_memory.png"):
         assert _png(out / png), png
@@ -89,8 +102,9 @@ def test_run_folder_files(full_run):
 
     metrics = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(metrics) == 2 * STEPS  # trained variants x steps
-    assert [(m["variant"], int(m["step"])) for m in metrics] == \
-        [(v, s) for v in ("lora", "qlora") for s in range(1, STEPS + 1)]
+    assert [(m["variant"], int(m["step"])) for m in metrics] == [
+        (v, s) for v in ("lora", "qlora") for s in range(1, STEPS + 1)
+    ]
     assert list(metrics[0]) == list(MetricEvent.__dataclass_fields__)
     assert len(result.metrics) == 2 * STEPS
 
@@ -170,23 +184,26 @@ def _err_lines(text):
     return [line for line in text.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("args, field", [
-    (["compare", "--rank", "0"], "rank"),
-    (["compare", "--dropout", "1.5"], "dropout"),
-    (["compare", "--variants", "foo"], "variants"),
-    (["compare", "--variants", "lora,lora"], "variants"),
-    (["compare", "--data", "missing.jsonl"], "data"),
-    (["compare", "--preset", "nope"], "preset"),
-    (["compare", "--steps", "-1"], "steps"),
-    (["compare", "--seq-len", "2"], "seq_len"),
-    (["compare", "--targets", ","], "targets"),
-    (["compare", "--rank", "many"], "--rank"),  # argparse's own errors are one line too
-    (["compare", "--device", "tpu"], "--device"),
-    (["estimate", "--bits", "5"], "bits"),
-    (["estimate", "--rank", "0"], "rank"),
-    (["estimate", "--model", "nobody-here/no-such-model-xyz"], "model"),
-    (["model-path", "nobody-here/no-such-model-xyz"], "model"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["compare", "--rank", "0"], "rank"),
+        (["compare", "--dropout", "1.5"], "dropout"),
+        (["compare", "--variants", "foo"], "variants"),
+        (["compare", "--variants", "lora,lora"], "variants"),
+        (["compare", "--data", "missing.jsonl"], "data"),
+        (["compare", "--preset", "nope"], "preset"),
+        (["compare", "--steps", "-1"], "steps"),
+        (["compare", "--seq-len", "2"], "seq_len"),
+        (["compare", "--targets", ","], "targets"),
+        (["compare", "--rank", "many"], "--rank"),  # argparse's own errors are one line too
+        (["compare", "--device", "tpu"], "--device"),
+        (["estimate", "--bits", "5"], "bits"),
+        (["estimate", "--rank", "0"], "rank"),
+        (["estimate", "--model", "nobody-here/no-such-model-xyz"], "model"),
+        (["model-path", "nobody-here/no-such-model-xyz"], "model"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(args, field, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written into the checkout
     try:
@@ -202,8 +219,23 @@ def test_cli_bad_input_exits_2_with_one_line(args, field, capsys, tmp_path, monk
 
 
 def test_cli_unknown_target_on_the_tiny_model(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
-    rc = cli.main(["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu",
-                   "--targets", "not_a_module", "--steps", "1", "--out", str(tmp_path / "run")])
+    rc = cli.main(
+        [
+            "compare",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(tiny_jsonl),
+            "--device",
+            "cpu",
+            "--targets",
+            "not_a_module",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 2
     # the model has to be loaded to know its layer names, so progress lines come first; the error is one line
@@ -216,9 +248,31 @@ def test_cli_unknown_target_on_the_tiny_model(tiny_model_dir, tiny_jsonl, tmp_pa
 
 def test_cli_compare_happy_path(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu",
-                   "--variants", "base,lora", "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--rank", "2",
-                   "--targets", "q_proj,v_proj", "--out", str(out)])
+    rc = cli.main(
+        [
+            "compare",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(tiny_jsonl),
+            "--device",
+            "cpu",
+            "--variants",
+            "base,lora",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "32",
+            "--rank",
+            "2",
+            "--targets",
+            "q_proj,v_proj",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "base" in captured.out and "lora" in captured.out and f"wrote {out.resolve()}" in captured.out
@@ -231,8 +285,9 @@ def test_cli_compare_happy_path(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
 @pytest.mark.parametrize("model", ["tiny", DEFAULT_MODEL])
 def test_cli_estimate_json(model, tiny_model_dir, capsys):
     name = str(tiny_model_dir) if model == "tiny" else model
-    rc = cli.main(["estimate", "--model", name, "--bits", "4", "--rank", "8", "--batch-size", "2", "--seq-len",
-                   "64", "--json"])
+    rc = cli.main(
+        ["estimate", "--model", name, "--bits", "4", "--rank", "8", "--batch-size", "2", "--seq-len", "64", "--json"]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     doc = json.loads(captured.out)
@@ -259,12 +314,24 @@ def test_cli_model_path(tiny_model_dir, capsys):
 
 def test_cli_subprocess_exit_status(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WORKBENCH_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "compare", "--rank", "0"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "compare", "--rank", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "workbench: error: rank must be at least 1; got 0"
     assert proc.stdout == ""
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "compare", "--no-such-flag"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "compare", "--no-such-flag"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 2
     assert _err_lines(proc.stderr) == ["workbench: error: unrecognized arguments: --no-such-flag"]

@@ -26,41 +26,44 @@ def test_defaults_are_valid():
     assert cfg.task == "sentiment" and cfg.data is None
 
 
-@pytest.mark.parametrize("make, field_name", [
-    (lambda: LoraSettings(rank=0), "rank"),
-    (lambda: LoraSettings(rank=-3), "rank"),
-    (lambda: LoraSettings(rank=2.5), "rank"),
-    (lambda: LoraSettings(rank=True), "rank"),
-    (lambda: LoraSettings(alpha=0), "alpha"),
-    (lambda: LoraSettings(dropout=1.5), "dropout"),
-    (lambda: LoraSettings(dropout=1.0), "dropout"),
-    (lambda: LoraSettings(dropout=-0.1), "dropout"),
-    (lambda: LoraSettings(target_modules=""), "targets"),
-    (lambda: LoraSettings(target_modules=[]), "targets"),
-    (lambda: LoraSettings(target_modules=" , ,"), "targets"),
-    (lambda: LoraSettings(target_modules=["all-linear", "q_proj"]), "targets"),
-    (lambda: QuantSettings(bits=5), "bits"),
-    (lambda: QuantSettings(bits=32), "bits"),
-    (lambda: QuantSettings(quant_type="int3"), "quant_type"),
-    (lambda: QuantSettings(compute_dtype="float64"), "compute_dtype"),
-    (lambda: ModelSettings(device="tpu"), "device"),
-    (lambda: ModelSettings(name="  "), "model"),
-    (lambda: TrainSettings(steps=0), "steps"),
-    (lambda: TrainSettings(steps=-1), "steps"),
-    (lambda: TrainSettings(lr=0), "lr"),
-    (lambda: TrainSettings(lr=2.0), "lr"),
-    (lambda: TrainSettings(batch_size=0), "batch_size"),
-    (lambda: TrainSettings(seq_len=4), "seq_len"),
-    (lambda: TrainSettings(grad_accum=0), "grad_accum"),
-    (lambda: TrainSettings(warmup_steps=-1), "warmup_steps"),
-    (lambda: TrainSettings(seed=-1), "seed"),
-    (lambda: TrainSettings(eval_examples=-1), "eval_examples"),
-    (lambda: RunConfig(variants=["foo"]), "variants"),
-    (lambda: RunConfig(variants="base,foo"), "variants"),
-    (lambda: RunConfig(variants=[]), "variants"),
-    (lambda: RunConfig(variants=["lora", "lora"]), "variants"),
-    (lambda: RunConfig(task=None, data=None), "task"),
-])
+@pytest.mark.parametrize(
+    "make, field_name",
+    [
+        (lambda: LoraSettings(rank=0), "rank"),
+        (lambda: LoraSettings(rank=-3), "rank"),
+        (lambda: LoraSettings(rank=2.5), "rank"),
+        (lambda: LoraSettings(rank=True), "rank"),
+        (lambda: LoraSettings(alpha=0), "alpha"),
+        (lambda: LoraSettings(dropout=1.5), "dropout"),
+        (lambda: LoraSettings(dropout=1.0), "dropout"),
+        (lambda: LoraSettings(dropout=-0.1), "dropout"),
+        (lambda: LoraSettings(target_modules=""), "targets"),
+        (lambda: LoraSettings(target_modules=[]), "targets"),
+        (lambda: LoraSettings(target_modules=" , ,"), "targets"),
+        (lambda: LoraSettings(target_modules=["all-linear", "q_proj"]), "targets"),
+        (lambda: QuantSettings(bits=5), "bits"),
+        (lambda: QuantSettings(bits=32), "bits"),
+        (lambda: QuantSettings(quant_type="int3"), "quant_type"),
+        (lambda: QuantSettings(compute_dtype="float64"), "compute_dtype"),
+        (lambda: ModelSettings(device="tpu"), "device"),
+        (lambda: ModelSettings(name="  "), "model"),
+        (lambda: TrainSettings(steps=0), "steps"),
+        (lambda: TrainSettings(steps=-1), "steps"),
+        (lambda: TrainSettings(lr=0), "lr"),
+        (lambda: TrainSettings(lr=2.0), "lr"),
+        (lambda: TrainSettings(batch_size=0), "batch_size"),
+        (lambda: TrainSettings(seq_len=4), "seq_len"),
+        (lambda: TrainSettings(grad_accum=0), "grad_accum"),
+        (lambda: TrainSettings(warmup_steps=-1), "warmup_steps"),
+        (lambda: TrainSettings(seed=-1), "seed"),
+        (lambda: TrainSettings(eval_examples=-1), "eval_examples"),
+        (lambda: RunConfig(variants=["foo"]), "variants"),
+        (lambda: RunConfig(variants="base,foo"), "variants"),
+        (lambda: RunConfig(variants=[]), "variants"),
+        (lambda: RunConfig(variants=["lora", "lora"]), "variants"),
+        (lambda: RunConfig(task=None, data=None), "task"),
+    ],
+)
 def test_bad_value_raises_value_error_naming_the_field(make, field_name):
     with pytest.raises(ValueError) as info:
         make()
@@ -80,15 +83,18 @@ def test_unknown_variant_message_lists_choices():
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("q_proj, v_proj", ["q_proj", "v_proj"]),
-    ("q_proj,v_proj,", ["q_proj", "v_proj"]),
-    (" q_proj ", ["q_proj"]),
-    (["k_proj", " o_proj "], ["k_proj", "o_proj"]),
-    ("all-linear", "all-linear"),
-    (" all-linear ", "all-linear"),
-    (["all-linear"], "all-linear"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("q_proj, v_proj", ["q_proj", "v_proj"]),
+        ("q_proj,v_proj,", ["q_proj", "v_proj"]),
+        (" q_proj ", ["q_proj"]),
+        (["k_proj", " o_proj "], ["k_proj", "o_proj"]),
+        ("all-linear", "all-linear"),
+        (" all-linear ", "all-linear"),
+        (["all-linear"], "all-linear"),
+    ],
+)
 def test_parse_targets(value, expected):
     assert parse_targets(value) == expected
     assert LoraSettings(target_modules=value).target_modules == expected
@@ -112,9 +118,20 @@ def test_run_config_round_trips_through_dict():
         model=ModelSettings(name="/some/folder", device="cpu"),
         lora=LoraSettings(rank=4, alpha=8.0, dropout=0.0, target_modules="q_proj,v_proj", use_rslora=True),
         quant=QuantSettings(bits=4, quant_type="fp4", double_quant=False, compute_dtype="float32"),
-        train=TrainSettings(steps=7, lr=1e-3, batch_size=2, seq_len=32, grad_accum=2, warmup_steps=1, seed=3,
-                            gradient_checkpointing=True, eval_examples=5),
-        task=None, data="x.jsonl", variants=["lora", "base"],
+        train=TrainSettings(
+            steps=7,
+            lr=1e-3,
+            batch_size=2,
+            seq_len=32,
+            grad_accum=2,
+            warmup_steps=1,
+            seed=3,
+            gradient_checkpointing=True,
+            eval_examples=5,
+        ),
+        task=None,
+        data="x.jsonl",
+        variants=["lora", "base"],
     )
     d = cfg.to_dict()
     assert d["lora"]["target_modules"] == ["q_proj", "v_proj"]
@@ -137,8 +154,7 @@ def test_from_dict_validates():
 @pytest.mark.parametrize("cls", [ModelSettings, LoraSettings, QuantSettings, TrainSettings, RunConfig])
 def test_every_field_has_help(cls):
     # RunConfig's model/lora/train are sections (their own fields carry the help); the rest need help
-    fields = [f for f in dataclasses.fields(cls)
-              if not (cls is RunConfig and f.name in ("model", "lora", "train"))]
+    fields = [f for f in dataclasses.fields(cls) if not (cls is RunConfig and f.name in ("model", "lora", "train"))]
     assert fields
     for f in fields:
         text = help_for(cls, f.name)

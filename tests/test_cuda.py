@@ -10,7 +10,7 @@ import torch
 from workbench import generate as gen
 from workbench import models
 from workbench.config import LoraSettings, QuantSettings, TrainSettings
-from workbench.memory import MiB, MemoryMonitor
+from workbench.memory import MemoryMonitor, MiB
 from workbench.train import seed_everything, train
 
 pytestmark = [
@@ -87,8 +87,9 @@ def test_8bit_on_cuda_trains(tiny_model_dir, tiny_tokenizer, tiny_task):
 
 
 def test_weight_bytes_on_cuda_shrink_with_bits(tiny_model_dir):
-    sizes = {bits: models.weight_bytes(models.load_model(tiny_model_dir, bits=bits, device="cuda")[0])
-             for bits in (16, 8, 4)}
+    sizes = {
+        bits: models.weight_bytes(models.load_model(tiny_model_dir, bits=bits, device="cuda")[0]) for bits in (16, 8, 4)
+    }
     assert sizes[4] < sizes[8] < sizes[16]
 
 
@@ -112,12 +113,16 @@ def test_compare_on_cuda(tiny_model_dir, tiny_jsonl, tmp_path):
     from workbench.compare import run_compare
     from workbench.config import RunConfig
 
-    cfg = RunConfig.from_dict({
-        "model": {"name": str(tiny_model_dir), "device": "cuda"},
-        "lora": {"rank": 4},
-        "train": {"steps": 2, "lr": 3e-2, "batch_size": 4, "seq_len": 32, "warmup_steps": 0},
-        "task": None, "data": str(tiny_jsonl), "variants": "base,lora,lora8,qlora",
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "model": {"name": str(tiny_model_dir), "device": "cuda"},
+            "lora": {"rank": 4},
+            "train": {"steps": 2, "lr": 3e-2, "batch_size": 4, "seq_len": 32, "warmup_steps": 0},
+            "task": None,
+            "data": str(tiny_jsonl),
+            "variants": "base,lora,lora8,qlora",
+        }
+    )
     result = run_compare(cfg, tmp_path / "run")
     doc = runs.load_results(tmp_path / "run")
     assert result.device.startswith("cuda (")

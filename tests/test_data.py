@@ -6,32 +6,37 @@ import torch
 from workbench import data
 from workbench.data import IGNORE_INDEX, Example
 
-
 # --------------------------------------------------------------------------- scoring
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Positive", "positive"),
-    ("  POSITIVE!  ", "positive"),
-    ("The answer is: a cat.", "answer is cat"),
-    ("An apple, the  banana", "apple banana"),
-    ("theatre", "theatre"),  # articles only as whole words
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Positive", "positive"),
+        ("  POSITIVE!  ", "positive"),
+        ("The answer is: a cat.", "answer is cat"),
+        ("An apple, the  banana", "apple banana"),
+        ("theatre", "theatre"),  # articles only as whole words
+        ("", ""),
+    ],
+)
 def test_normalize(text, expected):
     assert data.normalize(text) == expected
 
 
-@pytest.mark.parametrize("pred, answer, same", [
-    ("positive", "positive", True),
-    ("Positive.", "positive", True),
-    ("the Positive!", "positive", True),
-    ("  negative ", "Negative", True),
-    ("a blue car", "Blue car", True),
-    ("positive", "negative", False),
-    ("positive negative", "positive", False),
-    ("", "positive", False),
-])
+@pytest.mark.parametrize(
+    "pred, answer, same",
+    [
+        ("positive", "positive", True),
+        ("Positive.", "positive", True),
+        ("the Positive!", "positive", True),
+        ("  negative ", "Negative", True),
+        ("a blue car", "Blue car", True),
+        ("positive", "negative", False),
+        ("positive negative", "positive", False),
+        ("", "positive", False),
+    ],
+)
 def test_exact_match(pred, answer, same):
     assert data.exact_match(pred, answer) is same
 
@@ -59,10 +64,10 @@ def test_encode_example_masks_the_prompt(tiny_tokenizer):
     p_ids = tok(data.prompt_text(tok, ex.prompt), add_special_tokens=False)["input_ids"]
     ids, labels = row["input_ids"], row["labels"]
     assert len(ids) == len(labels) == len(p_ids) + 3  # "very", "positive", eos
-    assert ids[:len(p_ids)] == p_ids
-    assert labels[:len(p_ids)] == [IGNORE_INDEX] * len(p_ids)
-    answer_part = labels[len(p_ids):]
-    assert answer_part == ids[len(p_ids):]
+    assert ids[: len(p_ids)] == p_ids
+    assert labels[: len(p_ids)] == [IGNORE_INDEX] * len(p_ids)
+    answer_part = labels[len(p_ids) :]
+    assert answer_part == ids[len(p_ids) :]
     assert tok.convert_ids_to_tokens(answer_part) == ["very", "positive", "<|im_end|>"]
     assert answer_part[-1] == tok.eos_token_id
 
@@ -77,8 +82,7 @@ def test_encode_example_truncates(tiny_tokenizer):
 
 def test_collate_pads_right(tiny_tokenizer):
     pad = tiny_tokenizer.pad_token_id
-    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]},
-            {"input_ids": [8], "labels": [8]}]
+    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}, {"input_ids": [8], "labels": [8]}]
     batch = data.collate(rows, pad)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, pad, pad]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
@@ -103,12 +107,15 @@ def _write(path, lines):
 
 
 def test_read_jsonl_ok(tmp_path):
-    path = _write(tmp_path / "d.jsonl", [
-        json.dumps({"prompt": "p1", "answer": "a1"}),
-        "",
-        json.dumps({"instruction": "p2", "response": "a2"}),
-        json.dumps({"prompt": "p3", "output": "a3", "extra": 1}),
-    ])
+    path = _write(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"prompt": "p1", "answer": "a1"}),
+            "",
+            json.dumps({"instruction": "p2", "response": "a2"}),
+            json.dumps({"prompt": "p3", "output": "a3", "extra": 1}),
+        ],
+    )
     assert data.read_jsonl(path) == [Example("p1", "a1"), Example("p2", "a2"), Example("p3", "a3")]
 
 
@@ -127,8 +134,9 @@ def test_read_jsonl_bad_json_names_the_line(tmp_path):
 
 
 def test_read_jsonl_empty_answer(tmp_path):
-    path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "answer": "a"}),
-                                         json.dumps({"prompt": "p", "answer": "   "})])
+    path = _write(
+        tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "answer": "a"}), json.dumps({"prompt": "p", "answer": "   "})]
+    )
     with pytest.raises(ValueError, match="line 2 has an empty answer"):
         data.read_jsonl(path)
 

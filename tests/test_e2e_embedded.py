@@ -42,17 +42,22 @@ def test_embedded_model_converts_to_a_plain_transformers_folder(embedded_dir):
     tok = AutoTokenizer.from_pretrained(embedded_dir)
     model = AutoModelForCausalLM.from_pretrained(embedded_dir)
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
     # a second resolve reuses the folder
     assert resolve.resolve_model(DEFAULT_MODEL) == embedded_dir
 
 
 def test_model_path_command_prints_the_folder(embedded_dir):
-    out = subprocess.run([sys.executable, "-m", "workbench.cli", "model-path"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "model-path"], capture_output=True, text=True, check=True
+    )
     assert Path(out.stdout.strip()) == embedded_dir
 
 
@@ -67,8 +72,13 @@ def test_qlora_trains_after_generating_on_the_real_model(embedded_dir):
     assert first[0].new_tokens > 0
     model = models.attach_lora(model, LoraSettings(rank=4, target_modules=["q_proj", "v_proj"]), bits=4)
     task = load_task("sentiment")
-    res = train(model, tok, task.train[:32], TrainSettings(steps=4, batch_size=4, seq_len=64, lr=3e-3,
-                                                           warmup_steps=0), variant="qlora")
+    res = train(
+        model,
+        tok,
+        task.train[:32],
+        TrainSettings(steps=4, batch_size=4, seq_len=64, lr=3e-3, warmup_steps=0),
+        variant="qlora",
+    )
     assert res.losses[-1] < res.losses[0] * 0.8, res.losses
     moved = [p.abs().max().item() for n, p in model.named_parameters() if "lora_B" in n]
     assert moved and min(moved) > 0, "lora_B stayed at zero: gradients did not flow"
@@ -76,13 +86,34 @@ def test_qlora_trains_after_generating_on_the_real_model(embedded_dir):
 
 def test_compare_cli_on_embedded_model_16_and_4_bits(tmp_path, embedded_dir):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "workbench.cli", "compare", "--preset", "cpu-demo", "--steps", "8",
-           "--eval-examples", "24", "--batch-size", "8", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench.cli",
+        "compare",
+        "--preset",
+        "cpu-demo",
+        "--steps",
+        "8",
+        "--eval-examples",
+        "24",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    for name in ("results.json", "results.csv", "metrics.csv", "loss.png", "memory.png",
-                 "accuracy_vs_memory.png", "generations.md"):
+    for name in (
+        "results.json",
+        "results.csv",
+        "metrics.csv",
+        "loss.png",
+        "memory.png",
+        "accuracy_vs_memory.png",
+        "generations.md",
+    ):
         assert (out / name).is_file(), name
     res = json.loads((out / "results.json").read_text())
     rows = {v["name"]: v for v in res["variants"]}

@@ -133,8 +133,7 @@ def test_loading_sets_the_peak_of_a_small_kbit_cpu_run():
     assert small.total == checkpoint + weights + estimator.CPU_LOAD_RUNTIME_BYTES
     assert "loading (checkpoint read while quantizing)" in small.components and small.notes
     assert 700 * MiB < small.total < 760 * MiB
-    assert not any(k.startswith("loading") for k in estimate(cfg, bits=16, rank=4, batch_size=1,
-                                                             seq_len=32).components)
+    assert not any(k.startswith("loading") for k in estimate(cfg, bits=16, rank=4, batch_size=1, seq_len=32).components)
 
 
 def test_components_have_colours_in_order():
@@ -143,8 +142,9 @@ def test_components_have_colours_in_order():
     keys = set()
     for bits in (16, 8, 4):
         for train in (True, False):
-            keys |= set(estimate(model_config_for(SMOL), bits=bits, rank=4, batch_size=1, seq_len=8,
-                                 train=train).components)
+            keys |= set(
+                estimate(model_config_for(SMOL), bits=bits, rank=4, batch_size=1, seq_len=8, train=train).components
+            )
     assert keys <= set(plots.COMPONENT_COLORS)
     order = list(plots.COMPONENT_COLORS)
     assert order[0] == "weights" and order.index("activations") > order.index("optimizer state")
@@ -198,8 +198,13 @@ RETENTION_SCRIPT = textwrap.dedent("""
 def _retained(env_value: str) -> dict:
     import os
 
-    out = subprocess.run([sys.executable, "-c", RETENTION_SCRIPT], capture_output=True, text=True, check=True,
-                         env={**os.environ, "WORKBENCH_MALLOC_DEFAULT": env_value})
+    out = subprocess.run(
+        [sys.executable, "-c", RETENTION_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "WORKBENCH_MALLOC_DEFAULT": env_value},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -246,8 +251,10 @@ def test_estimate_within_10_percent_of_the_measured_training_peak(embedded_dir):
 
     errors = {}
     for bits, rank, batch, seq in ((16, 16, 8, 64), (8, 4, 4, 128), (4, 64, 2, 256)):
-        row = run_one(BenchConfig(bits=bits, rank=rank, targets="all-linear", batch_size=batch, seq_len=seq,
-                                  steps=2), model_path=str(embedded_dir))
+        row = run_one(
+            BenchConfig(bits=bits, rank=rank, targets="all-linear", batch_size=batch, seq_len=seq, steps=2),
+            model_path=str(embedded_dir),
+        )
         assert row["heap_limited"], "memory.limit_heap_retention was not applied"
         errors[bits] = (round(error(row), 4), row["peak"] // MiB, row["estimate"] // MiB)
     assert all(abs(e) <= 0.10 for e, _, _ in errors.values()), errors

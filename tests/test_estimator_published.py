@@ -94,8 +94,9 @@ def test_qlora_bits_per_parameter():
 def test_double_quantization_saves_about_3_gb_on_65b():
     # "... a reduction of 0.373 bits per parameter", which the paper puts at about 3 GB for a 65B model
     def quantized(dq):
-        return cuda_estimate("llama-65b", bits=4, rank=64, batch_size=1, seq_len=512,
-                             double_quant=dq).components["weights (quantized layers)"]
+        return cuda_estimate("llama-65b", bits=4, rank=64, batch_size=1, seq_len=512, double_quant=dq).components[
+            "weights (quantized layers)"
+        ]
 
     saved = quantized(False) - quantized(True)
     assert 2.9e9 < saved < 3.2e9  # 3.02e9 bytes: 0.373 bits x the 64.8e9 weights inside the linear layers
@@ -114,12 +115,21 @@ def test_65b_fits_one_48gb_gpu_with_qlora():
     The paper's adapters are bf16 (and its paged optimizer can spill the AdamW state to the CPU), so its
     own footprint is ~3 GB lower; this workbench keeps adapters fp32 (peft's default), as estimated here.
     """
-    q = cuda_estimate("llama-65b", bits=4, rank=64, targets="all-linear", batch_size=1, seq_len=512,
-                      gradient_checkpointing=True, double_quant=True)
+    q = cuda_estimate(
+        "llama-65b",
+        bits=4,
+        rank=64,
+        targets="all-linear",
+        batch_size=1,
+        seq_len=512,
+        gradient_checkpointing=True,
+        double_quant=True,
+    )
     assert 40 * GiB < q.total < 48 * GiB
     # the same job with a 16-bit base is nowhere near one GPU, so the check above can fail
-    full = cuda_estimate("llama-65b", bits=16, rank=64, targets="all-linear", batch_size=1, seq_len=512,
-                         gradient_checkpointing=True)
+    full = cuda_estimate(
+        "llama-65b", bits=16, rank=64, targets="all-linear", batch_size=1, seq_len=512, gradient_checkpointing=True
+    )
     assert full.total > 120 * GiB
     # and without gradient checkpointing (the paper used it) 4 bits alone is not enough either
     plain = cuda_estimate("llama-65b", bits=4, rank=64, targets="all-linear", batch_size=1, seq_len=512)
@@ -132,8 +142,16 @@ def test_65b_fits_one_48gb_gpu_with_qlora():
 #   Freeze/LoRA/GaLore/APOLLO/BAdam 16-bit: 7B 16, 14B 32, 30B 64, 70B 160 (`2x`GB)
 #   QLoRA 8-bit: 10, 20, 40, 80 (`x`GB);  QLoRA 4-bit: 6, 12, 24, 48 (`x/2`GB)
 LLAMA_FACTORY_GB = {16: {7: 16, 14: 32, 70: 160}, 8: {7: 10, 14: 20, 70: 80}, 4: {7: 6, 14: 12, 70: 48}}
-TABLE_COLUMN = {"llama-2-7b": 7, "mistral-7b": 7, "qwen2.5-7b": 7, "llama-3.1-8b": 7, "llama-2-13b": 14,
-                "llama-65b": 70, "llama-2-70b": 70, "llama-3.1-70b": 70}
+TABLE_COLUMN = {
+    "llama-2-7b": 7,
+    "mistral-7b": 7,
+    "qwen2.5-7b": 7,
+    "llama-3.1-8b": 7,
+    "llama-2-13b": 14,
+    "llama-65b": 70,
+    "llama-2-70b": 70,
+    "llama-3.1-70b": 70,
+}
 
 
 @pytest.mark.parametrize("alias", sorted(TABLE_COLUMN))
@@ -154,11 +172,20 @@ def test_llama_factory_hardware_table(alias):
     column = TABLE_COLUMN[alias]
     scale = parameter_count(cfg) / (column * 1e9)
     for bits, row in LLAMA_FACTORY_GB.items():
-        c = estimate(cfg, bits=bits, rank=8, targets="all-linear", batch_size=1, seq_len=1024,
-                     gradient_checkpointing=True, device_type="cuda").components
+        c = estimate(
+            cfg,
+            bits=bits,
+            rank=8,
+            targets="all-linear",
+            batch_size=1,
+            seq_len=1024,
+            gradient_checkpointing=True,
+            device_type="cuda",
+        ).components
         # weights, adapter, gradients, optimizer state ("logits and loss" is activation memory, split out)
-        static = sum(v for k, v in c.items() if k.startswith("weights") or k in ("adapter", "gradients",
-                                                                               "optimizer state"))
+        static = sum(
+            v for k, v in c.items() if k.startswith("weights") or k in ("adapter", "gradients", "optimizer state")
+        )
         static -= c.get("weights (kept in full precision)", 0) // 2  # fp32 -> bf16, as LLaMA-Factory keeps it
         ratio = static / (row[column] * 1e9 * scale)
         assert 0.65 <= ratio <= 1.0, (alias, bits, round(ratio, 3))
@@ -168,8 +195,24 @@ def test_llama_factory_hardware_table(alias):
 
 
 def test_cli_estimate_json_for_a_shipped_alias(capsys):
-    rc = cli.main(["estimate", "--model", "llama-2-7b", "--bits", "4", "--rank", "16", "--targets", "q_proj,v_proj",
-                   "--batch-size", "1", "--seq-len", "512", "--json"])
+    rc = cli.main(
+        [
+            "estimate",
+            "--model",
+            "llama-2-7b",
+            "--bits",
+            "4",
+            "--rank",
+            "16",
+            "--targets",
+            "q_proj,v_proj",
+            "--batch-size",
+            "1",
+            "--seq-len",
+            "512",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     doc = json.loads(captured.out)

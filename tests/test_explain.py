@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from workbench import explain
-from workbench.compare import preset_config
-from workbench.config import LoraSettings
+from workbench.config import LoraSettings, preset_config
 from workbench.estimator import bits_per_param
 from workbench.layout import ModelLayout
 from workbench.ui import AppState
-from workbench.ui.explain import LoraExplainer, QuantExplainer, quant_table_html
+from workbench.ui.explain import LoraExplainer
+from workbench.ui.quant import QuantExplainer, quant_table_html
 
 PNG = b"\x89PNG"
 
@@ -39,19 +39,34 @@ def quant_panel():
 
 
 def tiny_state(model_dir: Path, runs_dir: Path, **lora) -> AppState:
-    cfg = preset_config(None, {"model": {"name": str(model_dir), "device": "cpu"}, "task": "sentiment",
-                               "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear", **lora},
-                               "variants": ["lora"]})
+    cfg = preset_config(
+        None,
+        {
+            "model": {"name": str(model_dir), "device": "cpu"},
+            "task": "sentiment",
+            "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear", **lora},
+            "variants": ["lora"],
+        },
+    )
     return AppState(cfg, runs_dir=runs_dir)
 
 
-def trained_adapter(load_tiny, out: Path, *, rank: int = 4, alpha: float = 8.0, targets="all-linear",
-                    rslora: bool = False, seed: int = 0):
+def trained_adapter(
+    load_tiny,
+    out: Path,
+    *,
+    rank: int = 4,
+    alpha: float = 8.0,
+    targets="all-linear",
+    rslora: bool = False,
+    seed: int = 0,
+):
     """A real PEFT adapter on the tiny model, with B made non-zero (peft starts it at zero), saved to `out`."""
     from workbench.models import attach_lora
 
-    model = attach_lora(load_tiny(16), LoraSettings(rank=rank, alpha=alpha, target_modules=targets,
-                                                    use_rslora=rslora), 16)
+    model = attach_lora(
+        load_tiny(16), LoraSettings(rank=rank, alpha=alpha, target_modules=targets, use_rslora=rslora), 16
+    )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -138,8 +153,7 @@ def test_saved_adapter_read_without_the_base_model_matches_peft(load_tiny, tmp_p
         torch.testing.assert_close(f.delta(), peft_delta, rtol=1e-5, atol=1e-7)  # peft's own ΔW
     spectra = explain.adapter_spectra(tmp_path / "a")
     for s, f in zip(spectra, factors):
-        torch.testing.assert_close(s.singular_values, torch.linalg.svdvals(f.delta())[: s.rank], rtol=1e-8,
-                                   atol=1e-10)
+        torch.testing.assert_close(s.singular_values, torch.linalg.svdvals(f.delta())[: s.rank], rtol=1e-8, atol=1e-10)
         assert s.fro_norm == pytest.approx(torch.linalg.norm(f.delta()).item(), rel=1e-9)
         assert 1 <= s.effective_rank <= 4
 
@@ -208,8 +222,9 @@ def test_weights_on_the_code_points_come_back_exactly(quant_type):
     w = on_code_points(quant_type)
     exact = explain.quant_error(w, quant_type)
     assert exact.max_abs_error <= 1e-7
-    random = explain.quant_error(torch.randn(w.shape, generator=torch.Generator().manual_seed(2)) * float(w.std()),
-                                 quant_type)
+    random = explain.quant_error(
+        torch.randn(w.shape, generator=torch.Generator().manual_seed(2)) * float(w.std()), quant_type
+    )
     # with double quantization the absmax itself is rounded to 8 bits: small, but no longer zero
     dq = explain.quant_error(w, quant_type, double_quant=True)
     assert 0 < dq.mean_abs_error < 0.1 * random.mean_abs_error
@@ -323,8 +338,10 @@ def test_quant_panel_loads_once_in_the_background_and_updates(tiny_model_dir, tm
     assert "packed 4-bit codes 4,096 B" in panel.parts.value  # 64×128 weights, two per byte
     first = panel.model
     panel.layer.value = "model.layers.0.self_attn.q_proj"
-    assert panel.model is first and set(panel.results) == {"model.layers.1.mlp.down_proj",
-                                                           "model.layers.0.self_attn.q_proj"}
+    assert panel.model is first and set(panel.results) == {
+        "model.layers.1.mlp.down_proj",
+        "model.layers.0.self_attn.q_proj",
+    }
     w = panel.weight("model.layers.0.self_attn.q_proj")
     expected = explain.quant_error(w, "nf4")
     got = next(r for r in panel.results["model.layers.0.self_attn.q_proj"] if r.label == "4-bit NF4")
@@ -359,8 +376,9 @@ def test_quant_panel_waits_its_turn_and_forgets_a_changed_model(tiny_model_dir, 
 def test_quant_explainer_on_a_real_layer_of_the_embedded_model(embedded_dir, tmp_path, quant_panel):
     from workbench.ui.common import png
 
-    state = AppState(preset_config("cpu-demo", {"model": {"name": str(embedded_dir), "device": "cpu"}}),
-                     runs_dir=tmp_path)
+    state = AppState(
+        preset_config("cpu-demo", {"model": {"name": str(embedded_dir), "device": "cpu"}}), runs_dir=tmp_path
+    )
     panel = quant_panel(state)
     layer = "model.layers.15.mlp.down_proj"
     assert panel.layer.value == layer

@@ -18,10 +18,13 @@ def test_write_json_round_trip(tmp_path):
     assert _listing(path.parent) == ["r.json"]
 
 
-@pytest.mark.parametrize("bad", [
-    {("tuple", "key"): 1},  # json cannot write non-string keys, default=str or not
-    "circular",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {("tuple", "key"): 1},  # json cannot write non-string keys, default=str or not
+        "circular",
+    ],
+)
 def test_write_json_failure_leaves_old_file(tmp_path, bad):
     if bad == "circular":
         bad = []
@@ -50,8 +53,11 @@ def test_write_text_failure_at_replace_leaves_old_file(tmp_path, monkeypatch):
 
 
 def test_write_csv(tmp_path):
-    path = files.write_csv(tmp_path / "t.csv", [{"a": 1, "b": ["q_proj", "v_proj"], "c": None, "extra": 9},
-                                               {"a": 2.5, "b": "all-linear"}], ["a", "b", "c"])
+    path = files.write_csv(
+        tmp_path / "t.csv",
+        [{"a": 1, "b": ["q_proj", "v_proj"], "c": None, "extra": 9}, {"a": 2.5, "b": "all-linear"}],
+        ["a", "b", "c"],
+    )
     rows = list(csv.DictReader(path.open()))
     assert rows == [{"a": "1", "b": "q_proj,v_proj", "c": ""}, {"a": "2.5", "b": "all-linear", "c": ""}]
 

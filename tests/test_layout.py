@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from workbench.config import LoraSettings
 from workbench.layout import ModelLayout, block_index, lora_scaling, targets_match
 from workbench.models import attach_lora
-from workbench.config import LoraSettings
 
 ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
@@ -19,8 +19,11 @@ def test_linear_layers_from_the_config_match_the_loaded_model(tiny_model_dir, lo
     layout = ModelLayout.for_model(str(tiny_model_dir))  # meta device: no weights
     for bits in (16, 4):  # bitsandbytes' layers are torch Linear subclasses, with their logical shapes
         model = load_tiny(bits)
-        real = [(n, m.out_features, m.in_features) for n, m in model.named_modules()
-                if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+        real = [
+            (n, m.out_features, m.in_features)
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")
+        ]
         assert [(lin.name, lin.d, lin.k) for lin in layout.linears] == real
         assert ModelLayout(model.config, model).linears == layout.linears
     assert layout.target_names == ALL_LINEAR
@@ -28,8 +31,17 @@ def test_linear_layers_from_the_config_match_the_loaded_model(tiny_model_dir, lo
     assert layout.total_params == sum(p.numel() for p in load_tiny(16).parameters())
 
 
-@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"], ["self_attn.o_proj"], ["mlp.up_proj"],
-                                     ["layers.1.self_attn.k_proj"], ["down_proj", "gate_proj"]])
+@pytest.mark.parametrize(
+    "targets",
+    [
+        "all-linear",
+        ["q_proj", "v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.up_proj"],
+        ["layers.1.self_attn.k_proj"],
+        ["down_proj", "gate_proj"],
+    ],
+)
 def test_targets_select_what_peft_adapts(tiny_model_dir, load_tiny, targets):
     """The layout's rule is peft's: the layers it selects are the ones get_peft_model wraps, and the adapter
     size is peft's trainable count."""

@@ -6,7 +6,7 @@ import torch
 from workbench import memory, models
 from workbench.config import DEFAULT_MODEL
 from workbench.estimator import bits_per_param, estimate
-from workbench.memory import MiB, MemoryMonitor
+from workbench.memory import MemoryMonitor, MiB
 from workbench.resolve import model_config_for
 
 TINY_LINEAR_WEIGHTS = 73_728  # the 14 linear layers inside the blocks
@@ -51,8 +51,15 @@ def test_model_config_for_unknown_name():
 def test_training_estimate_components(tiny_config):
     est = estimate(tiny_config, bits=16, rank=4, batch_size=2, seq_len=16)
     c = est.components
-    assert set(c) == {"weights", "adapter", "gradients", "optimizer state", "activations", "logits and loss",
-                      "runtime (CPU)"}
+    assert set(c) == {
+        "weights",
+        "adapter",
+        "gradients",
+        "optimizer state",
+        "activations",
+        "logits and loss",
+        "runtime (CPU)",
+    }
     assert c["weights"] == tiny_params(tiny_config) * 4  # fp32 on the CPU, tied embeddings once
     assert c["adapter"] == c["gradients"] == 4 * 2048 * 4  # rank x sum(in+out) x fp32
     assert c["optimizer state"] == 2 * c["gradients"]  # AdamW: two moments
@@ -84,13 +91,20 @@ def test_four_bit_weights_are_smaller(tiny_config):
     # it: models.weight_bytes measures 100,016 bytes with it, 89,024 without), on real layers far less
     assert weights(4) > weights(4, dq=False)
     real = model_config_for("smollm2-135m")
-    dq, plain = (sum(v for k, v in estimate(real, bits=4, rank=4, batch_size=1, seq_len=8, double_quant=q)
-                     .components.items() if k.startswith("weights")) for q in (True, False))
+    dq, plain = (
+        sum(
+            v
+            for k, v in estimate(real, bits=4, rank=4, batch_size=1, seq_len=8, double_quant=q).components.items()
+            if k.startswith("weights")
+        )
+        for q in (True, False)
+    )
     assert dq < plain
     est4 = estimate(tiny_config, bits=4, rank=4, batch_size=1, seq_len=8)
     # bits per weight, plus each of the 14 layers' own code tables (NF4's 16 entries, the nested 256, an offset)
-    assert est4.components["weights (quantized layers)"] == int(TINY_LINEAR_WEIGHTS * bits_per_param(4) / 8
-                                                                + 14 * (16 + 256 + 1) * 4)
+    assert est4.components["weights (quantized layers)"] == int(
+        TINY_LINEAR_WEIGHTS * bits_per_param(4) / 8 + 14 * (16 + 256 + 1) * 4
+    )
     assert est4.components["weights (kept in full precision)"] == (tiny_params(tiny_config) - TINY_LINEAR_WEIGHTS) * 4
 
 
@@ -98,8 +112,9 @@ def test_gradient_checkpointing_lowers_activations(tiny_config):
     plain = estimate(tiny_config, bits=16, rank=4, batch_size=4, seq_len=64)
     ckpt = estimate(tiny_config, bits=16, rank=4, batch_size=4, seq_len=64, gradient_checkpointing=True)
     assert ckpt.components["activations"] < plain.components["activations"]
-    assert {k: v for k, v in ckpt.components.items() if k != "activations"} == \
-        {k: v for k, v in plain.components.items() if k != "activations"}
+    assert {k: v for k, v in ckpt.components.items() if k != "activations"} == {
+        k: v for k, v in plain.components.items() if k != "activations"
+    }
 
 
 def test_activations_grow_with_batch_and_sequence(tiny_config):

@@ -87,8 +87,9 @@ def test_weight_bytes_shrink_with_bits(load_tiny):
     # embeddings (kept in fp32) are a large share of so small a model, hence not the ~1/8 of the layers.
     assert w4 < w8 < w16
     assert w4 / w16 < 0.35
-    assert w16 == sum(p.numel() * p.element_size() for p in load_tiny(16).parameters()) + \
-        sum(b.numel() * b.element_size() for b in load_tiny(16).buffers())
+    assert w16 == sum(p.numel() * p.element_size() for p in load_tiny(16).parameters()) + sum(
+        b.numel() * b.element_size() for b in load_tiny(16).buffers()
+    )
 
 
 def test_disable_cpu_repack_counts_4bit_layers(load_tiny):

@@ -15,7 +15,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -25,8 +24,13 @@ def parameter_cells(nb) -> list:
 
 
 def error_outputs(nb) -> list[str]:
-    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        f"{o.get('ename')}: {o.get('evalue')}"
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def execute_notebook(name: str, params: str, tmp_path: Path):
@@ -43,8 +47,7 @@ def execute_notebook(name: str, params: str, tmp_path: Path):
     cells = parameter_cells(nb)
     assert len(cells) == 1, f"{name}: {len(cells)} cells tagged 'parameters'; want exactly one"
     cells[0].source += "\n\n# set by tests/test_notebooks.py\n" + params.strip() + "\n"
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
     try:
         client.execute(env={**os.environ, "OMP_NUM_THREADS": "1"})
     except CellExecutionError:
@@ -59,13 +62,23 @@ def execute_notebook(name: str, params: str, tmp_path: Path):
 
 def outputs(nb, kind: str) -> list:
     """Every display/result output of the notebook carrying the mime type `kind`, as its data."""
-    return [o["data"][kind] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if o.get("output_type") in ("display_data", "execute_result") and kind in o.get("data", {})]
+    return [
+        o["data"][kind]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") in ("display_data", "execute_result") and kind in o.get("data", {})
+    ]
 
 
 def stream_text(nb) -> str:
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                   if o.get("output_type") == "stream")
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+    )
 
 
 def progress_lines(nb) -> list[str]:
@@ -101,8 +114,9 @@ FAST = "STEPS = 2\nBATCH_SIZE = 2\nSEQ_LEN = 64\nEVAL_EXAMPLES = 4\n"
 def test_quickstart_notebook_runs_the_app_in_fast_setting(tmp_path, embedded_dir):
     """The app on the embedded model, driven from code: Start, Generate, Evaluate, Results."""
     runs_dir = tmp_path / "nb-runs"
-    nb = execute_notebook("01_quickstart.ipynb", FAST + f"RUNS_DIR = {str(runs_dir)!r}\nDRIVE_FROM_CODE = True\n",
-                          tmp_path)
+    nb = execute_notebook(
+        "01_quickstart.ipynb", FAST + f"RUNS_DIR = {str(runs_dir)!r}\nDRIVE_FROM_CODE = True\n", tmp_path
+    )
     assert outputs(nb, "application/vnd.jupyter.widget-view+json"), "the app was not displayed"
     (run,) = [p.parent for p in runs_dir.glob("*/results.json")]
     res = json.loads((run / "results.json").read_text())
@@ -121,8 +135,9 @@ def test_lora_vs_qlora_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
     assert "The 16-bit base has" in said and "The 4-bit base takes" in said
     assert "of the 16-bit one" in said
     assert "trained 2 steps" in said
-    assert any(w in said for w in ("QLoRA trained **faster**", "QLoRA trained **slower**",
-                                   "QLoRA trained **about as fast**"))
+    assert any(
+        w in said for w in ("QLoRA trained **faster**", "QLoRA trained **slower**", "QLoRA trained **about as fast**")
+    )
     assert "| prompt | base | lora | qlora |" in said
     assert not re.search(r"\bnan\b", said, re.IGNORECASE), "a sentence quotes a missing number"
     assert outputs(nb, "image/png"), "the loss plot is missing"
@@ -133,8 +148,7 @@ def test_lora_vs_qlora_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
 @pytest.mark.e2e
 def test_sweep_notebook_runs_and_reruns_from_disk(tmp_path, embedded_dir):
     out = tmp_path / "sweep"
-    params = FAST + ("RANKS = [2]\nTARGETS = [['q_proj', 'v_proj']]\nBITS = [16, 4]\n"
-                     f"OUT = {str(out)!r}\n")
+    params = FAST + (f"RANKS = [2]\nTARGETS = [['q_proj', 'v_proj']]\nBITS = [16, 4]\nOUT = {str(out)!r}\n")
     nb = execute_notebook("03_rank_and_targets_sweep.ipynb", params, tmp_path)
     found = sorted(p.parent.name for p in out.glob("*/results.json"))
     assert found == ["16bit-r2-q_proj+v_proj", "4bit-r2-q_proj+v_proj"]
@@ -175,8 +189,7 @@ def facts_table(said: str) -> dict[str, list[str]]:
 @pytest.mark.e2e
 def test_facts_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
     out = tmp_path / "facts"
-    nb = execute_notebook("04_lora_vs_qlora_facts.ipynb", FAST + f"MAX_NEW_TOKENS = 8\nOUT = {str(out)!r}\n",
-                          tmp_path)
+    nb = execute_notebook("04_lora_vs_qlora_facts.ipynb", FAST + f"MAX_NEW_TOKENS = 8\nOUT = {str(out)!r}\n", tmp_path)
     res = json.loads((out / "results.json").read_text())
     v = {x["name"]: x for x in res["variants"]}
     assert list(v) == ["base", "lora", "qlora"]
@@ -211,8 +224,9 @@ def test_facts_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
         assert slower < 0.95 and float(m[1]) == pytest.approx(1 / slower, abs=0.005)
 
     gap = 100 * (v["qlora"]["accuracy"] - v["lora"]["accuracy"])
-    m = re.match(r"(?:same accuracy \(both [\d.]+%\)|QLoRA (lost|gained) ([\d.]+) points)",
-                 table["accuracy trade-off"][2])
+    m = re.match(
+        r"(?:same accuracy \(both [\d.]+%\)|QLoRA (lost|gained) ([\d.]+) points)", table["accuracy trade-off"][2]
+    )
     assert m, table["accuracy trade-off"][2]
     if m[1] is None:
         assert abs(gap) < 0.05

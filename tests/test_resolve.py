@@ -115,5 +115,3 @@ def test_convert_gguf_is_atomic(tmp_path, monkeypatch, tiny_model_dir):
     assert seen["tmp_dir"] != target and seen["tmp_dir"].parent == target.parent  # same disk: os.replace is atomic
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no .convert-* temp folder left behind
-
-

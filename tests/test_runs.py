@@ -84,8 +84,9 @@ def test_metrics_csv_one_row_per_event(tmp_path, load_tiny, tiny_tokenizer, tiny
     model = load_tiny(16)
     seed_everything(0)
     model = models.attach_lora(model, LoraSettings(rank=2), 16)
-    result = train(model, tiny_tokenizer, tiny_task, TrainSettings(steps=3, batch_size=4, seq_len=32),
-                   variant="lora", sinks=[sink])
+    result = train(
+        model, tiny_tokenizer, tiny_task, TrainSettings(steps=3, batch_size=4, seq_len=32), variant="lora", sinks=[sink]
+    )
     rows = list(csv.DictReader(path.open()))  # readable before close: every row is flushed
     sink.close()
     assert len(rows) == 3
@@ -101,11 +102,25 @@ def test_load_results(tmp_path):
 
 
 def test_result_fields_cover_the_documented_columns():
-    documented = ["name", "bits", "rank", "target_modules", "trainable_params", "total_params", "weight_bytes",
-                  "peak_memory_bytes", "estimated_peak_bytes", "train_seconds", "tokens_per_second",
-                  "final_train_loss", "eval_loss", "perplexity", "accuracy"]
-    assert runs.RESULT_FIELDS[:len(documented)] == documented
-    assert runs.RESULT_FIELDS[len(documented):] == ["steps_done", "status"]
+    documented = [
+        "name",
+        "bits",
+        "rank",
+        "target_modules",
+        "trainable_params",
+        "total_params",
+        "weight_bytes",
+        "peak_memory_bytes",
+        "estimated_peak_bytes",
+        "train_seconds",
+        "tokens_per_second",
+        "final_train_loss",
+        "eval_loss",
+        "perplexity",
+        "accuracy",
+    ]
+    assert runs.RESULT_FIELDS[: len(documented)] == documented
+    assert runs.RESULT_FIELDS[len(documented) :] == ["steps_done", "status"]
 
 
 # --------------------------------------------------------------------------- a run folder as an object
@@ -119,8 +134,9 @@ def test_run_object_reads_its_folder(tmp_path):
     assert not run.finished and run.status == "incomplete" and run.trained_variants() == []
     cfg = RunConfig(variants=["base", "lora"])
     results = [VariantResult("base", 16), VariantResult("lora", 16, rank=8, target_modules="all-linear")]
-    runs.write_results(run, {"config": cfg.to_dict(), "device": "cpu (float32)", "device_type": "cpu",
-                             "stopped": True}, results)
+    runs.write_results(
+        run, {"config": cfg.to_dict(), "device": "cpu (float32)", "device_type": "cpu", "stopped": True}, results
+    )
     assert run.finished and run.status == "stopped" and run.device_type == "cpu"
     assert run.config() == cfg and run.results() == results
     (run.adapter_dir("lora")).mkdir(parents=True)
@@ -132,8 +148,10 @@ def test_run_object_reads_its_folder(tmp_path):
 
 
 def test_an_older_run_without_new_fields_still_reads(tmp_path):
-    write_json(tmp_path / "old" / "results.json", {"config": {}, "device": "cuda (A100, bfloat16)",
-                                                   "variants": [{"name": "lora", "bits": 16, "retired": 1}]})
+    write_json(
+        tmp_path / "old" / "results.json",
+        {"config": {}, "device": "cuda (A100, bfloat16)", "variants": [{"name": "lora", "bits": 16, "retired": 1}]},
+    )
     run = runs.Run(tmp_path / "old")
     assert run.device_type == "cuda"  # told by the description, as older runs wrote it
     (res,) = run.results()

@@ -84,13 +84,28 @@ def test_training_reduces_loss(load_tiny, tiny_tokenizer, tiny_task):
 def test_events_reach_every_sink(load_tiny, tiny_tokenizer, tiny_task):
     first, second = [], []
     settings = TrainSettings(steps=3, lr=1e-2, batch_size=4, seq_len=32, warmup_steps=2)
-    result = train(fresh_lora(load_tiny), tiny_tokenizer, tiny_task, settings, variant="myvariant",
-                   sinks=[first.append, second.append])
+    result = train(
+        fresh_lora(load_tiny),
+        tiny_tokenizer,
+        tiny_task,
+        settings,
+        variant="myvariant",
+        sinks=[first.append, second.append],
+    )
     assert first == second and len(first) == 3
     assert [e.step for e in first] == [1, 2, 3]
     assert [e.loss for e in first] == result.losses
-    expected_fields = {"variant", "step", "total_steps", "loss", "lr", "tokens_per_second", "memory_bytes",
-                       "peak_memory_bytes", "elapsed_s"}
+    expected_fields = {
+        "variant",
+        "step",
+        "total_steps",
+        "loss",
+        "lr",
+        "tokens_per_second",
+        "memory_bytes",
+        "peak_memory_bytes",
+        "elapsed_s",
+    }
     for i, e in enumerate(first):
         assert isinstance(e, MetricEvent)
         assert set(e.to_dict()) == expected_fields
@@ -113,8 +128,7 @@ def test_stop_from_a_sink_ends_after_that_step(load_tiny, tiny_tokenizer, tiny_t
             stop.set()
 
     model = fresh_lora(load_tiny)
-    result = train(model, tiny_tokenizer, tiny_task, TrainSettings(steps=10, lr=1e-2, **FAST), sinks=[sink],
-                   stop=stop)
+    result = train(model, tiny_tokenizer, tiny_task, TrainSettings(steps=10, lr=1e-2, **FAST), sinks=[sink], stop=stop)
     assert isinstance(result, TrainResult)
     assert result.steps_done == 2 and result.stopped is True
     assert seen == [1, 2] and len(result.losses) == 2
@@ -143,10 +157,18 @@ def test_train_seq_len_too_short_for_any_answer(load_tiny, tiny_tokenizer, tiny_
 
 
 def test_grad_accum_runs_micro_batches(load_tiny, tiny_tokenizer, tiny_task):
-    one = train(fresh_lora(load_tiny), tiny_tokenizer, tiny_task,
-                TrainSettings(steps=2, lr=1e-2, batch_size=2, seq_len=32, warmup_steps=0))
-    two = train(fresh_lora(load_tiny), tiny_tokenizer, tiny_task,
-                TrainSettings(steps=2, lr=1e-2, batch_size=2, seq_len=32, warmup_steps=0, grad_accum=2))
+    one = train(
+        fresh_lora(load_tiny),
+        tiny_tokenizer,
+        tiny_task,
+        TrainSettings(steps=2, lr=1e-2, batch_size=2, seq_len=32, warmup_steps=0),
+    )
+    two = train(
+        fresh_lora(load_tiny),
+        tiny_tokenizer,
+        tiny_task,
+        TrainSettings(steps=2, lr=1e-2, batch_size=2, seq_len=32, warmup_steps=0, grad_accum=2),
+    )
     assert one.steps_done == two.steps_done == 2
     # the first micro-batch of step 1 is the same batch in both runs; with accum=2 the step also sees a
     # second batch, so its loss is a different (averaged) number
@@ -179,8 +201,9 @@ def test_qlora_trains_after_a_no_grad_generate(load_tiny, tiny_tokenizer, tiny_t
 
     model = load_tiny(4)
     shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
-    out = gen.generate(model, tiny_tokenizer, ["Review: superb", "Review: awful"],
-                       gen.DecodeSettings(max_new_tokens=3))  # the no-grad forward comes FIRST
+    out = gen.generate(
+        model, tiny_tokenizer, ["Review: superb", "Review: awful"], gen.DecodeSettings(max_new_tokens=3)
+    )  # the no-grad forward comes FIRST
     assert len(out) == 2
     for name, m in model.named_modules():
         if isinstance(m, bnb.nn.Linear4bit):
@@ -230,8 +253,11 @@ def test_without_disable_cpu_repack_the_gradients_go_wrong(load_tiny, tiny_token
                 if isinstance(m, bnb.nn.Linear4bit):
                     m.support_avx512bf16_for_cpu = True
             gen.generate(model, tiny_tokenizer, ["Review: superb"], gen.DecodeSettings(max_new_tokens=2))
-            packed = [getattr(m.weight.quant_state, "packing_format_for_cpu", False)
-                      for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+            packed = [
+                getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                for m in model.modules()
+                if isinstance(m, bnb.nn.Linear4bit)
+            ]
             if not all(packed):
                 pytest.skip("this bitsandbytes build did not repack on a no-grad forward")
         seed_everything(0)
@@ -332,8 +358,12 @@ def test_evaluate_refuses_when_seq_len_cuts_every_answer(load_tiny, tiny_tokeniz
 
 
 def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch):
-    examples = [Example("Review: superb", "positive"), Example("Review: awful", "negative"),
-                Example("Review: great", "positive"), Example("Review: rude", "negative")]
+    examples = [
+        Example("Review: superb", "positive"),
+        Example("Review: awful", "negative"),
+        Example("Review: great", "positive"),
+        Example("Review: rude", "negative"),
+    ]
     canned = iter(["Positive.", "positive", "the positive!", "NEGATIVE"])
 
     def fake_generate(model, tokenizer, prompts, decode=None, *, base=False, streamer=None):
@@ -343,5 +373,9 @@ def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch
     result = gen.evaluate(load_tiny(16), tiny_tokenizer, examples, seq_len=32, batch_size=3)
     assert [p["correct"] for p in result.predictions] == [True, False, True, True]
     assert result.accuracy == pytest.approx(0.75)
-    assert result.predictions[1] == {"prompt": "Review: awful", "answer": "negative", "prediction": "positive",
-                                     "correct": False}
+    assert result.predictions[1] == {
+        "prompt": "Review: awful",
+        "answer": "negative",
+        "prediction": "positive",
+        "correct": False,
+    }

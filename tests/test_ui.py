@@ -7,14 +7,13 @@ import csv
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from workbench import runs
-from workbench.compare import preset_config
-from workbench.config import LoraSettings, QuantSettings, TrainSettings, help_for
+from workbench.config import LoraSettings, QuantSettings, TrainSettings, help_for, preset_config
 from workbench.estimator import estimate
 from workbench.ui import AdapterPanel, AppState, ComparePanel, ResultsPanel, SetupPanel, TrainPanel, Workbench
 from workbench.ui import train as train_ui
@@ -22,12 +21,17 @@ from workbench.ui.state import model_layout
 
 
 def tiny_config(model_dir: Path, data: Path, **train):
-    return preset_config(None, {
-        "model": {"name": str(model_dir), "device": "cpu"}, "task": None, "data": str(data),
-        "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear"},
-        "train": {"steps": 6, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, "lr": 5e-3, **train},
-        "variants": ["base", "lora", "qlora"],
-    })
+    return preset_config(
+        None,
+        {
+            "model": {"name": str(model_dir), "device": "cpu"},
+            "task": None,
+            "data": str(data),
+            "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear"},
+            "train": {"steps": 6, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, "lr": 5e-3, **train},
+            "variants": ["base", "lora", "qlora"],
+        },
+    )
 
 
 @pytest.fixture
@@ -38,8 +42,7 @@ def app(tiny_model_dir, tiny_jsonl, tmp_path) -> Workbench:
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tiny_jsonl, tmp_path_factory) -> Workbench:
     """One app that has finished a base/lora/qlora run (shared by the Compare and Results tests)."""
-    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl, steps=16, lr=1e-2),
-                   runs_dir=tmp_path_factory.mktemp("runs"))
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl, steps=16, lr=1e-2), runs_dir=tmp_path_factory.mktemp("runs"))
     assert wb.train.start() is None
     assert wb.wait(120)
     assert wb.train.error.value == "", wb.train.error.value
@@ -127,9 +130,19 @@ def test_estimate_bars_follow_the_controls(app):
     assert est["qlora"].total < est["lora"].total and "adapter" not in est["base"].components
     # the base variant is only evaluated, in evaluate()'s batches, whatever the training batch
     from workbench.generate import EVAL_BATCH_SIZE
+
     cfg = app.config
-    assert est["base"].total == estimate(model_layout(cfg.model.name), bits=16, rank=None,
-                                         batch_size=EVAL_BATCH_SIZE, seq_len=cfg.train.seq_len, train=False).total
+    assert (
+        est["base"].total
+        == estimate(
+            model_layout(cfg.model.name),
+            bits=16,
+            rank=None,
+            batch_size=EVAL_BATCH_SIZE,
+            seq_len=cfg.train.seq_len,
+            train=False,
+        ).total
+    )
     a.rank.value = 64
     assert a.chart.value != before and bytes(a.chart.value).startswith(b"\x89PNG")
     assert a.estimates()["lora"].components["adapter"] == 16 * est["lora"].components["adapter"]
@@ -152,8 +165,15 @@ def test_every_control_carries_its_config_help():
 
 
 def upload(panel: SetupPanel, name: str, content: bytes) -> None:
-    panel.upload.value = ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
-                           "last_modified": datetime.now(timezone.utc)},)
+    panel.upload.value = (
+        {
+            "name": name,
+            "type": "",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": datetime.now(UTC),
+        },
+    )
 
 
 def test_uploaded_file_becomes_the_data_and_a_bad_one_is_refused(app, tiny_jsonl):
@@ -193,6 +213,20 @@ def test_a_device_that_is_not_there_is_refused(app):
     assert app.setup.device.value == app.config.model.device == "cpu"
 
 
+def test_setup_counts_and_previews_the_eval_split_the_run_uses(tiny_model_dir, tiny_jsonl, tmp_path):
+    """With a separate eval file, the Setup tab shows that file's examples (as the run scores them), not a
+    held-out share of the training data."""
+    eval_file = tmp_path / "held_out.jsonl"
+    eval_file.write_text("".join(tiny_jsonl.read_text().splitlines(keepends=True)[:5]))
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl)
+    cfg.eval_data = str(eval_file)
+    wb = Workbench(cfg, runs_dir=tmp_path / "runs")
+    assert "20 training and 5 held-out examples" in wb.setup.data_info.value, wb.setup.data_info.value
+    wb.setup.preview()
+    assert wb.wait(30)
+    assert "train 20 examples, eval 5 examples" in wb.setup.preview_out.value, wb.setup.preview_out.value
+
+
 def test_preview_shows_templated_examples(app):
     app.setup.preview()
     assert app.wait(30)
@@ -221,6 +255,45 @@ def test_training_updates_progress_and_plots_while_it_runs(app, monkeypatch):
     assert [v["name"] for v in res["variants"]] == ["base", "lora", "qlora"]
     assert "<table" in t.results.value and "qlora" in t.results.value
     assert app.state.last_run == run and not t.start_button.disabled and t.stop_button.disabled
+
+
+def test_live_memory_plot_names_what_the_device_measures_on_auto(app, monkeypatch):
+    """On device "auto" with a GPU the live plot is CUDA memory, not "process RSS": the label follows the
+    device the run picked, not the setting. A GPU is faked by a device choice that says cuda."""
+    from workbench import models, plots
+
+    class FakeCuda(models.DeviceChoice):
+        @property
+        def type(self) -> str:
+            return "cuda"
+
+        def describe(self) -> str:
+            return "cuda (a fake GPU)"
+
+    real_pick = models.pick_device
+
+    def pick(requested: str = "auto"):
+        cpu = real_pick("cpu")
+        return FakeCuda(cpu.device, cpu.dtype) if requested == "auto" else real_pick(requested)
+
+    monkeypatch.setattr(models, "pick_device", pick)
+    labels = []
+    real_figure = plots.live_memory_figure
+
+    def watched(*args, **kw):
+        fig = real_figure(*args, **kw)
+        labels.append(fig.axes[0].get_ylabel())
+        return fig
+
+    monkeypatch.setattr(plots, "live_memory_figure", watched)
+    monkeypatch.setattr(train_ui, "REDRAW_SECONDS", 0.0)
+    app.state.update("model", device="auto")
+    app.state.update("train", steps=2)
+    app.state.update(variants=["lora"])
+    assert app.train.start() is None
+    assert app.wait(60)
+    assert app.train.error.value == "", app.train.error.value
+    assert len(labels) >= 2 and all("CUDA allocated" in label for label in labels), labels
 
 
 def test_second_start_is_refused_while_one_runs(app):
@@ -377,6 +450,13 @@ def test_panels_can_be_shown_alone_and_the_app_has_its_tabs(app):
     for cls in (SetupPanel, AdapterPanel, TrainPanel, ComparePanel, ResultsPanel):
         panel = cls()
         assert panel.children and isinstance(panel.state, AppState)
-    assert list(app.tabs.titles) == ["Setup", "Adapter & quantization", "Train", "Compare", "Results",
-                                     "LoRA explained", "Quantization explained"]
+    assert list(app.tabs.titles) == [
+        "Setup",
+        "Adapter & quantization",
+        "Train",
+        "Compare",
+        "Results",
+        "LoRA explained",
+        "Quantization explained",
+    ]
     assert json.dumps(app.config.to_dict())  # the settings stay plain data

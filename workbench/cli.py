@@ -31,8 +31,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_model(p: argparse.ArgumentParser, default=None) -> None:
-    p.add_argument("--model", default=default, help="Local folder, Hugging Face name, or the embedded default "
-                   f"({DEFAULT_MODEL}, offline).")
+    p.add_argument(
+        "--model",
+        default=default,
+        help=f"Local folder, Hugging Face name, or the embedded default ({DEFAULT_MODEL}, offline).",
+    )
 
 
 def _add_lora(p: argparse.ArgumentParser) -> None:
@@ -57,16 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(c)
     src = c.add_mutually_exclusive_group()
     src.add_argument("--task", help="Built-in task (see data/).")
-    src.add_argument("--data", help="Your own data: .jsonl/.json/.csv with prompt/answer (or response, "
-                     "completion), instruction/input/output or messages columns, or plain .txt.")
+    src.add_argument(
+        "--data",
+        help="Your own data: .jsonl/.json/.csv with prompt/answer (or response, "
+        "completion), instruction/input/output or messages columns, or plain .txt.",
+    )
     c.add_argument("--eval-data", help="A separate file to evaluate on (default: hold out --eval-fraction).")
     c.add_argument("--eval-fraction", type=float, help="Share of --data held out for evaluation (default 0.15).")
     c.add_argument("--columns", help="Map your column names: prompt=question,answer=label.")
-    c.add_argument("--skip-bad-rows", action="store_true", default=None,
-                   help="Skip unusable rows and report how many, instead of stopping at the first.")
+    c.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        default=None,
+        help="Skip unusable rows and report how many, instead of stopping at the first.",
+    )
     _add_lora(c)
-    c.add_argument("--variants", help="Comma list of " + "; ".join(f"{v.name} ({v.help})" for v in VARIANT_TABLE)
-                   + ". Default base,lora,qlora.")
+    c.add_argument(
+        "--variants",
+        help="Comma list of " + "; ".join(f"{v.name} ({v.help})" for v in VARIANT_TABLE) + ". Default base,lora,qlora.",
+    )
     c.add_argument("--steps", type=int, help=help_for(TrainSettings, "steps"))
     _add_train_shape(c)
     c.add_argument("--lr", type=float, help=help_for(TrainSettings, "lr"))
@@ -74,32 +86,50 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--warmup-steps", type=int, help=help_for(TrainSettings, "warmup_steps"))
     c.add_argument("--seed", type=int, help=help_for(TrainSettings, "seed"))
     c.add_argument("--eval-examples", type=int, help=help_for(TrainSettings, "eval_examples"))
-    c.add_argument("--gradient-checkpointing", action="store_true", default=None,
-                   help=help_for(TrainSettings, "gradient_checkpointing"))
+    c.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        default=None,
+        help=help_for(TrainSettings, "gradient_checkpointing"),
+    )
     c.add_argument("--quant-type", choices=["nf4", "fp4"], help=help_for(QuantSettings, "quant_type"))
     c.add_argument("--no-double-quant", action="store_true", default=None, help="Turn double quantization off.")
-    c.add_argument("--compute-dtype", choices=["auto", "float32", "bfloat16", "float16"],
-                   help=help_for(QuantSettings, "compute_dtype"))
+    c.add_argument(
+        "--compute-dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help=help_for(QuantSettings, "compute_dtype"),
+    )
     c.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto (default), cpu, cuda or mps.")
     c.add_argument("--preset", help="Start from a preset (cpu-demo); explicit options override its values.")
-    c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters "
-                   "(default runs/latest).")
+    c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters (default runs/latest).")
 
     e = sub.add_parser("estimate", help="print the memory breakdown of a variant without loading weights")
-    e.add_argument("--model", default=DEFAULT_MODEL, help="Local folder, Hugging Face name, a config shipped in "
-                   "data/model_configs/ or its short name (llama-2-7b, llama-65b, llama-3.1-8b, mistral-7b, "
-                   f"qwen2.5-7b, smollm2-1.7b, ...; offline, no weights). Default {DEFAULT_MODEL}.")
+    e.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Local folder, Hugging Face name, a config shipped in "
+        "data/model_configs/ or its short name (llama-2-7b, llama-65b, llama-3.1-8b, mistral-7b, "
+        f"qwen2.5-7b, smollm2-1.7b, ...; offline, no weights). Default {DEFAULT_MODEL}.",
+    )
     e.add_argument("--bits", type=int, default=4, help=help_for(QuantSettings, "bits"))
     e.add_argument("--rank", type=int, default=8, help=help_for(LoraSettings, "rank"))
     e.add_argument("--targets", default="all-linear", help=help_for(LoraSettings, "target_modules"))
     e.add_argument("--batch-size", type=int, default=8, help=help_for(TrainSettings, "batch_size"))
     e.add_argument("--seq-len", type=int, default=128, help=help_for(TrainSettings, "seq_len"))
-    e.add_argument("--gradient-checkpointing", action="store_true", help=help_for(TrainSettings,
-                                                                                  "gradient_checkpointing"))
-    e.add_argument("--no-double-quant", action="store_true", help="Turn double quantization off. "
-                   + help_for(QuantSettings, "double_quant"))
-    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="Device type to estimate for (dtype of the 16-bit base: fp32 on cpu, bf16 on cuda).")
+    e.add_argument(
+        "--gradient-checkpointing", action="store_true", help=help_for(TrainSettings, "gradient_checkpointing")
+    )
+    e.add_argument(
+        "--no-double-quant",
+        action="store_true",
+        help="Turn double quantization off. " + help_for(QuantSettings, "double_quant"),
+    )
+    e.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="Device type to estimate for (dtype of the 16-bit base: fp32 on cpu, bf16 on cuda).",
+    )
     e.add_argument("--json", action="store_true", help="Print bytes per component and the total as JSON.")
 
     v = sub.add_parser("preview", help="show examples exactly as the model will see them, with statistics")
@@ -125,13 +155,28 @@ def _overrides(a: argparse.Namespace) -> dict:
 
     o: dict = {
         "model": pick(name=a.model, device=a.device),
-        "lora": pick(rank=a.rank, alpha=a.alpha, dropout=a.dropout, target_modules=a.targets,
-                     use_rslora=a.rslora, use_dora=a.dora),
-        "quant": pick(quant_type=a.quant_type, double_quant=False if a.no_double_quant else None,
-                      compute_dtype=a.compute_dtype),
-        "train": pick(steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr, seed=a.seed,
-                      grad_accum=a.grad_accum, warmup_steps=a.warmup_steps,
-                      eval_examples=a.eval_examples, gradient_checkpointing=a.gradient_checkpointing),
+        "lora": pick(
+            rank=a.rank,
+            alpha=a.alpha,
+            dropout=a.dropout,
+            target_modules=a.targets,
+            use_rslora=a.rslora,
+            use_dora=a.dora,
+        ),
+        "quant": pick(
+            quant_type=a.quant_type, double_quant=False if a.no_double_quant else None, compute_dtype=a.compute_dtype
+        ),
+        "train": pick(
+            steps=a.steps,
+            batch_size=a.batch_size,
+            seq_len=a.seq_len,
+            lr=a.lr,
+            seed=a.seed,
+            grad_accum=a.grad_accum,
+            warmup_steps=a.warmup_steps,
+            eval_examples=a.eval_examples,
+            gradient_checkpointing=a.gradient_checkpointing,
+        ),
     }
     if a.variants is not None:
         o["variants"] = a.variants
@@ -146,7 +191,9 @@ def _overrides(a: argparse.Namespace) -> dict:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import preset_config, progress_sink, results_table, run_compare
+    from .compare import results_table, run_compare
+    from .config import preset_config
+    from .events import progress_sink
 
     cfg = preset_config(a.preset, _overrides(a))
     stop = threading.Event()
@@ -159,8 +206,13 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = run_compare(cfg, a.out, sinks=[progress_sink()], stop=stop,
-                             on_status=lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True))
+        result = run_compare(
+            cfg,
+            a.out,
+            sinks=[progress_sink()],
+            stop=stop,
+            on_status=lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True),
+        )
     finally:
         signal.signal(signal.SIGINT, old)
     import pandas as pd
@@ -181,17 +233,40 @@ def cmd_estimate(a: argparse.Namespace) -> int:
     lora = LoraSettings(rank=a.rank, target_modules=a.targets)
     TrainSettings(batch_size=a.batch_size, seq_len=a.seq_len)  # validates both
     cfg = model_config_for(a.model)
-    est = estimate(cfg, bits=a.bits, rank=lora.rank, targets=lora.target_modules, batch_size=a.batch_size,
-                   seq_len=a.seq_len, gradient_checkpointing=a.gradient_checkpointing, device_type=a.device,
-                   double_quant=not a.no_double_quant)
+    est = estimate(
+        cfg,
+        bits=a.bits,
+        rank=lora.rank,
+        targets=lora.target_modules,
+        batch_size=a.batch_size,
+        seq_len=a.seq_len,
+        gradient_checkpointing=a.gradient_checkpointing,
+        device_type=a.device,
+        double_quant=not a.no_double_quant,
+    )
     if a.json:
-        print(json.dumps({"model": a.model, "bits": a.bits, "rank": a.rank, "targets": lora.target_modules,
-                          "batch_size": a.batch_size, "seq_len": a.seq_len, "device": a.device,
-                          "gradient_checkpointing": a.gradient_checkpointing, "double_quant": not a.no_double_quant,
-                          **est.to_dict()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": a.model,
+                    "bits": a.bits,
+                    "rank": a.rank,
+                    "targets": lora.target_modules,
+                    "batch_size": a.batch_size,
+                    "seq_len": a.seq_len,
+                    "device": a.device,
+                    "gradient_checkpointing": a.gradient_checkpointing,
+                    "double_quant": not a.no_double_quant,
+                    **est.to_dict(),
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"{a.model}: {a.bits}-bit base, LoRA r={a.rank} on {a.targets}, batch {a.batch_size} x "
-              f"{a.seq_len} tokens, {a.device}")
+        print(
+            f"{a.model}: {a.bits}-bit base, LoRA r={a.rank} on {a.targets}, batch {a.batch_size} x "
+            f"{a.seq_len} tokens, {a.device}"
+        )
         print(est.table())
     return 0
 
@@ -202,9 +277,15 @@ def cmd_preview(a: argparse.Namespace) -> int:
     from .models import load_tokenizer
     from .resolve import resolve_model
 
-    cfg = RunConfig(task=None if a.data else (a.task or "sentiment"), data=a.data, eval_data=a.eval_data,
-                    eval_fraction=a.eval_fraction, columns=a.columns, skip_bad_rows=a.skip_bad_rows,
-                    train=TrainSettings(seq_len=a.seq_len))  # validates them all
+    cfg = RunConfig(
+        task=None if a.data else (a.task or "sentiment"),
+        data=a.data,
+        eval_data=a.eval_data,
+        eval_fraction=a.eval_fraction,
+        columns=a.columns,
+        skip_bad_rows=a.skip_bad_rows,
+        train=TrainSettings(seq_len=a.seq_len),
+    )  # validates them all
     task = task_for(cfg)
     tokenizer = load_tokenizer(resolve_model(a.model))
     print(preview(tokenizer, task, seq_len=a.seq_len, n=a.examples).to_text())
@@ -222,8 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("WORKBENCH_LOG", "WARNING"), format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
-        commands = {"compare": cmd_compare, "estimate": cmd_estimate, "preview": cmd_preview,
-                    "model-path": cmd_model_path}
+        commands = {
+            "compare": cmd_compare,
+            "estimate": cmd_estimate,
+            "preview": cmd_preview,
+            "model-path": cmd_model_path,
+        }
         return commands[args.command](args)
     except ValueError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)

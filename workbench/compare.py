@@ -14,70 +14,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
-from . import memory, models, plots
+from . import memory, models
 from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, task_for
 from .estimator import estimate
-from .events import MetricEvent, Sink
-from .files import save_figure, write_json, write_text
+from .events import Sink
 from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
 from .layout import ModelLayout
-from .resolve import EMBEDDED_DIRNAME, resolve_model
-from .results import VariantResult, results_frame
-from .runs import MetricsCSV, Run, save_adapter, write_results
+from .resolve import resolve_model
+from .results import CompareResult, VariantResult, results_frame
+from .runs import MetricsCSV, Run, save_adapter, write_run
 from .train import TrainResult, seed_everything, train
 
 log = logging.getLogger(__name__)
-
-PRESETS: dict[str, dict] = {
-    # All three variants on the embedded model in a few minutes on 2 CPU cores.
-    "cpu-demo": {
-        "model": {"device": "cpu"},
-        "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": "all-linear"},
-        "quant": {"bits": 4, "quant_type": "nf4", "double_quant": True},
-        "train": {"steps": 20, "lr": 2e-3, "batch_size": 8, "seq_len": 64, "warmup_steps": 3, "seed": 0},
-        "task": "sentiment",
-        "variants": ["base", "lora", "qlora"],
-    },
-}
-
-
-def preset_config(name: str | None, overrides: dict | None = None) -> RunConfig:
-    """A RunConfig from a preset (or the defaults) with nested overrides applied on top."""
-    if name is not None and name not in PRESETS:
-        raise ValueError(f"preset: unknown {name!r}; choose from {', '.join(PRESETS)}")
-    merged: dict = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(name, {}).items()}
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict):
-            merged.setdefault(key, {}).update(value)
-        else:
-            merged[key] = value
-    return RunConfig.from_dict(merged)
-
-
-@dataclass
-class CompareResult:
-    config: dict
-    device: str  # for people: "cpu (float32)", "cuda (NVIDIA H200, bfloat16)"
-    device_type: str  # for code: cpu, cuda or mps
-    model_path: str
-    task: str
-    scoring: str = "exact_match"
-    notes: list[str] = field(default_factory=list)
-    variants: list[VariantResult] = field(default_factory=list)
-    generations: dict[str, dict[str, Generation]] = field(default_factory=dict)
-    metrics: list[MetricEvent] = field(default_factory=list)
-    stopped: bool = False
-
-    def to_json(self) -> dict:
-        """results.json less its variants (runs.write_results adds them)."""
-        return {"config": self.config, "device": self.device, "device_type": self.device_type,
-                "model_path": self.model_path, "task": self.task, "scoring": self.scoring, "notes": self.notes,
-                "stopped": self.stopped}
 
 
 @dataclass(frozen=True)
@@ -100,24 +53,42 @@ class EstimateShapes:
     eval_seq: int
 
     @classmethod
-    def of(cls, train_rows: Encoded, eval_rows: Encoded, batch_size: int) -> "EstimateShapes":
+    def of(cls, train_rows: Encoded, eval_rows: Encoded, batch_size: int) -> EstimateShapes:
         """Training batches are batch_size x the longest example (at most seq_len: a batch is padded to its
         longest row); evaluation batches are EVAL_BATCH_SIZE (or the whole eval split, if smaller) x its longest."""
         return cls(batch_size, train_rows.longest, min(EVAL_BATCH_SIZE, len(eval_rows)), eval_rows.longest)
 
 
-def variant_estimate(layout, cfg: RunConfig, bits: int, trained: bool, device_type: str,
-                     shapes: EstimateShapes, adapter_attached: bool | None = None) -> int:
+def variant_estimate(
+    layout,
+    cfg: RunConfig,
+    bits: int,
+    trained: bool,
+    device_type: str,
+    shapes: EstimateShapes,
+    adapter_attached: bool | None = None,
+) -> int:
     """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
     through training (trained variants), evaluation in batches and generation. For a trained variant that is
     the larger of the training step (estimate(train=True)) and an evaluation batch with the adapter loaded;
     for the base variant, the evaluation batch (train=False), with the adapter's weights when one is attached
     (run_compare attaches it, switched off, when a trained variant shares the base's bit width)."""
     layout = layout if isinstance(layout, ModelLayout) else ModelLayout(layout)
-    common = dict(bits=bits, rank=cfg.lora.rank, targets=cfg.lora.target_modules, device_type=device_type,
-                  double_quant=cfg.quant.double_quant)
-    tr = estimate(layout, batch_size=shapes.train_batch, seq_len=shapes.train_seq, train=True,
-                  gradient_checkpointing=cfg.train.gradient_checkpointing, **common)
+    common = dict(
+        bits=bits,
+        rank=cfg.lora.rank,
+        targets=cfg.lora.target_modules,
+        device_type=device_type,
+        double_quant=cfg.quant.double_quant,
+    )
+    tr = estimate(
+        layout,
+        batch_size=shapes.train_batch,
+        seq_len=shapes.train_seq,
+        train=True,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        **common,
+    )
     ev = estimate(layout, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
     with_adapter = ev.total + tr.components["adapter"]
     if not trained:
@@ -165,8 +136,13 @@ class Setup:
         return variant_estimate(self.layout, self.cfg, bits, trained, self.choice.type, self.shapes, attached)
 
 
-def setup(cfg: RunConfig, *, task: Task | None = None, decode: DecodeSettings | None = None,
-          status: Callable[[str], None] = log.info) -> Setup:
+def setup(
+    cfg: RunConfig,
+    *,
+    task: Task | None = None,
+    decode: DecodeSettings | None = None,
+    status: Callable[[str], None] = log.info,
+) -> Setup:
     """Read and check the data, pick the device, find the model and its tokenizer, encode each split once."""
     from transformers import AutoConfig
 
@@ -176,16 +152,28 @@ def setup(cfg: RunConfig, *, task: Task | None = None, decode: DecodeSettings | 
     path = resolve_model(cfg.model.name)
     tokenizer = models.load_tokenizer(path)
     # continuing plain text greedily, a small model soon loops; a mild penalty keeps the styles comparable
-    decode = decode or DecodeSettings(max_new_tokens=48, seed=cfg.train.seed,
-                                      repetition_penalty=1.0 if task.chat else 1.3)
+    decode = decode or DecodeSettings(
+        max_new_tokens=48, seed=cfg.train.seed, repetition_penalty=1.0 if task.chat else 1.3
+    )
     eval_set = task.eval
     if cfg.train.eval_examples and not isinstance(eval_set, TextSource):
-        eval_set = eval_set[:cfg.train.eval_examples]
+        eval_set = eval_set[: cfg.train.eval_examples]
     train_rows = encode(tokenizer, task.train, cfg.train.seq_len)
     eval_rows = encode(tokenizer, eval_set, cfg.train.seq_len)
     layout = ModelLayout(AutoConfig.from_pretrained(str(path)))
-    return Setup(cfg, task, choice, path, tokenizer, layout, train_rows, eval_set, eval_rows, decode,
-                 task.notes + train_rows.length_messages())
+    return Setup(
+        cfg,
+        task,
+        choice,
+        path,
+        tokenizer,
+        layout,
+        train_rows,
+        eval_set,
+        eval_rows,
+        decode,
+        task.notes + train_rows.length_messages(),
+    )
 
 
 # --------------------------------------------------------------------------- one variant at a time
@@ -220,43 +208,73 @@ def _result(s: Setup, name: str, model, peak: int, tr: TrainResult | None, ev: E
     trainable, total = models.parameter_counts(model)
     trained = tr is not None
     return VariantResult(
-        name=name, bits=VARIANTS[name].bits, rank=s.cfg.lora.rank if trained else None,
+        name=name,
+        bits=VARIANTS[name].bits,
+        rank=s.cfg.lora.rank if trained else None,
         target_modules=s.cfg.lora.target_modules if trained else None,
-        trainable_params=trainable if trained else 0, total_params=total, weight_bytes=models.weight_bytes(model),
-        peak_memory_bytes=peak, estimated_peak_bytes=s.estimate(name),
-        train_seconds=tr.train_seconds if tr else None, tokens_per_second=tr.tokens_per_second if tr else None,
+        trainable_params=trainable if trained else 0,
+        total_params=total,
+        weight_bytes=models.weight_bytes(model),
+        peak_memory_bytes=peak,
+        estimated_peak_bytes=s.estimate(name),
+        train_seconds=tr.train_seconds if tr else None,
+        tokens_per_second=tr.tokens_per_second if tr else None,
         final_train_loss=tr.final_loss if tr else None,
-        eval_loss=ev.eval_loss if ev else None, perplexity=ev.perplexity if ev else None,
-        accuracy=ev.accuracy if ev else None, steps_done=tr.steps_done if tr else None,
-        status="stopped" if (tr and tr.stopped) else "done")
+        eval_loss=ev.eval_loss if ev else None,
+        perplexity=ev.perplexity if ev else None,
+        accuracy=ev.accuracy if ev else None,
+        steps_done=tr.steps_done if tr else None,
+        status="stopped" if (tr and tr.stopped) else "done",
+    )
 
 
-def train_variant(s: Setup, model, name: str, monitor: memory.MemoryMonitor, *, sinks: Iterable[Sink] = (),
-                  stop: threading.Event | None = None, status: Callable[[str], None] = log.info) -> TrainResult:
+def train_variant(
+    s: Setup,
+    model,
+    name: str,
+    monitor: memory.MemoryMonitor,
+    *,
+    sinks: Iterable[Sink] = (),
+    stop: threading.Event | None = None,
+    status: Callable[[str], None] = log.info,
+) -> TrainResult:
     """Train the attached adapter on the encoded training split."""
     status(f"training {name} ({s.cfg.train.steps} steps)")
-    return train(model, s.tokenizer, s.train_rows, s.cfg.train, variant=name, sinks=sinks, stop=stop,
-                 monitor=monitor)
+    return train(model, s.tokenizer, s.train_rows, s.cfg.train, variant=name, sinks=sinks, stop=stop, monitor=monitor)
 
 
 def score_variant(s: Setup, model, *, base: bool) -> tuple[EvalResult, dict[str, Generation]]:
     """Evaluate on the encoded eval split, then answer the sample prompts (adapter off for base)."""
-    ev = evaluate(model, s.tokenizer, s.eval_set, seq_len=s.cfg.train.seq_len, base=base, scoring=s.task.scoring,
-                  encoded=s.eval_rows)
+    ev = evaluate(
+        model,
+        s.tokenizer,
+        s.eval_set,
+        seq_len=s.cfg.train.seq_len,
+        base=base,
+        scoring=s.task.scoring,
+        encoded=s.eval_rows,
+    )
     return ev, _answers(s, model, base=base)
 
 
-def run_base(s: Setup, model, monitor: memory.MemoryMonitor,
-             status: Callable[[str], None] = log.info) -> VariantRun:
+def run_base(s: Setup, model, monitor: memory.MemoryMonitor, status: Callable[[str], None] = log.info) -> VariantRun:
     """The base variant: the loaded model with its adapter (if any) switched off, evaluated and asked."""
     status("evaluating base (adapter disabled)")
     ev, answers = score_variant(s, model, base=True)
     return VariantRun(_result(s, "base", model, monitor.peak(), None, ev), ev.predictions, answers)
 
 
-def run_trained(s: Setup, model, name: str, monitor: memory.MemoryMonitor, *, sinks: Iterable[Sink] = (),
-                stop: threading.Event | None = None, adapter_dir: Path | None = None,
-                status: Callable[[str], None] = log.info) -> VariantRun:
+def run_trained(
+    s: Setup,
+    model,
+    name: str,
+    monitor: memory.MemoryMonitor,
+    *,
+    sinks: Iterable[Sink] = (),
+    stop: threading.Event | None = None,
+    adapter_dir: Path | None = None,
+    status: Callable[[str], None] = log.info,
+) -> VariantRun:
     """Train one variant's adapter, save it (when adapter_dir is given), then evaluate and ask it, unless
     training was stopped."""
     tr = train_variant(s, model, name, monitor, sinks=sinks, stop=stop, status=status)
@@ -272,10 +290,17 @@ def run_trained(s: Setup, model, name: str, monitor: memory.MemoryMonitor, *, si
 # --------------------------------------------------------------------------- the whole comparison
 
 
-def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = (),
-                stop: threading.Event | None = None, on_status: Callable[[str], None] | None = None,
-                decode: DecodeSettings | None = None, task: Task | None = None,
-                on_variant: Callable[[VariantStart], None] | None = None) -> CompareResult:
+def run_compare(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    sinks: Iterable[Sink] = (),
+    stop: threading.Event | None = None,
+    on_status: Callable[[str], None] | None = None,
+    decode: DecodeSettings | None = None,
+    task: Task | None = None,
+    on_variant: Callable[[VariantStart], None] | None = None,
+) -> CompareResult:
     """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
 
     `task` overrides cfg.task/cfg.data with data already loaded (e.g. from a DataFrame via
@@ -285,8 +310,15 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
     status = on_status or log.info
     s = setup(cfg, task=task, decode=decode, status=status)
     run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
-    result = CompareResult(config=cfg.to_dict(), device=s.choice.describe(), device_type=s.choice.type,
-                           model_path=str(s.path), task=s.task.name, scoring=s.task.scoring, notes=s.notes)
+    result = CompareResult(
+        config=cfg.to_dict(),
+        device=s.choice.describe(),
+        device_type=s.choice.type,
+        model_path=str(s.path),
+        task=s.task.name,
+        scoring=s.task.scoring,
+        notes=s.notes,
+    )
     for note in result.notes:
         status(note)
     metrics_sink = MetricsCSV(run.path / "metrics.csv")
@@ -316,8 +348,19 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
                 keep("base", run_base(s, model, monitor, status))
             for name in (n for n in names if VARIANTS[n].trained):
                 started(name)
-                keep(name, run_trained(s, model, name, monitor, sinks=all_sinks, stop=stop,
-                                       adapter_dir=run.adapter_dir(name), status=status))
+                keep(
+                    name,
+                    run_trained(
+                        s,
+                        model,
+                        name,
+                        monitor,
+                        sinks=all_sinks,
+                        stop=stop,
+                        adapter_dir=run.adapter_dir(name),
+                        status=status,
+                    ),
+                )
             monitor.stop()
             del model
         result.stopped = stop.is_set()
@@ -329,57 +372,6 @@ def run_compare(cfg: RunConfig, out_dir: str | Path, *, sinks: Iterable[Sink] = 
     return result
 
 
-def write_run(run: Run | Path, result: CompareResult, predictions: dict[str, list[dict]] | None = None) -> None:
-    """results.json/csv, the three figures and generations.md: each written atomically."""
-    run = run if isinstance(run, Run) else Run(run)
-    write_results(run, result.to_json(), result.variants)
-    save_figure(plots.loss_figure(result.metrics), run.path / "loss.png")
-    save_figure(plots.memory_figure(result.variants, result.device_type), run.path / "memory.png")
-    save_figure(plots.accuracy_memory_figure(result.variants), run.path / "accuracy_vs_memory.png")
-    write_text(run.path / "generations.md", generations_markdown(result))
-    if predictions:
-        write_json(run.path / "predictions.json", predictions)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
-
-
-def generations_markdown(result: CompareResult) -> str:
-    names = [v.name for v in result.variants if any(v.name in g for g in result.generations.values())]
-    lines = [f"# Side-by-side answers ({result.task})", "",
-             f"Model: `{result.model_path}` on {result.device}. Same prompt, decoding settings and seed for "
-             "every column; base is the LoRA model with its adapter disabled.", ""]
-    if EMBEDDED_DIRNAME in result.model_path:
-        lines += ["The embedded weights are a dequantized Q4_1 copy of SmolLM2-135M-Instruct, so the "
-                  "16-bit baseline is that dequantized model.", ""]
-    for prompt, answers in result.generations.items():
-        lines += ["## Prompt", "", "> " + prompt.replace("\n", "\n> "), "",
-                  "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
-                  "| " + " | ".join(_cell(answers[n].text) if n in answers else "" for n in names) + " |",
-                  "| " + " | ".join(f"{answers[n].new_tokens} tokens, {answers[n].tokens_per_second:.1f} tok/s"
-                                    if n in answers else "" for n in names) + " |", ""]
-    return "\n".join(lines)
-
-
 def results_table(result: CompareResult):
     """The printed table: a pandas DataFrame with readable units."""
     return results_frame(result.variants)
-
-
-def progress_sink() -> Sink:
-    """A tqdm bar per variant for the terminal and notebooks (tqdm.auto picks the right one)."""
-    from tqdm.auto import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def sink(e) -> None:
-        bar = bars.get(e.variant)
-        if bar is None:
-            bar = bars[e.variant] = tqdm(total=e.total_steps, desc=f"train {e.variant}", unit="step", leave=True)
-        bar.update(e.step - bar.n)
-        bar.set_postfix(loss=f"{e.loss:.3f}", mem=f"{e.memory_bytes / memory.MiB:.0f}MiB")
-        if e.step >= e.total_steps:
-            bar.close()
-
-    return sink

@@ -30,12 +30,27 @@ class Variant:
 
 # the one table of variants every panel, the CLI and the runs read; its order is the teaching order
 VARIANT_TABLE = (
-    Variant("base", 16, False, "base (no adapter)", "Base model", "base",
-            "the model as it is, no adapter (answers come from the LoRA model with its adapter disabled)"),
-    Variant("lora", 16, True, "16-bit LoRA", "LoRA (16-bit base)", "LoRA",
-            "LoRA on a 16-bit base (fp32 on CPU, bf16/fp16 on GPU)"),
-    Variant("lora8", 8, True, "8-bit LoRA (LLM.int8)", "LoRA (8-bit base)", "LoRA 8-bit",
-            "LoRA on an 8-bit LLM.int8 base"),
+    Variant(
+        "base",
+        16,
+        False,
+        "base (no adapter)",
+        "Base model",
+        "base",
+        "the model as it is, no adapter (answers come from the LoRA model with its adapter disabled)",
+    ),
+    Variant(
+        "lora",
+        16,
+        True,
+        "16-bit LoRA",
+        "LoRA (16-bit base)",
+        "LoRA",
+        "LoRA on a 16-bit base (fp32 on CPU, bf16/fp16 on GPU)",
+    ),
+    Variant(
+        "lora8", 8, True, "8-bit LoRA (LLM.int8)", "LoRA (8-bit base)", "LoRA 8-bit", "LoRA on an 8-bit LLM.int8 base"
+    ),
     Variant("qlora", 4, True, "4-bit QLoRA", "QLoRA (4-bit base)", "QLoRA", "LoRA on a 4-bit base (QLoRA)"),
 )
 VARIANTS: dict[str, Variant] = {v.name: v for v in VARIANT_TABLE}
@@ -83,12 +98,13 @@ def _check_float(name: str, value: Any, lo: float, hi: float | None = None, lo_o
 class ModelSettings:
     name: str = field(
         default=DEFAULT_MODEL,
-        metadata={"help": "Model to fine-tune: a local folder, a Hugging Face name, or the embedded default "
-                          f"({DEFAULT_MODEL}, which works offline)."},
+        metadata={
+            "help": "Model to fine-tune: a local folder, a Hugging Face name, or the embedded default "
+            f"({DEFAULT_MODEL}, which works offline)."
+        },
     )
     device: str = field(
-        default="auto",
-        metadata={"help": "Where to run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps."},
+        default="auto", metadata={"help": "Where to run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps."}
     )
 
     def __post_init__(self) -> None:
@@ -100,19 +116,27 @@ class ModelSettings:
 
 @dataclass
 class LoraSettings:
-    rank: int = field(default=8, metadata={"help": "LoRA rank r: the inner size of the update B·A added to each "
-                                                   "target layer. Bigger learns more and costs more."})
-    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha: the update is scaled by alpha/r "
-                                                         "(alpha/√r with rsLoRA)."})
+    rank: int = field(
+        default=8,
+        metadata={
+            "help": "LoRA rank r: the inner size of the update B·A added to each "
+            "target layer. Bigger learns more and costs more."
+        },
+    )
+    alpha: float = field(
+        default=16.0, metadata={"help": "LoRA alpha: the update is scaled by alpha/r (alpha/√r with rsLoRA)."}
+    )
     dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input during training, 0 to 1."})
     target_modules: list[str] | str = field(
         default="all-linear",
         metadata={"help": "Layers that get an adapter: module names such as q_proj,v_proj, or all-linear."},
     )
-    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised LoRA: scale by alpha/√r instead "
-                                                              "of alpha/r."})
-    use_dora: bool = field(default=False, metadata={"help": "DoRA: learn a magnitude per output as well as the "
-                                                            "LoRA direction (slower)."})
+    use_rslora: bool = field(
+        default=False, metadata={"help": "Rank-stabilised LoRA: scale by alpha/√r instead of alpha/r."}
+    )
+    use_dora: bool = field(
+        default=False, metadata={"help": "DoRA: learn a magnitude per output as well as the LoRA direction (slower)."}
+    )
 
     def __post_init__(self) -> None:
         _check_int("rank", self.rank, 1)
@@ -155,15 +179,26 @@ def parse_targets(value: list[str] | str) -> list[str] | str:
 
 @dataclass
 class QuantSettings:
-    bits: int = field(default=16, metadata={"help": "Bits of the frozen base weights: 16 (no quantization), "
-                                                    "8 (LLM.int8) or 4 (QLoRA)."})
-    quant_type: str = field(default="nf4", metadata={"help": "4-bit data type: nf4 (NormalFloat, best for "
-                                                             "normally distributed weights) or fp4."})
-    double_quant: bool = field(default=True, metadata={"help": "Quantize the 4-bit scaling constants too "
-                                                               "(saves about 0.37 bits per parameter)."})
-    compute_dtype: str = field(default="auto", metadata={"help": "Dtype the 4-bit layers compute in: auto "
-                                                                 "(float32 on CPU, bf16/fp16 on GPU), "
-                                                                 "float32, bfloat16 or float16."})
+    bits: int = field(
+        default=16,
+        metadata={"help": "Bits of the frozen base weights: 16 (no quantization), 8 (LLM.int8) or 4 (QLoRA)."},
+    )
+    quant_type: str = field(
+        default="nf4",
+        metadata={"help": "4-bit data type: nf4 (NormalFloat, best for normally distributed weights) or fp4."},
+    )
+    double_quant: bool = field(
+        default=True,
+        metadata={"help": "Quantize the 4-bit scaling constants too (saves about 0.37 bits per parameter)."},
+    )
+    compute_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Dtype the 4-bit layers compute in: auto "
+            "(float32 on CPU, bf16/fp16 on GPU), "
+            "float32, bfloat16 or float16."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.bits not in (16, 8, 4):
@@ -197,19 +232,26 @@ class QuantSettings:
 @dataclass
 class TrainSettings:
     steps: int = field(default=60, metadata={"help": "Optimizer steps to train for."})
-    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate of AdamW (LoRA tolerates higher rates "
-                                                      "than full fine-tuning)."})
+    lr: float = field(
+        default=2e-3,
+        metadata={"help": "Peak learning rate of AdamW (LoRA tolerates higher rates than full fine-tuning)."},
+    )
     batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
     seq_len: int = field(default=128, metadata={"help": "Longest sequence in tokens; longer examples are cut."})
-    grad_accum: int = field(default=1, metadata={"help": "Forward passes whose gradients add up before one "
-                                                         "optimizer step (effective batch = batch × accum)."})
-    warmup_steps: int = field(default=5, metadata={"help": "Steps over which the learning rate ramps up from 0, "
-                                                           "then it decays linearly."})
+    grad_accum: int = field(
+        default=1,
+        metadata={
+            "help": "Forward passes whose gradients add up before one optimizer step (effective batch = batch × accum)."
+        },
+    )
+    warmup_steps: int = field(
+        default=5, metadata={"help": "Steps over which the learning rate ramps up from 0, then it decays linearly."}
+    )
     seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same losses."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward "
-                                                                          "pass: less memory, about 30% slower."})
-    eval_examples: int = field(default=0, metadata={"help": "Held-out examples to score (0 = the whole eval "
-                                                            "split)."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass: less memory, about 30% slower."}
+    )
+    eval_examples: int = field(default=0, metadata={"help": "Held-out examples to score (0 = the whole eval split)."})
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -226,24 +268,37 @@ class TrainSettings:
 class RunConfig:
     model: ModelSettings = field(default_factory=ModelSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    quant: QuantSettings = field(default_factory=lambda: QuantSettings(bits=4),
-                                 metadata={"help": "4-bit settings used by the qlora variant."})
+    quant: QuantSettings = field(
+        default_factory=lambda: QuantSettings(bits=4), metadata={"help": "4-bit settings used by the qlora variant."}
+    )
     train: TrainSettings = field(default_factory=TrainSettings)
     task: str | None = field(default="sentiment", metadata={"help": "Built-in task to train and score on."})
-    data: str | None = field(default=None, metadata={"help": "Your own data instead of a built-in task: JSONL, "
-                                                            "JSON, CSV (prompt/answer, instruction/input/output "
-                                                            "or messages) or plain .txt."})
-    eval_data: str | None = field(default=None, metadata={"help": "A separate file to evaluate on; without it "
-                                                                 "eval_fraction of data is held out."})
-    eval_fraction: float = field(default=0.15, metadata={"help": "Share of data held out for evaluation when "
-                                                                "no eval file is given (seeded, repeatable)."})
-    columns: str | None = field(default=None, metadata={"help": "Map your column names, e.g. "
-                                                               "prompt=question,answer=label."})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "Skip unusable rows (empty answer, ...) and "
-                                                                "report how many, instead of stopping."})
-    variants: list[str] = field(default_factory=lambda: ["base", "lora", "qlora"],
-                                metadata={"help": "What to compare: " + "; ".join(
-                                    f"{v.name} = {v.help}" for v in VARIANT_TABLE)})
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Your own data instead of a built-in task: JSONL, "
+            "JSON, CSV (prompt/answer, instruction/input/output "
+            "or messages) or plain .txt."
+        },
+    )
+    eval_data: str | None = field(
+        default=None, metadata={"help": "A separate file to evaluate on; without it eval_fraction of data is held out."}
+    )
+    eval_fraction: float = field(
+        default=0.15,
+        metadata={"help": "Share of data held out for evaluation when no eval file is given (seeded, repeatable)."},
+    )
+    columns: str | None = field(
+        default=None, metadata={"help": "Map your column names, e.g. prompt=question,answer=label."}
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "Skip unusable rows (empty answer, ...) and report how many, instead of stopping."},
+    )
+    variants: list[str] = field(
+        default_factory=lambda: ["base", "lora", "qlora"],
+        metadata={"help": "What to compare: " + "; ".join(f"{v.name} = {v.help}" for v in VARIANT_TABLE)},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.variants, str):
@@ -269,7 +324,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         return cls(
             model=ModelSettings(**d.get("model", {})),
             lora=LoraSettings(**d.get("lora", {})),
@@ -283,3 +338,29 @@ class RunConfig:
             skip_bad_rows=d.get("skip_bad_rows", False),
             variants=d.get("variants", ["base", "lora", "qlora"]),
         )
+
+
+PRESETS: dict[str, dict] = {
+    # All three variants on the embedded model in a few minutes on 2 CPU cores.
+    "cpu-demo": {
+        "model": {"device": "cpu"},
+        "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": "all-linear"},
+        "quant": {"bits": 4, "quant_type": "nf4", "double_quant": True},
+        "train": {"steps": 20, "lr": 2e-3, "batch_size": 8, "seq_len": 64, "warmup_steps": 3, "seed": 0},
+        "task": "sentiment",
+        "variants": ["base", "lora", "qlora"],
+    }
+}
+
+
+def preset_config(name: str | None, overrides: dict | None = None) -> RunConfig:
+    """A RunConfig from a preset (or the defaults) with nested overrides applied on top."""
+    if name is not None and name not in PRESETS:
+        raise ValueError(f"preset: unknown {name!r}; choose from {', '.join(PRESETS)}")
+    merged: dict = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(name, {}).items()}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            merged.setdefault(key, {}).update(value)
+        else:
+            merged[key] = value
+    return RunConfig.from_dict(merged)

@@ -88,8 +88,13 @@ def _dtype_bytes(value, default: int = 4) -> int:
     return {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}.get(name, default)
 
 
-_SHARED_INPUT = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "gate_proj": "mlp_in",
-                 "up_proj": "mlp_in"}
+_SHARED_INPUT = {
+    "q_proj": "attn_in",
+    "k_proj": "attn_in",
+    "v_proj": "attn_in",
+    "gate_proj": "mlp_in",
+    "up_proj": "mlp_in",
+}
 
 
 def _input_key(name: str) -> tuple[str, str] | None:
@@ -109,8 +114,9 @@ def layout_of(model) -> ModelLayout:
     return model if isinstance(model, ModelLayout) else ModelLayout(model)
 
 
-def activation_bytes_per_token(model, *, bits: int = 16, rank: int = 8, targets="all-linear",
-                               device_type: str = "cpu", dropout: float = 0.05) -> dict[str, float]:
+def activation_bytes_per_token(
+    model, *, bits: int = 16, rank: int = 8, targets="all-linear", device_type: str = "cpu", dropout: float = 0.05
+) -> dict[str, float]:
     """Bytes autograd keeps per token for the backward, summed over the decoder blocks, by cause.
 
     For a Llama-style block (Llama, Qwen2, Mistral), as the saved tensors of a training step show:
@@ -156,8 +162,9 @@ def activation_bytes_per_token(model, *, bits: int = 16, rank: int = 8, targets=
     }
     kept_inputs: dict[tuple[str, str], int] = {}  # layer inputs kept as they are, each tensor once
     if dropout > 0:
-        out["lora"] = sum(lin.in_features * (4 + (0 if reads_first_input(lin) else mask)) + rank * 4
-                          for lin in targeted)
+        out["lora"] = sum(
+            lin.in_features * (4 + (0 if reads_first_input(lin) else mask)) + rank * 4 for lin in targeted
+        )
     else:
         for lin in targeted:
             if (key := _input_key(lin.name)) is not None:
@@ -175,9 +182,19 @@ def activation_bytes_per_token(model, *, bits: int = 16, rank: int = 8, targets=
     return out
 
 
-def estimate(model, *, bits: int = 16, rank: int | None = 8, targets="all-linear", batch_size: int = 8,
-             seq_len: int = 128, gradient_checkpointing: bool = False, device_type: str = "cpu",
-             double_quant: bool = True, train: bool = True) -> MemoryEstimate:
+def estimate(
+    model,
+    *,
+    bits: int = 16,
+    rank: int | None = 8,
+    targets="all-linear",
+    batch_size: int = 8,
+    seq_len: int = 128,
+    gradient_checkpointing: bool = False,
+    device_type: str = "cpu",
+    double_quant: bool = True,
+    train: bool = True,
+) -> MemoryEstimate:
     """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
 
     The training estimate predicts the peak of a training step (from before the model loads to the
@@ -212,10 +229,11 @@ def estimate(model, *, bits: int = 16, rank: int | None = 8, targets="all-linear
     if bits == 16:
         est.components["weights"] = other_params * dtype_bytes
     else:
-        est.components["weights (quantized layers)"] = int(quantized_params * bits_per_param(bits, double_quant) / 8
-                                                          + (rows * 4 if bits == 8 else 0)
-                                                          + n_quantized * quantization_constants_per_layer(
-                                                              bits, double_quant))
+        est.components["weights (quantized layers)"] = int(
+            quantized_params * bits_per_param(bits, double_quant) / 8
+            + (rows * 4 if bits == 8 else 0)
+            + n_quantized * quantization_constants_per_layer(bits, double_quant)
+        )
         est.components["weights (kept in full precision)"] = other_params * other_bytes
     weights = est.total
     tokens = batch_size * seq_len
@@ -244,8 +262,7 @@ def estimate(model, *, bits: int = 16, rank: int | None = 8, targets="all-linear
         est.components["optimizer state"] = adapter * 8
         # LoRA dropout > 0 assumed (LoraSettings' default); with 0 fewer tensors are kept, see
         # activation_bytes_per_token(dropout=0.0) and docs/estimator.md
-        per_token = activation_bytes_per_token(layout, bits=bits, rank=rank, targets=targets,
-                                               device_type=device_type)
+        per_token = activation_bytes_per_token(layout, bits=bits, rank=rank, targets=targets, device_type=device_type)
         layers = sum(per_token.values())
         if gradient_checkpointing:
             # each block keeps only its input (float32 residual stream on the CPU and after k-bit

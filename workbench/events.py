@@ -7,8 +7,8 @@ CLI's table all get the same rows. This module imports nothing of workbench, so 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
 
 
 @dataclass
@@ -34,3 +34,21 @@ class MetricEvent:
 
 
 Sink = Callable[[MetricEvent], None]
+
+
+def progress_sink() -> Sink:
+    """A tqdm bar per variant for the terminal and notebooks (tqdm.auto picks the right one)."""
+    from tqdm.auto import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def sink(e: MetricEvent) -> None:
+        bar = bars.get(e.variant)
+        if bar is None:
+            bar = bars[e.variant] = tqdm(total=e.total_steps, desc=f"train {e.variant}", unit="step", leave=True)
+        bar.update(e.step - bar.n)
+        bar.set_postfix(loss=f"{e.loss:.3f}", mem=f"{e.memory_bytes / 2**20:.0f}MiB")
+        if e.step >= e.total_steps:
+            bar.close()
+
+    return sink

@@ -58,13 +58,25 @@ class DecodeSettings:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str | Example], decode: DecodeSettings | None = None, *,
-             base: bool = False, streamer=None, chat: bool = True) -> list[Generation]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str | Example],
+    decode: DecodeSettings | None = None,
+    *,
+    base: bool = False,
+    streamer=None,
+    chat: bool = True,
+) -> list[Generation]:
     """Answer prompts in one left-padded batch; with base=True the adapter is switched off.
     chat=False continues the text as it is (for models tuned on plain text)."""
     decode = decode or DecodeSettings()
-    texts = [prompt_text(tokenizer, p.prompt, p.history, chat) if isinstance(p, Example)
-             else prompt_text(tokenizer, p, chat=chat) for p in prompts]
+    texts = [
+        prompt_text(tokenizer, p.prompt, p.history, chat)
+        if isinstance(p, Example)
+        else prompt_text(tokenizer, p, chat=chat)
+        for p in prompts
+    ]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     try:
@@ -75,10 +87,15 @@ def generate(model, tokenizer, prompts: list[str | Example], decode: DecodeSetti
     model.eval()
     start = time.perf_counter()
     with adapter_off(model, base):
-        out = model.generate(**enc, **decode.kwargs(), pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id, streamer=streamer)
+        out = model.generate(
+            **enc,
+            **decode.kwargs(),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            streamer=streamer,
+        )
     seconds = time.perf_counter() - start
-    new = out[:, enc["input_ids"].shape[1]:]
+    new = out[:, enc["input_ids"].shape[1] :]
     results = []
     for row in new:
         n = int((row != tokenizer.pad_token_id).sum())
@@ -101,9 +118,17 @@ EVAL_BATCH_SIZE = 16  # examples per no-grad forward when scoring (estimator.est
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len: int = 128,
-             batch_size: int = EVAL_BATCH_SIZE, base: bool = False, scoring: str = "exact_match",
-             encoded: Encoded | None = None) -> EvalResult:
+def evaluate(
+    model,
+    tokenizer,
+    examples: list[Example] | TextSource,
+    *,
+    seq_len: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
+    base: bool = False,
+    scoring: str = "exact_match",
+    encoded: Encoded | None = None,
+) -> EvalResult:
     """Eval loss and perplexity on the answer tokens (every token for plain text), and, when the
     task is scored by exact match, the accuracy of greedy answers. `encoded`: the examples already
     tokenised at seq_len (data.encode), so a caller that scores several variants encodes them once."""
@@ -115,13 +140,16 @@ def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len:
     rows = encode(tokenizer, encoded if encoded is not None else examples, seq_len).rows
     with adapter_off(model, base):
         for i in range(0, len(rows), batch_size):
-            batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size], pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             shift_logits = logits[:, :-1].float()
             shift_labels = batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                                     shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
-                                                     reduction="sum")
+            loss = torch.nn.functional.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.size(-1)),
+                shift_labels.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
             total_loss += float(loss)
             total_tokens += int((shift_labels != IGNORE_INDEX).sum())
     if total_tokens == 0:  # a loss over nothing would read as a perfect 0.0
@@ -134,10 +162,16 @@ def evaluate(model, tokenizer, examples: list[Example] | TextSource, *, seq_len:
     decode = DecodeSettings(max_new_tokens=max(8, longest_answer + 4))
     predictions = []
     for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
+        chunk = examples[i : i + batch_size]
         gens = generate(model, tokenizer, chunk, decode, base=base)
         for ex, g in zip(chunk, gens):
-            predictions.append({"prompt": ex.prompt, "answer": ex.answer, "prediction": g.text,
-                                "correct": exact_match(g.text, ex.answer)})
+            predictions.append(
+                {
+                    "prompt": ex.prompt,
+                    "answer": ex.answer,
+                    "prediction": g.text,
+                    "correct": exact_match(g.text, ex.answer),
+                }
+            )
     accuracy = sum(p["correct"] for p in predictions) / max(len(predictions), 1)
     return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=accuracy, predictions=predictions)

@@ -108,7 +108,7 @@ class ModelLayout:
         self.linears = linear_layers(built)
 
     @classmethod
-    def for_model(cls, name: str) -> "ModelLayout":
+    def for_model(cls, name: str) -> ModelLayout:
         """A model name, folder or shipped short name (see resolve.model_config_for); config only."""
         from .resolve import model_config_for
 
@@ -133,8 +133,10 @@ class ModelLayout:
         """A ValueError naming the valid targets when a target list names a layer this model does not have."""
         unknown = self.unknown_targets(targets)
         if unknown:
-            raise ValueError(f"targets: {', '.join(unknown)} not found in this model; valid names are "
-                             f"{', '.join(self.target_names)} or all-linear")
+            raise ValueError(
+                f"targets: {', '.join(unknown)} not found in this model; valid names are "
+                f"{', '.join(self.target_names)} or all-linear"
+            )
 
     def check_rank(self, rank: int) -> None:
         hidden = getattr(self.config, "hidden_size", None)
@@ -147,5 +149,7 @@ class ModelLayout:
 
     def describe(self) -> str:
         c = self.config
-        return (f"{self.total_params / 1e6:,.1f}M parameters, {c.num_hidden_layers} layers, hidden size "
-                f"{c.hidden_size}, {len(self.linears)} linear layers LoRA can target")
+        return (
+            f"{self.total_params / 1e6:,.1f}M parameters, {c.num_hidden_layers} layers, hidden size "
+            f"{c.hidden_size}, {len(self.linears)} linear layers LoRA can target"
+        )

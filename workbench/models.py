@@ -104,7 +104,7 @@ def release_checkpoint_pages(model) -> None:
     the float32 checkpoint charged to a 4-bit model. Owning copies let the mapping close.
     """
     for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
+        for _, param in module.named_parameters(recurse=False):
             if type(param).__name__ not in ("Params4bit", "Int8Params"):
                 param.data = param.data.clone()
         for name, buf in module.named_buffers(recurse=False):
@@ -140,8 +140,11 @@ def attach_lora(model, lora: LoraSettings, bits: int, gradient_checkpointing: bo
     layout.check_targets(lora.target_modules)
     layout.check_rank(lora.rank)
     if bits < 16:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -42,8 +42,11 @@ def memory_figure(results: list[VariantResult], device_type: str = "cpu") -> Fig
     names = [r.name for r in results]
     x = range(len(results))
     width = 0.27
-    series = [("weights", "weight_bytes", "#9ecae1"), ("peak measured", "peak_memory_bytes", "#3182bd"),
-              ("peak estimated", "estimated_peak_bytes", "#fdae6b")]
+    series = [
+        ("weights", "weight_bytes", "#9ecae1"),
+        ("peak measured", "peak_memory_bytes", "#3182bd"),
+        ("peak estimated", "estimated_peak_bytes", "#fdae6b"),
+    ]
     for i, (label, key, color) in enumerate(series):
         vals = [(r.memory(key) or 0) / MiB for r in results]
         ax.bar([xi + (i - 1) * width for xi in x], vals, width, label=label, color=color)
@@ -55,16 +58,18 @@ def memory_figure(results: list[VariantResult], device_type: str = "cpu") -> Fig
     return fig
 
 
-def accuracy_memory_figure(results: list[VariantResult], memory_key: str = "peak_memory_bytes",
-                           runs: list[str | None] | None = None) -> Figure:
+def accuracy_memory_figure(
+    results: list[VariantResult], memory_key: str = "peak_memory_bytes", runs: list[str | None] | None = None
+) -> Figure:
     """Accuracy against memory, each point numbered and its settings listed beside the chart under the
     same number (labels written next to crowded points would overprint): up and to the left is better.
     Tasks scored by perplexity plot that instead (down and to the left is better). `runs` names the run
     of each result; with more than one run each entry says which."""
     runs = runs or [None] * len(results)
     metric = "accuracy" if any(r.accuracy is not None for r in results) else "perplexity"
-    points = [(r, run) for r, run in zip(results, runs)
-              if getattr(r, metric) is not None and r.memory(memory_key) is not None]
+    points = [
+        (r, run) for r, run in zip(results, runs) if getattr(r, metric) is not None and r.memory(memory_key) is not None
+    ]
     points.sort(key=lambda p: p[0].memory(memory_key))
     fig = Figure(figsize=(9.6, max(4.0, 1.2 + 0.22 * len(points))))
     ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
@@ -92,9 +97,16 @@ def accuracy_memory_figure(results: list[VariantResult], memory_key: str = "peak
 
 
 COMPONENT_COLORS = {
-    "weights": "#6baed6", "weights (quantized layers)": "#6baed6", "weights (kept in full precision)": "#c6dbef",
-    "adapter": "#fd8d3c", "gradients": "#fdae6b", "optimizer state": "#fdd0a2", "activations": "#74c476",
-    "logits and loss": "#a1d99b", "runtime (CPU)": "#bdbdbd", "loading (checkpoint read while quantizing)": "#9e9ac8",
+    "weights": "#6baed6",
+    "weights (quantized layers)": "#6baed6",
+    "weights (kept in full precision)": "#c6dbef",
+    "adapter": "#fd8d3c",
+    "gradients": "#fdae6b",
+    "optimizer state": "#fdd0a2",
+    "activations": "#74c476",
+    "logits and loss": "#a1d99b",
+    "runtime (CPU)": "#bdbdbd",
+    "loading (checkpoint read while quantizing)": "#9e9ac8",
 }
 
 
@@ -117,8 +129,9 @@ def estimate_figure(estimates: dict, title: str = "Estimated peak memory per var
     ax.set_xlabel("MiB")
     ax.set_xlim(0, max(left, default=1) * 1.25 or 1)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.25 / max(1, len(names))), ncol=3,
-              frameon=False)
+    ax.legend(
+        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.25 / max(1, len(names))), ncol=3, frameon=False
+    )
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -132,10 +145,20 @@ def live_memory_figure(metrics: list[MetricEvent], estimates: dict[str, int], de
         pts = [m for m in metrics if m.variant == name]
         color = COLORS.get(name)
         if pts:  # the estimate predicts the peak, so the peak so far is the line to hold against it
-            ax.plot([m.step for m in pts], [m.peak_memory_bytes / MiB for m in pts], color=color,
-                    label=f"{name} peak so far")
-            ax.plot([m.step for m in pts], [m.memory_bytes / MiB for m in pts], color=color, linewidth=0.8,
-                    linestyle=":", label=f"{name} after the step")
+            ax.plot(
+                [m.step for m in pts],
+                [m.peak_memory_bytes / MiB for m in pts],
+                color=color,
+                label=f"{name} peak so far",
+            )
+            ax.plot(
+                [m.step for m in pts],
+                [m.memory_bytes / MiB for m in pts],
+                color=color,
+                linewidth=0.8,
+                linestyle=":",
+                label=f"{name} after the step",
+            )
         if name in estimates and name != "base":
             ax.axhline(estimates[name] / MiB, color=color, linestyle="--", linewidth=1, label=f"{name} estimate")
     ax.set_xlabel("step")

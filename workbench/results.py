@@ -1,12 +1,19 @@
-"""One variant's result, the one home of the result fields: what the variant is, what it cost and how it
-scored. It produces every form a result takes: the row of results.json and results.csv, the readable
-tables of the CLI and the Results panel, and the points and labels of the plots.
+"""What a comparison produced. VariantResult is one variant's result and the one home of the result
+fields: what the variant is, what it cost and how it scored. It gives every form a result takes: the row
+of results.json and results.csv, the readable tables of the CLI and the Results panel, and the points
+and labels of the plots. CompareResult holds a whole comparison: its variants, answers and steps.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .events import MetricEvent
+
+if TYPE_CHECKING:  # for annotations only: generate sits higher up
+    from .generate import Generation
 
 MiB = 1024**2
 
@@ -40,7 +47,7 @@ class VariantResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, row: dict) -> "VariantResult":
+    def from_dict(cls, row: dict) -> VariantResult:
         """A row of results.json; fields a newer version added are left at their defaults, unknown ones dropped."""
         known = set(cls.field_names())
         return cls(**{k: v for k, v in row.items() if k in known})
@@ -67,8 +74,42 @@ class VariantResult:
         return getattr(self, key)
 
 
-MEMORY_FIELDS = {"peak_memory_bytes": "peak memory", "weight_bytes": "weight memory",
-                 "estimated_peak_bytes": "estimated peak memory"}
+MEMORY_FIELDS = {
+    "peak_memory_bytes": "peak memory",
+    "weight_bytes": "weight memory",
+    "estimated_peak_bytes": "estimated peak memory",
+}
+
+
+@dataclass
+class CompareResult:
+    """What one comparison produced: the settings, where it ran, every variant's result, the side-by-side
+    answers and every training step."""
+
+    config: dict
+    device: str  # for people: "cpu (float32)", "cuda (NVIDIA H200, bfloat16)"
+    device_type: str  # for code: cpu, cuda or mps
+    model_path: str
+    task: str
+    scoring: str = "exact_match"
+    notes: list[str] = field(default_factory=list)
+    variants: list[VariantResult] = field(default_factory=list)
+    generations: dict[str, dict[str, Generation]] = field(default_factory=dict)
+    metrics: list[MetricEvent] = field(default_factory=list)
+    stopped: bool = False
+
+    def to_json(self) -> dict:
+        """results.json less its variants (runs.write_results adds them)."""
+        return {
+            "config": self.config,
+            "device": self.device,
+            "device_type": self.device_type,
+            "model_path": self.model_path,
+            "task": self.task,
+            "scoring": self.scoring,
+            "notes": self.notes,
+            "stopped": self.stopped,
+        }
 
 
 def _round(digits: int) -> Callable[[Any], Any]:
@@ -101,8 +142,20 @@ COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 # what the CLI prints after a run
-SUMMARY_FIELDS = ["name", "bits", "trainable_params", "weight_bytes", "peak_memory_bytes", "estimated_peak_bytes",
-                  "train_seconds", "tokens_per_second", "final_train_loss", "eval_loss", "perplexity", "accuracy"]
+SUMMARY_FIELDS = [
+    "name",
+    "bits",
+    "trainable_params",
+    "weight_bytes",
+    "peak_memory_bytes",
+    "estimated_peak_bytes",
+    "train_seconds",
+    "tokens_per_second",
+    "final_train_loss",
+    "eval_loss",
+    "perplexity",
+    "accuracy",
+]
 
 
 def readable(result: VariantResult, names: list[str]) -> dict:
@@ -119,5 +172,6 @@ def results_frame(results: list[VariantResult], names: list[str] | None = None):
     import pandas as pd
 
     names = names or SUMMARY_FIELDS
-    return pd.DataFrame([readable(r, names) for r in results], columns=[COLUMNS[n][0] for n in names]
-                        ).set_index(COLUMNS["name"][0])
+    return pd.DataFrame([readable(r, names) for r in results], columns=[COLUMNS[n][0] for n in names]).set_index(
+        COLUMNS["name"][0]
+    )

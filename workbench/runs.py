@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from . import plots
 from .config import TRAINED_VARIANTS, RunConfig
 from .events import MetricEvent
-from .files import atomic_dir, write_csv, write_json
-from .results import VariantResult
+from .files import atomic_dir, save_figure, write_csv, write_json, write_text
+from .resolve import EMBEDDED_DIRNAME
+from .results import CompareResult, VariantResult
 
 RESULTS_FILE = "results.json"
 RESULT_FIELDS = VariantResult.field_names()
@@ -107,6 +109,57 @@ def write_results(run: Run, doc: dict, results: list[VariantResult]) -> None:
     run._doc = None
 
 
+def write_run(run: Run | Path, result: CompareResult, predictions: dict[str, list[dict]] | None = None) -> None:
+    """results.json/csv, the three figures and generations.md: each written atomically."""
+    run = run if isinstance(run, Run) else Run(run)
+    write_results(run, result.to_json(), result.variants)
+    save_figure(plots.loss_figure(result.metrics), run.path / "loss.png")
+    save_figure(plots.memory_figure(result.variants, result.device_type), run.path / "memory.png")
+    save_figure(plots.accuracy_memory_figure(result.variants), run.path / "accuracy_vs_memory.png")
+    write_text(run.path / "generations.md", generations_markdown(result))
+    if predictions:
+        write_json(run.path / "predictions.json", predictions)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def generations_markdown(result: CompareResult) -> str:
+    names = [v.name for v in result.variants if any(v.name in g for g in result.generations.values())]
+    lines = [
+        f"# Side-by-side answers ({result.task})",
+        "",
+        f"Model: `{result.model_path}` on {result.device}. Same prompt, decoding settings and seed for "
+        "every column; base is the LoRA model with its adapter disabled.",
+        "",
+    ]
+    if EMBEDDED_DIRNAME in result.model_path:
+        lines += [
+            "The embedded weights are a dequantized Q4_1 copy of SmolLM2-135M-Instruct, so the "
+            "16-bit baseline is that dequantized model.",
+            "",
+        ]
+    for prompt, answers in result.generations.items():
+        lines += [
+            "## Prompt",
+            "",
+            "> " + prompt.replace("\n", "\n> "),
+            "",
+            "| " + " | ".join(names) + " |",
+            "|" + "---|" * len(names),
+            "| " + " | ".join(_cell(answers[n].text) if n in answers else "" for n in names) + " |",
+            "| "
+            + " | ".join(
+                f"{answers[n].new_tokens} tokens, {answers[n].tokens_per_second:.1f} tok/s" if n in answers else ""
+                for n in names
+            )
+            + " |",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 class MetricsCSV:
     """A sink that appends one row per event to metrics.csv and flushes it, so a crash keeps every step."""
 
@@ -177,8 +230,15 @@ def all_results(root: Path) -> list[ResultRow]:
             continue
         cfg = doc.get("config", {})
         for r in results:
-            rows.append(ResultRow(run=str(run.path.relative_to(root)), finished=when, task=doc.get("task"),
-                                  device=doc.get("device"), steps=cfg.get("train", {}).get("steps"),
-                                  quant_type=cfg.get("quant", {}).get("quant_type") if r.bits == 4 else None,
-                                  result=r))
+            rows.append(
+                ResultRow(
+                    run=str(run.path.relative_to(root)),
+                    finished=when,
+                    task=doc.get("task"),
+                    device=doc.get("device"),
+                    steps=cfg.get("train", {}).get("steps"),
+                    quant_type=cfg.get("quant", {}).get("quant_type") if r.bits == 4 else None,
+                    result=r,
+                )
+            )
     return rows

@@ -9,8 +9,8 @@ The notebook panels use this; it knows nothing about widgets.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from transformers import TextStreamer
 
@@ -39,8 +39,14 @@ class TextCallbackStreamer(TextStreamer):
 class Session:
     """The variants of one model (and optionally one run's adapters), ready to answer."""
 
-    def __init__(self, model_name: str, *, device: str = "auto", quant: QuantSettings | None = None,
-                 run_dir: str | Path | None = None):
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        device: str = "auto",
+        quant: QuantSettings | None = None,
+        run_dir: str | Path | None = None,
+    ):
         self.model_name = model_name
         self.device = device
         self.quant = quant or QuantSettings(bits=4)
@@ -51,7 +57,7 @@ class Session:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> "Session":
+    def from_run(cls, run_dir: str | Path) -> Session:
         """A session on the model, device and 4-bit settings a run used, with its adapters."""
         run = Run(run_dir)
         cfg = run.config()
@@ -126,14 +132,22 @@ class Session:
 
     # ------------------------------------------------------------------ work
 
-    def answer(self, variant: str, prompt: str, decode: DecodeSettings | None = None, *, chat: bool = True,
-               on_text: Callable[[str], None] | None = None) -> Generation:
+    def answer(
+        self,
+        variant: str,
+        prompt: str,
+        decode: DecodeSettings | None = None,
+        *,
+        chat: bool = True,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
         """One answer from one variant; on_text gets the text so far as each token arrives."""
         model, off = self.model_for(variant)
         streamer = TextCallbackStreamer(self.tokenizer, on_text) if on_text else None
         return generate(model, self.tokenizer, [prompt], decode, base=off, streamer=streamer, chat=chat)[0]
 
-    def evaluate(self, variant: str, examples: list[Example] | TextSource, *, seq_len: int = 128,
-                 scoring: str = "exact_match") -> EvalResult:
+    def evaluate(
+        self, variant: str, examples: list[Example] | TextSource, *, seq_len: int = 128, scoring: str = "exact_match"
+    ) -> EvalResult:
         model, off = self.model_for(variant)
         return evaluate(model, self.tokenizer, examples, seq_len=seq_len, base=off, scoring=scoring)

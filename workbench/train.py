@@ -6,8 +6,8 @@ import math
 import random
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 
@@ -62,9 +62,17 @@ def batches(rows: list[dict], batch_size: int, seed: int) -> Iterable[list[dict]
         del order[:batch_size]
 
 
-def train(model, tokenizer, examples: list[Example] | TextSource | Encoded, settings: TrainSettings, *, variant: str = "lora",
-          sinks: Iterable[Sink] = (), stop: threading.Event | None = None,
-          monitor: MemoryMonitor | None = None) -> TrainResult:
+def train(
+    model,
+    tokenizer,
+    examples: list[Example] | TextSource | Encoded,
+    settings: TrainSettings,
+    *,
+    variant: str = "lora",
+    sinks: Iterable[Sink] = (),
+    stop: threading.Event | None = None,
+    monitor: MemoryMonitor | None = None,
+) -> TrainResult:
     """Train the model's trainable parameters (the LoRA adapter) for settings.steps steps.
 
     The stop flag is read between optimizer steps, so a stop ends training within one step
@@ -123,9 +131,17 @@ def train(model, tokenizer, examples: list[Example] | TextSource | Encoded, sett
         tokens_seen += step_tokens
         losses.append(step_loss)
         elapsed = time.perf_counter() - start
-        event = MetricEvent(variant=variant, step=step + 1, total_steps=settings.steps, loss=step_loss, lr=lr,
-                            tokens_per_second=tokens_seen / elapsed if elapsed > 0 else 0.0,
-                            memory_bytes=monitor.now(), peak_memory_bytes=monitor.peak(), elapsed_s=elapsed)
+        event = MetricEvent(
+            variant=variant,
+            step=step + 1,
+            total_steps=settings.steps,
+            loss=step_loss,
+            lr=lr,
+            tokens_per_second=tokens_seen / elapsed if elapsed > 0 else 0.0,
+            memory_bytes=monitor.now(),
+            peak_memory_bytes=monitor.peak(),
+            elapsed_s=elapsed,
+        )
         for sink in sinks:
             sink(event)
     model.eval()
@@ -133,6 +149,11 @@ def train(model, tokenizer, examples: list[Example] | TextSource | Encoded, sett
     peak = monitor.peak()
     if own_monitor:
         monitor.stop()
-    return TrainResult(steps_done=len(losses), stopped=len(losses) < settings.steps, losses=losses,
-                       train_seconds=elapsed, tokens_per_second=tokens_seen / elapsed if elapsed > 0 else 0.0,
-                       peak_memory_bytes=peak)
+    return TrainResult(
+        steps_done=len(losses),
+        stopped=len(losses) < settings.steps,
+        losses=losses,
+        train_seconds=elapsed,
+        tokens_per_second=tokens_seen / elapsed if elapsed > 0 else 0.0,
+        peak_memory_bytes=peak,
+    )

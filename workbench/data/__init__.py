@@ -9,26 +9,11 @@ Two kinds of data:
   blocks of seq_len tokens, loss on every token, scored by held-out perplexity.
 
 One subject per module: formats (reading files and objects into examples), tasks (splits, the
-shipped tasks, a run's task), encode (tokenising, batches, the preview), scoring. This package
+shipped tasks, a run's task), tokens (tokenising, batches, the preview), scoring. This package
 re-exports their public names, so `from workbench.data import load_data_task` keeps working.
 """
 
 from ..paths import data_dir
-from .encode import (
-    IGNORE_INDEX,
-    Encoded,
-    Preview,
-    answer_suffix,
-    collate,
-    encode,
-    encode_example,
-    encode_split,
-    length_report,
-    preview,
-    prompt_answer_ids,
-    prompt_text,
-    text_blocks,
-)
 from .formats import (
     ANSWER_KEYS,
     PROMPT_KEYS,
@@ -43,12 +28,56 @@ from .formats import (
 )
 from .scoring import SHORT_ANSWER_WORDS, choose_scoring, exact_match, normalize
 from .tasks import Task, builtin_tasks, get_task, load_data_task, load_file_task, load_task, task_for
+from .tokens import (
+    IGNORE_INDEX,
+    Encoded,
+    Preview,
+    answer_suffix,
+    collate,
+    encode,
+    encode_example,
+    encode_split,
+    length_report,
+    preview,
+    prompt_answer_ids,
+    prompt_text,
+    text_blocks,
+)
 
 __all__ = [
-    "ANSWER_KEYS", "IGNORE_INDEX", "PROMPT_KEYS", "SCHEMAS", "SHORT_ANSWER_WORDS", "Encoded", "Example",
-    "Preview", "Task", "TextSource", "answer_suffix", "builtin_tasks", "choose_scoring", "collate", "data_dir",
-    "encode", "encode_example", "encode_split", "examples_from_rows", "exact_match", "get_task",
-    "length_report", "load_data_task", "load_examples", "load_file_task", "load_task", "normalize",
-    "parse_columns", "preview", "prompt_answer_ids", "prompt_text", "read_jsonl", "read_records", "task_for",
+    "ANSWER_KEYS",
+    "IGNORE_INDEX",
+    "PROMPT_KEYS",
+    "SCHEMAS",
+    "SHORT_ANSWER_WORDS",
+    "Encoded",
+    "Example",
+    "Preview",
+    "Task",
+    "TextSource",
+    "answer_suffix",
+    "builtin_tasks",
+    "choose_scoring",
+    "collate",
+    "data_dir",
+    "encode",
+    "encode_example",
+    "encode_split",
+    "examples_from_rows",
+    "exact_match",
+    "get_task",
+    "length_report",
+    "load_data_task",
+    "load_examples",
+    "load_file_task",
+    "load_task",
+    "normalize",
+    "parse_columns",
+    "preview",
+    "prompt_answer_ids",
+    "prompt_text",
+    "read_jsonl",
+    "read_records",
+    "task_for",
     "text_blocks",
 ]

@@ -17,8 +17,9 @@ from typing import Any
 # canonical field -> names accepted for it, in order of preference
 PROMPT_KEYS = ("prompt", "question", "instruction")
 ANSWER_KEYS = ("answer", "response", "completion", "output")
-SCHEMAS = ("prompt/answer (or response, completion), instruction/input/output, a messages list of "
-           "{role, content}, or text")
+SCHEMAS = (
+    "prompt/answer (or response, completion), instruction/input/output, a messages list of {role, content}, or text"
+)
 
 
 @dataclass
@@ -40,7 +41,6 @@ class TextSource:
         return len(self.text)
 
 
-
 def _read_text(path: Path) -> str:
     if not path.exists():
         raise ValueError(f"data: {path} does not exist; check the path")
@@ -50,9 +50,10 @@ def _read_text(path: Path) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise ValueError(f"data: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
-                         "re-save it as UTF-8") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"data: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); re-save it as UTF-8"
+        ) from None
     if not text.strip():
         raise ValueError(f"data: {path} is empty; add examples to it")
     return text
@@ -73,8 +74,10 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
         rows = []
         for row in reader:
             if None in row:
-                raise ValueError(f"data: {path} line {reader.line_num} has more cells than the header has "
-                                 "columns; quote cells that contain commas")
+                raise ValueError(
+                    f"data: {path} line {reader.line_num} has more cells than the header has "
+                    "columns; quote cells that contain commas"
+                )
             if any((v or "").strip() for v in row.values()):
                 rows.append((f"{path} line {reader.line_num}", {k.strip(): v for k, v in row.items() if k}))
         return rows
@@ -82,8 +85,11 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            hint = ("it looks like JSONL (one object per line): rename it to .jsonl"
-                    if exc.msg == "Extra data" else "fix it, or use JSONL with one object per line")
+            hint = (
+                "it looks like JSONL (one object per line): rename it to .jsonl"
+                if exc.msg == "Extra data"
+                else "fix it, or use JSONL with one object per line"
+            )
             raise ValueError(f"data: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); {hint}") from None
         if not isinstance(obj, list) or not all(isinstance(o, dict) for o in obj):
             raise ValueError(f"data: {path} must hold a JSON list of objects, one per example")
@@ -97,11 +103,11 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"data: {path} line {lineno} is not valid JSON ({exc.msg}); fix or remove "
-                             "that line") from None
+            raise ValueError(
+                f"data: {path} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line"
+            ) from None
         if not isinstance(obj, dict):
-            raise ValueError(f"data: {path} line {lineno} is not a JSON object; each line must be one "
-                             "{...} example")
+            raise ValueError(f"data: {path} line {lineno} is not a JSON object; each line must be one {{...}} example")
         rows.append((f"{path} line {lineno}", obj))
     return rows
 
@@ -114,8 +120,10 @@ def _records_from_object(source: Any) -> tuple[str, list[tuple[str, dict]]]:
         return "Dataset", [(f"Dataset row {i}", dict(r)) for i, r in enumerate(source.to_list())]
     if isinstance(source, (list, tuple)) and all(isinstance(r, dict) for r in source):
         return "list", [(f"row {i}", dict(r)) for i, r in enumerate(source)]
-    raise ValueError("data: give a file path, a pandas DataFrame, a datasets.Dataset or a list of dicts; "
-                     f"got {type(source).__name__}")
+    raise ValueError(
+        "data: give a file path, a pandas DataFrame, a datasets.Dataset or a list of dicts; "
+        f"got {type(source).__name__}"
+    )
 
 
 def _name(source: Any) -> str:
@@ -132,8 +140,9 @@ def parse_columns(spec: str | dict | None) -> dict[str, str]:
     else:
         for part in spec.split(","):
             if "=" not in part:
-                raise ValueError(f"columns: write FIELD=COLUMN pairs such as prompt=question,answer=label; "
-                                 f"got {part!r}")
+                raise ValueError(
+                    f"columns: write FIELD=COLUMN pairs such as prompt=question,answer=label; got {part!r}"
+                )
             k, v = (s.strip() for s in part.split("=", 1))
             out[k] = v
     known = set(PROMPT_KEYS + ANSWER_KEYS + ("input", "messages", "text", "system"))
@@ -149,8 +158,10 @@ def _apply_columns(rows: list[tuple[str, dict]], columns: dict[str, str], name: 
     present = set().union(*(r.keys() for _, r in rows)) if rows else set()
     missing = [c for c in columns.values() if c not in present]
     if missing:
-        raise ValueError(f"columns: {name} has no column {', '.join(map(repr, missing))}; its columns are "
-                         f"{', '.join(sorted(present))}")
+        raise ValueError(
+            f"columns: {name} has no column {', '.join(map(repr, missing))}; its columns are "
+            f"{', '.join(sorted(present))}"
+        )
     out = []
     for where, src in rows:
         # a row without a mapped column (JSONL rows may differ) is left for the row checks to name
@@ -174,8 +185,10 @@ def _schema(keys: set[str] | dict, name: str) -> str:
         return "prompt"
     if "text" in keys:
         return "text"
-    raise ValueError(f"data: {name} has columns {', '.join(sorted(keys)) or '(none)'} but needs {SCHEMAS}; "
-                     "rename them, or map them with --columns prompt=COLUMN,answer=COLUMN")
+    raise ValueError(
+        f"data: {name} has columns {', '.join(sorted(keys)) or '(none)'} but needs {SCHEMAS}; "
+        "rename them, or map them with --columns prompt=COLUMN,answer=COLUMN"
+    )
 
 
 def _cell(value: Any) -> str:
@@ -194,14 +207,20 @@ def _to_example(schema: str, where: str, r: dict) -> Example:
             try:
                 msgs = json.loads(msgs)
             except json.JSONDecodeError:
-                raise ValueError(f"data: {where}: messages is not a JSON list; write it as "
-                                 '[{"role": "user", "content": "..."}, ...]') from None
-        if not isinstance(msgs, list) or not msgs or not all(
-                isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+                raise ValueError(
+                    f"data: {where}: messages is not a JSON list; write it as "
+                    '[{"role": "user", "content": "..."}, ...]'
+                ) from None
+        if (
+            not isinstance(msgs, list)
+            or not msgs
+            or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs)
+        ):
             raise ValueError(f"data: {where}: messages must be a list of {{role, content}} objects")
         if msgs[-1]["role"] != "assistant" or len(msgs) < 2 or msgs[-2]["role"] != "user":
-            raise ValueError(f"data: {where}: messages must end with a user turn followed by the assistant "
-                             "answer to learn")
+            raise ValueError(
+                f"data: {where}: messages must end with a user turn followed by the assistant answer to learn"
+            )
         answer = _cell(msgs[-1]["content"])
         prompt = _cell(msgs[-2]["content"])
         history = [{"role": m["role"], "content": _cell(m["content"])} for m in msgs[:-2]] or None
@@ -221,8 +240,9 @@ def _to_example(schema: str, where: str, r: dict) -> Example:
     return ex
 
 
-def examples_from_rows(rows: list[tuple[str, dict]], name: str, *, skip_bad_rows: bool = False
-                       ) -> tuple[list[Example] | TextSource, int]:
+def examples_from_rows(
+    rows: list[tuple[str, dict]], name: str, *, skip_bad_rows: bool = False
+) -> tuple[list[Example] | TextSource, int]:
     """Rows -> examples (or one TextSource for a text column); returns (data, rows skipped)."""
     if not rows:
         raise ValueError(f"data: {name} holds no examples; add rows to it")
@@ -246,8 +266,9 @@ def examples_from_rows(rows: list[tuple[str, dict]], name: str, *, skip_bad_rows
     return out, skipped
 
 
-def load_examples(source: Any, *, columns: str | dict | None = None, skip_bad_rows: bool = False
-                  ) -> tuple[list[Example] | TextSource, int]:
+def load_examples(
+    source: Any, *, columns: str | dict | None = None, skip_bad_rows: bool = False
+) -> tuple[list[Example] | TextSource, int]:
     """Any supported source -> (examples or TextSource, rows skipped)."""
     if isinstance(source, (str, Path)):
         path = Path(source)

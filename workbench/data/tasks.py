@@ -39,8 +39,12 @@ class Task:
 
 def builtin_tasks() -> list[str]:
     root = data_dir()
-    names = {p.parent.name for ext in ("jsonl", "txt") for p in root.glob(f"*/train.{ext}")
-             if (p.parent / f"eval.{ext}").exists()}
+    names = {
+        p.parent.name
+        for ext in ("jsonl", "txt")
+        for p in root.glob(f"*/train.{ext}")
+        if (p.parent / f"eval.{ext}").exists()
+    }
     return sorted(names)
 
 
@@ -48,7 +52,7 @@ def _opening(passage: str, words: int = 24) -> str:
     """The first `words` words of a passage, its line breaks kept (verse and speaker names need them)."""
     out, count = [], 0
     for line in passage.splitlines():
-        taken = line.split()[:words - count]
+        taken = line.split()[: words - count]
         out.append(" ".join(taken))
         count += len(taken)
         if count >= words:
@@ -77,9 +81,14 @@ def load_task(name: str) -> Task:
         meta = json.loads((root / "task.json").read_text(encoding="utf-8"))
     train, _ = load_examples(root / f"train.{ext}")
     ev, _ = load_examples(root / f"eval.{ext}")
-    return Task(name=name, train=train, eval=ev, description=meta.get("description", ""),
-                scoring=meta.get("scoring", choose_scoring(train)),
-                sample_prompts=meta.get("sample_prompts") or _sample_prompts(ev))
+    return Task(
+        name=name,
+        train=train,
+        eval=ev,
+        description=meta.get("description", ""),
+        scoring=meta.get("scoring", choose_scoring(train)),
+        sample_prompts=meta.get("sample_prompts") or _sample_prompts(ev),
+    )
 
 
 def _split_text(text: TextSource, eval_fraction: float) -> tuple[TextSource, TextSource]:
@@ -88,8 +97,11 @@ def _split_text(text: TextSource, eval_fraction: float) -> tuple[TextSource, Tex
     cut = int(len(text.text) * (1 - eval_fraction))
 
     def nearest(sep: str, lo: int, hi: int) -> int:
-        found = [p for p in (text.text.rfind(sep, max(lo, 0), cut), text.text.find(sep, cut, hi))
-                 if p > 0 and text.text[:p].strip() and text.text[p:].strip()]
+        found = [
+            p
+            for p in (text.text.rfind(sep, max(lo, 0), cut), text.text.find(sep, cut, hi))
+            if p > 0 and text.text[:p].strip() and text.text[p:].strip()
+        ]
         return min(found, key=lambda p: abs(p - cut)) if found else -1
 
     # the best break near the cut (the held-out share may grow or shrink by half): a paragraph, a line,
@@ -102,14 +114,23 @@ def _split_text(text: TextSource, eval_fraction: float) -> tuple[TextSource, Tex
             break
     train, ev = text.text[:cut], text.text[cut:]
     if not train.strip() or not ev.strip():
-        raise ValueError(f"data: {text.where} is too short to hold out {eval_fraction:.0%} for evaluation; "
-                         "give more text or an eval file")
+        raise ValueError(
+            f"data: {text.where} is too short to hold out {eval_fraction:.0%} for evaluation; "
+            "give more text or an eval file"
+        )
     return TextSource(train, text.where), TextSource(ev, text.where)
 
 
-def load_data_task(source: Any, *, eval_source: Any = None, eval_fraction: float = 0.15, seed: int = 0,
-                   columns: str | dict | None = None, skip_bad_rows: bool = False,
-                   name: str | None = None) -> Task:
+def load_data_task(
+    source: Any,
+    *,
+    eval_source: Any = None,
+    eval_fraction: float = 0.15,
+    seed: int = 0,
+    columns: str | dict | None = None,
+    skip_bad_rows: bool = False,
+    name: str | None = None,
+) -> Task:
     """A task from the user's data: split by a seeded shuffle (instruction data) or at the end (text),
     or evaluated on a separate eval source."""
     if not 0 < eval_fraction < 1:
@@ -121,24 +142,37 @@ def load_data_task(source: Any, *, eval_source: Any = None, eval_fraction: float
         ev, skipped_eval = load_examples(eval_source, columns=columns, skip_bad_rows=skip_bad_rows)
         skipped += skipped_eval
         if isinstance(ev, TextSource) != isinstance(train, TextSource):
-            raise ValueError(f"data: {_name(eval_source)} and {_name(source)} must be the same kind of data "
-                             "(both instruction rows or both plain text); give a matching eval file")
+            raise ValueError(
+                f"data: {_name(eval_source)} and {_name(source)} must be the same kind of data "
+                "(both instruction rows or both plain text); give a matching eval file"
+            )
     elif isinstance(train, TextSource):
         train, ev = _split_text(train, eval_fraction)
     else:
         if len(train) < 4:
-            raise ValueError(f"data: {label} has {len(train)} examples; give at least 4 so some can be held "
-                             "out, or give an eval file")
+            raise ValueError(
+                f"data: {label} has {len(train)} examples; give at least 4 so some can be held "
+                "out, or give an eval file"
+            )
         order = list(range(len(train)))
         random.Random(seed).shuffle(order)
         n_eval = max(1, round(len(train) * eval_fraction))
         ev = [train[i] for i in order[:n_eval]]
         train = [train[i] for i in order[n_eval:]]
     if skipped:
-        notes.append(f"data: skipped {skipped} unusable row(s) of {label}"
-                     + (" (skip_bad_rows is on)" if skip_bad_rows else " (empty text)"))
-    return Task(name=label, train=train, eval=ev, scoring=choose_scoring(train),
-                sample_prompts=_sample_prompts(ev), skipped=skipped, notes=notes)
+        notes.append(
+            f"data: skipped {skipped} unusable row(s) of {label}"
+            + (" (skip_bad_rows is on)" if skip_bad_rows else " (empty text)")
+        )
+    return Task(
+        name=label,
+        train=train,
+        eval=ev,
+        scoring=choose_scoring(train),
+        sample_prompts=_sample_prompts(ev),
+        skipped=skipped,
+        notes=notes,
+    )
 
 
 def load_file_task(path: str | Path, eval_fraction: float = 0.15, seed: int = 0) -> Task:
@@ -146,16 +180,37 @@ def load_file_task(path: str | Path, eval_fraction: float = 0.15, seed: int = 0)
     return load_data_task(Path(path), eval_fraction=eval_fraction, seed=seed)
 
 
-def get_task(task: str | None, data: Any = None, seed: int = 0, *, eval_data: Any = None,
-             eval_fraction: float = 0.15, columns: str | dict | None = None, skip_bad_rows: bool = False) -> Task:
+def get_task(
+    task: str | None,
+    data: Any = None,
+    seed: int = 0,
+    *,
+    eval_data: Any = None,
+    eval_fraction: float = 0.15,
+    columns: str | dict | None = None,
+    skip_bad_rows: bool = False,
+) -> Task:
     if data is not None:
-        return load_data_task(data, eval_source=eval_data, eval_fraction=eval_fraction, seed=seed,
-                              columns=columns, skip_bad_rows=skip_bad_rows)
+        return load_data_task(
+            data,
+            eval_source=eval_data,
+            eval_fraction=eval_fraction,
+            seed=seed,
+            columns=columns,
+            skip_bad_rows=skip_bad_rows,
+        )
     return load_task(task or "")
 
 
 def task_for(cfg) -> Task:
     """The task a RunConfig trains and scores on: its built-in task, or its data file with its eval file
     (or held-out fraction), column map and bad-row rule. Everything that needs a run's task calls this."""
-    return get_task(cfg.task, cfg.data, seed=cfg.train.seed, eval_data=cfg.eval_data,
-                    eval_fraction=cfg.eval_fraction, columns=cfg.columns, skip_bad_rows=cfg.skip_bad_rows)
+    return get_task(
+        cfg.task,
+        cfg.data,
+        seed=cfg.train.seed,
+        eval_data=cfg.eval_data,
+        eval_fraction=cfg.eval_fraction,
+        columns=cfg.columns,
+        skip_bad_rows=cfg.skip_bad_rows,
+    )

@@ -78,26 +78,34 @@ def lora_shapes_figure(name: str, d: int, k: int, r: int) -> Figure:
     labels = {"W": f"W  {d}×{k}\nfrozen", "B": f"B\n{d}×{r}", "A": f"A  {r}×{k}"}
     for key, rect in geo.items():
         # an edge keeps a rank-1 factor visible as a line however thin it is at this scale
-        ax.add_patch(Rectangle((rect.x, rect.y), rect.width, rect.height, facecolor=colors[key],
-                               edgecolor="#333333", linewidth=0.8))
+        ax.add_patch(
+            Rectangle(
+                (rect.x, rect.y), rect.width, rect.height, facecolor=colors[key], edgecolor="#333333", linewidth=0.8
+            )
+        )
     w, b, a = geo["W"], geo["B"], geo["A"]
     ax.text(w.x + w.width / 2, w.y + w.height / 2, labels["W"], ha="center", va="center", fontsize=10)
     ax.text(b.x + b.width / 2, b.y + b.height + pad, labels["B"], ha="center", va="top", fontsize=9)
     ax.text(a.x + a.width / 2, a.y + a.height + pad, labels["A"], ha="center", va="top", fontsize=9)
     ax.text((w.x + w.width + b.x) / 2, d / 2, "+", ha="center", va="center", fontsize=18)
-    ax.text((b.x + b.width + a.x) / 2, min(d / 2, max(r, 1) / 2 + 0.06 * d), "·", ha="center", va="center",
-            fontsize=22)
+    ax.text((b.x + b.width + a.x) / 2, min(d / 2, max(r, 1) / 2 + 0.06 * d), "·", ha="center", va="center", fontsize=22)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)  # rows run downwards, as in a matrix
     ax.set_aspect("equal")
     ax.axis("off")
-    fig.text(0.5, 1 - 0.15 / fig_h, f"{name}: W + B·A, drawn to scale at rank r = {r}", fontsize=11,
-             ha="center", va="top")
-    fig.text(0.5, 0.1 / fig_h,
-             f"W: d·k = {c['W']:,} parameters (frozen)    B and A: r·(d+k) = {c['BA']:,} trained\n"
-             f"r(d+k)/(dk) = {c['fraction']:.2%} of W" + ("  (more than W itself: r is above dk/(d+k))"
-                                                          if c["fraction"] > 1 else ""),
-             ha="center", va="bottom", fontsize=9)
+    fig.text(
+        0.5, 1 - 0.15 / fig_h, f"{name}: W + B·A, drawn to scale at rank r = {r}", fontsize=11, ha="center", va="top"
+    )
+    fig.text(
+        0.5,
+        0.1 / fig_h,
+        f"W: d·k = {c['W']:,} parameters (frozen)    B and A: r·(d+k) = {c['BA']:,} trained\n"
+        f"r(d+k)/(dk) = {c['fraction']:.2%} of W"
+        + ("  (more than W itself: r is above dk/(d+k))" if c["fraction"] > 1 else ""),
+        ha="center",
+        va="bottom",
+        fontsize=9,
+    )
     return fig
 
 
@@ -151,9 +159,11 @@ def read_adapter(path: str | Path) -> list[LoraFactors]:
     path = Path(path)
     # checked here: given a folder without weights, peft would look for them on the hub
     if not (path / "adapter_config.json").is_file() or not any(
-            (path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise ValueError(f"adapter: {path} is not a PEFT adapter folder (it needs adapter_config.json and "
-                         "adapter_model.safetensors)")
+        (path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")
+    ):
+        raise ValueError(
+            f"adapter: {path} is not a PEFT adapter folder (it needs adapter_config.json and adapter_model.safetensors)"
+        )
     cfg = PeftConfig.from_pretrained(str(path))
     if str(cfg.peft_type).rsplit(".", 1)[-1].upper() != "LORA":
         raise ValueError(f"adapter: {path} holds a {cfg.peft_type} adapter, not LoRA")
@@ -194,7 +204,7 @@ def peft_factors(model, adapter_name: str | None = None) -> list[LoraFactors]:
         if isinstance(lora_a, torch.nn.ModuleDict) and adapter_name in lora_a:
             a = lora_a[adapter_name].weight.detach().float().cpu()
             b = module.lora_B[adapter_name].weight.detach().float().cpu()
-            clean = name[len("base_model.model."):] if name.startswith("base_model.model.") else name
+            clean = name[len("base_model.model.") :] if name.startswith("base_model.model.") else name
             out.append(LoraFactors(clean, a, b, float(module.scaling[adapter_name])))
     if not out:
         raise ValueError(f"adapter: the model has no LoRA layers for adapter {adapter_name!r}")
@@ -257,7 +267,7 @@ class LayerSpectrum(_NamedLayer):
     @property
     def fro_norm(self) -> float:
         """‖ΔW‖_F = √(Σσᵢ²)."""
-        return float(torch.sqrt((self.singular_values ** 2).sum()))
+        return float(torch.sqrt((self.singular_values**2).sum()))
 
     @property
     def effective_rank(self) -> int:
@@ -269,8 +279,9 @@ def adapter_spectra(source, energy: float = 0.9) -> list[LayerSpectrum]:
 
     `source`: an adapter folder, a loaded PeftModel, or a list of LoraFactors."""
     factors = source if isinstance(source, list) else adapter_factors(source)
-    return [LayerSpectrum(f.name, f.rank, f.scaling, delta_singular_values(f.B, f.A, f.scaling), energy)
-            for f in factors]
+    return [
+        LayerSpectrum(f.name, f.rank, f.scaling, delta_singular_values(f.B, f.A, f.scaling), energy) for f in factors
+    ]
 
 
 def norm_heatmap(spectra: list[LayerSpectrum]) -> tuple[list[int], list[str], np.ndarray]:
@@ -295,15 +306,27 @@ def _draw_spectra(ax, spectra: list[LayerSpectrum], module: str | None, layer: i
         layers = [s.layer or 0 for s in chosen]
         norm = colors.Normalize(min(layers, default=0), max(max(layers, default=1), 1))
         for s in chosen:
-            ax.plot(range(1, len(s.singular_values) + 1), s.singular_values.numpy(), marker=".", markersize=3,
-                    linewidth=1, color=cmap(norm(s.layer or 0)))
+            ax.plot(
+                range(1, len(s.singular_values) + 1),
+                s.singular_values.numpy(),
+                marker=".",
+                markersize=3,
+                linewidth=1,
+                color=cmap(norm(s.layer or 0)),
+            )
         title = f"Singular values of ΔW, {module}: one line per layer (colour = layer)"
         ax.figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="layer", fraction=0.05, pad=0.02)
     else:
         chosen = [s for s in spectra if s.layer == layer]
         for s in chosen:
-            ax.plot(range(1, len(s.singular_values) + 1), s.singular_values.numpy(), marker=".", markersize=4,
-                    linewidth=1.2, label=f"{s.module} (eff. rank {s.effective_rank})")
+            ax.plot(
+                range(1, len(s.singular_values) + 1),
+                s.singular_values.numpy(),
+                marker=".",
+                markersize=4,
+                linewidth=1.2,
+                label=f"{s.module} (eff. rank {s.effective_rank})",
+            )
         title = f"Singular values of ΔW, layer {layer}: one line per module"
         if chosen:
             ax.legend(fontsize=7)
@@ -316,9 +339,16 @@ def _draw_spectra(ax, spectra: list[LayerSpectrum], module: str | None, layer: i
     ax.set_title(title, fontsize=9)
     if chosen:
         energy = chosen[0].energy
-        ax.text(0.98, 0.97, f"effective rank ({energy:.0%} of ‖ΔW‖²_F): median {int(np.median(eff))}, "
-                            f"range {min(eff)}–{max(eff)}", transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+        ax.text(
+            0.98,
+            0.97,
+            f"effective rank ({energy:.0%} of ‖ΔW‖²_F): median {int(np.median(eff))}, range {min(eff)}–{max(eff)}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
 
 
 def _draw_heatmap(ax, spectra: list[LayerSpectrum]) -> None:
@@ -351,8 +381,9 @@ def heatmap_figure(spectra: list[LayerSpectrum]) -> Figure:
     return fig
 
 
-def adapter_figure(spectra: list[LayerSpectrum], module: str | None = None, layer: int | None = None,
-                   title: str = "") -> Figure:
+def adapter_figure(
+    spectra: list[LayerSpectrum], module: str | None = None, layer: int | None = None, title: str = ""
+) -> Figure:
     """The spectra and the heat map side by side (one picture of a trained adapter)."""
     if module is None and layer is None:
         modules = sorted({s.module for s in spectra}, key=module_sort_key)

@@ -15,10 +15,20 @@ from matplotlib.figure import Figure
 from ..estimator import NF4_BLOCK, bits_per_param
 
 BLOCKSIZE = NF4_BLOCK  # bitsandbytes' default 4-bit block (what QLoRA and load_model use)
-FORMATS: list[tuple[str, bool]] = [("bf16", False), ("int8", False), ("nf4", False), ("nf4", True),
-                                   ("fp4", False), ("fp4", True)]
-FORMAT_LABELS = {"bf16": "16-bit (bfloat16)", "int8": "8-bit LLM.int8 (row-wise)", "nf4": "4-bit NF4",
-                 "fp4": "4-bit FP4"}
+FORMATS: list[tuple[str, bool]] = [
+    ("bf16", False),
+    ("int8", False),
+    ("nf4", False),
+    ("nf4", True),
+    ("fp4", False),
+    ("fp4", True),
+]
+FORMAT_LABELS = {
+    "bf16": "16-bit (bfloat16)",
+    "int8": "8-bit LLM.int8 (row-wise)",
+    "nf4": "4-bit NF4",
+    "fp4": "4-bit FP4",
+}
 
 
 def format_label(fmt: str, double_quant: bool = False) -> str:
@@ -96,10 +106,17 @@ class QuantResult:
         return self.max_abs_error / self.weight_std if self.weight_std else float("nan")
 
     def to_dict(self) -> dict:
-        return {"format": self.label, "stored_bytes": self.stored_bytes, "bits_per_param": self.bits_per_param,
-                "formula_bits_per_param": self.formula_bits, "mean_abs_error": self.mean_abs_error,
-                "max_abs_error": self.max_abs_error, "mean_abs_error_rel_std": self.rel_mean_error,
-                "max_abs_error_rel_std": self.rel_max_error, "parts": dict(self.parts)}
+        return {
+            "format": self.label,
+            "stored_bytes": self.stored_bytes,
+            "bits_per_param": self.bits_per_param,
+            "formula_bits_per_param": self.formula_bits,
+            "mean_abs_error": self.mean_abs_error,
+            "max_abs_error": self.max_abs_error,
+            "mean_abs_error_rel_std": self.rel_mean_error,
+            "max_abs_error_rel_std": self.rel_max_error,
+            "parts": dict(self.parts),
+        }
 
 
 def _nbytes(t) -> int:
@@ -107,8 +124,9 @@ def _nbytes(t) -> int:
 
 
 @torch.no_grad()
-def quantize_roundtrip(w: torch.Tensor, fmt: str, double_quant: bool = False,
-                       blocksize: int = BLOCKSIZE) -> tuple[torch.Tensor, dict[str, int]]:
+def quantize_roundtrip(
+    w: torch.Tensor, fmt: str, double_quant: bool = False, blocksize: int = BLOCKSIZE
+) -> tuple[torch.Tensor, dict[str, int]]:
     """Quantize a weight with bitsandbytes and dequantize it back (on the CPU, float32).
 
     Returns (the dequantized weight, {stored tensor: bytes}). The 4-bit parts are those a Params4bit
@@ -145,8 +163,16 @@ def quant_error(w: torch.Tensor, fmt: str, double_quant: bool = False, blocksize
     w = w.detach().to("cpu", torch.float32)
     back, parts = quantize_roundtrip(w, fmt, double_quant, blocksize)
     err = (back - w).abs()
-    return QuantResult(fmt, double_quant, w.numel(), parts, float(err.mean()), float(err.max()),
-                       float(w.std()), blocksize if fmt in ("nf4", "fp4") else None)
+    return QuantResult(
+        fmt,
+        double_quant,
+        w.numel(),
+        parts,
+        float(err.mean()),
+        float(err.max()),
+        float(w.std()),
+        blocksize if fmt in ("nf4", "fp4") else None,
+    )
 
 
 def quant_table(w: torch.Tensor, formats=None, blocksize: int = BLOCKSIZE) -> list[QuantResult]:
@@ -162,8 +188,9 @@ def _sample(x: torch.Tensor, limit: int = 2_000_000) -> np.ndarray:
     return x.numpy()
 
 
-def quant_histogram_figure(w: torch.Tensor, quant_type: str = "nf4", name: str = "",
-                           blocksize: int = BLOCKSIZE) -> Figure:
+def quant_histogram_figure(
+    w: torch.Tensor, quant_type: str = "nf4", name: str = "", blocksize: int = BLOCKSIZE
+) -> Figure:
     """The layer's weights against the 4-bit code points, in two views.
 
     Left, the view that teaches best: every weight divided by its own block's absmax, with the 16 code
@@ -197,13 +224,21 @@ def quant_histogram_figure(w: torch.Tensor, quant_type: str = "nf4", name: str =
     right.set_xlim(-lim, lim)
     right.set_xlabel("weight")
     right.set_title(f"weights, with code points × median block absmax ({typical:.3g})", fontsize=10)
-    fig.suptitle(f"{name}  ({flat.numel():,} weights, σ = {float(flat.std()):.3g})" if name else
-                 f"{flat.numel():,} weights", fontsize=11)
-    fig.text(0.5, -0.02,
-             f"4-bit storage keeps, per block of {blocksize} weights, the block's absmax and one of 16 codes per "
-             f"weight; a weight comes back as code point × absmax. Left: weights divided by their block's absmax, "
-             f"so every block shares\nthe same {len(codes)} points (each weight is rounded to the nearest line; "
-             f"the spikes at ±1 are each block's largest weight). Right: the points of a typical block "
-             f"(median absmax), in weight units.", ha="center", va="top", fontsize=8)
+    fig.suptitle(
+        f"{name}  ({flat.numel():,} weights, σ = {float(flat.std()):.3g})" if name else f"{flat.numel():,} weights",
+        fontsize=11,
+    )
+    fig.text(
+        0.5,
+        -0.02,
+        f"4-bit storage keeps, per block of {blocksize} weights, the block's absmax and one of 16 codes per "
+        f"weight; a weight comes back as code point × absmax. Left: weights divided by their block's absmax, "
+        f"so every block shares\nthe same {len(codes)} points (each weight is rounded to the nearest line; "
+        f"the spikes at ±1 are each block's largest weight). Right: the points of a typical block "
+        f"(median absmax), in weight units.",
+        ha="center",
+        va="top",
+        fontsize=8,
+    )
     fig.tight_layout()
     return fig

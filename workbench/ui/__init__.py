@@ -11,11 +11,21 @@ panels to make them share settings.
 from .adapter import AdapterPanel
 from .app import Workbench
 from .compare import ComparePanel
-from .explain import LoraExplainer, QuantExplainer
+from .explain import LoraExplainer
+from .quant import QuantExplainer
 from .results import ResultsPanel
 from .setup import SetupPanel
 from .state import AppState
 from .train import TrainPanel
 
-__all__ = ["Workbench", "AppState", "SetupPanel", "AdapterPanel", "TrainPanel", "ComparePanel", "ResultsPanel",
-           "LoraExplainer", "QuantExplainer"]
+__all__ = [
+    "Workbench",
+    "AppState",
+    "SetupPanel",
+    "AdapterPanel",
+    "TrainPanel",
+    "ComparePanel",
+    "ResultsPanel",
+    "LoraExplainer",
+    "QuantExplainer",
+]

@@ -26,41 +26,82 @@ class AdapterPanel(widgets.VBox):
         self.state = state or AppState()
         cfg = self.state.config
         ranks = sorted(set(RANKS) | {cfg.lora.rank})
-        self.rank = helped(widgets.SelectionSlider(options=ranks, value=cfg.lora.rank, description="Rank r",
-                                                   continuous_update=False), LoraSettings, "rank")
+        self.rank = helped(
+            widgets.SelectionSlider(options=ranks, value=cfg.lora.rank, description="Rank r", continuous_update=False),
+            LoraSettings,
+            "rank",
+        )
         self.alpha = helped(widgets.FloatText(value=cfg.lora.alpha, description="Alpha"), LoraSettings, "alpha")
-        self.dropout = helped(widgets.FloatSlider(value=cfg.lora.dropout, min=0.0, max=0.9, step=0.05,
-                                                  description="Dropout", continuous_update=False),
-                              LoraSettings, "dropout")
-        self.rslora = helped(widgets.Checkbox(value=cfg.lora.use_rslora, description="rsLoRA scaling"),
-                             LoraSettings, "use_rslora")
+        self.dropout = helped(
+            widgets.FloatSlider(
+                value=cfg.lora.dropout, min=0.0, max=0.9, step=0.05, description="Dropout", continuous_update=False
+            ),
+            LoraSettings,
+            "dropout",
+        )
+        self.rslora = helped(
+            widgets.Checkbox(value=cfg.lora.use_rslora, description="rsLoRA scaling"), LoraSettings, "use_rslora"
+        )
         self.dora = helped(widgets.Checkbox(value=cfg.lora.use_dora, description="DoRA"), LoraSettings, "use_dora")
-        self.all_linear = helped(widgets.Checkbox(value=cfg.lora.target_modules == "all-linear",
-                                                  description="all-linear"), LoraSettings, "target_modules")
+        self.all_linear = helped(
+            widgets.Checkbox(value=cfg.lora.target_modules == "all-linear", description="all-linear"),
+            LoraSettings,
+            "target_modules",
+        )
         self.targets: dict[str, widgets.Checkbox] = {}
         self.targets_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
-        self.variants = {v.name: widgets.Checkbox(value=v.name in cfg.variants, description=v.label,
-                                                  tooltip=v.help, indent=False) for v in VARIANTS.values()}
-        self.quant_type = helped(widgets.ToggleButtons(options=[("NF4", "nf4"), ("FP4", "fp4")],
-                                                       value=cfg.quant.quant_type, description="4-bit type"),
-                                 QuantSettings, "quant_type")
-        self.double_quant = helped(widgets.Checkbox(value=cfg.quant.double_quant, description="Double quantization"),
-                                   QuantSettings, "double_quant")
+        self.variants = {
+            v.name: widgets.Checkbox(value=v.name in cfg.variants, description=v.label, tooltip=v.help, indent=False)
+            for v in VARIANTS.values()
+        }
+        self.quant_type = helped(
+            widgets.ToggleButtons(
+                options=[("NF4", "nf4"), ("FP4", "fp4")], value=cfg.quant.quant_type, description="4-bit type"
+            ),
+            QuantSettings,
+            "quant_type",
+        )
+        self.double_quant = helped(
+            widgets.Checkbox(value=cfg.quant.double_quant, description="Double quantization"),
+            QuantSettings,
+            "double_quant",
+        )
         self.error = widgets.HTML()
         self.params_info = widgets.HTML()
         self.chart = image()
-        super().__init__([
-            widgets.HTML("<b>LoRA</b>"), self.rank, self.alpha, self.dropout, widgets.HBox([self.rslora, self.dora]),
-            widgets.HTML("<b>Target modules</b> (the model's own linear layers)"), self.all_linear, self.targets_box,
-            widgets.HTML("<b>Base precision</b>: which variants to train and compare"),
-            widgets.HBox(list(self.variants.values())), self.quant_type, self.double_quant,
-            self.error, self.params_info, self.chart,
-        ])
+        super().__init__(
+            [
+                widgets.HTML("<b>LoRA</b>"),
+                self.rank,
+                self.alpha,
+                self.dropout,
+                widgets.HBox([self.rslora, self.dora]),
+                widgets.HTML("<b>Target modules</b> (the model's own linear layers)"),
+                self.all_linear,
+                self.targets_box,
+                widgets.HTML("<b>Base precision</b>: which variants to train and compare"),
+                widgets.HBox(list(self.variants.values())),
+                self.quant_type,
+                self.double_quant,
+                self.error,
+                self.params_info,
+                self.chart,
+            ]
+        )
         self.add_class("wb-adapter")
         self._quiet = Quiet()
         self._build_targets()
-        for w in (self.rank, self.alpha, self.dropout, self.rslora, self.dora, self.all_linear, self.quant_type,
-                  self.double_quant, *self.variants.values()):
+        for w in (
+            self.rank,
+            self.alpha,
+            self.dropout,
+            self.rslora,
+            self.dora,
+            self.all_linear,
+            self.quant_type,
+            self.double_quant,
+            *self.variants.values(),
+        ):
             w.observe(self._on_change, "value")
         self.state.subscribe(self._on_state)
         self.refresh()
@@ -78,8 +119,13 @@ class AdapterPanel(widgets.VBox):
         with self._quiet():
             self.targets = {}
             for n in names:
-                box = widgets.Checkbox(value=n in chosen, description=n, indent=False,
-                                       disabled=self.all_linear.value, layout=widgets.Layout(width="130px"))
+                box = widgets.Checkbox(
+                    value=n in chosen,
+                    description=n,
+                    indent=False,
+                    disabled=self.all_linear.value,
+                    layout=widgets.Layout(width="130px"),
+                )
                 box.observe(self._on_change, "value")
                 self.targets[n] = box
             self.targets_box.children = list(self.targets.values())
@@ -104,8 +150,15 @@ class AdapterPanel(widgets.VBox):
             box.disabled = self.all_linear.value
         targets = "all-linear" if self.all_linear.value else [n for n, b in self.targets.items() if b.value]
         try:
-            self.state.update("lora", rank=self.rank.value, alpha=self.alpha.value, dropout=self.dropout.value,
-                              target_modules=targets, use_rslora=self.rslora.value, use_dora=self.dora.value)
+            self.state.update(
+                "lora",
+                rank=self.rank.value,
+                alpha=self.alpha.value,
+                dropout=self.dropout.value,
+                target_modules=targets,
+                use_rslora=self.rslora.value,
+                use_dora=self.dora.value,
+            )
             self.state.update("quant", quant_type=self.quant_type.value, double_quant=self.double_quant.value)
             self.state.update(variants=[v for v, b in self.variants.items() if b.value])
         except ValueError as exc:
@@ -145,10 +198,18 @@ class AdapterPanel(widgets.VBox):
         out = {}
         for v in cfg.variants:
             trained = VARIANTS[v].trained
-            out[v] = estimate(layout, bits=VARIANTS[v].bits, rank=cfg.lora.rank, targets=cfg.lora.target_modules,
-                              batch_size=cfg.train.batch_size if trained else EVAL_BATCH_SIZE,
-                              seq_len=cfg.train.seq_len, gradient_checkpointing=cfg.train.gradient_checkpointing,
-                              device_type=device_type, double_quant=cfg.quant.double_quant, train=trained)
+            out[v] = estimate(
+                layout,
+                bits=VARIANTS[v].bits,
+                rank=cfg.lora.rank,
+                targets=cfg.lora.target_modules,
+                batch_size=cfg.train.batch_size if trained else EVAL_BATCH_SIZE,
+                seq_len=cfg.train.seq_len,
+                gradient_checkpointing=cfg.train.gradient_checkpointing,
+                device_type=device_type,
+                double_quant=cfg.quant.double_quant,
+                train=trained,
+            )
         return out
 
     def refresh(self) -> None:
@@ -166,18 +227,25 @@ class AdapterPanel(widgets.VBox):
             f"<div class='wb-params'><b>Trainable parameters: {trainable:,}</b> ({share:.3%} of "
             f"{layout.total_params:,}) in {n_layers} layers · update scale "
             f"{'alpha/√r' if cfg.lora.use_rslora else 'alpha/r'} = {scale:.3g}"
-            + (" · DoRA adds one magnitude per output row" if cfg.lora.use_dora else "") + "</div>")
+            + (" · DoRA adds one magnitude per output row" if cfg.lora.use_dora else "")
+            + "</div>"
+        )
         try:
             est = self.estimates()
         except ValueError as exc:
             self.chart.value = b""
             self.params_info.value += error_html(exc)
             return
-        title = (f"Estimated peak memory (batch {cfg.train.batch_size} × {cfg.train.seq_len} tokens"
-                 + (", checkpointing" if cfg.train.gradient_checkpointing else "")
-                 + (f"; base: evaluation, batch {EVAL_BATCH_SIZE}" if "base" in est else "") + ")")
+        title = (
+            f"Estimated peak memory (batch {cfg.train.batch_size} × {cfg.train.seq_len} tokens"
+            + (", checkpointing" if cfg.train.gradient_checkpointing else "")
+            + (f"; base: evaluation, batch {EVAL_BATCH_SIZE}" if "base" in est else "")
+            + ")"
+        )
         self.chart.value = png(plots.estimate_figure(est, title))
         totals = " · ".join(f"{v} {e.total / 1024**2:,.0f} MiB" for v, e in est.items())
-        self.params_info.value += message("info", f"Estimated peak: {totals}. Estimated before loading any "
-                                                  "weights; the Train tab draws it beside the measured memory.")
-
+        self.params_info.value += message(
+            "info",
+            f"Estimated peak: {totals}. Estimated before loading any "
+            "weights; the Train tab draws it beside the measured memory.",
+        )

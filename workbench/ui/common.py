@@ -23,8 +23,9 @@ def png(fig: Figure) -> bytes:
 
 
 def image(fig: Figure | None = None) -> widgets.Image:
-    return widgets.Image(value=png(fig) if fig is not None else b"", format="png",
-                         layout=widgets.Layout(max_width="640px"))
+    return widgets.Image(
+        value=png(fig) if fig is not None else b"", format="png", layout=widgets.Layout(max_width="640px")
+    )
 
 
 def helped(widget: widgets.Widget, cls: type, name: str) -> widgets.Widget:

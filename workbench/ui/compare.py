@@ -18,8 +18,10 @@ NO_RUN = "(no run yet: base model only)"
 
 
 def _answer_html(text: str, cls: str = "wb-answer-text") -> str:
-    return (f"<div class='{cls}' style='white-space:pre-wrap;border:1px solid #ddd;padding:6px;"
-            f"min-height:4em'>{html.escape(text)}</div>")
+    return (
+        f"<div class='{cls}' style='white-space:pre-wrap;border:1px solid #ddd;padding:6px;"
+        f"min-height:4em'>{html.escape(text)}</div>"
+    )
 
 
 class AnswerColumn(widgets.VBox):
@@ -46,33 +48,68 @@ class ComparePanel(widgets.VBox):
 
     def __init__(self, state: AppState | None = None):
         self.state = state or AppState()
-        self.run = widgets.Dropdown(description="Run", layout=widgets.Layout(width="520px"),
-                                    tooltip="Which run's adapters answer (newest first)")
-        self.prompt = widgets.Textarea(description="Prompt", layout=widgets.Layout(width="640px", height="70px"),
-                                       tooltip="Asked of every variant with the same settings and seed")
-        self.max_new_tokens = widgets.IntSlider(value=48, min=1, max=512, description="Max new tokens",
-                                                continuous_update=False, tooltip="Longest answer, in tokens")
-        self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="Temperature",
-                                               continuous_update=False, tooltip="0 = greedy (the same answer "
-                                               "every time); above 0 samples, more varied as it rises")
-        self.seed = widgets.BoundedIntText(value=0, min=0, max=2**31 - 1, description="Seed",
-                                           tooltip="Sampling seed: the same seed gives the same answers")
+        self.run = widgets.Dropdown(
+            description="Run",
+            layout=widgets.Layout(width="520px"),
+            tooltip="Which run's adapters answer (newest first)",
+        )
+        self.prompt = widgets.Textarea(
+            description="Prompt",
+            layout=widgets.Layout(width="640px", height="70px"),
+            tooltip="Asked of every variant with the same settings and seed",
+        )
+        self.max_new_tokens = widgets.IntSlider(
+            value=48,
+            min=1,
+            max=512,
+            description="Max new tokens",
+            continuous_update=False,
+            tooltip="Longest answer, in tokens",
+        )
+        self.temperature = widgets.FloatSlider(
+            value=0.0,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            description="Temperature",
+            continuous_update=False,
+            tooltip="0 = greedy (the same answer every time); above 0 samples, more varied as it rises",
+        )
+        self.seed = widgets.BoundedIntText(
+            value=0,
+            min=0,
+            max=2**31 - 1,
+            description="Seed",
+            tooltip="Sampling seed: the same seed gives the same answers",
+        )
         for w in (self.max_new_tokens, self.temperature, self.seed):
             w.style.description_width = "110px"
-        self.generate_button = widgets.Button(description="Generate", icon="comments", button_style="primary",
-                                              tooltip="Answer the prompt with every variant, side by side")
-        self.evaluate_button = widgets.Button(description="Evaluate", icon="check",
-                                              tooltip="Score every variant on the task's held-out examples")
+        self.generate_button = widgets.Button(
+            description="Generate",
+            icon="comments",
+            button_style="primary",
+            tooltip="Answer the prompt with every variant, side by side",
+        )
+        self.evaluate_button = widgets.Button(
+            description="Evaluate", icon="check", tooltip="Score every variant on the task's held-out examples"
+        )
         self.status = widgets.HTML()
         self.columns = {v: AnswerColumn(v) for v in COLUMNS}
         self.answers_box = widgets.HBox(list(self.columns.values()))
         self.eval_summary = widgets.HTML()
         self.eval_table = widgets.HTML()
-        super().__init__([
-            self.run, self.prompt, widgets.HBox([self.max_new_tokens, self.temperature, self.seed]),
-            widgets.HBox([self.generate_button, self.evaluate_button]), self.status, self.answers_box,
-            self.eval_summary, self.eval_table,
-        ])
+        super().__init__(
+            [
+                self.run,
+                self.prompt,
+                widgets.HBox([self.max_new_tokens, self.temperature, self.seed]),
+                widgets.HBox([self.generate_button, self.evaluate_button]),
+                self.status,
+                self.answers_box,
+                self.eval_summary,
+                self.eval_table,
+            ]
+        )
         self.add_class("wb-compare")
         self.generate_button.on_click(lambda _: self.generate())
         self.evaluate_button.on_click(lambda _: self.evaluate())
@@ -90,8 +127,10 @@ class ComparePanel(widgets.VBox):
         last = self.state.last_run
         if last is not None and last not in found and runs.Run(last).finished:
             found.insert(0, last)
-        options = [(NO_RUN, None)] + [(str(p.relative_to(self.state.runs_dir)) if p.is_relative_to(
-            self.state.runs_dir) else str(p), p) for p in found]
+        options = [(NO_RUN, None)] + [
+            (str(p.relative_to(self.state.runs_dir)) if p.is_relative_to(self.state.runs_dir) else str(p), p)
+            for p in found
+        ]
         with self._quiet():
             self.run.options = options
             self.run.value = last if last in found else None
@@ -138,8 +177,9 @@ class ComparePanel(widgets.VBox):
     # ------------------------------------------------------------------ generate
 
     def decode(self) -> DecodeSettings:
-        return DecodeSettings(max_new_tokens=self.max_new_tokens.value, temperature=self.temperature.value,
-                              seed=self.seed.value)
+        return DecodeSettings(
+            max_new_tokens=self.max_new_tokens.value, temperature=self.temperature.value, seed=self.seed.value
+        )
 
     def generate(self) -> str | None:
         """Answer the prompt with every variant in turn, each streamed into its column."""
@@ -171,7 +211,8 @@ class ComparePanel(widgets.VBox):
                 col.note("info", "generating…")
                 g = session.answer(v, prompt, decode, chat=chat, on_text=col.show)
                 col.show(g.text)
-                col.note("ok", f"{g.new_tokens} token{'s' if g.new_tokens != 1 else ''} in {g.seconds:.1f} s · {g.tokens_per_second:.1f} tok/s")
+                tokens = f"{g.new_tokens} token{'s' if g.new_tokens != 1 else ''}"
+                col.note("ok", f"{tokens} in {g.seconds:.1f} s · {g.tokens_per_second:.1f} tok/s")
             self.status.value = message("ok", "done: same prompt, settings and seed for every column")
 
         return self._start("generating", work)
@@ -206,7 +247,7 @@ class ComparePanel(widgets.VBox):
         cfg = self.run_config()
         examples = task.eval
         if cfg.train.eval_examples and not isinstance(examples, data_mod.TextSource):
-            examples = examples[:cfg.train.eval_examples]
+            examples = examples[: cfg.train.eval_examples]
         self.evaluation = {}
         self.eval_summary.value = self.eval_table.value = ""
 
@@ -219,8 +260,11 @@ class ComparePanel(widgets.VBox):
                 self.evaluation[v] = {**ev.to_dict(), "predictions": ev.predictions}
                 self._show_evaluation(task)
             skipped = [v for v in self._variants() if v not in ready]
-            self.status.value = message("ok", f"evaluated {', '.join(ready)} on {len(examples)} held-out "
-                                        "examples" + (f" ({', '.join(skipped)}: no adapter)" if skipped else ""))
+            self.status.value = message(
+                "ok",
+                f"evaluated {', '.join(ready)} on {len(examples)} held-out "
+                "examples" + (f" ({', '.join(skipped)}: no adapter)" if skipped else ""),
+            )
 
         return self._start("evaluating", work)
 
@@ -229,14 +273,18 @@ class ComparePanel(widgets.VBox):
         cells = []
         for v in names:
             e = self.evaluation[v]
-            score = (f"accuracy <b>{e['accuracy']:.1%}</b>" if e["accuracy"] is not None
-                     else f"perplexity <b>{e['perplexity']:.2f}</b>")
+            score = (
+                f"accuracy <b>{e['accuracy']:.1%}</b>"
+                if e["accuracy"] is not None
+                else f"perplexity <b>{e['perplexity']:.2f}</b>"
+            )
             cells.append(f"<td><b>{VARIANTS[v].title}</b><br>{score}<br>eval loss {e['eval_loss']:.4f}</td>")
         self.eval_summary.value = f"<table class='wb-eval-summary'><tr>{''.join(cells)}</tr></table>"
         preds = {v: self.evaluation[v]["predictions"] for v in names if self.evaluation[v]["predictions"]}
         if not preds:
-            self.eval_table.value = message("info", "This task is scored by perplexity, so there are no "
-                                                    "per-example answers to tick.")
+            self.eval_table.value = message(
+                "info", "This task is scored by perplexity, so there are no per-example answers to tick."
+            )
             return
         first = next(iter(preds.values()))
         head = "<tr><th>prompt</th><th>expected</th>" + "".join(f"<th>{html.escape(v)}</th>" for v in preds) + "</tr>"
@@ -244,7 +292,7 @@ class ComparePanel(widgets.VBox):
         for i, p in enumerate(first):
             cols = "".join(
                 f"<td>{'✓' if preds[v][i]['correct'] else '✗'} {html.escape(preds[v][i]['prediction'][:80])}</td>"
-                for v in preds)
+                for v in preds
+            )
             rows.append(f"<tr><td>{html.escape(p['prompt'][:120])}</td><td>{html.escape(p['answer'])}</td>{cols}</tr>")
-        self.eval_table.value = (f"<table class='wb-eval' style='font-size:90%'>{head}{''.join(rows)}</table>")
-
+        self.eval_table.value = f"<table class='wb-eval' style='font-size:90%'>{head}{''.join(rows)}</table>"

@@ -15,8 +15,19 @@ from .state import AppState
 
 # the result fields the table shows, beside its run's name, 4-bit type and steps (results.COLUMNS gives
 # their headings and units)
-SHOWN = ["name", "bits", "rank", "target_modules", "accuracy", "perplexity", "peak_memory_bytes",
-         "estimated_peak_bytes", "weight_bytes", "train_seconds", "status"]
+SHOWN = [
+    "name",
+    "bits",
+    "rank",
+    "target_modules",
+    "accuracy",
+    "perplexity",
+    "peak_memory_bytes",
+    "estimated_peak_bytes",
+    "weight_bytes",
+    "train_seconds",
+    "status",
+]
 
 
 class ResultsPanel(widgets.VBox):
@@ -24,20 +35,32 @@ class ResultsPanel(widgets.VBox):
 
     def __init__(self, state: AppState | None = None):
         self.state = state or AppState()
-        self.refresh_button = widgets.Button(description="Refresh", icon="refresh",
-                                             tooltip="Read every run under the runs folder again")
-        self.memory_kind = widgets.ToggleButtons(options=[("peak memory", "peak_memory_bytes"),
-                                                          ("weight memory", "weight_bytes")],
-                                                 value="peak_memory_bytes", description="x axis",
-                                                 tooltip="Peak memory while training, or the weights alone")
-        self.export_button = widgets.Button(description="Export CSV", icon="download",
-                                            tooltip="Write every row to a CSV file in the runs folder")
+        self.refresh_button = widgets.Button(
+            description="Refresh", icon="refresh", tooltip="Read every run under the runs folder again"
+        )
+        self.memory_kind = widgets.ToggleButtons(
+            options=[("peak memory", "peak_memory_bytes"), ("weight memory", "weight_bytes")],
+            value="peak_memory_bytes",
+            description="x axis",
+            tooltip="Peak memory while training, or the weights alone",
+        )
+        self.export_button = widgets.Button(
+            description="Export CSV", icon="download", tooltip="Write every row to a CSV file in the runs folder"
+        )
         self.info = widgets.HTML()
         self.table = widgets.HTML()
         self.chart = image()
         self.export_info = widgets.HTML()
-        super().__init__([widgets.HBox([self.refresh_button, self.export_button]), self.info, self.table,
-                          self.memory_kind, self.chart, self.export_info])
+        super().__init__(
+            [
+                widgets.HBox([self.refresh_button, self.export_button]),
+                self.info,
+                self.table,
+                self.memory_kind,
+                self.chart,
+                self.export_info,
+            ]
+        )
         self.add_class("wb-results")
         self.rows: list[runs.ResultRow] = []
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -50,9 +73,17 @@ class ResultsPanel(widgets.VBox):
         """The rows as a pandas DataFrame in readable units (what the table shows)."""
         import pandas as pd
 
-        rows = [{"run": r.run, **readable(r.result, SHOWN[:2]), "4-bit type": r.quant_type,
-                 **readable(r.result, SHOWN[2:4]), "steps": r.steps, **readable(r.result, SHOWN[4:])}
-                for r in self.rows]
+        rows = [
+            {
+                "run": r.run,
+                **readable(r.result, SHOWN[:2]),
+                "4-bit type": r.quant_type,
+                **readable(r.result, SHOWN[2:4]),
+                "steps": r.steps,
+                **readable(r.result, SHOWN[4:]),
+            }
+            for r in self.rows
+        ]
         df = pd.DataFrame(rows)
         if df.empty:
             return df
@@ -79,18 +110,24 @@ class ResultsPanel(widgets.VBox):
 
     def _draw(self) -> None:
         if self.rows:
-            self.chart.value = png(plots.accuracy_memory_figure([r.result for r in self.rows], self.memory_kind.value,
-                                                                runs=[r.run for r in self.rows]))
+            self.chart.value = png(
+                plots.accuracy_memory_figure(
+                    [r.result for r in self.rows], self.memory_kind.value, runs=[r.run for r in self.rows]
+                )
+            )
 
     def export(self) -> Path | None:
         """Every row to <runs>/all_results.csv (written whole), with a download link."""
         if not self.rows:
             self.export_info.value = message("warn", "Nothing to export yet: train a run first.")
             return None
-        path = write_csv(self.state.runs_dir / "all_results.csv", [r.to_dict() for r in self.rows],
-                         runs.ResultRow.field_names())
+        path = write_csv(
+            self.state.runs_dir / "all_results.csv", [r.to_dict() for r in self.rows], runs.ResultRow.field_names()
+        )
         data = base64.b64encode(path.read_bytes()).decode()
-        self.export_info.value = (message("ok", f"wrote {len(self.rows)} rows to {path.resolve()}")
-                                  + f"<a download='all_results.csv' href='data:text/csv;base64,{data}'>"
-                                    "download all_results.csv</a>")
+        self.export_info.value = (
+            message("ok", f"wrote {len(self.rows)} rows to {path.resolve()}")
+            + f"<a download='all_results.csv' href='data:text/csv;base64,{data}'>"
+            "download all_results.csv</a>"
+        )
         return path

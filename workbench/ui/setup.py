@@ -36,33 +36,69 @@ class SetupPanel(widgets.VBox):
     def __init__(self, state: AppState | None = None):
         self.state = state or AppState()
         cfg = self.state.config
-        self.model = helped(widgets.Combobox(value=cfg.model.name, options=model_presets(), ensure_option=False,
-                                             description="Model", continuous_update=False, layout=WIDE),
-                            ModelSettings, "name")
+        self.model = helped(
+            widgets.Combobox(
+                value=cfg.model.name,
+                options=model_presets(),
+                ensure_option=False,
+                description="Model",
+                continuous_update=False,
+                layout=WIDE,
+            ),
+            ModelSettings,
+            "name",
+        )
         self.model_info = widgets.HTML()
-        self.device = helped(widgets.Dropdown(options=["auto", "cpu", "cuda", "mps"], value=cfg.model.device,
-                                              description="Device"), ModelSettings, "device")
+        self.device = helped(
+            widgets.Dropdown(options=["auto", "cpu", "cuda", "mps"], value=cfg.model.device, description="Device"),
+            ModelSettings,
+            "device",
+        )
         self.device_info = widgets.HTML()
         tasks = data_mod.builtin_tasks()
-        self.task = helped(widgets.Dropdown(options=tasks, value=cfg.task if cfg.task in tasks else tasks[0],
-                                            description="Task"), RunConfig, "task")
-        self.upload = widgets.FileUpload(accept=".jsonl,.json,.csv,.tsv,.txt", multiple=False,
-                                         description="Upload data")
+        self.task = helped(
+            widgets.Dropdown(options=tasks, value=cfg.task if cfg.task in tasks else tasks[0], description="Task"),
+            RunConfig,
+            "task",
+        )
+        self.upload = widgets.FileUpload(
+            accept=".jsonl,.json,.csv,.tsv,.txt", multiple=False, description="Upload data"
+        )
         self.upload.tooltip = RunConfig.__dataclass_fields__["data"].metadata["help"]
-        self.columns = helped(widgets.Text(value=cfg.columns or "", description="Column map",
-                                           placeholder="prompt=question,answer=label", continuous_update=False,
-                                           layout=WIDE), RunConfig, "columns")
+        self.columns = helped(
+            widgets.Text(
+                value=cfg.columns or "",
+                description="Column map",
+                placeholder="prompt=question,answer=label",
+                continuous_update=False,
+                layout=WIDE,
+            ),
+            RunConfig,
+            "columns",
+        )
         self.data_info = widgets.HTML()
-        self.preview_button = widgets.Button(description="Preview data", icon="eye",
-                                             tooltip="Show examples as the model will see them, with token counts")
+        self.preview_button = widgets.Button(
+            description="Preview data",
+            icon="eye",
+            tooltip="Show examples as the model will see them, with token counts",
+        )
         self.preview_out = widgets.HTML()
-        super().__init__([
-            widgets.HTML("<b>Model</b>"), self.model, self.model_info,
-            widgets.HTML("<b>Device</b>"), self.device, self.device_info,
-            widgets.HTML("<b>Task</b> (a built-in task, or upload a JSONL/CSV/JSON/TXT file)"),
-            self.task, widgets.HBox([self.upload, self.columns]), self.data_info,
-            self.preview_button, self.preview_out,
-        ])
+        super().__init__(
+            [
+                widgets.HTML("<b>Model</b>"),
+                self.model,
+                self.model_info,
+                widgets.HTML("<b>Device</b>"),
+                self.device,
+                self.device_info,
+                widgets.HTML("<b>Task</b> (a built-in task, or upload a JSONL/CSV/JSON/TXT file)"),
+                self.task,
+                widgets.HBox([self.upload, self.columns]),
+                self.data_info,
+                self.preview_button,
+                self.preview_out,
+            ]
+        )
         self.add_class("wb-setup")
         self._pending: Path | None = None  # an uploaded file refused so far (a column map may fix it)
         self.model.observe(self._on_model, "value")
@@ -85,8 +121,10 @@ class SetupPanel(widgets.VBox):
             return
         note = ""
         if self.state.config.model.name.lower() in EMBEDDED_NAMES:
-            note = (" Embedded default: a dequantized Q4_1 copy of SmolLM2-135M-Instruct, so its "
-                    "'16-bit' baseline is that dequantized model.")
+            note = (
+                " Embedded default: a dequantized Q4_1 copy of SmolLM2-135M-Instruct, so its "
+                "'16-bit' baseline is that dequantized model."
+            )
         self.model_info.value = message("info", layout.describe() + "." + note)
 
     def _on_model(self, change) -> None:
@@ -126,8 +164,11 @@ class SetupPanel(widgets.VBox):
             self.data_info.value = error_html(exc)
             return
         n_train = len(task.train) if not isinstance(task.train, data_mod.TextSource) else None
-        size = (f"{n_train} training and {len(task.eval)} held-out examples" if n_train is not None
-                else f"{len(task.train.text):,} characters of training text and {len(task.eval.text):,} held out")
+        size = (
+            f"{n_train} training and {len(task.eval)} held-out examples"
+            if n_train is not None
+            else f"{len(task.train.text):,} characters of training text and {len(task.eval.text):,} held out"
+        )
         scoring = "exact match of the answer" if task.scoring == "exact_match" else "perplexity"
         self.data_info.value = message("ok", f"{task.name}: {size}, scored by {scoring}.{extra}")
 
@@ -157,8 +198,9 @@ class SetupPanel(widgets.VBox):
         path = Path(path)
         cfg = self.state.config
         try:  # check the file before it becomes the setting, so a bad file never replaces a good one
-            candidate = RunConfig.from_dict({**cfg.to_dict(), "task": None, "data": str(path),
-                                             "columns": self.columns.value or None})
+            candidate = RunConfig.from_dict(
+                {**cfg.to_dict(), "task": None, "data": str(path), "columns": self.columns.value or None}
+            )
             data_mod.task_for(candidate)
             self.state.update(task=None, data=str(path), columns=self.columns.value or None)
         except ValueError as exc:
@@ -191,7 +233,8 @@ class SetupPanel(widgets.VBox):
             text = data_mod.preview(tok, task, seq_len=cfg.train.seq_len).to_text()
             self.preview_out.value = f"<pre class='wb-preview'>{html.escape(text)}</pre>"
 
-        refused = self.state.jobs.start("preview", work,
-                                        on_error=lambda e, tb: setattr(self.preview_out, "value", error_html(e, tb)))
+        refused = self.state.jobs.start(
+            "preview", work, on_error=lambda e, tb: setattr(self.preview_out, "value", error_html(e, tb))
+        )
         if refused:
             self.preview_out.value = message("warn", refused)

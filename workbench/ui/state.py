@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ..compare import preset_config
-from ..config import RunConfig
+from ..config import RunConfig, preset_config
 from ..layout import ModelLayout
 from ..runs import Run
 from ..session import Session
@@ -34,12 +33,17 @@ class Jobs:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, name: str, work: Callable[[], None], *, on_error: Callable[[BaseException, str], None],
-              on_done: Callable[[], None] | None = None) -> str | None:
+    def start(
+        self,
+        name: str,
+        work: Callable[[], None],
+        *,
+        on_error: Callable[[BaseException, str], None],
+        on_done: Callable[[], None] | None = None,
+    ) -> str | None:
         """Start `work` in a thread; returns a message instead when another job is running."""
         if self.busy:
-            return (f"{self.name} is still running; wait for it to finish or press Stop before starting "
-                    f"{name}.")
+            return f"{self.name} is still running; wait for it to finish or press Stop before starting {name}."
         self.name = name
         self.stop = threading.Event()
 
@@ -114,8 +118,9 @@ class AppState:
             if self.last_run is not None and Run(self.last_run).finished:
                 self._session = Session.from_run(self.last_run)
             else:
-                self._session = Session(self.config.model.name, device=self.config.model.device,
-                                        quant=self.config.quant)
+                self._session = Session(
+                    self.config.model.name, device=self.config.model.device, quant=self.config.quant
+                )
         return self._session
 
     def drop_session(self) -> None:

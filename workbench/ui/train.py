@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 
 import ipywidgets as widgets
-
 from matplotlib.figure import Figure
 
 from .. import plots
@@ -50,23 +49,37 @@ class TrainPanel(widgets.VBox):
             "batch_size": widgets.BoundedIntText(value=t.batch_size, min=1, max=4096, description="Batch size"),
             "seq_len": widgets.BoundedIntText(value=t.seq_len, min=8, max=131072, description="Sequence length"),
             "grad_accum": widgets.BoundedIntText(value=t.grad_accum, min=1, max=4096, description="Grad. accumulation"),
-            "warmup_steps": widgets.BoundedIntText(value=t.warmup_steps, min=0, max=1_000_000, description="Warmup steps"),
+            "warmup_steps": widgets.BoundedIntText(
+                value=t.warmup_steps, min=0, max=1_000_000, description="Warmup steps"
+            ),
             "seed": widgets.BoundedIntText(value=t.seed, min=0, max=2**31 - 1, description="Seed"),
-            "eval_examples": widgets.BoundedIntText(value=t.eval_examples, min=0, max=1_000_000,
-                                                    description="Eval examples"),
-            "gradient_checkpointing": widgets.Checkbox(value=t.gradient_checkpointing,
-                                                       description="Gradient checkpointing"),
+            "eval_examples": widgets.BoundedIntText(
+                value=t.eval_examples, min=0, max=1_000_000, description="Eval examples"
+            ),
+            "gradient_checkpointing": widgets.Checkbox(
+                value=t.gradient_checkpointing, description="Gradient checkpointing"
+            ),
         }
         self._quiet = Quiet()
         for name, w in self.controls.items():
             helped(w, TrainSettings, name)
             w.observe(self._on_change, "value")
-        self.start_button = widgets.Button(description="Start", icon="play", button_style="success",
-                                           tooltip="Train every chosen variant, then evaluate and compare them")
-        self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
-                                          tooltip="Stop after the current step; what was trained is kept on disk")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="Progress",
-                                            layout=widgets.Layout(width="420px"))
+        self.start_button = widgets.Button(
+            description="Start",
+            icon="play",
+            button_style="success",
+            tooltip="Train every chosen variant, then evaluate and compare them",
+        )
+        self.stop_button = widgets.Button(
+            description="Stop",
+            icon="stop",
+            button_style="danger",
+            disabled=True,
+            tooltip="Stop after the current step; what was trained is kept on disk",
+        )
+        self.progress = widgets.IntProgress(
+            value=0, min=0, max=1, description="Progress", layout=widgets.Layout(width="420px")
+        )
         self.progress_text = widgets.Label()
         self.status = widgets.HTML()
         self.error = widgets.HTML()
@@ -74,15 +87,22 @@ class TrainPanel(widgets.VBox):
         self.memory_image = image()
         self.results = widgets.HTML()
         c = self.controls
-        super().__init__([
-            widgets.HBox([widgets.VBox([c["steps"], c["lr"], c["batch_size"], c["seq_len"], c["eval_examples"]]),
-                          widgets.VBox([c["grad_accum"], c["warmup_steps"], c["seed"],
-                                        c["gradient_checkpointing"]])]),
-            widgets.HBox([self.start_button, self.stop_button]),
-            widgets.HBox([self.progress, self.progress_text]), self.status, self.error,
-            widgets.HBox([self.loss_image, self.memory_image], layout=widgets.Layout(flex_flow="row wrap")),
-            self.results,
-        ])
+        super().__init__(
+            [
+                widgets.HBox(
+                    [
+                        widgets.VBox([c["steps"], c["lr"], c["batch_size"], c["seq_len"], c["eval_examples"]]),
+                        widgets.VBox([c["grad_accum"], c["warmup_steps"], c["seed"], c["gradient_checkpointing"]]),
+                    ]
+                ),
+                widgets.HBox([self.start_button, self.stop_button]),
+                widgets.HBox([self.progress, self.progress_text]),
+                self.status,
+                self.error,
+                widgets.HBox([self.loss_image, self.memory_image], layout=widgets.Layout(flex_flow="row wrap")),
+                self.results,
+            ]
+        )
         self.add_class("wb-train")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
@@ -122,8 +142,14 @@ class TrainPanel(widgets.VBox):
         n_trained = sum(1 for v in cfg.variants if VARIANTS[v].trained)
 
         def work() -> None:
-            self.result = run_compare(cfg, out, sinks=[self._on_event], stop=self.state.jobs.stop,
-                                      on_status=self._on_status, on_variant=self._on_variant)
+            self.result = run_compare(
+                cfg,
+                out,
+                sinks=[self._on_event],
+                stop=self.state.jobs.stop,
+                on_status=self._on_status,
+                on_variant=self._on_variant,
+            )
 
         refused = self.state.jobs.start("training", work, on_error=self._on_error, on_done=self._on_done)
         if refused:
@@ -173,9 +199,11 @@ class TrainPanel(widgets.VBox):
         self.progress.value = min(done, self.progress.max)
         per_step = event.elapsed_s / max(event.step, 1)
         remaining = (self.progress.max - done) * per_step
-        self.progress_text.value = (f"step {done}/{self.progress.max} ({event.variant} {event.step}/"
-                                    f"{event.total_steps}) · {_clock(time.monotonic() - self._started)} elapsed · "
-                                    f"ETA {_clock(remaining)} · loss {event.loss:.3f}")
+        self.progress_text.value = (
+            f"step {done}/{self.progress.max} ({event.variant} {event.step}/"
+            f"{event.total_steps}) · {_clock(time.monotonic() - self._started)} elapsed · "
+            f"ETA {_clock(remaining)} · loss {event.loss:.3f}"
+        )
         now = time.monotonic()
         if now - self._last_draw >= REDRAW_SECONDS or event.step == event.total_steps:
             self.redraw()
@@ -196,8 +224,9 @@ class TrainPanel(widgets.VBox):
 
     def _on_error(self, exc: BaseException, details: str) -> None:
         self.error.value = error_html(exc, details)
-        self.status.value = message("error", "training failed; anything finished before the error is in "
-                                             f"{self.run_dir}")
+        self.status.value = message(
+            "error", f"training failed; anything finished before the error is in {self.run_dir}"
+        )
         self.progress.bar_style = "danger"
 
     def _on_done(self) -> None:
@@ -214,7 +243,9 @@ class TrainPanel(widgets.VBox):
         self.progress.bar_style = "warning" if stopped else "success"
         table = results_table(self.result).to_html(classes="wb-results", border=0, na_rep="")
         self.results.value = table
-        what = ("stopped: the metrics and the adapter trained so far are saved in " if stopped
-                else "done: results, plots and adapters are in ")
+        what = (
+            "stopped: the metrics and the adapter trained so far are saved in "
+            if stopped
+            else "done: results, plots and adapters are in "
+        )
         self.status.value = message("warn" if stopped else "ok", what + str(out))
-

@@ -52,7 +52,7 @@ def text_blocks(tokenizer, text: TextSource, seq_len: int) -> list[dict]:
     """Plain text -> consecutive seq_len-token blocks, loss on every token (the last short block kept
     when it has at least a quarter of seq_len tokens)."""
     ids = tokenizer(text.text, add_special_tokens=False)["input_ids"]
-    blocks = [ids[i:i + seq_len] for i in range(0, len(ids), seq_len)]
+    blocks = [ids[i : i + seq_len] for i in range(0, len(ids), seq_len)]
     if len(blocks) > 1 and len(blocks[-1]) < seq_len // 4:
         blocks.pop()
     return [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]
@@ -135,8 +135,11 @@ def _length_messages(lengths: list[tuple[Example, int, int]], seq_len: int) -> l
             cut_whole += p >= seq_len
     if not long:
         return []
-    msg = (f"data: {long} of {len(lengths)} examples are longer than seq_len {seq_len} tokens (longest {longest}"
-           + (f", first at {first}" if first else "") + ") and will be cut")
+    msg = (
+        f"data: {long} of {len(lengths)} examples are longer than seq_len {seq_len} tokens (longest {longest}"
+        + (f", first at {first}" if first else "")
+        + ") and will be cut"
+    )
     if cut_whole:
         msg += f"; {cut_whole} lose their whole answer and are skipped in training"
     return [msg + f"; raise seq_len to {longest} to keep them whole"]
@@ -156,13 +159,17 @@ class Preview:
 
     def to_text(self) -> str:
         s = self.stats
-        lines = [f"task {self.task}: {self.kind} data, scored by {self.scoring.replace('_', ' ')}",
-                 f"train {s['train']} {s['unit']}, eval {s['eval']} {s['unit']}; tokens per example: "
-                 f"min {s['min']}, median {s['median']}, 90th percentile {s['p90']}, max {s['max']}; "
-                 f"{s['truncated']} of {s['train']} longer than seq_len {self.seq_len}"]
+        lines = [
+            f"task {self.task}: {self.kind} data, scored by {self.scoring.replace('_', ' ')}",
+            f"train {s['train']} {s['unit']}, eval {s['eval']} {s['unit']}; tokens per example: "
+            f"min {s['min']}, median {s['median']}, 90th percentile {s['p90']}, max {s['max']}; "
+            f"{s['truncated']} of {s['train']} longer than seq_len {self.seq_len}",
+        ]
         for i, ex in enumerate(self.examples, 1):
-            lines.append(f"\n--- example {i}: {ex['prompt_tokens']} prompt tokens + {ex['answer_tokens']} "
-                         f"answer tokens{' (cut at seq_len)' if ex['truncated'] else ''}")
+            lines.append(
+                f"\n--- example {i}: {ex['prompt_tokens']} prompt tokens + {ex['answer_tokens']} "
+                f"answer tokens{' (cut at seq_len)' if ex['truncated'] else ''}"
+            )
             if ex["prompt"]:
                 lines.append("[prompt, no loss]\n" + ex["prompt"])
             lines.append("[answer, trained on]\n" + ex["answer"])
@@ -179,8 +186,16 @@ def preview(tokenizer, task: Task, seq_len: int = 128, n: int = 3) -> Preview:
     if isinstance(task.train, TextSource):
         rows = text_blocks(tokenizer, task.train, seq_len)
         full = [len(r["input_ids"]) for r in rows]
-        examples = [{"prompt": "", "answer": tokenizer.decode(r["input_ids"]), "prompt_tokens": 0,
-                     "answer_tokens": len(r["input_ids"]), "truncated": False} for r in rows[:n]]
+        examples = [
+            {
+                "prompt": "",
+                "answer": tokenizer.decode(r["input_ids"]),
+                "prompt_tokens": 0,
+                "answer_tokens": len(r["input_ids"]),
+                "truncated": False,
+            }
+            for r in rows[:n]
+        ]
         unit, n_eval = "blocks", len(encode_split(tokenizer, task.eval, seq_len))
         truncated = 0
     else:
@@ -191,14 +206,28 @@ def preview(tokenizer, task: Task, seq_len: int = 128, n: int = 3) -> Preview:
             full.append(len(p_ids) + len(a_ids))
             truncated += len(p_ids) + len(a_ids) > seq_len
             if len(examples) < n:
-                examples.append({"prompt": tokenizer.decode(p_ids), "answer": tokenizer.decode(a_ids),
-                                 "prompt_tokens": len(p_ids), "answer_tokens": len(a_ids),
-                                 "truncated": len(p_ids) + len(a_ids) > seq_len})
+                examples.append(
+                    {
+                        "prompt": tokenizer.decode(p_ids),
+                        "answer": tokenizer.decode(a_ids),
+                        "prompt_tokens": len(p_ids),
+                        "answer_tokens": len(a_ids),
+                        "truncated": len(p_ids) + len(a_ids) > seq_len,
+                    }
+                )
         unit, n_eval = "examples", len(task.eval)
     ordered = sorted(full)
-    stats = {"train": len(full), "eval": n_eval, "unit": unit, "min": ordered[0], "max": ordered[-1],
-             "median": int(statistics.median(ordered)), "p90": ordered[int(0.9 * (len(ordered) - 1))],
-             "truncated": truncated, "histogram": _histogram(ordered)}
+    stats = {
+        "train": len(full),
+        "eval": n_eval,
+        "unit": unit,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "median": int(statistics.median(ordered)),
+        "p90": ordered[int(0.9 * (len(ordered) - 1))],
+        "truncated": truncated,
+        "histogram": _histogram(ordered),
+    }
     notes = list(task.notes) + _length_messages(lengths, seq_len)
     return Preview(task.name, task.kind, task.scoring, seq_len, examples, stats, notes)
 
