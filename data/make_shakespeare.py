@@ -63,7 +63,7 @@ def plain_play(text: str, max_acts: int | None = None) -> str:
         if in_direction:
             if not line or "]" in line:  # a direction ends at its bracket (or, if unclosed, at a blank line)
                 in_direction = False
-                line = line[line.index("]") + 1:].rstrip() if "]" in line else ""
+                line = line[line.index("]") + 1 :].rstrip() if "]" in line else ""
                 if not line.strip():
                     continue
             else:
@@ -76,7 +76,7 @@ def plain_play(text: str, max_acts: int | None = None) -> str:
             continue
         line = INLINE_DIRECTION.sub("", line)
         if "[" in line:  # a direction that opens here and closes on a later line
-            line = line[:line.index("[")].rstrip()
+            line = line[: line.index("[")].rstrip()
             in_direction = True
         line = re.sub(r"\s+([:;,.!?])", r"\1", line) if line.strip() else ""
         if not line and (not out or not out[-1]):

@@ -20,26 +20,85 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 TRAIN_SUBJECTS = [
-    "pizza", "hotel room", "phone", "movie", "concert", "laptop", "haircut", "train ride",
-    "museum tour", "coffee", "sofa", "novel", "video game", "taxi driver", "bakery", "gym",
-    "headphones", "dentist", "theme park", "restaurant", "backpack", "camera", "bicycle",
-    "yoga class", "pasta", "printer", "hostel", "podcast", "sneakers", "ice cream",
+    "pizza",
+    "hotel room",
+    "phone",
+    "movie",
+    "concert",
+    "laptop",
+    "haircut",
+    "train ride",
+    "museum tour",
+    "coffee",
+    "sofa",
+    "novel",
+    "video game",
+    "taxi driver",
+    "bakery",
+    "gym",
+    "headphones",
+    "dentist",
+    "theme park",
+    "restaurant",
+    "backpack",
+    "camera",
+    "bicycle",
+    "yoga class",
+    "pasta",
+    "printer",
+    "hostel",
+    "podcast",
+    "sneakers",
+    "ice cream",
 ]
 EVAL_SUBJECTS = [
-    "burger", "guesthouse", "tablet", "documentary", "festival", "keyboard", "barber",
-    "ferry", "art gallery", "tea", "mattress", "comic book", "board game", "airline",
+    "burger",
+    "guesthouse",
+    "tablet",
+    "documentary",
+    "festival",
+    "keyboard",
+    "barber",
+    "ferry",
+    "art gallery",
+    "tea",
+    "mattress",
+    "comic book",
+    "board game",
+    "airline",
 ]
 POSITIVE = [
-    "was wonderful", "was excellent", "exceeded my expectations", "made my day",
-    "was worth every penny", "was a real delight", "was fantastic", "works perfectly",
-    "was friendly and fast", "left me smiling", "was better than I hoped", "was superb",
-    "felt like great value", "was a pleasant surprise", "I would recommend to anyone",
+    "was wonderful",
+    "was excellent",
+    "exceeded my expectations",
+    "made my day",
+    "was worth every penny",
+    "was a real delight",
+    "was fantastic",
+    "works perfectly",
+    "was friendly and fast",
+    "left me smiling",
+    "was better than I hoped",
+    "was superb",
+    "felt like great value",
+    "was a pleasant surprise",
+    "I would recommend to anyone",
 ]
 NEGATIVE = [
-    "was terrible", "was a waste of money", "broke after two days", "ruined my evening",
-    "was awful", "was a huge disappointment", "was rude and slow", "left me angry",
-    "was worse than I feared", "never worked properly", "was overpriced junk",
-    "was dirty and noisy", "I would not recommend to anyone", "made me want a refund",
+    "was terrible",
+    "was a waste of money",
+    "broke after two days",
+    "ruined my evening",
+    "was awful",
+    "was a huge disappointment",
+    "was rude and slow",
+    "left me angry",
+    "was worse than I feared",
+    "never worked properly",
+    "was overpriced junk",
+    "was dirty and noisy",
+    "I would not recommend to anyone",
+    "made me want a refund",
     "was a nightmare",
 ]
 # phrases seen only in the eval split: scoring them needs the sense of the words, not recall
@@ -83,8 +142,20 @@ def make_sentiment(rng: random.Random, subjects: list[str], pos: list[str], neg:
 # seven whole decades are eval-only, so no eval year (and no eval date) is ever shown in training and eval
 # measures the rewrite, not recall.
 
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 MONTH_ABBR = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 EVAL_DECADES = [1760, 1830, 1890, 1950, 2010, 2070, 2140]
@@ -102,13 +173,13 @@ def ordinal(n: int) -> str:
 
 
 DATE_FORMS = [
-    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",                 # March 5, 2021
-    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",                  # 5 March 2021
+    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",  # March 5, 2021
+    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",  # 5 March 2021
     lambda d: f"the {ordinal(d.day)} of {MONTHS[d.month - 1]}, {d.year}",  # the 5th of March, 2021
-    lambda d: f"{MONTH_ABBR[d.month - 1]} {ordinal(d.day)}, {d.year}",     # Mar 5th, 2021
-    lambda d: f"{d.day} {MONTH_ABBR[d.month - 1]} {d.year}",              # 5 Mar 2021
-    lambda d: f"{MONTHS[d.month - 1]} {ordinal(d.day)} {d.year}",          # March 5th 2021
-    lambda d: f"{d.day}/{d.month}/{d.year} (day first)",                  # 5/3/2021 (day first)
+    lambda d: f"{MONTH_ABBR[d.month - 1]} {ordinal(d.day)}, {d.year}",  # Mar 5th, 2021
+    lambda d: f"{d.day} {MONTH_ABBR[d.month - 1]} {d.year}",  # 5 Mar 2021
+    lambda d: f"{MONTHS[d.month - 1]} {ordinal(d.day)} {d.year}",  # March 5th 2021
+    lambda d: f"{d.day}/{d.month}/{d.year} (day first)",  # 5/3/2021 (day first)
     lambda d: f"{WEEKDAYS[d.weekday()]}, {d.day} {MONTHS[d.month - 1]} {d.year}",  # Friday, 5 March 2021
 ]
 
@@ -147,23 +218,29 @@ def main() -> None:
     write_jsonl(HERE / "sentiment" / "train.jsonl", make_sentiment(rng, TRAIN_SUBJECTS, POSITIVE, NEGATIVE, 400))
     sentiment_eval = make_sentiment(rng, EVAL_SUBJECTS, POSITIVE + EVAL_POSITIVE, NEGATIVE + EVAL_NEGATIVE, 60)
     write_jsonl(HERE / "sentiment" / "eval.jsonl", sentiment_eval)
-    write_task_json(HERE / "sentiment" / "task.json",
-                    "Short product/service reviews labelled positive or negative; scored by exact match. "
-                    "Eval uses subjects and phrases that training never shows.",
-                    [row["prompt"] for row in sentiment_eval[:3]])
+    write_task_json(
+        HERE / "sentiment" / "task.json",
+        "Short product/service reviews labelled positive or negative; scored by exact match. "
+        "Eval uses subjects and phrases that training never shows.",
+        [row["prompt"] for row in sentiment_eval[:3]],
+    )
 
     rng = random.Random(20240305)  # its own generator, so the sentiment files above stay as they were
     write_jsonl(HERE / "dates" / "train.jsonl", make_dates(rng, TRAIN_YEARS, 400))
     dates_eval = make_dates(rng, EVAL_YEARS, 60)
     write_jsonl(HERE / "dates" / "eval.jsonl", dates_eval)
     # one eval prompt each in three different surface forms
-    samples = [next(row["prompt"] for row in dates_eval if re.search(form, row["prompt"]))
-               for form in (r": the \d+\w\w of ", r"\(day first\)$", r": [A-Z][a-z]{2} \d+\w\w, \d{4}$")]
-    write_task_json(HERE / "dates" / "task.json",
-                    "Rewrite a date written in words (March 5, 2021; the 5th of March, 2021; 5/3/2021 day first; "
-                    "...) as ISO 8601 YYYY-MM-DD; scored by exact match. Eval years come from decades that "
-                    "training never shows.",
-                    samples)
+    samples = [
+        next(row["prompt"] for row in dates_eval if re.search(form, row["prompt"]))
+        for form in (r": the \d+\w\w of ", r"\(day first\)$", r": [A-Z][a-z]{2} \d+\w\w, \d{4}$")
+    ]
+    write_task_json(
+        HERE / "dates" / "task.json",
+        "Rewrite a date written in words (March 5, 2021; the 5th of March, 2021; 5/3/2021 day first; "
+        "...) as ISO 8601 YYYY-MM-DD; scored by exact match. Eval years come from decades that "
+        "training never shows.",
+        samples,
+    )
 
 
 if __name__ == "__main__":
