@@ -9,11 +9,11 @@ from __future__ import annotations
 import ipywidgets as widgets
 
 from .. import models, plots
-from ..config import VARIANTS, LoraSettings, QuantSettings
+from ..config import VARIANTS, LoraSettings
 from ..estimator import MemoryEstimate, estimate
 from ..generate import EVAL_BATCH_SIZE
 from ..layout import lora_scaling
-from .common import Quiet, error_html, helped, image, message, png
+from .common import Quiet, error_html, helped, image, message, png, quant_controls
 from .state import AppState, model_layout
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -54,18 +54,7 @@ class AdapterPanel(widgets.VBox):
             v.name: widgets.Checkbox(value=v.name in cfg.variants, description=v.label, tooltip=v.help, indent=False)
             for v in VARIANTS.values()
         }
-        self.quant_type = helped(
-            widgets.ToggleButtons(
-                options=[("NF4", "nf4"), ("FP4", "fp4")], value=cfg.quant.quant_type, description="4-bit type"
-            ),
-            QuantSettings,
-            "quant_type",
-        )
-        self.double_quant = helped(
-            widgets.Checkbox(value=cfg.quant.double_quant, description="Double quantization"),
-            QuantSettings,
-            "double_quant",
-        )
+        self.quant_type, self.double_quant = quant_controls(cfg.quant)
         self.error = widgets.HTML()
         self.params_info = widgets.HTML()
         self.chart = image()

@@ -9,7 +9,7 @@ import io
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..config import help_for
+from ..config import QuantSettings, help_for
 
 STYLE = {"description_width": "150px"}
 WIDE = widgets.Layout(width="420px")
@@ -75,3 +75,19 @@ class Quiet:
             yield
         finally:
             self._depth -= 1
+
+
+def quant_controls(quant: QuantSettings) -> tuple[widgets.ToggleButtons, widgets.Checkbox]:
+    """The 4-bit type toggle and the double-quantization box, set from the settings in force."""
+    quant_type = widgets.ToggleButtons(
+        options=[("NF4", "nf4"), ("FP4", "fp4")], value=quant.quant_type, description="4-bit type"
+    )
+    double_quant = widgets.Checkbox(value=quant.double_quant, description="Double quantization")
+    return helped(quant_type, QuantSettings, "quant_type"), helped(double_quant, QuantSettings, "double_quant")
+
+
+def layer_dropdown(tooltip: str) -> widgets.Dropdown:
+    """A dropdown of the model's linear layers (filled later with explain.layer_options)."""
+    layer = widgets.Dropdown(description="Layer", layout=WIDE, tooltip=tooltip)
+    layer.style.description_width = STYLE["description_width"]
+    return layer

@@ -15,7 +15,7 @@ from .. import explain, runs
 from ..config import VARIANTS, LoraSettings
 from ..layout import Linear, block_index
 from .adapter import RANKS
-from .common import WIDE, Quiet, error_html, helped, image, message, png
+from .common import WIDE, Quiet, error_html, helped, image, layer_dropdown, message, png
 from .state import AppState, model_layout
 
 NO_ADAPTER = "(no trained adapter yet)"
@@ -61,12 +61,7 @@ class LoraExplainer(widgets.VBox):
         self.state = state or AppState()
         cfg = self.state.config
         self.model_info = widgets.HTML()
-        self.layer = widgets.Dropdown(
-            description="Layer",
-            layout=WIDE,
-            tooltip="One of the model's linear layers (W is out × in: d rows, k columns)",
-        )
-        self.layer.style.description_width = "150px"
+        self.layer = layer_dropdown("One of the model's linear layers (W is out × in: d rows, k columns)")
         self.rank = helped(
             widgets.SelectionSlider(
                 options=sorted(set(RANKS) | {cfg.lora.rank}),

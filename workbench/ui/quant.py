@@ -14,9 +14,8 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .. import explain, models
-from ..config import QuantSettings
 from ..resolve import resolve_model
-from .common import WIDE, Quiet, error_html, helped, image, message, png
+from .common import Quiet, error_html, image, layer_dropdown, message, png, quant_controls
 from .explain import default_layer, layer_options
 from .state import AppState, model_layout
 
@@ -50,24 +49,8 @@ class QuantExplainer(widgets.VBox):
         self.state = state or AppState()
         cfg = self.state.config
         self.model_info = widgets.HTML()
-        self.layer = widgets.Dropdown(
-            description="Layer",
-            layout=WIDE,
-            tooltip="One of the model's linear layers: the ones 4- and 8-bit loading quantizes",
-        )
-        self.layer.style.description_width = "150px"
-        self.quant_type = helped(
-            widgets.ToggleButtons(
-                options=[("NF4", "nf4"), ("FP4", "fp4")], value=cfg.quant.quant_type, description="4-bit type"
-            ),
-            QuantSettings,
-            "quant_type",
-        )
-        self.double_quant = helped(
-            widgets.Checkbox(value=cfg.quant.double_quant, description="Double quantization"),
-            QuantSettings,
-            "double_quant",
-        )
+        self.layer = layer_dropdown("One of the model's linear layers: the ones 4- and 8-bit loading quantizes")
+        self.quant_type, self.double_quant = quant_controls(cfg.quant)
         self.analyse_button = widgets.Button(
             description="Analyse",
             icon="search",
