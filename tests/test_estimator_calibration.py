@@ -66,18 +66,22 @@ def _saved_tensor_bytes(model, batch: dict) -> int:
 @pytest.mark.parametrize("bits", [16, 8, 4])
 @pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"]])
 @pytest.mark.parametrize("dropout", [0.05, 0.0])
-def test_activation_terms_match_what_autograd_saves(tiny_config, load_tiny, bits, targets, dropout):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_activation_terms_match_what_autograd_saves(tiny_config, load_tiny, bits, targets, dropout, dtype):
     """The activation terms (norms, attention, SwiGLU, LoRA's dropout masks and inputs, 8-bit inputs) plus the
     saved float32 log-softmax (a third of "logits and loss") equal the saved tensors of a real forward, within
     1% (the rest: one rsqrt per token of the final norm, RoPE's cos/sin, the labels)."""
     torch.manual_seed(0)
-    model = models.attach_lora(load_tiny(bits), LoraSettings(rank=4, target_modules=targets, dropout=dropout), bits)
+    lora = LoraSettings(rank=4, target_modules=targets, dropout=dropout)
+    model = models.attach_lora(load_tiny(bits, dtype=dtype), lora, bits)
     model.train()
     b, s = 4, 32
     ids = torch.randint(0, tiny_config.vocab_size, (b, s))
     saved = _saved_tensor_bytes(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
-    per_token = estimator.activation_bytes_per_token(tiny_config, bits=bits, rank=4, targets=targets, dropout=dropout)
-    c = estimate(tiny_config, bits=bits, rank=4, targets=targets, batch_size=b, seq_len=s).components
+    per_token = estimator.activation_bytes_per_token(
+        tiny_config, bits=bits, rank=4, targets=targets, dropout=dropout, dtype=dtype
+    )
+    c = estimate(tiny_config, bits=bits, rank=4, targets=targets, batch_size=b, seq_len=s, dtype=dtype).components
     predicted = b * s * sum(per_token.values()) + c["logits and loss"] // 3
     assert predicted == pytest.approx(saved, rel=0.01), (saved, predicted)
     if dropout:  # estimate() assumes LoraSettings' default dropout
@@ -178,8 +182,8 @@ def test_weight_bytes_counts_the_quantization_constants(load_tiny):
 
 RETENTION_SCRIPT = textwrap.dedent("""
     import gc, json, psutil, torch
-    from workbench.memory import limit_heap_retention
-    applied = limit_heap_retention()
+    from workbench import allocator
+    used = allocator.configure()
     proc = psutil.Process()
     x = torch.ones(2 * 2**20)  # 8 MiB: glibc serves it with mmap; freeing it raises the dynamic threshold
     del x
@@ -190,33 +194,57 @@ RETENTION_SCRIPT = textwrap.dedent("""
         pins.append(torch.ones(2**18))  # 1 MiB after each, still alive: the heap cannot shrink past it
     del big
     gc.collect()
-    # what stays resident beyond the 100 MiB of pins that are still alive
-    print(json.dumps({"applied": applied, "retained": proc.memory_info().rss - base - 100 * 2**20}))
+    kept = proc.memory_info().rss - base - 100 * 2**20  # resident beyond the 100 MiB of pins still alive
+    allocator.release_free_memory()
+    after = proc.memory_info().rss - base - 100 * 2**20
+    print(json.dumps({"allocator": used, "retained": kept, "after_release": after}))
 """)
 
 
-def _retained(env_value: str) -> dict:
+def _retained(choice: str, preload: bool = False) -> dict:
     import os
 
-    out = subprocess.run(
-        [sys.executable, "-c", RETENTION_SCRIPT],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "WORKBENCH_MALLOC_DEFAULT": env_value},
-    )
+    from workbench import allocator
+
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["WORKBENCH_ALLOCATOR"] = choice
+    if preload:
+        env = allocator.preload_env(env)
+    out = subprocess.run([sys.executable, "-c", RETENTION_SCRIPT], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_limit_heap_retention_gives_freed_tensors_back():
-    """With glibc's default, 200 MiB of freed 2 MiB tensors stay resident (they came from the heap once the
-    8 MiB free raised the threshold, and the live blocks between them keep the heap from shrinking); with
-    a fixed threshold each was its own mapping and went back to the OS at once."""
-    fixed, default = _retained("0"), _retained("1")
-    assert fixed["applied"] and not default["applied"]
-    assert fixed["retained"] < 30 * MiB, fixed
-    assert default["retained"] > 150 * MiB, default
+def test_the_allocators_and_what_they_keep():
+    """200 MiB of freed 2 MiB tensors between live ones: glibc's default keeps them resident (they came from the
+    heap once the 8 MiB free raised the threshold, and the live blocks between them keep it from shrinking);
+    with WORKBENCH_ALLOCATOR=limit each was its own mapping and went back at once; tcmalloc keeps them for
+    reuse and hands them back when asked (memory.release does, between runs)."""
+    from workbench import allocator
+
+    limit, system = _retained("limit"), _retained("system")
+    assert limit["allocator"] == "glibc (mmap threshold fixed)" and system["allocator"] == "glibc"
+    assert limit["retained"] < 30 * MiB, limit
+    assert system["retained"] > 150 * MiB, system
+    if allocator.tcmalloc_path() is None:
+        pytest.skip("tcmalloc is not installed (apt install libtcmalloc-minimal4); glibc checked")
+    tc = _retained("auto", preload=True)
+    assert tc["allocator"] == "tcmalloc", tc
+    assert tc["after_release"] < 30 * MiB, tc
+
+
+def test_preloading_is_decided_by_the_setting(monkeypatch):
+    from workbench import allocator
+
+    monkeypatch.setattr(allocator, "tcmalloc_path", lambda: "/usr/lib/libtcmalloc_minimal.so.4")
+    assert allocator.preload_env({"WORKBENCH_ALLOCATOR": "auto"})["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4"
+    assert allocator.preload_env({"LD_PRELOAD": "/x.so"})["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4:/x.so"
+    assert "LD_PRELOAD" not in allocator.preload_env({"WORKBENCH_ALLOCATOR": "system"})
+    monkeypatch.setattr(allocator, "tcmalloc_path", lambda: None)
+    assert "LD_PRELOAD" not in allocator.preload_env({})
+    monkeypatch.setenv("WORKBENCH_ALLOCATOR", "fast")
+    with pytest.raises(ValueError, match="WORKBENCH_ALLOCATOR must be one of auto, system, limit"):
+        allocator.choice()
 
 
 def test_train_lets_the_logits_go_before_the_backward(load_tiny, tiny_tokenizer, tiny_task):

@@ -15,12 +15,16 @@ LORA_PARAMS_PER_RANK = 2048
 # --------------------------------------------------------------------------- devices
 
 
-def test_pick_device_cpu_is_float32():
+def test_pick_device_cpu_is_bfloat16_where_the_cpu_has_it():
     choice = models.pick_device("cpu")
-    assert choice.device == torch.device("cpu")
-    assert choice.type == "cpu"
-    assert choice.dtype == torch.float32
-    assert choice.describe() == "cpu (float32)"
+    assert choice.device == torch.device("cpu") and choice.type == "cpu"
+    native = models.native_bf16_cpu()
+    assert choice.dtype == (torch.bfloat16 if native else torch.float32)
+    assert choice.describe() == f"cpu ({'bfloat16' if native else 'float32'})"
+    fp32 = models.pick_device("cpu", "float32")  # the path that works on every CPU stays selectable
+    assert fp32.dtype == torch.float32 and fp32.describe() == "cpu (float32)"
+    with pytest.raises(ValueError, match="dtype must be auto, float32, bfloat16 or float16"):
+        models.pick_device("cpu", "int4")
 
 
 def test_pick_device_cuda_without_gpu_says_use_cpu(monkeypatch):
@@ -51,13 +55,16 @@ def test_pick_device_unknown():
 # --------------------------------------------------------------------------- loading
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("bits, kind", [(16, "Linear"), (8, "Linear8bitLt"), (4, "Linear4bit")])
-def test_load_model_at_each_bit_width(load_tiny, tiny_tokenizer, bits, kind):
-    model = load_tiny(bits)
+def test_load_model_at_each_bit_width(load_tiny, tiny_tokenizer, bits, kind, dtype):
+    model = load_tiny(bits, dtype=dtype)
     q_proj = model.model.layers[0].self_attn.q_proj
     assert type(q_proj).__name__ == kind
     assert model.config.use_cache is False
-    assert model.model.embed_tokens.weight.dtype == torch.float32
+    assert model.model.embed_tokens.weight.dtype == getattr(torch, dtype)
+    if bits == 4:
+        assert q_proj.compute_dtype == getattr(torch, dtype)  # 4-bit layers compute in the model's dtype
     ids = tiny_tokenizer("Review : superb", return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         logits = model(**ids).logits
@@ -80,15 +87,16 @@ def test_load_tokenizer_has_pad(tiny_model_dir):
 
 
 def test_weight_bytes_shrink_with_bits(load_tiny):
-    w16 = models.weight_bytes(load_tiny(16))
-    w8 = models.weight_bytes(load_tiny(8))
-    w4 = models.weight_bytes(load_tiny(4))
+    w16 = models.weight_bytes(load_tiny(16, dtype="float32"))
+    w8 = models.weight_bytes(load_tiny(8, dtype="float32"))
+    w4 = models.weight_bytes(load_tiny(4, dtype="float32"))
     # seen: 341,568 / 120,384 / 83,520 bytes -> 4-bit is ~0.245 of 16-bit (fp32 on the CPU). The
     # embeddings (kept in fp32) are a large share of so small a model, hence not the ~1/8 of the layers.
     assert w4 < w8 < w16
     assert w4 / w16 < 0.35
-    assert w16 == sum(p.numel() * p.element_size() for p in load_tiny(16).parameters()) + sum(
-        b.numel() * b.element_size() for b in load_tiny(16).buffers()
+    model16 = load_tiny(16, dtype="float32")
+    assert w16 == sum(p.numel() * p.element_size() for p in model16.parameters()) + sum(
+        b.numel() * b.element_size() for b in model16.buffers()
     )
 
 

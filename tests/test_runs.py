@@ -37,7 +37,7 @@ def test_save_adapter_loads_with_plain_peft(tmp_path, trained_lora, tiny_model_d
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and set(cfg["target_modules"]) == {"q_proj", "v_proj", "down_proj"}
 
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=trained_lora.get_base_model().dtype)
     loaded = PeftModel.from_pretrained(base, str(out))
     ids = torch.tensor([[3, 10, 20, 30, 40]])
     with torch.no_grad():
@@ -120,7 +120,7 @@ def test_result_fields_cover_the_documented_columns():
         "accuracy",
     ]
     assert runs.RESULT_FIELDS[: len(documented)] == documented
-    assert runs.RESULT_FIELDS[len(documented) :] == ["steps_done", "status"]
+    assert runs.RESULT_FIELDS[len(documented) :] == ["steps_done", "status", "base_dtype"]
 
 
 # --------------------------------------------------------------------------- a run folder as an object

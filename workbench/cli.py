@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import DEFAULT_MODEL, VARIANT_TABLE, LoraSettings, QuantSettings, TrainSettings
+from .config import DEFAULT_MODEL, DTYPES, VARIANT_TABLE, LoraSettings, ModelSettings, QuantSettings, TrainSettings
 from .config import help_for as _field_help
 
 EXIT_USAGE = 2
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=help_for(QuantSettings, "compute_dtype"),
     )
     c.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto (default), cpu, cuda or mps.")
+    c.add_argument("--dtype", choices=list(DTYPES), help=help_for(ModelSettings, "dtype"))
     c.add_argument("--preset", help="Start from a preset (cpu-demo); explicit options override its values.")
     c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters (default runs/latest).")
 
@@ -124,11 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Turn double quantization off. " + help_for(QuantSettings, "double_quant"),
     )
+    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="Device type to estimate for.")
     e.add_argument(
-        "--device",
-        choices=["cpu", "cuda"],
-        default="cpu",
-        help="Device type to estimate for (dtype of the 16-bit base: fp32 on cpu, bf16 on cuda).",
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="Dtype of the unquantized base and its activations (default float32 on cpu, bfloat16 on cuda).",
     )
     e.add_argument("--json", action="store_true", help="Print bytes per component and the total as JSON.")
 
@@ -154,7 +155,7 @@ def _overrides(a: argparse.Namespace) -> dict:
         return {k: v for k, v in kw.items() if v is not None}
 
     o: dict = {
-        "model": pick(name=a.model, device=a.device),
+        "model": pick(name=a.model, device=a.device, dtype=a.dtype),
         "lora": pick(
             rank=a.rank,
             alpha=a.alpha,
@@ -243,6 +244,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
         gradient_checkpointing=a.gradient_checkpointing,
         device_type=a.device,
         double_quant=not a.no_double_quant,
+        dtype=a.dtype,
     )
     if a.json:
         print(
@@ -255,6 +257,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
                     "batch_size": a.batch_size,
                     "seq_len": a.seq_len,
                     "device": a.device,
+                    "dtype": a.dtype or ("float32" if a.device == "cpu" else "bfloat16"),
                     "gradient_checkpointing": a.gradient_checkpointing,
                     "double_quant": not a.no_double_quant,
                     **est.to_dict(),

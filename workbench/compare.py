@@ -67,6 +67,7 @@ def variant_estimate(
     device_type: str,
     shapes: EstimateShapes,
     adapter_attached: bool | None = None,
+    dtype: str | None = None,
 ) -> int:
     """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
     through training (trained variants), evaluation in batches and generation. For a trained variant that is
@@ -80,6 +81,7 @@ def variant_estimate(
         targets=cfg.lora.target_modules,
         device_type=device_type,
         double_quant=cfg.quant.double_quant,
+        dtype=dtype,
     )
     tr = estimate(
         layout,
@@ -133,7 +135,9 @@ class Setup:
     def estimate(self, name: str) -> int:
         bits, trained = VARIANTS[name].bits, VARIANTS[name].trained
         attached = trained or any(VARIANTS[n].trained for n in self.cfg.variants if VARIANTS[n].bits == bits)
-        return variant_estimate(self.layout, self.cfg, bits, trained, self.choice.type, self.shapes, attached)
+        return variant_estimate(
+            self.layout, self.cfg, bits, trained, self.choice.type, self.shapes, attached, self.choice.dtype_name
+        )
 
 
 def setup(
@@ -147,7 +151,7 @@ def setup(
     from transformers import AutoConfig
 
     task = task if task is not None else task_for(cfg)
-    choice = models.pick_device(cfg.model.device)
+    choice = models.pick_device(cfg.model.device, cfg.model.dtype)
     status(f"resolving model {cfg.model.name}")
     path = resolve_model(cfg.model.name)
     tokenizer = models.load_tokenizer(path)
@@ -192,7 +196,9 @@ class VariantRun:
 def load_group(s: Setup, bits: int, names: list[str], status: Callable[[str], None] = log.info):
     """The base at `bits` bits, with a LoRA adapter attached (seeded) when one of `names` trains."""
     status(f"loading {s.path.name} at {bits} bits on {s.choice.describe()}")
-    model, _ = models.load_model(s.path, bits=bits, quant=s.cfg.quant, device=s.cfg.model.device)
+    model, _ = models.load_model(
+        s.path, bits=bits, quant=s.cfg.quant, device=s.cfg.model.device, dtype=s.cfg.model.dtype
+    )
     if any(VARIANTS[n].trained for n in names):
         seed_everything(s.cfg.train.seed)  # LoRA's random init too: same seed, same losses
         model = models.attach_lora(model, s.cfg.lora, bits, s.cfg.train.gradient_checkpointing)
@@ -204,12 +210,17 @@ def _answers(s: Setup, model, base: bool) -> dict[str, Generation]:
     return {p: generate(model, s.tokenizer, [p], s.decode, base=base, chat=s.task.chat)[0] for p in s.prompts}
 
 
+def _base_dtype(s: Setup, bits: int) -> str:
+    return {16: s.choice.dtype_name, 8: "int8"}.get(bits, s.cfg.quant.quant_type)
+
+
 def _result(s: Setup, name: str, model, peak: int, tr: TrainResult | None, ev: EvalResult | None) -> VariantResult:
     trainable, total = models.parameter_counts(model)
     trained = tr is not None
     return VariantResult(
         name=name,
         bits=VARIANTS[name].bits,
+        base_dtype=_base_dtype(s, VARIANTS[name].bits),
         rank=s.cfg.lora.rank if trained else None,
         target_modules=s.cfg.lora.target_modules if trained else None,
         trainable_params=trainable if trained else 0,

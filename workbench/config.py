@@ -27,6 +27,15 @@ class Variant:
     short: str  # a button: "QLoRA"
     help: str
 
+    def title_for(self, dtype: str | None = None) -> str:
+        """The title with the unquantized base's true width: "LoRA (16-bit base)" reads "LoRA (32-bit base)"
+        where the base is float32 (a CPU without native bfloat16)."""
+        return self.title.replace("16-bit", "32-bit") if self.bits == 16 and dtype == "float32" else self.title
+
+    def label_for(self, dtype: str | None = None) -> str:
+        """The checkbox label, likewise."""
+        return self.label.replace("16-bit", "32-bit") if self.bits == 16 and dtype == "float32" else self.label
+
 
 # the one table of variants every panel, the CLI and the runs read; its order is the teaching order
 VARIANT_TABLE = (
@@ -46,7 +55,8 @@ VARIANT_TABLE = (
         "16-bit LoRA",
         "LoRA (16-bit base)",
         "LoRA",
-        "LoRA on a 16-bit base (fp32 on CPU, bf16/fp16 on GPU)",
+        "LoRA on the unquantized base: bfloat16 where the hardware has it (GPUs, CPUs with avx512_bf16 or AMX), "
+        "else float32 on a CPU and float16 on a GPU",
     ),
     Variant(
         "lora8", 8, True, "8-bit LoRA (LLM.int8)", "LoRA (8-bit base)", "LoRA 8-bit", "LoRA on an 8-bit LLM.int8 base"
@@ -66,6 +76,7 @@ def variant_for_bits(bits: int) -> str:
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def help_for(cls: type, name: str) -> str:
@@ -106,12 +117,22 @@ class ModelSettings:
     device: str = field(
         default="auto", metadata={"help": "Where to run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps."}
     )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Dtype of the unquantized base and of 4-bit compute: auto (bfloat16 on a CPU that multiplies "
+            "it natively and on most GPUs, else float32 on the CPU and float16 on a GPU), float32, bfloat16 "
+            "or float16."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError("model must be a folder or a model name; got an empty value")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
 
 
 @dataclass
@@ -194,9 +215,8 @@ class QuantSettings:
     compute_dtype: str = field(
         default="auto",
         metadata={
-            "help": "Dtype the 4-bit layers compute in: auto "
-            "(float32 on CPU, bf16/fp16 on GPU), "
-            "float32, bfloat16 or float16."
+            "help": "Dtype the 4-bit layers compute in: auto (the model's dtype: bfloat16 where the "
+            "hardware has it, else float32 on a CPU and float16 on a GPU), float32, bfloat16 or float16."
         },
     )
 
@@ -205,7 +225,7 @@ class QuantSettings:
             raise ValueError(f"bits must be 16, 8 or 4; got {self.bits!r}")
         if self.quant_type not in ("nf4", "fp4"):
             raise ValueError(f"quant_type must be nf4 or fp4; got {self.quant_type!r}")
-        if self.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
+        if self.compute_dtype not in DTYPES:
             raise ValueError(f"compute_dtype must be auto, float32, bfloat16 or float16; got {self.compute_dtype!r}")
 
     def to_bnb_config(self, default_dtype=None):

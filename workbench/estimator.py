@@ -114,8 +114,23 @@ def layout_of(model) -> ModelLayout:
     return model if isinstance(model, ModelLayout) else ModelLayout(model)
 
 
+def compute_bytes(device_type: str, dtype: str | None = None) -> int:
+    """Bytes per element of the unquantized base and its activations: `dtype` as given, or float32 on the CPU
+    and bfloat16 on a GPU when it is not (models.pick_device says which a machine gets)."""
+    if dtype in (None, "", "auto"):
+        return 4 if device_type == "cpu" else 2
+    return _dtype_bytes(dtype)
+
+
 def activation_bytes_per_token(
-    model, *, bits: int = 16, rank: int = 8, targets="all-linear", device_type: str = "cpu", dropout: float = 0.05
+    model,
+    *,
+    bits: int = 16,
+    rank: int = 8,
+    targets="all-linear",
+    device_type: str = "cpu",
+    dropout: float = 0.05,
+    dtype: str | None = None,
 ) -> dict[str, float]:
     """Bytes autograd keeps per token for the backward, summed over the decoder blocks, by cause.
 
@@ -140,7 +155,9 @@ def activation_bytes_per_token(
     layout = layout_of(model)
     cfg = layout.config
     cpu = device_type == "cpu"
-    act = 4 if cpu else 2  # activations: float32 on the CPU, bf16/fp16 compute on a GPU
+    # activations in the base's dtype; at 4 and 8 bits peft's k-bit preparation casts the embeddings and norms
+    # to float32, and bitsandbytes returns its output in its input's dtype: the whole stream is float32
+    act = 4 if bits < 16 else compute_bytes(device_type, dtype)
     h = cfg.hidden_size
     inter = getattr(cfg, "intermediate_size", 4 * h)
     n_layers = cfg.num_hidden_layers
@@ -167,17 +184,18 @@ def activation_bytes_per_token(
         )
     else:
         for lin in targeted:
-            if (key := _input_key(lin.name)) is not None:
-                kept_inputs[key] = lin.in_features * 4  # float32 on the CPU; cast to the adapter's float32 on a GPU
+            if act != 4:  # a half-precision input: each adapter casts its own float32 copy, and keeps it
+                kept_inputs[(lin.name, "float32 copy")] = lin.in_features * 4
+            elif (key := _input_key(lin.name)) is not None:
+                kept_inputs[key] = lin.in_features * 4  # the float32 input itself, shared by q/k/v and gate/up
         out["lora"] = sum(kept_inputs.values()) + sum(rank * 4 for _ in targeted)
     if bits == 8:
-        # q/k/v and gate/up read a norm's output: float32 on the CPU, and on a GPU too once peft's
-        # k-bit preparation has cast the norms to float32; o/down read bf16 compute on a GPU
+        # every layer reads the float32 stream (see act above), q/k/v and gate/up the same normed input
         int8: dict[tuple[str, str], int] = {}
         for lin in linears:
             key = _input_key(lin.name)
             if key is not None and key not in kept_inputs and not reads_first_input(lin):
-                int8[key] = lin.in_features * (4 if (cpu or lin.in_features == h) else act)
+                int8[key] = lin.in_features * 4
         out["8-bit base inputs"] = sum(int8.values())
     return out
 
@@ -194,6 +212,7 @@ def estimate(
     device_type: str = "cpu",
     double_quant: bool = True,
     train: bool = True,
+    dtype: str | None = None,
 ) -> MemoryEstimate:
     """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
 
@@ -215,7 +234,7 @@ def estimate(
     layout = layout_of(model)
     cfg = layout.config
     cpu = device_type == "cpu"
-    dtype_bytes = 4 if cpu else 2
+    dtype_bytes = compute_bytes(device_type, dtype)
     # bitsandbytes quantizes the weight of every linear layer but the output head; the rest (embeddings,
     # norms, biases) stays in full precision
     quantized_params = rows = n_quantized = 0
@@ -262,12 +281,14 @@ def estimate(
         est.components["optimizer state"] = adapter * 8
         # LoRA dropout > 0 assumed (LoraSettings' default); with 0 fewer tensors are kept, see
         # activation_bytes_per_token(dropout=0.0) and docs/estimator.md
-        per_token = activation_bytes_per_token(layout, bits=bits, rank=rank, targets=targets, device_type=device_type)
+        per_token = activation_bytes_per_token(
+            layout, bits=bits, rank=rank, targets=targets, device_type=device_type, dtype=dtype
+        )
         layers = sum(per_token.values())
         if gradient_checkpointing:
             # each block keeps only its input (float32 residual stream on the CPU and after k-bit
             # preparation; bf16 on a GPU otherwise), and one block at a time is recomputed
-            resid = 4 if (cpu or bits < 16) else 2
+            resid = 4 if (dtype_bytes == 4 or bits < 16) else 2
             layers = cfg.num_hidden_layers * h * resid + layers / cfg.num_hidden_layers
         est.components["activations"] = int(tokens * layers)
         est.components["logits and loss"] = tokens * vocab * LOSS_BYTES_PER_TOKEN_AND_VOCAB

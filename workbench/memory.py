@@ -8,13 +8,13 @@ process had when measurement started, so the libraries' own footprint is not cha
 
 from __future__ import annotations
 
-import ctypes
 import gc
-import os
 import threading
 
 import psutil
 import torch
+
+from .allocator import release_free_memory
 
 GiB = 1024**3
 MiB = 1024**2
@@ -78,38 +78,10 @@ class MemoryMonitor:
         self.stop()
 
 
-# --------------------------------------------------------------------------- the C allocator on the CPU
-
-# glibc's dynamic mmap threshold lets freed activations pile up in a fragmented heap, so a training
-# step's resident memory grows step after step (+37% to +56% here) and no estimate can follow it; a
-# fixed threshold keeps every block of 128 KiB or more in its own mapping, given back on free. The
-# measurements, and what it costs in speed: docs/estimator.md, "Where the memory went".
-M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
-MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value
-
-
-def limit_heap_retention() -> bool:
-    """Give freed tensor memory back to the OS at once on glibc (Linux), so the process's resident
-    memory follows the tensors alive (25-35% lower peaks in training) and the CPU estimate can predict
-    it, at the cost of slower steps (docs/estimator.md). Process-wide, idempotent; set WORKBENCH_MALLOC_DEFAULT=1
-    before the first model loads to keep glibc's default. Returns whether the setting was applied."""
-    if os.environ.get("WORKBENCH_MALLOC_DEFAULT", "0") not in ("", "0"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc: macOS, Windows
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-
-
 def release() -> None:
-    """Free what the last piece of work left: collect Python's garbage, empty CUDA's cache, and hand
-    freed heap pages back to the OS (glibc), so the next variant's memory starts clean."""
+    """Free what the last piece of work left: collect Python's garbage, empty CUDA's cache, and hand the C
+    allocator's free pages back to the OS, so the next variant's memory starts clean (workbench.allocator)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    release_free_memory()

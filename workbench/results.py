@@ -37,6 +37,7 @@ class VariantResult:
     accuracy: float | None = None  # None when the task is scored by perplexity
     steps_done: int | None = None
     status: str = "done"  # or "stopped"
+    base_dtype: str | None = None  # what the frozen base is held in: bfloat16, float32, int8, nf4, fp4
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -62,10 +63,11 @@ class VariantResult:
         return ",".join(t) if isinstance(t, (list, tuple)) else t
 
     def label(self) -> str:
-        """How a plot's legend names the variant: 'lora (16-bit, r=8, all-linear)'."""
+        """How a plot's legend names the variant: 'lora (bfloat16, r=8, all-linear)'."""
+        base = self.base_dtype or f"{self.bits}-bit"
         if not self.trained:
-            return self.name
-        return f"{self.name} ({self.bits}-bit, r={self.rank}, {self.targets_label})"
+            return f"{self.name} ({base})" if self.base_dtype else self.name
+        return f"{self.name} ({base}, r={self.rank}, {self.targets_label})"
 
     def memory(self, key: str) -> int | None:
         """A memory figure by field name (peak_memory_bytes, weight_bytes, estimated_peak_bytes)."""
@@ -124,6 +126,7 @@ def _mib(v: Any) -> Any:
 COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "name": ("variant", lambda v: v),
     "bits": ("bits", lambda v: v),
+    "base_dtype": ("base", lambda v: v),
     "rank": ("rank", lambda v: v),
     "target_modules": ("targets", lambda v: ",".join(v) if isinstance(v, (list, tuple)) else v),
     "trainable_params": ("trainable", lambda v: f"{v:,}" if v else "-"),
@@ -144,7 +147,7 @@ COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 # what the CLI prints after a run
 SUMMARY_FIELDS = [
     "name",
-    "bits",
+    "base_dtype",
     "trainable_params",
     "weight_bytes",
     "peak_memory_bytes",

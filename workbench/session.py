@@ -44,11 +44,13 @@ class Session:
         model_name: str,
         *,
         device: str = "auto",
+        dtype: str = "auto",
         quant: QuantSettings | None = None,
         run_dir: str | Path | None = None,
     ):
         self.model_name = model_name
         self.device = device
+        self.dtype = dtype
         self.quant = quant or QuantSettings(bits=4)
         self.run = Run(run_dir) if run_dir else None
         self._path: Path | None = None
@@ -61,7 +63,13 @@ class Session:
         """A session on the model, device and 4-bit settings a run used, with its adapters."""
         run = Run(run_dir)
         cfg = run.config()
-        return cls(run.model_path or cfg.model.name, device=cfg.model.device, quant=cfg.quant, run_dir=run.path)
+        return cls(
+            run.model_path or cfg.model.name,
+            device=cfg.model.device,
+            dtype=cfg.model.dtype,
+            quant=cfg.quant,
+            run_dir=run.path,
+        )
 
     @property
     def run_dir(self) -> Path | None:
@@ -92,6 +100,14 @@ class Session:
     # ------------------------------------------------------------------ loading
 
     @property
+    def base_dtype(self) -> str | None:
+        """What the unquantized base is held in on this machine (None: no such device here)."""
+        try:
+            return models.pick_device(self.device, self.dtype).dtype_name
+        except ValueError:
+            return None
+
+    @property
     def path(self) -> Path:
         if self._path is None:
             self._path = resolve_model(self.model_name)
@@ -112,7 +128,9 @@ class Session:
         with self._lock:
             model = self._models.get(bits)
             if model is None:
-                model, _ = models.load_model(self.path, bits=bits, quant=self.quant, device=self.device)
+                model, _ = models.load_model(
+                    self.path, bits=bits, quant=self.quant, device=self.device, dtype=self.dtype
+                )
                 # the adapter trained on this precision; base shares the 16-bit lora model
                 adapter_variant = next(v for v in TRAINED_VARIANTS if VARIANTS[v].bits == bits)
                 adapter = self.adapter_dir(adapter_variant)

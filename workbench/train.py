@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .allocator import configure as configure_allocator
 from .config import TrainSettings
 from .data import Encoded, Example, TextSource, collate, encode
 from .events import MetricEvent, Sink
-from .memory import MemoryMonitor, limit_heap_retention
+from .memory import MemoryMonitor
 
 
 @dataclass
@@ -82,7 +83,7 @@ def train(
     stop = stop or threading.Event()
     device = next(p.device for p in model.parameters())
     if device.type == "cpu":
-        limit_heap_retention()  # models loaded elsewhere too (see memory.limit_heap_retention)
+        configure_allocator()  # models loaded elsewhere too (see workbench.allocator)
     own_monitor = monitor is None
     monitor = monitor or MemoryMonitor(device).start()
     seed_everything(settings.seed)

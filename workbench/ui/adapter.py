@@ -79,6 +79,7 @@ class AdapterPanel(widgets.VBox):
         )
         self.add_class("wb-adapter")
         self._quiet = Quiet()
+        self._label_variants()
         self._build_targets()
         for w in (
             self.rank,
@@ -119,9 +120,15 @@ class AdapterPanel(widgets.VBox):
                 self.targets[n] = box
             self.targets_box.children = list(self.targets.values())
 
+    def _label_variants(self) -> None:
+        dtype = self.state.base_dtype()  # "16-bit LoRA" is "32-bit LoRA" where the base is float32
+        for name, box in self.variants.items():
+            box.description = VARIANTS[name].label_for(dtype)
+
     def _on_state(self, what: str) -> None:
         if what != "config":
             return
+        self._label_variants()
         names = list(self.targets)
         try:
             if model_layout(self.state.config.model.name).target_names != names:
@@ -181,9 +188,10 @@ class AdapterPanel(widgets.VBox):
         cfg = self.state.config
         layout = model_layout(cfg.model.name)
         try:
-            device_type = models.pick_device(cfg.model.device).type
+            choice = models.pick_device(cfg.model.device, cfg.model.dtype)
+            device_type, dtype = choice.type, choice.dtype_name
         except ValueError:
-            device_type = "cpu"
+            device_type, dtype = "cpu", None
         out = {}
         for v in cfg.variants:
             trained = VARIANTS[v].trained
@@ -198,6 +206,7 @@ class AdapterPanel(widgets.VBox):
                 device_type=device_type,
                 double_quant=cfg.quant.double_quant,
                 train=trained,
+                dtype=dtype,
             )
         return out
 

@@ -65,7 +65,7 @@ class Workbench(widgets.VBox):
             titles=TABS,
         )
         try:
-            device = models.pick_device(config.model.device).describe()
+            device = models.pick_device(config.model.device, config.model.dtype).describe()
         except ValueError as exc:
             device = str(exc)
         header = widgets.HTML(

@@ -171,6 +171,8 @@ class ComparePanel(widgets.VBox):
         for v in extra:
             if v not in self.columns:
                 self.columns[v] = AnswerColumn(v)
+        for v, col in self.columns.items():  # the base's true width: a float32 base is no 16-bit one
+            col.title.value = f"<b>{VARIANTS[v].title_for(session.base_dtype)}</b>"
         self.answers_box.children = [self.columns[v] for v in [*COLUMNS, *extra]]
         return [*COLUMNS, *extra]
 

@@ -172,7 +172,8 @@ class QuantExplainer(widgets.VBox):
                 f"{free / 1024**3:.1f} GiB is free; pick a smaller model for this explainer"
             )
         self.status.value = message("info", f"loading {Path(name).name} unquantized on the CPU (once; float32 there)…")
-        model, _ = models.load_model(resolve_model(name), bits=16, device="cpu")
+        # float32: the weights as the checkpoint stores them (the embedded one's), before any rounding
+        model, _ = models.load_model(resolve_model(name), bits=16, device="cpu", dtype="float32")
         model.requires_grad_(False)
         self.model = model
         self.status.value = message("ok", f"{Path(name).name} loaded.")

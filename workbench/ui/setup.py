@@ -9,7 +9,7 @@ import ipywidgets as widgets
 
 from .. import data as data_mod
 from .. import models
-from ..config import DEFAULT_MODEL, ModelSettings, RunConfig
+from ..config import DEFAULT_MODEL, DTYPES, ModelSettings, RunConfig
 from ..files import write_bytes
 from ..paths import data_dir
 from ..resolve import EMBEDDED_NAMES, resolve_model
@@ -54,6 +54,9 @@ class SetupPanel(widgets.VBox):
             ModelSettings,
             "device",
         )
+        self.dtype = helped(
+            widgets.Dropdown(options=list(DTYPES), value=cfg.model.dtype, description="Dtype"), ModelSettings, "dtype"
+        )
         self.device_info = widgets.HTML()
         tasks = data_mod.builtin_tasks()
         self.task = helped(
@@ -89,7 +92,7 @@ class SetupPanel(widgets.VBox):
                 self.model,
                 self.model_info,
                 widgets.HTML("<b>Device</b>"),
-                self.device,
+                widgets.HBox([self.device, self.dtype]),
                 self.device_info,
                 widgets.HTML("<b>Task</b> (a built-in task, or upload a JSONL/CSV/JSON/TXT file)"),
                 self.task,
@@ -103,6 +106,7 @@ class SetupPanel(widgets.VBox):
         self._pending: Path | None = None  # an uploaded file refused so far (a column map may fix it)
         self.model.observe(self._on_model, "value")
         self.device.observe(self._on_device, "value")
+        self.dtype.observe(self._on_dtype, "value")
         self.task.observe(self._on_task, "value")
         self.upload.observe(self._on_upload, "value")
         self.columns.observe(self._on_columns, "value")
@@ -139,7 +143,8 @@ class SetupPanel(widgets.VBox):
 
     def _show_device(self) -> None:
         try:
-            self.device_info.value = message("info", "Runs on " + models.pick_device(self.device.value).describe())
+            choice = models.pick_device(self.device.value, self.state.config.model.dtype)
+            self.device_info.value = message("info", "Runs on " + choice.describe())
         except ValueError as exc:
             self.device_info.value = error_html(exc)
 
@@ -147,10 +152,19 @@ class SetupPanel(widgets.VBox):
         if change["new"] == self.state.config.model.device:
             return
         try:
-            models.pick_device(change["new"])
+            models.pick_device(change["new"], self.state.config.model.dtype)
             self.state.update("model", device=change["new"])
         except ValueError as exc:
             self.device.value = self.state.config.model.device  # back to the device in use
+            self.device_info.value = error_html(exc)
+            return
+        self._show_device()
+
+    def _on_dtype(self, change) -> None:
+        try:
+            self.state.update("model", dtype=change["new"])
+        except ValueError as exc:
+            self.dtype.value = self.state.config.model.dtype
             self.device_info.value = error_html(exc)
             return
         self._show_device()

@@ -118,10 +118,18 @@ class AppState:
             if self.last_run is not None and Run(self.last_run).finished:
                 self._session = Session.from_run(self.last_run)
             else:
-                self._session = Session(
-                    self.config.model.name, device=self.config.model.device, quant=self.config.quant
-                )
+                m = self.config.model
+                self._session = Session(m.name, device=m.device, dtype=m.dtype, quant=self.config.quant)
         return self._session
+
+    def base_dtype(self) -> str | None:
+        """The dtype the unquantized base gets with the current settings on this machine (None: no such device)."""
+        from ..models import pick_device
+
+        try:
+            return pick_device(self.config.model.device, self.config.model.dtype).dtype_name
+        except ValueError:
+            return None
 
     def drop_session(self) -> None:
         if self._session is not None:
