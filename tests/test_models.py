@@ -15,14 +15,12 @@ LORA_PARAMS_PER_RANK = 2048
 # --------------------------------------------------------------------------- devices
 
 
-def test_pick_device_cpu_is_bfloat16_where_the_cpu_has_it():
+def test_pick_device_cpu_is_float32_and_bfloat16_when_asked():
     choice = models.pick_device("cpu")
     assert choice.device == torch.device("cpu") and choice.type == "cpu"
-    native = models.native_bf16_cpu()
-    assert choice.dtype == (torch.bfloat16 if native else torch.float32)
-    assert choice.describe() == f"cpu ({'bfloat16' if native else 'float32'})"
-    fp32 = models.pick_device("cpu", "float32")  # the path that works on every CPU stays selectable
-    assert fp32.dtype == torch.float32 and fp32.describe() == "cpu (float32)"
+    assert choice.dtype == torch.float32 and choice.describe() == "cpu (float32)"
+    bf16 = models.pick_device("cpu", "bfloat16")
+    assert bf16.dtype == torch.bfloat16 and bf16.describe() == "cpu (bfloat16)"
     with pytest.raises(ValueError, match="dtype must be auto, float32, bfloat16 or float16"):
         models.pick_device("cpu", "int4")
 

@@ -220,7 +220,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(results_table(result).to_string())
-    print(f"\ndevice: {result.device}; model: {result.model_path}")
+    allocator = f"; allocator: {result.allocator}" if result.allocator else ""
+    print(f"\ndevice: {result.device}{allocator}; model: {result.model_path}")
     print(f"wrote {Path(a.out).resolve()}" + (" (stopped early)" if result.stopped else ""))
     return 0
 
@@ -303,6 +304,10 @@ def cmd_model_path(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as a program: start again with the fast allocator when it is installed
+        from .allocator import reexec_with_fast_allocator
+
+        reexec_with_fast_allocator(["-m", "workbench.cli", *sys.argv[1:]])
     logging.basicConfig(level=os.environ.get("WORKBENCH_LOG", "WARNING"), format="%(message)s")
     args = build_parser().parse_args(argv)
     try:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import memory, models
+from . import allocator, memory, models
 from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, task_for
 from .estimator import estimate
@@ -326,6 +326,7 @@ def run_compare(
         device=s.choice.describe(),
         device_type=s.choice.type,
         model_path=str(s.path),
+        allocator=allocator.configure() if s.choice.type == "cpu" else "",
         task=s.task.name,
         scoring=s.task.scoring,
         notes=s.notes,

@@ -87,12 +87,15 @@ def generate(
     model.eval()
     start = time.perf_counter()
     with adapter_off(model, base):
+        # note: load_model turns the KV cache off for training; without it every new token would run the
+        # whole sequence through the model again (and keep its logits), so generation asks for it here
         out = model.generate(
             **enc,
             **decode.kwargs(),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             streamer=streamer,
+            use_cache=True,
         )
     seconds = time.perf_counter() - start
     new = out[:, enc["input_ids"].shape[1] :]

@@ -99,6 +99,7 @@ class CompareResult:
     generations: dict[str, dict[str, Generation]] = field(default_factory=dict)
     metrics: list[MetricEvent] = field(default_factory=list)
     stopped: bool = False
+    allocator: str = ""  # the C allocator on the CPU (workbench.allocator): tcmalloc, glibc, ...
 
     def to_json(self) -> dict:
         """results.json less its variants (runs.write_results adds them)."""
@@ -111,6 +112,7 @@ class CompareResult:
             "scoring": self.scoring,
             "notes": self.notes,
             "stopped": self.stopped,
+            "allocator": self.allocator,
         }
 
 
