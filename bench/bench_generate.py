@@ -39,7 +39,9 @@ def make_run() -> Path:
     from workbench.runs import Run
 
     if not Run(RUN).finished:
-        cfg = preset_config("cpu-demo", {"variants": ["lora", "qlora"], "train": {"steps": 1}, "model": {"device": "cpu"}})
+        cfg = preset_config(
+            "cpu-demo", {"variants": ["lora", "qlora"], "train": {"steps": 1}, "model": {"device": "cpu"}}
+        )
         cfg.train.eval_examples = 4
         run_compare(cfg, RUN, on_status=lambda msg: None)
     return RUN
@@ -67,8 +69,12 @@ def child_workbench() -> dict:
             tokens += g.new_tokens
         t0 = time.perf_counter()
         ev = session.evaluate(v, task.eval, seq_len=64, scoring=task.scoring)
-        out[v] = {"tok_s": tokens / seconds, "tokens": tokens, "eval_examples_s": len(task.eval) / (time.perf_counter() - t0),
-                  "accuracy": ev.accuracy}
+        out[v] = {
+            "tok_s": tokens / seconds,
+            "tokens": tokens,
+            "eval_examples_s": len(task.eval) / (time.perf_counter() - t0),
+            "accuracy": ev.accuracy,
+        }
     out["tok_s"] = sum(out[v]["tokens"] for v in VARIANTS) / sum(out[v]["tokens"] / out[v]["tok_s"] for v in VARIANTS)
     return out
 
@@ -90,21 +96,24 @@ def child_plain() -> dict:
     task = task_for(preset_config("cpu-demo"))
     lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), str(run.adapter_dir("lora")))
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
-    qlora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb),
-                                      str(run.adapter_dir("qlora")))
+    qlora = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb), str(run.adapter_dir("qlora"))
+    )
     models = {"base": (lora, True), "lora": (lora, False), "qlora": (qlora, False)}
     out = {}
     for v, (model, off) in models.items():
         model.eval()
         tokens, seconds = 0, 0.0
         for i, prompt in enumerate([task.sample_prompts[0], *task.sample_prompts[:3]]):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
             enc = tok(text, return_tensors="pt", add_special_tokens=False)
             t0 = time.perf_counter()
-            with torch.no_grad(), (model.disable_adapter() if off else contextlib.nullcontext()):
-                ids = model.generate(**enc, max_new_tokens=2 if i == 0 else MAX_NEW, do_sample=False,
-                                     pad_token_id=tok.pad_token_id)
+            with torch.no_grad(), model.disable_adapter() if off else contextlib.nullcontext():
+                ids = model.generate(
+                    **enc, max_new_tokens=2 if i == 0 else MAX_NEW, do_sample=False, pad_token_id=tok.pad_token_id
+                )
             if i:  # the first call warms the kernels, as on the other side
                 seconds += time.perf_counter() - t0
                 tokens += ids.shape[1] - enc["input_ids"].shape[1]
@@ -123,8 +132,10 @@ def main(argv=None) -> int:
         return 0
     make_run()
     me = str(Path(__file__).resolve())
-    sides = [Side("side-by-side (workbench)", [me, "--child", "workbench"], child_env(True), "tok_s"),
-             Side("three plain generate calls", [me, "--child", "plain"], child_env(False), "tok_s")]
+    sides = [
+        Side("side-by-side (workbench)", [me, "--child", "workbench"], child_env(True), "tok_s"),
+        Side("three plain generate calls", [me, "--child", "plain"], child_env(False), "tok_s"),
+    ]
     print("generation: three prompts x base, LoRA, QLoRA")
     alternate(sides, a.repeats)
     wb, plain = sides
@@ -132,8 +143,16 @@ def main(argv=None) -> int:
     def med(side, v, key="tok_s"):
         return statistics.median(t[v][key] for t in side.trials)
 
-    rows = [[v, f"{med(wb, v):.1f}", f"{med(plain, v):.1f}", f"{med(wb, v) / med(plain, v):.2f}x",
-             f"{med(wb, v, 'eval_examples_s'):.1f}"] for v in VARIANTS]
+    rows = [
+        [
+            v,
+            f"{med(wb, v):.1f}",
+            f"{med(plain, v):.1f}",
+            f"{med(wb, v) / med(plain, v):.2f}x",
+            f"{med(wb, v, 'eval_examples_s'):.1f}",
+        ]
+        for v in VARIANTS
+    ]
     rows.append(["all three", f"{wb.median:.1f}", f"{plain.median:.1f}", f"{wb.median / plain.median:.2f}x", ""])
     md = markdown_table(["variant", "workbench tok/s", "plain generate tok/s", "ratio", "evaluation examples/s"], rows)
     print("\n" + md)

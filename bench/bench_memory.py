@@ -14,9 +14,9 @@ last optimizer step (load, adapter, forward, backward, optimizer), against estim
 is what a machine must hold to fine-tune, and what the estimate predicts. Three steps are enough: the
 peak is reached in the second (the first has no AdamW state yet). run_compare's row goes on to
 evaluate (no-grad batches of 16) and generate with the same monitor, so its peak is the larger of the
-two; `run` rows do exactly that, against compare.variant_estimate (which takes the larger estimate),
+two; `run` rows do exactly that, against estimator.variant_estimate (which takes the larger estimate),
 and `base` rows are run_compare's base variant: load, attach the adapter (switched off), evaluate,
-generate, against compare.variant_estimate (estimate(train=False) with the adapter).
+generate, against estimator.variant_estimate (estimate(train=False) with the adapter).
 
 Data: the `shakespeare` task, whose text blocks fill seq_len exactly, so batch x seq_len is the real
 shape of every step (the `sentiment` examples are ~50-60 tokens whatever seq_len says; `--task` picks).
@@ -187,8 +187,7 @@ class PhaseTracker:
 def estimate_for(cfg: BenchConfig, s) -> dict:
     """What the estimator says for this row, made as run_compare makes it (see the module docstring);
     `s` is the row's compare.Setup."""
-    from workbench.compare import variant_estimate
-    from workbench.estimator import estimate
+    from workbench.estimator import estimate, variant_estimate
 
     shapes = s.shapes
     common = dict(
@@ -200,7 +199,14 @@ def estimate_for(cfg: BenchConfig, s) -> dict:
         dtype=s.choice.dtype_name,
     )
     if cfg.mode == "base":
-        est = estimate(s.layout, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
+        est = estimate(
+            s.layout,
+            batch_size=shapes.eval_batch,
+            seq_len=shapes.eval_seq,
+            train=False,
+            scored_tokens=shapes.eval_scored,
+            **common,
+        )
         total = variant_estimate(s.layout, s.cfg, cfg.bits, False, "cpu", shapes, True, s.choice.dtype_name)
     else:
         est = estimate(
@@ -209,6 +215,7 @@ def estimate_for(cfg: BenchConfig, s) -> dict:
             seq_len=shapes.train_seq,
             gradient_checkpointing=cfg.gradient_checkpointing,
             train=True,
+            scored_tokens=shapes.train_scored,
             **common,
         )
         total = est.total

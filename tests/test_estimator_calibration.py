@@ -14,13 +14,12 @@ import json
 import subprocess
 import sys
 import textwrap
-import weakref
 
 import pytest
 import torch
 
 from workbench import estimator, models
-from workbench.config import LoraSettings, TrainSettings
+from workbench.config import LoraSettings
 from workbench.estimator import estimate
 from workbench.memory import MiB
 from workbench.resolve import model_config_for
@@ -112,9 +111,12 @@ def test_loss_term_is_three_float32_vocabulary_tensors(tiny_config):
     for device in ("cpu", "cuda"):
         c = estimate(tiny_config, bits=16, rank=4, batch_size=3, seq_len=20, device_type=device).components
         assert c["logits and loss"] == 3 * 20 * tiny_config.vocab_size * 12, device
-    # evaluation: the logits, the float32 copy of all but the last position, its log-softmax
+    # only the scored positions: the output head runs on those (models.scored_loss)
+    c = estimate(tiny_config, bits=16, rank=4, batch_size=3, seq_len=20, scored_tokens=7).components
+    assert c["logits and loss"] == 7 * tiny_config.vocab_size * 12
+    # evaluation: the head's output, its float32 copy and log-softmax, at every scored position
     ev = estimate(tiny_config, bits=16, rank=4, batch_size=3, seq_len=20, train=False).components
-    assert ev["logits and loss"] == 3 * 20 * tiny_config.vocab_size * 4 + 3 * 19 * tiny_config.vocab_size * 8
+    assert ev["logits and loss"] == 3 * 19 * tiny_config.vocab_size * (4 + 8)
 
 
 def test_runtime_and_loading_terms_are_cpu_only():
@@ -247,24 +249,32 @@ def test_preloading_is_decided_by_the_setting(monkeypatch):
         allocator.choice()
 
 
-def test_train_lets_the_logits_go_before_the_backward(load_tiny, tiny_tokenizer, tiny_task):
-    """The logits (B x T x vocab, float32 on the CPU) are not needed by the backward; a step that kept the
-    model's output until the next forward replaced it held them through the backward's peak."""
-    from workbench.train import train
+def test_the_head_runs_on_the_scored_positions_only(load_tiny, tiny_tokenizer, tiny_task):
+    """models.scored_loss: transformers' own loss and gradients, from the output head applied to the labelled
+    positions only (on answer-only data a few per example, not every position)."""
+    from workbench.data import collate, encode
 
-    model = models.attach_lora(load_tiny(16), LoraSettings(rank=4), 16)
-    alive: list[bool] = []
-
-    def hook(module, args, kwargs, output):
-        ref = weakref.ref(output.logits)
-        output.loss.register_hook(lambda grad: alive.append(ref() is not None))  # the backward's first step
-
-    handle = model.register_forward_hook(hook, with_kwargs=True)
+    model = models.attach_lora(load_tiny(16, dtype="float32"), LoraSettings(rank=4), 16)
+    batch = collate(encode(tiny_tokenizer, tiny_task[:4], 32).rows, tiny_tokenizer.pad_token_id)
+    seen = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
     try:
-        train(model, tiny_tokenizer, tiny_task, TrainSettings(steps=2, batch_size=4, seq_len=32, warmup_steps=0))
+        torch.manual_seed(0)  # the same LoRA dropout masks on both passes
+        ours = models.scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        ours.backward()
+        ours_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad()
+        torch.manual_seed(0)
+        theirs = model(**batch).loss
+        theirs.backward()
     finally:
         handle.remove()
-    assert alive == [False, False]
+    scored = int((batch["labels"][:, 1:] != -100).sum())
+    assert seen[0] == (scored,) + seen[0][1:] and scored < batch["input_ids"].numel() / 3
+    assert seen[1][:2] == batch["input_ids"].shape  # transformers: every position
+    torch.testing.assert_close(ours, theirs)
+    for mine, theirs_grad in zip(ours_grads, (p.grad for p in model.parameters() if p.requires_grad)):
+        torch.testing.assert_close(mine, theirs_grad)
 
 
 # --------------------------------------------------------------------------- end to end

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import allocator, memory, models
 from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, task_for
-from .estimator import estimate
+from .estimator import EstimateShapes, variant_estimate
 from .events import Sink
 from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
 from .layout import ModelLayout
@@ -41,61 +41,6 @@ class VariantStart:
     bits: int
     estimated_peak_bytes: int
     device_type: str
-
-
-@dataclass(frozen=True)
-class EstimateShapes:
-    """The tensor shapes a variant runs at: training batches and evaluation batches (as evaluate() cuts them)."""
-
-    train_batch: int
-    train_seq: int
-    eval_batch: int
-    eval_seq: int
-
-    @classmethod
-    def of(cls, train_rows: Encoded, eval_rows: Encoded, batch_size: int) -> EstimateShapes:
-        """Training batches are batch_size x the longest example (at most seq_len: a batch is padded to its
-        longest row); evaluation batches are EVAL_BATCH_SIZE (or the whole eval split, if smaller) x its longest."""
-        return cls(batch_size, train_rows.longest, min(EVAL_BATCH_SIZE, len(eval_rows)), eval_rows.longest)
-
-
-def variant_estimate(
-    layout,
-    cfg: RunConfig,
-    bits: int,
-    trained: bool,
-    device_type: str,
-    shapes: EstimateShapes,
-    adapter_attached: bool | None = None,
-    dtype: str | None = None,
-) -> int:
-    """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
-    through training (trained variants), evaluation in batches and generation. For a trained variant that is
-    the larger of the training step (estimate(train=True)) and an evaluation batch with the adapter loaded;
-    for the base variant, the evaluation batch (train=False), with the adapter's weights when one is attached
-    (run_compare attaches it, switched off, when a trained variant shares the base's bit width)."""
-    layout = layout if isinstance(layout, ModelLayout) else ModelLayout(layout)
-    common = dict(
-        bits=bits,
-        rank=cfg.lora.rank,
-        targets=cfg.lora.target_modules,
-        device_type=device_type,
-        double_quant=cfg.quant.double_quant,
-        dtype=dtype,
-    )
-    tr = estimate(
-        layout,
-        batch_size=shapes.train_batch,
-        seq_len=shapes.train_seq,
-        train=True,
-        gradient_checkpointing=cfg.train.gradient_checkpointing,
-        **common,
-    )
-    ev = estimate(layout, batch_size=shapes.eval_batch, seq_len=shapes.eval_seq, train=False, **common)
-    with_adapter = ev.total + tr.components["adapter"]
-    if not trained:
-        return with_adapter if adapter_attached else ev.total
-    return max(tr.total, with_adapter)
 
 
 # --------------------------------------------------------------------------- setup
@@ -119,7 +64,7 @@ class Setup:
 
     @property
     def shapes(self) -> EstimateShapes:
-        return EstimateShapes.of(self.train_rows, self.eval_rows, self.cfg.train.batch_size)
+        return EstimateShapes.of(self.train_rows, self.eval_rows, self.cfg.train.batch_size, EVAL_BATCH_SIZE)
 
     @property
     def prompts(self) -> list[str]:

@@ -5,8 +5,12 @@ config alone, before any weight loads. docs/estimator.md has the measurements be
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .layout import Linear, ModelLayout
+
+if TYPE_CHECKING:  # for annotations only
+    from .config import RunConfig
 from .memory import MiB
 
 # Bits per parameter of bitsandbytes storage, from its block layout (QLoRA paper, section 3):
@@ -213,6 +217,7 @@ def estimate(
     double_quant: bool = True,
     train: bool = True,
     dtype: str | None = None,
+    scored_tokens: int | None = None,
 ) -> MemoryEstimate:
     """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
 
@@ -226,7 +231,8 @@ def estimate(
     - activations: what autograd keeps for the backward (see activation_bytes_per_token); with
       gradient checkpointing, each block's input plus one block recomputed;
     - logits and loss: the float32 log-softmax over the vocabulary, its gradient and the logits'
-      gradient, alive together when the backward starts;
+      gradient, alive together when the backward starts, for the `scored_tokens` positions a loss reads
+      (models.scored_loss runs the output head on those only; None: every position, as on plain text);
     - runtime (CPU only): what the process grows by besides tensors, a measured constant.
     On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing; when that is more than
     the training step, the difference is added as "loading" so the total is still the peak.
@@ -266,12 +272,17 @@ def estimate(
         # the forward returned: the logits (float32 on the CPU, bf16 on a GPU), the float32 copy of all
         # but the last position that evaluate() scores, and cross_entropy's log-softmax of that copy.
         # Measured on the embedded model (bench_memory, base rows): the heap's peak is these three alone.
-        scored = batch_size * max(seq_len - 1, 1)
-        logits = tokens * vocab * dtype_bytes + scored * vocab * 8
+        # The head runs on the scored positions only (models.scored_loss): its output in the compute dtype,
+        # the float32 copy and cross_entropy's log-softmax of it. Before it, one block's temporaries at a
+        # time; after it, greedy answers with a KV cache of every layer's keys and values.
+        scored = scored_tokens if scored_tokens is not None else batch_size * max(seq_len - 1, 1)
+        logits = scored * vocab * (dtype_bytes + 8)
         block = tokens * (3 * inter + 2 * h) * dtype_bytes
-        # activations: nothing at that moment; only a block bigger than the loss's tensors (a vocabulary
-        # under ~3 x intermediate_size) would set the peak, and then by this much more
-        est.components["activations"] = max(0, block - logits)
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+        cache = batch_size * (seq_len + 16) * cfg.num_hidden_layers * 2 * kv_heads * head_dim * dtype_bytes
+        # activations: what is more than the loss's tensors at the larger of those moments
+        est.components["activations"] = max(0, block - logits, cache - logits)
         est.components["logits and loss"] = logits
         est.notes.append("inference: one forward pass, no adapter gradients or optimizer")
     else:
@@ -291,7 +302,8 @@ def estimate(
             resid = 4 if (dtype_bytes == 4 or bits < 16) else 2
             layers = cfg.num_hidden_layers * h * resid + layers / cfg.num_hidden_layers
         est.components["activations"] = int(tokens * layers)
-        est.components["logits and loss"] = tokens * vocab * LOSS_BYTES_PER_TOKEN_AND_VOCAB
+        scored = scored_tokens if scored_tokens is not None else tokens
+        est.components["logits and loss"] = scored * vocab * LOSS_BYTES_PER_TOKEN_AND_VOCAB
     if cpu:
         est.components["runtime (CPU)"] = CPU_RUNTIME_BYTES if (train and rank) else CPU_EVAL_RUNTIME_BYTES
         if bits < 16:
@@ -304,3 +316,82 @@ def estimate(
                 est.components["loading (checkpoint read while quantizing)"] = loading - est.total
                 est.notes.append("the peak is the load: the checkpoint is read whole while quantizing")
     return est
+
+
+# --------------------------------------------------------------------------- a variant as a run runs it
+
+
+@dataclass(frozen=True)
+class EstimateShapes:
+    """The tensor shapes a variant runs at: training batches and evaluation batches (as evaluate() cuts them),
+    and how many positions of each the loss reads (the output head runs on those only)."""
+
+    train_batch: int
+    train_seq: int
+    eval_batch: int
+    eval_seq: int
+    train_scored: int | None = None
+    eval_scored: int | None = None
+
+    @classmethod
+    def of(cls, train_rows, eval_rows, batch_size: int, eval_batch_size: int) -> EstimateShapes:
+        """From the encoded splits (data.Encoded). Training batches are batch_size x the longest example (at
+        most seq_len: a batch is padded to its longest row); evaluation batches are eval_batch_size (or the
+        whole eval split, if smaller) x its longest. Scored positions: a batch of the rows with the most
+        labelled tokens."""
+        eval_batch = min(eval_batch_size, len(eval_rows))
+        return cls(
+            batch_size,
+            train_rows.longest,
+            eval_batch,
+            eval_rows.longest,
+            batch_size * train_rows.most_scored,
+            eval_batch * eval_rows.most_scored,
+        )
+
+
+def variant_estimate(
+    layout,
+    cfg: RunConfig,
+    bits: int,
+    trained: bool,
+    device_type: str,
+    shapes: EstimateShapes,
+    adapter_attached: bool | None = None,
+    dtype: str | None = None,
+) -> int:
+    """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
+    through training (trained variants), evaluation in batches and generation. For a trained variant that is
+    the larger of the training step (estimate(train=True)) and an evaluation batch with the adapter loaded;
+    for the base variant, the evaluation batch (train=False), with the adapter's weights when one is attached
+    (run_compare attaches it, switched off, when a trained variant shares the base's bit width)."""
+    layout = layout_of(layout)
+    common = dict(
+        bits=bits,
+        rank=cfg.lora.rank,
+        targets=cfg.lora.target_modules,
+        device_type=device_type,
+        double_quant=cfg.quant.double_quant,
+        dtype=dtype,
+    )
+    tr = estimate(
+        layout,
+        batch_size=shapes.train_batch,
+        seq_len=shapes.train_seq,
+        train=True,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        scored_tokens=shapes.train_scored,
+        **common,
+    )
+    ev = estimate(
+        layout,
+        batch_size=shapes.eval_batch,
+        seq_len=shapes.eval_seq,
+        train=False,
+        scored_tokens=shapes.eval_scored,
+        **common,
+    )
+    with_adapter = ev.total + tr.components["adapter"]
+    if not trained:
+        return with_adapter if adapter_attached else ev.total
+    return max(tr.total, with_adapter)

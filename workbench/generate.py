@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import IGNORE_INDEX, Encoded, Example, TextSource, collate, encode, exact_match, prompt_text
+from .models import scored_loss
 
 
 def adapter_off(model, off: bool = True):
@@ -144,17 +145,9 @@ def evaluate(
     with adapter_off(model, base):
         for i in range(0, len(rows), batch_size):
             batch = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            shift_logits = logits[:, :-1].float()
-            shift_labels = batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)),
-                shift_labels.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
+            loss = scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], reduction="sum")
             total_loss += float(loss)
-            total_tokens += int((shift_labels != IGNORE_INDEX).sum())
+            total_tokens += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     if total_tokens == 0:  # a loss over nothing would read as a perfect 0.0
         raise ValueError(f"seq_len: {seq_len} tokens cut off the answer of every eval example; raise seq_len")
     mean = total_loss / total_tokens

@@ -237,3 +237,36 @@ def weight_bytes(model) -> int:
         if state is not None and hasattr(state, "SCB"):
             total += size(state.SCB) + size(getattr(state, "CB", None))
     return total
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def split_head(model):
+    """(decoder, output head) of a causal LM (peft-wrapped or not), or None where the head does more than a
+    matmul (logit soft-capping) or the model is not laid out as a decoder under base_model_prefix."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if body is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        return None
+    return body, head
+
+
+def scored_loss(model, input_ids, attention_mask, labels, reduction: str = "mean"):
+    """The causal LM loss over the labelled tokens, with the output head applied to those positions only.
+
+    On instruction data the loss is on the answer, a few tokens of each example: the head's vocabulary-wide
+    matmul over every position (a fifth of a SmolLM2 step's FLOPs) and its float32 logits (three
+    vocabulary-sized tensors per token at the backward) are spent on positions no loss reads. The result is
+    the loss transformers computes (mean over the labelled next tokens), from the same logits."""
+    parts = split_head(model)
+    if parts is None:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        return out.loss if reduction == "mean" else out.loss * (labels[:, 1:] != -100).sum()
+    body, head = parts
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[keep], reduction=reduction)

@@ -16,6 +16,7 @@ from .config import TrainSettings
 from .data import Encoded, Example, TextSource, collate, encode
 from .events import MetricEvent, Sink
 from .memory import MemoryMonitor
+from .models import scored_loss
 
 
 @dataclass
@@ -114,9 +115,9 @@ def train(
         step_tokens = 0
         for _ in range(settings.grad_accum):
             batch = {k: v.to(device) for k, v in collate(next(feed), pad_id).items()}
-            loss = model(**batch).loss
-            # the output (its float32 logits, B x T x vocab) is not needed by the backward: dropped here,
-            # not when the next forward replaces it, it is not part of the backward's peak
+            # the head runs on the labelled positions only (models.scored_loss): on answer-only data most
+            # positions are prompt, and their vocabulary-wide logits would feed nothing
+            loss = scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
             (loss / settings.grad_accum).backward()
             # note: .item() is a CPU-GPU sync point; once per micro-batch is cheap next to a backward
             step_loss += loss.item() / settings.grad_accum

@@ -75,6 +75,11 @@ class Encoded:
         """The longest row after cutting: the width of a batch that holds it."""
         return max((len(r["input_ids"]) for r in self.rows), default=0)
 
+    @property
+    def most_scored(self) -> int:
+        """The most positions a loss reads in one row: its labelled next tokens."""
+        return max((sum(lab != IGNORE_INDEX for lab in r["labels"][1:]) for r in self.rows), default=0)
+
     def trainable(self) -> list[dict]:
         """Rows with at least one answer token left to learn from (a prompt that fills seq_len has none)."""
         return [r for r in self.rows if any(lab != IGNORE_INDEX for lab in r["labels"])]
