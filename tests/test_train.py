@@ -370,6 +370,7 @@ def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch
         return [gen.Generation(next(canned), 0.1, 2) for _ in prompts]
 
     monkeypatch.setattr(gen, "generate", fake_generate)
+    monkeypatch.setattr(gen, "split_head", lambda model: None)  # the path through generate()
     result = gen.evaluate(load_tiny(16), tiny_tokenizer, examples, seq_len=32, batch_size=3)
     assert [p["correct"] for p in result.predictions] == [True, False, True, True]
     assert result.accuracy == pytest.approx(0.75)
@@ -379,3 +380,22 @@ def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch
         "prediction": "positive",
         "correct": False,
     }
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+def test_one_forward_scores_and_answers_as_generate_does(load_tiny, tiny_tokenizer, tiny_task, monkeypatch, bits):
+    """evaluate() scores each answer and grows its greedy answer from the same forward's cache: the same loss
+    and the same answers as a loss pass followed by transformers' generate (the path it takes otherwise)."""
+    model = models.attach_lora(load_tiny(bits), LoraSettings(rank=4), bits)
+    with torch.no_grad():  # a nonzero adapter, so base and LoRA answer differently
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    for base in (True, False):
+        fused = gen.evaluate(model, tiny_tokenizer, tiny_task, seq_len=32, batch_size=5, base=base)
+        with monkeypatch.context() as m:
+            m.setattr(gen, "split_head", lambda model: None)
+            plain = gen.evaluate(model, tiny_tokenizer, tiny_task, seq_len=32, batch_size=5, base=base)
+        assert fused.eval_loss == pytest.approx(plain.eval_loss, rel=1e-5)
+        assert [p["prediction"] for p in fused.predictions] == [p["prediction"] for p in plain.predictions]
+        assert fused.accuracy == plain.accuracy

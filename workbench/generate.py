@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import IGNORE_INDEX, Encoded, Example, TextSource, collate, encode, exact_match, prompt_text
-from .models import scored_loss
+from .models import scored_loss, split_head
 
 
 def adapter_off(model, off: bool = True):
@@ -139,35 +140,95 @@ def evaluate(
     device = _device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
-    total_loss = 0.0
-    total_tokens = 0
-    rows = encode(tokenizer, encoded if encoded is not None else examples, seq_len).rows
+    split = encode(tokenizer, encoded if encoded is not None else examples, seq_len)
+    rows = split.rows
+    answers = not isinstance(examples, TextSource) and scoring == "exact_match"
+    max_new = max(8, max((sum(lab != IGNORE_INDEX for lab in r["labels"]) for r in rows), default=0) + 4)
+    # one forward both scores an answer and primes the cache its greedy answer grows from (transformers'
+    # generate would run every prompt through the model again); not where a prompt was cut at seq_len
+    fused = answers and split_head(model) is not None and all(p + a <= seq_len for _, p, a in split.lengths)
+    total_loss, total_tokens, texts = 0.0, 0, []
     with adapter_off(model, base):
         for i in range(0, len(rows), batch_size):
-            batch = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
-            loss = scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], reduction="sum")
+            chunk = rows[i : i + batch_size]
+            if fused:
+                loss, n, answered = _score_and_answer(model, tokenizer, chunk, device, max_new)
+                texts += answered
+            else:
+                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+                loss = scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], reduction="sum")
+                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             total_loss += float(loss)
-            total_tokens += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            total_tokens += n
     if total_tokens == 0:  # a loss over nothing would read as a perfect 0.0
         raise ValueError(f"seq_len: {seq_len} tokens cut off the answer of every eval example; raise seq_len")
     mean = total_loss / total_tokens
     perplexity = math.exp(min(mean, 50.0))
-    if isinstance(examples, TextSource) or scoring != "exact_match":
+    if not answers:
         return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=None)
-    longest_answer = max(sum(1 for lab in r["labels"] if lab != IGNORE_INDEX) for r in rows)
-    decode = DecodeSettings(max_new_tokens=max(8, longest_answer + 4))
-    predictions = []
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        gens = generate(model, tokenizer, chunk, decode, base=base)
-        for ex, g in zip(chunk, gens):
-            predictions.append(
-                {
-                    "prompt": ex.prompt,
-                    "answer": ex.answer,
-                    "prediction": g.text,
-                    "correct": exact_match(g.text, ex.answer),
-                }
-            )
+    if not fused:
+        decode = DecodeSettings(max_new_tokens=max_new)
+        for i in range(0, len(examples), batch_size):
+            texts += [g.text for g in generate(model, tokenizer, examples[i : i + batch_size], decode, base=base)]
+    predictions = [
+        {"prompt": ex.prompt, "answer": ex.answer, "prediction": text, "correct": exact_match(text, ex.answer)}
+        for ex, text in zip(examples, texts)
+    ]
     accuracy = sum(p["correct"] for p in predictions) / max(len(predictions), 1)
     return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=accuracy, predictions=predictions)
+
+
+def _score_and_answer(model, tokenizer, rows: list[dict], device, max_new: int) -> tuple[torch.Tensor, int, list[str]]:
+    """(summed answer loss, answer tokens, greedy answers) of a batch of encoded prompt+answer rows.
+
+    The prompts are left-padded to one length P and the answers follow them, so a single forward gives
+    the loss of every answer token and a KV cache whose first P positions are the prompts; cut back to
+    those, the cache grows the greedy answers one token at a time, from the logits at position P-1."""
+    from transformers import DynamicCache
+
+    body, head = split_head(model)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    p_lens = [next((j for j, lab in enumerate(r["labels"]) if lab != IGNORE_INDEX), len(r["labels"])) for r in rows]
+    width_p = max(p_lens)
+    width_a = max(len(r["input_ids"]) - p for r, p in zip(rows, p_lens))
+    ids = torch.full((len(rows), width_p + width_a), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for b, (r, p) in enumerate(zip(rows, p_lens)):
+        n = len(r["input_ids"])
+        ids[b, width_p - p : width_p - p + n] = torch.tensor(r["input_ids"])
+        mask[b, width_p - p : width_p - p + n] = 1
+        labels[b, width_p : width_p - p + n] = torch.tensor(r["labels"][p:])
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    # transformers 5.x renames past_key_values to cache (the old name warns, and goes in 5.40)
+    key = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{key: cache})
+    hidden = hidden.last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    loss = torch.nn.functional.cross_entropy(head(hidden[:, :-1][keep]).float(), targets[keep], reduction="sum")
+    cache.crop(-width_a)  # back to the prompts (a negative count removes that many from the end)
+    token = head(hidden[:, width_p - 1]).argmax(-1)
+    attn, pos = mask[:, :width_p], positions[:, width_p - 1]
+    done = token == eos
+    out = [token]
+    for _ in range(max_new - 1):
+        if bool(done.all()):
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        pos = pos + 1
+        step = body(
+            input_ids=token[:, None], attention_mask=attn, position_ids=pos[:, None], use_cache=True, **{key: cache}
+        ).last_hidden_state
+        token = torch.where(done, torch.full_like(token, pad), head(step[:, -1]).argmax(-1))
+        done = done | (token == eos)
+        out.append(token)
+    tokens = torch.stack(out, dim=1).tolist()
+    texts = [
+        tokenizer.decode(row[: row.index(eos)] if eos in row else row, skip_special_tokens=True).strip()
+        for row in tokens
+    ]
+    return loss, int(keep.sum()), texts
