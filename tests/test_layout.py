@@ -87,3 +87,42 @@ def test_block_index_and_scaling():
 def test_describe_says_what_loras_can_target(tiny_model_dir):
     text = ModelLayout.for_model(str(tiny_model_dir)).describe()
     assert "2 layers" in text and "hidden size 64" in text and "14 linear layers LoRA can target" in text
+
+
+def test_a_layout_read_from_disk_is_cached_and_estimates_the_same(tiny_model_dir, tmp_path, monkeypatch):
+    from workbench.estimator import estimate
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    built = ModelLayout.for_model(str(tiny_model_dir))
+    cached_files = list((tmp_path / "layouts").glob("*.json"))
+    assert len(cached_files) == 1
+    again = ModelLayout.for_model(str(tiny_model_dir))  # read back, no transformers config or meta model
+    assert type(again.config).__name__ == "SimpleNamespace"
+    assert again.linears == built.linears and again.total_params == built.total_params
+    for bits in (16, 8, 4):
+        kw = dict(bits=bits, rank=4, batch_size=2, seq_len=16)
+        assert estimate(again, **kw).components == estimate(built, **kw).components
+        assert estimate(again, train=False, **kw).components == estimate(built, train=False, **kw).components
+    cached_files[0].write_text("{not json")  # damaged: built again, and written whole again
+    assert ModelLayout.for_model(str(tiny_model_dir)).linears == built.linears
+
+
+def test_the_app_appears_without_the_heavy_libraries(tmp_path):
+    """Workbench() builds its first tab only: peft, bitsandbytes and transformers' model code load when a tab
+    or a job needs them (the app is ready in about a second once the layout cache is warm)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\nfrom workbench.ui import Workbench\nWorkbench(runs_dir=sys.argv[1])\n"
+        "print(json.dumps(sorted(m for m in ('peft', 'bitsandbytes', 'transformers.models.llama.modeling_llama')"
+        " if m in sys.modules)))"
+    )
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home")}
+    for _ in range(2):  # the first fills the layout cache
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "runs")], capture_output=True, text=True, env=env, check=True
+        )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

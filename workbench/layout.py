@@ -9,9 +9,13 @@ module asks this one; none walks a model's modules for these facts itself.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 # the output head is never adapted (peft's all-linear leaves it out; bitsandbytes leaves it unquantized)
 OUTPUT_HEADS = ("lm_head", "score")
@@ -42,6 +46,15 @@ def targets_match(name: str, targets) -> bool:
     if targets == "all-linear":
         return True
     return any(name == t or name.endswith("." + t) for t in targets)
+
+
+_CACHE_VERSION = 1
+
+
+def _cache_path(config_file: Path) -> Path:
+    from .paths import workbench_home
+
+    return workbench_home() / "layouts" / (hashlib.sha1(config_file.read_bytes()).hexdigest() + ".json")
 
 
 @dataclass(frozen=True)
@@ -109,10 +122,44 @@ class ModelLayout:
 
     @classmethod
     def for_model(cls, name: str) -> ModelLayout:
-        """A model name, folder or shipped short name (see resolve.model_config_for); config only."""
-        from .resolve import model_config_for
+        """A model name, folder or shipped short name (see resolve.model_config_for); config only.
 
-        return cls(model_config_for(name))
+        A layout read from a config file on disk is kept in $WORKBENCH_HOME/layouts/, keyed by the file's
+        bytes: building it imports transformers' model code and the model on the meta device (~2 s), and
+        the app needs it before it can show anything."""
+        from .resolve import config_file, model_config_for
+
+        source = config_file(name)
+        cached = _cache_path(source) if source is not None else None
+        if cached is not None and cached.is_file():
+            try:
+                return cls._from_record(json.loads(cached.read_text(encoding="utf-8")))
+            except (ValueError, KeyError, TypeError):
+                pass  # a damaged or older cache entry: build it again
+        layout = cls(model_config_for(name))
+        if cached is not None:
+            from .files import write_json
+
+            write_json(cached, layout._record())
+        return layout
+
+    def _record(self) -> dict:
+        return {
+            "version": _CACHE_VERSION,
+            "config": self.config.to_dict(),
+            "total_params": self.total_params,
+            "linears": [[lin.name, lin.in_features, lin.out_features] for lin in self.linears],
+        }
+
+    @classmethod
+    def _from_record(cls, record: dict) -> ModelLayout:
+        if record["version"] != _CACHE_VERSION:
+            raise ValueError("an older layout cache")
+        layout = cls.__new__(cls)
+        layout.config = SimpleNamespace(**record["config"])  # every field the transformers config had
+        layout.total_params = int(record["total_params"])
+        layout.linears = [Linear(n, int(i), int(o)) for n, i, o in record["linears"]]
+        return layout
 
     @property
     def target_names(self) -> list[str]:

@@ -176,19 +176,28 @@ MODEL_ALIASES = {
 }
 
 
+def config_file(name: str) -> Path | None:
+    """The config file model_config_for reads first, when it is on disk here: a model folder's config.json, or
+    a config shipped in data/model_configs/ (by its Hugging Face name or short alias). Found without
+    importing transformers, so a cache keyed by the file can answer before anything heavy loads."""
+    path = Path(name).expanduser()
+    if (path / "config.json").is_file():
+        return path / "config.json"
+    name = MODEL_ALIASES.get(name.strip().lower(), name)
+    shipped = data_dir() / "model_configs" / (name.replace("/", "__") + ".json")
+    return shipped if shipped.is_file() else None
+
+
 def model_config_for(name: str):
     """A model's config without its weights: a local folder, a config shipped in data/model_configs/ (by its
     Hugging Face name or a short alias from MODEL_ALIASES), the converted embedded model, or the Hugging Face
     cache/hub (config.json only)."""
     from transformers import AutoConfig
 
-    path = Path(name).expanduser()
-    if (path / "config.json").is_file():
-        return AutoConfig.from_pretrained(str(path))
+    local = config_file(name)
+    if local is not None:
+        return AutoConfig.from_pretrained(str(local))
     name = MODEL_ALIASES.get(name.strip().lower(), name)
-    shipped = data_dir() / "model_configs" / (name.replace("/", "__") + ".json")
-    if shipped.is_file():
-        return AutoConfig.from_pretrained(str(shipped))
     try:
         return AutoConfig.from_pretrained(str(resolve_model(name, convert=False)))
     except ValueError:

@@ -8,24 +8,25 @@ ResultsPanel(), and the explainers LoraExplainer() and QuantExplainer(); pass on
 panels to make them share settings.
 """
 
-from .adapter import AdapterPanel
-from .app import Workbench
-from .compare import ComparePanel
-from .explain import LoraExplainer
-from .quant import QuantExplainer
-from .results import ResultsPanel
-from .setup import SetupPanel
-from .state import AppState
-from .train import TrainPanel
+# each name is imported on first use: `from workbench.ui import Workbench` loads only what the app needs to
+# appear (its tabs import their panels when opened)
+_WHERE = {
+    "Workbench": "app",
+    "AppState": "state",
+    "SetupPanel": "setup",
+    "AdapterPanel": "adapter",
+    "TrainPanel": "train",
+    "ComparePanel": "compare",
+    "ResultsPanel": "results",
+    "LoraExplainer": "explain",
+    "QuantExplainer": "quant",
+}
+__all__ = list(_WHERE)
 
-__all__ = [
-    "Workbench",
-    "AppState",
-    "SetupPanel",
-    "AdapterPanel",
-    "TrainPanel",
-    "ComparePanel",
-    "ResultsPanel",
-    "LoraExplainer",
-    "QuantExplainer",
-]
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

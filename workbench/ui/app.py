@@ -1,4 +1,10 @@
-"""The whole workbench: Setup, Adapter & quantization, Train, Compare and Results in one set of tabs."""
+"""The whole workbench: Setup, Adapter & quantization, Train, Compare and Results in one set of tabs, and the
+two explainers.
+
+A tab's panel is built when the tab is first opened (or its attribute first read: `app.train`), so the app
+appears without waiting for what the later tabs need (the explainers read trained adapters with peft, the
+Adapter tab draws its estimate).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,20 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .. import models
 from ..config import RunConfig, preset_config
-from .adapter import AdapterPanel
-from .compare import ComparePanel
-from .explain import LoraExplainer
-from .quant import QuantExplainer
-from .results import ResultsPanel
-from .setup import SetupPanel
 from .state import AppState
-from .train import TrainPanel
 
-TABS = ["Setup", "Adapter & quantization", "Train", "Compare", "Results", "LoRA explained", "Quantization explained"]
+# (title, attribute, module, class): one row a tab, in order
+PANELS = [
+    ("Setup", "setup", "setup", "SetupPanel"),
+    ("Adapter & quantization", "adapter", "adapter", "AdapterPanel"),
+    ("Train", "train", "train", "TrainPanel"),
+    ("Compare", "compare", "compare", "ComparePanel"),
+    ("Results", "results", "results", "ResultsPanel"),
+    ("LoRA explained", "lora_explainer", "explain", "LoraExplainer"),
+    ("Quantization explained", "quant_explainer", "quant", "QuantExplainer"),
+]
+TABS = [title for title, *_ in PANELS]
 # whole tab titles (lumino's default width cuts "Adapter & quantization"), tables that read well
 CSS = """
 .wb-app .lm-TabBar-tab { min-width: 120px !important; max-width: none !important; flex: 0 0 auto !important; }
@@ -42,28 +50,15 @@ class Workbench(widgets.VBox):
         overrides: dict | None = None,
         runs_dir: str | Path = "runs",
     ):
+        from .. import models
+
         if config is None:
             config = preset_config(preset, {"model": {"device": "auto"}, **(overrides or {})})
         self.state = AppState(config, runs_dir=runs_dir)
-        self.setup = SetupPanel(self.state)
-        self.adapter = AdapterPanel(self.state)
-        self.train = TrainPanel(self.state)
-        self.compare = ComparePanel(self.state)
-        self.results = ResultsPanel(self.state)
-        self.lora_explainer = LoraExplainer(self.state)
-        self.quant_explainer = QuantExplainer(self.state)  # loads the model only when asked to analyse
-        self.tabs = widgets.Tab(
-            children=[
-                self.setup,
-                self.adapter,
-                self.train,
-                self.compare,
-                self.results,
-                self.lora_explainer,
-                self.quant_explainer,
-            ],
-            titles=TABS,
-        )
+        self._panels: dict[str, widgets.Widget] = {}
+        self.tabs = widgets.Tab(children=[widgets.VBox() for _ in PANELS], titles=TABS)
+        self.panel("setup")
+        self.tabs.observe(self._on_tab, "selected_index")
         try:
             device = models.pick_device(config.model.device, config.model.dtype).describe()
         except ValueError as exc:
@@ -74,6 +69,28 @@ class Workbench(widgets.VBox):
         )
         super().__init__([header, self.tabs])
         self.add_class("wb-app")
+
+    def panel(self, attribute: str) -> widgets.Widget:
+        """The panel of one tab, built on first use and put in its tab."""
+        if attribute not in self._panels:
+            import importlib
+
+            index = next(i for i, (_, attr, *_) in enumerate(PANELS) if attr == attribute)
+            _, _, module, cls = PANELS[index]
+            panel = getattr(importlib.import_module(f"{__package__}.{module}"), cls)(self.state)
+            self._panels[attribute] = panel
+            self.tabs.children[index].children = [panel]
+        return self._panels[attribute]
+
+    def _on_tab(self, change) -> None:
+        if change["new"] is not None:
+            self.panel(PANELS[change["new"]][1])
+
+    def __getattr__(self, name: str):
+        # the panels as attributes (app.train, app.compare, ...), built when first read
+        if name in {attr for _, attr, *_ in PANELS} and "_panels" in self.__dict__:
+            return self.panel(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def config(self) -> RunConfig:

@@ -16,7 +16,6 @@ from pathlib import Path
 from ..config import RunConfig, preset_config
 from ..layout import ModelLayout
 from ..runs import Run
-from ..session import Session
 
 Listener = Callable[[str], None]
 
@@ -78,7 +77,7 @@ class AppState:
         self.runs_dir = Path(runs_dir)
         self.jobs = Jobs()
         self.last_run: Path | None = None
-        self._session: Session | None = None
+        self._session = None
         self._listeners: list[Listener] = []
 
     # ------------------------------------------------------------------ settings
@@ -112,8 +111,10 @@ class AppState:
 
     # ------------------------------------------------------------------ runs and models
 
-    def session(self) -> Session:
+    def session(self):
         """Models for answering: the last run's adapters, or the plain base model before any run."""
+        from ..session import Session  # transformers' streamer: imported when answering, not to appear
+
         if self._session is None:
             if self.last_run is not None and Run(self.last_run).finished:
                 self._session = Session.from_run(self.last_run)
