@@ -13,7 +13,7 @@ LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # no screen to open a browser on (a server, a container): do not try, say which URL to open
 LAB_BROWSER := $(shell [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser)
 
-.PHONY: setup lab test demo screenshots chromium clean
+.PHONY: setup lab test demo bench gpu-check screenshots chromium tcmalloc clean
 
 setup: $(STAMP)
 
@@ -42,9 +42,22 @@ test: setup
 demo: setup
 	$(BIN)/workbench compare --preset cpu-demo --out runs/cpu-demo
 
+# Speed and memory figures (docs/benchmarks.md): run on a quiet machine, ~25 minutes on 2 cores.
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+# On a machine with an NVIDIA GPU: the CUDA tests and CUDA peaks and speeds of real architectures, < 5 minutes.
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py
+
 # Debian's Chromium for the browser test (tests/test_browser.py); .ci/run does this itself.
 chromium:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
+# tcmalloc, the allocator the workbench starts its processes with when it is there (workbench/allocator.py)
+tcmalloc:
+	[ -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] || [ -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 ] || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends libtcmalloc-minimal4; }
 
 # The README's screenshots of the app: a real run of the quickstart's default settings in Chromium.
 screenshots: setup

@@ -76,11 +76,11 @@ def parameter_count(model_config) -> int:
 LOSS_BYTES_PER_TOKEN_AND_VOCAB = 3 * 4
 
 # The CPU process also grows by things that are not tensors of the model (peft's imports, kernel code
-# pages, free heap chunks, Python objects): a constant measured over the 26 training rows of
-# docs/estimator.md ("The components" says what it is made of).
-CPU_RUNTIME_BYTES = 96 * MiB
+# pages, the allocator's free lists, Python objects): a constant, the median over the 27 training rows of
+# docs/estimator.md, run as the workbench runs (tcmalloc; "The components" says what it is made of).
+CPU_RUNTIME_BYTES = 135 * MiB
 # The same for evaluate/generate with the adapter attached (run_compare's base variant), measured likewise.
-CPU_EVAL_RUNTIME_BYTES = 72 * MiB
+CPU_EVAL_RUNTIME_BYTES = 108 * MiB
 
 # Loading at 4 or 8 bits on the CPU reads the whole checkpoint while quantizing: the loader's own transients
 # beside the checkpoint and the weights, measured over 43 rows (docs/estimator.md).
@@ -273,10 +273,10 @@ def estimate(
         # but the last position that evaluate() scores, and cross_entropy's log-softmax of that copy.
         # Measured on the embedded model (bench_memory, base rows): the heap's peak is these three alone.
         # The head runs on the scored positions only (models.scored_loss): its output in the compute dtype,
-        # the float32 copy and cross_entropy's log-softmax of it. Before it, one block's temporaries at a
+        # its float32 copy (none when it is float32 already) and cross_entropy's log-softmax. Before it, one block's temporaries at a
         # time; after it, greedy answers with a KV cache of every layer's keys and values.
         scored = scored_tokens if scored_tokens is not None else batch_size * max(seq_len - 1, 1)
-        logits = scored * vocab * (dtype_bytes + 8)
+        logits = scored * vocab * (dtype_bytes + (0 if dtype_bytes == 4 else 4) + 4)
         block = tokens * (3 * inter + 2 * h) * dtype_bytes
         kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
