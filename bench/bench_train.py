@@ -82,7 +82,7 @@ def child_workbench(a) -> dict:
     path = resolve_model(DEFAULT_MODEL)
     tok = models.load_tokenizer(path)
     rows = [{"input_ids": b, "labels": list(b)} for b in _blocks(tok, a.seq_len)]
-    model, choice = models.load_model(path, bits=a.bits, device="cpu")
+    model, choice = models.load_model(path, bits=a.bits, device="cpu", dtype=a.dtype)
     seed_everything(0)
     lora = LoraSettings(rank=a.rank, alpha=16.0, dropout=0.05, target_modules=a.targets)
     model = models.attach_lora(model, lora, a.bits)
@@ -171,8 +171,10 @@ def child_plain(a) -> dict:
     return {**_rates(stamps, a.batch_size * a.seq_len), "dtype": str(model.dtype).replace("torch.", "")}
 
 
-def compare(bits: int, a) -> dict:
+def compare(bits: int, a, dtype: str = "auto") -> dict:
     common = [
+        "--dtype",
+        dtype,
         "--bits",
         str(bits),
         "--rank",
@@ -191,7 +193,10 @@ def compare(bits: int, a) -> dict:
         Side("workbench", [str(me), "--child", "workbench", *common], child_env(True), "tok_s"),
         Side("plain recipe", [str(me), "--child", "plain", *common], child_env(False), "tok_s"),
     ]
-    print(f"LoRA at {bits} bits, r={a.rank} on {a.targets}, {a.batch_size} x {a.seq_len} tokens, {a.steps} steps")
+    print(
+        f"LoRA at {bits} bits ({dtype}), r={a.rank} on {a.targets}, {a.batch_size} x {a.seq_len} tokens, "
+        f"{a.steps} steps"
+    )
     alternate(sides, a.repeats)
     wb, plain = sides
     last = wb.trials[-1]
@@ -250,6 +255,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)  # a trial's dtype (the child's)
+    ap.add_argument(
+        "--no-bf16-row",
+        action="store_true",
+        help="leave out the row of the workbench with dtype bfloat16 (where the CPU has it natively)",
+    )
     ap.add_argument("--child", choices=("workbench", "plain"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -257,6 +268,10 @@ def main(argv=None) -> int:
         print(json.dumps(child_workbench(a) if a.child == "workbench" else child_plain(a)), flush=True)
         return 0
     rows = [compare(int(b), a) for b in a.bits.split(",")]
+    from workbench.models import native_bf16_cpu
+
+    if not a.no_bf16_row and native_bf16_cpu():  # the one-setting option, against the same plain recipe
+        rows.append(compare(16, a, "bfloat16"))
     md = table(rows)
     print("\n" + md)
     save("train", {"machine": machine(), "settings": vars(a), "rows": rows}, md)

@@ -286,6 +286,7 @@ def test_estimate_within_10_percent_of_the_measured_training_peak(embedded_dir):
     fresh process as the benchmark runs them: the training peak (RSS above the start, from before the model
     loads to the last optimizer step) within 10% of the estimate."""
     from bench.bench_memory import BenchConfig, error, run_one
+    from workbench import allocator
 
     errors = {}
     for bits, rank, batch, seq in ((16, 16, 8, 64), (8, 4, 4, 128), (4, 64, 2, 256)):
@@ -293,6 +294,7 @@ def test_estimate_within_10_percent_of_the_measured_training_peak(embedded_dir):
             BenchConfig(bits=bits, rank=rank, targets="all-linear", batch_size=batch, seq_len=seq, steps=2),
             model_path=str(embedded_dir),
         )
-        assert row["heap_limited"], "memory.limit_heap_retention was not applied"
+        # the constants were measured with tcmalloc where it is installed (make tcmalloc), glibc otherwise
+        assert row["allocator"] == ("tcmalloc" if allocator.tcmalloc_path() else "glibc"), row["allocator"]
         errors[bits] = (round(error(row), 4), row["peak"] // MiB, row["estimate"] // MiB)
     assert all(abs(e) <= 0.10 for e, _, _ in errors.values()), errors

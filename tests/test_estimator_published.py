@@ -106,11 +106,11 @@ def test_65b_fits_one_48gb_gpu_with_qlora():
     """The paper's headline: LLaMA-65B finetuned on a single 48 GB GPU.
 
     Paper setup: NF4 with double quantization, LoRA r=64 on every linear layer, gradient checkpointing;
-    batch 1 x 512 tokens is the shape of its memory-footprint figure. The estimate is 46.72 GiB
-    (50.16e9 bytes): 33.4 GB of 4-bit weights, 2.1 GB of fp32 embeddings/head/norms, 12.8 GB for the
-    fp32 adapter with its gradient and AdamW moments, 1.66 GB of activations (each block's fp32 input
+    batch 1 x 512 tokens is the shape of its memory-footprint figure. The estimate is 46.81 GiB
+    (50.26e9 bytes): 33.4 GB of 4-bit weights, 2.1 GB of fp32 embeddings/head/norms, 12.8 GB for the
+    fp32 adapter with its gradient and AdamW moments, 1.76 GB of activations (each block's fp32 input
     kept for checkpointing, one block recomputed) and 0.20 GB for the loss's float32 vocabulary-sized
-    tensors. A "48 GB" card such as the RTX A6000 reports 49,140 MiB (48 GiB), so ~1.3 GiB is left for
+    tensors. A "48 GB" card such as the RTX A6000 reports 49,140 MiB (48 GiB), so ~1.2 GiB is left for
     the CUDA context and allocator slack.
     The paper's adapters are bf16 (and its paged optimizer can spill the AdamW state to the CPU), so its
     own footprint is ~3 GB lower; this workbench keeps adapters fp32 (peft's default), as estimated here.

@@ -273,8 +273,8 @@ def estimate(
         # but the last position that evaluate() scores, and cross_entropy's log-softmax of that copy.
         # Measured on the embedded model (bench_memory, base rows): the heap's peak is these three alone.
         # The head runs on the scored positions only (models.scored_loss): its output in the compute dtype,
-        # its float32 copy (none when it is float32 already) and cross_entropy's log-softmax. Before it, one block's temporaries at a
-        # time; after it, greedy answers with a KV cache of every layer's keys and values.
+        # its float32 copy (none when it is float32 already) and cross_entropy's log-softmax. Before it, one
+        # block's temporaries at a time; after it, greedy answers with a KV cache of every layer's keys and values.
         scored = scored_tokens if scored_tokens is not None else batch_size * max(seq_len - 1, 1)
         logits = scored * vocab * (dtype_bytes + (0 if dtype_bytes == 4 else 4) + 4)
         block = tokens * (3 * inter + 2 * h) * dtype_bytes
