@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -43,18 +44,21 @@ def main(argv=None) -> int:
         f"bfloat16: {m['native_bf16']}, tcmalloc: {m['tcmalloc']}.",
         "",
     ]
+    took = json.loads((OUT / "durations.json").read_text()) if (OUT / "durations.json").is_file() else {}
     for module, title, args in chosen:
         t0 = time.perf_counter()
         print(f"\n== {title}", flush=True)
         extra = ["--repeats", "1"] if a.quick and module in ("bench_train", "bench_overhead", "bench_generate") else []
         importlib.import_module(f"bench.{module}").main(args + extra)
-        page += [
-            f"## {title}",
-            "",
-            (OUT / f"{module.removeprefix('bench_')}.md").read_text(encoding="utf-8"),
-            f"({time.perf_counter() - t0:.0f} s)",
-            "",
-        ]
+        took[module] = round(time.perf_counter() - t0)
+    from workbench.files import write_json
+
+    write_json(OUT / "durations.json", took)
+    # the page holds every benchmark's latest table, so `--only` refreshes one section and keeps the rest
+    for module, title, _ in BENCHES:
+        table = OUT / f"{module.removeprefix('bench_')}.md"
+        if table.is_file():
+            page += [f"## {title}", "", table.read_text(encoding="utf-8"), f"({took.get(module, '?')} s)", ""]
     from workbench.files import write_text
 
     write_text(OUT / "benchmarks.md", "\n".join(page))

@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# SEQ_LEN 64: the sentiment prompts take 47-58 tokens with SmolLM2's chat template
+# SEQ_LEN 64: the sentiment and dates prompts fit in it with SmolLM2's chat template (data/README.md)
 FAST_PARAMS = {"STEPS": 3, "BATCH_SIZE": 2, "SEQ_LEN": 64, "EVAL_EXAMPLES": 6}
 # messages the browser prints that say nothing about this project (JupyterLab asks for them itself)
 BENIGN_CONSOLE = (re.compile(r"Failed to load resource: the server responded with a status of 404"),)
@@ -265,11 +265,26 @@ class Driver:
         self.stage = "train"
         self.tab("Train")
         loss_src = self.app(".wb-train img").first.get_attribute("src")
+        # every text the progress line shows, recorded as it changes: a phase can be over between two polls
+        self.page.evaluate(
+            "() => { window.__wbProgress = []; const box = document.querySelector('.wb-train');"
+            " new MutationObserver(() => { for (const l of box.querySelectorAll('.widget-label')) {"
+            " const t = l.innerText; const b = l.parentElement.querySelector('.progress-bar');"
+            " if (t && (window.__wbProgress.at(-1) || {}).t !== t)"
+            " window.__wbProgress.push({t, w: b ? parseFloat(b.style.width) || 0 : 0}); } })"
+            ".observe(box, {subtree: true, childList: true, characterData: true, attributes: true}); }"
+        )
         self.app(".wb-train button:has-text('Start')").click()
         self.wait_until(
+            "() => (window.__wbProgress || [])"
+            ".some(p => /evaluating base: \\d+ of \\d+ examples/.test(p.t) && p.w > 0)",
+            what="the progress bar to move while the base model is evaluated, before any training step",
+        )
+        self.wait_until(
             "() => { const b = document.querySelector('.wb-train .progress-bar');"
-            " return b && parseFloat(b.style.width) > 0; }",
-            what="the progress bar to move",
+            " return b && parseFloat(b.style.width) > 0 && document.querySelector('.wb-train').innerText"
+            ".includes('training lora'); }",
+            what="the progress bar to count training steps",
         )
         self.wait_until(
             "(src) => { const i = document.querySelector('.wb-train img'); return i && i.src !== src; }",
@@ -285,8 +300,8 @@ class Driver:
             timeout_s=self.long_s,
         )
         text = self.app(".wb-train").inner_text()
-        if not re.search(r"step (\d+)/\1", text) and not stop_early:
-            raise StageFailed(f"{self.stage}: the progress line never reached the last step: {text[-600:]}")
+        if not re.search(r"(done|stopped) · \d+:\d\d elapsed", text):
+            raise StageFailed(f"{self.stage}: the progress line does not say the run ended: {text[-600:]}")
         self.shot("03-train", self.app())
 
     def generate(self, prompt: str) -> list[str]:
@@ -300,7 +315,7 @@ class Driver:
             "() => ['base', 'lora', 'qlora'].every(v => {"
             " const c = document.querySelector('.wb-answer-' + v);"
             " return c && c.querySelector('.wb-answer-text').innerText.trim().length > 0"
-            " && c.innerText.includes('tok/s'); })",
+            " && /\\d+ tokens? in/.test(c.innerText); })",
             what="three non-empty answers",
             timeout_s=self.long_s,
         )
@@ -324,6 +339,39 @@ class Driver:
             raise StageFailed(f"{self.stage}: the results table has no qlora row")
         self.shot("05-results", self.app())
 
+    def sweep(self, points: int = 2) -> None:
+        """2 points (the test: rank 2 on q,v at 16 and 4 bits) or 6 (the screenshots: ranks 2, 8, 32)."""
+        self.stage = f"a {points}-point sweep in the Sweep tab"
+        self.tab("Sweep")
+        self.app(".wb-sweep").first.wait_for(timeout=self.timeout_ms)
+        boxes = [("Targets", "all linear", False)]  # each box clicked by its exact label in its row
+        if points == 2:
+            boxes += [("Ranks", "8", False), ("Ranks", "32", False)]
+        for row, label, want in boxes:
+            self.page.evaluate(
+                "([row, label, want]) => { for (const box of document.querySelectorAll('.wb-sweep .widget-hbox')) {"
+                " const title = box.querySelector('.widget-label'); if (!title || title.innerText.trim() !== row)"
+                " continue; for (const c of box.querySelectorAll('.widget-checkbox')) {"
+                " const input = c.querySelector('input'); if (c.innerText.trim() === label && input.checked !== want)"
+                " input.click(); } } }",
+                [row, label, want],
+            )
+        self.wait_until(
+            "(n) => document.querySelector('.wb-sweep').innerText.includes(n + ' points:')",
+            arg=points,
+            what=f"the plan to say {points} points",
+        )
+        self.app(".wb-sweep button:has-text('Start sweep')").click()
+        self.wait_until(
+            "(n) => { const s = document.querySelector('.wb-sweep'); const i = s.querySelector('img');"
+            " return s.innerText.includes('done · ') && i && i.naturalWidth > 100"
+            " && s.querySelectorAll('.wb-sweep-table tbody tr').length === n; }",
+            arg=points,
+            what="every point trained, in the table and on the chart",
+            timeout_s=self.long_s,
+        )
+        self.shot("08-sweep", self.app())
+
     def explainers(self) -> None:
         self.stage = "open the explainers"
         self.tab("LoRA explained")
@@ -344,6 +392,32 @@ class Driver:
         )
         self.shot("07-quant-explained", self.app())
 
+    def restart(self) -> None:
+        self.stage = "restart the kernel: the Run picker shows the run it answers with"
+        self.page.evaluate("() => { window.jupyterapp.commands.execute('notebook:restart-run-all'); return true; }")
+        self.page.locator(".jp-Dialog .jp-mod-accept").first.click(timeout=self.timeout_ms)
+        self.wait_until(
+            "() => document.querySelector('.wb-setup .wb-ok') !== null",
+            what="the app to render again after the restart",
+            timeout_s=180,
+        )
+        self.tab("Compare")
+        self.wait_until(
+            "() => { const s = document.querySelector('.wb-compare select');"
+            " return s && s.selectedIndex >= 0 && s.options[s.selectedIndex].text.includes('-r'); }",
+            what="the Run picker to show the newest run selected",
+        )
+
+
+def _keep_results(runs_dir: Path, out: Path) -> None:
+    """The runs' result rows beside the screenshots (runs.csv), so the figures a README quotes are on disk."""
+    sys.path.insert(0, str(ROOT))
+    from workbench.files import write_csv
+    from workbench.runs import ResultRow, all_results
+
+    rows = all_results(runs_dir)
+    write_csv(out / "runs.csv", [r.to_dict() for r in rows], ResultRow.field_names())
+
 
 def run(
     out: Path,
@@ -351,7 +425,7 @@ def run(
     fast: bool,
     timeout_s: float = 900,
     stop_early: bool = False,
-    prompt: str = "Review: The staff were friendly and the room was spotless.",
+    prompt: str = "ISO 8601 date: the 3rd of May, 1999",
 ) -> dict:
     """Start JupyterLab, open the quickstart in Chromium and use the app; returns what it saw."""
     from playwright.sync_api import sync_playwright
@@ -378,12 +452,15 @@ def run(
                     answers = d.generate(prompt)
                     d.results()
                     d.explainers()
+                    d.sweep(2 if fast else 6)
+                    d.restart()
                 except Exception:
                     with contextlib.suppress(Exception):
                         d.shot(f"failed-{re.sub(r'[^a-z]+', '-', d.stage)}")
                     with contextlib.suppress(OSError):
                         shutil.copy(log, out / "jupyterlab.log")
                     raise
+                _keep_results(work / "runs", out)
                 return {"answers": answers, "console_errors": d.console_errors, "shots": sorted(out.glob("*.png"))}
             finally:
                 browser.close()

@@ -2,7 +2,8 @@
 
 The stages (tests/lab_browser.py): open the quickstart and run it, change the rank and the bits,
 press Start and watch the progress bar and the loss plot move, type a prompt and Generate three
-answers side by side, open the results chart and both explainers. Any error shown in the notebook, in a panel or in
+answers side by side, open the results chart and both explainers, run a two-point sweep, and restart the
+kernel to see the Run picker show the run it answers with. Any error shown in the notebook, in a panel or in
 the browser console fails the stage it happened in. Screenshots of each stage are kept in the
 test's tmp folder (and `make screenshots` refreshes the README's with a real run).
 """
@@ -40,5 +41,6 @@ def test_the_app_works_in_jupyterlab_in_chromium(tmp_path, embedded_dir):
         "05-results.png",
         "06-lora-explained.png",
         "07-quant-explained.png",
+        "08-sweep.png",
     ]
     assert all((shots / n).stat().st_size > 10_000 for n in names)  # real pictures, not blank pages

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import pytest
+import torch
 
 from workbench import cli, runs
 from workbench.compare import results_table, run_compare
@@ -42,8 +43,53 @@ def full_run(tiny_model_dir, tiny_jsonl, tmp_path_factory):
     """One compare of base, lora and qlora, shared by the tests that read its folder."""
     out = tmp_path_factory.mktemp("compare") / "run"
     events, statuses = [], []
-    result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl), out, sinks=[events.append], on_status=statuses.append)
+    result = run_compare(
+        tiny_config(tiny_model_dir, tiny_jsonl),
+        out,
+        sinks=[events.append],
+        on_status=statuses.append,
+        on_progress=PROGRESS.append,
+    )
     return result, out, events, statuses
+
+
+PROGRESS: list = []  # what full_run's on_progress was told
+
+
+def test_each_variant_is_scored_on_the_general_text_for_forgetting(full_run):
+    result, out, _, _ = full_run
+    rows = {v["name"]: v for v in runs.load_results(out)["variants"]}
+    assert all(r["general_loss"] > 0 for r in rows.values())
+    assert rows["base"]["forgetting"] is None
+    # lora trains on the 16-bit base that the base row is: its forgetting is the difference of the two
+    assert rows["lora"]["forgetting"] == pytest.approx(rows["lora"]["general_loss"] - rows["base"]["general_loss"])
+    assert rows["qlora"]["forgetting"] is not None  # against its own 4-bit base
+
+
+def test_every_phase_reports_progress_with_counts(full_run):
+    """Loading, evaluating, training and answering each tell where they are, in order, to the end."""
+    phases = list(dict.fromkeys((p.stage, p.phase, p.variant) for p in PROGRESS))
+    assert [(st, ph, v) for st, ph, v in phases] == [
+        (1, "load", "the 16-bit base"),
+        (2, "evaluate", "base"),
+        (3, "answer", "base"),
+        (4, "train", "lora"),
+        (5, "evaluate", "lora"),
+        (6, "answer", "lora"),
+        (7, "load", "the 4-bit base"),
+        (8, "train", "qlora"),
+        (9, "evaluate", "qlora"),
+        (10, "answer", "qlora"),
+    ]
+    assert {p.stages for p in PROGRESS} == {10}
+    for stage, _, _ in phases:
+        told = [p for p in PROGRESS if p.stage == stage]
+        assert told[0].done == 0 and told[-1].finished  # from the start of each phase to its end
+        assert [p.done for p in told] == sorted(p.done for p in told)
+    assert [p.done for p in PROGRESS if p.phase == "train" and p.variant == "lora"] == list(range(STEPS + 1))
+    assert [(p.done, p.total, p.unit) for p in PROGRESS if p.stage == 2][-1] == (3, 3, "examples")
+    middle = next(p for p in PROGRESS if p.phase == "train" and p.done == 1)
+    assert middle.eta_s is not None and "ETA" in middle.describe() and f"1 of {STEPS} steps" in middle.describe()
 
 
 def test_results_json_fields(full_run):
@@ -278,6 +324,10 @@ def test_cli_compare_happy_path(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "base" in captured.out and "lora" in captured.out and f"wrote {out.resolve()}" in captured.out
+    bars = ("[1/6] loading the 16-bit base", "[2/6] evaluating base", "[4/6] training lora", "[6/6] answering lora")
+    for bar in bars:
+        assert bar in captured.err, captured.err  # a tqdm bar for every phase, not only training
+    assert "2/2" in captured.err and "loss=" in captured.err
     doc = runs.load_results(out)
     assert [v["name"] for v in doc["variants"]] == ["base", "lora"]
     assert doc["variants"][1]["target_modules"] == ["q_proj", "v_proj"] and doc["variants"][1]["rank"] == 2
@@ -337,3 +387,45 @@ def test_cli_subprocess_exit_status(tmp_path):
     )
     assert proc.returncode == 2
     assert _err_lines(proc.stderr) == ["workbench: error: unrecognized arguments: --no-such-flag"]
+
+
+def test_a_stopped_run_continued_matches_one_run_in_one_go(tiny_model_dir, tiny_jsonl, tmp_path):
+    """10 steps, a stop, then 10 more from the saved adapter and optimizer state: the same adapters as 20
+    steps in one go (the same batches, dropout masks and AdamW moments), and one loss curve, not two."""
+    from peft import load_peft_weights
+
+    from workbench.compare import continue_run
+
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora,qlora", steps=20, warmup_steps=3)
+    stop = threading.Event()
+    stopped = run_compare(cfg, tmp_path / "a", stop=stop, sinks=[lambda e: e.step == 10 and stop.set()])
+    assert stopped.stopped and [v.steps_done for v in stopped.variants] == [10]  # qlora never started
+    assert runs.Run(tmp_path / "a").training_state("lora").step == 10
+    resumed = continue_run(tmp_path / "a")
+    assert not resumed.stopped and [(v.name, v.steps_done) for v in resumed.variants] == [("lora", 20), ("qlora", 20)]
+    whole = run_compare(cfg, tmp_path / "b")
+    for name in ("lora", "qlora"):
+        a = load_peft_weights(str(tmp_path / "a" / "adapters" / name))
+        b = load_peft_weights(str(tmp_path / "b" / "adapters" / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    steps = [(r["variant"], int(r["step"])) for r in csv.DictReader(open(tmp_path / "a" / "metrics.csv"))]
+    assert steps == [("lora", i) for i in range(1, 21)] + [("qlora", i) for i in range(1, 21)]
+    losses = {v.name: v.final_train_loss for v in whole.variants}
+    assert {v.name: v.final_train_loss for v in resumed.variants} == pytest.approx(losses, rel=1e-5)
+    # nothing left to do at 20 steps: asked for fewer than done, it says so
+    with pytest.raises(ValueError, match="done 20 steps already"):
+        continue_run(tmp_path / "a", steps=5)
+
+
+def test_cli_resume_continues_a_run_and_refuses_a_folder_that_is_not_one(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu"]
+    shape = ["--variants", "lora", "--batch-size", "4", "--seq-len", "32", "--rank", "2"]
+    assert cli.main([*base, *shape, "--steps", "2", "--out", str(out)]) == 0
+    assert cli.main(["compare", "--resume", str(out), "--steps", "4"]) == 0
+    assert runs.load_results(out)["variants"][0]["steps_done"] == 4
+    capsys.readouterr()
+    assert cli.main(["compare", "--resume", str(tmp_path / "nothing-here")]) == 2
+    assert "no finished run" in capsys.readouterr().err

@@ -206,3 +206,20 @@ def test_load_file_task_needs_four_rows(tmp_path):
     path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "answer": "a"})] * 3)
     with pytest.raises(ValueError, match="at least 4"):
         data.load_file_task(path)
+
+
+def test_prompt_template_is_the_frame_the_training_prompts_share():
+    from workbench.data.tasks import load_task, prompt_template
+
+    assert load_task("sentiment").prompt_template == "Review: {text}\nIs this review positive or negative?"
+    assert load_task("dates").prompt_template == "ISO 8601 date: {text}"
+    assert load_task("shakespeare").prompt_template is None  # plain text is continued as it is
+    # cut back to whole words, never overlapping, and none where the prompts share nothing
+    assert prompt_template(["Q: sunny day?", "Q: sundown?"]) == "Q: {text}"
+    assert prompt_template(["ab", "ab"]) is None or "{text}" in prompt_template(["ab", "ab"])
+    assert prompt_template(["one thing", "another"]) is None
+    assert prompt_template(["only one"]) is None
+    task = load_task("sentiment")
+    framed = task.wrap("  Loved the ferry.  ")
+    assert framed == "Review: Loved the ferry.\nIs this review positive or negative?"
+    assert task.wrap(framed) == framed

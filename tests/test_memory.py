@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,11 +171,31 @@ def test_memory_monitor_cpu_sees_a_short_lived_allocation():
     assert mon._thread is None
 
 
-def test_memory_monitor_context_manager():
+def test_memory_monitor_context_manager(monkeypatch):
     with MemoryMonitor("cpu") as mon:
-        assert mon._thread is not None and mon._thread.is_alive()
         assert mon.now() >= 0 and mon.peak() >= 0
     assert mon._thread is None
+    # where the kernel keeps no peak (not Linux), a thread samples the RSS instead
+    monkeypatch.setattr(memory, "STATUS", Path("/nonexistent/status"))
+    with MemoryMonitor("cpu") as mon:
+        assert not mon._kernel and mon._thread is not None and mon._thread.is_alive()
+    assert mon._thread is None
+
+
+@pytest.mark.skipif(memory._kernel_peak() is None, reason="the kernel keeps no peak RSS here (not Linux)")
+def test_the_kernel_peak_catches_what_sampling_misses_and_monitors_nest():
+    """On Linux the peak is VmHWM: exact, with no thread. A spike freed before any sampler could look is
+    still counted, and a monitor started inside another keeps the outer one's peak."""
+    outer = MemoryMonitor("cpu").start()
+    assert outer._kernel and outer._thread is None
+    torch.ones(50_000_000)  # 200 MB, touched and freed at once, no sleep for a sampler to see it
+    inner = MemoryMonitor("cpu").start()  # resets the kernel's peak: the outer keeps what it had
+    small = torch.ones(5_000_000)  # 20 MB (it may come from pages the C allocator kept: not counted again)
+    assert 0 <= inner.peak() < 100 * MiB
+    assert outer.peak() >= 150 * MiB
+    del small
+    assert inner.stop() < 100 * MiB and outer.stop() >= 150 * MiB
+    assert outer not in memory._live and inner not in memory._live
 
 
 def test_mib_and_gib():

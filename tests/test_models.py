@@ -182,3 +182,24 @@ def test_attach_lora_named_targets_only(load_tiny):
 def test_attach_lora_gradient_checkpointing(load_tiny):
     model = models.attach_lora(load_tiny(16), LoraSettings(rank=2), 16, gradient_checkpointing=True)
     assert model.get_base_model().is_gradient_checkpointing
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+def test_generation_hands_the_output_head_a_contiguous_input(load_tiny, tiny_model_dir, tiny_tokenizer, bits):
+    """Why QLoRA answered at 2 tok/s: transformers hands the head hidden[:, -1:, :], a non-contiguous view,
+    and torch multiplies a frozen weight by it through expanded copies. load_model's hook makes it
+    contiguous; the same model loaded plainly shows the view the hook exists for (so this check can fail)."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.generate import DecodeSettings, generate
+
+    def head_inputs(model) -> list[bool]:
+        seen = []
+        model.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+        generate(model, tiny_tokenizer, ["Review: good", "Review: a much longer prompt here"], DecodeSettings(4))
+        return seen
+
+    ours = head_inputs(models.attach_lora(load_tiny(bits), LoraSettings(rank=4), bits))
+    assert ours and all(ours)
+    plain = head_inputs(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    assert not all(plain)

@@ -151,7 +151,7 @@ def test_sweep_notebook_runs_and_reruns_from_disk(tmp_path, embedded_dir):
     params = FAST + (f"RANKS = [2]\nTARGETS = [['q_proj', 'v_proj']]\nBITS = [16, 4]\nOUT = {str(out)!r}\n")
     nb = execute_notebook("03_rank_and_targets_sweep.ipynb", params, tmp_path)
     found = sorted(p.parent.name for p in out.glob("*/results.json"))
-    assert found == ["16bit-r2-q_proj+v_proj", "4bit-r2-q_proj+v_proj"]
+    assert found == ["16bit-r2-q_proj+v_proj", "4bit-nf4-r2-q_proj+v_proj"]
     for name in found:
         res = json.loads((out / name / "results.json").read_text())
         assert [v["name"] for v in res["variants"]] == (["lora"] if name.startswith("16") else ["qlora"])

@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -120,7 +121,8 @@ def test_result_fields_cover_the_documented_columns():
         "accuracy",
     ]
     assert runs.RESULT_FIELDS[: len(documented)] == documented
-    assert runs.RESULT_FIELDS[len(documented) :] == ["steps_done", "status", "base_dtype"]
+    later = ["steps_done", "status", "base_dtype", "general_loss", "forgetting"]
+    assert runs.RESULT_FIELDS[len(documented) :] == later
 
 
 # --------------------------------------------------------------------------- a run folder as an object
@@ -158,3 +160,69 @@ def test_an_older_run_without_new_fields_still_reads(tmp_path):
     assert res.name == "lora" and res.status == "done" and res.accuracy is None
     (row,) = runs.all_results(tmp_path)
     assert row.run == "old" and row.result == res
+
+
+def test_a_speed_is_quoted_only_for_answers_long_enough_to_measure_one():
+    from workbench.generate import MIN_TOKENS_FOR_SPEED, Generation
+
+    short = Generation("positive", 0.7, 1).summary()
+    assert short.startswith("1 token in 0.7 s") and "tok/s" not in short and "prompt" in short
+    long = Generation("x" * 40, 2.0, MIN_TOKENS_FOR_SPEED * 4).summary()
+    assert long == f"{MIN_TOKENS_FOR_SPEED * 4} tokens in 2.0 s · {MIN_TOKENS_FOR_SPEED * 2:.1f} tok/s"
+
+
+def test_long_names_are_cut_in_the_middle():
+    from workbench.results import shorten
+
+    name = "20261201-135300-lora+qlora-r8-all-linear"
+    short = shorten(name, 28)
+    assert len(short) == 28 and short.startswith("20261201-1353") and short.endswith("all-linear") and "…" in short
+    assert shorten("short", 28) == "short"
+
+
+def test_the_loss_axis_reads_plain_numbers():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from workbench import plots
+    from workbench.events import MetricEvent
+
+    for start, factor in ((5.0, 0.7), (3.0, 1.02)):  # several decades, and less than one
+        events = [MetricEvent("lora", i, 20, start * factor**i, 1e-3, 1.0, 1, 1, 1.0) for i in range(1, 21)]
+        fig = plots.loss_figure(events)
+        FigureCanvasAgg(fig).draw()
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)] if t.get_text()]
+        assert labels and all(re.fullmatch(r"[0-9.]+", text) for text in labels), labels
+
+
+def test_best_and_worst_examples_by_loss():
+    from workbench.results import best_and_worst
+
+    preds = [{"prompt": str(i), "loss": loss} for i, loss in enumerate([0.5, 0.1, 2.0, 0.3, 1.0])]
+    best, worst = best_and_worst(preds, n=2)
+    assert [p["prompt"] for p in best] == ["1", "3"] and [p["prompt"] for p in worst] == ["2", "4"]
+    assert best_and_worst([{"prompt": "x"}]) == ([], [])  # runs from before per-example losses
+
+
+def test_a_runs_metrics_and_settings_read_back(tmp_path):
+    from workbench.config import preset_config
+    from workbench.events import MetricEvent
+    from workbench.files import write_json
+    from workbench.results import CompareResult
+
+    events = [MetricEvent("lora", i, 3, 1.0 / i, 1e-3, 100.0, 2**20 * i, 2**21, 0.5 * i) for i in (1, 2, 3)]
+    folders = []
+    for rank in (4, 8):
+        out = tmp_path / f"r{rank}"
+        sink = runs.MetricsCSV(out / "metrics.csv")
+        for e in events:
+            sink(e)
+        sink.close()
+        cfg = preset_config("cpu-demo", {"lora": {"rank": rank}})
+        result = CompareResult(config=cfg.to_dict(), device="cpu", device_type="cpu", model_path="m", task="t")
+        write_json(out / "results.json", result.to_json())
+        folders.append(runs.Run(out))
+    assert folders[0].metrics() == events
+    diff = runs.settings_table(folders, only_differences=True)
+    assert list(diff.index) == ["lora.rank"] and list(diff.loc["lora.rank"]) == [4, 8]
+    assert len(runs.settings_table(folders)) > 10

@@ -374,6 +374,7 @@ def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch
     result = gen.evaluate(load_tiny(16), tiny_tokenizer, examples, seq_len=32, batch_size=3)
     assert [p["correct"] for p in result.predictions] == [True, False, True, True]
     assert result.accuracy == pytest.approx(0.75)
+    assert result.predictions[1].pop("loss") > 0  # each example's own answer loss
     assert result.predictions[1] == {
         "prompt": "Review: awful",
         "answer": "negative",
@@ -399,3 +400,36 @@ def test_one_forward_scores_and_answers_as_generate_does(load_tiny, tiny_tokeniz
         assert fused.eval_loss == pytest.approx(plain.eval_loss, rel=1e-5)
         assert [p["prediction"] for p in fused.predictions] == [p["prediction"] for p in plain.predictions]
         assert fused.accuracy == plain.accuracy
+        assert [p["loss"] for p in fused.predictions] == pytest.approx([p["loss"] for p in plain.predictions], rel=1e-5)
+
+
+def test_each_example_gets_its_own_loss(load_tiny, tiny_tokenizer, tiny_task):
+    """The per-example losses (for the best and worst held-out examples) are each example's answer loss alone,
+    whatever batch it was scored in."""
+    model = load_tiny(16)
+    together = gen.evaluate(model, tiny_tokenizer, tiny_task[:5], seq_len=32, batch_size=5).predictions
+    for example, scored in zip(tiny_task[:5], together):
+        alone = gen.evaluate(model, tiny_tokenizer, [example], seq_len=32)
+        assert scored["loss"] == pytest.approx(alone.eval_loss, rel=1e-5)
+    assert len({round(p["loss"], 6) for p in together}) > 1
+
+
+def test_forgetting_is_the_adapters_general_text_loss_over_its_bases(load_tiny, tiny_tokenizer):
+    """Forgetting: the loss on the shipped general text with the adapter, minus the same model's with it off.
+    A fresh adapter (B = 0) changes nothing, so it forgets nothing; a trained-looking one moves it."""
+    from workbench.data import encode, general_text
+
+    rows = encode(tiny_tokenizer, general_text(), 32)
+    assert len(rows) > 3  # the shipped text is cut into several blocks
+    model = models.attach_lora(load_tiny(16), LoraSettings(rank=4), 16)
+    base_loss, none = gen.general_losses(model, tiny_tokenizer, rows, base=True)
+    assert none is None and base_loss > 0
+    loss, forgetting = gen.general_losses(model, tiny_tokenizer, rows, base=False)
+    assert loss == pytest.approx(base_loss) and forgetting == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    loss, forgetting = gen.general_losses(model, tiny_tokenizer, rows, base=False)
+    assert forgetting == pytest.approx(loss - base_loss) and abs(forgetting) > 1e-3
+    assert gen.general_losses(model, tiny_tokenizer, None, base=False) == (None, None)

@@ -16,6 +16,7 @@ from workbench import runs
 from workbench.config import LoraSettings, QuantSettings, TrainSettings, help_for, preset_config
 from workbench.estimator import estimate
 from workbench.ui import AdapterPanel, AppState, ComparePanel, ResultsPanel, SetupPanel, TrainPanel, Workbench
+from workbench.ui import compare as compare_ui
 from workbench.ui import train as train_ui
 from workbench.ui.state import model_layout
 
@@ -240,17 +241,46 @@ def test_preview_shows_templated_examples(app):
 
 def test_training_updates_progress_and_plots_while_it_runs(app, monkeypatch):
     monkeypatch.setattr(train_ui, "REDRAW_SECONDS", 0.0)
-    seen = []
+    monkeypatch.setattr(train_ui, "REDRAW_SHARE", float("inf"))  # redraw after every step
+    seen, lines = [], []
     app.train.loss_image.observe(lambda ch: seen.append(app.state.jobs.busy), "value")
+    app.train.progress_text.observe(lambda ch: lines.append(ch["new"]), "value")
     app.train.start_button.click()
     assert app.train.start_button.disabled and not app.train.stop_button.disabled
     assert app.wait(120)
     t = app.train
     assert t.error.value == "", t.error.value
     assert [e.variant for e in t.events] == ["lora"] * 6 + ["qlora"] * 6
-    assert t.progress.value == t.progress.max == 12 and t.progress.bar_style == "success"
-    assert "step 12/12" in t.progress_text.value and "ETA 0:00" in t.progress_text.value
+    # every phase moved the bar, with its count, in the run's order: 2 loads, base 2 phases, 3 per adapter
+    phases = [re.match(r"\[(\d+)/(\d+)\] (\w+) ([^:]+):", line) for line in lines]
+    order = list(dict.fromkeys((m.group(1), m.group(3)) for m in phases if m))
+    assert order == [
+        ("1", "loading"),
+        ("2", "evaluating"),
+        ("3", "answering"),
+        ("4", "training"),
+        ("5", "evaluating"),
+        ("6", "answering"),
+        ("7", "loading"),
+        ("8", "training"),
+        ("9", "evaluating"),
+        ("10", "answering"),
+    ]
+    assert all(m.group(2) == "10" for m in phases if m)
+    # the base's evaluation counts its examples from 0 (tiny.jsonl holds 3 out: one batch, so no ETA to give)
+    assert any("evaluating base: 0 of 3 examples" in line for line in lines)
+    assert any("evaluating base: 3 of 3 examples" in line for line in lines)
+    assert any(re.search(r"training lora: 3 of 6 steps .*ETA .*loss", line) for line in lines)
+    assert any("answering qlora: 3 of 3 prompts" in line for line in lines)
+    assert any("evaluating lora: 3 of 3 examples" in line for line in lines)  # tiny.jsonl holds 3 out
+    # the end: done, with the whole run's time (not the last step's), and no ETA left over
+    assert t.progress.bar_style == "success" and t.progress.value == t.progress.max
+    end = re.fullmatch(r"done · (\d+):(\d\d) elapsed", t.progress_text.value)
+    assert end, t.progress_text.value
+    assert int(end.group(1)) * 60 + int(end.group(2)) >= round(t.events[-1].elapsed_s)
     assert sum(seen) >= 12  # redrawn during training, once per step here, not only at the end
+    # the run folder in one form, the absolute path the header shows for the runs folder
+    assert t.run_dir.is_absolute() and str(t.run_dir) in t.status.value and "../" not in t.status.value
     assert set(t.estimates) == {"base", "lora", "qlora"} and all(v > 0 for v in t.estimates.values())
     run = t.run_dir
     res = runs.load_results(run)
@@ -279,6 +309,7 @@ def test_live_memory_plot_names_what_the_device_measures_on_auto(app, monkeypatc
         return FakeCuda(cpu.device, cpu.dtype) if requested == "auto" else real_pick(requested, dtype)
 
     monkeypatch.setattr(models, "pick_device", pick)
+    assert app.train  # built (with its empty axes) before the plots are watched: only the run's count
     labels = []
     real_figure = plots.live_memory_figure
 
@@ -289,6 +320,7 @@ def test_live_memory_plot_names_what_the_device_measures_on_auto(app, monkeypatc
 
     monkeypatch.setattr(plots, "live_memory_figure", watched)
     monkeypatch.setattr(train_ui, "REDRAW_SECONDS", 0.0)
+    monkeypatch.setattr(train_ui, "REDRAW_SHARE", float("inf"))  # redraw after every step
     app.state.update("model", device="auto")
     app.state.update("train", steps=2)
     app.state.update(variants=["lora"])
@@ -321,6 +353,9 @@ def test_stop_ends_within_a_step_and_keeps_what_was_trained(app):
     t = app.train
     assert len(t.events) <= at_stop + 1  # the step running at the click finishes, no more
     assert t.progress.bar_style == "warning" and "stopped" in t.status.value
+    line = t.progress_text.value  # the state, not a stale ETA: what was done of what was asked
+    assert line.startswith("stopped · ") and "ETA" not in line, line
+    assert f"lora {len(t.events)} of 400 steps" in line and "qlora not run" in line
     run = t.run_dir
     assert (run / "adapters" / "lora" / "adapter_config.json").is_file()
     with open(run / "metrics.csv", newline="") as f:
@@ -329,6 +364,9 @@ def test_stop_ends_within_a_step_and_keeps_what_was_trained(app):
     assert rows["lora"]["status"] == "stopped" and rows["lora"]["steps_done"] == len(t.events)
     assert "qlora" not in rows  # never started
     assert app.state.last_run == run  # the stopped run is what Compare now answers with
+    shown = app.results.frame()
+    lora = shown[shown["variant"] == "lora"].iloc[0]
+    assert lora["steps"] == f"{len(t.events)} of 400" and lora["status"] == "stopped (qlora not run)"
 
 
 def test_an_error_in_training_is_shown_not_lost(app, tmp_path):
@@ -353,8 +391,47 @@ def test_generate_before_any_run_answers_with_base_and_says_what_to_do(app, monk
     assert app.compare.generate() is None
     assert app.wait(60)
     cols = app.compare.columns
-    assert cols["base"].answer != "" and "tok/s" in cols["base"].stats.value
+    assert cols["base"].answer != "" and re.search(r"\d+ tokens? in", cols["base"].stats.value)
+    assert "tok/s" not in cols["base"].stats.value  # 4 tokens: too short an answer to quote a speed
     assert cols["lora"].answer == "" and "train one first" in cols["lora"].stats.value
+    # before any run the picker shows its one choice selected, and says what answers
+    assert app.compare.run.value == compare_ui.BASE_ONLY and app.compare.run.label == compare_ui.NO_RUN
+
+
+def test_the_run_picker_shows_what_answers_after_a_restart(trained):
+    """A new kernel (a new Workbench on the same runs folder) answers with the newest run, and shows it."""
+    again = Workbench(trained.state.config, runs_dir=trained.state.runs_dir)
+    c = again.compare
+    assert c.run.value is not None and c.run.value == again.state.last_run
+    assert again.state.last_run.resolve() == trained.state.last_run.resolve()
+    assert c.run.label and c.run.label != compare_ui.NO_RUN
+    c.run.value = compare_ui.BASE_ONLY  # chosen on purpose: shown as chosen, and base alone answers
+    assert again.state.last_run is None and c.run.label == compare_ui.NO_RUN_CHOSEN
+    assert c.run.value == compare_ui.BASE_ONLY
+
+
+def test_the_prompt_template_is_shown_and_wraps_a_free_form_prompt(app):
+    c = app.compare
+    assert "Review: {text}" in c.template.value and not c.wrap_button.disabled
+    c.prompt.value = "superb"
+    c.wrap_button.click()
+    assert c.prompt.value == "Review: superb"
+    c.wrap_button.click()  # already in the template: left alone
+    assert c.prompt.value == "Review: superb"
+
+
+def test_the_train_tab_shows_empty_axes_before_the_first_run(app):
+    for img in (app.train.loss_image, app.train.memory_image):
+        assert bytes(img.value).startswith(b"\x89PNG")
+
+
+def test_the_model_box_fits_the_default_name(app):
+    from workbench.config import DEFAULT_MODEL
+    from workbench.ui.common import STYLE
+
+    label = int(STYLE["description_width"].removesuffix("px"))
+    # 8 px a character is the upper end of JupyterLab's 13 px UI font; 24 px for the box's padding
+    assert int(app.setup.model.layout.width.removesuffix("px")) >= label + 8 * len(DEFAULT_MODEL) + 24
 
 
 def test_generate_streams_three_answers_side_by_side(trained, monkeypatch):
@@ -371,13 +448,15 @@ def test_generate_streams_three_answers_side_by_side(trained, monkeypatch):
     for v in ("base", "lora", "qlora"):
         col = c.columns[v]
         assert col.answer.strip(), v
-        assert "tok/s" in col.stats.value and re.search(r"\d+ tokens? in", col.stats.value)
+        assert re.search(r"\d+ tokens? in", col.stats.value)
     # streamed: each column's text was redrawn once per new token, not only once at the end
     for v in ("base", "lora", "qlora"):
         tokens = int(re.search(r"(\d+) tokens? in", c.columns[v].stats.value).group(1))
         assert updates.get(v, 0) >= tokens >= 1, (v, updates, tokens)
     assert updates["base"] >= 3
     assert [type(ch).__name__ for ch in c.answers_box.children] == ["AnswerColumn"] * 3
+    # QLoRA's slower answers on a CPU say why, beside them; the other columns carry no such note
+    assert "dequantizes" in c.columns["qlora"].stats.value and "dequantizes" not in c.columns["lora"].stats.value
 
 
 def test_generate_is_repeatable_with_a_seed(trained):
@@ -407,7 +486,14 @@ def test_evaluate_ticks_each_example_and_scores_each_variant(trained):
         assert f"{e['accuracy']:.1%}" in c.eval_summary.value
     n = len(c.evaluation["base"]["predictions"])
     assert c.eval_table.value.count("<tr>") == n + 1
-    assert c.eval_table.value.count("✓") + c.eval_table.value.count("✗") == 3 * n
+    assert c.eval_table.value.count(">✓") + c.eval_table.value.count(">✗") == 3 * n  # a mark per cell
+    assert "overflow:auto" in c.eval_table.value and "white-space:nowrap" in c.eval_table.value
+    # beside the table, each variant's worst and best held-out examples by answer loss
+    for v in ("base", "lora", "qlora"):
+        assert f"<b>{v}</b>" in c.extremes.value
+    assert c.extremes.value.count(">worst<") == c.extremes.value.count(">best<") == 3 * min(n, 3)
+    assert c.progress_text.value.startswith("[3/3] evaluating qlora: ")  # progress, variant by variant
+    assert f"{n} of {n} examples" in c.progress_text.value
 
 
 # ---------------------------------------------------------------------------- results
@@ -426,10 +512,28 @@ def test_results_show_every_run_on_disk_with_chart_and_export(trained, tiny_mode
     df = panel.frame()
     assert len(df) == len(panel.rows) >= 4 and {"accuracy %", "peak MiB", "rank", "targets"} <= set(df.columns)
     assert "<table" in panel.table.value and "earlier" in panel.table.value
+    # long run names shortened to one line, the whole name on hover
+    long_name = trained.state.last_run.name
+    assert len(long_name) > 28 and f"title='{long_name}'" in panel.table.value
+    assert f">{long_name}<" not in panel.table.value and "white-space:nowrap" in panel.table.value
+    assert panel.chart.layout.max_width == "100%"
     assert bytes(panel.chart.value).startswith(b"\x89PNG")
     chart = panel.chart.value
     panel.memory_kind.value = "weight_bytes"
     assert panel.chart.value != chart
+    # any score against any cost
+    for score in ("eval_loss", "forgetting"):
+        panel.score_kind.value = score
+        assert bytes(panel.chart.value).startswith(b"\x89PNG")
+    # runs side by side: their curves on one plot, and the settings that differ
+    this = trained.state.last_run.name
+    assert set(panel.pick_runs.options) >= {this, str(Path("sweep") / "earlier")}
+    panel.pick_runs.value = (this, str(Path("sweep") / "earlier"))
+    assert bytes(panel.overlay_loss.value).startswith(b"\x89PNG") and panel.overlay_memory.layout.display is None
+    assert "train.steps" in panel.settings.value and "variants" in panel.settings.value
+    assert "lora.rank" not in panel.settings.value  # the same in both: left out
+    panel.only_differences.value = False
+    assert "lora.rank" in panel.settings.value
     path = panel.export()
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -456,9 +560,68 @@ def test_panels_can_be_shown_alone_and_the_app_has_its_tabs(app):
         "Setup",
         "Adapter & quantization",
         "Train",
+        "Sweep",
         "Compare",
         "Results",
         "LoRA explained",
         "Quantization explained",
     ]
     assert json.dumps(app.config.to_dict())  # the settings stay plain data
+
+
+# ---------------------------------------------------------------------------- sweep
+
+
+def test_the_sweep_tab_plans_runs_and_charts_a_grid(app):
+    s = app.sweep
+    for boxes, keep in ((s.ranks, {2, 4}), (s.targets, {"q_proj,v_proj"}), (s.bits, {16, 4})):
+        for value, box in boxes.items():
+            box.value = value in keep
+    assert "4 points: 0 already on disk, 4 to train" in s.plan_info.value
+    assert s.plan_table.value.count("<tr>") == 5 and "4bit-nf4-r4-q_proj+v_proj" in s.plan_table.value
+    s.bits[16].value = s.bits[4].value = s.bits[8].value = False  # nothing to sweep: said, and Start is off
+    assert "bits" in s.plan_info.value and s.start_button.disabled
+    s.bits[16].value = s.bits[4].value = True
+    app.state.update("train", steps=2)
+    assert s.start() is None
+    assert s.wait(180)
+    assert [p.status for p in s.points] == ["trained"] * 4, s.status.value
+    assert s.table.value.count("</tr>") == 5 and bytes(s.chart.value).startswith(b"\x89PNG")
+    assert s.progress_text.value.startswith("done · ") and "4 trained" in s.progress_text.value
+    assert "frontier" in s.status.value and s.frontier()
+    assert {r.run.split("/")[-1] for r in app.results.rows} >= {p.label for p in s.points}  # Results has them
+    assert "4 already on disk, 0 to train" in s.plan_info.value  # the same grid again: nothing to train
+    s.start()
+    assert s.wait(60) and [p.status for p in s.points] == ["loaded"] * 4
+
+
+def test_live_plots_take_at_most_a_small_share_of_the_training_time(app):
+    """A redraw runs between steps in the training thread: after one that took 1 s the next waits 1 s /
+    REDRAW_SHARE, except the last step of a variant, which is always drawn."""
+    from workbench.events import MetricEvent
+
+    t = app.train
+    t.redraw()
+    t._draw_cost, t._last_draw = 1.0, time.monotonic()
+    before = t.redraws
+    for step in range(1, 10):
+        t._on_event(MetricEvent("lora", step, 10, 1.0, 1e-3, 1.0, 1, 1, float(step)))
+    assert t.redraws == before
+    assert 1.0 / train_ui.REDRAW_SHARE >= 30  # so at most ~3% of the time goes to drawing
+    t._on_event(MetricEvent("lora", 10, 10, 1.0, 1e-3, 1.0, 1, 1, 10.0))
+    assert t.redraws == before + 1
+
+
+def test_continue_trains_the_last_run_on_and_its_curve_goes_on(app):
+    app.state.update("train", steps=3)
+    app.state.update(variants=["lora"])
+    t = app.train
+    assert "No run to continue" in (t.continue_last() or "") + t.status.value
+    assert t.start() is None and app.wait(60)
+    run = t.run_dir
+    assert "raise Steps above 3" in (t.continue_last() or "")  # nothing more to do at the same Steps
+    app.state.update("train", steps=5)
+    assert t.continue_last() is None and app.wait(60)
+    assert t.error.value == "", t.error.value
+    assert t.run_dir == run and [e.step for e in t.events] == [1, 2, 3, 4, 5]  # one curve, continued
+    assert runs.load_results(run)["variants"][0]["steps_done"] == 5 and "done" in t.progress_text.value

@@ -1,6 +1,9 @@
-"""`workbench compare | estimate | preview | model-path`: the same work as the notebook panels, headless.
+"""`workbench compare | sweep | estimate | preview | model-path`: the same work as the notebook panels, headless.
 
 Input a user can get wrong exits with status 2 and one line that names the field.
+
+Long because: one parser for every command keeps each option defined once, with its help read from the
+config field it sets, and compare and sweep share their run options.
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ def _add_model(p: argparse.ArgumentParser, default=None) -> None:
     )
 
 
-def _add_lora(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rank", type=int, help=help_for(LoraSettings, "rank"))
+def _add_lora(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    if not sweep:  # a sweep chooses these per point
+        p.add_argument("--rank", type=int, help=help_for(LoraSettings, "rank"))
+        p.add_argument("--targets", help=help_for(LoraSettings, "target_modules"))
     p.add_argument("--alpha", type=float, help=help_for(LoraSettings, "alpha"))
     p.add_argument("--dropout", type=float, help=help_for(LoraSettings, "dropout"))
-    p.add_argument("--targets", help=help_for(LoraSettings, "target_modules"))
     p.add_argument("--rslora", action="store_true", default=None, help=help_for(LoraSettings, "use_rslora"))
     p.add_argument("--dora", action="store_true", default=None, help=help_for(LoraSettings, "use_dora"))
 
@@ -57,6 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("compare", help="train and compare base, LoRA and QLoRA on one task")
+    _add_run_options(c, sweep=False)
+    c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters (default runs/latest).")
+    c.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="Continue a stopped or finished run folder up to --steps steps in all (default: the steps it asked "
+        "for), from its saved adapters and optimizer state; the other options are the run's own.",
+    )
+
+    w = sub.add_parser("sweep", help="train one adapter per point of a grid of settings; chart accuracy vs memory")
+    _add_run_options(w, sweep=True)
+    w.add_argument("--ranks", default="2,8,32", help="Comma list of LoRA ranks to try (default 2,8,32).")
+    w.add_argument(
+        "--target-sets",
+        default="q_proj,v_proj;all-linear",
+        help="Target-module sets to try, separated by ';' (default 'q_proj,v_proj;all-linear').",
+    )
+    w.add_argument("--bits", default="16,4", help="Comma list of base bits to try: 16, 8, 4 (default 16,4).")
+    w.add_argument("--quant-types", default="nf4", help="4-bit types to try: nf4, fp4 or nf4,fp4 (default nf4).")
+    w.add_argument(
+        "--double-quant", default="on", help="Double quantization at 4 bits: on, off or on,off (default on)."
+    )
+    w.add_argument("--plan", action="store_true", help="Print the grid, its estimates and its time; train nothing.")
+    w.add_argument("--out", default="runs/sweep", help="Folder for the points' run folders (default runs/sweep).")
+    return _add_other_commands(parser, sub)
+
+
+def _add_run_options(c: argparse.ArgumentParser, sweep: bool) -> None:
+    """The options of one run, shared by compare and sweep (a sweep sets rank, targets and bits per point)."""
     _add_model(c)
     src = c.add_mutually_exclusive_group()
     src.add_argument("--task", help="Built-in task (see data/).")
@@ -74,11 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Skip unusable rows and report how many, instead of stopping at the first.",
     )
-    _add_lora(c)
-    c.add_argument(
-        "--variants",
-        help="Comma list of " + "; ".join(f"{v.name} ({v.help})" for v in VARIANT_TABLE) + ". Default base,lora,qlora.",
-    )
+    _add_lora(c, sweep)
+    if not sweep:
+        c.add_argument(
+            "--variants",
+            help="Comma list of "
+            + "; ".join(f"{v.name} ({v.help})" for v in VARIANT_TABLE)
+            + ". Default base,lora,qlora.",
+        )
     c.add_argument("--steps", type=int, help=help_for(TrainSettings, "steps"))
     _add_train_shape(c)
     c.add_argument("--lr", type=float, help=help_for(TrainSettings, "lr"))
@@ -92,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=help_for(TrainSettings, "gradient_checkpointing"),
     )
-    c.add_argument("--quant-type", choices=["nf4", "fp4"], help=help_for(QuantSettings, "quant_type"))
-    c.add_argument("--no-double-quant", action="store_true", default=None, help="Turn double quantization off.")
+    if not sweep:
+        c.add_argument("--quant-type", choices=["nf4", "fp4"], help=help_for(QuantSettings, "quant_type"))
+        c.add_argument("--no-double-quant", action="store_true", default=None, help="Turn double quantization off.")
     c.add_argument(
         "--compute-dtype",
         choices=["auto", "float32", "bfloat16", "float16"],
@@ -101,9 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto (default), cpu, cuda or mps.")
     c.add_argument("--dtype", choices=list(DTYPES), help=help_for(ModelSettings, "dtype"))
-    c.add_argument("--preset", help="Start from a preset (cpu-demo); explicit options override its values.")
-    c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters (default runs/latest).")
+    c.add_argument(
+        "--preset", help="Start from a preset (cpu-demo, quickstart); explicit options override its values."
+    )
 
+
+def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="print the memory breakdown of a variant without loading weights")
     e.add_argument(
         "--model",
@@ -157,15 +197,17 @@ def _overrides(a: argparse.Namespace) -> dict:
     o: dict = {
         "model": pick(name=a.model, device=a.device, dtype=a.dtype),
         "lora": pick(
-            rank=a.rank,
+            rank=getattr(a, "rank", None),
             alpha=a.alpha,
             dropout=a.dropout,
-            target_modules=a.targets,
+            target_modules=getattr(a, "targets", None),
             use_rslora=a.rslora,
             use_dora=a.dora,
         ),
         "quant": pick(
-            quant_type=a.quant_type, double_quant=False if a.no_double_quant else None, compute_dtype=a.compute_dtype
+            quant_type=getattr(a, "quant_type", None),
+            double_quant=False if getattr(a, "no_double_quant", None) else None,
+            compute_dtype=a.compute_dtype,
         ),
         "train": pick(
             steps=a.steps,
@@ -179,7 +221,7 @@ def _overrides(a: argparse.Namespace) -> dict:
             gradient_checkpointing=a.gradient_checkpointing,
         ),
     }
-    if a.variants is not None:
+    if getattr(a, "variants", None) is not None:
         o["variants"] = a.variants
     for key in ("eval_data", "eval_fraction", "columns", "skip_bad_rows"):
         if getattr(a, key) is not None:
@@ -192,11 +234,13 @@ def _overrides(a: argparse.Namespace) -> dict:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import results_table, run_compare
+    from .compare import continue_run, results_table, run_compare
     from .config import preset_config
-    from .events import progress_sink
+    from .events import ProgressBars
 
-    cfg = preset_config(a.preset, _overrides(a))
+    if a.resume:
+        a.out = a.resume
+    cfg = None if a.resume else preset_config(a.preset, _overrides(a))
     stop = threading.Event()
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save; second: abort
@@ -206,16 +250,18 @@ def cmd_compare(a: argparse.Namespace) -> int:
         stop.set()
 
     old = signal.signal(signal.SIGINT, on_sigint)
+    bars = ProgressBars()
+    watch = {
+        "sinks": [bars.metric],
+        "on_progress": bars,
+        "stop": stop,
+        "on_status": lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True),
+    }
     try:
-        result = run_compare(
-            cfg,
-            a.out,
-            sinks=[progress_sink()],
-            stop=stop,
-            on_status=lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True),
-        )
+        result = continue_run(a.resume, a.steps, **watch) if a.resume else run_compare(cfg, a.out, **watch)
     finally:
         signal.signal(signal.SIGINT, old)
+        bars.close()
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -223,6 +269,70 @@ def cmd_compare(a: argparse.Namespace) -> int:
     allocator = f"; allocator: {result.allocator}" if result.allocator else ""
     print(f"\ndevice: {result.device}{allocator}; model: {result.model_path}")
     print(f"wrote {Path(a.out).resolve()}" + (" (stopped early)" if result.stopped else ""))
+    return 0
+
+
+def _listed(option: str, text: str, kind=str, sep: str = ",") -> list:
+    values = [v.strip() for v in text.split(sep) if v.strip()]
+    try:
+        return [kind(v) for v in values]
+    except ValueError:
+        raise ValueError(f"{option}: {text!r} is not a {sep!r}-separated list of {kind.__name__} values") from None
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from .config import preset_config
+    from .events import ProgressBars
+    from .sweep import SweepGrid, plan, run_sweep, sweep_frame, write_sweep
+
+    switches = {"on": True, "off": False}
+    bad = [v for v in _listed("--double-quant", a.double_quant) if v not in switches]
+    if bad:
+        raise ValueError(f"--double-quant: {bad[0]!r} is not on or off")
+    grid = SweepGrid(
+        ranks=_listed("--ranks", a.ranks, int),
+        targets=_listed("--target-sets", a.target_sets, sep=";"),
+        bits=_listed("--bits", a.bits, int),
+        quant_types=_listed("--quant-types", a.quant_types),
+        double_quants=[switches[v] for v in _listed("--double-quant", a.double_quant)],
+    )
+    sweep = plan(grid, preset_config(a.preset, _overrides(a)), a.out, runs_root=Path(a.out).parent)
+    print(sweep.describe())
+    for p in sweep.points:
+        how = "on disk" if p.cached else f"~{p.estimated_seconds:.0f} s"
+        print(f"  {p.point.label:<32} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB  {how}")
+    if a.plan:
+        return 0
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish this point's step, keep what is done; second: abort
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping the sweep after this point (Ctrl-C again to abort)...", file=sys.stderr)
+        stop.set()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    bars = ProgressBars()
+    try:
+        points = run_sweep(
+            sweep,
+            stop=stop,
+            on_progress=bars,
+            sinks=[bars.metric],
+            on_status=lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True),
+        )
+    finally:
+        signal.signal(signal.SIGINT, old)
+        bars.close()
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(sweep_frame(points).to_string(index=False))
+    written = write_sweep(a.out, points)
+    print(
+        f"wrote {Path(a.out).resolve()} ({', '.join(p.name for p in written)})"
+        + (" (stopped early)" if stop.is_set() else "")
+    )
     return 0
 
 
@@ -313,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "compare": cmd_compare,
+            "sweep": cmd_sweep,
             "estimate": cmd_estimate,
             "preview": cmd_preview,
             "model-path": cmd_model_path,

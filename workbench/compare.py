@@ -1,5 +1,8 @@
 """Compare base, LoRA and QLoRA on one task: train, evaluate, generate, write a run folder.
 
+Long because: the phases of one comparison, the loop that runs them and its continuation (continue_run)
+share one Setup and one run folder, and read best side by side.
+
 A recipe in phases, the way torchtune splits its recipes into setup, train and cleanup:
 - `setup` reads the task (first: a mistake in the data should not wait for a model), picks the
   device, finds the model and encodes each split once;
@@ -20,15 +23,15 @@ from pathlib import Path
 
 from . import allocator, memory, models
 from .config import VARIANTS, RunConfig
-from .data import Encoded, Example, Task, TextSource, encode, task_for
+from .data import Encoded, Example, Task, TextSource, encode, general_text, task_for
 from .estimator import EstimateShapes, variant_estimate
-from .events import Sink
-from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
+from .events import ProgressSink, Sink, Stages
+from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, general_losses, generate
 from .layout import ModelLayout
 from .resolve import resolve_model
 from .results import CompareResult, VariantResult, results_frame
 from .runs import MetricsCSV, Run, save_adapter, write_run
-from .train import TrainResult, seed_everything, train
+from .train import TrainResult, TrainState, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,16 @@ class VariantStart:
     bits: int
     estimated_peak_bytes: int
     device_type: str
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def planned_stages(cfg: RunConfig) -> int:
+    """How many phases run_compare goes through: per base precision a load; base: evaluate and answer;
+    each trained variant: train, evaluate and answer."""
+    loads = len({VARIANTS[n].bits for n in cfg.variants})
+    return loads + sum(3 if VARIANTS[n].trained else 2 for n in cfg.variants)
 
 
 # --------------------------------------------------------------------------- setup
@@ -61,6 +74,7 @@ class Setup:
     eval_rows: Encoded
     decode: DecodeSettings
     notes: list[str]
+    general_rows: Encoded | None = None  # the general text forgetting is measured on (None: not shipped)
 
     @property
     def shapes(self) -> EstimateShapes:
@@ -110,6 +124,13 @@ def setup(
     train_rows = encode(tokenizer, task.train, cfg.train.seq_len)
     eval_rows = encode(tokenizer, eval_set, cfg.train.seq_len)
     layout = ModelLayout(AutoConfig.from_pretrained(str(path)))
+    if any(VARIANTS[n].trained for n in cfg.variants):  # before any weights load, not after
+        layout.check_targets(cfg.lora.target_modules)
+        layout.check_rank(cfg.lora.rank)
+    try:
+        general_rows = encode(tokenizer, general_text(), cfg.train.seq_len)
+    except OSError:  # a data folder of one's own (WORKBENCH_DATA) without data/general: no forgetting score
+        general_rows = None
     return Setup(
         cfg,
         task,
@@ -122,6 +143,7 @@ def setup(
         eval_rows,
         decode,
         task.notes + train_rows.length_messages(),
+        general_rows,
     )
 
 
@@ -138,28 +160,54 @@ class VariantRun:
     trained: TrainResult | None = None
 
 
-def load_group(s: Setup, bits: int, names: list[str], status: Callable[[str], None] = log.info):
-    """The base at `bits` bits, with a LoRA adapter attached (seeded) when one of `names` trains."""
+def load_group(
+    s: Setup,
+    bits: int,
+    names: list[str],
+    status: Callable[[str], None] = log.info,
+    stages: Stages | None = None,
+    adapter_from: Path | None = None,
+):
+    """The base at `bits` bits, with a LoRA adapter attached (seeded) when one of `names` trains; with
+    `adapter_from`, the adapter gets that saved adapter's weights (to continue training it)."""
     status(f"loading {s.path.name} at {bits} bits on {s.choice.describe()}")
+    tell = (stages or Stages()).begin("load", f"the {bits}-bit base", 1, "models")
     model, _ = models.load_model(
         s.path, bits=bits, quant=s.cfg.quant, device=s.cfg.model.device, dtype=s.cfg.model.dtype
     )
     if any(VARIANTS[n].trained for n in names):
         seed_everything(s.cfg.train.seed)  # LoRA's random init too: same seed, same losses
         model = models.attach_lora(model, s.cfg.lora, bits, s.cfg.train.gradient_checkpointing)
+        if adapter_from is not None:
+            from peft import load_peft_weights, set_peft_model_state_dict
+
+            set_peft_model_state_dict(model, load_peft_weights(str(adapter_from)))
+    tell(1)
     return model
 
 
-def _answers(s: Setup, model, base: bool) -> dict[str, Generation]:
+def _answers(s: Setup, model, base: bool, tell: Callable[..., None]) -> dict[str, Generation]:
     # one prompt at a time, so each answer's time and tokens/s are its own
-    return {p: generate(model, s.tokenizer, [p], s.decode, base=base, chat=s.task.chat)[0] for p in s.prompts}
+    out = {}
+    for i, p in enumerate(s.prompts, 1):
+        out[p] = generate(model, s.tokenizer, [p], s.decode, base=base, chat=s.task.chat)[0]
+        tell(i)
+    return out
 
 
 def _base_dtype(s: Setup, bits: int) -> str:
     return {16: s.choice.dtype_name, 8: "int8"}.get(bits, s.cfg.quant.quant_type)
 
 
-def _result(s: Setup, name: str, model, peak: int, tr: TrainResult | None, ev: EvalResult | None) -> VariantResult:
+def _result(
+    s: Setup,
+    name: str,
+    model,
+    peak: int,
+    tr: TrainResult | None,
+    ev: EvalResult | None,
+    general: tuple[float | None, float | None] = (None, None),
+) -> VariantResult:
     trainable, total = models.parameter_counts(model)
     trained = tr is not None
     return VariantResult(
@@ -181,6 +229,8 @@ def _result(s: Setup, name: str, model, peak: int, tr: TrainResult | None, ev: E
         accuracy=ev.accuracy if ev else None,
         steps_done=tr.steps_done if tr else None,
         status="stopped" if (tr and tr.stopped) else "done",
+        general_loss=general[0],
+        forgetting=general[1],
     )
 
 
@@ -193,14 +243,36 @@ def train_variant(
     sinks: Iterable[Sink] = (),
     stop: threading.Event | None = None,
     status: Callable[[str], None] = log.info,
+    stages: Stages | None = None,
+    resume: TrainState | None = None,
 ) -> TrainResult:
-    """Train the attached adapter on the encoded training split."""
-    status(f"training {name} ({s.cfg.train.steps} steps)")
-    return train(model, s.tokenizer, s.train_rows, s.cfg.train, variant=name, sinks=sinks, stop=stop, monitor=monitor)
+    """Train the attached adapter on the encoded training split (from a saved state, when given)."""
+    first = resume.step if resume else 0
+    status(f"training {name} ({s.cfg.train.steps} steps{f', from step {first}' if first else ''})")
+    tell = (stages or Stages()).begin("train", name, s.cfg.train.steps, "steps")
+    if first:
+        tell(first)  # a continued run starts where it stopped
+    sinks = [*sinks, lambda e: tell(e.step)]
+    return train(
+        model,
+        s.tokenizer,
+        s.train_rows,
+        s.cfg.train,
+        variant=name,
+        sinks=sinks,
+        stop=stop,
+        monitor=monitor,
+        resume=resume,
+    )
 
 
-def score_variant(s: Setup, model, *, base: bool) -> tuple[EvalResult, dict[str, Generation]]:
+def score_variant(
+    s: Setup, model, *, base: bool, name: str | None = None, stages: Stages | None = None
+) -> tuple[EvalResult, dict[str, Generation]]:
     """Evaluate on the encoded eval split, then answer the sample prompts (adapter off for base)."""
+    stages = stages or Stages()
+    name = name or ("base" if base else "adapter")
+    tell = stages.begin("evaluate", name, len(s.eval_rows.rows), "examples")
     ev = evaluate(
         model,
         s.tokenizer,
@@ -209,15 +281,23 @@ def score_variant(s: Setup, model, *, base: bool) -> tuple[EvalResult, dict[str,
         base=base,
         scoring=s.task.scoring,
         encoded=s.eval_rows,
+        progress=tell,
     )
-    return ev, _answers(s, model, base=base)
+    return ev, _answers(s, model, base, stages.begin("answer", name, len(s.prompts), "prompts"))
 
 
-def run_base(s: Setup, model, monitor: memory.MemoryMonitor, status: Callable[[str], None] = log.info) -> VariantRun:
+def run_base(
+    s: Setup,
+    model,
+    monitor: memory.MemoryMonitor,
+    status: Callable[[str], None] = log.info,
+    stages: Stages | None = None,
+) -> VariantRun:
     """The base variant: the loaded model with its adapter (if any) switched off, evaluated and asked."""
     status("evaluating base (adapter disabled)")
-    ev, answers = score_variant(s, model, base=True)
-    return VariantRun(_result(s, "base", model, monitor.peak(), None, ev), ev.predictions, answers)
+    ev, answers = score_variant(s, model, base=True, name="base", stages=stages)
+    general = general_losses(model, s.tokenizer, s.general_rows, base=True)
+    return VariantRun(_result(s, "base", model, monitor.peak(), None, ev, general), ev.predictions, answers)
 
 
 def run_trained(
@@ -230,17 +310,21 @@ def run_trained(
     stop: threading.Event | None = None,
     adapter_dir: Path | None = None,
     status: Callable[[str], None] = log.info,
+    stages: Stages | None = None,
+    resume: TrainState | None = None,
 ) -> VariantRun:
-    """Train one variant's adapter, save it (when adapter_dir is given), then evaluate and ask it, unless
-    training was stopped."""
-    tr = train_variant(s, model, name, monitor, sinks=sinks, stop=stop, status=status)
+    """Train one variant's adapter, save it with its training state (when adapter_dir is given), then
+    evaluate and ask it, unless training was stopped."""
+    tr = train_variant(s, model, name, monitor, sinks=sinks, stop=stop, status=status, stages=stages, resume=resume)
     if adapter_dir is not None:
-        save_adapter(model, adapter_dir)
-    ev, answers = None, {}
+        save_adapter(model, adapter_dir, tr.state)
+    ev, answers, general = None, {}, (None, None)
     if not tr.stopped:
         status(f"evaluating {name}")
-        ev, answers = score_variant(s, model, base=False)
-    return VariantRun(_result(s, name, model, monitor.peak(), tr, ev), ev.predictions if ev else None, answers, tr)
+        ev, answers = score_variant(s, model, base=False, name=name, stages=stages)
+        general = general_losses(model, s.tokenizer, s.general_rows, base=False)
+    result = _result(s, name, model, monitor.peak(), tr, ev, general)
+    return VariantRun(result, ev.predictions if ev else None, answers, tr)
 
 
 # --------------------------------------------------------------------------- the whole comparison
@@ -256,14 +340,22 @@ def run_compare(
     decode: DecodeSettings | None = None,
     task: Task | None = None,
     on_variant: Callable[[VariantStart], None] | None = None,
+    on_progress: ProgressSink | None = None,
+    resume: bool = False,
 ) -> CompareResult:
     """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
 
     `task` overrides cfg.task/cfg.data with data already loaded (e.g. from a DataFrame via
-    workbench.data.load_data_task). `on_variant(VariantStart)` is called as each variant starts."""
+    workbench.data.load_data_task). `on_variant(VariantStart)` is called as each variant starts;
+    `on_progress(Progress)` as every phase (load, evaluate, train, answer) moves. With `resume`, out_dir is
+    a run to continue (see continue_run): each trained variant saved there picks up its adapter and
+    training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again."""
     run = Run(out_dir)
+    earlier = saved_states(run) if resume else {}
+    kept = kept_metrics(run) if resume else []
     stop = stop or threading.Event()
     status = on_status or log.info
+    stages = Stages(on_progress, planned_stages(cfg))
     s = setup(cfg, task=task, decode=decode, status=status)
     run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
     result = CompareResult(
@@ -278,7 +370,8 @@ def run_compare(
     )
     for note in result.notes:
         status(note)
-    metrics_sink = MetricsCSV(run.path / "metrics.csv")
+    metrics_sink = MetricsCSV(run.path / "metrics.csv", kept)  # a continued run's curve goes on, not over
+    result.metrics.extend(kept)
     all_sinks: list[Sink] = [metrics_sink, result.metrics.append, *sinks]
     predictions: dict[str, list[dict]] = {}
 
@@ -293,16 +386,18 @@ def run_compare(
         for prompt, answer in done.answers.items():
             result.generations.setdefault(prompt, {})[name] = answer
 
+    monitor = None
     try:
         for bits, names in s.groups().items():
             if stop.is_set():
                 break
             memory.release()
             monitor = memory.MemoryMonitor(s.choice.device).start()
-            model = load_group(s, bits, names, status)
+            again = next((n for n in names if earlier.get(n) is not None), None)
+            model = load_group(s, bits, names, status, stages, run.adapter_dir(again) if again else None)
             if "base" in names:
                 started("base")
-                keep("base", run_base(s, model, monitor, status))
+                keep("base", run_base(s, model, monitor, status, stages))
             for name in (n for n in names if VARIANTS[n].trained):
                 started(name)
                 keep(
@@ -316,12 +411,16 @@ def run_compare(
                         stop=stop,
                         adapter_dir=run.adapter_dir(name),
                         status=status,
+                        stages=stages,
+                        resume=earlier.get(name),
                     ),
                 )
             monitor.stop()
             del model
         result.stopped = stop.is_set()
     finally:
+        if monitor is not None:
+            monitor.stop()  # also when a variant failed: a running monitor would keep counting
         metrics_sink.close()
         memory.release()
         if result.variants:
@@ -332,3 +431,34 @@ def run_compare(
 def results_table(result: CompareResult):
     """The printed table: a pandas DataFrame with readable units."""
     return results_frame(result.variants)
+
+
+def saved_states(run: Run) -> dict[str, TrainState]:
+    """The training state saved with each of a run's adapters (the ones a continuation picks up)."""
+    states = {v: run.training_state(v) for v in run.trained_variants()}
+    return {v: st for v, st in states.items() if st is not None}
+
+
+def kept_metrics(run: Run) -> list:
+    """The steps of a run that a continuation keeps: those of the adapters it picks up, up to their state."""
+    states = saved_states(run)
+    return [e for e in run.metrics() if e.variant in states and e.step <= states[e.variant].step]
+
+
+def continue_run(run_dir: str | Path, steps: int | None = None, **kw) -> CompareResult:
+    """Continue a stopped (or finished) run in its own folder up to `steps` steps in all (default: the steps
+    it asked for): its adapters train on from their saved state, variants it never reached run as new.
+    Keyword arguments as run_compare's (sinks, stop, on_status, on_progress, ...)."""
+    run = Run(run_dir)
+    if not run.finished:
+        raise ValueError(f"resume: {run.path} holds no finished run (no results.json); give a run folder")
+    cfg = run.config()
+    saved = saved_states(run)
+    if run.trained_variants() and not saved:
+        raise ValueError(f"resume: {run.path} was saved without its training state (an older run); start a new run")
+    d = cfg.to_dict()
+    d["train"]["steps"] = steps or cfg.train.steps
+    done = max((st.step for st in saved.values()), default=0)
+    if d["train"]["steps"] < done:
+        raise ValueError(f"steps: the run has done {done} steps already; ask for more than that to continue it")
+    return run_compare(RunConfig.from_dict(d), run.path, resume=True, **kw)

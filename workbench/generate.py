@@ -6,12 +6,13 @@ import contextlib
 import inspect
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from .data import IGNORE_INDEX, Encoded, Example, TextSource, collate, encode, exact_match, prompt_text
-from .models import scored_loss, split_head
+from .models import row_sums, scored_loss, split_head
 
 
 def adapter_off(model, off: bool = True):
@@ -34,6 +35,17 @@ class Generation:
     @property
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """Tokens and time, with a speed only where the answer is long enough for one to mean something:
+        a short answer's time is mostly reading the prompt, not generating."""
+        tokens = f"{self.new_tokens} token{'s' if self.new_tokens != 1 else ''} in {self.seconds:.1f} s"
+        if self.new_tokens < MIN_TOKENS_FOR_SPEED:
+            return f"{tokens} (mostly reading the prompt: too short to measure a speed)"
+        return f"{tokens} · {self.tokens_per_second:.1f} tok/s"
+
+
+MIN_TOKENS_FOR_SPEED = 8  # below this, one forward over the prompt dominates the time
 
 
 @dataclass
@@ -133,10 +145,13 @@ def evaluate(
     base: bool = False,
     scoring: str = "exact_match",
     encoded: Encoded | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalResult:
     """Eval loss and perplexity on the answer tokens (every token for plain text), and, when the
     task is scored by exact match, the accuracy of greedy answers. `encoded`: the examples already
-    tokenised at seq_len (data.encode), so a caller that scores several variants encodes them once."""
+    tokenised at seq_len (data.encode), so a caller that scores several variants encodes them once.
+    `progress(done, total, unit)` is called after each batch (unit: what is counted)."""
+    tell = progress or (lambda done, total, unit: None)
     device = _device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
@@ -147,19 +162,25 @@ def evaluate(
     # one forward both scores an answer and primes the cache its greedy answer grows from (transformers'
     # generate would run every prompt through the model again); not where a prompt was cut at seq_len
     fused = answers and split_head(model) is not None and all(p + a <= seq_len for _, p, a in split.lengths)
-    total_loss, total_tokens, texts = 0.0, 0, []
+    total_loss, total_tokens, texts, row_losses = 0.0, 0, [], []
+    unit = "blocks" if isinstance(examples, TextSource) else "examples" if fused or not answers else "examples scored"
+    tell(0, len(rows), unit)
     with adapter_off(model, base):
         for i in range(0, len(rows), batch_size):
             chunk = rows[i : i + batch_size]
             if fused:
-                loss, n, answered = _score_and_answer(model, tokenizer, chunk, device, max_new)
+                rows_loss, counts, answered = _score_and_answer(model, tokenizer, chunk, device, max_new)
                 texts += answered
             else:
                 batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-                loss = scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], reduction="sum")
-                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            total_loss += float(loss)
-            total_tokens += n
+                rows_loss = scored_loss(
+                    model, batch["input_ids"], batch["attention_mask"], batch["labels"], reduction="row"
+                )
+                counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(-1)
+            total_loss += float(rows_loss.sum())  # note: a sync point; the count below is what progress shows
+            total_tokens += int(counts.sum())
+            row_losses += [float(s) / max(int(c), 1) for s, c in zip(rows_loss, counts)]
+            tell(min(i + batch_size, len(rows)), len(rows), unit)
     if total_tokens == 0:  # a loss over nothing would read as a perfect 0.0
         raise ValueError(f"seq_len: {seq_len} tokens cut off the answer of every eval example; raise seq_len")
     mean = total_loss / total_tokens
@@ -168,18 +189,29 @@ def evaluate(
         return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=None)
     if not fused:
         decode = DecodeSettings(max_new_tokens=max_new)
+        tell(0, len(examples), "examples answered")
         for i in range(0, len(examples), batch_size):
             texts += [g.text for g in generate(model, tokenizer, examples[i : i + batch_size], decode, base=base)]
+            tell(min(i + batch_size, len(examples)), len(examples), "examples answered")
     predictions = [
-        {"prompt": ex.prompt, "answer": ex.answer, "prediction": text, "correct": exact_match(text, ex.answer)}
-        for ex, text in zip(examples, texts)
+        {
+            "prompt": ex.prompt,
+            "answer": ex.answer,
+            "prediction": text,
+            "correct": exact_match(text, ex.answer),
+            "loss": loss,  # the mean loss of this example's answer tokens
+        }
+        for ex, text, loss in zip(examples, texts, row_losses)
     ]
     accuracy = sum(p["correct"] for p in predictions) / max(len(predictions), 1)
     return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=accuracy, predictions=predictions)
 
 
-def _score_and_answer(model, tokenizer, rows: list[dict], device, max_new: int) -> tuple[torch.Tensor, int, list[str]]:
-    """(summed answer loss, answer tokens, greedy answers) of a batch of encoded prompt+answer rows.
+def _score_and_answer(
+    model, tokenizer, rows: list[dict], device, max_new: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(each row's summed answer loss, each row's answer tokens, greedy answers) of a batch of encoded
+    prompt+answer rows.
 
     The prompts are left-padded to one length P and the answers follow them, so a single forward gives
     the loss of every answer token and a KV cache whose first P positions are the prompts; cut back to
@@ -209,7 +241,10 @@ def _score_and_answer(model, tokenizer, rows: list[dict], device, max_new: int) 
     hidden = hidden.last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    loss = torch.nn.functional.cross_entropy(head(hidden[:, :-1][keep]).float(), targets[keep], reduction="sum")
+    token_losses = torch.nn.functional.cross_entropy(
+        head(hidden[:, :-1][keep]).float(), targets[keep], reduction="none"
+    )
+    loss = row_sums(token_losses, keep)
     cache.crop(-width_a)  # back to the prompts (a negative count removes that many from the end)
     token = head(hidden[:, width_p - 1]).argmax(-1)
     attn, pos = mask[:, :width_p], positions[:, width_p - 1]
@@ -231,4 +266,21 @@ def _score_and_answer(model, tokenizer, rows: list[dict], device, max_new: int) 
         tokenizer.decode(row[: row.index(eos)] if eos in row else row, skip_special_tokens=True).strip()
         for row in tokens
     ]
-    return loss, int(keep.sum()), texts
+    return loss, keep.sum(-1), texts
+
+
+def general_losses(model, tokenizer, rows: Encoded | None, *, base: bool) -> tuple[float | None, float | None]:
+    """(loss on the general text, forgetting) from its encoded blocks (data.general_text). For an adapter,
+    forgetting is its loss there minus its base's (the same model with the adapter off), as PEFT's method
+    comparison measures what tuning costs a model elsewhere; for the base, (its loss, None)."""
+    if rows is None:
+        return None, None
+    text = TextSource("", "the general text")  # its blocks are encoded already: evaluate scores those
+
+    def loss(off: bool) -> float:
+        return evaluate(model, tokenizer, text, seq_len=rows.seq_len, base=off, encoded=rows).eval_loss
+
+    if base:
+        return loss(True), None
+    on = loss(False)
+    return on, on - loss(True)

@@ -151,6 +151,14 @@ def release_checkpoint_pages(model) -> None:
     model.tie_weights()
 
 
+# what answering at 4 bits on a CPU costs, and why the workbench accepts it (shown beside QLoRA's answers)
+CPU_4BIT_SPEED_NOTE = (
+    "4 bits on a CPU: every token dequantizes the weights in float32 (bitsandbytes' faster repacked bfloat16 "
+    "path is off, because it silently breaks LoRA's gradients), so QLoRA answers about half as fast as the "
+    "16-bit base here; on a GPU the 4-bit kernels are fused"
+)
+
+
 def disable_cpu_repack(model) -> int:
     """Stop bitsandbytes repacking 4-bit weights on CPUs with avx512_bf16.
 
@@ -259,14 +267,28 @@ def scored_loss(model, input_ids, attention_mask, labels, reduction: str = "mean
     On instruction data the loss is on the answer, a few tokens of each example: the head's vocabulary-wide
     matmul over every position (a fifth of a SmolLM2 step's FLOPs) and its float32 logits (three
     vocabulary-sized tensors per token at the backward) are spent on positions no loss reads. The result is
-    the loss transformers computes (mean over the labelled next tokens), from the same logits."""
+    the loss transformers computes (mean over the labelled next tokens), from the same logits.
+    reduction "row": each row's summed loss (a tensor of batch size), for per-example scores."""
     parts = split_head(model)
-    if parts is None:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        return out.loss if reduction == "mean" else out.loss * (labels[:, 1:] != -100).sum()
-    body, head = parts
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
-    logits = head(hidden[:, :-1][keep]).float()
-    return torch.nn.functional.cross_entropy(logits, targets[keep], reduction=reduction)
+    if parts is None:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        if reduction != "row":
+            return out.loss if reduction == "mean" else out.loss * keep.sum()
+        logits = out.logits[:, :-1][keep].float()
+    else:
+        body, head = parts
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = head(hidden[:, :-1][keep]).float()
+    if reduction != "row":
+        return torch.nn.functional.cross_entropy(logits, targets[keep], reduction=reduction)
+    return row_sums(torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none"), keep)
+
+
+def row_sums(token_losses: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per-token losses of the kept positions (row-major, as `x[keep]` orders them) summed per row."""
+    rows = keep.nonzero()[:, 0]
+    return torch.zeros(keep.shape[0], dtype=token_losses.dtype, device=token_losses.device).index_add_(
+        0, rows, token_losses
+    )

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .events import MetricEvent
-from .results import MEMORY_FIELDS, VariantResult
+from .results import MEMORY_FIELDS, VariantResult, pareto_front, shorten
 
 MiB = 1024**2
 COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
+
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (5, 0.02), not 5×10⁰: matplotlib picks which ticks get a label."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+def plain_log_axis(axis) -> None:
+    """A log-scaled axis labelled in plain numbers, on the major ticks and, over a short range, the minor."""
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
 
 
 def memory_axis_label(device_type: str) -> str:
@@ -28,6 +41,7 @@ def loss_figure(metrics: list[MetricEvent]) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("training loss (answer tokens)")
     ax.set_yscale("log")
+    plain_log_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     if metrics:
         ax.legend()
@@ -58,40 +72,71 @@ def memory_figure(results: list[VariantResult], device_type: str = "cpu") -> Fig
     return fig
 
 
+# the chart's axes: field -> (label, scale); for y also whether higher is better
+X_AXES = {**{k: (f"{v} (MiB)", MiB) for k, v in MEMORY_FIELDS.items()}, "train_seconds": ("training time (s)", 1)}
+Y_AXES = {
+    "accuracy": ("accuracy on held-out examples (%)", 100, True),
+    "eval_loss": ("held-out eval loss", 1, False),
+    "perplexity": ("held-out perplexity", 1, False),
+    "forgetting": ("forgetting: general-text loss change", 1, False),
+}
+
+
 def accuracy_memory_figure(
-    results: list[VariantResult], memory_key: str = "peak_memory_bytes", runs: list[str | None] | None = None
+    results: list[VariantResult],
+    memory_key: str = "peak_memory_bytes",
+    runs: list[str | None] | None = None,
+    metric: str | None = None,
 ) -> Figure:
-    """Accuracy against memory, each point numbered and its settings listed beside the chart under the
-    same number (labels written next to crowded points would overprint): up and to the left is better.
-    Tasks scored by perplexity plot that instead (down and to the left is better). `runs` names the run
-    of each result; with more than one run each entry says which."""
+    """A score against a cost, each point numbered and its settings listed beside the chart under the same
+    number (labels written next to crowded points would overprint), with the Pareto frontier drawn: the
+    points no other beats on both. Score (`metric`): accuracy (the default where the task has one; else
+    perplexity), eval loss, perplexity or forgetting; cost (`memory_key`): peak, weight or estimated memory,
+    or training time. `runs` names the run of each result; with more than one run each entry says which."""
     runs = runs or [None] * len(results)
-    metric = "accuracy" if any(r.accuracy is not None for r in results) else "perplexity"
+    metric = metric or ("accuracy" if any(r.accuracy is not None for r in results) else "perplexity")
+    if metric not in Y_AXES or memory_key not in X_AXES:
+        raise ValueError(f"chart: score one of {', '.join(Y_AXES)} against one of {', '.join(X_AXES)}")
+    y_label, y_scale, higher = Y_AXES[metric]
+    x_label, x_scale = X_AXES[memory_key]
     points = [
-        (r, run) for r, run in zip(results, runs) if getattr(r, metric) is not None and r.memory(memory_key) is not None
+        (r, run)
+        for r, run in zip(results, runs)
+        if getattr(r, metric) is not None and getattr(r, memory_key) is not None
     ]
-    points.sort(key=lambda p: p[0].memory(memory_key))
+    points.sort(key=lambda p: getattr(p[0], memory_key))
     fig = Figure(figsize=(9.6, max(4.0, 1.2 + 0.22 * len(points))))
     ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
     several_runs = len({run for _, run in points}) > 1  # then each entry names its run too
-    for i, (r, run) in enumerate(points, 1):
-        x = r.memory(memory_key) / MiB
-        y = r.accuracy * 100 if metric == "accuracy" else r.perplexity
-        where = f"{run}: " if several_runs and run else ""
+    xy = [(getattr(r, memory_key) / x_scale, getattr(r, metric) * y_scale) for r, _ in points]
+    for i, ((r, run), (x, y)) in enumerate(zip(points, xy), 1):
+        where = f"{shorten(run, 30)}: " if several_runs and run else ""
         ax.scatter([x], [y], s=60, color=COLORS.get(r.name, "#333333"), zorder=3, label=f"{i}  {where}{r.label()}")
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    front = pareto_front(xy, higher_is_better=higher)
+    if len(points) > 1 and front:  # the settings no other one beats on both: the trade-off to choose along
+        ax.step(
+            [xy[i][0] for i in front],
+            [xy[i][1] for i in front],
+            where="post",
+            color="#444444",
+            linewidth=1,
+            linestyle="--",
+            zorder=2,
+            label="frontier: " + ", ".join(str(i + 1) for i in front),
+        )
     if points:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False, handletextpad=0.3)
     ax.margins(x=0.12, y=0.08)
-    ax.set_xlabel(f"{MEMORY_FIELDS[memory_key]} (MiB)")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     if metric == "accuracy":
-        ax.set_ylabel("accuracy on held-out examples (%)")
         ax.set_ylim(-5, 105)
-        ax.set_title("Accuracy vs memory (up and left is better)")
-    else:
-        ax.set_ylabel("held-out perplexity")
+    if metric == "perplexity":
         ax.set_yscale("log")
-        ax.set_title("Perplexity vs memory (down and left is better)")
+        plain_log_axis(ax.yaxis)
+    what, cost = y_label.split(":")[0].split(" on ")[0], x_label.split(" (")[0]
+    ax.set_title(f"{what[0].upper() + what[1:]} vs {cost} ({'up' if higher else 'down'} and left is better)")
     ax.grid(alpha=0.3)
     return fig
 
@@ -168,4 +213,32 @@ def live_memory_figure(metrics: list[MetricEvent], estimates: dict[str, int], de
     ax.grid(alpha=0.3)
     if metrics or estimates:
         ax.legend(fontsize=7)
+    return fig
+
+
+def overlay_figure(curves: dict[str, list[MetricEvent]], what: str = "loss") -> Figure:
+    """Several runs' training curves on one plot, one line per run and variant: the loss (log scale) or the
+    peak memory so far (MiB). `curves` maps a run's name to its metrics.csv rows."""
+    if what not in ("loss", "memory"):
+        raise ValueError(f"what must be loss or memory; got {what!r}")
+    fig = Figure(figsize=(7.2, 3.8))
+    ax = fig.subplots()
+    for run, metrics in curves.items():
+        for name in dict.fromkeys(m.variant for m in metrics):
+            pts = [m for m in metrics if m.variant == name]
+            ys = [m.loss for m in pts] if what == "loss" else [m.peak_memory_bytes / MiB for m in pts]
+            ax.plot([m.step for m in pts], ys, label=f"{shorten(run, 30)}: {name}", linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if what == "loss":
+        ax.set_yscale("log")
+        plain_log_axis(ax.yaxis)
+        ax.set_ylabel("training loss")
+        ax.set_title("Training loss, runs side by side")
+    else:
+        ax.set_ylabel("peak memory so far (MiB)")
+        ax.set_title("Memory, runs side by side")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return fig

@@ -38,6 +38,8 @@ class VariantResult:
     steps_done: int | None = None
     status: str = "done"  # or "stopped"
     base_dtype: str | None = None  # what the frozen base is held in: bfloat16, float32, int8, nf4, fp4
+    general_loss: float | None = None  # loss on the shipped general text (data/general) no task trains on
+    forgetting: float | None = None  # general_loss minus its base's (adapter off): what tuning cost elsewhere
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -142,6 +144,8 @@ COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "eval_loss": ("eval loss", _round(4)),
     "perplexity": ("ppl", _round(3)),
     "accuracy": ("accuracy %", lambda v: None if v is None else round(100 * v, 1)),
+    "forgetting": ("forgetting", _round(4)),
+    "general_loss": ("general-text loss", _round(4)),
     "steps_done": ("steps done", lambda v: v),
     "status": ("status", lambda v: v),
 }
@@ -160,6 +164,7 @@ SUMMARY_FIELDS = [
     "eval_loss",
     "perplexity",
     "accuracy",
+    "forgetting",
 ]
 
 
@@ -180,3 +185,33 @@ def results_frame(results: list[VariantResult], names: list[str] | None = None):
     return pd.DataFrame([readable(r, names) for r in results], columns=[COLUMNS[n][0] for n in names]).set_index(
         COLUMNS["name"][0]
     )
+
+
+def shorten(text: str, width: int = 32) -> str:
+    """Long names (a run folder's) cut in the middle to `width` characters, so the start (when) and the end
+    (what) both show: tables and legends give the whole name on hover or in a list beside them."""
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2 :]
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[int]:
+    """Indices of the points no other point beats: none with less (or equal) cost and a better (or equal)
+    score, one of them strictly. Cost is x (memory, time), the score y (accuracy; or loss with
+    higher_is_better=False). Sorted by cost: the frontier a chart draws as a line."""
+    sign = 1 if higher_is_better else -1
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -sign * points[i][1]))
+    front, best = [], None
+    for i in order:
+        score = sign * points[i][1]
+        if best is None or score > best:
+            front.append(i)
+            best = score
+    return front
+
+
+def best_and_worst(predictions: list[dict], n: int = 3) -> tuple[list[dict], list[dict]]:
+    """The n held-out examples a variant scored best (lowest answer loss) and worst (highest), worst first."""
+    scored = sorted((p for p in predictions if p.get("loss") is not None), key=lambda p: p["loss"])
+    return scored[:n], scored[::-1][:n]

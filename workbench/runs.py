@@ -7,6 +7,7 @@ written whole or not at all (workbench.files), so a crash or a Stop never leaves
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,6 +88,17 @@ class Run:
     def has_adapter(self, variant: str) -> bool:
         return (self.adapter_dir(variant) / "adapter_config.json").is_file()
 
+    def training_state(self, variant: str):
+        """The train.TrainState saved with a variant's adapter; None for a run from before it was saved."""
+        path = self.adapter_dir(variant) / TRAINING_STATE
+        if not path.is_file():
+            return None
+        import torch
+
+        from .train import TrainState
+
+        return TrainState.from_dict(torch.load(path, weights_only=True))
+
     def trained_variants(self) -> list[str]:
         """The variants whose adapter this run saved, in the teaching order."""
         return [v for v in TRAINED_VARIANTS if self.has_adapter(v)]
@@ -94,10 +106,60 @@ class Run:
     def finished_at(self) -> str:
         return datetime.fromtimestamp(self.results_file.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
 
+    def metrics(self) -> list[MetricEvent]:
+        """The run's steps as metrics.csv holds them (a row cut short by a crash is skipped)."""
+        path = self.path / "metrics.csv"
+        if not path.is_file():
+            return []
+        kinds = {f.name: f.type for f in dataclasses.fields(MetricEvent)}
+        out = []
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                try:
+                    out.append(MetricEvent(**{k: (str if kinds[k] == "str" else _number)(v) for k, v in row.items()}))
+                except (TypeError, ValueError, KeyError):
+                    continue
+        return out
 
-def save_adapter(model, path: Path) -> Path:
-    """peft's save_pretrained, swapped in under the final name only when complete."""
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def settings_table(runs: list[Run], only_differences: bool = False):
+    """The settings of several runs side by side: one row per setting ("lora.rank"), one column per run;
+    with only_differences, the rows where the runs disagree."""
+    import pandas as pd
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = ",".join(map(str, v)) if isinstance(v, list) else v
+        return out
+
+    columns = {run.name: flat(run.read().get("config", {})) for run in runs}
+    frame = pd.DataFrame(columns).astype(object)
+    frame = frame.where(frame.notna(), "")
+    if only_differences and len(columns) > 1:
+        frame = frame[frame.astype(str).nunique(axis=1) > 1]
+    return frame
+
+
+TRAINING_STATE = "training_state.pt"  # beside a saved adapter: where its training stands (train.TrainState)
+
+
+def save_adapter(model, path: Path, state=None) -> Path:
+    """peft's save_pretrained (and the training state, to continue from), swapped in under the final name
+    only when complete: the adapter and its state are always of the same step."""
     with atomic_dir(path) as tmp:
+        if state is not None:
+            import torch
+
+            torch.save(state.to_dict(), Path(tmp) / TRAINING_STATE)
         model.save_pretrained(tmp)
     return Path(path)
 
@@ -149,12 +211,7 @@ def generations_markdown(result: CompareResult) -> str:
             "| " + " | ".join(names) + " |",
             "|" + "---|" * len(names),
             "| " + " | ".join(_cell(answers[n].text) if n in answers else "" for n in names) + " |",
-            "| "
-            + " | ".join(
-                f"{answers[n].new_tokens} tokens, {answers[n].tokens_per_second:.1f} tok/s" if n in answers else ""
-                for n in names
-            )
-            + " |",
+            "| " + " | ".join(answers[n].summary() if n in answers else "" for n in names) + " |",
             "",
         ]
     return "\n".join(lines)
@@ -165,12 +222,15 @@ class MetricsCSV:
 
     FIELDS = MetricEvent.field_names()
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, earlier: list[MetricEvent] = ()):
+        """`earlier`: rows to start with (a continued run's steps so far)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "w", newline="", encoding="utf-8")
         self._w = csv.DictWriter(self._f, fieldnames=self.FIELDS)
         self._w.writeheader()
+        for event in earlier:
+            self._w.writerow(event.to_dict())
         self._f.flush()
 
     def __call__(self, event: MetricEvent) -> None:
@@ -206,15 +266,34 @@ class ResultRow:
     steps: int | None  # steps asked for
     quant_type: str | None  # the 4-bit type, for a 4-bit variant
     result: VariantResult
+    not_run: tuple[str, ...] = ()  # variants the run was asked for and never ran (stopped before them)
 
-    CONTEXT = ("run", "finished", "task", "device", "steps", "quant_type")
+    CONTEXT = ("run", "finished", "task", "device", "steps", "quant_type", "not_run")
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [*cls.CONTEXT, *RESULT_FIELDS]
 
     def to_dict(self) -> dict:
-        return {**{k: getattr(self, k) for k in self.CONTEXT}, **self.result.to_dict()}
+        row = {**{k: getattr(self, k) for k in self.CONTEXT}, **self.result.to_dict()}
+        row["not_run"] = "+".join(self.not_run)
+        return row
+
+    @property
+    def steps_text(self) -> str:
+        """Steps done of steps asked ("4 of 30"), blank for a variant that does not train."""
+        done = self.result.steps_done
+        if done is None:
+            return ""
+        return f"{done}" if done == self.steps or self.steps is None else f"{done} of {self.steps}"
+
+    @property
+    def status_text(self) -> str:
+        """The variant's status, and, on a stopped run, which variants never ran."""
+        status = self.result.status or ""
+        if status == "stopped" and self.not_run:
+            return f"stopped ({'+'.join(self.not_run)} not run)"
+        return status
 
 
 def all_results(root: Path) -> list[ResultRow]:
@@ -229,6 +308,8 @@ def all_results(root: Path) -> list[ResultRow]:
         except (OSError, ValueError, TypeError):
             continue
         cfg = doc.get("config", {})
+        ran = {r.name for r in results}
+        not_run = tuple(v for v in cfg.get("variants", []) if v not in ran)
         for r in results:
             rows.append(
                 ResultRow(
@@ -239,6 +320,7 @@ def all_results(root: Path) -> list[ResultRow]:
                     steps=cfg.get("train", {}).get("steps"),
                     quant_type=cfg.get("quant", {}).get("quant_type") if r.bits == 4 else None,
                     result=r,
+                    not_run=not_run,
                 )
             )
     return rows

@@ -108,6 +108,14 @@ class Session:
             return None
 
     @property
+    def device_type(self) -> str | None:
+        """cpu, cuda or mps: where this session's models run (None: no such device here)."""
+        try:
+            return models.pick_device(self.device, self.dtype).type
+        except ValueError:
+            return None
+
+    @property
     def path(self) -> Path:
         if self._path is None:
             self._path = resolve_model(self.model_name)
@@ -165,7 +173,14 @@ class Session:
         return generate(model, self.tokenizer, [prompt], decode, base=off, streamer=streamer, chat=chat)[0]
 
     def evaluate(
-        self, variant: str, examples: list[Example] | TextSource, *, seq_len: int = 128, scoring: str = "exact_match"
+        self,
+        variant: str,
+        examples: list[Example] | TextSource,
+        *,
+        seq_len: int = 128,
+        scoring: str = "exact_match",
+        progress: Callable[[int, int, str], None] | None = None,
     ) -> EvalResult:
+        """Score one variant (generate.evaluate); progress(done, total, unit) after each batch."""
         model, off = self.model_for(variant)
-        return evaluate(model, self.tokenizer, examples, seq_len=seq_len, base=off, scoring=scoring)
+        return evaluate(model, self.tokenizer, examples, seq_len=seq_len, base=off, scoring=scoring, progress=progress)

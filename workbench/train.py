@@ -20,6 +20,30 @@ from .models import scored_loss
 
 
 @dataclass
+class TrainState:
+    """Where training stands after its last step: with the adapter's weights, enough to continue it exactly
+    (the same batches, dropout masks and AdamW moments as one uninterrupted run)."""
+
+    step: int  # steps done
+    optimizer: dict  # AdamW's state_dict: its moments and step counts
+    torch_rng: torch.Tensor  # the CPU generator, which draws LoRA's dropout masks
+    python_rng: tuple
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer,
+            "torch_rng": self.torch_rng,
+            "python_rng": self.python_rng,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        rng = d["python_rng"]  # saved as lists: random.setstate wants tuples
+        return cls(int(d["step"]), d["optimizer"], d["torch_rng"], (rng[0], tuple(rng[1]), rng[2]))
+
+
+@dataclass
 class TrainResult:
     steps_done: int
     stopped: bool
@@ -27,6 +51,7 @@ class TrainResult:
     train_seconds: float
     tokens_per_second: float
     peak_memory_bytes: int
+    state: TrainState | None = None
 
     @property
     def final_loss(self) -> float | None:
@@ -74,11 +99,14 @@ def train(
     sinks: Iterable[Sink] = (),
     stop: threading.Event | None = None,
     monitor: MemoryMonitor | None = None,
+    resume: TrainState | None = None,
 ) -> TrainResult:
-    """Train the model's trainable parameters (the LoRA adapter) for settings.steps steps.
+    """Train the model's trainable parameters (the LoRA adapter) up to settings.steps steps.
 
     The stop flag is read between optimizer steps, so a stop ends training within one step
     and the adapter keeps everything learned so far. `examples` may be encoded already (data.encode).
+    `resume`: the state a run saved with its adapter (already loaded into the model): training continues
+    from that step as if it had never stopped. The result's `state` is where it now stands.
     """
     sinks = list(sinks)
     stop = stop or threading.Event()
@@ -99,13 +127,20 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     feed = batches(rows, settings.batch_size, settings.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    first = 0
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        first = resume.step
+        for _ in range(first * settings.grad_accum):  # the batches already trained on, in the same order
+            next(feed)
+        torch.set_rng_state(resume.torch_rng)
+        random.setstate(resume.python_rng)
 
     model.train()
     losses: list[float] = []
     tokens_seen = 0
     start = time.perf_counter()
-    step = 0
-    for step in range(settings.steps):
+    for step in range(first, settings.steps):
         if stop.is_set():
             break
         lr = lr_at(step, settings)
@@ -146,16 +181,20 @@ def train(
         )
         for sink in sinks:
             sink(event)
+    # captured before anything else draws random numbers: a continued run starts from exactly here
+    done = first + len(losses)
+    state = TrainState(done, optimizer.state_dict(), torch.get_rng_state(), random.getstate())
     model.eval()
     elapsed = time.perf_counter() - start
     peak = monitor.peak()
     if own_monitor:
         monitor.stop()
     return TrainResult(
-        steps_done=len(losses),
-        stopped=len(losses) < settings.steps,
+        steps_done=done,
+        stopped=done < settings.steps,
         losses=losses,
         train_seconds=elapsed,
         tokens_per_second=tokens_seen / elapsed if elapsed > 0 else 0.0,
         peak_memory_bytes=peak,
+        state=state,
     )

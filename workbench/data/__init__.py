@@ -27,7 +27,7 @@ from .formats import (
     read_records,
 )
 from .scoring import SHORT_ANSWER_WORDS, choose_scoring, exact_match, normalize
-from .tasks import Task, builtin_tasks, get_task, load_data_task, load_file_task, load_task, task_for
+from .tasks import Task, builtin_tasks, general_text, get_task, load_data_task, load_file_task, load_task, task_for
 from .tokens import (
     IGNORE_INDEX,
     Encoded,
@@ -65,6 +65,7 @@ __all__ = [
     "encode_split",
     "examples_from_rows",
     "exact_match",
+    "general_text",
     "get_task",
     "length_report",
     "load_data_task",

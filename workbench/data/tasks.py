@@ -5,6 +5,7 @@ data (split by a seeded shuffle, or at the end of a text), and how each is score
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -35,6 +36,58 @@ class Task:
     def chat(self) -> bool:
         """Instruction data goes through the chat template; plain text is continued as it is."""
         return self.kind == "instruction"
+
+    @property
+    def prompt_template(self) -> str | None:
+        """How the training prompts frame their own part, as "prefix{text}suffix" (None for plain text, or
+        prompts that share no frame): a prompt outside the frame is one the adapter never learned to answer."""
+        if isinstance(self.train, TextSource):
+            return None
+        return prompt_template([e.prompt for e in self.train])
+
+    def wrap(self, text: str) -> str:
+        """`text` in the task's prompt frame (unchanged when it is already framed or the task has none)."""
+        template = self.prompt_template
+        if template is None:
+            return text
+        prefix, suffix = template.split(TEMPLATE_SLOT)
+        text = text.strip()
+        if text.startswith(prefix.strip()) and text.endswith(suffix.strip()):
+            return text
+        return prefix + text + suffix
+
+
+TEMPLATE_SLOT = "{text}"
+
+
+def prompt_template(prompts: list[str]) -> str | None:
+    """The frame every prompt shares around its own part: the longest common start and end, cut back to
+    whole words, as "prefix{text}suffix"; None when there are fewer than two prompts or no frame."""
+    if len(prompts) < 2:
+        return None
+    shortest = min(len(p) for p in prompts)
+    prefix = os.path.commonprefix(prompts)
+    if prefix and not prefix[-1].isspace():  # part of a word that varies is not the frame
+        cut = max(prefix.rfind(" "), prefix.rfind("\n"))
+        prefix = prefix[: cut + 1]
+    suffix = os.path.commonprefix([p[::-1] for p in prompts])[::-1]
+    if suffix and not suffix[0].isspace():
+        cuts = [i for i in (suffix.find(" "), suffix.find("\n")) if i >= 0]
+        suffix = suffix[min(cuts) :] if cuts else ""
+    suffix = suffix[max(0, len(prefix) + len(suffix) - shortest) :]  # the two never overlap
+    if not prefix.strip() and not suffix.strip():
+        return None
+    return prefix + TEMPLATE_SLOT + suffix
+
+
+GENERAL_TEXT = "general/general.txt"  # under data/: the text forgetting is measured on
+
+
+def general_text() -> TextSource:
+    """The shipped general prose no task trains on (data/general): a fine-tuned model's loss on it, against
+    its base's, is what PEFT's method comparison calls forgetting."""
+    path = data_dir() / GENERAL_TEXT
+    return TextSource(path.read_text(encoding="utf-8"), str(path))
 
 
 def builtin_tasks() -> list[str]:

@@ -3,7 +3,7 @@
     from workbench.ui import Workbench
     Workbench()
 
-Every panel can also be shown alone: SetupPanel(), AdapterPanel(), TrainPanel(), ComparePanel(),
+Every panel can also be shown alone: SetupPanel(), AdapterPanel(), TrainPanel(), SweepPanel(), ComparePanel(),
 ResultsPanel(), and the explainers LoraExplainer() and QuantExplainer(); pass one AppState to several
 panels to make them share settings.
 """
@@ -16,6 +16,7 @@ _WHERE = {
     "SetupPanel": "setup",
     "AdapterPanel": "adapter",
     "TrainPanel": "train",
+    "SweepPanel": "sweep",
     "ComparePanel": "compare",
     "ResultsPanel": "results",
     "LoraExplainer": "explain",

@@ -1,5 +1,5 @@
-"""The whole workbench: Setup, Adapter & quantization, Train, Compare and Results in one set of tabs, and the
-two explainers.
+"""The whole workbench: Setup, Adapter & quantization, Train, Sweep, Compare and Results in one set of tabs,
+and the two explainers.
 
 A tab's panel is built when the tab is first opened (or its attribute first read: `app.train`), so the app
 appears without waiting for what the later tabs need (the explainers read trained adapters with peft, the
@@ -20,6 +20,7 @@ PANELS = [
     ("Setup", "setup", "setup", "SetupPanel"),
     ("Adapter & quantization", "adapter", "adapter", "AdapterPanel"),
     ("Train", "train", "train", "TrainPanel"),
+    ("Sweep", "sweep", "sweep", "SweepPanel"),
     ("Compare", "compare", "compare", "ComparePanel"),
     ("Results", "results", "results", "ResultsPanel"),
     ("LoRA explained", "lora_explainer", "explain", "LoraExplainer"),
@@ -37,8 +38,9 @@ CSS = """
 class Workbench(widgets.VBox):
     """`Workbench()` in a notebook cell shows the app; every panel is also an attribute.
 
-    Defaults are the cpu-demo preset on the embedded model (three variants in a few minutes on a
-    laptop CPU); pass a RunConfig, a preset name or overrides to start elsewhere, e.g.
+    Defaults are the quickstart preset on the embedded model (the dates task, three variants in a few
+    minutes on a laptop CPU); pass a RunConfig, a preset name ("cpu-demo": sentiment) or overrides to
+    start elsewhere, e.g.
     `Workbench(overrides={"train": {"steps": 40}})`.
     """
 
@@ -46,7 +48,7 @@ class Workbench(widgets.VBox):
         self,
         config: RunConfig | None = None,
         *,
-        preset: str | None = "cpu-demo",
+        preset: str | None = "quickstart",
         overrides: dict | None = None,
         runs_dir: str | Path = "runs",
     ):

@@ -22,9 +22,10 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def image(fig: Figure | None = None) -> widgets.Image:
+def image(fig: Figure | None = None, max_width: str = "640px") -> widgets.Image:
+    """A figure as an image widget, shown no wider than max_width (figures are drawn to fit it)."""
     return widgets.Image(
-        value=png(fig) if fig is not None else b"", format="png", layout=widgets.Layout(max_width="640px")
+        value=png(fig) if fig is not None else b"", format="png", layout=widgets.Layout(max_width=max_width)
     )
 
 

@@ -9,12 +9,24 @@ import ipywidgets as widgets
 from .. import data as data_mod
 from .. import runs
 from ..config import VARIANTS, RunConfig
+from ..events import Progress, Stages
 from ..generate import DecodeSettings
+from ..models import CPU_4BIT_SPEED_NOTE
+from ..results import best_and_worst
 from .common import Quiet, error_html, message
 from .state import AppState
 
 COLUMNS = ["base", "lora", "qlora"]
+BASE_ONLY = "base-only"  # the picker's value for "no run": a string, since a None value shows as no selection
 NO_RUN = "(no run yet: base model only)"
+NO_RUN_CHOSEN = "(none: base model only)"
+
+
+def _cell(text: str, width: int) -> str:
+    """A table cell on one line: the text cut to `width` characters, all of it on hover."""
+    flat = " ".join(text.split())
+    shown = flat if len(flat) <= width else flat[: width - 1] + "…"
+    return f"<td title='{html.escape(flat, quote=True)}'>{html.escape(shown)}</td>"
 
 
 def _answer_html(text: str, cls: str = "wb-answer-text") -> str:
@@ -58,6 +70,12 @@ class ComparePanel(widgets.VBox):
             layout=widgets.Layout(width="640px", height="70px"),
             tooltip="Asked of every variant with the same settings and seed",
         )
+        self.template = widgets.HTML()
+        self.wrap_button = widgets.Button(
+            description="Wrap in template",
+            icon="indent",
+            tooltip="Put the prompt in the task's prompt template: the form the adapters were trained to answer",
+        )
         self.max_new_tokens = widgets.IntSlider(
             value=48,
             min=1,
@@ -94,25 +112,33 @@ class ComparePanel(widgets.VBox):
             description="Evaluate", icon="check", tooltip="Score every variant on the task's held-out examples"
         )
         self.status = widgets.HTML()
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="300px"))
+        self.progress_text = widgets.Label()
+        self.progress_box = widgets.HBox([self.progress, self.progress_text], layout=widgets.Layout(display="none"))
         self.columns = {v: AnswerColumn(v) for v in COLUMNS}
         self.answers_box = widgets.HBox(list(self.columns.values()))
         self.eval_summary = widgets.HTML()
-        self.eval_table = widgets.HTML()
+        self.eval_table = widgets.HTML(layout=widgets.Layout(flex="1 1 60%", min_width="0"))
+        self.extremes = widgets.HTML(layout=widgets.Layout(flex="1 1 40%", min_width="0", margin="0 0 0 12px"))
         super().__init__(
             [
                 self.run,
                 self.prompt,
+                widgets.HBox([self.wrap_button, self.template]),
                 widgets.HBox([self.max_new_tokens, self.temperature, self.seed]),
                 widgets.HBox([self.generate_button, self.evaluate_button]),
                 self.status,
+                self.progress_box,
                 self.answers_box,
                 self.eval_summary,
-                self.eval_table,
+                widgets.HBox([self.eval_table, self.extremes]),  # the ✓/✗ table, its best and worst beside it
             ]
         )
         self.add_class("wb-compare")
         self.generate_button.on_click(lambda _: self.generate())
         self.evaluate_button.on_click(lambda _: self.evaluate())
+        self.wrap_button.on_click(lambda _: self.wrap())
+        self._base_only = False  # the user chose "no run" while runs exist
         self._quiet = Quiet()
         self.run.observe(self._on_run, "value")
         self.state.subscribe(self._on_state)
@@ -123,22 +149,29 @@ class ComparePanel(widgets.VBox):
     # ------------------------------------------------------------------ which run, which task
 
     def _refresh_runs(self) -> None:
-        found = [r.path for r in runs.find_runs(self.state.runs_dir) if r.trained_variants()]
-        last = self.state.last_run
+        """The picker always shows what answers: the run in use, else (after a kernel restart, say) the newest
+        run with adapters, else the base model alone."""
+        root = self.state.runs_dir.resolve()
+        found = [r.path.resolve() for r in runs.find_runs(self.state.runs_dir) if r.trained_variants()]
+        last = self.state.last_run.resolve() if self.state.last_run is not None else None
         if last is not None and last not in found and runs.Run(last).finished:
             found.insert(0, last)
-        options = [(NO_RUN, None)] + [
-            (str(p.relative_to(self.state.runs_dir)) if p.is_relative_to(self.state.runs_dir) else str(p), p)
-            for p in found
+        if last is None and found and not self._base_only:
+            last = found[0]
+            self.state.use_run(last)  # notifies "run": this picker is refreshed again, with the run chosen
+            return
+        options = [(NO_RUN_CHOSEN if found else NO_RUN, BASE_ONLY)] + [
+            (str(p.relative_to(root)) if p.is_relative_to(root) else str(p), p) for p in found
         ]
         with self._quiet():
             self.run.options = options
-            self.run.value = last if last in found else None
+            self.run.value = last if last in found else BASE_ONLY
 
     def _on_run(self, change) -> None:
         if self._quiet:
             return
-        self.state.use_run(change["new"])
+        self._base_only = change["new"] == BASE_ONLY
+        self.state.use_run(None if self._base_only else change["new"])
 
     def _on_state(self, what: str) -> None:
         if what in ("run", "runs"):
@@ -158,12 +191,26 @@ class ComparePanel(widgets.VBox):
 
     def _default_prompt(self) -> None:
         try:
-            prompts = self.task().sample_prompts
+            task = self.task()
         except (ValueError, OSError):
             return
+        prompts = task.sample_prompts
+        template = task.prompt_template
+        self.wrap_button.disabled = template is None
+        self.template.value = (
+            f"<span class='wb-template'>the task's prompts read: <code style='white-space:pre-wrap'>"
+            f"{html.escape(template)}</code></span>"
+            if template
+            else "<span class='wb-template'>this task continues text: any prompt is asked as it is</span>"
+        )
         if prompts and (not self.prompt.value or self.prompt.value in getattr(self, "_defaults", ())):
             self.prompt.value = prompts[0]
         self._defaults = set(prompts)
+
+    def wrap(self) -> str:
+        """Put the prompt box's text in the task's prompt template (what the adapters learned to answer)."""
+        self.prompt.value = self.task().wrap(self.prompt.value)
+        return self.prompt.value
 
     def _variants(self) -> list[str]:
         session = self.state.session()
@@ -213,8 +260,10 @@ class ComparePanel(widgets.VBox):
                 col.note("info", "generating…")
                 g = session.answer(v, prompt, decode, chat=chat, on_text=col.show)
                 col.show(g.text)
-                tokens = f"{g.new_tokens} token{'s' if g.new_tokens != 1 else ''}"
-                col.note("ok", f"{tokens} in {g.seconds:.1f} s · {g.tokens_per_second:.1f} tok/s")
+                note = g.summary()
+                if VARIANTS[v].bits == 4 and session.device_type == "cpu":
+                    note += " · " + CPU_4BIT_SPEED_NOTE
+                col.note("ok", note)
             self.status.value = message("ok", "done: same prompt, settings and seed for every column")
 
         return self._start("generating", work)
@@ -256,9 +305,17 @@ class ComparePanel(widgets.VBox):
         def work() -> None:
             session = self.state.session()
             ready = [v for v in self._variants() if session.missing_reason(v) is None]
+            self.progress_box.layout.display = "flex"
+            stages = Stages(self._on_progress, len(ready))
             for i, v in enumerate(ready, 1):
                 self.status.value = message("info", f"evaluating {v} ({i}/{len(ready)})…")
-                ev = session.evaluate(v, examples, seq_len=cfg.train.seq_len, scoring=task.scoring)
+                ev = session.evaluate(
+                    v,
+                    examples,
+                    seq_len=cfg.train.seq_len,
+                    scoring=task.scoring,
+                    progress=stages.begin("evaluate", v, len(examples), "examples"),
+                )
                 self.evaluation[v] = {**ev.to_dict(), "predictions": ev.predictions}
                 self._show_evaluation(task)
             skipped = [v for v in self._variants() if v not in ready]
@@ -269,6 +326,31 @@ class ComparePanel(widgets.VBox):
             )
 
         return self._start("evaluating", work)
+
+    @staticmethod
+    def _extremes_html(preds: dict[str, list[dict]]) -> str:
+        """Per variant, the held-out examples it scored worst and best by answer loss."""
+        parts = []
+        for v, rows in preds.items():
+            best, worst = best_and_worst(rows)
+            if not best:
+                continue
+            lines = "".join(
+                f"<tr><td>{kind}</td><td>{p['loss']:.3f}</td>{_cell(p['prompt'], 34)}"
+                f"{_cell(('✓ ' if p['correct'] else '✗ ') + p['prediction'], 22)}</tr>"
+                for kind, group in (("worst", worst), ("best", best))
+                for p in group
+            )
+            parts.append(
+                f"<b>{html.escape(v)}</b><table class='wb-extremes' style='font-size:90%;white-space:nowrap'>"
+                f"<tr><th></th><th>loss</th><th>prompt</th><th>answer</th></tr>{lines}</table>"
+            )
+        return "<div class='wb-extremes-box'>" + "".join(parts) + "</div>" if parts else ""
+
+    def _on_progress(self, p: Progress) -> None:
+        self.progress.max = max(1, p.total)
+        self.progress.value = min(p.done, self.progress.max)
+        self.progress_text.value = p.describe()
 
     def _show_evaluation(self, task: data_mod.Task) -> None:
         names = list(self.evaluation)
@@ -293,8 +375,13 @@ class ComparePanel(widgets.VBox):
         rows = []
         for i, p in enumerate(first):
             cols = "".join(
-                f"<td>{'✓' if preds[v][i]['correct'] else '✗'} {html.escape(preds[v][i]['prediction'][:80])}</td>"
-                for v in preds
+                _cell(f"{'✓' if preds[v][i]['correct'] else '✗'} {preds[v][i]['prediction']}", 60) for v in preds
             )
-            rows.append(f"<tr><td>{html.escape(p['prompt'][:120])}</td><td>{html.escape(p['answer'])}</td>{cols}</tr>")
-        self.eval_table.value = f"<table class='wb-eval' style='font-size:90%'>{head}{''.join(rows)}</table>"
+            rows.append(f"<tr>{_cell(p['prompt'], 70)}{_cell(p['answer'], 30)}{cols}</tr>")
+        # a box that scrolls, rows one line each (the full text on hover), the header kept in view
+        self.extremes.value = self._extremes_html(preds)
+        self.eval_table.value = (
+            "<div class='wb-eval-scroll' style='max-height:320px;overflow:auto;border:1px solid #ddd'>"
+            "<style>.wb-eval th{position:sticky;top:0;background:#fff}</style>"
+            f"<table class='wb-eval' style='font-size:90%;white-space:nowrap'>{head}{''.join(rows)}</table></div>"
+        )

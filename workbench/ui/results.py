@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import html
 from pathlib import Path
 
 import ipywidgets as widgets
 
 from .. import plots, runs
 from ..files import write_csv
-from ..results import readable
+from ..results import readable, shorten
 from .common import error_html, image, message, png
 from .state import AppState
 
@@ -22,12 +23,14 @@ SHOWN = [
     "target_modules",
     "accuracy",
     "perplexity",
+    "forgetting",
     "peak_memory_bytes",
     "estimated_peak_bytes",
     "weight_bytes",
     "train_seconds",
     "status",
 ]
+RUN_WIDTH = 28  # characters of a run's name the table shows (the whole name on hover)
 
 
 class ResultsPanel(widgets.VBox):
@@ -39,26 +42,55 @@ class ResultsPanel(widgets.VBox):
             description="Refresh", icon="refresh", tooltip="Read every run under the runs folder again"
         )
         self.memory_kind = widgets.ToggleButtons(
-            options=[("peak memory", "peak_memory_bytes"), ("weight memory", "weight_bytes")],
+            options=[
+                ("peak memory", "peak_memory_bytes"),
+                ("weight memory", "weight_bytes"),
+                ("time", "train_seconds"),
+            ],
             value="peak_memory_bytes",
             description="x axis",
-            tooltip="Peak memory while training, or the weights alone",
+            tooltip="Peak memory while training, the weights alone, or the training time",
         )
+        self.score_kind = widgets.ToggleButtons(
+            options=[
+                ("accuracy", "accuracy"),
+                ("eval loss", "eval_loss"),
+                ("perplexity", "perplexity"),
+                ("forgetting", "forgetting"),
+            ],
+            value="accuracy",
+            description="y axis",
+            tooltip="What each point scored: held-out accuracy, loss or perplexity, or what it forgot elsewhere",
+        )
+        # runs side by side: any runs on disk, their curves on one plot and their settings in one table
+        self.pick_runs = widgets.SelectMultiple(
+            description="Runs", rows=6, layout=widgets.Layout(width="640px"), tooltip="Pick runs to overlay"
+        )
+        self.only_differences = widgets.Checkbox(value=True, description="only the settings that differ")
+        self.overlay_loss = image()
+        self.overlay_memory = image()
+        for img in (self.overlay_loss, self.overlay_memory):
+            img.layout.display = "none"
+        self.settings = widgets.HTML()
         self.export_button = widgets.Button(
             description="Export CSV", icon="download", tooltip="Write every row to a CSV file in the runs folder"
         )
         self.info = widgets.HTML()
         self.table = widgets.HTML()
-        self.chart = image()
+        self.chart = image(max_width="100%")  # drawn at the width it is shown: the legend stays readable
         self.export_info = widgets.HTML()
         super().__init__(
             [
                 widgets.HBox([self.refresh_button, self.export_button]),
                 self.info,
                 self.table,
-                self.memory_kind,
+                widgets.HBox([self.score_kind, self.memory_kind], layout=widgets.Layout(flex_flow="row wrap")),
                 self.chart,
                 self.export_info,
+                widgets.HTML("<b>Runs side by side</b>"),
+                widgets.HBox([self.pick_runs, self.only_differences]),
+                widgets.HBox([self.overlay_loss, self.overlay_memory], layout=widgets.Layout(flex_flow="row wrap")),
+                self.settings,
             ]
         )
         self.add_class("wb-results")
@@ -66,6 +98,9 @@ class ResultsPanel(widgets.VBox):
         self.refresh_button.on_click(lambda _: self.refresh())
         self.export_button.on_click(lambda _: self.export())
         self.memory_kind.observe(lambda _: self._draw(), "value")
+        self.score_kind.observe(lambda _: self._draw(), "value")
+        self.pick_runs.observe(lambda _: self.side_by_side(), "value")
+        self.only_differences.observe(lambda _: self.side_by_side(), "value")
         self.state.subscribe(lambda what: self.refresh() if what in ("runs", "run") else None)
         self.refresh()
 
@@ -79,17 +114,30 @@ class ResultsPanel(widgets.VBox):
                 **readable(r.result, SHOWN[:2]),
                 "4-bit type": r.quant_type,
                 **readable(r.result, SHOWN[2:4]),
-                "steps": r.steps,
-                **readable(r.result, SHOWN[4:]),
+                "steps": r.steps_text,  # done of asked, where a stop cut them short
+                **readable(r.result, SHOWN[4:-1]),
+                "status": r.status_text,
             }
             for r in self.rows
         ]
         df = pd.DataFrame(rows)
         if df.empty:
             return df
-        for key in ("rank", "bits", "steps"):
+        for key in ("rank", "bits"):
             df[key] = df[key].astype("Int64")  # whole numbers, blank where there is none (base has no rank)
         return df.astype(object).where(df.notna(), "")  # blank cells, not <NA>, NaN or None
+
+    def table_html(self) -> str:
+        """The frame as HTML that stays legible at JupyterLab's default width: one line per row, long run
+        names cut in the middle with the whole name on hover, the table scrolling sideways when it must."""
+        df = self.frame()
+        cells = df.map(lambda v: html.escape(str(v)))
+        cells["run"] = [
+            f"<span title='{html.escape(r.run, quote=True)}'>{html.escape(shorten(r.run, RUN_WIDTH))}</span>"
+            for r in self.rows
+        ]
+        table = cells.to_html(index=False, escape=False, classes="wb-results-table", border=0)
+        return f"<div style='overflow-x:auto;white-space:nowrap'>{table}</div>"
 
     def refresh(self) -> None:
         try:
@@ -102,19 +150,52 @@ class ResultsPanel(widgets.VBox):
         if not self.rows:
             self.info.value = message("info", f"No runs yet in {where}: train one in the Train tab.")
             self.table.value = ""
-            self.chart.value = b""
+            self.chart.layout.display = "none"  # no chart yet, rather than an empty image's broken icon
             return
         self.info.value = message("info", f"{n_runs} runs, {len(self.rows)} variants, from {where}")
-        self.table.value = self.frame().to_html(index=False, na_rep="", classes="wb-results-table", border=0)
+        self.table.value = self.table_html()
         self._draw()
 
     def _draw(self) -> None:
         if self.rows:
+            self.chart.layout.display = None
+            results = [r.result for r in self.rows]
+            if self.score_kind.value == "accuracy" and all(r.accuracy is None for r in results):
+                self.score_kind.value = "perplexity"  # a task scored by perplexity has no accuracy to plot
+                return
             self.chart.value = png(
                 plots.accuracy_memory_figure(
-                    [r.result for r in self.rows], self.memory_kind.value, runs=[r.run for r in self.rows]
+                    results, self.memory_kind.value, runs=[r.run for r in self.rows], metric=self.score_kind.value
                 )
             )
+        runs_now = list(dict.fromkeys(r.run for r in self.rows))
+        keep = [r for r in self.pick_runs.value if r in runs_now]
+        self.pick_runs.options = runs_now
+        self.pick_runs.value = keep
+
+    def side_by_side(self) -> None:
+        """The picked runs' loss and memory curves on one plot each, and their settings in one table."""
+        picked = [runs.Run(self.state.runs_dir / name) for name in self.pick_runs.value]
+        if not picked:
+            for img in (self.overlay_loss, self.overlay_memory):
+                img.layout.display = "none"
+            self.settings.value = ""
+            return
+        curves = {
+            run.name if len(picked) < 2 else str(run.path.relative_to(self.state.runs_dir)): run.metrics()
+            for run in picked
+        }
+        for img, what in ((self.overlay_loss, "loss"), (self.overlay_memory, "memory")):
+            img.value = png(plots.overlay_figure(curves, what))
+            img.layout.display = None
+        table = runs.settings_table(picked, self.only_differences.value)
+        self.settings.value = (
+            "<div style='overflow-x:auto;white-space:nowrap'>"
+            + table.to_html(classes="wb-settings", border=0)
+            + "</div>"
+            if len(table)
+            else message("info", "These runs share every setting.")
+        )
 
     def export(self) -> Path | None:
         """Every row to <runs>/all_results.csv (written whole), with a download link."""

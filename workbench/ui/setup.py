@@ -16,6 +16,9 @@ from ..resolve import EMBEDDED_NAMES, resolve_model
 from .common import WIDE, error_html, helped, message
 from .state import AppState, model_layout
 
+# the 150 px label plus room for a hub name as long as the default's 35 characters and a local path's start
+MODEL_BOX = widgets.Layout(width="600px")
+
 UPLOAD_LABEL = "(your uploaded file)"
 
 
@@ -43,7 +46,7 @@ class SetupPanel(widgets.VBox):
                 ensure_option=False,
                 description="Model",
                 continuous_update=False,
-                layout=WIDE,
+                layout=MODEL_BOX,
             ),
             ModelSettings,
             "name",

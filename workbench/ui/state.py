@@ -73,7 +73,7 @@ class AppState:
     """Settings, jobs and runs shared by the panels of one Workbench (or one panel shown alone)."""
 
     def __init__(self, config: RunConfig | None = None, *, runs_dir: str | Path = "runs"):
-        self.config = config or preset_config("cpu-demo", {"model": {"device": "auto"}})
+        self.config = config or preset_config("quickstart", {"model": {"device": "auto"}})
         self.runs_dir = Path(runs_dir)
         self.jobs = Jobs()
         self.last_run: Path | None = None

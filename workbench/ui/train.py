@@ -15,14 +15,17 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..compare import CompareResult, VariantStart, results_table, run_compare
+from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, results_table, run_compare, saved_states
 from ..config import VARIANTS, TrainSettings
-from ..events import MetricEvent
+from ..events import MetricEvent, Progress, clock
 from ..runs import Run
 from .common import Quiet, error_html, helped, image, message, png
 from .state import AppState
 
-REDRAW_SECONDS = 0.5  # live plots redraw at most this often (each redraw costs ~0.1 s of CPU)
+REDRAW_SECONDS = 0.5  # live plots redraw at most this often
+# and at most this share of the time: a redraw (two figures to PNG, ~0.1-0.2 s on a laptop core) runs in the
+# training thread between steps, so it is time training waits for (bench/bench_overhead.py)
+REDRAW_SHARE = 0.02
 
 
 def run_name(cfg) -> str:
@@ -30,11 +33,6 @@ def run_name(cfg) -> str:
     targets = "all-linear" if targets == "all-linear" else "+".join(targets)
     trained = "+".join(v for v in cfg.variants if VARIANTS[v].trained) or "base"
     return f"{datetime.now():%Y%m%d-%H%M%S}-{trained}-r{cfg.lora.rank}-{targets}"
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class TrainPanel(widgets.VBox):
@@ -70,6 +68,12 @@ class TrainPanel(widgets.VBox):
             button_style="success",
             tooltip="Train every chosen variant, then evaluate and compare them",
         )
+        self.continue_button = widgets.Button(
+            description="Continue",
+            icon="forward",
+            tooltip="Continue the last run (stopped or finished) up to Steps steps, from its saved adapters and "
+            "optimizer state; its loss curve goes on",
+        )
         self.stop_button = widgets.Button(
             description="Stop",
             icon="stop",
@@ -83,8 +87,8 @@ class TrainPanel(widgets.VBox):
         self.progress_text = widgets.Label()
         self.status = widgets.HTML()
         self.error = widgets.HTML()
-        self.loss_image = image()
-        self.memory_image = image()
+        self.loss_image = image(plots.loss_figure([]))  # empty axes until the first step, not a broken image
+        self.memory_image = image(plots.live_memory_figure([], {}, "cpu"))
         self.results = widgets.HTML()
         c = self.controls
         super().__init__(
@@ -95,7 +99,7 @@ class TrainPanel(widgets.VBox):
                         widgets.VBox([c["grad_accum"], c["warmup_steps"], c["seed"], c["gradient_checkpointing"]]),
                     ]
                 ),
-                widgets.HBox([self.start_button, self.stop_button]),
+                widgets.HBox([self.start_button, self.continue_button, self.stop_button]),
                 widgets.HBox([self.progress, self.progress_text]),
                 self.status,
                 self.error,
@@ -105,6 +109,7 @@ class TrainPanel(widgets.VBox):
         )
         self.add_class("wb-train")
         self.start_button.on_click(lambda _: self.start())
+        self.continue_button.on_click(lambda _: self.continue_last())
         self.stop_button.on_click(lambda _: self.stop())
         self.events: list[MetricEvent] = []
         self.estimates: dict[str, int] = {}
@@ -113,8 +118,9 @@ class TrainPanel(widgets.VBox):
         self.redraws = 0
         self._lock = threading.Lock()
         self._last_draw = 0.0
+        self._draw_cost = 0.0  # seconds the last redraw took
         self._started = 0.0
-        self._done_steps = 0  # steps of the variants already finished in this run
+        self.last_progress: Progress | None = None
         self.device_type = "cpu"  # where the running variants run: the run tells, the setting may say "auto"
 
     # ------------------------------------------------------------------ settings
@@ -135,40 +141,62 @@ class TrainPanel(widgets.VBox):
 
     # ------------------------------------------------------------------ running
 
-    def start(self) -> str | None:
-        """Start training in the background. Returns the reason when it cannot start (also shown)."""
+    def start(self, continue_from: Path | None = None) -> str | None:
+        """Start training in the background (a new run, or `continue_from` a run folder up to Steps steps).
+        Returns the reason when it cannot start (also shown)."""
         cfg = self.state.config
-        out = self.state.runs_dir / run_name(cfg)
-        n_trained = sum(1 for v in cfg.variants if VARIANTS[v].trained)
+        out = continue_from or (self.state.runs_dir / run_name(cfg)).resolve()  # one form, as the header's
+        watch = {
+            "sinks": [self._on_event],
+            "on_status": self._on_status,
+            "on_variant": self._on_variant,
+            "on_progress": self._on_progress,
+        }
 
         def work() -> None:
-            self.result = run_compare(
-                cfg,
-                out,
-                sinks=[self._on_event],
-                stop=self.state.jobs.stop,
-                on_status=self._on_status,
-                on_variant=self._on_variant,
-            )
+            watch["stop"] = self.state.jobs.stop  # the job's own flag: Jobs.start makes a new one for each job
+            if continue_from is None:
+                self.result = run_compare(cfg, out, **watch)
+            else:
+                self.result = continue_run(out, cfg.train.steps, **watch)
 
         refused = self.state.jobs.start("training", work, on_error=self._on_error, on_done=self._on_done)
         if refused:
             self.status.value = message("warn", refused)
             return refused
-        with self._lock:
-            self.events, self.estimates, self.result = [], {}, None
+        with self._lock:  # a continued run's curve goes on from the steps it keeps
+            self.events = kept_metrics(Run(out)) if continue_from is not None else []
+            self.estimates, self.result = {}, None
         self.run_dir = out
         self.error.value = self.results.value = ""
-        self.progress.max = max(1, cfg.train.steps * n_trained)
-        self.progress.value = 0
+        self.progress.max, self.progress.value = 1, 0
         self.progress.bar_style = ""
-        self._done_steps = 0
+        self.progress_text.value = "preparing the data and the model…"
+        self.last_progress = None
         self._started = time.monotonic()
-        self.start_button.disabled = True
+        self.start_button.disabled = self.continue_button.disabled = True
         self.stop_button.disabled = False
-        self.status.value = message("info", f"starting: {', '.join(cfg.variants)} into {out}")
+        what = (
+            f"continuing {out} up to {cfg.train.steps} steps"
+            if continue_from
+            else f"starting: {', '.join(cfg.variants)} into {out}"
+        )
+        self.status.value = message("info", what)
         self.state.drop_session()  # free models loaded for answering: training needs the memory
         return None
+
+    def continue_last(self) -> str | None:
+        """Continue the run the other tabs use (the last one) up to the Steps setting."""
+        run = self.state.last_run
+        if run is None or not Run(run).finished:
+            self.status.value = message("warn", "No run to continue yet: press Start first.")
+            return "no run"
+        done = max((st.step for st in saved_states(Run(run)).values()), default=0)
+        if done >= self.state.config.train.steps:
+            text = f"The run has done {done} steps already: raise Steps above {done} to continue it."
+            self.status.value = message("warn", text)
+            return text
+        return self.start(continue_from=Path(run).resolve())
 
     def stop(self) -> None:
         if self.state.jobs.busy and self.state.jobs.name == "training":
@@ -190,22 +218,22 @@ class TrainPanel(widgets.VBox):
             self.estimates[start.name] = start.estimated_peak_bytes
             self.device_type = start.device_type
 
+    def _on_progress(self, p: Progress) -> None:
+        """Every phase (loading, evaluating, training, answering) moves the bar: its count of its total."""
+        self.last_progress = p
+        self.progress.max = max(1, p.total)
+        self.progress.value = min(p.done, self.progress.max)
+        loss = ""
+        if p.phase == "train" and self.events and self.events[-1].variant == p.variant:
+            loss = f" · loss {self.events[-1].loss:.3f}"
+        self.progress_text.value = f"{p.describe()}{loss} · run {clock(time.monotonic() - self._started)}"
+
     def _on_event(self, event: MetricEvent) -> None:
         with self._lock:
-            if self.events and self.events[-1].variant != event.variant:
-                self._done_steps += self.events[-1].step
             self.events.append(event)
-        done = self._done_steps + event.step
-        self.progress.value = min(done, self.progress.max)
-        per_step = event.elapsed_s / max(event.step, 1)
-        remaining = (self.progress.max - done) * per_step
-        self.progress_text.value = (
-            f"step {done}/{self.progress.max} ({event.variant} {event.step}/"
-            f"{event.total_steps}) · {_clock(time.monotonic() - self._started)} elapsed · "
-            f"ETA {_clock(remaining)} · loss {event.loss:.3f}"
-        )
         now = time.monotonic()
-        if now - self._last_draw >= REDRAW_SECONDS or event.step == event.total_steps:
+        wait = max(REDRAW_SECONDS, self._draw_cost / REDRAW_SHARE)
+        if now - self._last_draw >= wait or event.step == event.total_steps:
             self.redraw()
 
     def memory_figure(self) -> Figure:
@@ -215,11 +243,13 @@ class TrainPanel(widgets.VBox):
         return plots.live_memory_figure(events, estimates, self.device_type)
 
     def redraw(self) -> None:
+        start = time.monotonic()
         with self._lock:
             events = list(self.events)
         self.loss_image.value = png(plots.loss_figure(events))
         self.memory_image.value = png(self.memory_figure())
         self._last_draw = time.monotonic()
+        self._draw_cost = self._last_draw - start
         self.redraws += 1
 
     def _on_error(self, exc: BaseException, details: str) -> None:
@@ -228,9 +258,10 @@ class TrainPanel(widgets.VBox):
             "error", f"training failed; anything finished before the error is in {self.run_dir}"
         )
         self.progress.bar_style = "danger"
+        self.progress_text.value = f"failed after {clock(time.monotonic() - self._started)}"
 
     def _on_done(self) -> None:
-        self.start_button.disabled = False
+        self.start_button.disabled = self.continue_button.disabled = False
         self.stop_button.disabled = True
         self.redraw()
         out = self.run_dir
@@ -241,6 +272,7 @@ class TrainPanel(widgets.VBox):
             return
         stopped = self.result.stopped
         self.progress.bar_style = "warning" if stopped else "success"
+        self.progress_text.value = self.end_line(self.result, time.monotonic() - self._started)
         table = results_table(self.result).to_html(classes="wb-results", border=0, na_rep="")
         self.results.value = table
         what = (
@@ -249,3 +281,19 @@ class TrainPanel(widgets.VBox):
             else "done: results, plots and adapters are in "
         )
         self.status.value = message("warn" if stopped else "ok", what + str(out))
+
+    @staticmethod
+    def end_line(result: CompareResult, elapsed_s: float) -> str:
+        """The progress line once a run ends: done or stopped, the whole run's time, and what a stop left."""
+        if not result.stopped:
+            return f"done · {clock(elapsed_s)} elapsed"
+        ran = {v.name: v for v in result.variants}
+        parts = [
+            f"{v.name} {v.steps_done} of {result.config['train']['steps']} steps"
+            for v in result.variants
+            if v.steps_done is not None
+        ]
+        left = [n for n in result.config["variants"] if n not in ran]
+        if left:
+            parts.append(f"{', '.join(left)} not run")
+        return f"stopped · {clock(elapsed_s)} elapsed · " + "; ".join(parts)

@@ -1,0 +1,332 @@
+"""A sweep: one trained variant per point of a grid of settings, each in its own run folder.
+
+`plan` says before anything loads what the grid holds: its points, the ones already on disk with the
+same settings (read back, not retrained), each point's estimated peak memory and the time the rest will
+take at the speed this machine measured. `run_sweep` then trains the points one after another; a point
+that fails is reported in its row and the sweep goes on; a stop ends it after the current point.
+`workbench sweep`, the Sweep tab and notebooks/03 all call these two functions.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import QUANT_TYPES, RunConfig, parse_targets, variant_for_bits
+from .estimator import estimate
+from .layout import ModelLayout
+from .results import VariantResult
+from .runs import Run, all_results
+
+BITS_CHOICES = (16, 8, 4)
+# tokens/s to plan with before this machine has trained at those bits (the embedded model on a 2-core CPU,
+# README's CPU demo); a GPU is far faster, so its first plan overstates the time
+FIRST_GUESS_TOKENS_PER_S = {16: 250.0, 8: 60.0, 4: 210.0}
+EVAL_SHARE = 0.35  # evaluating and answering, as a share of the training time (measured: make demo)
+
+
+def targets_label(targets) -> str:
+    targets = parse_targets(targets)
+    return targets if targets == "all-linear" else "+".join(targets)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One setting of the grid: the base's bits (and, at 4 bits, its type), the adapter's rank and targets."""
+
+    bits: int
+    rank: int
+    targets: tuple[str, ...] | str
+    quant_type: str = "nf4"
+    double_quant: bool = True
+
+    @property
+    def target_modules(self) -> list[str] | str:
+        return self.targets if isinstance(self.targets, str) else list(self.targets)
+
+    @property
+    def label(self) -> str:
+        quant = f"-{self.quant_type}{'' if self.double_quant else '-nodq'}" if self.bits == 4 else ""
+        return f"{self.bits}bit{quant}-r{self.rank}-{targets_label(self.target_modules)}"
+
+    def config(self, base: RunConfig) -> RunConfig:
+        """`base` with this point's settings and its one trained variant (16: lora, 8: lora8, 4: qlora)."""
+        d = base.to_dict()
+        d["lora"] = {**d["lora"], "rank": self.rank, "target_modules": parse_targets(self.target_modules)}
+        d["quant"] = {**d["quant"], "bits": 4, "quant_type": self.quant_type, "double_quant": self.double_quant}
+        d["variants"] = [variant_for_bits(self.bits)]
+        return RunConfig.from_dict(d)
+
+
+def _whole_numbers(name: str, values) -> list[int]:
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: each value must be a whole number of at least 1; got {v!r}")
+        out.append(v)
+    return out
+
+
+@dataclass
+class SweepGrid:
+    """The values to try. Every combination is one point; at 16 and 8 bits the 4-bit settings do not apply."""
+
+    ranks: list[int] = field(default_factory=lambda: [2, 8, 32], metadata={"help": "LoRA ranks r to try."})
+    targets: list = field(
+        default_factory=lambda: [["q_proj", "v_proj"], "all-linear"],
+        metadata={"help": "Target-module sets: lists of module names, or all-linear."},
+    )
+    bits: list[int] = field(default_factory=lambda: [16, 4], metadata={"help": "Bits of the frozen base: 16, 8, 4."})
+    quant_types: list[str] = field(default_factory=lambda: ["nf4"], metadata={"help": "4-bit types: nf4, fp4."})
+    double_quants: list[bool] = field(
+        default_factory=lambda: [True], metadata={"help": "Double quantization at 4 bits: on, off or both."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("ranks", "targets", "bits", "quant_types", "double_quants"):
+            value = getattr(self, name)
+            if isinstance(value, (str, int)) and name != "targets":
+                value = [value]
+            if name == "targets" and isinstance(value, str):
+                value = [value]
+            if not value:
+                raise ValueError(f"{name}: give at least one value to sweep")
+            setattr(self, name, list(dict.fromkeys(map(_hashable, value))))
+        self.ranks = _whole_numbers("ranks", self.ranks)
+        bad = [b for b in self.bits if b not in BITS_CHOICES]
+        if bad:
+            raise ValueError(f"bits: {bad[0]!r} is not one of 16, 8 or 4")
+        bad = [q for q in self.quant_types if q not in QUANT_TYPES]
+        if bad:
+            raise ValueError(f"quant_types: {bad[0]!r} is not one of {', '.join(QUANT_TYPES)}")
+        if any(not isinstance(d, bool) for d in self.double_quants):
+            raise ValueError("double_quants: each value must be true or false")
+        self.targets = [parse_targets(t if isinstance(t, str) else list(t)) for t in self.targets]
+
+    def points(self) -> list[SweepPoint]:
+        out = []
+        for bits in self.bits:
+            quant = [(q, d) for q in self.quant_types for d in self.double_quants] if bits == 4 else [("nf4", True)]
+            for targets in self.targets:
+                for rank in self.ranks:
+                    for q, d in quant:
+                        t = targets if isinstance(targets, str) else tuple(targets)
+                        out.append(SweepPoint(bits, rank, t, q, d))
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "ranks": self.ranks,
+            "targets": [t if isinstance(t, str) else list(t) for t in self.targets],
+            "bits": self.bits,
+            "quant_types": self.quant_types,
+            "double_quants": self.double_quants,
+        }
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def saved_run(out: Path, cfg: RunConfig) -> Run | None:
+    """The finished run in `out` when it was made with exactly these settings (and not stopped), else None."""
+    run = Run(out)
+    if not run.finished:
+        return None
+    try:
+        doc = run.read()
+    except (OSError, ValueError):
+        return None
+    same = doc.get("config") == json.loads(json.dumps(cfg.to_dict()))
+    return run if same and not doc.get("stopped") else None
+
+
+@dataclass
+class PlannedPoint:
+    point: SweepPoint
+    config: RunConfig
+    out: Path
+    cached: bool
+    estimated_peak_bytes: int
+    estimated_seconds: float  # 0 for a cached point
+
+
+@dataclass
+class SweepPlan:
+    points: list[PlannedPoint]
+    speeds: dict[int, float]  # tokens/s planned with, per bits
+    measured: dict[int, bool]  # whether that speed was measured on this machine (else a first guess)
+
+    @property
+    def to_train(self) -> list[PlannedPoint]:
+        return [p for p in self.points if not p.cached]
+
+    @property
+    def estimated_seconds(self) -> float:
+        return sum(p.estimated_seconds for p in self.points)
+
+    def describe(self) -> str:
+        n, cached = len(self.points), len(self.points) - len(self.to_train)
+        mins = self.estimated_seconds / 60
+        guessed = [b for b in sorted(self.speeds) if not self.measured.get(b)]
+        how = " (a first guess at " + ", ".join(f"{b} bits" for b in guessed) + ": no run here yet)" if guessed else ""
+        return (
+            f"{n} points: {cached} already on disk, {n - cached} to train, about {mins:.0f} min{how}; "
+            f"estimated peaks {min(p.estimated_peak_bytes for p in self.points) / 2**20:,.0f}–"
+            f"{max(p.estimated_peak_bytes for p in self.points) / 2**20:,.0f} MiB"
+        )
+
+
+def measured_speeds(runs_root: Path, device_type: str) -> dict[int, float]:
+    """Median training tokens/s per bits of the runs on disk that ran on this kind of device."""
+    speeds: dict[int, list[float]] = {}
+    for row in all_results(Path(runs_root)):
+        r = row.result
+        if r.tokens_per_second and (row.device or "").startswith(device_type):
+            speeds.setdefault(r.bits, []).append(r.tokens_per_second)
+    return {b: statistics.median(v) for b, v in speeds.items()}
+
+
+def plan(grid: SweepGrid, base: RunConfig, out_dir: str | Path, *, runs_root: str | Path | None = None) -> SweepPlan:
+    """The grid's points with their configs, folders, cache state, estimated peak and time. Loads no weights;
+    a bad value in any point fails here (ValueError), before anything trains."""
+    from .models import pick_device
+
+    out_dir = Path(out_dir)
+    choice = pick_device(base.model.device, base.model.dtype)
+    layout = ModelLayout.for_model(base.model.name)
+    found = measured_speeds(Path(runs_root) if runs_root else out_dir, choice.type)
+    speeds = {b: found.get(b, FIRST_GUESS_TOKENS_PER_S[b]) for b in grid.bits}
+    t = base.train
+    planned = []
+    for point in grid.points():
+        cfg = point.config(base)
+        layout.check_targets(cfg.lora.target_modules)
+        layout.check_rank(cfg.lora.rank)
+        out = out_dir / point.label
+        cached = saved_run(out, cfg) is not None
+        peak = estimate(
+            layout,
+            bits=point.bits,
+            rank=point.rank,
+            targets=cfg.lora.target_modules,
+            batch_size=t.batch_size,
+            seq_len=t.seq_len,
+            gradient_checkpointing=t.gradient_checkpointing,
+            device_type=choice.type,
+            double_quant=point.double_quant,
+            dtype=choice.dtype_name,
+        ).total
+        tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
+        seconds = 0.0 if cached else tokens / speeds[point.bits] * (1 + EVAL_SHARE)
+        planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds))
+    return SweepPlan(planned, speeds, {b: b in found for b in grid.bits})
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class PointResult:
+    """What became of one point: trained, loaded (already on disk), failed (the reason) or not run (stopped)."""
+
+    point: SweepPoint
+    out: Path
+    status: str
+    result: VariantResult | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.point.label
+
+
+def run_sweep(
+    sweep: SweepPlan,
+    *,
+    stop: threading.Event | None = None,
+    on_point: Callable[[PointResult], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+    on_progress=None,
+    sinks=(),
+) -> list[PointResult]:
+    """Train the plan's points one after another (each with run_compare, into its own folder). A point on
+    disk is read back; a point that fails is recorded with its reason and the sweep goes on; `stop` ends the
+    sweep after the point that is running (its own run stops after its current step)."""
+    from .compare import run_compare
+
+    stop = stop or threading.Event()
+    status = on_status or (lambda text: None)
+    done: list[PointResult] = []
+    for i, p in enumerate(sweep.points, 1):
+        if stop.is_set():
+            res = PointResult(p.point, p.out, "not run")
+        elif p.cached:
+            run = Run(p.out)
+            res = PointResult(p.point, p.out, "loaded", run.results()[0])
+        else:
+            status(f"[{i}/{len(sweep.points)}] training {p.point.label}")
+            started = time.perf_counter()
+            try:
+                result = run_compare(p.config, p.out, stop=stop, on_progress=on_progress, sinks=sinks)
+                trained = result.variants[0] if result.variants else None
+                state = "stopped" if result.stopped else "trained"
+                res = PointResult(p.point, p.out, state, trained, seconds=time.perf_counter() - started)
+            except (ValueError, RuntimeError, MemoryError, OSError) as exc:  # this point only; the sweep goes on
+                line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                res = PointResult(p.point, p.out, "failed", error=line, seconds=time.perf_counter() - started)
+        done.append(res)
+        if on_point is not None:
+            on_point(res)
+    return done
+
+
+def sweep_frame(points: list[PointResult]):
+    """One row per point, for a table: settings, status, accuracy, memory and time in readable units."""
+    import pandas as pd
+
+    rows = []
+    for p in points:
+        r = p.result
+        rows.append(
+            {
+                "point": p.label,
+                "bits": p.point.bits,
+                "4-bit type": p.point.quant_type if p.point.bits == 4 else "",
+                "rank": p.point.rank,
+                "targets": targets_label(p.point.target_modules),
+                "status": p.status if not p.error else f"failed: {p.error}",
+                "accuracy %": None if r is None or r.accuracy is None else round(100 * r.accuracy, 1),
+                "eval loss": None if r is None or r.eval_loss is None else round(r.eval_loss, 4),
+                "forgetting": None if r is None or r.forgetting is None else round(r.forgetting, 4),
+                "peak MiB": None if r is None else round(r.peak_memory_bytes / 2**20),
+                "weights MiB": None if r is None else round(r.weight_bytes / 2**20, 1),
+                "train s": None if r is None or r.train_seconds is None else round(r.train_seconds, 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_sweep(out_dir: str | Path, points: list[PointResult]) -> list[Path]:
+    """The sweep's table (sweep.csv) and its accuracy-against-memory chart with the frontier (sweep.png) in
+    out_dir, beside the points' run folders; each written whole."""
+    from . import plots
+    from .files import save_figure, write_csv
+
+    out_dir = Path(out_dir)
+    frame = sweep_frame(points)
+    table = write_csv(out_dir / "sweep.csv", frame.to_dict("records"), list(frame.columns))
+    done = [p for p in points if p.result is not None]
+    chart = out_dir / "sweep.png"
+    if done:
+        save_figure(plots.accuracy_memory_figure([p.result for p in done], runs=[p.label for p in done]), chart)
+    return [table, chart] if done else [table]
