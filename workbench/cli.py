@@ -138,9 +138,7 @@ def _add_run_options(c: argparse.ArgumentParser, sweep: bool) -> None:
     )
     c.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto (default), cpu, cuda or mps.")
     c.add_argument("--dtype", choices=list(DTYPES), help=help_for(ModelSettings, "dtype"))
-    c.add_argument(
-        "--preset", help="Start from a preset (cpu-demo, quickstart); explicit options override its values."
-    )
+    c.add_argument("--preset", help="Start from a preset (cpu-demo, quickstart); explicit options override its values.")
 
 
 def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.ArgumentParser:
