@@ -9,6 +9,7 @@ config field it sets, and compare and sweep share their run options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -231,35 +232,44 @@ def _overrides(a: argparse.Namespace) -> dict:
     return o
 
 
-def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import continue_run, results_table, run_compare
-    from .config import preset_config
+@contextlib.contextmanager
+def _watched(what: str):
+    """What a long command runs under: tqdm bars for every phase, status lines on stderr, and Ctrl-C: the
+    first sets the stop flag (the work ends after its current step and keeps what it made), a second aborts.
+    Yields the keyword arguments run_compare and run_sweep take for them."""
     from .events import ProgressBars
 
-    if a.resume:
-        a.out = a.resume
-    cfg = None if a.resume else preset_config(a.preset, _overrides(a))
     stop = threading.Event()
 
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save; second: abort
+    def on_sigint(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        print(f"\nstopping {what} (Ctrl-C again to abort)...", file=sys.stderr)
         stop.set()
 
     old = signal.signal(signal.SIGINT, on_sigint)
     bars = ProgressBars()
-    watch = {
-        "sinks": [bars.metric],
-        "on_progress": bars,
-        "stop": stop,
-        "on_status": lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True),
-    }
     try:
-        result = continue_run(a.resume, a.steps, **watch) if a.resume else run_compare(cfg, a.out, **watch)
+        yield {
+            "sinks": [bars.metric],
+            "on_progress": bars,
+            "stop": stop,
+            "on_status": lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True),
+        }
     finally:
         signal.signal(signal.SIGINT, old)
         bars.close()
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import continue_run, results_table, run_compare
+    from .config import preset_config
+
+    if a.resume:
+        a.out = a.resume
+    cfg = None if a.resume else preset_config(a.preset, _overrides(a))
+    with _watched("after this step") as watch:
+        result = continue_run(a.resume, a.steps, **watch) if a.resume else run_compare(cfg, a.out, **watch)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -280,7 +290,6 @@ def _listed(option: str, text: str, kind=str, sep: str = ",") -> list:
 
 def cmd_sweep(a: argparse.Namespace) -> int:
     from .config import preset_config
-    from .events import ProgressBars
     from .sweep import SweepGrid, plan, run_sweep, sweep_frame, write_sweep
 
     switches = {"on": True, "off": False}
@@ -301,27 +310,9 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         print(f"  {p.point.label:<32} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB  {how}")
     if a.plan:
         return 0
-    stop = threading.Event()
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish this point's step, keep what is done; second: abort
-        if stop.is_set():
-            raise KeyboardInterrupt
-        print("\nstopping the sweep after this point (Ctrl-C again to abort)...", file=sys.stderr)
-        stop.set()
-
-    old = signal.signal(signal.SIGINT, on_sigint)
-    bars = ProgressBars()
-    try:
-        points = run_sweep(
-            sweep,
-            stop=stop,
-            on_progress=bars,
-            sinks=[bars.metric],
-            on_status=lambda msg: print(f"[workbench] {msg}", file=sys.stderr, flush=True),
-        )
-    finally:
-        signal.signal(signal.SIGINT, old)
-        bars.close()
+    with _watched("the sweep after this point's current step") as watch:
+        points = run_sweep(sweep, **watch)
+    stop = watch["stop"]
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
