@@ -436,6 +436,10 @@ def run(
         params = {**(FAST_PARAMS if fast else {}), "RUNS_DIR": str(work / "runs")}
         prepare_notebook(work, params)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        sys.path.insert(0, str(ROOT))
+        from workbench.allocator import preload_env
+
+        env = preload_env(env)  # the server and its kernels start as `make lab` starts them (tcmalloc)
         if fast:  # two OpenMP threads on a busy 2-core machine spin-wait on each other
             env["OMP_NUM_THREADS"] = "1"
         log = work / "jupyterlab.log"  # copied next to the screenshots when something fails

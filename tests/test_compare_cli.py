@@ -429,3 +429,14 @@ def test_cli_resume_continues_a_run_and_refuses_a_folder_that_is_not_one(tiny_mo
     capsys.readouterr()
     assert cli.main(["compare", "--resume", str(tmp_path / "nothing-here")]) == 2
     assert "no finished run" in capsys.readouterr().err
+
+
+def test_cli_out_that_cannot_be_made_is_one_line_not_a_traceback(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli.main(["compare", "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"workbench: error: out: {blocker} is a file, so {blocker / 'run'} cannot be a folder; choose another folder"
+    )

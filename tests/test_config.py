@@ -182,3 +182,13 @@ def test_to_lora_config():
     lc = LoraSettings(rank=4, alpha=8.0, dropout=0.1, target_modules="q_proj,v_proj").to_lora_config()
     assert lc.r == 4 and lc.lora_alpha == 8.0 and lc.lora_dropout == 0.1
     assert set(lc.target_modules) == {"q_proj", "v_proj"}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_learning_rate_that_is_not_a_finite_number_is_refused(value):
+    from workbench.config import LoraSettings, TrainSettings
+
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        TrainSettings(lr=value)
+    with pytest.raises(ValueError, match="dropout must be a finite number"):
+        LoraSettings(dropout=value)

@@ -625,3 +625,13 @@ def test_continue_trains_the_last_run_on_and_its_curve_goes_on(app):
     assert t.error.value == "", t.error.value
     assert t.run_dir == run and [e.step for e in t.events] == [1, 2, 3, 4, 5]  # one curve, continued
     assert runs.load_results(run)["variants"][0]["steps_done"] == 5 and "done" in t.progress_text.value
+
+
+def test_a_kernel_on_glibc_is_told_its_peaks_will_run_above_the_estimate(monkeypatch):
+    from workbench import allocator
+
+    monkeypatch.setattr(allocator, "tcmalloc_path", lambda: "/usr/lib/libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(allocator, "in_use", lambda: "glibc")
+    assert "make lab" in train_ui.allocator_note()
+    monkeypatch.setattr(allocator, "in_use", lambda: "tcmalloc")
+    assert train_ui.allocator_note() == ""

@@ -26,7 +26,17 @@ from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, general_text, task_for
 from .estimator import EstimateShapes, variant_estimate
 from .events import ProgressSink, Sink, Stages
-from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, general_losses, generate
+from .files import check_writable_dir
+from .generate import (
+    EVAL_BATCH_SIZE,
+    GENERAL_BATCH_SIZE,
+    DecodeSettings,
+    EvalResult,
+    Generation,
+    evaluate,
+    general_losses,
+    generate,
+)
 from .layout import ModelLayout
 from .resolve import resolve_model
 from .results import CompareResult, VariantResult, results_frame
@@ -78,7 +88,14 @@ class Setup:
 
     @property
     def shapes(self) -> EstimateShapes:
-        return EstimateShapes.of(self.train_rows, self.eval_rows, self.cfg.train.batch_size, EVAL_BATCH_SIZE)
+        return EstimateShapes.of(
+            self.train_rows,
+            self.eval_rows,
+            self.cfg.train.batch_size,
+            EVAL_BATCH_SIZE,
+            self.general_rows,
+            GENERAL_BATCH_SIZE,
+        )
 
     @property
     def prompts(self) -> list[str]:
@@ -350,7 +367,7 @@ def run_compare(
     `on_progress(Progress)` as every phase (load, evaluate, train, answer) moves. With `resume`, out_dir is
     a run to continue (see continue_run): each trained variant saved there picks up its adapter and
     training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again."""
-    run = Run(out_dir)
+    run = Run(check_writable_dir(out_dir))  # before any data is read or weights load
     earlier = saved_states(run) if resume else {}
     kept = kept_metrics(run) if resume else []
     stop = stop or threading.Event()

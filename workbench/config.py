@@ -9,6 +9,7 @@ what to do.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,8 @@ def _check_int(name: str, value: Any, lo: int, hi: int | None = None, why: str =
 def _check_float(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number; got {value!r}")
+    if not math.isfinite(value):  # NaN compares false with every bound and would pass them all
+        raise ValueError(f"{name} must be a finite number; got {value}")
     bad = value <= lo if lo_open else value < lo
     if bad or (hi is not None and value > hi):
         lo_word = "above" if lo_open else "at least"

@@ -1,5 +1,8 @@
 """The analytic memory estimate: the peak of fine-tuning (or evaluating) one variant, from the model's
 config alone, before any weight loads. docs/estimator.md has the measurements behind every term.
+
+Long because: every term of the estimate and the shapes a run feeds it are one derivation, checked row by row
+against measurements; split, a term's why would sit away from its bytes.
 """
 
 from __future__ import annotations
@@ -332,14 +335,19 @@ class EstimateShapes:
     eval_seq: int
     train_scored: int | None = None
     eval_scored: int | None = None
+    general_batch: int = 0  # the forgetting pass: blocks of general text per forward (0: none)
+    general_seq: int = 0
 
     @classmethod
-    def of(cls, train_rows, eval_rows, batch_size: int, eval_batch_size: int) -> EstimateShapes:
+    def of(
+        cls, train_rows, eval_rows, batch_size: int, eval_batch_size: int, general_rows=None, general_batch: int = 0
+    ) -> EstimateShapes:
         """From the encoded splits (data.Encoded). Training batches are batch_size x the longest example (at
         most seq_len: a batch is padded to its longest row); evaluation batches are eval_batch_size (or the
         whole eval split, if smaller) x its longest. Scored positions: a batch of the rows with the most
         labelled tokens."""
         eval_batch = min(eval_batch_size, len(eval_rows))
+        general = general_rows is not None and len(general_rows) > 0
         return cls(
             batch_size,
             train_rows.longest,
@@ -347,6 +355,8 @@ class EstimateShapes:
             eval_rows.longest,
             batch_size * train_rows.most_scored,
             eval_batch * eval_rows.most_scored,
+            min(general_batch, len(general_rows)) if general else 0,
+            general_rows.longest if general else 0,
         )
 
 
@@ -391,6 +401,16 @@ def variant_estimate(
         scored_tokens=shapes.eval_scored,
         **common,
     )
+    if shapes.general_batch:  # the forgetting pass scores every position of its blocks
+        general = estimate(
+            layout,
+            batch_size=shapes.general_batch,
+            seq_len=shapes.general_seq,
+            train=False,
+            scored_tokens=shapes.general_batch * max(shapes.general_seq - 1, 1),
+            **common,
+        )
+        ev = max(ev, general, key=lambda e: e.total)
     with_adapter = ev.total + tr.components["adapter"]
     if not trained:
         return with_adapter if adapter_attached else ev.total

@@ -16,6 +16,22 @@ from pathlib import Path
 from typing import Any
 
 
+def check_writable_dir(path: Path, what: str = "out") -> Path:
+    """Refuse, before any work, a folder that cannot be made or written: the nearest existing ancestor must be a
+    folder this process may write in. Raises ValueError with what to do."""
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what}: {probe} is a file, so {path} cannot be a folder; choose another folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: {probe} is not writable, so {path} cannot be made there; choose another folder")
+    return path
+
+
 def _tmp_beside(path: Path, suffix: str = "") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)

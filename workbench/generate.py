@@ -132,6 +132,9 @@ class EvalResult:
 
 
 EVAL_BATCH_SIZE = 16  # examples per no-grad forward when scoring (estimator.estimate(train=False) sizes this)
+# blocks of general text per forward when measuring forgetting: every position is scored there, so a batch's
+# float32 logits are batch x seq_len x vocabulary (16 blocks of 64 on SmolLM2: ~600 MB; 2 blocks: ~75 MB)
+GENERAL_BATCH_SIZE = 2
 
 
 @torch.no_grad()
@@ -278,7 +281,9 @@ def general_losses(model, tokenizer, rows: Encoded | None, *, base: bool) -> tup
     text = TextSource("", "the general text")  # its blocks are encoded already: evaluate scores those
 
     def loss(off: bool) -> float:
-        return evaluate(model, tokenizer, text, seq_len=rows.seq_len, base=off, encoded=rows).eval_loss
+        return evaluate(
+            model, tokenizer, text, seq_len=rows.seq_len, base=off, encoded=rows, batch_size=GENERAL_BATCH_SIZE
+        ).eval_loss
 
     if base:
         return loss(True), None

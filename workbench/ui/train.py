@@ -35,6 +35,20 @@ def run_name(cfg) -> str:
     return f"{datetime.now():%Y%m%d-%H%M%S}-{trained}-r{cfg.lora.rank}-{targets}"
 
 
+def allocator_note() -> str:
+    """A warning when this kernel runs on glibc's allocator although tcmalloc is installed (a kernel not
+    started by `make lab`): its measured CPU peaks then run well above the estimate."""
+    from .. import allocator
+
+    if allocator.in_use() != "glibc" or allocator.tcmalloc_path() is None or allocator.choice() != "auto":
+        return ""
+    return message(
+        "warn",
+        "This kernel runs on glibc's allocator, which keeps freed activations: measured peaks will run well above "
+        "the estimate (+53% for LoRA in one run here). Start JupyterLab with `make lab` to run on tcmalloc.",
+    )
+
+
 class TrainPanel(widgets.VBox):
     """Training settings, Start/Stop, progress and live plots. Shown alone: TrainPanel()."""
 
@@ -181,7 +195,7 @@ class TrainPanel(widgets.VBox):
             if continue_from
             else f"starting: {', '.join(cfg.variants)} into {out}"
         )
-        self.status.value = message("info", what)
+        self.status.value = message("info", what) + allocator_note()
         self.state.drop_session()  # free models loaded for answering: training needs the memory
         return None
 
