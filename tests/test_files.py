@@ -84,3 +84,26 @@ def test_save_figure(tmp_path):
     path = files.save_figure(fig, tmp_path / "plots" / "f.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _listing(path.parent) == ["f.png"]
+
+
+def test_written_files_and_folders_follow_the_umask(tmp_path):
+    """Temp files are made 0600 and temp folders 0700; what they become must be readable as the umask says (a
+    class sharing one runs folder reads each other's runs)."""
+    import os
+    import stat
+
+    from workbench.files import atomic_dir, write_json, write_text
+
+    old = os.umask(0o022)
+    try:
+        text = write_text(tmp_path / "a.txt", "x")
+        doc = write_json(tmp_path / "b.json", {"a": 1})
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "inside.txt").write_text("y")
+        os.umask(0o077)
+        private = write_text(tmp_path / "c.txt", "z")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(text.stat().st_mode) == 0o644 and stat.S_IMODE(doc.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600

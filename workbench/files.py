@@ -32,8 +32,24 @@ def check_writable_dir(path: Path, what: str = "out") -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be: setting it to read it back is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_beside(path: Path, suffix: str = "") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    # mkstemp makes the file 0600; the file it becomes follows the umask, as any other file would (a class
+    # reading one shared runs folder needs to read it)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     return Path(tmp)
 
@@ -104,6 +120,7 @@ def atomic_dir(path: Path, *, replace: bool = True):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the folder it becomes follows the umask
     try:
         yield tmp
         if not path.exists():
