@@ -369,7 +369,7 @@ def run_compare(
     training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again."""
     run = Run(check_writable_dir(out_dir))  # before any data is read or weights load
     earlier = saved_states(run) if resume else {}
-    kept = kept_metrics(run) if resume else []
+    kept = kept_metrics(run, earlier) if resume else []
     stop = stop or threading.Event()
     status = on_status or log.info
     stages = Stages(on_progress, planned_stages(cfg))
@@ -456,9 +456,10 @@ def saved_states(run: Run) -> dict[str, TrainState]:
     return {v: st for v, st in states.items() if st is not None}
 
 
-def kept_metrics(run: Run) -> list:
-    """The steps of a run that a continuation keeps: those of the adapters it picks up, up to their state."""
-    states = saved_states(run)
+def kept_metrics(run: Run, states: dict[str, TrainState] | None = None) -> list:
+    """The steps of a run that a continuation keeps: those of the adapters it picks up (`states`, read from the
+    run when not given), up to their state."""
+    states = saved_states(run) if states is None else states
     return [e for e in run.metrics() if e.variant in states and e.step <= states[e.variant].step]
 
 

@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .events import MetricEvent
-from .results import MEMORY_FIELDS, VariantResult, pareto_front, shorten
+from .results import MEMORY_FIELDS, VariantResult, default_score, pareto_front, shorten
 
 MiB = 1024**2
 COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
@@ -94,7 +94,7 @@ def accuracy_memory_figure(
     perplexity), eval loss, perplexity or forgetting; cost (`memory_key`): peak, weight or estimated memory,
     or training time. `runs` names the run of each result; with more than one run each entry says which."""
     runs = runs or [None] * len(results)
-    metric = metric or ("accuracy" if any(r.accuracy is not None for r in results) else "perplexity")
+    metric = metric or default_score(results)
     if metric not in Y_AXES or memory_key not in X_AXES:
         raise ValueError(f"chart: score one of {', '.join(Y_AXES)} against one of {', '.join(X_AXES)}")
     y_label, y_scale, higher = Y_AXES[metric]

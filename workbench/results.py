@@ -196,6 +196,11 @@ def shorten(text: str, width: int = 32) -> str:
     return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2 :]
 
 
+def default_score(results) -> str:
+    """What a chart or frontier scores results by: accuracy where the task has one, else perplexity."""
+    return "accuracy" if any(r.accuracy is not None for r in results) else "perplexity"
+
+
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[int]:
     """Indices of the points no other point beats: none with less (or equal) cost and a better (or equal)
     score, one of them strictly. Cost is x (memory, time), the score y (accuracy; or loss with

@@ -99,21 +99,23 @@ class Session:
 
     # ------------------------------------------------------------------ loading
 
+    def _choice(self) -> models.DeviceChoice | None:
+        try:
+            return models.pick_device(self.device, self.dtype)
+        except ValueError:  # no such device here
+            return None
+
     @property
     def base_dtype(self) -> str | None:
         """What the unquantized base is held in on this machine (None: no such device here)."""
-        try:
-            return models.pick_device(self.device, self.dtype).dtype_name
-        except ValueError:
-            return None
+        choice = self._choice()
+        return choice.dtype_name if choice else None
 
     @property
     def device_type(self) -> str | None:
         """cpu, cuda or mps: where this session's models run (None: no such device here)."""
-        try:
-            return models.pick_device(self.device, self.dtype).type
-        except ValueError:
-            return None
+        choice = self._choice()
+        return choice.type if choice else None
 
     @property
     def path(self) -> Path:

@@ -10,7 +10,7 @@ import ipywidgets as widgets
 
 from .. import plots, runs
 from ..files import write_csv
-from ..results import readable, shorten
+from ..results import default_score, readable, shorten
 from .common import error_html, image, message, png
 from .state import AppState
 
@@ -160,7 +160,7 @@ class ResultsPanel(widgets.VBox):
         if self.rows:
             self.chart.layout.display = None
             results = [r.result for r in self.rows]
-            if self.score_kind.value == "accuracy" and all(r.accuracy is None for r in results):
+            if self.score_kind.value == "accuracy" and default_score(results) != "accuracy":
                 self.score_kind.value = "perplexity"  # a task scored by perplexity has no accuracy to plot
                 return
             self.chart.value = png(

@@ -14,7 +14,7 @@ import ipywidgets as widgets
 
 from .. import plots
 from ..events import Progress, clock
-from ..results import pareto_front
+from ..results import default_score, pareto_front
 from ..sweep import PointResult, SweepGrid, SweepPlan, plan, run_sweep, sweep_frame, write_sweep
 from .common import error_html, image, message, png
 from .state import AppState
@@ -194,10 +194,10 @@ class SweepPanel(widgets.VBox):
     def frontier(self) -> list[str]:
         """The points no other point beats on accuracy (or perplexity) and peak memory, by memory."""
         done = [p for p in self.points if p.result is not None]
-        by_acc = any(p.result.accuracy is not None for p in done)
-        scored = [p for p in done if (p.result.accuracy if by_acc else p.result.perplexity) is not None]
-        xy = [(p.result.peak_memory_bytes, p.result.accuracy if by_acc else p.result.perplexity) for p in scored]
-        return [scored[i].label for i in pareto_front(xy, higher_is_better=by_acc)]
+        score = default_score([p.result for p in done])
+        scored = [p for p in done if getattr(p.result, score) is not None]
+        xy = [(p.result.peak_memory_bytes, getattr(p.result, score)) for p in scored]
+        return [scored[i].label for i in pareto_front(xy, higher_is_better=score == "accuracy")]
 
     def _on_error(self, exc: BaseException, details: str) -> None:
         self.status.value = error_html(exc, details)
