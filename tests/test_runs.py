@@ -121,7 +121,7 @@ def test_result_fields_cover_the_documented_columns():
         "accuracy",
     ]
     assert runs.RESULT_FIELDS[: len(documented)] == documented
-    later = ["steps_done", "status", "base_dtype", "general_loss", "forgetting"]
+    later = ["steps_done", "status", "base_dtype", "general_loss", "forgetting", "error"]
     assert runs.RESULT_FIELDS[len(documented) :] == later
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,8 +31,21 @@ def help_for(cls: type, name: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse reads only -1 and -.5 as numbers: "--lr -1e-3" and "--dropout -inf" ended in "expected one
+        # argument" instead of the field's own message about the value
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+
     def error(self, message: str) -> None:  # one line, no usage dump
         self.exit(EXIT_USAGE, f"workbench: error: {message}\n")
+
+
+def _folder(text: str) -> str:
+    """An --out folder: an empty one (an unset shell variable) would write the run into the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a folder, not an empty value")
+    return text
 
 
 def _add_model(p: argparse.ArgumentParser, default=None) -> None:
@@ -63,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="train and compare base, LoRA and QLoRA on one task")
     _add_run_options(c, sweep=False)
-    c.add_argument("--out", default="runs/latest", help="Folder for results, plots and adapters (default runs/latest).")
+    c.add_argument(
+        "--out",
+        type=_folder,
+        default="runs/latest",
+        help="Folder for results, plots and adapters (default runs/latest).",
+    )
     c.add_argument(
         "--resume",
         metavar="RUN",
@@ -85,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--double-quant", default="on", help="Double quantization at 4 bits: on, off or on,off (default on)."
     )
     w.add_argument("--plan", action="store_true", help="Print the grid, its estimates and its time; train nothing.")
-    w.add_argument("--out", default="runs/sweep", help="Folder for the points' run folders (default runs/sweep).")
+    w.add_argument(
+        "--out", type=_folder, default="runs/sweep", help="Folder for the points' run folders (default runs/sweep)."
+    )
     return _add_other_commands(parser, sub)
 
 
@@ -140,6 +161,11 @@ def _add_run_options(c: argparse.ArgumentParser, sweep: bool) -> None:
     c.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto (default), cpu, cuda or mps.")
     c.add_argument("--dtype", choices=list(DTYPES), help=help_for(ModelSettings, "dtype"))
     c.add_argument("--preset", help="Start from a preset (cpu-demo, quickstart); explicit options override its values.")
+    c.add_argument(
+        "--skip-fit-check",
+        action="store_true",
+        help="Run even when a variant's estimated peak is more than the free memory (by default it is refused).",
+    )
 
 
 def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.ArgumentParser:
@@ -269,12 +295,16 @@ def cmd_compare(a: argparse.Namespace) -> int:
         a.out = a.resume
     cfg = None if a.resume else preset_config(a.preset, _overrides(a))
     with _watched("after this step") as watch:
+        watch["fit_check"] = not a.skip_fit_check
         result = continue_run(a.resume, a.steps, **watch) if a.resume else run_compare(cfg, a.out, **watch)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(results_table(result).to_string())
     allocator = f"; allocator: {result.allocator}" if result.allocator else ""
+    for v in result.variants:
+        if v.error:
+            print(f"{v.name}: {v.status}: {v.error}")
     print(f"\ndevice: {result.device}{allocator}; model: {result.model_path}")
     print(f"wrote {Path(a.out).resolve()}" + (" (stopped early)" if result.stopped else ""))
     return 0
@@ -286,6 +316,15 @@ def _listed(option: str, text: str, kind=str, sep: str = ",") -> list:
         return [kind(v) for v in values]
     except ValueError:
         raise ValueError(f"{option}: {text!r} is not a {sep!r}-separated list of {kind.__name__} values") from None
+
+
+def _check_run_inputs(cfg, out: str) -> None:
+    """What plan does not read: the data and the output folder (each point would fail on them alone)."""
+    from .data import task_for
+    from .files import check_writable_dir
+
+    check_writable_dir(Path(out))
+    task_for(cfg)
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -303,15 +342,17 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         quant_types=_listed("--quant-types", a.quant_types),
         double_quants=[switches[v] for v in _listed("--double-quant", a.double_quant)],
     )
-    sweep = plan(grid, preset_config(a.preset, _overrides(a)), a.out, runs_root=Path(a.out).parent)
+    base = preset_config(a.preset, _overrides(a))
+    _check_run_inputs(base, a.out)
+    sweep = plan(grid, base, a.out, runs_root=Path(a.out).parent)
     print(sweep.describe())
     for p in sweep.points:
         how = "on disk" if p.cached else f"~{p.estimated_seconds:.0f} s"
-        print(f"  {p.point.label:<32} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB  {how}")
+        print(f"  {p.point.label:<32} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB ({p.fit})  {how}")
     if a.plan:
         return 0
     with _watched("the sweep after this point's current step") as watch:
-        points = run_sweep(sweep, **watch)
+        points = run_sweep(sweep, fit_check=not a.skip_fit_check, **watch)
     stop = watch["stop"]
     import pandas as pd
 
@@ -327,15 +368,17 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 def cmd_estimate(a: argparse.Namespace) -> int:
     from .estimator import estimate
-    from .resolve import model_config_for
+    from .layout import ModelLayout
 
     if a.bits not in (16, 8, 4):
         raise ValueError(f"bits must be 16, 8 or 4; got {a.bits}")
     lora = LoraSettings(rank=a.rank, target_modules=a.targets)
     TrainSettings(batch_size=a.batch_size, seq_len=a.seq_len)  # validates both
-    cfg = model_config_for(a.model)
+    layout = ModelLayout.for_model(a.model)
+    layout.check_targets(lora.target_modules)  # an estimate for layers the model lacks would be a wrong one
+    layout.check_rank(lora.rank)
     est = estimate(
-        cfg,
+        layout,
         bits=a.bits,
         rank=lora.rank,
         targets=lora.target_modules,
@@ -389,6 +432,8 @@ def cmd_preview(a: argparse.Namespace) -> int:
         skip_bad_rows=a.skip_bad_rows,
         train=TrainSettings(seq_len=a.seq_len),
     )  # validates them all
+    if a.examples < 0:
+        raise ValueError(f"examples must be at least 0; got {a.examples}")
     task = task_for(cfg)
     tokenizer = load_tokenizer(resolve_model(a.model))
     print(preview(tokenizer, task, seq_len=a.seq_len, n=a.examples).to_text())
@@ -418,8 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             "model-path": cmd_model_path,
         }
         return commands[args.command](args)
-    except ValueError as exc:
-        print(f"workbench: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # one line even when a library's message has several
+        print(f"workbench: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("workbench: aborted", file=sys.stderr)

@@ -164,6 +164,39 @@ def setup(
     )
 
 
+def check_fit(s: Setup) -> list[str]:
+    """Each variant's estimated peak against what the device has free, before any weights load: ValueError
+    for the variants that will not fit, saying what to change; a note for each that is tight."""
+    available = memory.available_bytes(s.choice.type, s.choice.device)
+    tight, refused = [], []
+    for name in s.cfg.variants:
+        estimated = s.estimate(name)
+        verdict = memory.fit(estimated, available)
+        if verdict != memory.FITS:
+            (refused if verdict == memory.WONT_FIT else tight).append(
+                memory.fit_message(name, estimated, available, verdict)
+            )
+    if refused:
+        raise ValueError("memory: " + "; ".join(refused))
+    return tight
+
+
+def out_of_memory_result(s: Setup, name: str, exc: BaseException) -> VariantResult:
+    """The row of a variant the device ran out of memory for: marked, with what to change."""
+    where = "GPU" if s.choice.type == "cuda" else s.choice.type.upper()
+    said = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return VariantResult(
+        name=name,
+        bits=VARIANTS[name].bits,
+        base_dtype=_base_dtype(s, VARIANTS[name].bits),
+        rank=s.cfg.lora.rank if VARIANTS[name].trained else None,
+        target_modules=s.cfg.lora.target_modules if VARIANTS[name].trained else None,
+        estimated_peak_bytes=s.estimate(name),
+        status="out of memory",
+        error=f"{name} ran out of {where} memory ({said}): choose {memory.WHAT_TO_CHANGE}",
+    )
+
+
 # --------------------------------------------------------------------------- one variant at a time
 
 
@@ -359,6 +392,7 @@ def run_compare(
     on_variant: Callable[[VariantStart], None] | None = None,
     on_progress: ProgressSink | None = None,
     resume: bool = False,
+    fit_check: bool = True,
 ) -> CompareResult:
     """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
 
@@ -366,7 +400,10 @@ def run_compare(
     workbench.data.load_data_task). `on_variant(VariantStart)` is called as each variant starts;
     `on_progress(Progress)` as every phase (load, evaluate, train, answer) moves. With `resume`, out_dir is
     a run to continue (see continue_run): each trained variant saved there picks up its adapter and
-    training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again."""
+    training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again.
+    With `fit_check`, a variant whose estimated peak will not fit in the device's free memory is refused before
+    anything loads (ValueError); a variant that runs out of memory all the same is marked "out of memory" in
+    the results and the next precision runs."""
     run = Run(check_writable_dir(out_dir))  # before any data is read or weights load
     earlier = saved_states(run) if resume else {}
     kept = kept_metrics(run, earlier) if resume else []
@@ -374,6 +411,7 @@ def run_compare(
     status = on_status or log.info
     stages = Stages(on_progress, planned_stages(cfg))
     s = setup(cfg, task=task, decode=decode, status=status)
+    tight = check_fit(s) if fit_check else []
     run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
     result = CompareResult(
         config=cfg.to_dict(),
@@ -383,7 +421,7 @@ def run_compare(
         allocator=allocator.configure() if s.choice.type == "cpu" else "",
         task=s.task.name,
         scoring=s.task.scoring,
-        notes=s.notes,
+        notes=s.notes + tight,
     )
     for note in result.notes:
         status(note)
@@ -410,30 +448,18 @@ def run_compare(
                 break
             memory.release()
             monitor = memory.MemoryMonitor(s.choice.device).start()
-            again = next((n for n in names if earlier.get(n) is not None), None)
-            model = load_group(s, bits, names, status, stages, run.adapter_dir(again) if again else None)
-            if "base" in names:
-                started("base")
-                keep("base", run_base(s, model, monitor, status, stages))
-            for name in (n for n in names if VARIANTS[n].trained):
-                started(name)
-                keep(
-                    name,
-                    run_trained(
-                        s,
-                        model,
-                        name,
-                        monitor,
-                        sinks=all_sinks,
-                        stop=stop,
-                        adapter_dir=run.adapter_dir(name),
-                        status=status,
-                        stages=stages,
-                        resume=earlier.get(name),
-                    ),
-                )
+            try:
+                run_group(s, run, bits, names, monitor, keep, started, all_sinks, stop, status, stages, earlier)
+            except Exception as exc:  # out of memory ends this precision only; anything else ends the run
+                if not memory.is_out_of_memory(exc):
+                    raise
+                done = {v.name for v in result.variants}
+                for name in (n for n in names if n not in done):
+                    result.variants.append(out_of_memory_result(s, name, exc))
+                    status(result.variants[-1].error)
+            # the model lived in run_group's frame: with the exception handled, release() below can free it
             monitor.stop()
-            del model
+            memory.release()
         result.stopped = stop.is_set()
     finally:
         if monitor is not None:
@@ -443,6 +469,30 @@ def run_compare(
         if result.variants:
             write_run(run, result, predictions)
     return result
+
+
+def run_group(s, run, bits, names, monitor, keep, started, sinks, stop, status, stages, earlier) -> None:
+    """One base precision: load it (with the adapter to continue, if any), then each of its variants."""
+    again = next((n for n in names if earlier.get(n) is not None), None)
+    model = load_group(s, bits, names, status, stages, run.adapter_dir(again) if again else None)
+    if "base" in names:
+        started("base")
+        keep("base", run_base(s, model, monitor, status, stages))
+    for name in (n for n in names if VARIANTS[n].trained):
+        started(name)
+        done = run_trained(
+            s,
+            model,
+            name,
+            monitor,
+            sinks=sinks,
+            stop=stop,
+            adapter_dir=run.adapter_dir(name),
+            status=status,
+            stages=stages,
+            resume=earlier.get(name),
+        )
+        keep(name, done)
 
 
 def results_table(result: CompareResult):

@@ -133,3 +133,68 @@ def release() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     release_free_memory()
+
+
+# --------------------------------------------------------------------------- will it fit
+
+
+FITS, TIGHT, WONT_FIT = "fits", "tight", "will not fit"
+# an estimate above this share of what is free is tight: the estimator is within about ±5% here, and the rest
+# of the machine (a browser, the other students' kernels) moves while a run goes
+TIGHT_SHARE = 0.85
+WHAT_TO_CHANGE = "a smaller batch or sequence length, 4 bits, gradient checkpointing or a lower rank"
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_free() -> int | None:
+    """What this container may still allocate (cgroup v2 memory.max less memory.current); None without a limit.
+    A JupyterHub or Docker limit is often far below the machine's free RAM, which is all psutil sees."""
+    try:
+        limit = (CGROUP / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int((CGROUP / "memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def available_bytes(device_type: str, device: torch.device | str | None = None) -> int | None:
+    """Memory a new piece of work may still take on a device: free RAM (within the container's limit) on the
+    CPU, free plus this process's cached blocks on CUDA; None where it cannot be known (MPS)."""
+    if device_type == "cuda":
+        try:
+            dev = torch.device(device or "cuda")
+            free, _total = torch.cuda.mem_get_info(dev)
+            return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+        except (RuntimeError, ValueError, AssertionError):  # no driver to ask: unknown, so nothing is refused
+            return None
+    if device_type != "cpu":
+        return None
+    free = int(psutil.virtual_memory().available)
+    limited = _cgroup_free()
+    return free if limited is None else min(free, limited)
+
+
+def fit(estimated: int, available: int | None) -> str:
+    """fits, tight or will not fit: an estimated peak against what the device has free (None: unknown, fits)."""
+    if available is None:
+        return FITS
+    if estimated > available:
+        return WONT_FIT
+    return TIGHT if estimated > TIGHT_SHARE * available else FITS
+
+
+def fit_message(name: str, estimated: int, available: int, verdict: str) -> str:
+    """One sentence on a variant that will not fit or is tight, with what to change."""
+    need = f"{name} needs about {estimated / MiB:,.0f} MiB and {available / MiB:,.0f} MiB are free"
+    if verdict == WONT_FIT:
+        return f"{need}, so it will not fit: choose {WHAT_TO_CHANGE}"
+    return f"{need}, which is tight: close other work or choose {WHAT_TO_CHANGE}"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is the device running out of memory (CUDA's, MPS's or the CPU allocator's)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

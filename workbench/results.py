@@ -36,10 +36,11 @@ class VariantResult:
     perplexity: float | None = None
     accuracy: float | None = None  # None when the task is scored by perplexity
     steps_done: int | None = None
-    status: str = "done"  # or "stopped"
+    status: str = "done"  # or "stopped", or "out of memory"
     base_dtype: str | None = None  # what the frozen base is held in: bfloat16, float32, int8, nf4, fp4
     general_loss: float | None = None  # loss on the shipped general text (data/general) no task trains on
     forgetting: float | None = None  # general_loss minus its base's (adapter off): what tuning cost elsewhere
+    error: str | None = None  # why the variant did not finish (out of memory), with what to change
 
     @classmethod
     def field_names(cls) -> list[str]:

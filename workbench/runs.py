@@ -2,6 +2,9 @@
 per step (metrics.csv), its figures, its answers (generations.md, predictions.json) and one adapter per
 trained variant (adapters/<variant>/). `Run` is the one place that knows that layout. Every file is
 written whole or not at all (workbench.files), so a crash or a Stop never leaves half a file behind.
+
+Long because: the layout, the writers and the readers of a run folder (scan lists every run under a runs
+folder, and the damaged ones with their reason) are one fact, kept in one place.
 """
 
 from __future__ import annotations
@@ -241,6 +244,29 @@ class MetricsCSV:
         self._f.close()
 
 
+def claim_run_dir(root: Path, stem: str) -> Path:
+    """A new, empty run folder under root named `stem` (or stem-2, stem-3, ...), made with one exclusive mkdir,
+    so kernels sharing one runs folder (a class) that start a run in the same second never share a folder."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = root / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()  # atomic: of two processes asking for one name, exactly one gets it
+            return path
+        except FileExistsError:
+            continue
+    raise ValueError(f"runs: {root} already holds 10,000 runs named {stem}; choose another runs folder")
+
+
+def drop_if_empty(path: Path) -> None:
+    """Remove a claimed run folder nothing was written to (a run refused before it began)."""
+    try:
+        Path(path).rmdir()
+    except OSError:  # not empty (it keeps what it made), or already gone
+        pass
+
+
 def load_results(out_dir: Path) -> dict:
     """A run folder's results.json, as written."""
     return Run(out_dir).read()
@@ -252,7 +278,14 @@ def find_runs(root: Path) -> list[Run]:
     if not root.is_dir():
         return []
     found = {p.parent for pattern in (f"*/{RESULTS_FILE}", f"*/*/{RESULTS_FILE}") for p in root.glob(pattern)}
-    return [Run(p) for p in sorted(found, key=lambda p: (p / RESULTS_FILE).stat().st_mtime, reverse=True)]
+
+    def written(folder: Path) -> float:
+        try:
+            return (folder / RESULTS_FILE).stat().st_mtime
+        except OSError:  # removed since the glob (another kernel tidying a shared folder)
+            return 0.0
+
+    return [Run(p) for p in sorted(found, key=written, reverse=True)]
 
 
 @dataclass
@@ -296,31 +329,83 @@ class ResultRow:
         return status
 
 
-def all_results(root: Path) -> list[ResultRow]:
-    """One row per variant of every run under root. Folders whose results.json cannot be read are skipped
-    (a run still being written, a stray file)."""
-    rows = []
-    for run in find_runs(root):
+@dataclass(frozen=True)
+class Unreadable:
+    """A folder under the runs root that looks like a run and cannot be read as one, and why."""
+
+    run: str  # the folder, relative to the runs root
+    reason: str
+
+
+# what marks a folder as a run's, finished or not (a sweep's own folder holds only run folders and sweep.csv)
+RUN_MARKS = (RESULTS_FILE, "metrics.csv", "adapters")
+
+
+def _rows_of(run: Run, root: Path) -> list[ResultRow]:
+    """The Results rows of one run; ValueError (with the reason) when it cannot be read as this version's."""
+    try:
+        doc = run.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{RESULTS_FILE} is not text (damaged)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{RESULTS_FILE} is damaged: {exc.msg} at line {exc.lineno}") from None
+    except OSError as exc:
+        raise ValueError(f"{RESULTS_FILE} cannot be read: {exc.strerror or exc}") from None
+    when = run.finished_at() if run.results_file.is_file() else ""
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("variants"), list)
+        or not isinstance(doc.get("config"), dict)
+    ):
+        raise ValueError(f"{RESULTS_FILE} has no settings or variants: written by an older workbench, or damaged")
+    try:
+        cfg = run.config()
+        results = run.results()
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise ValueError(f"written by another version of the workbench: {str(exc).splitlines()[0]}") from None
+    ran = {r.name for r in results}
+    not_run = tuple(v for v in cfg.variants if v not in ran)
+    return [
+        ResultRow(
+            run=str(run.path.relative_to(root)),
+            finished=when,
+            task=doc.get("task"),
+            device=doc.get("device"),
+            steps=cfg.train.steps,
+            quant_type=cfg.quant.quant_type if r.bits == 4 else None,
+            result=r,
+            not_run=not_run,
+        )
+        for r in results
+    ]
+
+
+def scan(root: Path) -> tuple[list[ResultRow], list[Unreadable]]:
+    """Every run under root (one level deep, or two as sweeps write them): the rows of those that can be read,
+    newest first, and the folders that cannot, each with its reason (damaged, from another version, or
+    incomplete: still running, or killed before it wrote its results)."""
+    root = Path(root)
+    if not root.is_dir():
+        return [], []
+    rows: list[ResultRow] = []
+    bad: list[Unreadable] = []
+    found = find_runs(root)
+    for run in found:
         try:
-            doc = run.read()
-            results = run.results()
-            when = run.finished_at()
-        except (OSError, ValueError, TypeError):
-            continue
-        cfg = doc.get("config", {})
-        ran = {r.name for r in results}
-        not_run = tuple(v for v in cfg.get("variants", []) if v not in ran)
-        for r in results:
-            rows.append(
-                ResultRow(
-                    run=str(run.path.relative_to(root)),
-                    finished=when,
-                    task=doc.get("task"),
-                    device=doc.get("device"),
-                    steps=cfg.get("train", {}).get("steps"),
-                    quant_type=cfg.get("quant", {}).get("quant_type") if r.bits == 4 else None,
-                    result=r,
-                    not_run=not_run,
-                )
-            )
-    return rows
+            rows.extend(_rows_of(run, root))
+        except ValueError as exc:
+            bad.append(Unreadable(str(run.path.relative_to(root)), str(exc)))
+    finished = {run.path for run in found}
+    for pattern in ("*/", "*/*/"):
+        for folder in sorted(root.glob(pattern)):
+            if folder.name.startswith(".") or folder.parent.name.startswith(".") or folder in finished:
+                continue  # temp folders of atomic writes are dot-named
+            if not (folder / RESULTS_FILE).exists() and any((folder / m).exists() for m in RUN_MARKS):
+                reason = "incomplete: no results yet (still running, or stopped by a crash before it wrote them)"
+                bad.append(Unreadable(str(folder.relative_to(root)), reason))
+    return rows, bad
+
+
+def all_results(root: Path) -> list[ResultRow]:
+    """One row per variant of every readable run under root (scan gives the unreadable ones and why)."""
+    return scan(root)[0]

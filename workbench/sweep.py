@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import memory
 from .config import QUANT_TYPES, RunConfig, parse_targets, variant_for_bits
 from .estimator import estimate
 from .layout import ModelLayout
@@ -137,7 +138,8 @@ def _hashable(v):
 
 
 def saved_run(out: Path, cfg: RunConfig) -> Run | None:
-    """The finished run in `out` when it was made with exactly these settings (and not stopped), else None."""
+    """The finished run in `out` when it was made with exactly these settings (and neither stopped nor out of
+    memory: those are tried again), else None."""
     run = Run(out)
     if not run.finished:
         return None
@@ -146,7 +148,8 @@ def saved_run(out: Path, cfg: RunConfig) -> Run | None:
     except (OSError, ValueError):
         return None
     same = doc.get("config") == json.loads(json.dumps(cfg.to_dict()))
-    return run if same and not doc.get("stopped") else None
+    failed = any(v.get("error") for v in doc.get("variants", []))
+    return run if same and not doc.get("stopped") and not failed else None
 
 
 @dataclass
@@ -157,6 +160,7 @@ class PlannedPoint:
     cached: bool
     estimated_peak_bytes: int
     estimated_seconds: float  # 0 for a cached point
+    fit: str = "fits"  # memory.fit of the estimate against the free memory when planned
 
 
 @dataclass
@@ -204,6 +208,7 @@ def plan(grid: SweepGrid, base: RunConfig, out_dir: str | Path, *, runs_root: st
     choice = pick_device(base.model.device, base.model.dtype)
     layout = ModelLayout.for_model(base.model.name)
     found = measured_speeds(Path(runs_root) if runs_root else out_dir, choice.type)
+    available = memory.available_bytes(choice.type, choice.device)
     speeds = {b: found.get(b, FIRST_GUESS_TOKENS_PER_S[b]) for b in grid.bits}
     t = base.train
     planned = []
@@ -227,7 +232,7 @@ def plan(grid: SweepGrid, base: RunConfig, out_dir: str | Path, *, runs_root: st
         ).total
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
         seconds = 0.0 if cached else tokens / speeds[point.bits] * (1 + EVAL_SHARE)
-        planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds))
+        planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, memory.fit(peak, available)))
     return SweepPlan(planned, speeds, {b: b in found for b in grid.bits})
 
 
@@ -258,10 +263,12 @@ def run_sweep(
     on_status: Callable[[str], None] | None = None,
     on_progress=None,
     sinks=(),
+    fit_check: bool = True,
 ) -> list[PointResult]:
     """Train the plan's points one after another (each with run_compare, into its own folder). A point on
     disk is read back; a point that fails is recorded with its reason and the sweep goes on; `stop` ends the
-    sweep after the point that is running (its own run stops after its current step)."""
+    sweep after the point that is running (its own run stops after its current step). `fit_check`: as
+    run_compare's (a point that will not fit in memory fails before it loads)."""
     from .compare import run_compare
 
     stop = stop or threading.Event()
@@ -277,10 +284,13 @@ def run_sweep(
             status(f"[{i}/{len(sweep.points)}] training {p.point.label}")
             started = time.perf_counter()
             try:
-                result = run_compare(p.config, p.out, stop=stop, on_progress=on_progress, sinks=sinks)
+                result = run_compare(
+                    p.config, p.out, stop=stop, on_progress=on_progress, sinks=sinks, fit_check=fit_check
+                )
                 trained = result.variants[0] if result.variants else None
-                state = "stopped" if result.stopped else "trained"
-                res = PointResult(p.point, p.out, state, trained, seconds=time.perf_counter() - started)
+                state = "failed" if trained and trained.error else "stopped" if result.stopped else "trained"
+                error = trained.error if trained else None
+                res = PointResult(p.point, p.out, state, trained, error, seconds=time.perf_counter() - started)
             except (ValueError, RuntimeError, MemoryError, OSError) as exc:  # this point only; the sweep goes on
                 line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 res = PointResult(p.point, p.out, "failed", error=line, seconds=time.perf_counter() - started)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from .. import models, plots
+from .. import memory, models, plots
 from ..config import VARIANTS, LoraSettings
 from ..estimator import MemoryEstimate, estimate
 from ..generate import EVAL_BATCH_SIZE
@@ -17,6 +17,22 @@ from .common import Quiet, error_html, helped, image, message, png, quant_contro
 from .state import AppState, model_layout
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+FIT_COLOURS = {memory.FITS: "#1b5e20", memory.TIGHT: "#8a6d00", memory.WONT_FIT: "#b00020"}
+
+
+def fit_badges(estimates: dict[str, int], available: int | None) -> str:
+    """One badge per variant: its estimated peak and whether it fits in what the device has free."""
+    badges = []
+    for name, total in estimates.items():
+        verdict = memory.fit(total, available)
+        colour = FIT_COLOURS[verdict]
+        badges.append(
+            f"<span class='wb-fit wb-fit-{verdict.replace(' ', '-')}' style='border:1px solid {colour};"
+            f"color:{colour};border-radius:8px;padding:1px 6px;margin-right:6px'>{name} "
+            f"{total / memory.MiB:,.0f} MiB · {verdict}</span>"
+        )
+    free = "free memory unknown here" if available is None else f"{available / memory.MiB:,.0f} MiB free now"
+    return f"<div class='wb-fits'>{''.join(badges)}<span style='color:#555'>({free})</span></div>"
 
 
 class AdapterPanel(widgets.VBox):
@@ -182,16 +198,20 @@ class AdapterPanel(widgets.VBox):
             self.quant_type.value = cfg.quant.quant_type
             self.double_quant.value = cfg.quant.double_quant
 
+    def _device(self) -> tuple[str, str | None]:
+        cfg = self.state.config
+        try:
+            choice = models.pick_device(cfg.model.device, cfg.model.dtype)
+            return choice.type, choice.dtype_name
+        except ValueError:
+            return "cpu", None
+
     def estimates(self) -> dict[str, MemoryEstimate]:
         """The estimator's breakdown for each chosen variant, at the Train tab's batch size and length; the
         base variant is only evaluated, in batches of EVAL_BATCH_SIZE (as run_compare runs it)."""
         cfg = self.state.config
         layout = model_layout(cfg.model.name)
-        try:
-            choice = models.pick_device(cfg.model.device, cfg.model.dtype)
-            device_type, dtype = choice.type, choice.dtype_name
-        except ValueError:
-            device_type, dtype = "cpu", None
+        device_type, dtype = self._device()
         out = {}
         for v in cfg.variants:
             trained = VARIANTS[v].trained
@@ -241,9 +261,9 @@ class AdapterPanel(widgets.VBox):
             + ")"
         )
         self.chart.value = png(plots.estimate_figure(est, title))
-        totals = " · ".join(f"{v} {e.total / 1024**2:,.0f} MiB" for v, e in est.items())
-        self.params_info.value += message(
+        available = memory.available_bytes(self._device()[0])
+        self.params_info.value += fit_badges({v: e.total for v, e in est.items()}, available) + message(
             "info",
-            f"Estimated peak: {totals}. Estimated before loading any "
-            "weights; the Train tab draws it beside the measured memory.",
+            "Estimated before loading any weights; the Train tab draws it beside the measured memory. A "
+            "variant that will not fit is refused when you press Start.",
         )

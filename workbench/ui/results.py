@@ -95,6 +95,7 @@ class ResultsPanel(widgets.VBox):
         )
         self.add_class("wb-results")
         self.rows: list[runs.ResultRow] = []
+        self.unreadable: list[runs.Unreadable] = []
         self.refresh_button.on_click(lambda _: self.refresh())
         self.export_button.on_click(lambda _: self.export())
         self.memory_kind.observe(lambda _: self._draw(), "value")
@@ -139,20 +140,35 @@ class ResultsPanel(widgets.VBox):
         table = cells.to_html(index=False, escape=False, classes="wb-results-table", border=0)
         return f"<div style='overflow-x:auto;white-space:nowrap'>{table}</div>"
 
+    def unreadable_html(self) -> str:
+        """The run folders that could not be read, each with its reason, folded away under one line."""
+        if not self.unreadable:
+            return ""
+        items = "".join(f"<li><code>{html.escape(u.run)}</code>: {html.escape(u.reason)}</li>" for u in self.unreadable)
+        n = len(self.unreadable)
+        return (
+            f"<details class='wb-unreadable'><summary>{n} run folder{'s' if n > 1 else ''} not shown: "
+            f"unreadable or incomplete</summary><ul>{items}</ul></details>"
+        )
+
     def refresh(self) -> None:
         try:
-            self.rows = runs.all_results(self.state.runs_dir)
+            self.rows, self.unreadable = runs.scan(self.state.runs_dir)
         except OSError as exc:
             self.info.value = error_html(exc)
             return
         n_runs = len({r.run for r in self.rows})
         where = self.state.runs_dir.resolve()
         if not self.rows:
-            self.info.value = message("info", f"No runs yet in {where}: train one in the Train tab.")
+            self.info.value = (
+                message("info", f"No runs yet in {where}: train one in the Train tab.") + self.unreadable_html()
+            )
             self.table.value = ""
             self.chart.layout.display = "none"  # no chart yet, rather than an empty image's broken icon
             return
-        self.info.value = message("info", f"{n_runs} runs, {len(self.rows)} variants, from {where}")
+        self.info.value = (
+            message("info", f"{n_runs} runs, {len(self.rows)} variants, from {where}") + self.unreadable_html()
+        )
         self.table.value = self.table_html()
         self._draw()
 

@@ -126,12 +126,13 @@ class SweepPanel(widgets.VBox):
         self.plan_info.value = message("info", self.plan.describe())
         cells = "".join(
             f"<tr><td>{html.escape(p.point.label)}</td><td>{p.estimated_peak_bytes / 2**20:,.0f}</td>"
+            f"<td class='wb-fit-{p.fit.replace(' ', '-')}'>{p.fit}</td>"
             f"<td>{'on disk' if p.cached else clock(p.estimated_seconds)}</td></tr>"
             for p in self.plan.points
         )
         self.plan_table.value = (
             "<div style='max-height:200px;overflow:auto'><table class='wb-sweep-plan' style='white-space:nowrap'>"
-            f"<tr><th>point</th><th>estimated peak MiB</th><th>time</th></tr>{cells}</table></div>"
+            f"<tr><th>point</th><th>estimated peak MiB</th><th>memory</th><th>time</th></tr>{cells}</table></div>"
         )
         return self.plan
 

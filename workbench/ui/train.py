@@ -18,7 +18,7 @@ from .. import plots
 from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, results_table, run_compare, saved_states
 from ..config import VARIANTS, TrainSettings
 from ..events import MetricEvent, Progress, clock
-from ..runs import Run
+from ..runs import Run, claim_run_dir, drop_if_empty
 from .common import Quiet, error_html, helped, image, message, png
 from .state import AppState
 
@@ -159,7 +159,12 @@ class TrainPanel(widgets.VBox):
         """Start training in the background (a new run, or `continue_from` a run folder up to Steps steps).
         Returns the reason when it cannot start (also shown)."""
         cfg = self.state.config
-        out = continue_from or (self.state.runs_dir / run_name(cfg)).resolve()  # one form, as the header's
+        if self.state.jobs.busy:
+            refused = f"{self.state.jobs.name} is still running; wait for it to finish or press Stop first."
+            self.status.value = message("warn", refused)
+            return refused
+        # a new run claims its folder now: a class's kernels share one runs folder, and two may start in one second
+        out = continue_from or claim_run_dir(self.state.runs_dir, run_name(cfg)).resolve()
         watch = {
             "sinks": [self._on_event],
             "on_status": self._on_status,
@@ -174,10 +179,7 @@ class TrainPanel(widgets.VBox):
             else:
                 self.result = continue_run(out, cfg.train.steps, **watch)
 
-        refused = self.state.jobs.start("training", work, on_error=self._on_error, on_done=self._on_done)
-        if refused:
-            self.status.value = message("warn", refused)
-            return refused
+        # the panel is reset before the worker starts: a run refused at once (will not fit) shows its message
         with self._lock:  # a continued run's curve goes on from the steps it keeps
             self.events = kept_metrics(Run(out)) if continue_from is not None else []
             self.estimates, self.result = {}, None
@@ -197,6 +199,7 @@ class TrainPanel(widgets.VBox):
         )
         self.status.value = message("info", what) + allocator_note()
         self.state.drop_session()  # free models loaded for answering: training needs the memory
+        self.state.jobs.start("training", work, on_error=self._on_error, on_done=self._on_done)
         return None
 
     def continue_last(self) -> str | None:
@@ -268,9 +271,13 @@ class TrainPanel(widgets.VBox):
 
     def _on_error(self, exc: BaseException, details: str) -> None:
         self.error.value = error_html(exc, details)
-        self.status.value = message(
-            "error", f"training failed; anything finished before the error is in {self.run_dir}"
-        )
+        if self.run_dir is not None:
+            drop_if_empty(self.run_dir)  # refused before it began (bad data, will not fit): no empty folder left
+        if self.run_dir is not None and self.run_dir.exists():
+            text = f"training failed; anything finished before the error is in {self.run_dir}"
+        else:
+            text = "nothing ran: change what the message says and press Start again"
+        self.status.value = message("error", text)
         self.progress.bar_style = "danger"
         self.progress_text.value = f"failed after {clock(time.monotonic() - self._started)}"
 

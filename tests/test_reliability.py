@@ -1,0 +1,322 @@
+"""Reliability: memory checked before anything loads, out-of-memory ends one variant, run folders unique across
+processes, damaged or unfinished runs listed with their reason, and earlier runs usable after a restart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import weakref
+
+import pytest
+import torch
+from test_compare_cli import tiny_config
+
+from workbench import cli, compare, memory, runs
+from workbench.ui import Workbench
+
+MiB = 1024**2
+
+
+# ---------------------------------------------------------------------------- will it fit
+
+
+def test_fit_verdicts_against_free_memory():
+    assert memory.fit(100 * MiB, None) == memory.FITS  # unknown (MPS): not refused
+    assert memory.fit(100 * MiB, 1000 * MiB) == memory.FITS
+    assert memory.fit(900 * MiB, 1000 * MiB) == memory.TIGHT
+    assert memory.fit(1001 * MiB, 1000 * MiB) == memory.WONT_FIT
+    text = memory.fit_message("lora", 2000 * MiB, 1000 * MiB, memory.WONT_FIT)
+    assert "2,000 MiB" in text and "1,000 MiB" in text and "4 bits" in text and "smaller batch" in text
+
+
+def test_free_memory_is_read_from_the_machine_and_the_container(monkeypatch, tmp_path):
+    assert memory.available_bytes("cpu") > 0
+    assert memory.available_bytes("mps") is None  # unknown: the check lets it run
+    monkeypatch.setattr(memory.psutil, "virtual_memory", lambda: type("VM", (), {"available": 2000 * MiB})())
+    monkeypatch.setattr(memory, "CGROUP", tmp_path)
+    assert memory.available_bytes("cpu") == 2000 * MiB  # no cgroup files: the machine's free RAM
+    (tmp_path / "memory.max").write_text(f"{600 * MiB}\n")  # a container limit below the machine's free RAM
+    (tmp_path / "memory.current").write_text(f"{100 * MiB}\n")
+    assert memory.available_bytes("cpu") == 500 * MiB
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory.available_bytes("cpu") == 2000 * MiB
+
+
+def _no_loading(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("weights loaded although the run should have been refused first")
+
+    monkeypatch.setattr("workbench.models.load_model", refuse)
+
+
+def test_the_cli_refuses_a_variant_that_will_not_fit_before_loading(
+    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
+    _no_loading(monkeypatch)
+    out = tmp_path / "run"
+    args = ["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu", "--out", str(out)]
+    code = cli.main([*args, "--steps", "2", "--variants", "lora,qlora"])
+    said = capsys.readouterr().err
+    err = [line for line in said.splitlines() if not line.startswith("[workbench] ")]  # status lines aside
+    assert code == 2 and len(err) == 1 and "Traceback" not in said, err
+    assert err[0].startswith("workbench: error: memory: ")
+    assert "lora needs about" in err[0] and "will not fit" in err[0] and "gradient checkpointing" in err[0]
+    assert "qlora needs about" in err[0]  # every variant that will not fit is named, not just the first
+    assert not out.exists()  # nothing made
+
+
+def test_a_tight_variant_is_warned_about_and_runs(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
+    s = compare.setup(cfg)
+    need = s.estimate("lora")
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(need / 0.9))
+    said = []
+    result = compare.run_compare(cfg, tmp_path / "run", on_status=said.append)
+    assert result.variants[0].status == "done"
+    assert any("tight" in n for n in result.notes) and any("tight" in s for s in said)
+    assert any("tight" in n for n in runs.Run(tmp_path / "run").read()["notes"])  # kept with the run
+
+
+def test_skip_fit_check_runs_all_the_same(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
+    with pytest.raises(ValueError, match="will not fit"):
+        compare.run_compare(cfg, tmp_path / "refused")
+    assert compare.run_compare(cfg, tmp_path / "run", fit_check=False).variants[0].status == "done"
+
+
+def test_the_adapter_tab_shows_a_fit_badge_per_variant(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
+    panel = wb.adapter
+    assert panel.params_info.value.count("wb-fit wb-fit-fits") == 3  # base, lora, qlora: a tiny model fits
+    est = {v: e.total for v, e in panel.estimates().items()}
+    # free memory between qlora's and lora's estimate, just above qlora's: lora will not fit, qlora is tight
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(est["qlora"] / 0.9))
+    panel.refresh()
+    info = panel.params_info.value
+    assert "lora " in info and "will not fit" in info and "wb-fit-tight" in info
+    assert "MiB free now" in info
+
+
+def test_the_train_tab_says_why_it_was_refused_and_leaves_no_empty_folder(
+    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
+    assert wb.train.start() is None
+    assert wb.wait(60)
+    assert "will not fit" in wb.train.error.value and "Traceback" not in wb.train.error.value.split("<details>")[0]
+    assert "nothing ran" in wb.train.status.value
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- out of memory during a run
+
+
+def test_out_of_memory_ends_that_variant_only_and_frees_its_model(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
+    real = compare.train_variant
+    held: list[weakref.ref] = []
+
+    def train_then_run_out(s, model, name, *a, **k):
+        if name != "lora":
+            return real(s, model, name, *a, **k)
+        held.append(weakref.ref(model))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(compare, "train_variant", train_then_run_out)
+    said = []
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora", steps=2)
+    result = compare.run_compare(cfg, tmp_path / "run", on_status=said.append)
+    by_name = {v.name: v for v in result.variants}
+    assert list(by_name) == ["base", "lora", "qlora"]
+    assert by_name["lora"].status == "out of memory" and "smaller batch" in by_name["lora"].error
+    assert by_name["qlora"].status == "done" and by_name["qlora"].accuracy is not None  # the next precision ran
+    assert by_name["base"].status == "done"
+    assert any("ran out of" in s for s in said)
+    assert held and held[0]() is None  # the model that ran out was freed before qlora loaded
+    saved = runs.Run(tmp_path / "run")
+    rows = {v.name: v for v in saved.results()}
+    assert rows["lora"].status == "out of memory" and rows["lora"].error == by_name["lora"].error
+    assert not saved.has_adapter("lora") and saved.has_adapter("qlora")
+
+
+def test_another_error_still_ends_the_run_and_keeps_what_finished(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
+    def broken(s, model, name, *a, **k):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(compare, "train_variant", broken)
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=1)
+    with pytest.raises(RuntimeError, match="a bug"):
+        compare.run_compare(cfg, tmp_path / "run")
+    assert [v.name for v in runs.Run(tmp_path / "run").results()] == ["base"]  # base finished: kept
+
+
+def test_is_out_of_memory():
+    assert memory.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert memory.is_out_of_memory(MemoryError())
+    assert memory.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"))
+    assert not memory.is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not memory.is_out_of_memory(ValueError("out of memory"))
+
+
+# ---------------------------------------------------------------------------- many writers
+
+
+WRITER = """
+import json, sys, time
+from pathlib import Path
+from workbench import runs
+from workbench.files import write_json
+root, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+for i in range(8):
+    path = runs.claim_run_dir(root, "20261201-120000-lora-r8-all-linear")
+    write_json(path / "owner.json", {"writer": sys.argv[3], "i": i})
+    print(path.name)
+"""
+
+
+def test_writers_in_several_processes_never_share_a_run_folder(tmp_path):
+    import time
+
+    root = tmp_path / "class-runs"
+    start = time.time() + 3  # all four start claiming at the same moment, once python and workbench are imported
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(root), str(start), str(n)], stdout=subprocess.PIPE, text=True
+        )
+        for n in range(4)
+    ]
+    names = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        names += out.split()
+    assert len(names) == 32 and len(set(names)) == 32
+    folders = sorted(p for p in root.iterdir())
+    assert len(folders) == 32
+    owners = {(d["writer"], d["i"]) for d in (json.loads((f / "owner.json").read_text()) for f in folders)}
+    assert len(owners) == 32  # each folder holds exactly one writer's file
+
+
+def test_a_claimed_folder_nothing_was_written_to_can_be_dropped(tmp_path):
+    first = runs.claim_run_dir(tmp_path, "run")
+    second = runs.claim_run_dir(tmp_path, "run")
+    assert (first.name, second.name) == ("run", "run-2")
+    (second / "metrics.csv").write_text("step\n")
+    runs.drop_if_empty(first)
+    runs.drop_if_empty(second)  # holds something: kept
+    assert not first.exists() and second.exists()
+
+
+# ---------------------------------------------------------------------------- damaged and older runs
+
+
+@pytest.fixture(scope="module")
+def good_run(tiny_model_dir, tiny_jsonl, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    compare.run_compare(tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=2), root / "good")
+    return root
+
+
+def _damage(root):
+    """Beside the good run: one folder broken in each way a run folder can be broken."""
+    good = json.loads((root / "good" / "results.json").read_text())
+    cases = {
+        "cut-short": (root / "good" / "results.json").read_text()[:200],
+        "binary": b"\x00\xff\xfe\x89PNG garbage",
+        "a-list": "[1, 2, 3]",
+        "no-variants": json.dumps({"config": good["config"]}),
+        "older-settings": json.dumps({**good, "config": {**good["config"], "lora": {"rnk": 8}}}),
+        "bad-variant-rows": json.dumps({**good, "variants": [5, "x"]}),
+    }
+    for name, content in cases.items():
+        (root / name).mkdir(exist_ok=True)
+        path = root / name / "results.json"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (root / "killed").mkdir(exist_ok=True)
+    (root / "killed" / "metrics.csv").write_text("step,variant,loss\n1,lora,2.3\n2,lo")
+    (root / "not-a-run").mkdir(exist_ok=True)  # an unrelated folder: not listed at all
+    (root / "stray.txt").write_text("notes")
+    return set(cases) | {"killed"}
+
+
+def test_damaged_and_unfinished_runs_are_listed_with_a_reason_and_break_nothing(good_run):
+    broken = _damage(good_run)
+    rows, bad = runs.scan(good_run)
+    assert {r.run for r in rows} == {"good"} and len(rows) == 2
+    assert {u.run for u in bad} == broken
+    reasons = {u.run: u.reason for u in bad}
+    assert "damaged" in reasons["cut-short"] and "line" in reasons["cut-short"]
+    assert "not text" in reasons["binary"] or "damaged" in reasons["binary"]
+    assert "older" in reasons["a-list"] and "older" in reasons["no-variants"]
+    assert "another version" in reasons["older-settings"] and "rnk" in reasons["older-settings"]
+    assert "another version" in reasons["bad-variant-rows"]
+    assert "incomplete" in reasons["killed"]
+    assert len(runs.all_results(good_run)) == 2
+
+
+def test_the_results_panel_lists_unreadable_runs_beside_the_good_ones(good_run, tiny_model_dir, tiny_jsonl):
+    broken = _damage(good_run)
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=good_run)
+    panel = wb.results
+    assert {r.run for r in panel.rows} == {"good"}
+    assert f"{len(broken)} run folders not shown" in panel.info.value
+    for name in broken:
+        assert f"<code>{name}</code>" in panel.info.value
+    assert panel.chart.value  # the chart of the good run is drawn all the same
+
+
+def test_after_a_restart_results_finds_earlier_runs_and_loads_their_adapters(good_run, tiny_model_dir, tiny_jsonl):
+    """A new kernel: a new Workbench on the same runs folder lists the run, and its adapter answers."""
+    from peft import PeftModel
+
+    from workbench.session import Session
+
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=good_run)
+    assert "good" in {r.run for r in wb.results.rows}
+    session = Session.from_run(good_run / "good")
+    model, adapter_off = session.model_for("lora")
+    assert isinstance(model, PeftModel) and not adapter_off
+    saved = runs.Run(good_run / "good")
+    from peft import load_peft_weights
+
+    weights = load_peft_weights(str(saved.adapter_dir("lora")))
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    some = next(k for k in weights if "lora_B" in k)
+    match = [k for k in loaded if k.replace(".default", "") == some]
+    assert match and torch.equal(loaded[match[0]], weights[some])
+    session.release()
+
+
+def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
+    """Two kernels that start the same settings in the same second: the second gets its own folder."""
+    monkeypatch.setattr("workbench.ui.train.run_name", lambda cfg: "20261201-120000-lora")
+    (tmp_path / "runs" / "20261201-120000-lora").mkdir(parents=True)  # the other kernel's run
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)  # refused at once: quick
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
+    wb.train.start()
+    assert wb.train.run_dir.name == "20261201-120000-lora-2"
+    assert wb.wait(60)
+
+
+def test_a_sweep_point_that_will_not_fit_is_planned_as_such_and_fails_alone(
+    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
+):
+    from workbench.sweep import SweepGrid, plan, run_sweep
+
+    base = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
+    grid = SweepGrid(ranks=[2, 4], targets=["all-linear"], bits=[16])
+    small = plan(grid, base, tmp_path / "sweep")
+    assert [p.fit for p in small.points] == ["fits", "fits"]
+    # 1 MiB free: above every estimate, so every point is refused before it loads
+    need = {p.point.rank: p.estimated_peak_bytes for p in small.points}
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
+    sweep = plan(grid, base, tmp_path / "sweep")
+    assert all(p.fit == memory.WONT_FIT for p in sweep.points) and need[2] > MiB
+    done = run_sweep(sweep)
+    assert [p.status for p in done] == ["failed", "failed"]  # each point reported; the sweep went on
+    assert all("will not fit" in p.error for p in done)
