@@ -320,3 +320,60 @@ def test_a_sweep_point_that_will_not_fit_is_planned_as_such_and_fails_alone(
     done = run_sweep(sweep)
     assert [p.status for p in done] == ["failed", "failed"]  # each point reported; the sweep went on
     assert all("will not fit" in p.error for p in done)
+
+
+# ---------------------------------------------------------------------------- interruptions
+
+
+def _raise_on_call(monkeypatch, n: int, exc: BaseException):
+    """workbench.train's loss raises `exc` on its n-th call (a training step's forward)."""
+    import workbench.train as train_module
+
+    real, calls = train_module.scored_loss, [0]
+
+    def loss(*a, **k):
+        calls[0] += 1
+        if calls[0] == n:
+            raise exc
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_module, "scored_loss", loss)
+
+
+def test_a_kernel_interrupt_in_a_step_stops_the_run_and_keeps_a_continuable_adapter(
+    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
+):
+    _raise_on_call(monkeypatch, 3, KeyboardInterrupt())
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora", steps=4)
+    result = compare.run_compare(cfg, tmp_path / "run")  # the interrupt is handled as a Stop: no exception
+    assert result.stopped and [v.name for v in result.variants] == ["base", "lora"]  # qlora never started
+    lora = result.variants[1]
+    assert lora.status == "stopped" and lora.steps_done == 2
+    run = runs.Run(tmp_path / "run")
+    assert run.status == "stopped" and run.training_state("lora").step == 2
+    assert [e.step for e in run.metrics() if e.variant == "lora"] == [1, 2]
+    monkeypatch.undo()
+    from workbench.session import Session
+
+    session = Session.from_run(run.path)  # the stopped adapter can be evaluated, as the Compare tab does
+    scored = session.evaluate("lora", compare.setup(cfg).eval_set, seq_len=32)
+    assert scored.accuracy is not None and len(scored.predictions) > 0
+    session.release()
+    again = compare.continue_run(run.path, 4)  # and it goes on from there
+    assert {v.name: v.steps_done for v in again.variants}["lora"] == 4
+
+
+def test_an_exception_in_a_step_is_marked_on_its_variant_and_the_metrics_are_kept(
+    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
+):
+    _raise_on_call(monkeypatch, 2, RuntimeError("something broke inside the step"))
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=3)
+    with pytest.raises(RuntimeError, match="broke"):
+        compare.run_compare(cfg, tmp_path / "run")
+    run = runs.Run(tmp_path / "run")
+    rows = {v.name: v for v in run.results()}
+    assert rows["base"].status == "done"
+    assert rows["lora"].status == "failed" and "RuntimeError: something broke" in rows["lora"].error
+    assert [e.step for e in run.metrics() if e.variant == "lora"] == [1]
+    listed, bad = runs.scan(tmp_path)
+    assert not bad and {r.status_text for r in listed} == {"done", "failed"}

@@ -181,10 +181,14 @@ def check_fit(s: Setup) -> list[str]:
     return tight
 
 
-def out_of_memory_result(s: Setup, name: str, exc: BaseException) -> VariantResult:
-    """The row of a variant the device ran out of memory for: marked, with what to change."""
-    where = "GPU" if s.choice.type == "cuda" else s.choice.type.upper()
-    said = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+def unfinished_result(s: Setup, name: str, exc: BaseException) -> VariantResult:
+    """The row of a variant that did not finish: out of memory (with what to change) or failed (with why)."""
+    said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    if memory.is_out_of_memory(exc):
+        where = "GPU" if s.choice.type == "cuda" else s.choice.type.upper()
+        status, error = "out of memory", f"{name} ran out of {where} memory ({said}): choose {memory.WHAT_TO_CHANGE}"
+    else:
+        status, error = "failed", f"{name} failed: {type(exc).__name__}: {said}"
     return VariantResult(
         name=name,
         bits=VARIANTS[name].bits,
@@ -192,8 +196,8 @@ def out_of_memory_result(s: Setup, name: str, exc: BaseException) -> VariantResu
         rank=s.cfg.lora.rank if VARIANTS[name].trained else None,
         target_modules=s.cfg.lora.target_modules if VARIANTS[name].trained else None,
         estimated_peak_bytes=s.estimate(name),
-        status="out of memory",
-        error=f"{name} ran out of {where} memory ({said}): choose {memory.WHAT_TO_CHANGE}",
+        status=status,
+        error=error,
     )
 
 
@@ -429,8 +433,10 @@ def run_compare(
     result.metrics.extend(kept)
     all_sinks: list[Sink] = [metrics_sink, result.metrics.append, *sinks]
     predictions: dict[str, list[dict]] = {}
+    current: list[str | None] = [None]  # the variant running now: a failure is marked on its row
 
     def started(name: str) -> None:
+        current[0] = name
         if on_variant:
             on_variant(VariantStart(name, VARIANTS[name].bits, s.estimate(name), s.choice.type))
 
@@ -451,16 +457,21 @@ def run_compare(
             try:
                 run_group(s, run, bits, names, monitor, keep, started, all_sinks, stop, status, stages, earlier)
             except Exception as exc:  # out of memory ends this precision only; anything else ends the run
-                if not memory.is_out_of_memory(exc):
-                    raise
                 done = {v.name for v in result.variants}
+                if not memory.is_out_of_memory(exc):
+                    if current[0] and current[0] not in done:  # marked in the results, then raised
+                        result.variants.append(unfinished_result(s, current[0], exc))
+                    raise
                 for name in (n for n in names if n not in done):
-                    result.variants.append(out_of_memory_result(s, name, exc))
+                    result.variants.append(unfinished_result(s, name, exc))
                     status(result.variants[-1].error)
             # the model lived in run_group's frame: with the exception handled, release() below can free it
             monitor.stop()
             memory.release()
         result.stopped = stop.is_set()
+    except KeyboardInterrupt:  # a kernel interrupt outside a training step: what finished is written, as stopped
+        result.stopped = True
+        raise
     finally:
         if monitor is not None:
             monitor.stop()  # also when a variant failed: a running monitor would keep counting

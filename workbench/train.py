@@ -104,7 +104,8 @@ def train(
     """Train the model's trainable parameters (the LoRA adapter) up to settings.steps steps.
 
     The stop flag is read between optimizer steps, so a stop ends training within one step
-    and the adapter keeps everything learned so far. `examples` may be encoded already (data.encode).
+    and the adapter keeps everything learned so far; a KeyboardInterrupt (a kernel interrupt) during a step's
+    forward or backward is a stop too, and sets the flag. `examples` may be encoded already (data.encode).
     `resume`: the state a run saved with its adapter (already loaded into the model): training continues
     from that step as if it had never stopped. The result's `state` is where it now stands.
     """
@@ -148,18 +149,25 @@ def train(
             group["lr"] = lr
         step_loss = 0.0
         step_tokens = 0
-        for _ in range(settings.grad_accum):
-            batch = {k: v.to(device) for k, v in collate(next(feed), pad_id).items()}
-            # the head runs on the labelled positions only (models.scored_loss): on answer-only data most
-            # positions are prompt, and their vocabulary-wide logits would feed nothing
-            loss = scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-            (loss / settings.grad_accum).backward()
-            # note: .item() is a CPU-GPU sync point; once per micro-batch is cheap next to a backward
-            step_loss += loss.item() / settings.grad_accum
-            # the loss holds the graph; its nodes can hold tensors beyond the saved ones (bitsandbytes'
-            # 8-bit layers keep their input as ctx.A), so it goes before the next forward too
-            del loss
-            step_tokens += int(batch["attention_mask"].sum())
+        try:
+            for _ in range(settings.grad_accum):
+                batch = {k: v.to(device) for k, v in collate(next(feed), pad_id).items()}
+                # the head runs on the labelled positions only (models.scored_loss): on answer-only data most
+                # positions are prompt, and their vocabulary-wide logits would feed nothing
+                loss = scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+                (loss / settings.grad_accum).backward()
+                # note: .item() is a CPU-GPU sync point; once per micro-batch is cheap next to a backward
+                step_loss += loss.item() / settings.grad_accum
+                # the loss holds the graph; its nodes can hold tensors beyond the saved ones (bitsandbytes'
+                # 8-bit layers keep their input as ctx.A), so it goes before the next forward too
+                del loss
+                step_tokens += int(batch["attention_mask"].sum())
+        except KeyboardInterrupt:
+            # a kernel interrupt before the update: the weights are still the last step's, so this is a Stop
+            # (the half-done step dropped); the caller's stop flag is set so no further variant starts
+            optimizer.zero_grad(set_to_none=True)
+            stop.set()
+            break
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
