@@ -150,7 +150,8 @@ def test_another_error_still_ends_the_run_and_keeps_what_finished(tiny_model_dir
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=1)
     with pytest.raises(RuntimeError, match="a bug"):
         compare.run_compare(cfg, tmp_path / "run")
-    assert [v.name for v in runs.Run(tmp_path / "run").results()] == ["base"]  # base finished: kept
+    kept = [(v.name, v.status) for v in runs.Run(tmp_path / "run").results()]
+    assert kept == [("base", "done"), ("lora", "failed")]  # base finished: kept; lora marked
 
 
 def test_is_out_of_memory():

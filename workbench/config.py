@@ -4,13 +4,18 @@ Each field carries one line of help text in ``metadata["help"]`` (the way peft's
 ``LoraConfig`` does); the CLI and the panels reuse it, so it is written once, here.
 Errors a user can cause are ``ValueError``s whose message names the field and says
 what to do.
+
+Long because: every field is checked here, beside its help text (type, range, names, and the keys of a
+config file), and this module is the ground floor of the layers, so the checks cannot move to one it imports.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
+from reprlib import repr as _shown  # a value in a message, cut short: it must not flood the one line
 from typing import Any
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -91,23 +96,58 @@ def help_for(cls: type, name: str) -> str:
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):  # True is an int to Python, not a rank to a user
+        raise ValueError(f"{name} must be a whole number; got {_shown(value)}")
     if value < lo or (hi is not None and value > hi):
         rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ValueError(f"{name} must be {rng}{why}; got {value}")
+        raise ValueError(f"{name} must be {rng}{why}; got {_shown(value)}")
 
 
 def _check_float(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number; got {value!r}")
-    if not math.isfinite(value):  # NaN compares false with every bound and would pass them all
-        raise ValueError(f"{name} must be a finite number; got {value}")
+        raise ValueError(f"{name} must be a number; got {_shown(value)}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:  # NaN compares false with every bound and would pass them all
+        raise ValueError(f"{name} must be a finite number; got {_shown(value)}")
     bad = value <= lo if lo_open else value < lo
     if bad or (hi is not None and value > hi):
         lo_word = "above" if lo_open else "at least"
         rng = f"{lo_word} {lo}" + ("" if hi is None else f" and at most {hi}")
-        raise ValueError(f"{name} must be {rng}; got {value}")
+        raise ValueError(f"{name} must be {rng}; got {_shown(value)}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):  # "false" and "no" are truthy strings: they would switch the setting on
+        raise ValueError(f"{name} must be true or false; got {_shown(value)}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], listed: str | None = None) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be {listed or 'one of ' + ', '.join(choices)}; got {_shown(value)}")
+
+
+def _check_keys(name: str, values: Any, cls: type) -> None:
+    """A dict of cls's fields; a typo such as rnak is named, not dropped or left to a TypeError."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{name} must be a dict of settings; got {_shown(values)}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise ValueError(f"{name}: unknown setting {_shown(unknown[0])}; known settings are {', '.join(known)}")
+
+
+def _file_setting(name: str, value: Any) -> str | None:
+    """A file setting as text (a Path is welcome, and kept as text so the config stays JSON)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be the path of a file; got {_shown(value)}")
+    return value
 
 
 @dataclass
@@ -132,12 +172,12 @@ class ModelSettings:
     )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
+        if not isinstance(self.name, str):
+            raise ValueError(f"model must be a folder or a model name; got {_shown(self.name)}")
+        if not self.name.strip():
             raise ValueError("model must be a folder or a model name; got an empty value")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("dtype", self.dtype, DTYPES)
 
 
 @dataclass
@@ -171,6 +211,8 @@ class LoraSettings:
         if self.dropout >= 1:
             raise ValueError(f"dropout must be below 1; got {self.dropout}")
         self.target_modules = parse_targets(self.target_modules)
+        _check_bool("use_rslora", self.use_rslora)
+        _check_bool("use_dora", self.use_dora)
 
     def to_lora_config(self):
         from peft import LoraConfig
@@ -193,7 +235,9 @@ def parse_targets(value: list[str] | str) -> list[str] | str:
         if value.strip() == "all-linear":
             return "all-linear"
         value = value.split(",")
-    names = [str(v).strip() for v in value if str(v).strip()]
+    elif not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"targets must be module names such as q_proj,v_proj, or all-linear; got {_shown(value)}")
+    names = [v.strip() for v in value if v.strip()]
     if not names:
         raise ValueError("targets must name at least one module (for example q_proj,v_proj) or be all-linear")
     if "all-linear" in names:
@@ -226,12 +270,12 @@ class QuantSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.bits not in (16, 8, 4):
-            raise ValueError(f"bits must be 16, 8 or 4; got {self.bits!r}")
-        if self.quant_type not in QUANT_TYPES:
-            raise ValueError(f"quant_type must be nf4 or fp4; got {self.quant_type!r}")
-        if self.compute_dtype not in DTYPES:
-            raise ValueError(f"compute_dtype must be auto, float32, bfloat16 or float16; got {self.compute_dtype!r}")
+        # 16.0 is in (16, 8, 4) too, and would be written "16.0-bit" everywhere
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or self.bits not in (16, 8, 4):
+            raise ValueError(f"bits must be 16, 8 or 4; got {_shown(self.bits)}")
+        _check_choice("quant_type", self.quant_type, QUANT_TYPES, "nf4 or fp4")
+        _check_bool("double_quant", self.double_quant)
+        _check_choice("compute_dtype", self.compute_dtype, DTYPES, "auto, float32, bfloat16 or float16")
 
     def to_bnb_config(self, default_dtype=None):
         """A transformers BitsAndBytesConfig for 8 or 4 bits; None at 16 bits."""
@@ -285,8 +329,14 @@ class TrainSettings:
         _check_int("seq_len", self.seq_len, 8)
         _check_int("grad_accum", self.grad_accum, 1)
         _check_int("warmup_steps", self.warmup_steps, 0)
-        _check_int("seed", self.seed, 0)
+        # torch.manual_seed overflows past 2**64 and numpy's seed past 2**32, after the weights have loaded
+        _check_int("seed", self.seed, 0, 2**32 - 1)
         _check_int("eval_examples", self.eval_examples, 0)
+        _check_bool("gradient_checkpointing", self.gradient_checkpointing)
+
+
+# RunConfig's parts, each a dict of its own in a config file
+SECTIONS = {"model": ModelSettings, "lora": LoraSettings, "quant": QuantSettings, "train": TrainSettings}
 
 
 @dataclass
@@ -326,8 +376,13 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"{name} must be a {cls.__name__}; got {_shown(getattr(self, name))}")
         if isinstance(self.variants, str):
             self.variants = [v.strip() for v in self.variants.split(",") if v.strip()]
+        if not isinstance(self.variants, (list, tuple)) or not all(isinstance(v, str) for v in self.variants):
+            raise ValueError(f"variants must be a list of names such as base,lora,qlora; got {_shown(self.variants)}")
         if not self.variants:
             raise ValueError("variants must name at least one of " + ", ".join(VARIANTS))
         bad = [v for v in self.variants if v not in VARIANTS]
@@ -337,6 +392,13 @@ class RunConfig:
             raise ValueError("variants: each variant may be listed once")
         # keep a stable, teachable order: base first, then by falling bits
         self.variants = [v for v in VARIANTS if v in self.variants]
+        if self.task is not None and not isinstance(self.task, str):
+            raise ValueError(f"task must be the name of a built-in task such as sentiment; got {_shown(self.task)}")
+        self.data = _file_setting("data", self.data)
+        self.eval_data = _file_setting("eval_data", self.eval_data)
+        if self.columns is not None and not isinstance(self.columns, str):
+            raise ValueError(f"columns must be text such as prompt=question,answer=label; got {_shown(self.columns)}")
+        _check_bool("skip_bad_rows", self.skip_bad_rows)
         if self.data is None and not self.task:
             raise ValueError("task or data: give a built-in task name or a data file")
         if self.eval_data is not None and self.data is None:
@@ -350,19 +412,15 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        return cls(
-            model=ModelSettings(**d.get("model", {})),
-            lora=LoraSettings(**d.get("lora", {})),
-            quant=QuantSettings(**d.get("quant", {"bits": 4})),
-            train=TrainSettings(**d.get("train", {})),
-            task=d.get("task", "sentiment"),
-            data=d.get("data"),
-            eval_data=d.get("eval_data"),
-            eval_fraction=d.get("eval_fraction", 0.15),
-            columns=d.get("columns"),
-            skip_bad_rows=d.get("skip_bad_rows", False),
-            variants=d.get("variants", ["base", "lora", "qlora"]),
-        )
+        """A RunConfig from a dict of its fields (a run folder's config.json, a preset, a panel's values); a
+        section or key that is missing takes its default, and an unknown one is refused by name."""
+        _check_keys("config", d, cls)
+        parts = {}
+        for name, section in SECTIONS.items():
+            values = d.get(name, {"bits": 4} if name == "quant" else {})
+            _check_keys(name, values, section)
+            parts[name] = section(**values)
+        return cls(**parts, **{k: v for k, v in d.items() if k not in SECTIONS})  # the rest: the fields' defaults
 
 
 PRESETS: dict[str, dict] = {
@@ -383,11 +441,13 @@ PRESETS["quickstart"] = {**PRESETS["cpu-demo"], "task": "dates"}
 
 def preset_config(name: str | None, overrides: dict | None = None) -> RunConfig:
     """A RunConfig from a preset (or the defaults) with nested overrides applied on top."""
-    if name is not None and name not in PRESETS:
-        raise ValueError(f"preset: unknown {name!r}; choose from {', '.join(PRESETS)}")
+    if name is not None and (not isinstance(name, str) or name not in PRESETS):
+        raise ValueError(f"preset: unknown {_shown(name)}; choose from {', '.join(PRESETS)}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f"overrides must be a dict of settings; got {_shown(overrides)}")
     merged: dict = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(name, {}).items()}
     for key, value in (overrides or {}).items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(merged.get(key, {}), dict):
             merged.setdefault(key, {}).update(value)
         else:
             merged[key] = value

@@ -10,8 +10,10 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,49 @@ def atomic_dir(path: Path, *, replace: bool = True):
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# the names _tmp_beside and atomic_dir give their temp files and folders: ".<target>.<8 of tempfile's [a-z0-9_]>"
+# (then the figure's own suffix and ".tmp" for a file; ".<target>.old.<8>" for a replaced folder's old copy)
+_TEMP_FILE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(\.[^.]+)?\.tmp$")
+_TEMP_DIR = re.compile(r"^\.(?P<target>.+?)(?P<old>\.old)?\.[a-z0-9_]{8}$")
+
+
+def remove_stale_temps(root: Path, older_than_s: float = 3600, max_depth: int = 4) -> list[Path]:
+    """Remove the temp files and folders that a killed process left beside their targets (a kill can't run the
+    cleanup in a finally), under root and up to max_depth folders down; returns what it removed or restored.
+
+    Only those older than older_than_s go: a younger one may be another process's write in progress. A replaced
+    folder's old copy whose new one never took the name (killed between atomic_dir's two renames) is moved
+    back under its name rather than removed."""
+    now = time.time()
+    done: list[Path] = []
+    folders = [(Path(root), 0)]
+    while folders:
+        folder, depth = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if not entry.name.startswith("."):
+                if is_dir and depth < max_depth:
+                    folders.append((path, depth + 1))
+                continue
+            match = (_TEMP_DIR if is_dir else _TEMP_FILE).match(entry.name)
+            try:
+                if not match or entry.is_symlink() or now - entry.stat().st_mtime < older_than_s:
+                    continue
+                copy = path / match["target"]
+                if is_dir and match["old"] and copy.is_dir() and not (folder / match["target"]).exists():
+                    os.replace(copy, folder / match["target"])
+                if is_dir:
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError:
+                continue  # gone already (another process cleaning), or not ours to remove: leave it
+            done.append(path)
+    return done

@@ -7,6 +7,7 @@ column, and what to do.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -46,17 +47,38 @@ def _read_text(path: Path) -> str:
         raise ValueError(f"data: {path} does not exist; check the path")
     if path.is_dir():
         raise ValueError(f"data: {path} is a folder; give a .jsonl, .json, .csv or .txt file")
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
+        raw = path.read_bytes()
+    except OSError as exc:  # no permission, a broken link, a FIFO...
+        raise ValueError(f"data: {path} cannot be read ({exc.strerror}); check the file and its permissions") from None
+    text = _decode(path, raw)
+    if not text.strip():
+        raise ValueError(f"data: {path} is empty; add examples to it")
+    # Windows writes CRLF and Excel for Mac a bare CR: one "\n" everywhere, so no "\r" reaches the tokenizer and
+    # a text's "\n\n" paragraph breaks are found
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# a byte-order mark names its encoding beyond doubt: Notepad's "Unicode" and Excel's "Unicode Text" are UTF-16
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"))
+_BOMS += ((codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8-sig"))
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), None)
+    if encoding is None and b"\x00" in raw:  # UTF-8 text never holds NUL; spreadsheets, archives and UTF-16 do
+        raise ValueError(
+            f"data: {path} is not a text file (it holds NUL bytes: a spreadsheet, an archive, or UTF-16 without a "
+            "byte-order mark); save it as UTF-8 text"
+        )
+    try:
+        return raw.decode(encoding or "utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ValueError(
-            f"data: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); re-save it as UTF-8"
+            f"data: {path} is not {(encoding or 'utf-8').upper().replace('-SIG', '')} text "
+            f"(byte 0x{raw[exc.start]:02x} on line {line}); re-save it as UTF-8"
         ) from None
-    if not text.strip():
-        raise ValueError(f"data: {path} is empty; add examples to it")
-    return text
 
 
 def read_records(path: str | Path) -> list[tuple[str, dict]]:
@@ -68,22 +90,20 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
         header = text.split("\n", 1)[0]
         # Excel in many locales writes ';'-separated "CSV"; .tsv is tab-separated
         delimiter = "\t" if suffix == ".tsv" else ";" if header.count(";") > header.count(",") else ","
+        # a cell cannot be longer than the file; csv's default cap (131,072 characters) refuses a long document
+        csv.field_size_limit(max(csv.field_size_limit(), len(text)))
         reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-        if not reader.fieldnames or not any(f and f.strip() for f in reader.fieldnames):
-            raise ValueError(f"data: {path} has no header row; its first line must name the columns")
-        rows = []
-        for row in reader:
-            if None in row:
-                raise ValueError(
-                    f"data: {path} line {reader.line_num} has more cells than the header has "
-                    "columns; quote cells that contain commas"
-                )
-            if any((v or "").strip() for v in row.values()):
-                rows.append((f"{path} line {reader.line_num}", {k.strip(): v for k, v in row.items() if k}))
-        return rows
+        try:
+            return _csv_rows(path, reader)
+        except csv.Error as exc:
+            raise ValueError(
+                f"data: {path} line {reader.line_num} is not valid CSV ({exc}); check its quotes"
+            ) from None
     if suffix == ".json":
         try:
             obj = json.loads(text)
+        except RecursionError:  # thousands of nested brackets: not data anyone meant
+            raise ValueError(f"data: {path} is not valid JSON (nested too deeply); fix it") from None
         except json.JSONDecodeError as exc:
             hint = (
                 "it looks like JSONL (one object per line): rename it to .jsonl"
@@ -98,17 +118,34 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
     # split on \n only: str.splitlines() also breaks at U+2028, U+0085 and other characters that JSON
     # strings may hold unescaped (json.dumps(..., ensure_ascii=False) writes them raw)
     for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.lstrip("\ufeff")  # files joined with `cat` keep each one's byte-order mark
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(
-                f"data: {path} line {lineno} is not valid JSON ({exc.msg}); fix or remove that line"
+                f"data: {path} line {lineno} is not valid JSON ({getattr(exc, 'msg', 'nested too deeply')}); "
+                "fix or remove that line"
             ) from None
         if not isinstance(obj, dict):
             raise ValueError(f"data: {path} line {lineno} is not a JSON object; each line must be one {{...}} example")
         rows.append((f"{path} line {lineno}", obj))
+    return rows
+
+
+def _csv_rows(path: Path, reader: csv.DictReader) -> list[tuple[str, dict]]:
+    if not reader.fieldnames or not any(f and f.strip() for f in reader.fieldnames):
+        raise ValueError(f"data: {path} has no header row; its first line must name the columns")
+    rows = []
+    for row in reader:
+        if None in row:
+            raise ValueError(
+                f"data: {path} line {reader.line_num} has more cells than the header has "
+                "columns; quote cells that contain commas"
+            )
+        if any((v or "").strip() for v in row.values()):
+            rows.append((f"{path} line {reader.line_num}", {k.strip(): v for k, v in row.items() if k}))
     return rows
 
 
@@ -191,9 +228,15 @@ def _schema(keys: set[str] | dict, name: str) -> str:
     )
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, where: str = "", what: str = "") -> str:
     if value is None or (isinstance(value, float) and value != value):  # None or NaN from pandas
         return ""
+    if isinstance(value, (list, tuple)) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+        # the OpenAI chat format's content parts: [{"type": "text", "text": "..."}, ...]
+        return "".join(_cell(p.get("text"), where, what) for p in value)
+    if isinstance(value, (list, tuple, dict)):  # str() would train on "['a', 'b']"
+        kind = "an object" if isinstance(value, dict) else "a list"
+        raise ValueError(f"data: {where}: {what} is {kind}, not text; write it as a string")
     if isinstance(value, float) and value.is_integer():  # pandas stores int columns with gaps as float
         return str(int(value))
     return str(value)
@@ -221,17 +264,17 @@ def _to_example(schema: str, where: str, r: dict) -> Example:
             raise ValueError(
                 f"data: {where}: messages must end with a user turn followed by the assistant answer to learn"
             )
-        answer = _cell(msgs[-1]["content"])
-        prompt = _cell(msgs[-2]["content"])
-        history = [{"role": m["role"], "content": _cell(m["content"])} for m in msgs[:-2]] or None
+        answer = _cell(msgs[-1]["content"], where, "the answer's content")
+        prompt = _cell(msgs[-2]["content"], where, "the prompt's content")
+        history = [{"role": m["role"], "content": _cell(m["content"], where, "content")} for m in msgs[:-2]] or None
         ex = Example(prompt, answer, history, where)
     else:  # prompt/answer, Alpaca's instruction/input/output, or a mix of their names
-        prompt = next((_cell(r[k]) for k in PROMPT_KEYS if k in r), "").strip()
-        extra = _cell(r.get("input")).strip()
+        prompt = next((_cell(r[k], where, k) for k in PROMPT_KEYS if k in r), "").strip()
+        extra = _cell(r.get("input"), where, "input").strip()
         if extra:
             prompt = f"{prompt}\n\n{extra}"
-        answer = next((_cell(r[k]) for k in ANSWER_KEYS if k in r), "")
-        system = _cell(r.get("system")).strip()
+        answer = next((_cell(r[k], where, k) for k in ANSWER_KEYS if k in r), "")
+        system = _cell(r.get("system"), where, "system").strip()
         ex = Example(prompt, answer, [{"role": "system", "content": system}] if system else None, where)
     if not ex.prompt.strip():
         raise ValueError(f"data: {where} has an empty prompt; fill it in or remove the row")
@@ -249,7 +292,7 @@ def examples_from_rows(
     keys: set[str] = set().union(*(r.keys() for _, r in rows))
     schema = _schema(keys, name)
     if schema == "text":
-        parts = [_cell(r.get("text")) for _, r in rows]
+        parts = [_cell(r.get("text"), where, "text") for where, r in rows]
         if not any(p.strip() for p in parts):
             raise ValueError(f"data: {name} has a text column but every cell is empty")
         return TextSource("\n\n".join(p for p in parts if p.strip()), name), sum(1 for p in parts if not p.strip())
@@ -272,6 +315,8 @@ def load_examples(
     """Any supported source -> (examples or TextSource, rows skipped)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if path.is_dir():  # before the extension: a folder has none, and "unknown extension" would mislead
+            raise ValueError(f"data: {path} is a folder; give a .jsonl, .json, .csv or .txt file")
         if path.suffix.lower() == ".txt":
             return TextSource(_read_text(path), str(path)), 0
         if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):

@@ -186,8 +186,8 @@ def load_data_task(
 ) -> Task:
     """A task from the user's data: split by a seeded shuffle (instruction data) or at the end (text),
     or evaluated on a separate eval source."""
-    if not 0 < eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be between 0 and 1 (for example 0.15); got {eval_fraction}")
+    if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be between 0 and 1 (for example 0.15); got {eval_fraction!r}")
     train, skipped = load_examples(source, columns=columns, skip_bad_rows=skip_bad_rows)
     label = name or (Path(source).stem if isinstance(source, (str, Path)) else "data")
     notes = []
@@ -210,6 +210,11 @@ def load_data_task(
         order = list(range(len(train)))
         random.Random(seed).shuffle(order)
         n_eval = max(1, round(len(train) * eval_fraction))
+        if n_eval >= len(train):  # nothing left to train on: the loop would fail after the weights load
+            raise ValueError(
+                f"eval_fraction {eval_fraction} of {label}'s {len(train)} examples leaves none to train on; "
+                "lower it or give an eval file"
+            )
         ev = [train[i] for i in order[:n_eval]]
         train = [train[i] for i in order[n_eval:]]
     if skipped:
