@@ -26,8 +26,10 @@ def test_fit_verdicts_against_free_memory():
     assert memory.fit(100 * MiB, 1000 * MiB) == memory.FITS
     assert memory.fit(900 * MiB, 1000 * MiB) == memory.TIGHT
     assert memory.fit(1001 * MiB, 1000 * MiB) == memory.WONT_FIT
-    text = memory.fit_message("lora", 2000 * MiB, 1000 * MiB, memory.WONT_FIT)
-    assert "2,000 MiB" in text and "1,000 MiB" in text and "4 bits" in text and "smaller batch" in text
+    text = memory.fit_message({"lora": 2000 * MiB}, 1000 * MiB, memory.WONT_FIT)
+    assert text.startswith("lora needs about 2,000 MiB and 1,000 MiB are free, so it will not fit: choose a smaller")
+    both = memory.fit_message({"lora": 2000 * MiB, "lora8": 1500 * MiB}, 1000 * MiB, memory.WONT_FIT)
+    assert both.startswith("lora needs about 2,000 MiB, lora8 about 1,500 MiB and 1,000 MiB are free, so they")
 
 
 def test_free_memory_is_read_from_the_machine_and_the_container(monkeypatch, tmp_path):
@@ -63,7 +65,7 @@ def test_the_cli_refuses_a_variant_that_will_not_fit_before_loading(
     assert code == 2 and len(err) == 1 and "Traceback" not in said, err
     assert err[0].startswith("workbench: error: memory: ")
     assert "lora needs about" in err[0] and "will not fit" in err[0] and "gradient checkpointing" in err[0]
-    assert "qlora needs about" in err[0]  # every variant that will not fit is named, not just the first
+    assert "qlora about" in err[0]  # every variant that will not fit is named, not just the first
     assert not out.exists()  # nothing made
 
 

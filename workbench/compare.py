@@ -166,19 +166,16 @@ def setup(
 
 def check_fit(s: Setup) -> list[str]:
     """Each variant's estimated peak against what the device has free, before any weights load: ValueError
-    for the variants that will not fit, saying what to change; a note for each that is tight."""
+    for the variants that will not fit, saying what to change; a note on those that are tight."""
     available = memory.available_bytes(s.choice.type, s.choice.device)
-    tight, refused = [], []
+    by_verdict: dict[str, dict[str, int]] = {}
     for name in s.cfg.variants:
         estimated = s.estimate(name)
-        verdict = memory.fit(estimated, available)
-        if verdict != memory.FITS:
-            (refused if verdict == memory.WONT_FIT else tight).append(
-                memory.fit_message(name, estimated, available, verdict)
-            )
-    if refused:
-        raise ValueError("memory: " + "; ".join(refused))
-    return tight
+        by_verdict.setdefault(memory.fit(estimated, available), {})[name] = estimated
+    if memory.WONT_FIT in by_verdict:
+        raise ValueError("memory: " + memory.fit_message(by_verdict[memory.WONT_FIT], available, memory.WONT_FIT))
+    tight = by_verdict.get(memory.TIGHT)
+    return [memory.fit_message(tight, available, memory.TIGHT)] if tight else []
 
 
 def unfinished_result(s: Setup, name: str, exc: BaseException) -> VariantResult:

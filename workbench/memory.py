@@ -184,11 +184,15 @@ def fit(estimated: int, available: int | None) -> str:
     return TIGHT if estimated > TIGHT_SHARE * available else FITS
 
 
-def fit_message(name: str, estimated: int, available: int, verdict: str) -> str:
-    """One sentence on a variant that will not fit or is tight, with what to change."""
-    need = f"{name} needs about {estimated / MiB:,.0f} MiB and {available / MiB:,.0f} MiB are free"
+def fit_message(needs: dict[str, int], available: int, verdict: str) -> str:
+    """One sentence on the variants that will not fit (or are tight), with what to change."""
+    parts = [
+        f"{name} {'needs' if i == 0 else ''} about {n / MiB:,.0f} MiB" for i, (name, n) in enumerate(needs.items())
+    ]
+    need = ", ".join(p.replace("  ", " ") for p in parts) + f" and {available / MiB:,.0f} MiB are free"
+    they = "it" if len(needs) == 1 else "they"
     if verdict == WONT_FIT:
-        return f"{need}, so it will not fit: choose {WHAT_TO_CHANGE}"
+        return f"{need}, so {they} will not fit: choose {WHAT_TO_CHANGE}"
     return f"{need}, which is tight: close other work or choose {WHAT_TO_CHANGE}"
 
 
