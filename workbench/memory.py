@@ -187,9 +187,9 @@ def fit(estimated: int, available: int | None) -> str:
 def fit_message(needs: dict[str, int], available: int, verdict: str) -> str:
     """One sentence on the variants that will not fit (or are tight), with what to change."""
     parts = [
-        f"{name} {'needs' if i == 0 else ''} about {n / MiB:,.0f} MiB" for i, (name, n) in enumerate(needs.items())
+        f"{name} {'needs about' if i == 0 else 'about'} {n / MiB:,.0f} MiB" for i, (name, n) in enumerate(needs.items())
     ]
-    need = ", ".join(p.replace("  ", " ") for p in parts) + f" and {available / MiB:,.0f} MiB are free"
+    need = ", ".join(parts) + f" and {available / MiB:,.0f} MiB are free"
     they = "it" if len(needs) == 1 else "they"
     if verdict == WONT_FIT:
         return f"{need}, so {they} will not fit: choose {WHAT_TO_CHANGE}"
