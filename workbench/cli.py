@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -212,6 +213,18 @@ def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.Argume
 
     m = sub.add_parser("model-path", help="print the local folder a model name resolves to")
     m.add_argument("name", nargs="?", default=DEFAULT_MODEL)
+
+    x = sub.add_parser("export", help="write a run's adapter with a model card, or the model merged (--merge)")
+    x.add_argument("run", help="The run folder (from compare, a sweep point or the Train tab).")
+    x.add_argument("--variant", default="lora", help="Which adapter: lora, lora8 or qlora (default lora).")
+    x.add_argument(
+        "--merge",
+        action="store_true",
+        help="Merge the adapter into its base (dequantized for 8 and 4 bits) and write a model folder that plain "
+        "transformers loads; the gap to the adapter model is measured on the run's eval examples.",
+    )
+    x.add_argument("--dtype", default="bfloat16", help="Dtype of a merged model: bfloat16 (default), float16, float32.")
+    x.add_argument("--out", required=True, help="A new folder to write to.")
     return parser
 
 
@@ -296,6 +309,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     cfg = None if a.resume else preset_config(a.preset, _overrides(a))
     with _watched("after this step") as watch:
         watch["fit_check"] = not a.skip_fit_check
+        watch["command"] = a.command_line
         result = continue_run(a.resume, a.steps, **watch) if a.resume else run_compare(cfg, a.out, **watch)
     import pandas as pd
 
@@ -363,6 +377,17 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         f"wrote {Path(a.out).resolve()} ({', '.join(p.name for p in written)})"
         + (" (stopped early)" if stop.is_set() else "")
     )
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export
+
+    with _watched("the export") as watch:
+        done = export(a.run, a.variant, a.out, merge=a.merge, dtype=a.dtype, status=watch["on_status"])
+    print(f"wrote {done.out.resolve()}" + (f" (merged, {done.dtype})" if done.merged else " (adapter and model card)"))
+    if done.gap is not None:
+        print(f"merge gap: {done.gap.describe()}")
     return 0
 
 
@@ -454,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         reexec_with_fast_allocator(["-m", "workbench.cli", *sys.argv[1:]])
     logging.basicConfig(level=os.environ.get("WORKBENCH_LOG", "WARNING"), format="%(message)s")
     args = build_parser().parse_args(argv)
+    args.command_line = "workbench " + shlex.join(sys.argv[1:] if argv is None else argv)  # for the model card
     try:
         commands = {
             "compare": cmd_compare,
@@ -461,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             "estimate": cmd_estimate,
             "preview": cmd_preview,
             "model-path": cmd_model_path,
+            "export": cmd_export,
         }
         return commands[args.command](args)
     except ValueError as exc:  # one line even when a library's message has several

@@ -82,7 +82,13 @@ def pick_device(requested: str = "auto", dtype: str = "auto") -> DeviceChoice:
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # noqa: BLE001 - transformers' message names neither the folder nor the files
+        raise ValueError(
+            f"model: {path} has no usable tokenizer ({type(exc).__name__}); copy the model's tokenizer files "
+            "(tokenizer.json or tokenizer.model, and tokenizer_config.json) into it"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

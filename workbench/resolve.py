@@ -9,6 +9,7 @@ come from the model configs shipped in data/model_configs/, by name or short ali
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import socket
@@ -42,6 +43,19 @@ def _is_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+def _check_config(path: Path) -> None:
+    """A local model folder's config.json must be a JSON object: transformers' own error is a traceback."""
+    try:
+        doc = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ValueError(
+            f"model: {path / 'config.json'} is not valid JSON{where}; copy it again from the model's source"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"model: {path / 'config.json'} is not a model config; copy it again from the model's source")
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or os.environ.get(
         "WORKBENCH_OFFLINE", "0"
@@ -72,6 +86,7 @@ def resolve_model(name: str = DEFAULT_MODEL, *, convert: bool = True) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         if _is_model_dir(path):
+            _check_config(path)
             return path.resolve()
         raise ValueError(
             f"model: {path} exists but is not a model folder (it has no config.json); "
