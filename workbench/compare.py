@@ -394,6 +394,7 @@ def run_compare(
     on_progress: ProgressSink | None = None,
     resume: bool = False,
     fit_check: bool = True,
+    command: str = "",
 ) -> CompareResult:
     """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
 
@@ -404,7 +405,7 @@ def run_compare(
     training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again.
     With `fit_check`, a variant whose estimated peak will not fit in the device's free memory is refused before
     anything loads (ValueError); a variant that runs out of memory all the same is marked "out of memory" in
-    the results and the next precision runs."""
+    the results and the next precision runs. `command`: the command line that started it, kept with the run."""
     run = Run(check_writable_dir(out_dir))  # before any data is read or weights load
     earlier = saved_states(run) if resume else {}
     kept = kept_metrics(run, earlier) if resume else []
@@ -423,6 +424,7 @@ def run_compare(
         task=s.task.name,
         scoring=s.task.scoring,
         notes=s.notes + tight,
+        command=command,
     )
     for note in result.notes:
         status(note)

@@ -103,6 +103,7 @@ class CompareResult:
     metrics: list[MetricEvent] = field(default_factory=list)
     stopped: bool = False
     allocator: str = ""  # the C allocator on the CPU (workbench.allocator): tcmalloc, glibc, ...
+    command: str = ""  # the command line that made it (CLI runs), for a model card
 
     def to_json(self) -> dict:
         """results.json less its variants (runs.write_results adds them)."""
@@ -116,6 +117,7 @@ class CompareResult:
             "notes": self.notes,
             "stopped": self.stopped,
             "allocator": self.allocator,
+            "command": self.command,
         }
 
 

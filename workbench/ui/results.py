@@ -75,6 +75,16 @@ class ResultsPanel(widgets.VBox):
         self.export_button = widgets.Button(
             description="Export CSV", icon="download", tooltip="Write every row to a CSV file in the runs folder"
         )
+        # export: a run's adapter with a model card, or merged into its base (workbench.export)
+        self.export_run = widgets.Dropdown(description="Run", layout=widgets.Layout(width="420px"))
+        self.export_variant = widgets.Dropdown(description="Adapter", options=[], layout=widgets.Layout(width="220px"))
+        self.export_merge = widgets.Checkbox(
+            value=False, description="merge into the base (a model plain transformers loads)", indent=False
+        )
+        self.export_model_button = widgets.Button(
+            description="Export", icon="box", tooltip="Write the adapter and a model card (or the merged model)"
+        )
+        self.export_model_info = widgets.HTML()
         self.info = widgets.HTML()
         self.table = widgets.HTML()
         self.chart = image(max_width="100%")  # drawn at the width it is shown: the legend stays readable
@@ -91,6 +101,10 @@ class ResultsPanel(widgets.VBox):
                 widgets.HBox([self.pick_runs, self.only_differences]),
                 widgets.HBox([self.overlay_loss, self.overlay_memory], layout=widgets.Layout(flex_flow="row wrap")),
                 self.settings,
+                widgets.HTML("<b>Export an adapter</b>"),
+                widgets.HBox([self.export_run, self.export_variant]),
+                widgets.HBox([self.export_merge, self.export_model_button]),
+                self.export_model_info,
             ]
         )
         self.add_class("wb-results")
@@ -98,6 +112,8 @@ class ResultsPanel(widgets.VBox):
         self.unreadable: list[runs.Unreadable] = []
         self.refresh_button.on_click(lambda _: self.refresh())
         self.export_button.on_click(lambda _: self.export())
+        self.export_run.observe(lambda _: self._export_variants(), "value")
+        self.export_model_button.on_click(lambda _: self.export_model())
         self.memory_kind.observe(lambda _: self._draw(), "value")
         self.score_kind.observe(lambda _: self._draw(), "value")
         self.pick_runs.observe(lambda _: self.side_by_side(), "value")
@@ -188,6 +204,49 @@ class ResultsPanel(widgets.VBox):
         keep = [r for r in self.pick_runs.value if r in runs_now]
         self.pick_runs.options = runs_now
         self.pick_runs.value = keep
+        with_adapters = [r for r in runs_now if runs.Run(self.state.runs_dir / r).trained_variants()]
+        chosen = self.export_run.value
+        self.export_run.options = with_adapters
+        self.export_run.value = chosen if chosen in with_adapters else (with_adapters[0] if with_adapters else None)
+        self._export_variants()
+
+    def _export_variants(self) -> None:
+        run = self.export_run.value
+        options = runs.Run(self.state.runs_dir / run).trained_variants() if run else []
+        chosen = self.export_variant.value
+        self.export_variant.options = options
+        self.export_variant.value = chosen if chosen in options else (options[0] if options else None)
+
+    def export_model(self) -> str | None:
+        """Export the chosen run's adapter (merged when asked) into <runs>/exports/, in the background.
+        Returns the reason when it cannot start (also shown)."""
+        from ..export import export
+
+        run, variant, merge = self.export_run.value, self.export_variant.value, self.export_merge.value
+        if not run or not variant:
+            self.export_model_info.value = message("warn", "No run with an adapter yet: train one first.")
+            return "no adapter"
+        name = f"{Path(run).name}-{variant}" + ("-merged" if merge else "")
+        out = runs.claim_run_dir(self.state.runs_dir / "exports", name)  # a new folder, even with two kernels
+
+        def work() -> None:
+            def said(text: str) -> None:
+                self.export_model_info.value = message("info", text)
+
+            done = export(self.state.runs_dir / run, variant, out, merge=merge, status=said)
+            gap = f"; merge gap {done.gap.describe()}" if done.gap else ""
+            self.export_model_info.value = message("ok", f"wrote {done.out.resolve()}{gap}")
+
+        def failed(exc: BaseException, details: str) -> None:
+            runs.drop_if_empty(out)
+            self.export_model_info.value = error_html(exc, details)
+
+        self.export_model_info.value = message("info", f"exporting {variant} of {run} into {out}…")  # before it runs
+        refused = self.state.jobs.start("exporting", work, on_error=failed)
+        if refused:
+            runs.drop_if_empty(out)
+            self.export_model_info.value = message("warn", refused)
+        return refused
 
     def side_by_side(self) -> None:
         """The picked runs' loss and memory curves on one plot each, and their settings in one table."""
