@@ -141,3 +141,16 @@ def test_compare_cli_on_embedded_model_16_and_4_bits(tmp_path, embedded_dir):
 
     ev = evaluate(loaded, tok, load_task("sentiment").eval[:8], seq_len=64)
     assert ev.accuracy >= 0.75
+
+    # a merged export (the default, bfloat16) loads with plain transformers and answers as the run did
+    from workbench.export import export
+
+    done = export(out, "qlora", tmp_path / "merged", merge=True)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert done.gap.top1_agreement >= 0.95, done.gap.describe()
+    ran = json.loads((out / "predictions.json").read_text())["qlora"]
+    examples = load_task("sentiment").eval[: len(ran)]
+    again = evaluate(merged.float(), models.load_tokenizer(tmp_path / "merged"), examples, seq_len=64)
+    same = sum(a["prediction"] == b["prediction"] for a, b in zip(again.predictions, ran))
+    assert same >= 0.9 * len(ran), (same, len(ran))
