@@ -211,6 +211,19 @@ def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.Argume
     v.add_argument("--seq-len", type=int, default=128, help=help_for(TrainSettings, "seq_len"))
     v.add_argument("-n", "--examples", type=int, default=3, help="How many examples to show.")
 
+    t = sub.add_parser(
+        "train", help="train one experiment (one variant, its settings in a YAML file); runs under accelerate/torchrun"
+    )
+    t.add_argument("config", help="The experiment's YAML file (the Train tab's Export run writes one).")
+    t.add_argument(
+        "--out", type=_folder, help="Folder for the run (default: beside the config, named after it, without .yaml)."
+    )
+    t.add_argument(
+        "--skip-fit-check",
+        action="store_true",
+        help="Run even when the estimated peak is more than the free memory (by default it is refused).",
+    )
+
     m = sub.add_parser("model-path", help="print the local folder a model name resolves to")
     m.add_argument("name", nargs="?", default=DEFAULT_MODEL)
 
@@ -380,6 +393,39 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(a: argparse.Namespace) -> int:
+    """One experiment; under a launcher every process runs this, and rank 0 alone prints and writes."""
+    from .compare import results_table
+    from .distributed import World, join
+    from .experiment import check_launch, from_yaml, run_experiment, trained_variant
+
+    cfg = from_yaml(a.config)
+    trained_variant(cfg)  # before any process group opens: every process refuses the same config alike
+    check_launch()
+    out = a.out or str(Path(a.config).with_suffix(""))
+    world = World.from_env()
+    with join(world, cfg.model.device) as backend, _watched("after this step") as watch:
+        if not world.is_main:  # one set of bars and status lines, not one per process
+            watch = {"stop": watch["stop"]}
+        result = run_experiment(
+            cfg, out, fit_check=not a.skip_fit_check, command=a.command_line, backend=backend, **watch
+        )
+    if result is None:
+        return 0
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(results_table(result).to_string())
+    for v in result.variants:
+        if v.error:
+            print(f"{v.name}: {v.status}: {v.error}")
+    allocator = f"; allocator: {result.allocator}" if result.allocator else ""
+    print(f"\n{result.describe_batch()}")
+    print(f"device: {result.device}{allocator}; model: {result.model_path}")
+    print(f"wrote {Path(out).resolve()}" + (" (stopped early)" if result.stopped else ""))
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export
 
@@ -483,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "compare": cmd_compare,
+            "train": cmd_train,
             "sweep": cmd_sweep,
             "estimate": cmd_estimate,
             "preview": cmd_preview,

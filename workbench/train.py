@@ -1,4 +1,8 @@
-"""The training loop: AdamW on the adapter, events to sinks, a stop flag read between steps."""
+"""The training loop: AdamW on the adapter, events to sinks, a stop flag read between steps.
+
+In several processes (distributed.World, as torchrun or accelerate launch start them) each trains its share of
+every global batch under DistributedDataParallel, and the steps are the ones a single process would take on
+the whole batch (see _Shares)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +19,7 @@ import torch
 from .allocator import configure as configure_allocator
 from .config import TrainSettings
 from .data import Encoded, Example, TextSource, collate, encode
+from .distributed import World
 from .events import MetricEvent, Sink
 from .memory import MemoryMonitor
 from .models import scored_loss
@@ -100,6 +106,7 @@ def train(
     stop: threading.Event | None = None,
     monitor: MemoryMonitor | None = None,
     resume: TrainState | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train the model's trainable parameters (the LoRA adapter) up to settings.steps steps.
 
@@ -108,6 +115,8 @@ def train(
     forward or backward is a stop too, and sets the flag. `examples` may be encoded already (data.encode).
     `resume`: the state a run saved with its adapter (already loaded into the model): training continues
     from that step as if it had never stopped. The result's `state` is where it now stands.
+    `world`: the processes training together (default: the process group in force, a world of one when there
+    is none); settings.batch_size is then each one's share, and every process gets the same events.
     """
     sinks = list(sinks)
     stop = stop or threading.Event()
@@ -116,7 +125,9 @@ def train(
         configure_allocator()  # models loaded elsewhere too (see workbench.allocator)
     own_monitor = monitor is None
     monitor = monitor or MemoryMonitor(device).start()
-    seed_everything(settings.seed)
+    world = world or World.current()
+    # each process its own dropout masks (rank 0's are a single process's); the batches have their own seed
+    seed_everything(settings.seed + world.rank)
     # an example whose prompt fills seq_len has no answer token left to learn from
     # (data.length_report tells the user how many before training starts)
     rows = encode(tokenizer, examples, settings.seq_len).trainable()
@@ -126,7 +137,8 @@ def train(
     if not params:
         raise ValueError("model has no trainable parameters; attach a LoRA adapter first")
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-    feed = batches(rows, settings.batch_size, settings.seed)
+    feed = batches(rows, settings.batch_size * world.world_size, settings.seed)
+    shares = _Shares(model, world, device) if world.distributed else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     first = 0
     if resume is not None:
@@ -142,7 +154,9 @@ def train(
     tokens_seen = 0
     start = time.perf_counter()
     for step in range(first, settings.steps):
-        if stop.is_set():
+        # in several processes they all stop at the same step: the others would wait for this one forever
+        if world.any(stop.is_set(), device):
+            stop.set()
             break
         lr = lr_at(step, settings)
         for group in optimizer.param_groups:
@@ -150,7 +164,12 @@ def train(
         step_loss = 0.0
         step_tokens = 0
         try:
-            for _ in range(settings.grad_accum):
+            for micro in range(settings.grad_accum):
+                if shares is not None:
+                    loss, tokens = shares.step(next(feed), pad_id, last=micro == settings.grad_accum - 1)
+                    step_loss += loss / settings.grad_accum
+                    step_tokens += tokens
+                    continue
                 batch = {k: v.to(device) for k, v in collate(next(feed), pad_id).items()}
                 # the head runs on the labelled positions only (models.scored_loss): on answer-only data most
                 # positions are prompt, and their vocabulary-wide logits would feed nothing
@@ -192,6 +211,8 @@ def train(
     # captured before anything else draws random numbers: a continued run starts from exactly here
     done = first + len(losses)
     state = TrainState(done, optimizer.state_dict(), torch.get_rng_state(), random.getstate())
+    if shares is not None:
+        shares.close()
     model.eval()
     elapsed = time.perf_counter() - start
     peak = monitor.peak()
@@ -206,3 +227,59 @@ def train(
         peak_memory_bytes=peak,
         state=state,
     )
+
+
+class _LossOf(torch.nn.Module):
+    """The summed loss as a module's forward: DistributedDataParallel syncs the gradients of what runs through
+    its wrapper's forward, and scored_loss reaches into the model (body, then head) rather than calling it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels):
+        return scored_loss(self.model, input_ids, attention_mask, labels, reduction="sum")
+
+
+class _Shares:
+    """Each process's share of every global batch, trained so that the step is a single process's on it.
+
+    Every process draws the same global batches (one seed) and takes its own slice, so which examples a
+    step sees does not depend on the number of processes. DDP averages the gradients over processes; each
+    loss is its share's summed loss times the world size over the global batch's count of labelled tokens,
+    so the average is the gradient of the whole batch's mean loss, as one process computes it. The
+    logged loss is summed over the processes the same way."""
+
+    def __init__(self, model, world: World, device: torch.device):
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.world, self.device = world, device
+        wrapped = _LossOf(model)
+        # every process loaded the same checkpoint: only the adapter (seeded alike, but now exactly alike)
+        # is broadcast from rank 0, not the frozen base (bitsandbytes' packed weights included)
+        frozen = [f"model.{n}" for n, p in model.named_parameters() if not p.requires_grad]
+        frozen += [f"model.{n}" for n, _ in model.named_buffers()]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapped, frozen)
+        ids = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else None
+        )
+        self.ddp = DistributedDataParallel(wrapped, device_ids=ids)
+
+    def step(self, rows: list[dict], pad_id: int, last: bool) -> tuple[float, int]:
+        """Forward and backward this process's share of one global micro-batch; returns the global batch's mean
+        loss and its tokens. The gradients are synced on the last micro-batch of a step only."""
+        whole = collate(rows, pad_id)
+        labelled = int((whole["labels"][:, 1:] != -100).sum())
+        share = len(rows) // self.world.world_size
+        mine = rows[self.world.rank * share : (self.world.rank + 1) * share]
+        batch = {k: v.to(self.device) for k, v in collate(mine, pad_id).items()}
+        with nullcontext() if last else self.ddp.no_sync():
+            summed = self.ddp(batch["input_ids"], batch["attention_mask"], batch["labels"])
+            (summed * (self.world.world_size / labelled)).backward()
+        loss = self.world.total(summed.detach()).item() / labelled
+        return loss, int(whole["attention_mask"].sum())
+
+    def close(self) -> None:
+        del self.ddp  # its hooks go with it: evaluating and answering need no gradient sync

@@ -1,11 +1,13 @@
-"""Train: Start and Stop, a progress bar with ETA, live loss and memory plots.
+"""Train: Start and Stop, a progress bar with ETA, live loss and memory plots; Export run.
 
 Training runs in a background thread (the notebook stays responsive); Stop sets a flag the loop
-reads between steps, and the run folder keeps the metrics and the adapter trained so far.
+reads between steps, and the run folder keeps the metrics and the adapter trained so far. Export run
+writes the settings as experiment files and shows the command that trains them on several GPUs.
 """
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from datetime import datetime
@@ -18,6 +20,7 @@ from .. import plots
 from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, results_table, run_compare, saved_states
 from ..config import VARIANTS, TrainSettings
 from ..events import MetricEvent, Progress, clock
+from ..experiment import for_variant, launch_command, write_config
 from ..runs import Run, claim_run_dir, drop_if_empty
 from .common import Quiet, error_html, helped, image, message, png
 from .state import AppState
@@ -95,6 +98,21 @@ class TrainPanel(widgets.VBox):
             disabled=True,
             tooltip="Stop after the current step; what was trained is kept on disk",
         )
+        self.export_button = widgets.Button(
+            description="Export run",
+            icon="download",
+            tooltip="Write these settings as a config file per trained variant into the runs folder and show the "
+            "command that trains it in several processes (accelerate launch or torchrun; docs/scale.md)",
+        )
+        self.processes = widgets.BoundedIntText(
+            value=2,
+            min=1,
+            max=4096,
+            description="Processes",
+            tooltip="Processes for the exported command: one per GPU (on a CPU, each takes a share of the cores)",
+        )
+        self.export_out = widgets.HTML()
+        self.exported: list[tuple[Path, str]] = []  # (config file, its accelerate command), as last shown
         self.progress = widgets.IntProgress(
             value=0, min=0, max=1, description="Progress", layout=widgets.Layout(width="420px")
         )
@@ -114,6 +132,8 @@ class TrainPanel(widgets.VBox):
                     ]
                 ),
                 widgets.HBox([self.start_button, self.continue_button, self.stop_button]),
+                widgets.HBox([self.export_button, self.processes]),
+                self.export_out,
                 widgets.HBox([self.progress, self.progress_text]),
                 self.status,
                 self.error,
@@ -125,6 +145,7 @@ class TrainPanel(widgets.VBox):
         self.start_button.on_click(lambda _: self.start())
         self.continue_button.on_click(lambda _: self.continue_last())
         self.stop_button.on_click(lambda _: self.stop())
+        self.export_button.on_click(lambda _: self.export_run())
         self.events: list[MetricEvent] = []
         self.estimates: dict[str, int] = {}
         self.result: CompareResult | None = None
@@ -214,6 +235,36 @@ class TrainPanel(widgets.VBox):
             self.status.value = message("warn", text)
             return text
         return self.start(continue_from=Path(run).resolve())
+
+    def export_run(self) -> list[tuple[Path, str]]:
+        """Write the settings as one experiment file per trained variant (runs/<name>.yaml) and show the commands
+        that train each (experiment.launch_command: the very line a test runs). Returns (file, command) pairs."""
+        cfg = self.state.config
+        trained = [v for v in cfg.variants if VARIANTS[v].trained]
+        if not trained:
+            self.export_out.value = message("warn", "Nothing to export: choose a trained variant (LoRA or QLoRA).")
+            return []
+        n = self.processes.value
+        out, lines = [], []
+        try:
+            for name in trained:
+                one = for_variant(cfg, name)
+                path = write_config(one, self.state.runs_dir / f"{run_name(one)}.yaml")
+                out.append((path, launch_command(path, n)))
+                lines += [f"# {name}", out[-1][1], launch_command(path, n, "torchrun"), ""]
+        except (OSError, ValueError) as exc:  # a runs folder that cannot be written: said here, not raised
+            self.export_out.value = error_html(exc)
+            return []
+        self.exported = out
+        self.export_out.value = (
+            message(
+                "ok", f"wrote {', '.join(str(p) for p, _ in out)}; train with (one process per GPU; docs/scale.md):"
+            )
+            + "<pre>"
+            + html.escape("\n".join(lines).rstrip())
+            + "</pre>"
+        )
+        return out
 
     def stop(self) -> None:
         if self.state.jobs.busy and self.state.jobs.name == "training":
