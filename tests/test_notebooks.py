@@ -238,3 +238,20 @@ def test_facts_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
     assert set(table) == set(verdicts), (list(table), verdicts)
     assert verdicts["base-model precision"] == ("partly" if "float32" in res["device"] else "agrees")
     assert re.search(r"agrees with the usual claim on \*\*\d of \d\*\* rows", said)
+
+
+def test_classroom_notebook_dry_run_with_simulated_students(tmp_path, tiny_model_dir, tiny_jsonl):
+    """Three simulated students write to one folder at once; the closing cell charts them by person."""
+    folder = tmp_path / "class"
+    params = (
+        f"CLASS_RUNS = {str(folder)!r}\nSIMULATE = 3\nMODEL = {str(tiny_model_dir)!r}\nTASK = None\n"
+        f"DATA = {str(tiny_jsonl)!r}\nSTEPS = 2\nBATCH_SIZE = 4\nSEQ_LEN = 32\nEVAL_EXAMPLES = 0\n"
+    )
+    nb = execute_notebook("05_classroom.ipynb", params, tmp_path)
+    made = sorted(p.parent.name for p in folder.glob("*/results.json"))
+    assert made == ["student_1-lora-r2", "student_2-lora-r16", "student_3-lora-r8"]
+    said = "\n".join(outputs(nb, "text/markdown"))
+    assert "3 simulated students wrote their runs at once" in said
+    assert "3 runs by 3 people (student 1, student 2, student 3)" in said and "The frontier has" in said
+    assert len(outputs(nb, "image/png")) == 2, "the class's chart or the model-size chart is missing"
+    assert "QLoRA's estimated peak is" in said and "at smollm2-135m" in said

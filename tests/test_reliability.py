@@ -297,7 +297,7 @@ def test_after_a_restart_results_finds_earlier_runs_and_loads_their_adapters(goo
 
 def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
     """Two kernels that start the same settings in the same second: the second gets its own folder."""
-    monkeypatch.setattr("workbench.ui.train.run_name", lambda cfg: "20261201-120000-lora")
+    monkeypatch.setattr("workbench.ui.train.run_name", lambda cfg, user=None: "20261201-120000-lora")
     (tmp_path / "runs" / "20261201-120000-lora").mkdir(parents=True)  # the other kernel's run
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)  # refused at once: quick
     wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")

@@ -40,7 +40,7 @@ from .generate import (
 from .layout import ModelLayout
 from .resolve import resolve_model
 from .results import CompareResult, VariantResult, results_frame
-from .runs import MetricsCSV, Run, save_adapter, write_run
+from .runs import MetricsCSV, Run, check_user, default_user, save_adapter, write_run
 from .train import TrainResult, TrainState, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -395,6 +395,7 @@ def run_compare(
     resume: bool = False,
     fit_check: bool = True,
     command: str = "",
+    user: str | None = None,
 ) -> CompareResult:
     """Run every variant of cfg in turn and write the run folder. Only one model is in memory at a time.
 
@@ -405,8 +406,10 @@ def run_compare(
     training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again.
     With `fit_check`, a variant whose estimated peak will not fit in the device's free memory is refused before
     anything loads (ValueError); a variant that runs out of memory all the same is marked "out of memory" in
-    the results and the next precision runs. `command`: the command line that started it, kept with the run."""
+    the results and the next precision runs. `command`: the command line that started it, kept with the run;
+    `user`: who made it (default runs.default_user(): WORKBENCH_USER or the login name)."""
     run = Run(check_writable_dir(out_dir))  # before any data is read or weights load
+    who = check_user(user) if user else default_user()
     earlier = saved_states(run) if resume else {}
     kept = kept_metrics(run, earlier) if resume else []
     stop = stop or threading.Event()
@@ -425,6 +428,7 @@ def run_compare(
         scoring=s.task.scoring,
         notes=s.notes + tight,
         command=command,
+        user=who,
     )
     for note in result.notes:
         status(note)
@@ -539,4 +543,5 @@ def continue_run(run_dir: str | Path, steps: int | None = None, **kw) -> Compare
     done = max((st.step for st in saved.values()), default=0)
     if d["train"]["steps"] < done:
         raise ValueError(f"steps: the run has done {done} steps already; ask for more than that to continue it")
+    kw.setdefault("user", run.read().get("user") or None)  # a continued run stays its maker's
     return run_compare(RunConfig.from_dict(d), run.path, resume=True, **kw)

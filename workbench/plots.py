@@ -87,31 +87,40 @@ def accuracy_memory_figure(
     memory_key: str = "peak_memory_bytes",
     runs: list[str | None] | None = None,
     metric: str | None = None,
+    people: list[str] | None = None,
 ) -> Figure:
     """A score against a cost, each point numbered and its settings listed beside the chart under the same
     number (labels written next to crowded points would overprint), with the Pareto frontier drawn: the
     points no other beats on both. Score (`metric`): accuracy (the default where the task has one; else
     perplexity), eval loss, perplexity or forgetting; cost (`memory_key`): peak, weight or estimated memory,
-    or training time. `runs` names the run of each result; with more than one run each entry says which."""
+    or training time. `runs` names the run of each result; with more than one run each entry says which.
+    `people`: who made each result; with more than one person the points are coloured by person, not variant
+    (a class's runs on one chart)."""
     runs = runs or [None] * len(results)
+    people = people or [""] * len(results)
+    names = sorted({p for p in people if p})
+    by_person = len(names) > 1
+    palette = {name: PEOPLE_COLORS[i % len(PEOPLE_COLORS)] for i, name in enumerate(names)}
     metric = metric or default_score(results)
     if metric not in Y_AXES or memory_key not in X_AXES:
         raise ValueError(f"chart: score one of {', '.join(Y_AXES)} against one of {', '.join(X_AXES)}")
     y_label, y_scale, higher = Y_AXES[metric]
     x_label, x_scale = X_AXES[memory_key]
     points = [
-        (r, run)
-        for r, run in zip(results, runs)
+        (r, run, who)
+        for r, run, who in zip(results, runs, people)
         if getattr(r, metric) is not None and getattr(r, memory_key) is not None
     ]
     points.sort(key=lambda p: getattr(p[0], memory_key))
     fig = Figure(figsize=(9.6, max(4.0, 1.2 + 0.22 * len(points))))
     ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
-    several_runs = len({run for _, run in points}) > 1  # then each entry names its run too
-    xy = [(getattr(r, memory_key) / x_scale, getattr(r, metric) * y_scale) for r, _ in points]
-    for i, ((r, run), (x, y)) in enumerate(zip(points, xy), 1):
-        where = f"{shorten(run, 30)}: " if several_runs and run else ""
-        ax.scatter([x], [y], s=60, color=COLORS.get(r.name, "#333333"), zorder=3, label=f"{i}  {where}{r.label()}")
+    several_runs = len({run for _, run, _ in points}) > 1  # then each entry names its run too
+    xy = [(getattr(r, memory_key) / x_scale, getattr(r, metric) * y_scale) for r, _, _ in points]
+    for i, ((r, run, who), (x, y)) in enumerate(zip(points, xy), 1):
+        where = f"{shorten(run, 30)}: " if several_runs and run and not by_person else ""
+        where = f"{who}: " if by_person else where
+        colour = palette.get(who, "#333333") if by_person else COLORS.get(r.name, "#333333")
+        ax.scatter([x], [y], s=60, color=colour, zorder=3, label=f"{i}  {where}{r.label()}")
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     front = pareto_front(xy, higher_is_better=higher)
     if len(points) > 1 and front:  # the settings no other one beats on both: the trade-off to choose along
@@ -140,6 +149,9 @@ def accuracy_memory_figure(
     ax.grid(alpha=0.3)
     return fig
 
+
+# one colour a person on a class's chart (matplotlib's tab10, which stays distinct on a projector)
+PEOPLE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 
 COMPONENT_COLORS = {
     "weights": "#6baed6",
@@ -242,3 +254,97 @@ def overlay_figure(curves: dict[str, list[MetricEvent]], what: str = "loss") -> 
     if curves:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return fig
+
+
+SIZE_GROUP_COLORS = {
+    "weights": "#6baed6",
+    "adapter + grads + optimizer": "#fd8d3c",
+    "activations": "#74c476",
+    "logits and loss": "#a1d99b",
+    "runtime": "#bdbdbd",
+}
+
+
+def qlora_saving_figure(table, crossovers: dict | None = None, measured=(), settings: str = "") -> Figure:
+    """LoRA beside QLoRA (hatched) for each model of a sizes.by_model table, stacked by component and drawn as
+    a share of that model's LoRA peak: normalised, because 135M and 70B differ 400x and stacks on a log axis
+    lie. Each QLoRA bar is labelled with its share of LoRA's, each weights segment with its share of the bar;
+    `crossovers` (variant -> model) draws where the weights start to outweigh activations and the loss;
+    `measured` (sizes.measured rows) puts this machine's own runs, as QLoRA/LoRA of one run, at 135M."""
+    models = list(dict.fromkeys(table["model"]))
+    fig = Figure(figsize=(13.5, 6.6))
+    ax = fig.add_axes((0.06, 0.24, 0.74, 0.66))
+    width = 0.4
+    top = 1.0
+    for vi, (variant, hatch) in enumerate((("lora", ""), ("qlora", "//"))):
+        rows = table[table.variant == variant].set_index("model")
+        xs = [i + (vi - 0.5) * width for i, m in enumerate(models) if m in rows.index]
+        if not xs:
+            continue
+        sub = rows.loc[[m for m in models if m in rows.index]]
+        bottom = [0.0] * len(sub)
+        for group, color in SIZE_GROUP_COLORS.items():
+            vals = list(sub[group] / sub["total"] * sub["vs_lora"])
+            ax.bar(xs, vals, width * 0.95, bottom=bottom, color=color, hatch=hatch, edgecolor="white", linewidth=0.5)
+            if group == "weights":  # the share the chart is about, written where it is tall enough to read
+                for x, v, share in zip(xs, vals, sub["weights_share"]):
+                    if v > 0.07:
+                        ax.text(x, v / 2, f"{share:.0%}", ha="center", va="center", fontsize=7, rotation=90)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        if variant == "qlora":
+            for x, v in zip(xs, sub["vs_lora"]):
+                ax.text(x, v + 0.015, f"{v:.0%}", ha="center", va="bottom", fontsize=8, fontweight="bold")
+        top = max(top, *bottom)
+    ax.axhline(1.0, color="#444444", linewidth=0.8, linestyle=":")
+    totals = table.set_index(["model", "variant"])["total"]
+    labels = []
+    for m in models:
+        params = table.loc[table.model == m, "params"].iloc[0]
+        gib = " | ".join(f"{totals[(m, v)] / 1024**3:,.1f}" for v in ("lora", "qlora") if (m, v) in totals.index)
+        labels.append(f"{m}\n{params / 1e9:.2g}B params\n{gib} GiB")
+    ax.set_xticks(range(len(models)), labels, fontsize=8, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_xlabel("under each model: its parameters, then the estimated peak of LoRA | QLoRA", fontsize=8)
+    ax.set_xlim(-0.6, len(models) - 0.4)
+    ax.set_ylim(0, top * 1.12)
+    ax.yaxis.set_major_formatter(lambda y, _: f"{y:.0%}")
+    ax.set_ylabel("peak memory, share of the model's LoRA peak")
+    ax.grid(axis="y", alpha=0.3)
+    for variant, model in (crossovers or {}).items():
+        if model not in models:
+            continue
+        x = models.index(model) - 0.5
+        color = COLORS.get(variant, "#333333")
+        ax.axvline(x, color=color, linestyle="--", linewidth=1.5)
+        ax.text(
+            x + 0.05,
+            top * (1.08 if variant == "lora" else 1.01),
+            f"{'QLoRA' if variant == 'qlora' else 'LoRA'}: weights > activations + loss from here →",
+            color=color,
+            fontsize=8,
+            va="top",
+        )
+    handles = [_patch(c, "", g) for g, c in SIZE_GROUP_COLORS.items()]
+    handles += [_patch("white", "", "LoRA, 16-bit base (plain)"), _patch("white", "//", "QLoRA, 4-bit base (hatched)")]
+    if "smollm2-135m" in models:
+        x0 = models.index("smollm2-135m")
+        # the newest QLoRA run with a LoRA run at the same settings, as QLoRA/LoRA of that shape (the bars'
+        # settings are not the run's)
+        m = next((m for m in measured if m["variant"] == "qlora" and m.get("vs_lora") is not None), None)
+        where = m and f"{m['device']}, batch {m['batch_size']}×{m['seq_len']}, r={m['rank']}"
+        for variant, y, peak, marker, size in (
+            (("lora", 1.0, m["lora_peak"], "D", 60), ("qlora", m["vs_lora"], m["peak_memory_bytes"], "*", 160))
+            if m
+            else ()
+        ):
+            x = x0 + (0.5 if variant == "qlora" else -0.5) * width
+            label = f"measured here, {variant}: {peak / 1024**2:,.0f} MiB = {y:.0%} ({where})"
+            handles.append(ax.scatter([x], [y], marker=marker, s=size, color="black", zorder=4, label=label))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_title("Where QLoRA's saving comes from: peak memory by component" + (f" ({settings})" if settings else ""))
+    return fig
+
+
+def _patch(color: str, hatch: str, label: str):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=color, hatch=hatch, edgecolor="#666666", label=label)

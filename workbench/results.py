@@ -104,6 +104,7 @@ class CompareResult:
     stopped: bool = False
     allocator: str = ""  # the C allocator on the CPU (workbench.allocator): tcmalloc, glibc, ...
     command: str = ""  # the command line that made it (CLI runs), for a model card
+    user: str = ""  # who made it: a class sharing one runs folder colours and filters by it
 
     def to_json(self) -> dict:
         """results.json less its variants (runs.write_results adds them)."""
@@ -118,6 +119,7 @@ class CompareResult:
             "stopped": self.stopped,
             "allocator": self.allocator,
             "command": self.command,
+            "user": self.user,
         }
 
 

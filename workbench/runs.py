@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -244,6 +246,36 @@ class MetricsCSV:
         self._f.close()
 
 
+USER_CHARS = re.compile(r"^[\w .'-]{1,40}$")  # letters (any script), digits, spaces and . ' - _
+
+
+def default_user() -> str:
+    """Who makes a run when nobody says: WORKBENCH_USER, else the login name (a class's names by default)."""
+    import getpass
+
+    name = os.environ.get("WORKBENCH_USER", "").strip()
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (OSError, KeyError):  # no login name in some containers
+            name = "someone"
+    return name
+
+
+def check_user(name: str) -> str:
+    """A person's name as runs record it: 1 to 40 letters, digits, spaces or . ' - _ (it goes into folder
+    names). Raises ValueError with what to do."""
+    name = " ".join(str(name).split())
+    if not USER_CHARS.match(name):
+        raise ValueError("name: use 1 to 40 letters, digits, spaces or . ' - _ (it names your runs)")
+    return name
+
+
+def user_slug(name: str) -> str:
+    """A name as part of a folder name: no spaces."""
+    return re.sub(r"\s+", "_", name)
+
+
 def claim_run_dir(root: Path, stem: str) -> Path:
     """A new, empty run folder under root named `stem` (or stem-2, stem-3, ...), made with one exclusive mkdir,
     so kernels sharing one runs folder (a class) that start a run in the same second never share a folder."""
@@ -300,8 +332,9 @@ class ResultRow:
     quant_type: str | None  # the 4-bit type, for a 4-bit variant
     result: VariantResult
     not_run: tuple[str, ...] = ()  # variants the run was asked for and never ran (stopped before them)
+    user: str = ""  # who made the run (blank for runs from before names were kept)
 
-    CONTEXT = ("run", "finished", "task", "device", "steps", "quant_type", "not_run")
+    CONTEXT = ("run", "user", "finished", "task", "device", "steps", "quant_type", "not_run")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -375,6 +408,7 @@ def _rows_of(run: Run, root: Path) -> list[ResultRow]:
             quant_type=cfg.quant.quant_type if r.bits == 4 else None,
             result=r,
             not_run=not_run,
+            user=str(doc.get("user") or ""),
         )
         for r in results
     ]

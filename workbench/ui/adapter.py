@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from .. import memory, models, plots
+from .. import memory, models, plots, sizes
 from ..config import VARIANTS, LoraSettings
 from ..estimator import MemoryEstimate, estimate
 from ..generate import EVAL_BATCH_SIZE
 from ..layout import lora_scaling
+from ..resolve import MODEL_ALIASES
 from .common import Quiet, error_html, helped, image, message, png, quant_controls
 from .state import AppState, model_layout
 
@@ -74,6 +75,7 @@ class AdapterPanel(widgets.VBox):
         self.error = widgets.HTML()
         self.params_info = widgets.HTML()
         self.chart = image()
+        self.by_size = SavingBySize(self.state)
         super().__init__(
             [
                 widgets.HTML("<b>LoRA</b>"),
@@ -91,6 +93,7 @@ class AdapterPanel(widgets.VBox):
                 self.error,
                 self.params_info,
                 self.chart,
+                self.by_size,
             ]
         )
         self.add_class("wb-adapter")
@@ -266,4 +269,104 @@ class AdapterPanel(widgets.VBox):
             "info",
             "Estimated before loading any weights; the Train tab draws it beside the measured memory. A "
             "variant that will not fit is refused when you press Start.",
+        )
+
+
+# =========================================================================== QLoRA's saving, across model sizes
+
+BATCHES = [1, 2, 4, 8, 16, 32]
+SEQ_LENS = [128, 256, 512, 1024, 2048, 4096]
+
+
+class SavingBySize(widgets.Accordion):
+    """Where QLoRA's saving comes from: the estimated peak by component for LoRA and QLoRA on every shipped
+    model config (135M to 70B), with this machine's measured runs at 135M. Drawn when first opened: the
+    tab should not pay for 13 estimates and a wide chart until someone looks."""
+
+    def __init__(self, state: AppState | None = None):
+        self.state = state or AppState()
+        self.batch = widgets.SelectionSlider(
+            options=BATCHES, value=8, description="Batch", continuous_update=False, tooltip="Sequences per step"
+        )
+        self.seq_len = widgets.SelectionSlider(
+            options=SEQ_LENS, value=512, description="Tokens", continuous_update=False, tooltip="Tokens per sequence"
+        )
+        self.rank = widgets.SelectionSlider(
+            options=RANKS, value=16, description="Rank r", continuous_update=False, tooltip="LoRA rank, every layer"
+        )
+        self.checkpointing = widgets.Checkbox(
+            value=True, description="gradient checkpointing", tooltip="Keep each block's input, recompute the rest"
+        )
+        self.device = widgets.ToggleButtons(
+            options=[("GPU (bf16)", "cuda"), ("CPU (float32)", "cpu")],
+            value="cuda",
+            tooltip="The big configs are GPU models; on the CPU the 16-bit base is float32",
+        )
+        self.summary = widgets.HTML()
+        self.chart = image(max_width="1100px")
+        box = widgets.VBox(
+            [
+                widgets.HTML(
+                    "QLoRA stores the weights in 4 bits and nothing else: the adapter, its gradients and AdamW "
+                    "state stay float32, and after k-bit preparation so do the activations. Its saving is the "
+                    "weights' share of the peak. Estimated from each shipped config (no weights loaded); bars "
+                    "are a share of the model's LoRA peak, GiB under each model."
+                ),
+                widgets.HBox([self.batch, self.seq_len, self.rank]),
+                widgets.HBox([self.checkpointing, self.device]),
+                self.summary,
+                self.chart,
+            ]
+        )
+        super().__init__(children=[box], selected_index=None)
+        self.set_title(0, f"QLoRA's saving across model sizes ({len(MODEL_ALIASES)} shipped configs, 135M to 70B)")
+        self.add_class("wb-saving-by-size")
+        self.table = None
+        self.measured: list[dict] = []
+        for w in (self.batch, self.seq_len, self.rank, self.checkpointing, self.device):
+            w.observe(lambda _: self.draw(), "value")
+        self.observe(lambda _: self.draw(), "selected_index")
+        self.state.subscribe(lambda what: what in ("run", "runs") and self.draw())
+
+    def settings(self) -> str:
+        return sizes.describe(
+            self.device.value, self.batch.value, self.seq_len.value, self.rank.value, self.checkpointing.value
+        )
+
+    def draw(self) -> None:
+        if self.selected_index is None:
+            return  # closed: drawn when opened
+        try:
+            table = sizes.by_model(
+                rank=self.rank.value,
+                batch_size=self.batch.value,
+                seq_len=self.seq_len.value,
+                gradient_checkpointing=self.checkpointing.value,
+                device_type=self.device.value,
+            )
+            found = sizes.measured(self.state.runs_dir)
+        except ValueError as exc:
+            self.summary.value, self.chart.value = error_html(exc), b""
+            return
+        self.table, self.measured = table, found
+        crossovers = {v: sizes.crossover(table, v) for v in sizes.VARIANT_NAMES}
+        self.chart.value = png(plots.qlora_saving_figure(table, crossovers, found, self.settings()))
+        q = table[table.variant == "qlora"].set_index("model")["vs_lora"]
+        ends = [m for m in ("smollm2-135m", "smollm2-1.7b", "llama-2-13b", "llama-3.1-70b") if m in q.index]
+        takes = ", ".join(
+            f"{'QLoRA' if v == 'qlora' else 'LoRA'} " + (f"from {m} up" if m else "at no size")
+            for v, m in crossovers.items()
+        )
+        here = [m for m in found if m["variant"] == "qlora" and m["vs_lora"] is not None][:1]
+        self.summary.value = message(
+            "info",
+            "QLoRA's peak as a share of LoRA's: "
+            + ", ".join(f"{q[m]:.0%} at {m}" for m in ends)
+            + f" ({self.settings()}). The weights outweigh activations and the loss: {takes}."
+            + (
+                f" Measured here ({here[0]['device']}, batch {here[0]['batch_size']}×{here[0]['seq_len']}): "
+                f"QLoRA {here[0]['vs_lora']:.0%} of LoRA on the 135M model."
+                if here
+                else " No LoRA+QLoRA run of the embedded model under the runs folder yet to mark as measured."
+            ),
         )

@@ -62,6 +62,12 @@ class ResultsPanel(widgets.VBox):
             description="y axis",
             tooltip="What each point scored: held-out accuracy, loss or perplexity, or what it forgot elsewhere",
         )
+        self.person = widgets.Dropdown(
+            options=[("everyone", "")],
+            value="",
+            description="whose runs",
+            tooltip="A class sharing one runs folder: show one person's runs, or everyone's coloured by person",
+        )
         # runs side by side: any runs on disk, their curves on one plot and their settings in one table
         self.pick_runs = widgets.SelectMultiple(
             description="Runs", rows=6, layout=widgets.Layout(width="640px"), tooltip="Pick runs to overlay"
@@ -94,7 +100,9 @@ class ResultsPanel(widgets.VBox):
                 widgets.HBox([self.refresh_button, self.export_button]),
                 self.info,
                 self.table,
-                widgets.HBox([self.score_kind, self.memory_kind], layout=widgets.Layout(flex_flow="row wrap")),
+                widgets.HBox(
+                    [self.score_kind, self.memory_kind, self.person], layout=widgets.Layout(flex_flow="row wrap")
+                ),
                 self.chart,
                 self.export_info,
                 widgets.HTML("<b>Runs side by side</b>"),
@@ -116,6 +124,7 @@ class ResultsPanel(widgets.VBox):
         self.export_model_button.on_click(lambda _: self.export_model())
         self.memory_kind.observe(lambda _: self._draw(), "value")
         self.score_kind.observe(lambda _: self._draw(), "value")
+        self.person.observe(lambda _: self._show(), "value")
         self.pick_runs.observe(lambda _: self.side_by_side(), "value")
         self.only_differences.observe(lambda _: self.side_by_side(), "value")
         self.state.subscribe(lambda what: self.refresh() if what in ("runs", "run") else None)
@@ -128,6 +137,7 @@ class ResultsPanel(widgets.VBox):
         rows = [
             {
                 "run": r.run,
+                "who": r.user,
                 **readable(r.result, SHOWN[:2]),
                 "4-bit type": r.quant_type,
                 **readable(r.result, SHOWN[2:4]),
@@ -135,7 +145,7 @@ class ResultsPanel(widgets.VBox):
                 **readable(r.result, SHOWN[4:-1]),
                 "status": r.status_text,
             }
-            for r in self.rows
+            for r in self.shown
         ]
         df = pd.DataFrame(rows)
         if df.empty:
@@ -151,7 +161,7 @@ class ResultsPanel(widgets.VBox):
         cells = df.map(lambda v: html.escape(str(v)))
         cells["run"] = [
             f"<span title='{html.escape(r.run, quote=True)}'>{html.escape(shorten(r.run, RUN_WIDTH))}</span>"
-            for r in self.rows
+            for r in self.shown
         ]
         table = cells.to_html(index=False, escape=False, classes="wb-results-table", border=0)
         return f"<div style='overflow-x:auto;white-space:nowrap'>{table}</div>"
@@ -185,19 +195,37 @@ class ResultsPanel(widgets.VBox):
         self.info.value = (
             message("info", f"{n_runs} runs, {len(self.rows)} variants, from {where}") + self.unreadable_html()
         )
+        people = sorted({r.user for r in self.rows if r.user})
+        chosen = self.person.value
+        self.person.options = [("everyone", ""), *((name, name) for name in people)]
+        self.person.value = chosen if chosen in people else ""
+        self._show()
+
+    @property
+    def shown(self) -> list[runs.ResultRow]:
+        """The rows the table and chart show: everyone's, or the chosen person's."""
+        who = self.person.value
+        return [r for r in self.rows if r.user == who] if who else self.rows
+
+    def _show(self) -> None:
         self.table.value = self.table_html()
         self._draw()
 
     def _draw(self) -> None:
-        if self.rows:
+        rows = self.shown
+        if rows:
             self.chart.layout.display = None
-            results = [r.result for r in self.rows]
+            results = [r.result for r in rows]
             if self.score_kind.value == "accuracy" and default_score(results) != "accuracy":
                 self.score_kind.value = "perplexity"  # a task scored by perplexity has no accuracy to plot
                 return
             self.chart.value = png(
                 plots.accuracy_memory_figure(
-                    results, self.memory_kind.value, runs=[r.run for r in self.rows], metric=self.score_kind.value
+                    results,
+                    self.memory_kind.value,
+                    runs=[r.run for r in rows],
+                    metric=self.score_kind.value,
+                    people=[r.user for r in rows],
                 )
             )
         runs_now = list(dict.fromkeys(r.run for r in self.rows))

@@ -13,6 +13,7 @@ from ..config import DEFAULT_MODEL, DTYPES, ModelSettings, RunConfig
 from ..files import write_bytes
 from ..paths import data_dir
 from ..resolve import EMBEDDED_NAMES, resolve_model
+from ..runs import check_user
 from .common import WIDE, error_html, helped, message
 from .state import AppState, model_layout
 
@@ -89,8 +90,17 @@ class SetupPanel(widgets.VBox):
             tooltip="Show examples as the model will see them, with token counts",
         )
         self.preview_out = widgets.HTML()
+        self.user = widgets.Text(
+            value=self.state.user,
+            description="Your name",
+            continuous_update=False,
+            tooltip="Recorded with every run you make: a class sharing one runs folder sees whose run is whose",
+        )
+        self.user.style.description_width = "150px"
+        self.user_info = widgets.HTML()
         super().__init__(
             [
+                widgets.HBox([self.user, self.user_info]),
                 widgets.HTML("<b>Model</b>"),
                 self.model,
                 self.model_info,
@@ -114,6 +124,7 @@ class SetupPanel(widgets.VBox):
         self.upload.observe(self._on_upload, "value")
         self.columns.observe(self._on_columns, "value")
         self.preview_button.on_click(lambda _: self.preview())
+        self.user.observe(self._on_user, "value")
         self._show_model()
         self._show_device()
         self._show_data()
@@ -133,6 +144,14 @@ class SetupPanel(widgets.VBox):
                 "'16-bit' baseline is that dequantized model."
             )
         self.model_info.value = message("info", layout.describe() + "." + note)
+
+    def _on_user(self, change) -> None:
+        try:
+            self.state.user = check_user(change["new"])
+        except ValueError as exc:
+            self.user_info.value = error_html(exc)
+            return
+        self.user_info.value = ""
 
     def _on_model(self, change) -> None:
         name = (change["new"] or "").strip()

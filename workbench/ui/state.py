@@ -8,6 +8,7 @@ background thread, one at a time, so the notebook's widgets stay responsive.
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..config import RunConfig, preset_config
 from ..layout import ModelLayout
-from ..runs import Run
+from ..runs import Run, default_user
 
 Listener = Callable[[str], None]
 
@@ -72,9 +73,11 @@ class Jobs:
 class AppState:
     """Settings, jobs and runs shared by the panels of one Workbench (or one panel shown alone)."""
 
-    def __init__(self, config: RunConfig | None = None, *, runs_dir: str | Path = "runs"):
+    def __init__(self, config: RunConfig | None = None, *, runs_dir: str | Path | None = None):
         self.config = config or preset_config("quickstart", {"model": {"device": "auto"}})
-        self.runs_dir = Path(runs_dir)
+        # a class shares one folder: WORKBENCH_RUNS names it for every kernel started with it
+        self.runs_dir = Path(runs_dir or os.environ.get("WORKBENCH_RUNS") or "runs")
+        self.user = default_user()  # who the runs are recorded as made by (the Setup tab's name)
         self.jobs = Jobs()
         self.last_run: Path | None = None
         self._session = None

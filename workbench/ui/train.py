@@ -21,7 +21,7 @@ from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, r
 from ..config import VARIANTS, TrainSettings
 from ..events import MetricEvent, Progress, clock
 from ..experiment import for_variant, launch_command, write_config
-from ..runs import Run, claim_run_dir, drop_if_empty
+from ..runs import Run, claim_run_dir, drop_if_empty, user_slug
 from .common import Quiet, error_html, helped, image, message, png
 from .state import AppState
 
@@ -31,11 +31,13 @@ REDRAW_SECONDS = 0.5  # live plots redraw at most this often
 REDRAW_SHARE = 0.02
 
 
-def run_name(cfg) -> str:
+def run_name(cfg, user: str | None = None) -> str:
+    """A new run's folder name: when, who (in a shared folder), what."""
     targets = cfg.lora.target_modules
     targets = "all-linear" if targets == "all-linear" else "+".join(targets)
     trained = "+".join(v for v in cfg.variants if VARIANTS[v].trained) or "base"
-    return f"{datetime.now():%Y%m%d-%H%M%S}-{trained}-r{cfg.lora.rank}-{targets}"
+    who = f"-{user_slug(user)}" if user else ""
+    return f"{datetime.now():%Y%m%d-%H%M%S}{who}-{trained}-r{cfg.lora.rank}-{targets}"
 
 
 def allocator_note() -> str:
@@ -185,8 +187,9 @@ class TrainPanel(widgets.VBox):
             self.status.value = message("warn", refused)
             return refused
         # a new run claims its folder now: a class's kernels share one runs folder, and two may start in one second
-        out = continue_from or claim_run_dir(self.state.runs_dir, run_name(cfg)).resolve()
+        out = continue_from or claim_run_dir(self.state.runs_dir, run_name(cfg, self.state.user)).resolve()
         watch = {
+            "user": self.state.user,
             "sinks": [self._on_event],
             "on_status": self._on_status,
             "on_variant": self._on_variant,
