@@ -178,6 +178,22 @@ def check_fit(s: Setup) -> list[str]:
     return [memory.fit_message(tight, available, memory.TIGHT)] if tight else []
 
 
+def start_result(s: Setup, notes: list[str], cls: type = CompareResult, **fields) -> CompareResult:
+    """What a run's result starts as: its settings, where it runs, its model and task, the data's notes and
+    `notes` (a tight fit); `fields`: the rest (command, user, and a subclass's own)."""
+    return cls(
+        config=s.cfg.to_dict(),
+        device=s.choice.describe(),
+        device_type=s.choice.type,
+        model_path=str(s.path),
+        allocator=allocator.configure() if s.choice.type == "cpu" else "",
+        task=s.task.name,
+        scoring=s.task.scoring,
+        notes=s.notes + notes,
+        **fields,
+    )
+
+
 def unfinished_result(s: Setup, name: str, exc: BaseException) -> VariantResult:
     """The row of a variant that did not finish: out of memory (with what to change) or failed (with why)."""
     said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
@@ -418,18 +434,7 @@ def run_compare(
     s = setup(cfg, task=task, decode=decode, status=status)
     tight = check_fit(s) if fit_check else []
     run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
-    result = CompareResult(
-        config=cfg.to_dict(),
-        device=s.choice.describe(),
-        device_type=s.choice.type,
-        model_path=str(s.path),
-        allocator=allocator.configure() if s.choice.type == "cpu" else "",
-        task=s.task.name,
-        scoring=s.task.scoring,
-        notes=s.notes + tight,
-        command=command,
-        user=who,
-    )
+    result = start_result(s, tight, command=command, user=who)
     for note in result.notes:
         status(note)
     metrics_sink = MetricsCSV(run.path / "metrics.csv", kept)  # a continued run's curve goes on, not over

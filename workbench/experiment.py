@@ -16,15 +16,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import allocator, memory
-from .compare import check_fit, load_group, planned_stages, run_trained, setup, train_variant, unfinished_result
+from . import memory
+from .compare import (
+    check_fit,
+    load_group,
+    planned_stages,
+    run_trained,
+    setup,
+    start_result,
+    train_variant,
+    unfinished_result,
+)
 from .config import VARIANTS, RunConfig
 from .distributed import World
 from .events import ProgressSink, Sink, Stages
 from .files import check_writable_dir, write_text
 from .resolve import resolve_model
 from .results import CompareResult
-from .runs import MetricsCSV, Run, write_run
+from .runs import MetricsCSV, Run, default_user, write_run
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +190,12 @@ def run_experiment(
     world.main_first(lambda: resolve_model(cfg.model.name))  # the embedded model is converted once, by rank 0
     s = setup(cfg, status=status)
     tight = check_fit(s) if fit_check else []
-    result = ExperimentResult(
-        config=cfg.to_dict(),
-        device=s.choice.describe(),
-        device_type=s.choice.type,
-        model_path=str(s.path),
-        allocator=allocator.configure() if s.choice.type == "cpu" else "",
-        task=s.task.name,
-        scoring=s.task.scoring,
-        notes=s.notes + tight,
+    result = start_result(
+        s,
+        tight,
+        ExperimentResult,
         command=command,
+        user=default_user(),
         world_size=world.world_size,
         backend=backend,
         per_device_batch=cfg.train.batch_size,
