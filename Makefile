@@ -13,7 +13,7 @@ LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # no screen to open a browser on (a server, a container): do not try, say which URL to open
 LAB_BROWSER := $(shell [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser)
 
-.PHONY: setup lab test demo bench gpu-check screenshots chromium tcmalloc clean
+.PHONY: setup lab app test demo bench gpu-check screenshots chromium tcmalloc clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ $(STAMP): pyproject.toml Makefile
 lab: setup
 	@[ -z "$(LAB_BROWSER)" ] || echo "workbench: no screen here to open a browser on; open the http://127.0.0.1:... URL that JupyterLab prints below (through an SSH tunnel from another machine)"
 	LD_PRELOAD="$$($(BIN)/python -m workbench.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
+
+# The workbench as a web page (Voila): the panels, no code cells. Options: make app APP_ARGS="--port 8866
+# --runs runs --tabs setup,adapter,train,compare,results --preset quickstart" (workbench app --help)
+APP_ARGS ?=
+app: setup
+	LD_PRELOAD="$$($(BIN)/python -m workbench.allocator)" $(BIN)/workbench app $(LAB_BROWSER) $(APP_ARGS)
 
 test: setup
 	$(BIN)/ruff check .

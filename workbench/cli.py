@@ -1,4 +1,4 @@
-"""`workbench compare | sweep | estimate | preview | model-path`: the same work as the notebook panels, headless.
+"""`workbench compare | sweep | estimate | preview | model-path | app`: the same work as the notebook panels, headless.
 
 Input a user can get wrong exits with status 2 and one line that names the field.
 
@@ -238,7 +238,23 @@ def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.Argume
     )
     x.add_argument("--dtype", default="bfloat16", help="Dtype of a merged model: bfloat16 (default), float16, float32.")
     x.add_argument("--out", required=True, help="A new folder to write to.")
+    _add_app_command(sub)
     return parser
+
+
+def _add_app_command(sub) -> None:
+    from .app_page import DEFAULT_PORT, TABS
+
+    p = sub.add_parser("app", help="serve the workbench as a web page (Voila): the panels, no code cells")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port to serve on (default {DEFAULT_PORT}).")
+    p.add_argument(
+        "--runs",
+        default=os.environ.get("WORKBENCH_RUNS") or "runs",
+        help="Runs folder the page trains into and reads (default $WORKBENCH_RUNS, else runs): a class shares one.",
+    )
+    p.add_argument("--tabs", help=f"Comma list of tabs to show (default all): {','.join(TABS)}.")
+    p.add_argument("--preset", default="quickstart", help="Preset the page starts from (default quickstart).")
+    p.add_argument("--no-browser", action="store_true", help="Do not open a browser (the default with no screen).")
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -511,6 +527,13 @@ def cmd_preview(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(a: argparse.Namespace) -> int:
+    from . import app_page
+
+    env = app_page.check_options(a.port, a.runs, a.tabs, a.preset)  # before any server starts
+    return app_page.serve(a.port, env, open_browser=not a.no_browser and app_page.has_screen())
+
+
 def cmd_model_path(a: argparse.Namespace) -> int:
     from .resolve import resolve_model
 
@@ -535,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             "preview": cmd_preview,
             "model-path": cmd_model_path,
             "export": cmd_export,
+            "app": cmd_app,
         }
         return commands[args.command](args)
     except ValueError as exc:  # one line even when a library's message has several

@@ -8,6 +8,7 @@ Adapter tab draws its estimate).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -35,6 +36,22 @@ CSS = """
 """
 
 
+def shown_panels(tabs: Sequence[str] | None) -> list[tuple[str, str, str, str]]:
+    """The rows of PANELS that `tabs` names (all when None); a name that is no tab raises ValueError."""
+    if tabs is None:
+        return list(PANELS)
+    if isinstance(tabs, str):  # "setup,train" would otherwise be read letter by letter
+        tabs = tabs.split(",")
+    wanted = {t.strip() for t in tabs if t.strip()}
+    known = {attr for _, attr, *_ in PANELS}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(f"tabs: unknown {unknown[0]!r}; choose from {', '.join(attr for _, attr, *_ in PANELS)}")
+    if not wanted:
+        raise ValueError("tabs: name at least one tab")
+    return [row for row in PANELS if row[1] in wanted]
+
+
 class Workbench(widgets.VBox):
     """`Workbench()` in a notebook cell shows the app; every panel is also an attribute.
 
@@ -42,6 +59,9 @@ class Workbench(widgets.VBox):
     minutes on a laptop CPU); pass a RunConfig, a preset name ("cpu-demo": sentiment) or overrides to
     start elsewhere, e.g.
     `Workbench(overrides={"train": {"steps": 40}})`.
+
+    `tabs` names the tabs to show, by attribute ("setup", "train", "compare", ...; in the app's order
+    whatever the order given); default all. A first lesson can leave the explainers or the sweep out.
     """
 
     def __init__(
@@ -50,7 +70,8 @@ class Workbench(widgets.VBox):
         *,
         preset: str | None = "quickstart",
         overrides: dict | None = None,
-        runs_dir: str | Path = "runs",
+        runs_dir: str | Path | None = None,  # default: WORKBENCH_RUNS, else ./runs
+        tabs: Sequence[str] | None = None,
     ):
         from .. import models
 
@@ -58,8 +79,9 @@ class Workbench(widgets.VBox):
             config = preset_config(preset, {"model": {"device": "auto"}, **(overrides or {})})
         self.state = AppState(config, runs_dir=runs_dir)
         self._panels: dict[str, widgets.Widget] = {}
-        self.tabs = widgets.Tab(children=[widgets.VBox() for _ in PANELS], titles=TABS)
-        self.panel("setup")
+        self._shown = shown_panels(tabs)
+        self.tabs = widgets.Tab(children=[widgets.VBox() for _ in self._shown], titles=[t for t, *_ in self._shown])
+        self.panel(self._shown[0][1])
         self.tabs.observe(self._on_tab, "selected_index")
         try:
             device = models.pick_device(config.model.device, config.model.dtype).describe()
@@ -77,8 +99,11 @@ class Workbench(widgets.VBox):
         if attribute not in self._panels:
             import importlib
 
-            index = next(i for i, (_, attr, *_) in enumerate(PANELS) if attr == attribute)
-            _, _, module, cls = PANELS[index]
+            index = next((i for i, (_, attr, *_) in enumerate(self._shown) if attr == attribute), None)
+            if index is None:  # a hidden tab: an error that says so, not a panel nobody can see
+                shown = ", ".join(attr for _, attr, *_ in self._shown)
+                raise AttributeError(f"the {attribute!r} tab is not shown in this app (tabs: {shown})")
+            _, _, module, cls = self._shown[index]
             panel = getattr(importlib.import_module(f"{__package__}.{module}"), cls)(self.state)
             self._panels[attribute] = panel
             self.tabs.children[index].children = [panel]
@@ -86,7 +111,7 @@ class Workbench(widgets.VBox):
 
     def _on_tab(self, change) -> None:
         if change["new"] is not None:
-            self.panel(PANELS[change["new"]][1])
+            self.panel(self._shown[change["new"]][1])
 
     def __getattr__(self, name: str):
         # the panels as attributes (app.train, app.compare, ...), built when first read
