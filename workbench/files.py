@@ -62,6 +62,8 @@ def write_bytes(path: Path, content: bytes) -> Path:
     tmp = _tmp_beside(path)
     try:
         tmp.write_bytes(content)
+        # no fsync: a killed process's writes are in the page cache already, so the rename is safe against a kill
+        # (tests/test_kill_writes.py); only a power cut could still leave the new name on a short file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
