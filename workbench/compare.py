@@ -26,7 +26,7 @@ from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, general_text, task_for
 from .estimator import EstimateShapes, variant_estimate
 from .events import ProgressSink, Sink, Stages
-from .files import check_writable_dir
+from .files import check_writable_dir, remove_stale_temps
 from .generate import (
     EVAL_BATCH_SIZE,
     GENERAL_BATCH_SIZE,
@@ -434,6 +434,7 @@ def run_compare(
     s = setup(cfg, task=task, decode=decode, status=status)
     tight = check_fit(s) if fit_check else []
     run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
+    remove_stale_temps(run.path)  # what a killed earlier write of this run left (temp files, half adapters)
     result = start_result(s, tight, command=command, user=who)
     for note in result.notes:
         status(note)

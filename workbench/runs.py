@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
@@ -118,12 +119,14 @@ class Run:
             return []
         kinds = {f.name: f.type for f in dataclasses.fields(MetricEvent)}
         out = []
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                try:
-                    out.append(MetricEvent(**{k: (str if kinds[k] == "str" else _number)(v) for k, v in row.items()}))
-                except (TypeError, ValueError, KeyError):
-                    continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if text and not text.endswith("\n"):  # each row is written whole with its newline: one without is cut
+            text = text[: text.rfind("\n") + 1]
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            try:
+                out.append(MetricEvent(**{k: (str if kinds[k] == "str" else _number)(v) for k, v in row.items()}))
+            except (TypeError, ValueError, KeyError):
+                continue
         return out
 
 
@@ -171,8 +174,9 @@ def save_adapter(model, path: Path, state=None) -> Path:
 
 def write_results(run: Run, doc: dict, results: list[VariantResult]) -> None:
     """results.json (the run's settings and every variant) and results.csv (the variants), each atomically."""
-    write_json(run.results_file, {**doc, "variants": [r.to_dict() for r in results]})
+    # the csv first: results.json marks a run finished, so a finished run always has its csv as well
     write_csv(run.path / "results.csv", [r.to_dict() for r in results], RESULT_FIELDS)
+    write_json(run.results_file, {**doc, "variants": [r.to_dict() for r in results]})
     run._doc = None
 
 

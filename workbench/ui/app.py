@@ -14,6 +14,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from ..config import RunConfig, preset_config
+from ..files import remove_stale_temps
 from .state import AppState
 
 # (title, attribute, module, class): one row a tab, in order
@@ -78,6 +79,10 @@ class Workbench(widgets.VBox):
         if config is None:
             config = preset_config(preset, {"model": {"device": "auto"}, **(overrides or {})})
         self.state = AppState(config, runs_dir=runs_dir)
+        try:  # what killed writes left in the runs folder over an hour ago (younger ones may be another kernel's)
+            remove_stale_temps(self.state.runs_dir)
+        except OSError:  # a shared folder where this user may not remove others' files: they stay, harmlessly
+            pass
         self._panels: dict[str, widgets.Widget] = {}
         self._shown = shown_panels(tabs)
         self.tabs = widgets.Tab(children=[widgets.VBox() for _ in self._shown], titles=[t for t, *_ in self._shown])
