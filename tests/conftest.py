@@ -99,15 +99,16 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_model(tokenizer, seed: int = 0):
+def build_tiny_model(tokenizer, seed: int = 0, hidden_size: int = 64, layers: int = 2):
+    """The tiny Llama (64 wide, 2 layers); larger shapes for tests where its size must show in memory."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
@@ -127,6 +128,18 @@ def build_tiny_model(tokenizer, seed: int = 0):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = None
     return model
+
+
+def require_chromium() -> None:
+    """Skip a browser test without Debian's Chromium, except under CI, which installs it (.ci/run): there a
+    missing browser is a failure."""
+    import lab_browser
+
+    reason = lab_browser.chromium_missing_reason()
+    if reason:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(reason)
+        pytest.skip(reason + "; or run `make chromium` once")
 
 
 @pytest.fixture(scope="session")

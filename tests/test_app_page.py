@@ -24,6 +24,7 @@ from pathlib import Path
 import lab_browser
 import nbformat
 import pytest
+from conftest import require_chromium
 
 from workbench import app_page, cli
 
@@ -247,18 +248,10 @@ def use_the_page(work: Path, shot: Path, train: bool = True, timeout_s: float = 
     return seen
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
 @pytest.mark.browser
 @pytest.mark.e2e
 def test_the_page_shows_the_panels_offline_and_trains_in_chromium(tmp_path, embedded_dir):
-    reason = lab_browser.chromium_missing_reason()
-    if reason:
-        if _under_ci():  # CI installs chromium (.ci/run): there a missing browser is a failure
-            pytest.fail(reason)
-        pytest.skip(reason + "; or run `make chromium` once")
+    require_chromium()
     seen = use_the_page(tmp_path, tmp_path / "app-page.png")
     assert seen["tabs"] == ["Setup", "Adapter & quantization", "Train", "Compare", "Results"], seen["tabs"]
     assert seen["code_cells"] == 0 and "WORKBENCH_APP_TABS" not in seen["html"]  # the panels, not the code

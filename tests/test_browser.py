@@ -10,24 +10,15 @@ test's tmp folder (and `make screenshots` refreshes the README's with a real run
 
 from __future__ import annotations
 
-import os
-
 import lab_browser
 import pytest
-
-
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+from conftest import require_chromium
 
 
 @pytest.mark.browser
 @pytest.mark.e2e
 def test_the_app_works_in_jupyterlab_in_chromium(tmp_path, embedded_dir):
-    reason = lab_browser.chromium_missing_reason()
-    if reason:
-        if _under_ci():  # CI installs chromium (.ci/run): there a missing browser is a failure
-            pytest.fail(reason)
-        pytest.skip(reason + "; or run `make chromium` once")
+    require_chromium()
     shots = tmp_path / "shots"
     seen = lab_browser.run(shots, fast=True, timeout_s=600)
     assert len(seen["answers"]) == 3 and all(a.strip() for a in seen["answers"]), seen["answers"]

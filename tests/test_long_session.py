@@ -24,29 +24,10 @@ VARIANTS = "lora,lora8,qlora"  # 16-, 8- and 4-bit bases, in turn
 
 @pytest.fixture(scope="module")
 def small_model_dir(tmp_path_factory):
-    import torch
-    from conftest import build_tiny_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from conftest import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=None,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
+    model = build_tiny_model(tokenizer, hidden_size=256, layers=4)  # ~10 MiB: a model kept alive shows in RSS
     out = tmp_path_factory.mktemp("small_model")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
