@@ -39,7 +39,7 @@ from .generate import (
 )
 from .layout import ModelLayout
 from .resolve import resolve_model
-from .results import CompareResult, VariantResult, results_frame
+from .results import CompareResult, VariantResult, first_line, results_frame
 from .runs import MetricsCSV, Run, check_user, default_user, save_adapter, write_run
 from .train import TrainResult, TrainState, seed_everything, train
 
@@ -196,7 +196,7 @@ def start_result(s: Setup, notes: list[str], cls: type = CompareResult, **fields
 
 def unfinished_result(s: Setup, name: str, exc: BaseException) -> VariantResult:
     """The row of a variant that did not finish: out of memory (with what to change) or failed (with why)."""
-    said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    said = first_line(exc)[:160]
     if memory.is_out_of_memory(exc):
         where = "GPU" if s.choice.type == "cuda" else s.choice.type.upper()
         status, error = "out of memory", f"{name} ran out of {where} memory ({said}): choose {memory.WHAT_TO_CHANGE}"
@@ -442,19 +442,16 @@ def run_compare(
     result.metrics.extend(kept)
     all_sinks: list[Sink] = [metrics_sink, result.metrics.append, *sinks]
     predictions: dict[str, list[dict]] = {}
-    current: list[str | None] = [None]  # the variant running now: a failure is marked on its row
+    current: str | None = None  # the variant running now: a failure is marked on its row
 
     def started(name: str) -> None:
-        current[0] = name
+        nonlocal current
+        current = name
         if on_variant:
             on_variant(VariantStart(name, VARIANTS[name].bits, s.estimate(name), s.choice.type))
 
     def keep(name: str, done: VariantRun) -> None:
-        result.variants.append(done.result)
-        if done.predictions is not None:
-            predictions[name] = done.predictions
-        for prompt, answer in done.answers.items():
-            result.generations.setdefault(prompt, {})[name] = answer
+        keep_variant(result, predictions, name, done)
 
     monitor = None
     try:
@@ -468,15 +465,15 @@ def run_compare(
             except Exception as exc:  # out of memory ends this precision only; anything else ends the run
                 done = {v.name for v in result.variants}
                 if not memory.is_out_of_memory(exc):
-                    if current[0] and current[0] not in done:  # marked in the results, then raised
-                        result.variants.append(unfinished_result(s, current[0], exc))
+                    if current and current not in done:  # marked in the results, then raised
+                        result.variants.append(unfinished_result(s, current, exc))
                     raise
                 for name in (n for n in names if n not in done):
                     result.variants.append(unfinished_result(s, name, exc))
                     status(result.variants[-1].error)
-            # the model lived in run_group's frame: with the exception handled, release() below can free it
+            # the model lived in run_group's frame: with the exception handled, the next group's release() (or
+            # the one in finally) frees it
             monitor.stop()
-            memory.release()
         result.stopped = stop.is_set()
     except KeyboardInterrupt:  # a kernel interrupt outside a training step: what finished is written, as stopped
         result.stopped = True
@@ -489,6 +486,15 @@ def run_compare(
         if result.variants:
             write_run(run, result, predictions)
     return result
+
+
+def keep_variant(result: CompareResult, predictions: dict, name: str, done: VariantRun) -> None:
+    """A finished variant into its run's result: its row, its per-example answers and its side-by-side answers."""
+    result.variants.append(done.result)
+    if done.predictions is not None:
+        predictions[name] = done.predictions
+    for prompt, answer in done.answers.items():
+        result.generations.setdefault(prompt, {})[name] = answer
 
 
 def run_group(s, run, bits, names, monitor, keep, started, sinks, stop, status, stages, earlier) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import memory
 from .compare import (
     check_fit,
+    keep_variant,
     load_group,
     planned_stages,
     run_trained,
@@ -229,11 +230,7 @@ def run_experiment(
             status=status,
             stages=stages,
         )
-        result.variants.append(done.result)
-        if done.predictions is not None:
-            predictions[name] = done.predictions
-        for prompt, answer in done.answers.items():
-            result.generations.setdefault(prompt, {})[name] = answer
+        keep_variant(result, predictions, name, done)
         result.stopped = stop.is_set()
     except Exception as exc:  # the failed row is written with what finished, then the error goes on up
         result.variants.append(unfinished_result(s, name, exc))

@@ -53,11 +53,6 @@ class Exported:
     dtype: str | None = None
     gap: MergeGap | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["out"] = str(self.out)
-        return d
-
 
 def _check(run: Run, variant: str) -> None:
     if variant not in TRAINED_VARIANTS:

@@ -192,6 +192,12 @@ def results_frame(results: list[VariantResult], names: list[str] | None = None):
     )
 
 
+def first_line(exc: BaseException) -> str:
+    """What a row or a message says of a failure: the exception's first line, or its type where it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def shorten(text: str, width: int = 32) -> str:
     """Long names (a run folder's) cut in the middle to `width` characters, so the start (when) and the end
     (what) both show: tables and legends give the whole name on hover or in a list beside them."""

@@ -382,13 +382,13 @@ def _rows_of(run: Run, root: Path) -> list[ResultRow]:
     """The Results rows of one run; ValueError (with the reason) when it cannot be read as this version's."""
     try:
         doc = run.read()
+        when = run.finished_at()
     except UnicodeDecodeError:
         raise ValueError(f"{RESULTS_FILE} is not text (damaged)") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{RESULTS_FILE} is damaged: {exc.msg} at line {exc.lineno}") from None
     except OSError as exc:
         raise ValueError(f"{RESULTS_FILE} cannot be read: {exc.strerror or exc}") from None
-    when = run.finished_at() if run.results_file.is_file() else ""
     if (
         not isinstance(doc, dict)
         or not isinstance(doc.get("variants"), list)

@@ -21,7 +21,7 @@ from . import memory
 from .config import QUANT_TYPES, RunConfig, parse_targets, variant_for_bits
 from .estimator import estimate
 from .layout import ModelLayout
-from .results import VariantResult
+from .results import VariantResult, first_line
 from .runs import Run, all_results
 
 BITS_CHOICES = (16, 8, 4)
@@ -145,10 +145,10 @@ def saved_run(out: Path, cfg: RunConfig) -> Run | None:
         return None
     try:
         doc = run.read()
-    except (OSError, ValueError):
+        same = doc.get("config") == json.loads(json.dumps(cfg.to_dict()))
+        failed = any(r.error for r in run.results())
+    except (OSError, ValueError, TypeError, AttributeError):  # damaged, or another version's: train it again
         return None
-    same = doc.get("config") == json.loads(json.dumps(cfg.to_dict()))
-    failed = any(v.get("error") for v in doc.get("variants", []))
     return run if same and not doc.get("stopped") and not failed else None
 
 
@@ -292,8 +292,9 @@ def run_sweep(
                 error = trained.error if trained else None
                 res = PointResult(p.point, p.out, state, trained, error, seconds=time.perf_counter() - started)
             except (ValueError, RuntimeError, MemoryError, OSError) as exc:  # this point only; the sweep goes on
-                line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                res = PointResult(p.point, p.out, "failed", error=line, seconds=time.perf_counter() - started)
+                res = PointResult(
+                    p.point, p.out, "failed", error=first_line(exc), seconds=time.perf_counter() - started
+                )
         done.append(res)
         if on_point is not None:
             on_point(res)

@@ -79,10 +79,9 @@ class Workbench(widgets.VBox):
         if config is None:
             config = preset_config(preset, {"model": {"device": "auto"}, **(overrides or {})})
         self.state = AppState(config, runs_dir=runs_dir)
-        try:  # what killed writes left in the runs folder over an hour ago (younger ones may be another kernel's)
-            remove_stale_temps(self.state.runs_dir)
-        except OSError:  # a shared folder where this user may not remove others' files: they stay, harmlessly
-            pass
+        # what killed writes left in the runs folder over an hour ago (younger ones may be another kernel's); a file
+        # this user may not remove (a shared folder) stays, harmlessly
+        remove_stale_temps(self.state.runs_dir)
         self._panels: dict[str, widgets.Widget] = {}
         self._shown = shown_panels(tabs)
         self.tabs = widgets.Tab(children=[widgets.VBox() for _ in self._shown], titles=[t for t, *_ in self._shown])

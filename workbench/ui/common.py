@@ -10,6 +10,7 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from ..config import QuantSettings, help_for
+from ..results import first_line
 
 STYLE = {"description_width": "150px"}
 WIDE = widgets.Layout(width="420px")
@@ -46,7 +47,7 @@ def message(kind: str, text: str) -> str:
 
 def error_html(exc: BaseException, details: str = "") -> str:
     """One readable line for the user, the traceback folded away beneath it."""
-    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    line = first_line(exc)
     if not isinstance(exc, ValueError):
         line = f"{type(exc).__name__}: {line}"
     out = message("error", line)

@@ -33,6 +33,12 @@ class Jobs:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def refusal(self, name: str) -> str | None:
+        """Why `name` cannot start now (another job is running), or None when it can."""
+        if self.busy:
+            return f"{self.name} is still running; wait for it to finish or press Stop before starting {name}."
+        return None
+
     def start(
         self,
         name: str,
@@ -42,8 +48,9 @@ class Jobs:
         on_done: Callable[[], None] | None = None,
     ) -> str | None:
         """Start `work` in a thread; returns a message instead when another job is running."""
-        if self.busy:
-            return f"{self.name} is still running; wait for it to finish or press Stop before starting {name}."
+        refused = self.refusal(name)
+        if refused:
+            return refused
         self.name = name
         self.stop = threading.Event()
 

@@ -114,7 +114,6 @@ class TrainPanel(widgets.VBox):
             tooltip="Processes for the exported command: one per GPU (on a CPU, each takes a share of the cores)",
         )
         self.export_out = widgets.HTML()
-        self.exported: list[tuple[Path, str]] = []  # (config file, its accelerate command), as last shown
         self.progress = widgets.IntProgress(
             value=0, min=0, max=1, description="Progress", layout=widgets.Layout(width="420px")
         )
@@ -182,8 +181,8 @@ class TrainPanel(widgets.VBox):
         """Start training in the background (a new run, or `continue_from` a run folder up to Steps steps).
         Returns the reason when it cannot start (also shown)."""
         cfg = self.state.config
-        if self.state.jobs.busy:
-            refused = f"{self.state.jobs.name} is still running; wait for it to finish or press Stop first."
+        refused = self.state.jobs.refusal("training")  # before a folder is claimed or the panel is reset
+        if refused:
             self.status.value = message("warn", refused)
             return refused
         # a new run claims its folder now: a class's kernels share one runs folder, and two may start in one second
@@ -258,7 +257,6 @@ class TrainPanel(widgets.VBox):
         except (OSError, ValueError) as exc:  # a runs folder that cannot be written: said here, not raised
             self.export_out.value = error_html(exc)
             return []
-        self.exported = out
         self.export_out.value = (
             message(
                 "ok", f"wrote {', '.join(str(p) for p, _ in out)}; train with (one process per GPU; docs/scale.md):"
