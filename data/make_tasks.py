@@ -111,6 +111,10 @@ TEMPLATES = [
     "{opener}our {subject} {phrase}!",
     "{opener}my {subject} {phrase}.",
 ]
+# held-out examples per task: near 80% accuracy, 600 examples resolve gaps of about 7 points between two
+# settings (80% power, alpha 0.05; workbench.stats.resolvable_gap), where the first 60 (all the eval split held
+# before) resolved only about 23
+EVAL_SIZE = 600
 PROMPT = "Review: {review}\nIs this review positive or negative?"
 
 
@@ -123,8 +127,11 @@ def review(rng: random.Random, subject: str, phrase: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def make_sentiment(rng: random.Random, subjects: list[str], pos: list[str], neg: list[str], n: int) -> list[dict]:
-    rows, seen = [], set()
+def make_sentiment(
+    rng: random.Random, subjects: list[str], pos: list[str], neg: list[str], n: int, seen: set | None = None
+) -> list[dict]:
+    """n new rows; `seen`: prompts already used (then they are added to it), so a second call never repeats one."""
+    rows, seen = [], set() if seen is None else seen
     while len(rows) < n:
         label = "positive" if len(rows) % 2 == 0 else "negative"
         phrase = rng.choice(pos if label == "positive" else neg)
@@ -184,8 +191,9 @@ DATE_FORMS = [
 ]
 
 
-def make_dates(rng: random.Random, years: list[int], n: int) -> list[dict]:
-    rows, seen = [], set()
+def make_dates(rng: random.Random, years: list[int], n: int, seen: set | None = None) -> list[dict]:
+    """n new rows; `seen`: prompts already used (then they are added to it), so a second call never repeats one."""
+    rows, seen = [], set() if seen is None else seen
     while len(rows) < n:
         year, month = rng.choice(years), rng.randint(1, 12)
         day = rng.randint(1, calendar.monthrange(year, month)[1])
@@ -216,7 +224,11 @@ def write_task_json(path: Path, description: str, sample_prompts: list[str]) -> 
 def main() -> None:
     rng = random.Random(1234)
     write_jsonl(HERE / "sentiment" / "train.jsonl", make_sentiment(rng, TRAIN_SUBJECTS, POSITIVE, NEGATIVE, 400))
-    sentiment_eval = make_sentiment(rng, EVAL_SUBJECTS, POSITIVE + EVAL_POSITIVE, NEGATIVE + EVAL_NEGATIVE, 60)
+    seen: set = set()
+    eval_pos, eval_neg = POSITIVE + EVAL_POSITIVE, NEGATIVE + EVAL_NEGATIVE
+    sentiment_eval = make_sentiment(rng, EVAL_SUBJECTS, eval_pos, eval_neg, 60, seen)
+    # EVAL_SIZE in all, drawn after the first 60 so those stay the rows every earlier run was scored on
+    sentiment_eval += make_sentiment(rng, EVAL_SUBJECTS, eval_pos, eval_neg, EVAL_SIZE - 60, seen)
     write_jsonl(HERE / "sentiment" / "eval.jsonl", sentiment_eval)
     write_task_json(
         HERE / "sentiment" / "task.json",
@@ -227,7 +239,9 @@ def main() -> None:
 
     rng = random.Random(20240305)  # its own generator, so the sentiment files above stay as they were
     write_jsonl(HERE / "dates" / "train.jsonl", make_dates(rng, TRAIN_YEARS, 400))
-    dates_eval = make_dates(rng, EVAL_YEARS, 60)
+    seen = set()
+    dates_eval = make_dates(rng, EVAL_YEARS, 60, seen)
+    dates_eval += make_dates(rng, EVAL_YEARS, EVAL_SIZE - 60, seen)  # as for sentiment: the first 60 kept
     write_jsonl(HERE / "dates" / "eval.jsonl", dates_eval)
     # one eval prompt each in three different surface forms
     samples = [

@@ -133,6 +133,7 @@ def test_run_folder_files(full_run):
         "accuracy_vs_memory.png",
         "generations.md",
         "predictions.json",
+        "scores.json",
         "adapters",
     }
     assert set(os.listdir(out)) == expected  # nothing else: no temp files

@@ -160,7 +160,7 @@ def test_builtin_tasks_include_sentiment():
 def test_load_task_sentiment():
     task = data.load_task("sentiment")
     assert task.name == "sentiment"
-    assert len(task.train) == 400 and len(task.eval) == 60
+    assert len(task.train) == 400 and len(task.eval) == 600
     assert {e.answer for e in task.train} == {"positive", "negative"}
     assert {e.answer for e in task.eval} <= {"positive", "negative"}
     train_prompts = {e.prompt for e in task.train}

@@ -122,7 +122,12 @@ def test_result_fields_cover_the_documented_columns():
     ]
     assert runs.RESULT_FIELDS[: len(documented)] == documented
     later = ["steps_done", "status", "base_dtype", "general_loss", "forgetting", "error"]
-    assert runs.RESULT_FIELDS[len(documented) :] == later
+    sureness = [
+        "eval_examples",
+        *(f"{score}_{end}" for score in ("accuracy", "eval_loss", "perplexity", "forgetting") for end in ("low", "high")),
+        "eval_seconds",
+    ]
+    assert runs.RESULT_FIELDS[len(documented) :] == later + sureness
 
 
 # --------------------------------------------------------------------------- a run folder as an object

@@ -374,7 +374,11 @@ def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch
     result = gen.evaluate(load_tiny(16), tiny_tokenizer, examples, seq_len=32, batch_size=3)
     assert [p["correct"] for p in result.predictions] == [True, False, True, True]
     assert result.accuracy == pytest.approx(0.75)
+    # what scores.json keeps: the same examples in order, each named by a key every run of them shares
+    assert result.correct == [True, False, True, True] and len(set(result.keys)) == 4
+    assert result.keys == [gen.example_key(e) for e in examples] and result.losses[1] == result.predictions[1]["loss"]
     assert result.predictions[1].pop("loss") > 0  # each example's own answer loss
+    assert result.predictions[1].pop("tokens") == 2  # "negative" and the end of turn: what the loss is a mean over
     assert result.predictions[1] == {
         "prompt": "Review: awful",
         "answer": "negative",

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Folder for results, plots and adapters (default runs/latest).",
     )
     c.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="Train each variant this many times, with the seed and the ones after it, on the same eval examples "
+        "(into OUT/seed-N): the results give each score's mean, its spread across seeds and its interval, and "
+        "the comparisons pool every seed's examples (default 1).",
+    )
+    c.add_argument(
         "--resume",
         metavar="RUN",
         help="Continue a stopped or finished run folder up to --steps steps in all (default: the steps it asked "
@@ -103,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quant-types", default="nf4", help="4-bit types to try: nf4, fp4 or nf4,fp4 (default nf4).")
     w.add_argument(
         "--double-quant", default="on", help="Double quantization at 4 bits: on, off or on,off (default on)."
+    )
+    w.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="Train each point this many times with the seed and the ones after it (default 1): the table and the "
+        "chart show each point's mean, its spread across seeds and its interval.",
     )
     w.add_argument("--plan", action="store_true", help="Print the grid, its estimates and its time; train nothing.")
     w.add_argument(
@@ -330,27 +345,83 @@ def _watched(what: str):
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import continue_run, results_table, run_compare
+    from .compare import continue_run, results_table
     from .config import preset_config
+    from .repeats import check_seeds, run_seeds, seed_dir, seed_values
 
+    check_seeds(a.seeds)
     if a.resume:
+        if a.seeds != 1:
+            raise ValueError("seeds: --resume continues one run; give --seeds with a new run, not with --resume")
         a.out = a.resume
     cfg = None if a.resume else preset_config(a.preset, _overrides(a))
+    if cfg is not None:
+        from .files import check_writable_dir
+
+        seed_values(cfg, a.seeds)  # the last seed in range, before anything loads
+        check_writable_dir(Path(a.out))  # a folder that cannot be made is the one thing said, not after a plan
+        _print_eval_plan(cfg, Path(a.out).parent)
     with _watched("after this step") as watch:
         watch["fit_check"] = not a.skip_fit_check
         watch["command"] = a.command_line
-        result = continue_run(a.resume, a.steps, **watch) if a.resume else run_compare(cfg, a.out, **watch)
+        if a.resume:
+            results = [continue_run(a.resume, a.steps, **watch)]
+        else:
+            results = run_seeds(cfg, a.out, a.seeds, **watch)
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(results_table(result).to_string())
-    allocator = f"; allocator: {result.allocator}" if result.allocator else ""
-    for v in result.variants:
-        if v.error:
-            print(f"{v.name}: {v.status}: {v.error}")
-    print(f"\ndevice: {result.device}{allocator}; model: {result.model_path}")
-    print(f"wrote {Path(a.out).resolve()}" + (" (stopped early)" if result.stopped else ""))
+    from .runs import Run
+
+    folders = [Path(a.out)] if a.seeds == 1 else [seed_dir(Path(a.out), s) for s in seed_values(cfg, a.seeds)]
+    folders = folders[: len(results)]
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 40):
+        for result, folder in zip(results, folders):
+            if len(results) > 1:
+                print(f"\nseed {result.config['train']['seed']} ({folder}):")
+            print(results_table(result).to_string())
+        if len(results) > 1:
+            print(f"\nover {len(results)} seeds (mean, spread across seeds, 95% interval of the mean):")
+            print(_seeds_table(results, folders).to_string(index=False))
+    for result in results:
+        for v in result.variants:
+            if v.error:
+                print(f"{v.name}: {v.status}: {v.error}")
+    _print_verdicts([Run(f).scores() for f in folders], [v.name for v in results[0].variants])
+    last = results[-1]
+    allocator = f"; allocator: {last.allocator}" if last.allocator else ""
+    print(f"\ndevice: {last.device}{allocator}; model: {last.model_path}")
+    print(f"wrote {Path(a.out).resolve()}" + (" (stopped early)" if any(r.stopped for r in results) else ""))
     return 0
+
+
+def _seeds_table(results, folders):
+    from .repeats import settings, settings_frame
+
+    rows = [(r.config, v, str(f), r.user) for r, f in zip(results, folders) for v in r.variants if v.error is None]
+    return settings_frame(settings(rows), label=lambda g: g.first.name)
+
+
+def _print_verdicts(seed_scores: list[dict], names: list[str]) -> None:
+    """The paired comparisons of a run (pooled over its seeds), one sentence each."""
+    from .verdicts import across_seeds, short_titles
+
+    pairings = across_seeds(seed_scores, names, short_titles(names))
+    if not pairings:
+        return
+    pooled = f", every seed's examples pooled ({len(seed_scores)} seeds)" if len(seed_scores) > 1 else ""
+    print(f"\nis the difference real? (paired on the same eval examples{pooled})")
+    for p in pairings:
+        for sentence in p.sentences():
+            print(f"- {sentence}")
+
+
+def _print_eval_plan(cfg, runs_root: Path) -> None:
+    """What the eval size can tell apart, and what it costs, before anything loads."""
+    from .eval_plan import eval_plan
+
+    line = eval_plan(cfg, runs_root)
+    if line:
+        print(f"[workbench] {line}", file=sys.stderr)
 
 
 def _listed(option: str, text: str, kind=str, sep: str = ",") -> list:
@@ -385,13 +456,16 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         quant_types=_listed("--quant-types", a.quant_types),
         double_quants=[switches[v] for v in _listed("--double-quant", a.double_quant)],
     )
+    from .repeats import check_seeds
+
+    check_seeds(a.seeds)
     base = preset_config(a.preset, _overrides(a))
     _check_run_inputs(base, a.out)
-    sweep = plan(grid, base, a.out, runs_root=Path(a.out).parent)
+    sweep = plan(grid, base, a.out, runs_root=Path(a.out).parent, seeds=a.seeds)
     print(sweep.describe())
     for p in sweep.points:
         how = "on disk" if p.cached else f"~{p.estimated_seconds:.0f} s"
-        print(f"  {p.point.label:<32} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB ({p.fit})  {how}")
+        print(f"  {p.label:<40} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB ({p.fit})  {how}")
     if a.plan:
         return 0
     with _watched("the sweep after this point's current step") as watch:
@@ -399,8 +473,15 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     stop = watch["stop"]
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
+    from .repeats import settings_frame
+    from .sweep import point_settings
+
+    with pd.option_context("display.width", 220, "display.max_columns", 30):
         print(sweep_frame(points).to_string(index=False))
+        if a.seeds > 1:
+            print(f"\nover {a.seeds} seeds (mean, spread across seeds, 95% interval of the mean):")
+            groups = point_settings(points)
+            print(settings_frame(groups, label=lambda g: Path(g.runs[0]).name).to_string(index=False))
     written = write_sweep(a.out, points)
     print(
         f"wrote {Path(a.out).resolve()} ({', '.join(p.name for p in written)})"

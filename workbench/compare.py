@@ -32,14 +32,15 @@ from .generate import (
     GENERAL_BATCH_SIZE,
     DecodeSettings,
     EvalResult,
+    GeneralScores,
     Generation,
     evaluate,
-    general_losses,
+    general_scores,
     generate,
 )
 from .layout import ModelLayout
 from .resolve import resolve_model
-from .results import CompareResult, VariantResult, first_line, results_frame
+from .results import CompareResult, VariantResult, first_line, interval_fields, results_frame
 from .runs import MetricsCSV, Run, check_user, default_user, save_adapter, write_run
 from .train import TrainResult, TrainState, seed_everything, train
 
@@ -137,6 +138,11 @@ def setup(
     )
     eval_set = task.eval
     if cfg.train.eval_examples and not isinstance(eval_set, TextSource):
+        if cfg.train.eval_examples > len(eval_set):  # taking all of them quietly would score fewer than asked
+            raise ValueError(
+                f"eval_examples: {task.name} has {len(eval_set)} held-out examples; ask for at most that many "
+                "(0 = all of them)"
+            )
         eval_set = eval_set[: cfg.train.eval_examples]
     train_rows = encode(tokenizer, task.train, cfg.train.seq_len)
     eval_rows = encode(tokenizer, eval_set, cfg.train.seq_len)
@@ -225,6 +231,7 @@ class VariantRun:
     predictions: list[dict] | None = None
     answers: dict[str, Generation] = field(default_factory=dict)  # prompt -> answer
     trained: TrainResult | None = None
+    scores: dict | None = None  # per-example scores for scores.json: what paired comparisons read
 
 
 def load_group(
@@ -273,10 +280,11 @@ def _result(
     peak: int,
     tr: TrainResult | None,
     ev: EvalResult | None,
-    general: tuple[float | None, float | None] = (None, None),
+    general: GeneralScores | None = None,
 ) -> VariantResult:
     trainable, total = models.parameter_counts(model)
     trained = tr is not None
+    sure = interval_fields(ev.scores() if ev else None, general.scores() if general else None)
     return VariantResult(
         name=name,
         bits=VARIANTS[name].bits,
@@ -296,9 +304,18 @@ def _result(
         accuracy=ev.accuracy if ev else None,
         steps_done=tr.steps_done if tr else None,
         status="stopped" if (tr and tr.stopped) else "done",
-        general_loss=general[0],
-        forgetting=general[1],
+        general_loss=general.loss if general else None,
+        forgetting=general.forgetting if general else None,
+        eval_seconds=ev.seconds if ev else None,
+        **sure,
     )
+
+
+def variant_scores(ev: EvalResult | None, general: GeneralScores | None) -> dict | None:
+    """One variant's entry in scores.json: its eval split and its general text, example by example."""
+    if ev is None:
+        return None
+    return {"eval": ev.scores(), "general": general.scores() if general else None}
 
 
 def train_variant(
@@ -363,8 +380,9 @@ def run_base(
     """The base variant: the loaded model with its adapter (if any) switched off, evaluated and asked."""
     status("evaluating base (adapter disabled)")
     ev, answers = score_variant(s, model, base=True, name="base", stages=stages)
-    general = general_losses(model, s.tokenizer, s.general_rows, base=True)
-    return VariantRun(_result(s, "base", model, monitor.peak(), None, ev, general), ev.predictions, answers)
+    general = general_scores(model, s.tokenizer, s.general_rows, base=True)
+    result = _result(s, "base", model, monitor.peak(), None, ev, general)
+    return VariantRun(result, ev.predictions, answers, scores=variant_scores(ev, general))
 
 
 def run_trained(
@@ -385,13 +403,13 @@ def run_trained(
     tr = train_variant(s, model, name, monitor, sinks=sinks, stop=stop, status=status, stages=stages, resume=resume)
     if adapter_dir is not None:
         save_adapter(model, adapter_dir, tr.state)
-    ev, answers, general = None, {}, (None, None)
+    ev, answers, general = None, {}, None
     if not tr.stopped:
         status(f"evaluating {name}")
         ev, answers = score_variant(s, model, base=False, name=name, stages=stages)
-        general = general_losses(model, s.tokenizer, s.general_rows, base=False)
+        general = general_scores(model, s.tokenizer, s.general_rows, base=False)
     result = _result(s, name, model, monitor.peak(), tr, ev, general)
-    return VariantRun(result, ev.predictions if ev else None, answers, tr)
+    return VariantRun(result, ev.predictions if ev else None, answers, tr, variant_scores(ev, general))
 
 
 # --------------------------------------------------------------------------- the whole comparison
@@ -442,6 +460,7 @@ def run_compare(
     result.metrics.extend(kept)
     all_sinks: list[Sink] = [metrics_sink, result.metrics.append, *sinks]
     predictions: dict[str, list[dict]] = {}
+    scores: dict[str, dict] = {}
     current: str | None = None  # the variant running now: a failure is marked on its row
 
     def started(name: str) -> None:
@@ -451,7 +470,7 @@ def run_compare(
             on_variant(VariantStart(name, VARIANTS[name].bits, s.estimate(name), s.choice.type))
 
     def keep(name: str, done: VariantRun) -> None:
-        keep_variant(result, predictions, name, done)
+        keep_variant(result, predictions, name, done, scores)
 
     monitor = None
     try:
@@ -484,15 +503,20 @@ def run_compare(
         metrics_sink.close()
         memory.release()
         if result.variants:
-            write_run(run, result, predictions)
+            write_run(run, result, predictions, scores)
     return result
 
 
-def keep_variant(result: CompareResult, predictions: dict, name: str, done: VariantRun) -> None:
-    """A finished variant into its run's result: its row, its per-example answers and its side-by-side answers."""
+def keep_variant(
+    result: CompareResult, predictions: dict, name: str, done: VariantRun, scores: dict | None = None
+) -> None:
+    """A finished variant into its run's result: its row, its per-example answers and scores, and its
+    side-by-side answers."""
     result.variants.append(done.result)
     if done.predictions is not None:
         predictions[name] = done.predictions
+    if scores is not None and done.scores is not None:
+        scores[name] = done.scores
     for prompt, answer in done.answers.items():
         result.generations.setdefault(prompt, {})[name] = answer
 

@@ -320,7 +320,13 @@ class TrainSettings:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in the backward pass: less memory, about 30% slower."}
     )
-    eval_examples: int = field(default=0, metadata={"help": "Held-out examples to score (0 = the whole eval split)."})
+    eval_examples: int = field(
+        default=0,
+        metadata={
+            "help": "Held-out examples to score (0 = the whole eval split): more examples tell smaller gaps apart "
+            "(60 near 80% accuracy: gaps of about 23 points; 600: about 7) and take longer to score."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -429,7 +435,17 @@ PRESETS: dict[str, dict] = {
         "model": {"device": "cpu"},
         "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": "all-linear"},
         "quant": {"bits": 4, "quant_type": "nf4", "double_quant": True},
-        "train": {"steps": 20, "lr": 2e-3, "batch_size": 8, "seq_len": 64, "warmup_steps": 3, "seed": 0},
+        # 60 of the 600 held-out examples: a first run in seconds (the plan says what gaps 60 can resolve;
+        # the first 60 are the ones every run before the eval splits grew was scored on)
+        "train": {
+            "steps": 20,
+            "lr": 2e-3,
+            "batch_size": 8,
+            "seq_len": 64,
+            "warmup_steps": 3,
+            "seed": 0,
+            "eval_examples": 60,
+        },
         "task": "sentiment",
         "variants": ["base", "lora", "qlora"],
     }

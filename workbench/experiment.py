@@ -218,6 +218,7 @@ def run_experiment(
     run.path.mkdir(parents=True, exist_ok=True)
     metrics = MetricsCSV(run.path / "metrics.csv")
     predictions: dict[str, list[dict]] = {}
+    scores: dict[str, dict] = {}
     try:
         done = run_trained(
             s,
@@ -230,7 +231,7 @@ def run_experiment(
             status=status,
             stages=stages,
         )
-        keep_variant(result, predictions, name, done)
+        keep_variant(result, predictions, name, done, scores)
         result.stopped = stop.is_set()
     except Exception as exc:  # the failed row is written with what finished, then the error goes on up
         result.variants.append(unfinished_result(s, name, exc))
@@ -239,5 +240,5 @@ def run_experiment(
         monitor.stop()
         metrics.close()
         if result.variants:
-            write_run(run, result, predictions)
+            write_run(run, result, predictions, scores)
     return result

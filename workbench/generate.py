@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import math
 import time
 from collections.abc import Callable
@@ -126,9 +127,35 @@ class EvalResult:
     perplexity: float
     accuracy: float | None  # None when the task is scored by perplexity
     predictions: list[dict] = field(default_factory=list)
+    # per scored example (or block of text), in order: its answer's mean loss, its answer tokens and a key that
+    # names it (two runs pair only on examples with the same keys); what the intervals and paired tests read
+    losses: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # how long scoring took: what the plan prices an eval example at
 
     def to_dict(self) -> dict:
         return {"eval_loss": self.eval_loss, "perplexity": self.perplexity, "accuracy": self.accuracy}
+
+    @property
+    def correct(self) -> list[bool] | None:
+        return [bool(p["correct"]) for p in self.predictions] if self.predictions else None
+
+    def scores(self) -> dict:
+        """What scores.json keeps of this evaluation (runs.Run.scores reads it back)."""
+        return {"keys": self.keys, "losses": self.losses, "tokens": self.tokens, "correct": self.correct}
+
+
+def example_key(example: Example | dict) -> str:
+    """A short name for one eval example, the same in every run that scores it: a digest of its prompt, its
+    history and its answer (of its token ids, for a block of plain text)."""
+    import hashlib
+
+    if isinstance(example, Example):
+        text = json.dumps([example.prompt, example.history, example.answer], ensure_ascii=False, default=str)
+    else:
+        text = json.dumps(example["input_ids"])
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 EVAL_BATCH_SIZE = 16  # examples per no-grad forward when scoring (estimator.estimate(train=False) sizes this)
@@ -155,6 +182,7 @@ def evaluate(
     tokenised at seq_len (data.encode), so a caller that scores several variants encodes them once.
     `progress(done, total, unit)` is called after each batch (unit: what is counted)."""
     tell = progress or (lambda done, total, unit: None)
+    started = time.perf_counter()
     device = _device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
@@ -165,7 +193,7 @@ def evaluate(
     # one forward both scores an answer and primes the cache its greedy answer grows from (transformers'
     # generate would run every prompt through the model again); not where a prompt was cut at seq_len
     fused = answers and split_head(model) is not None and all(p + a <= seq_len for _, p, a in split.lengths)
-    total_loss, total_tokens, texts, row_losses = 0.0, 0, [], []
+    total_loss, total_tokens, texts, row_losses, row_tokens = 0.0, 0, [], [], []
     unit = "blocks" if isinstance(examples, TextSource) else "examples" if fused or not answers else "examples scored"
     tell(0, len(rows), unit)
     with adapter_off(model, base):
@@ -183,13 +211,16 @@ def evaluate(
             total_loss += float(rows_loss.sum())  # note: a sync point; the count below is what progress shows
             total_tokens += int(counts.sum())
             row_losses += [float(s) / max(int(c), 1) for s, c in zip(rows_loss, counts)]
+            row_tokens += [int(c) for c in counts]
             tell(min(i + batch_size, len(rows)), len(rows), unit)
     if total_tokens == 0:  # a loss over nothing would read as a perfect 0.0
         raise ValueError(f"seq_len: {seq_len} tokens cut off the answer of every eval example; raise seq_len")
     mean = total_loss / total_tokens
     perplexity = math.exp(min(mean, 50.0))
+    named = rows if isinstance(examples, TextSource) else examples
+    per_example = {"losses": row_losses, "tokens": row_tokens, "keys": [example_key(e) for e in named]}
     if not answers:
-        return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=None)
+        return EvalResult(mean, perplexity, None, seconds=time.perf_counter() - started, **per_example)
     if not fused:
         decode = DecodeSettings(max_new_tokens=max_new)
         tell(0, len(examples), "examples answered")
@@ -203,11 +234,13 @@ def evaluate(
             "prediction": text,
             "correct": exact_match(text, ex.answer),
             "loss": loss,  # the mean loss of this example's answer tokens
+            "tokens": tokens,
         }
-        for ex, text, loss in zip(examples, texts, row_losses)
+        for ex, text, loss, tokens in zip(examples, texts, row_losses, row_tokens)
     ]
     accuracy = sum(p["correct"] for p in predictions) / max(len(predictions), 1)
-    return EvalResult(eval_loss=mean, perplexity=perplexity, accuracy=accuracy, predictions=predictions)
+    seconds = time.perf_counter() - started
+    return EvalResult(mean, perplexity, accuracy, predictions, seconds=seconds, **per_example)
 
 
 def _score_and_answer(
@@ -272,20 +305,41 @@ def _score_and_answer(
     return loss, keep.sum(-1), texts
 
 
-def general_losses(model, tokenizer, rows: Encoded | None, *, base: bool) -> tuple[float | None, float | None]:
-    """(loss on the general text, forgetting) from its encoded blocks (data.general_text). For an adapter,
-    forgetting is its loss there minus its base's (the same model with the adapter off), as PEFT's method
-    comparison measures what tuning costs a model elsewhere; for the base, (its loss, None)."""
+@dataclass
+class GeneralScores:
+    """The loss on the general text and, for an adapter, forgetting: its loss there minus its base's (the same
+    model with the adapter off), with both per block, so forgetting gets a paired interval."""
+
+    loss: float
+    forgetting: float | None
+    on: EvalResult  # the variant as it is
+    off: EvalResult | None  # an adapter's base (adapter off); None for the base itself
+
+    def scores(self) -> dict:
+        """What scores.json keeps: each block's loss, and its base's for an adapter."""
+        return {**self.on.scores(), "base_losses": self.off.losses if self.off else None}
+
+
+def general_scores(model, tokenizer, rows: Encoded | None, *, base: bool) -> GeneralScores | None:
+    """The general-text scores from its encoded blocks (data.general_text), as PEFT's method comparison
+    measures what tuning costs a model elsewhere; None where no general text is shipped."""
     if rows is None:
-        return None, None
+        return None
     text = TextSource("", "the general text")  # its blocks are encoded already: evaluate scores those
 
-    def loss(off: bool) -> float:
+    def scored(off: bool) -> EvalResult:
         return evaluate(
             model, tokenizer, text, seq_len=rows.seq_len, base=off, encoded=rows, batch_size=GENERAL_BATCH_SIZE
-        ).eval_loss
+        )
 
     if base:
-        return loss(True), None
-    on = loss(False)
-    return on, on - loss(True)
+        on = scored(True)
+        return GeneralScores(on.eval_loss, None, on, None)
+    on, off = scored(False), scored(True)
+    return GeneralScores(on.eval_loss, on.eval_loss - off.eval_loss, on, off)
+
+
+def general_losses(model, tokenizer, rows: Encoded | None, *, base: bool) -> tuple[float | None, float | None]:
+    """(loss on the general text, forgetting): general_scores' two numbers; for the base, (its loss, None)."""
+    g = general_scores(model, tokenizer, rows, base=base)
+    return (None, None) if g is None else (g.loss, g.forgetting)

@@ -90,39 +90,85 @@ def accuracy_memory_figure(
     people: list[str] | None = None,
 ) -> Figure:
     """A score against a cost, each point numbered and its settings listed beside the chart under the same
-    number (labels written next to crowded points would overprint), with the Pareto frontier drawn: the
-    points no other beats on both. Score (`metric`): accuracy (the default where the task has one; else
-    perplexity), eval loss, perplexity or forgetting; cost (`memory_key`): peak, weight or estimated memory,
-    or training time. `runs` names the run of each result; with more than one run each entry says which.
-    `people`: who made each result; with more than one person the points are coloured by person, not variant
-    (a class's runs on one chart)."""
+    number (labels written next to crowded points would overprint), each score with its 95% interval as an
+    error bar, with the Pareto frontier drawn: the points no other beats on both, and the points whose interval
+    reaches the frontier drawn hollow (the frontier does not beat them on the evidence). Score (`metric`):
+    accuracy (the default where the task has one; else perplexity), eval loss, perplexity or forgetting; cost
+    (`memory_key`): peak, weight or estimated memory, or training time. `runs` names the run of each result;
+    with more than one run each entry says which. `people`: who made each result; with more than one person
+    the points are coloured by person, not variant (a class's runs on one chart)."""
     runs = runs or [None] * len(results)
     people = people or [""] * len(results)
+    several_runs = len({run for run in runs}) > 1  # then each entry names its run too
     names = sorted({p for p in people if p})
     by_person = len(names) > 1
-    palette = {name: PEOPLE_COLORS[i % len(PEOPLE_COLORS)] for i, name in enumerate(names)}
-    metric = metric or default_score(results)
+    entries = []
+    for r, run, who in zip(results, runs, people):
+        where = f"{shorten(run, 30)}: " if several_runs and run and not by_person else ""
+        where = f"{who}: " if by_person else where
+        entries.append(_Point(r, [], f"{where}{r.label()}", who if by_person else None))
+    return _score_cost_figure(entries, memory_key, metric, names if by_person else [])
+
+
+def settings_figure(groups, memory_key: str = "peak_memory_bytes", metric: str | None = None, label=None) -> Figure:
+    """Settings repeated over seeds (repeats.Setting): each drawn at the mean of its seeds with the interval of
+    that mean, every seed a faint dot beside it; the frontier is drawn through the means, and a setting whose
+    interval reaches it is drawn hollow."""
+    label = label or (lambda g: g.first.label())
+    entries = [
+        _Point(g.mean_result(), g.results if g.n > 1 else [], f"{label(g)}" + (f" ({g.n} seeds)" if g.n > 1 else ""))
+        for g in groups
+    ]
+    return _score_cost_figure(entries, memory_key, metric, [])
+
+
+class _Point:
+    """One point of a score-against-cost chart: the result it stands at, the repeats behind it, its legend text."""
+
+    def __init__(self, result: VariantResult, repeats: list[VariantResult], text: str, person: str | None = None):
+        self.result, self.repeats, self.text, self.person = result, repeats, text, person
+
+
+def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | None, people: list[str]) -> Figure:
+    from .stats import frontier_ties
+
+    palette = {name: PEOPLE_COLORS[i % len(PEOPLE_COLORS)] for i, name in enumerate(people)}
+    metric = metric or default_score([e.result for e in entries])
     if metric not in Y_AXES or memory_key not in X_AXES:
         raise ValueError(f"chart: score one of {', '.join(Y_AXES)} against one of {', '.join(X_AXES)}")
     y_label, y_scale, higher = Y_AXES[metric]
     x_label, x_scale = X_AXES[memory_key]
-    points = [
-        (r, run, who)
-        for r, run, who in zip(results, runs, people)
-        if getattr(r, metric) is not None and getattr(r, memory_key) is not None
-    ]
-    points.sort(key=lambda p: getattr(p[0], memory_key))
+    points = [e for e in entries if getattr(e.result, metric) is not None and getattr(e.result, memory_key) is not None]
+    points.sort(key=lambda e: getattr(e.result, memory_key))
     fig = Figure(figsize=(9.6, max(4.0, 1.2 + 0.22 * len(points))))
     ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
-    several_runs = len({run for _, run, _ in points}) > 1  # then each entry names its run too
-    xy = [(getattr(r, memory_key) / x_scale, getattr(r, metric) * y_scale) for r, _, _ in points]
-    for i, ((r, run, who), (x, y)) in enumerate(zip(points, xy), 1):
-        where = f"{shorten(run, 30)}: " if several_runs and run and not by_person else ""
-        where = f"{who}: " if by_person else where
-        colour = palette.get(who, "#333333") if by_person else COLORS.get(r.name, "#333333")
-        ax.scatter([x], [y], s=60, color=colour, zorder=3, label=f"{i}  {where}{r.label()}")
-        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    xy = [(getattr(e.result, memory_key) / x_scale, getattr(e.result, metric) * y_scale) for e in points]
+    cis = [e.result.interval(metric) for e in points]
     front = pareto_front(xy, higher_is_better=higher)
+    scaled = [None if ci is None else ci.map(lambda v: v * y_scale) for ci in cis]
+    ties = (
+        set(frontier_ties([x for x, _ in xy], [y for _, y in xy], scaled, front, higher)) if len(points) > 1 else set()
+    )
+    for i, (e, (x, y), ci) in enumerate(zip(points, xy, scaled), 1):
+        colour = palette.get(e.person, "#333333") if e.person else COLORS.get(e.result.name, "#333333")
+        hollow = i - 1 in ties
+        if ci is not None:  # the 95% interval of the score: where the truth may lie
+            ax.errorbar([x], [y], yerr=[[y - ci.low], [ci.high - y]], fmt="none", ecolor=colour, alpha=0.6, capsize=3)
+        for rep in e.repeats:  # each seed, faint, at its own cost
+            rx, ry = getattr(rep, memory_key), getattr(rep, metric)
+            if rx is not None and ry is not None:
+                ax.scatter([rx / x_scale], [ry * y_scale], s=14, color=colour, alpha=0.25, zorder=2, linewidths=0)
+        tie = " (not told apart from the frontier)" if hollow else ""
+        ax.scatter(
+            [x],
+            [y],
+            s=60,
+            facecolors="white" if hollow else colour,
+            edgecolors=colour,
+            zorder=3,
+            label=f"{i}  {e.text}{tie}",
+        )
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if len(points) > 1 and front:  # the settings no other one beats on both: the trade-off to choose along
         ax.step(
             [xy[i][0] for i in front],
@@ -138,7 +184,7 @@ def accuracy_memory_figure(
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False, handletextpad=0.3)
     ax.margins(x=0.12, y=0.08)
     ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
+    ax.set_ylabel(y_label + (" with 95% intervals" if any(ci is not None for ci in cis) else ""))
     if metric == "accuracy":
         ax.set_ylim(-5, 105)
     if metric == "perplexity":

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .events import MetricEvent
+from .stats import Interval, accuracy_interval, difference_interval, mean_interval
 
 if TYPE_CHECKING:  # for annotations only: generate sits higher up
     from .generate import Generation
@@ -41,6 +42,18 @@ class VariantResult:
     general_loss: float | None = None  # loss on the shipped general text (data/general) no task trains on
     forgetting: float | None = None  # general_loss minus its base's (adapter off): what tuning cost elsewhere
     error: str | None = None  # why the variant did not finish (out of memory), with what to change
+    # how sure each score is (workbench.stats): the number of eval examples and 95% intervals; None in runs
+    # from before they were kept, and where a score has none (a perplexity task has no accuracy)
+    eval_examples: int | None = None
+    accuracy_low: float | None = None  # Wilson
+    accuracy_high: float | None = None
+    eval_loss_low: float | None = None  # bootstrap over the eval examples
+    eval_loss_high: float | None = None
+    perplexity_low: float | None = None  # exp of the eval loss's
+    perplexity_high: float | None = None
+    forgetting_low: float | None = None  # paired bootstrap over the blocks of general text
+    forgetting_high: float | None = None
+    eval_seconds: float | None = None  # scoring the eval split: what a plan prices an eval example at
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -72,11 +85,54 @@ class VariantResult:
             return f"{self.name} ({base})" if self.base_dtype else self.name
         return f"{self.name} ({base}, r={self.rank}, {self.targets_label})"
 
+    def interval(self, score: str) -> Interval | None:
+        """The 95% interval of a score (accuracy, eval_loss, perplexity, forgetting); None where there is none."""
+        low, high = getattr(self, f"{score}_low", None), getattr(self, f"{score}_high", None)
+        return None if low is None or high is None else Interval(low, high)
+
+    def with_text(self, score: str, scale: float = 1.0, digits: int = 1) -> str | None:
+        """A score and its interval as a table shows it: "80.0 (69.1–88.0)"; the score alone without one."""
+        value = getattr(self, score)
+        if value is None:
+            return None
+        ci = self.interval(score)
+        text = f"{value * scale:.{digits}f}"
+        return text if ci is None else f"{text} ({ci.low * scale:.{digits}f}–{ci.high * scale:.{digits}f})"
+
     def memory(self, key: str) -> int | None:
         """A memory figure by field name (peak_memory_bytes, weight_bytes, estimated_peak_bytes)."""
         if key not in MEMORY_FIELDS:
             raise ValueError(f"memory must be one of {', '.join(MEMORY_FIELDS)}; got {key!r}")
         return getattr(self, key)
+
+
+INTERVAL_SCORES = ("accuracy", "eval_loss", "perplexity", "forgetting")
+
+
+def interval_fields(eval_scores: dict | None, general: dict | None = None) -> dict:
+    """The VariantResult fields of how sure its scores are, from what scores.json keeps of one variant: the eval
+    split's per-example losses, answer tokens and right/wrong (`eval_scores`), and the general text's per-block
+    losses with its base's (`general`, for forgetting)."""
+    import math
+
+    out: dict = {}
+    if eval_scores and eval_scores.get("losses"):
+        losses, tokens = eval_scores["losses"], eval_scores["tokens"]
+        out["eval_examples"] = len(losses)
+        correct = eval_scores.get("correct")
+        if correct:
+            ci = accuracy_interval(sum(bool(c) for c in correct), len(correct))
+            out["accuracy_low"], out["accuracy_high"] = ci.low, ci.high
+        ci = mean_interval(losses, tokens)
+        if ci is not None:
+            out["eval_loss_low"], out["eval_loss_high"] = ci.low, ci.high
+            ci = ci.map(lambda v: math.exp(min(v, 50.0)))
+            out["perplexity_low"], out["perplexity_high"] = ci.low, ci.high
+    if general and general.get("base_losses"):
+        ci = difference_interval(general["losses"], general["base_losses"], general["tokens"])
+        if ci is not None:
+            out["forgetting_low"], out["forgetting_high"] = ci.low, ci.high
+    return out
 
 
 MEMORY_FIELDS = {
@@ -150,6 +206,7 @@ COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "perplexity": ("ppl", _round(3)),
     "accuracy": ("accuracy %", lambda v: None if v is None else round(100 * v, 1)),
     "forgetting": ("forgetting", _round(4)),
+    "eval_examples": ("eval examples", lambda v: v),
     "general_loss": ("general-text loss", _round(4)),
     "steps_done": ("steps done", lambda v: v),
     "status": ("status", lambda v: v),
@@ -170,15 +227,33 @@ SUMMARY_FIELDS = [
     "perplexity",
     "accuracy",
     "forgetting",
+    "eval_examples",
 ]
 
 
+# scores a table shows with their 95% interval beside them: (heading, scale, digits)
+WITH_INTERVAL = {
+    "accuracy": ("accuracy % (95% CI)", 100.0, 1),
+    "eval_loss": ("eval loss (95% CI)", 1.0, 4),
+    "perplexity": ("ppl (95% CI)", 1.0, 3),
+    "forgetting": ("forgetting (95% CI)", 1.0, 3),
+}
+
+
+def heading(name: str) -> str:
+    return WITH_INTERVAL[name][0] if name in WITH_INTERVAL else COLUMNS[name][0]
+
+
 def readable(result: VariantResult, names: list[str]) -> dict:
-    """Some fields of a result under their headings, in readable units."""
+    """Some fields of a result under their headings, in readable units; a score with its interval beside it
+    ("80.0 (69.1–88.0)") where the run kept one."""
     out = {}
     for name in names:
-        heading, fmt = COLUMNS[name]
-        out[heading] = fmt(getattr(result, name))
+        if name in WITH_INTERVAL:
+            _, scale, digits = WITH_INTERVAL[name]
+            out[heading(name)] = result.with_text(name, scale, digits)
+        else:
+            out[heading(name)] = COLUMNS[name][1](getattr(result, name))
     return out
 
 
@@ -187,8 +262,8 @@ def results_frame(results: list[VariantResult], names: list[str] | None = None):
     import pandas as pd
 
     names = names or SUMMARY_FIELDS
-    return pd.DataFrame([readable(r, names) for r in results], columns=[COLUMNS[n][0] for n in names]).set_index(
-        COLUMNS["name"][0]
+    return pd.DataFrame([readable(r, names) for r in results], columns=[heading(n) for n in names]).set_index(
+        heading("name")
     )
 
 

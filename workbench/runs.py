@@ -27,6 +27,8 @@ from .resolve import EMBEDDED_DIRNAME
 from .results import CompareResult, VariantResult
 
 RESULTS_FILE = "results.json"
+# per variant, example by example: {"eval": {keys, losses, tokens, correct}, "general": {..., base_losses}}
+SCORES_FILE = "scores.json"
 RESULT_FIELDS = VariantResult.field_names()
 
 
@@ -64,6 +66,14 @@ class Run:
         if self._doc is None:
             self._doc = json.loads(self.results_file.read_text(encoding="utf-8"))
         return self._doc
+
+    def scores(self) -> dict[str, dict]:
+        """scores.json: each variant's per-example scores ({} for a run from before they were kept, or damaged)."""
+        try:
+            doc = json.loads((self.path / SCORES_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
     def config(self) -> RunConfig:
         return RunConfig.from_dict(self.read()["config"])
@@ -180,9 +190,18 @@ def write_results(run: Run, doc: dict, results: list[VariantResult]) -> None:
     run._doc = None
 
 
-def write_run(run: Run | Path, result: CompareResult, predictions: dict[str, list[dict]] | None = None) -> None:
-    """results.json/csv, the three figures and generations.md: each written atomically."""
+def write_run(
+    run: Run | Path,
+    result: CompareResult,
+    predictions: dict[str, list[dict]] | None = None,
+    scores: dict[str, dict] | None = None,
+) -> None:
+    """results.json/csv, the three figures, generations.md, and each variant's answers (predictions.json) and
+    per-example scores (scores.json): each written atomically. scores.json goes before results.json, which
+    marks the run finished: a finished run's intervals can always be paired."""
     run = run if isinstance(run, Run) else Run(run)
+    if scores:
+        write_json(run.path / SCORES_FILE, scores)
     write_results(run, result.to_json(), result.variants)
     save_figure(plots.loss_figure(result.metrics), run.path / "loss.png")
     save_figure(plots.memory_figure(result.variants, result.device_type), run.path / "memory.png")

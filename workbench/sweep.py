@@ -20,7 +20,9 @@ from pathlib import Path
 from . import memory
 from .config import QUANT_TYPES, RunConfig, parse_targets, variant_for_bits
 from .estimator import estimate
+from .eval_plan import FIRST_GUESS_EVAL_S, eval_pace, eval_plan, eval_size
 from .layout import ModelLayout
+from .repeats import seed_values, settings, with_seed
 from .results import VariantResult, first_line
 from .runs import Run, all_results
 
@@ -28,7 +30,6 @@ BITS_CHOICES = (16, 8, 4)
 # tokens/s to plan with before this machine has trained at those bits (the embedded model on a 2-core CPU,
 # README's CPU demo); a GPU is far faster, so its first plan overstates the time
 FIRST_GUESS_TOKENS_PER_S = {16: 250.0, 8: 60.0, 4: 210.0}
-EVAL_SHARE = 0.35  # evaluating and answering, as a share of the training time (measured: make demo)
 
 
 def targets_label(targets) -> str:
@@ -161,6 +162,12 @@ class PlannedPoint:
     estimated_peak_bytes: int
     estimated_seconds: float  # 0 for a cached point
     fit: str = "fits"  # memory.fit of the estimate against the free memory when planned
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        """The point's settings, and its seed where the sweep repeats them."""
+        return self.out.name
 
 
 @dataclass
@@ -168,6 +175,8 @@ class SweepPlan:
     points: list[PlannedPoint]
     speeds: dict[int, float]  # tokens/s planned with, per bits
     measured: dict[int, bool]  # whether that speed was measured on this machine (else a first guess)
+    eval_line: str = ""  # what the eval size can tell apart, and what scoring it costs
+    seeds: int = 1
 
     @property
     def to_train(self) -> list[PlannedPoint]:
@@ -182,11 +191,13 @@ class SweepPlan:
         mins = self.estimated_seconds / 60
         guessed = [b for b in sorted(self.speeds) if not self.measured.get(b)]
         how = " (a first guess at " + ", ".join(f"{b} bits" for b in guessed) + ": no run here yet)" if guessed else ""
-        return (
-            f"{n} points: {cached} already on disk, {n - cached} to train, about {mins:.0f} min{how}; "
+        repeats = f" ({n // self.seeds} settings × {self.seeds} seeds)" if self.seeds > 1 else ""
+        text = (
+            f"{n} points{repeats}: {cached} already on disk, {n - cached} to train, about {mins:.0f} min{how}; "
             f"estimated peaks {min(p.estimated_peak_bytes for p in self.points) / 2**20:,.0f}–"
             f"{max(p.estimated_peak_bytes for p in self.points) / 2**20:,.0f} MiB"
         )
+        return f"{text}\n{self.eval_line}" if self.eval_line else text
 
 
 def measured_speeds(runs_root: Path, device_type: str) -> dict[int, float]:
@@ -199,24 +210,36 @@ def measured_speeds(runs_root: Path, device_type: str) -> dict[int, float]:
     return {b: statistics.median(v) for b, v in speeds.items()}
 
 
-def plan(grid: SweepGrid, base: RunConfig, out_dir: str | Path, *, runs_root: str | Path | None = None) -> SweepPlan:
-    """The grid's points with their configs, folders, cache state, estimated peak and time. Loads no weights;
-    a bad value in any point fails here (ValueError), before anything trains."""
+def point_dir(out_dir: Path, point: SweepPoint, seed: int, first_seed: int) -> Path:
+    """A point's run folder: its label, with -seed<N> for the repeats after the first seed (so a sweep run again
+    with more seeds reads back the points it already has)."""
+    return out_dir / (point.label if seed == first_seed else f"{point.label}-seed{seed}")
+
+
+def plan(
+    grid: SweepGrid, base: RunConfig, out_dir: str | Path, *, runs_root: str | Path | None = None, seeds: int = 1
+) -> SweepPlan:
+    """The grid's points (each `seeds` times) with their configs, folders, cache state, estimated peak and time.
+    Loads no weights; a bad value in any point fails here (ValueError), before anything trains."""
     from .models import pick_device
 
     out_dir = Path(out_dir)
     choice = pick_device(base.model.device, base.model.dtype)
     layout = ModelLayout.for_model(base.model.name)
-    found = measured_speeds(Path(runs_root) if runs_root else out_dir, choice.type)
+    root = Path(runs_root) if runs_root else out_dir
+    found = measured_speeds(root, choice.type)
     available = memory.available_bytes(choice.type, choice.device)
     speeds = {b: found.get(b, FIRST_GUESS_TOKENS_PER_S[b]) for b in grid.bits}
+    size = eval_size(base)
+    scored = size[0] if size else 0
+    pace = eval_pace(root, choice.type) or FIRST_GUESS_EVAL_S
     t = base.train
     planned = []
-    for point in grid.points():
-        cfg = point.config(base)
+    for point, seed in ((p, s) for p in grid.points() for s in seed_values(base, seeds)):
+        cfg = with_seed(point.config(base), seed)
         layout.check_targets(cfg.lora.target_modules)
         layout.check_rank(cfg.lora.rank)
-        out = out_dir / point.label
+        out = point_dir(out_dir, point, seed, base.train.seed)
         cached = saved_run(out, cfg) is not None
         peak = estimate(
             layout,
@@ -231,9 +254,10 @@ def plan(grid: SweepGrid, base: RunConfig, out_dir: str | Path, *, runs_root: st
             dtype=choice.dtype_name,
         ).total
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
-        seconds = 0.0 if cached else tokens / speeds[point.bits] * (1 + EVAL_SHARE)
-        planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, memory.fit(peak, available)))
-    return SweepPlan(planned, speeds, {b: b in found for b in grid.bits})
+        seconds = 0.0 if cached else tokens / speeds[point.bits] + scored * pace
+        planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, memory.fit(peak, available), seed))
+    line = eval_plan(base, root, choice.type)
+    return SweepPlan(planned, speeds, {b: b in found for b in grid.bits}, line, seeds)
 
 
 # --------------------------------------------------------------------------- run
@@ -249,10 +273,12 @@ class PointResult:
     result: VariantResult | None = None
     error: str | None = None
     seconds: float = 0.0
+    seed: int | None = None
 
     @property
     def label(self) -> str:
-        return self.point.label
+        """The point's folder name: its settings, and its seed after the first."""
+        return self.out.name
 
 
 def run_sweep(
@@ -276,12 +302,12 @@ def run_sweep(
     done: list[PointResult] = []
     for i, p in enumerate(sweep.points, 1):
         if stop.is_set():
-            res = PointResult(p.point, p.out, "not run")
+            res = PointResult(p.point, p.out, "not run", seed=p.seed)
         elif p.cached:
             run = Run(p.out)
-            res = PointResult(p.point, p.out, "loaded", run.results()[0])
+            res = PointResult(p.point, p.out, "loaded", run.results()[0], seed=p.seed)
         else:
-            status(f"[{i}/{len(sweep.points)}] training {p.point.label}")
+            status(f"[{i}/{len(sweep.points)}] training {p.label}")
             started = time.perf_counter()
             try:
                 result = run_compare(
@@ -290,10 +316,10 @@ def run_sweep(
                 trained = result.variants[0] if result.variants else None
                 state = "failed" if trained and trained.error else "stopped" if result.stopped else "trained"
                 error = trained.error if trained else None
-                res = PointResult(p.point, p.out, state, trained, error, seconds=time.perf_counter() - started)
+                res = PointResult(p.point, p.out, state, trained, error, time.perf_counter() - started, p.seed)
             except (ValueError, RuntimeError, MemoryError, OSError) as exc:  # this point only; the sweep goes on
                 res = PointResult(
-                    p.point, p.out, "failed", error=first_line(exc), seconds=time.perf_counter() - started
+                    p.point, p.out, "failed", error=first_line(exc), seconds=time.perf_counter() - started, seed=p.seed
                 )
         done.append(res)
         if on_point is not None:
@@ -311,20 +337,42 @@ def sweep_frame(points: list[PointResult]):
         rows.append(
             {
                 "point": p.label,
+                "seed": p.seed,
                 "bits": p.point.bits,
                 "4-bit type": p.point.quant_type if p.point.bits == 4 else "",
                 "rank": p.point.rank,
                 "targets": targets_label(p.point.target_modules),
                 "status": p.status if not p.error else f"failed: {p.error}",
                 "accuracy %": None if r is None or r.accuracy is None else round(100 * r.accuracy, 1),
+                "accuracy 95% CI": _ci(r, "accuracy", 100, 1),
                 "eval loss": None if r is None or r.eval_loss is None else round(r.eval_loss, 4),
                 "forgetting": None if r is None or r.forgetting is None else round(r.forgetting, 4),
+                "forgetting 95% CI": _ci(r, "forgetting", 1, 3),
                 "peak MiB": None if r is None else round(r.peak_memory_bytes / 2**20),
                 "weights MiB": None if r is None else round(r.weight_bytes / 2**20, 1),
                 "train s": None if r is None or r.train_seconds is None else round(r.train_seconds, 1),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _ci(r: VariantResult | None, score: str, scale: float, digits: int) -> str | None:
+    ci = None if r is None else r.interval(score)
+    return None if ci is None else f"{ci.low * scale:.{digits}f}–{ci.high * scale:.{digits}f}"
+
+
+def point_settings(points: list[PointResult]):
+    """The sweep's finished points grouped by setting (their seeds pooled): repeats.Setting, in grid order."""
+    return settings(
+        [(json.loads(json.dumps(_config_of(p))), p.result, str(p.out), "") for p in points if p.result is not None]
+    )
+
+
+def _config_of(p: PointResult) -> dict:
+    try:
+        return Run(p.out).read()["config"]
+    except (OSError, ValueError, KeyError, TypeError):  # a point read back without its folder: its settings alone
+        return {"point": p.point.label, "train": {"seed": p.seed}}
 
 
 def write_sweep(out_dir: str | Path, points: list[PointResult]) -> list[Path]:
@@ -336,8 +384,8 @@ def write_sweep(out_dir: str | Path, points: list[PointResult]) -> list[Path]:
     out_dir = Path(out_dir)
     frame = sweep_frame(points)
     table = write_csv(out_dir / "sweep.csv", frame.to_dict("records"), list(frame.columns))
-    done = [p for p in points if p.result is not None]
+    groups = point_settings(points)
     chart = out_dir / "sweep.png"
-    if done:
-        save_figure(plots.accuracy_memory_figure([p.result for p in done], runs=[p.label for p in done]), chart)
-    return [table, chart] if done else [table]
+    if groups:
+        save_figure(plots.settings_figure(groups, label=lambda g: Path(g.runs[0]).name), chart)
+    return [table, chart] if groups else [table]

@@ -1,0 +1,139 @@
+"""Paired comparisons of scored variants: in one run (base against each adapter, LoRA against QLoRA), across
+runs, and pooled over the seeds of two settings. Two variants pair only when they were scored on the same
+eval examples (the same keys in scores.json); otherwise the answer says so and only the intervals of each
+stand, never a p-value that pairing would have made wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .config import VARIANTS
+from .stats import Verdict, compare_accuracy, compare_losses
+
+
+@dataclass
+class Pairing:
+    """What a comparison of a and b found: the verdicts, or why the two cannot be paired."""
+
+    a: str
+    b: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    unpaired: str | None = None  # why no paired test was made
+
+    def sentences(self) -> list[str]:
+        return [self.unpaired] if self.unpaired else [v.sentence for v in self.verdicts]
+
+    def get(self, score: str) -> Verdict | None:
+        return next((v for v in self.verdicts if v.score == score), None)
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "unpaired": self.unpaired, "verdicts": [v.to_dict() for v in self.verdicts]}
+
+
+def _aligned(a: dict, b: dict) -> tuple[list[int], list[int]] | None:
+    """Indices that put a's and b's examples in one order, or None when they were not scored on the same ones."""
+    ka, kb = a.get("keys") or [], b.get("keys") or []
+    if not ka or len(ka) != len(kb) or len(set(ka)) != len(ka) or set(ka) != set(kb):
+        return None
+    where = {k: i for i, k in enumerate(kb)}
+    return list(range(len(ka))), [where[k] for k in ka]
+
+
+def _pick(values: Sequence, order: list[int]) -> list:
+    return [values[i] for i in order]
+
+
+def pair(a: str, a_scores: dict | None, b: str, b_scores: dict | None) -> Pairing:
+    """Paired tests of a against b from their scores.json entries: accuracy (McNemar) where the task has one,
+    eval loss and forgetting (sign-flip permutation)."""
+    out = Pairing(a, b)
+    if not a_scores or not b_scores or not a_scores.get("eval") or not b_scores.get("eval"):
+        out.unpaired = f"{a} and {b} cannot be paired: a run from before per-example scores were kept"
+        return out
+    order = _aligned(a_scores["eval"], b_scores["eval"])
+    if order is None:
+        na, nb = len(a_scores["eval"].get("keys") or []), len(b_scores["eval"].get("keys") or [])
+        out.unpaired = (
+            f"{a} ({na} eval examples) and {b} ({nb}) were not scored on the same examples, so they cannot be "
+            "paired: compare their intervals only"
+        )
+        return out
+    ia, ib = order
+    ea, eb = a_scores["eval"], b_scores["eval"]
+    if ea.get("correct") and eb.get("correct"):
+        out.verdicts.append(compare_accuracy(a, b, _pick(ea["correct"], ia), _pick(eb["correct"], ib)))
+    weights = [(x + y) / 2 for x, y in zip(_pick(ea["tokens"], ia), _pick(eb["tokens"], ib))]
+    out.verdicts.append(compare_losses(a, b, _pick(ea["losses"], ia), _pick(eb["losses"], ib), weights))
+    ga, gb = a_scores.get("general") or {}, b_scores.get("general") or {}
+    if ga.get("base_losses") and gb.get("base_losses"):
+        g_order = _aligned(ga, gb)
+        if g_order is not None:
+            ja, jb = g_order
+            fa = [on - off for on, off in zip(_pick(ga["losses"], ja), _pick(ga["base_losses"], ja))]
+            fb = [on - off for on, off in zip(_pick(gb["losses"], jb), _pick(gb["base_losses"], jb))]
+            out.verdicts.append(compare_losses(a, b, fa, fb, _pick(ga["tokens"], ja), score="forgetting"))
+    return out
+
+
+def _merge(parts: list[dict | None]) -> dict | None:
+    """One section of scores.json (eval or general) of several repeats as one, each key prefixed by its repeat."""
+    if any(not p or not p.get("keys") for p in parts):
+        return None
+    out: dict = {"keys": [], "losses": [], "tokens": [], "correct": [], "base_losses": []}
+    for i, p in enumerate(parts):
+        out["keys"] += [f"{i}:{k}" for k in p["keys"]]
+        out["losses"] += p["losses"]
+        out["tokens"] += p["tokens"]
+        for name in ("correct", "base_losses"):  # kept only where every repeat has it
+            out[name] = out[name] + p[name] if out[name] is not None and p.get(name) else None
+    return out
+
+
+def pooled(a: str, a_runs: list[dict | None], b: str, b_runs: list[dict | None]) -> Pairing:
+    """a against b over several repeats (seeds), the i-th of a paired with the i-th of b: each repeat's
+    examples are matched by key within it, then every repeat's pairs are tested together."""
+    if len(a_runs) != len(b_runs) or not a_runs:
+        return Pairing(a, b, unpaired=f"{a} and {b} have different numbers of seeds, so they cannot be paired")
+    for sa, sb in zip(a_runs, b_runs):
+        one = pair(a, sa, b, sb)
+        if one.unpaired:
+            return Pairing(a, b, unpaired=one.unpaired)
+
+    def merged(runs: list[dict]) -> dict:
+        return {part: _merge([r.get(part) for r in runs]) for part in ("eval", "general")}
+
+    return pair(a, merged(a_runs), b, merged(b_runs))
+
+
+def variant_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The comparisons a run answers, in the teaching order: base against each adapter, then each pair of
+    adapters (LoRA against QLoRA)."""
+    trained = [n for n in names if VARIANTS[n].trained]
+    pairs = [("base", t) for t in trained if "base" in names]
+    return pairs + [(x, y) for i, x in enumerate(trained) for y in trained[i + 1 :]]
+
+
+def within_run(scores: dict[str, dict], names: list[str], titles: dict[str, str] | None = None) -> list[Pairing]:
+    """Every comparison of one run's variants (`scores`: its scores.json), by the variants' titles where given."""
+    titles = titles or {}
+    present = [n for n in names if n in scores]
+    return [pair(titles.get(x, x), scores[x], titles.get(y, y), scores[y]) for x, y in variant_pairs(present)]
+
+
+def across_seeds(seed_scores: list[dict[str, dict]], names: list[str], titles: dict[str, str] | None = None):
+    """Every comparison of the variants of a run repeated over seeds (each seed's scores.json), pooled."""
+    if len(seed_scores) == 1:
+        return within_run(seed_scores[0], names, titles)
+    titles = titles or {}
+    present = [n for n in names if all(n in s for s in seed_scores)]
+    return [
+        pooled(titles.get(x, x), [s[x] for s in seed_scores], titles.get(y, y), [s[y] for s in seed_scores])
+        for x, y in variant_pairs(present)
+    ]
+
+
+def short_titles(names: list[str]) -> dict[str, str]:
+    """What a sentence calls each variant: base, LoRA, LoRA 8-bit, QLoRA."""
+    return {n: VARIANTS[n].short for n in names}
