@@ -124,7 +124,11 @@ def test_result_fields_cover_the_documented_columns():
     later = ["steps_done", "status", "base_dtype", "general_loss", "forgetting", "error"]
     sureness = [
         "eval_examples",
-        *(f"{score}_{end}" for score in ("accuracy", "eval_loss", "perplexity", "forgetting") for end in ("low", "high")),
+        *(
+            f"{score}_{end}"
+            for score in ("accuracy", "eval_loss", "perplexity", "forgetting")
+            for end in ("low", "high")
+        ),
         "eval_seconds",
     ]
     assert runs.RESULT_FIELDS[len(documented) :] == later + sureness
