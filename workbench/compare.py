@@ -128,6 +128,7 @@ def setup(
     from transformers import AutoConfig
 
     task = task if task is not None else task_for(cfg)
+    task.eval_split(cfg.train.eval_examples)  # an eval size the task cannot give: said before any model is read
     choice = models.pick_device(cfg.model.device, cfg.model.dtype)
     status(f"resolving model {cfg.model.name}")
     path = resolve_model(cfg.model.name)
@@ -136,14 +137,7 @@ def setup(
     decode = decode or DecodeSettings(
         max_new_tokens=48, seed=cfg.train.seed, repetition_penalty=1.0 if task.chat else 1.3
     )
-    eval_set = task.eval
-    if cfg.train.eval_examples and not isinstance(eval_set, TextSource):
-        if cfg.train.eval_examples > len(eval_set):  # taking all of them quietly would score fewer than asked
-            raise ValueError(
-                f"eval_examples: {task.name} has {len(eval_set)} held-out examples; ask for at most that many "
-                "(0 = all of them)"
-            )
-        eval_set = eval_set[: cfg.train.eval_examples]
+    eval_set = task.eval_split(cfg.train.eval_examples)
     train_rows = encode(tokenizer, task.train, cfg.train.seq_len)
     eval_rows = encode(tokenizer, eval_set, cfg.train.seq_len)
     layout = ModelLayout(AutoConfig.from_pretrained(str(path)))

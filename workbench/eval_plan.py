@@ -38,8 +38,7 @@ def eval_size(cfg: RunConfig) -> tuple[int, int] | None:
     task = task_for(cfg)
     if isinstance(task.eval, TextSource) or task.scoring != "exact_match":
         return None
-    held = len(task.eval)
-    return min(cfg.train.eval_examples or held, held), held
+    return len(task.eval_split(cfg.train.eval_examples)), len(task.eval)
 
 
 def eval_plan(cfg: RunConfig, runs_root: Path, device_type: str = "cpu") -> str:

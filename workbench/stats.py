@@ -228,7 +228,6 @@ def compare_losses(
 ) -> Verdict:
     """A sign-flip permutation test on per-example losses (lower is better): under "no difference" each
     example's a − b is as likely to have either sign; how often do random signs make a mean gap this large?"""
-    from scipy.stats import permutation_test
 
     x, y = np.asarray(a_losses, dtype=float), np.asarray(b_losses, dtype=float)
     if x.shape != y.shape or x.size == 0:
@@ -236,24 +235,7 @@ def compare_losses(
     _, w = _weights(x, weights)
     d = x - y
     gap = float((d * w).sum() / w.sum())
-    if np.ptp(d) == 0 and d[0] == 0:
-        p = 1.0
-    else:
-
-        def statistic(u, v, axis=-1):
-            return ((u - v) * w).sum(axis=axis) / w.sum()
-
-        p = float(
-            permutation_test(
-                (x, y),
-                statistic,
-                permutation_type="samples",
-                vectorized=True,
-                n_resamples=RESAMPLES,
-                alternative="two-sided",
-                rng=np.random.default_rng(seed),
-            ).pvalue
-        )
+    p = _sign_flip_p(d, w, seed)
     what = {"eval_loss": "eval loss", "forgetting": "forgetting (general-text loss)"}.get(score, score)
     lower = a if gap < 0 else b
     if gap == 0:
@@ -274,22 +256,83 @@ def repeats_interval(values: Sequence[float], intervals: Sequence[Interval | Non
     """The 95% interval of the mean of several repeats of one setting (seeds), each scored on the same eval
     examples with its own interval. Two noises add up: which seed (the repeats' spread, shrinking with more
     seeds) and which eval examples (shared by every seed, so more seeds do not shrink it: the repeats' own
-    standard errors, averaged). No library combines the two, so their variances are added here. One repeat:
-    its own interval."""
+    standard errors, averaged, on each side, so Wilson's asymmetry near 0% and 100% is kept). No library
+    combines the two, so their variances are added here. One repeat, or repeats that agree: their interval."""
     if not values:
         return None
-    if len(values) == 1:
+    known = [(v, ci) for v, ci in zip(values, intervals) if ci is not None]
+    if len(values) == 1 or (np.ptp(values) == 0 and len(set(intervals)) == 1):
         return intervals[0]
     from scipy.stats import norm
 
     z = norm.ppf(0.5 + LEVEL / 2)
-    k = len(values)
     mean = float(np.mean(values))
-    between = float(np.var(values, ddof=1)) / k
-    known = [ci for ci in intervals if ci is not None]
-    within = float(np.mean([((ci.high - ci.low) / (2 * z)) ** 2 for ci in known])) if known else 0.0
-    half = z * math.sqrt(between + within)
-    return Interval(mean - half, mean + half)
+    between = float(np.var(values, ddof=1)) / len(values)
+    below = float(np.mean([((v - ci.low) / z) ** 2 for v, ci in known])) if known else 0.0
+    above = float(np.mean([((ci.high - v) / z) ** 2 for v, ci in known])) if known else 0.0
+    return Interval(mean - z * math.sqrt(between + below), mean + z * math.sqrt(between + above))
+
+
+def compare_accuracy_repeats(
+    a: str, b: str, a_correct: Sequence[Sequence[bool]], b_correct: Sequence[Sequence[bool]]
+) -> Verdict:
+    """a against b over k repeats (seeds), each scored on the same n examples (rows: repeats, columns: examples
+    in one order). The examples are the unit, not the k·n answers (the same example answered k times is not k
+    pieces of evidence): each example's share right over the seeds, a's minus b's, goes into a sign-flip
+    permutation test over the examples."""
+    x, y = np.asarray(a_correct, dtype=float), np.asarray(b_correct, dtype=float)
+    if x.shape != y.shape or x.ndim != 2 or x.size == 0:
+        raise ValueError("a paired comparison needs both variants scored on the same examples in every repeat")
+    if x.shape[0] == 1:
+        return compare_accuracy(a, b, x[0].astype(bool), y[0].astype(bool))
+    k, n = x.shape
+    a_only, b_only = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+    d = x.mean(axis=0) - y.mean(axis=0)
+    gap = float(d.mean())
+    p = _sign_flip_p(d)
+    needed = pairs_needed((a_only + b_only) / (k * n), gap)
+    head = (
+        f"over {k} seeds, {a} got {words(a_only, 'answer')} right that {b} missed and missed {b_only} that {b} "
+        f"got right: {_gap_words(100 * gap, 'point', a, b)}"
+    )
+    if a_only + b_only == 0:
+        sentence = f"{a} and {b} got exactly the same examples right in each of {k} seeds: no difference to test."
+    elif p < ALPHA:
+        sentence = (
+            f"{head} that chance alone makes in {_chance(p)} of draws: a real difference over these {n} examples."
+        )
+    else:
+        more = (
+            f"; about {needed:,} eval examples would tell a gap this size apart ({100 * POWER:.0f}% power)."
+            if needed and needed > n
+            else "."
+        )
+        sentence = f"{head} that chance alone makes in {_chance(p)} of draws, so it could be chance{more}"
+    return Verdict("accuracy", a, b, gap, p, sentence, a_only, b_only, n, needed)
+
+
+def _sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, seed: int = SEED) -> float:
+    """Two-sided p-value of a (weighted) mean difference under random signs (scipy's permutation test)."""
+    from scipy.stats import permutation_test
+
+    w = np.ones_like(d) if weights is None else weights
+    if np.all(d == 0):
+        return 1.0
+
+    def statistic(u, v, axis=-1):
+        return ((u - v) * w).sum(axis=axis) / w.sum()
+
+    return float(
+        permutation_test(
+            (d, np.zeros_like(d)),
+            statistic,
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=RESAMPLES,
+            alternative="two-sided",
+            rng=np.random.default_rng(seed),
+        ).pvalue
+    )
 
 
 def frontier_ties(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .config import VARIANTS
-from .stats import Verdict, compare_accuracy, compare_losses
+from .stats import Verdict, compare_accuracy, compare_accuracy_repeats, compare_losses
 
 
 @dataclass
@@ -77,34 +77,53 @@ def pair(a: str, a_scores: dict | None, b: str, b_scores: dict | None) -> Pairin
     return out
 
 
-def _merge(parts: list[dict | None]) -> dict | None:
-    """One section of scores.json (eval or general) of several repeats as one, each key prefixed by its repeat."""
-    if any(not p or not p.get("keys") for p in parts):
-        return None
-    out: dict = {"keys": [], "losses": [], "tokens": [], "correct": [], "base_losses": []}
-    for i, p in enumerate(parts):
-        out["keys"] += [f"{i}:{k}" for k in p["keys"]]
-        out["losses"] += p["losses"]
-        out["tokens"] += p["tokens"]
-        for name in ("correct", "base_losses"):  # kept only where every repeat has it
-            out[name] = out[name] + p[name] if out[name] is not None and p.get(name) else None
-    return out
+def _by_key(part: dict, keys: list[str], field: str) -> list:
+    where = {k: i for i, k in enumerate(part["keys"])}
+    return [part[field][where[k]] for k in keys]
 
 
 def pooled(a: str, a_runs: list[dict | None], b: str, b_runs: list[dict | None]) -> Pairing:
-    """a against b over several repeats (seeds), the i-th of a paired with the i-th of b: each repeat's
-    examples are matched by key within it, then every repeat's pairs are tested together."""
+    """a against b over several repeats (seeds), the i-th of a paired with the i-th of b, every repeat scored on
+    the same examples. Each example's scores are averaged over the seeds and the examples are the unit of the
+    tests: the same example answered once a seed is not that many pieces of evidence."""
     if len(a_runs) != len(b_runs) or not a_runs:
         return Pairing(a, b, unpaired=f"{a} and {b} have different numbers of seeds, so they cannot be paired")
+    if len(a_runs) == 1:
+        return pair(a, a_runs[0], b, b_runs[0])
     for sa, sb in zip(a_runs, b_runs):
         one = pair(a, sa, b, sb)
         if one.unpaired:
             return Pairing(a, b, unpaired=one.unpaired)
+    keys = list(a_runs[0]["eval"]["keys"])
+    if any(set(r["eval"]["keys"]) != set(keys) for r in [*a_runs, *b_runs]):
+        return Pairing(a, b, unpaired=f"the seeds of {a} and {b} were not all scored on the same examples")
+    out = Pairing(a, b)
+    evals = [[r["eval"] for r in runs] for runs in (a_runs, b_runs)]
+    if all(e.get("correct") for side in evals for e in side):
+        a_right, b_right = ([_by_key(e, keys, "correct") for e in side] for side in evals)
+        out.verdicts.append(compare_accuracy_repeats(a, b, a_right, b_right))
 
-    def merged(runs: list[dict]) -> dict:
-        return {part: _merge([r.get(part) for r in runs]) for part in ("eval", "general")}
+    def mean_over_seeds(parts: list[dict], keys: list[str], field: str) -> list[float]:
+        return [sum(col) / len(col) for col in zip(*(_by_key(p, keys, field) for p in parts))]
 
-    return pair(a, merged(a_runs), b, merged(b_runs))
+    a_loss, b_loss = (mean_over_seeds(side, keys, "losses") for side in evals)
+    out.verdicts.append(compare_losses(a, b, a_loss, b_loss, mean_over_seeds(evals[0], keys, "tokens")))
+    generals = [[r.get("general") or {} for r in runs] for runs in (a_runs, b_runs)]
+    if all(g.get("base_losses") for side in generals for g in side):
+        g_keys = list(generals[0][0]["keys"])
+        if all(set(g["keys"]) == set(g_keys) for side in generals for g in side):
+            forgot = [
+                [
+                    on - off
+                    for on, off in zip(
+                        mean_over_seeds(side, g_keys, "losses"), mean_over_seeds(side, g_keys, "base_losses")
+                    )
+                ]
+                for side in generals
+            ]
+            weights = mean_over_seeds(generals[0], g_keys, "tokens")
+            out.verdicts.append(compare_losses(a, b, forgot[0], forgot[1], weights, score="forgetting"))
+    return out
 
 
 def variant_pairs(names: list[str]) -> list[tuple[str, str]]:

@@ -45,6 +45,18 @@ class Task:
             return None
         return prompt_template([e.prompt for e in self.train])
 
+    def eval_split(self, n: int = 0) -> list[Example] | TextSource:
+        """The held-out examples a run scores: the first n (0: all; plain text: all of it). ValueError when n
+        is more than the task has: taking all of them quietly would score fewer than asked."""
+        if not n or isinstance(self.eval, TextSource):
+            return self.eval
+        if n > len(self.eval):
+            raise ValueError(
+                f"eval_examples: {self.name} has {len(self.eval)} held-out examples; ask for at most that many "
+                "(0 = all of them)"
+            )
+        return self.eval[:n]
+
     def wrap(self, text: str) -> str:
         """`text` in the task's prompt frame (unchanged when it is already framed or the task has none)."""
         template = self.prompt_template

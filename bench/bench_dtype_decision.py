@@ -1,0 +1,88 @@
+"""float32 or bfloat16 on a CPU that multiplies bfloat16 natively? The quickstart's LoRA and QLoRA trained in
+both, over several seeds, scored on the same held-out examples and compared pairwise (docs/benchmarks.md).
+
+    python bench/bench_dtype_decision.py [--seeds 5] [--eval-examples 600] [--out runs/bench-dtype]
+
+Each dtype is one `workbench compare --seeds N` into OUT/<dtype>; a seed already on disk is read back, so an
+interrupted run picks up where it stopped. Prints the per-seed table, the pooled verdicts (McNemar's
+counts, sign-flip permutation tests with the examples as the unit) and the median training times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from workbench.config import preset_config
+from workbench.repeats import seed_dir, seed_values, with_seed
+from workbench.runs import Run
+from workbench.verdicts import pooled
+
+DTYPES = ("float32", "bfloat16")
+VARIANTS = ("lora", "qlora")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--eval-examples", type=int, default=600)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--out", default="runs/bench-dtype")
+    a = p.parse_args(argv)
+    from workbench.compare import run_compare
+
+    folders: dict[str, list[Path]] = {}
+    for dtype in DTYPES:
+        cfg = preset_config(
+            "quickstart",
+            {
+                "model": {"dtype": dtype},
+                "train": {"steps": a.steps, "eval_examples": a.eval_examples},
+                "variants": list(VARIANTS),
+            },
+        )
+        folders[dtype] = []
+        for seed in seed_values(cfg, a.seeds):
+            out = seed_dir(Path(a.out) / dtype, seed)
+            folders[dtype].append(out)
+            if Run(out).finished:
+                continue
+            started = time.perf_counter()
+            run_compare(with_seed(cfg, seed), out)
+            print(f"{dtype} seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    print("| dtype | variant | seed | accuracy % (95% CI) | eval loss | forgetting | train s |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in DTYPES:
+        for out in folders[dtype]:
+            run = Run(out)
+            seed = run.read()["config"]["train"]["seed"]
+            for r in run.results():
+                print(
+                    f"| {dtype} | {r.name} | {seed} | {r.with_text('accuracy', 100, 1)} | {r.eval_loss:.4f} | "
+                    f"{r.forgetting:.3f} | {r.train_seconds:.1f} |"
+                )
+    for v in VARIANTS:
+        rows = {d: [next(r for r in Run(f).results() if r.name == v) for f in folders[d]] for d in DTYPES}
+        acc = {d: statistics.fmean(r.accuracy for r in rows[d]) for d in DTYPES}
+        secs = {d: statistics.median(r.train_seconds for r in rows[d]) for d in DTYPES}
+        print(
+            f"\n{v}: mean accuracy float32 {100 * acc['float32']:.1f}%, bfloat16 {100 * acc['bfloat16']:.1f}%; "
+            f"median train s float32 {secs['float32']:.1f}, bfloat16 {secs['bfloat16']:.1f} "
+            f"({secs['float32'] / secs['bfloat16']:.2f}x)"
+        )
+        found = pooled(
+            f"{v} bfloat16",
+            [Run(f).scores().get(v) for f in folders["bfloat16"]],
+            f"{v} float32",
+            [Run(f).scores().get(v) for f in folders["float32"]],
+        )
+        for sentence in found.sentences():
+            print(f"- {sentence}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
