@@ -441,3 +441,29 @@ def test_cli_out_that_cannot_be_made_is_one_line_not_a_traceback(tmp_path, capsy
         err
         == f"workbench: error: out: {blocker} is a file, so {blocker / 'run'} cannot be a folder; choose another folder"
     )
+
+
+def test_cli_compare_seeds_trains_each_variant_per_seed_and_pools_the_verdicts(
+    tiny_model_dir, tiny_jsonl, tmp_path, capsys
+):
+    out = tmp_path / "seeded"
+    args = ["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu"]
+    args += ["--variants", "base,lora", "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--rank", "2"]
+    rc = cli.main([*args, "--seed", "3", "--seeds", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    # one run folder a seed, each with the seed it trained with and per-example scores to pair on
+    assert sorted(p.name for p in out.iterdir()) == ["seed-3", "seed-4"]
+    for seed in (3, 4):
+        run = runs.Run(out / f"seed-{seed}")
+        assert run.read()["config"]["train"]["seed"] == seed
+        lora = next(v for v in run.results() if v.name == "lora")
+        assert lora.eval_examples == len(run.scores()["lora"]["eval"]["keys"]) > 0
+        assert lora.eval_loss_low <= lora.eval_loss <= lora.eval_loss_high
+    # the plan said what the eval size resolves before anything loaded
+    assert "only accuracy gaps of about" in captured.err
+    # the pooled table and the verdicts over both seeds
+    assert "over 2 seeds" in captured.out and "eval loss mean" in captured.out
+    assert "is the difference real?" in captured.out and "2 seeds" in captured.out
+    said = captured.out[captured.out.index("is the difference real?") :]
+    assert "LoRA's eval loss is lower" in said or "base's eval loss is lower" in said, said

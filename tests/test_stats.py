@@ -183,3 +183,20 @@ def test_frontier_ties():
     assert stats.frontier_ties(costs, scores, cis, [0, 1]) == []
     # lower is better (a loss): the interval must reach down to the frontier
     assert stats.frontier_ties(costs, [0.5, 0.4, 0.6], [None, None, stats.Interval(0.35, 0.7)], [0, 1], False) == [2]
+
+
+def test_repeats_of_a_data_file_keep_the_first_seeds_split():
+    from workbench.config import RunConfig, TrainSettings
+    from workbench.repeats import with_seed
+
+    cfg = RunConfig(task=None, data="mine.jsonl", train=TrainSettings(seed=5))
+    again = with_seed(cfg, 6)
+    assert again.train.seed == 6 and again.held_out_seed == 5 and with_seed(cfg, 5).split_seed is None
+    # the same setting, whichever way its split seed was written; another split is another setting
+    assert setting_key(cfg.to_dict(), "lora") == setting_key(again.to_dict(), "lora")
+    other = RunConfig(task=None, data="mine.jsonl", train=TrainSettings(seed=6))
+    assert setting_key(other.to_dict(), "lora") != setting_key(cfg.to_dict(), "lora")
+    # a built-in task's eval split is fixed: the seed alone never separates two settings
+    assert setting_key(RunConfig(train=TrainSettings(seed=1)).to_dict(), "lora") == setting_key(
+        RunConfig().to_dict(), "lora"
+    )

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from workbench import compare, sweep
+from workbench import compare, runs, sweep
 from workbench.config import preset_config
 from workbench.results import pareto_front
 from workbench.sweep import SweepGrid, plan, run_sweep, sweep_frame
@@ -141,3 +141,29 @@ def test_cli_sweep_plans_trains_and_writes_its_table_and_chart(tiny_model_dir, t
     for bad, field in ((["--ranks", "two"], "--ranks"), (["--double-quant", "maybe"], "--double-quant")):
         assert cli.main([*common, *shape, *bad]) == 2
         assert field in capsys.readouterr().err
+
+
+def test_a_sweep_with_seeds_repeats_each_point_and_pools_them(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    from workbench import cli
+
+    out = tmp_path / "sweep"
+    common = ["sweep", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu"]
+    shape = ["--steps", "1", "--batch-size", "4", "--seq-len", "32", "--target-sets", "q_proj", "--out", str(out)]
+    assert cli.main([*common, *shape, "--ranks", "2", "--bits", "16", "--seeds", "2", "--plan"]) == 0
+    said = capsys.readouterr().out
+    assert "2 points (1 settings × 2 seeds): 0 already on disk, 2 to train" in said
+    assert "16bit-r2-q_proj " in said and "16bit-r2-q_proj-seed1" in said and "show reliably" in said
+    assert cli.main([*common, *shape, "--ranks", "2", "--bits", "16", "--seeds", "2"]) == 0
+    said = capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} >= {"16bit-r2-q_proj", "16bit-r2-q_proj-seed1", "sweep.csv", "sweep.png"}
+    assert "over 2 seeds" in said
+    # run again with one seed more: the two on disk are read back, only the third trains
+    assert cli.main([*common, *shape, "--ranks", "2", "--bits", "16", "--seeds", "3"]) == 0
+    said = capsys.readouterr().out
+    assert "3 points (1 settings × 3 seeds): 2 already on disk, 1 to train" in said
+    assert said.count("loaded") == 2 and said.count("trained") == 1 and "over 3 seeds" in said
+    seeds = sorted(
+        runs.Run(out / name).read()["config"]["train"]["seed"]
+        for name in ("16bit-r2-q_proj", "16bit-r2-q_proj-seed1", "16bit-r2-q_proj-seed2")
+    )
+    assert seeds == [0, 1, 2]

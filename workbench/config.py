@@ -369,6 +369,13 @@ class RunConfig:
         default=0.15,
         metadata={"help": "Share of data held out for evaluation when no eval file is given (seeded, repeatable)."},
     )
+    split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the shuffle that holds out eval_fraction of your data (default: the training seed). "
+            "Repeats over seeds keep the first seed's split, so every seed is scored on the same examples."
+        },
+    )
     columns: str | None = field(
         default=None, metadata={"help": "Map your column names, e.g. prompt=question,answer=label."}
     )
@@ -412,6 +419,13 @@ class RunConfig:
         _check_float("eval_fraction", self.eval_fraction, 0, 1, lo_open=True)
         if self.eval_fraction >= 1:
             raise ValueError(f"eval_fraction must be below 1 (for example 0.15); got {self.eval_fraction}")
+        if self.split_seed is not None:
+            _check_int("split_seed", self.split_seed, 0, 2**32 - 1)
+
+    @property
+    def held_out_seed(self) -> int:
+        """The seed the held-out split of a data file is shuffled with."""
+        return self.train.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

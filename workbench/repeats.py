@@ -39,7 +39,11 @@ def seed_values(cfg: RunConfig, n: int) -> list[int]:
 
 
 def with_seed(cfg: RunConfig, seed: int) -> RunConfig:
+    """cfg trained with another seed and scored on the same examples: a data file's held-out split keeps
+    cfg's seed (its first seed's), so only the training changes."""
     d = cfg.to_dict()
+    if seed != cfg.train.seed:
+        d["split_seed"] = cfg.held_out_seed
     d["train"]["seed"] = seed
     return RunConfig.from_dict(d)
 
@@ -76,7 +80,11 @@ def run_seeds(cfg: RunConfig, out_dir: str | Path, n: int, *, stop: threading.Ev
 def setting_key(config: dict, variant: str) -> str:
     """What makes two results repeats of one setting: the same settings but the seed, the same variant."""
     d = json.loads(json.dumps(config))
-    d.get("train", {}).pop("seed", None)
+    train = d.get("train") or {}
+    split = d.pop("split_seed", None)
+    if d.get("data") is not None:  # a data file's held-out split is part of the setting; a built-in task's is fixed
+        d["split_seed"] = train.get("seed") if split is None else split
+    train.pop("seed", None)
     return json.dumps([d, variant], sort_keys=True)
 
 

@@ -278,7 +278,7 @@ def task_for(cfg) -> Task:
     return get_task(
         cfg.task,
         cfg.data,
-        seed=cfg.train.seed,
+        seed=cfg.held_out_seed,
         eval_data=cfg.eval_data,
         eval_fraction=cfg.eval_fraction,
         columns=cfg.columns,
