@@ -188,6 +188,12 @@ MODEL_ALIASES = {
     "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
     "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
     "mistral-7b": "mistralai/Mistral-7B-v0.1",
+    # other families (docs/families.md): Conv1D, fused projections, a mixture of experts
+    "gpt2": "openai-community/gpt2",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
+    "gemma-2-2b": "google/gemma-2-2b",
+    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
 }
 
 
