@@ -144,6 +144,8 @@ def setup(
     if any(VARIANTS[n].trained for n in cfg.variants):  # before any weights load, not after
         layout.check_targets(cfg.lora.target_modules)
         layout.check_rank(cfg.lora.rank)
+    for name in cfg.variants:  # a base bitsandbytes cannot quantize: one line now, not a traceback mid-run
+        layout.check_bits(VARIANTS[name].bits)
     try:
         general_rows = encode(tokenizer, general_text(), cfg.train.seq_len)
     except OSError:  # a data folder of one's own (WORKBENCH_DATA) without data/general: no forgetting score

@@ -212,7 +212,7 @@ def activation_bytes_per_token(
     if bits == 8:
         # every layer reads the float32 stream (see act above), q/k/v and gate/up the same normed input
         int8: dict[tuple[str, str], int] = {}
-        for lin in linears:
+        for lin in layout.quantized_linears:
             key = _input_key(lin.name)
             if key is not None and key not in kept_inputs and not reads_first_input(lin):
                 int8[key] = lin.in_features * 4
@@ -266,9 +266,10 @@ def estimate(
     # norms, biases) stays in full precision
     quantized_params = rows = n_quantized = 0
     if bits < 16:
-        quantized_params = sum(lin.in_features * lin.out_features for lin in layout.linears)
-        rows = sum(lin.out_features for lin in layout.linears)
-        n_quantized = len(layout.linears)
+        quantized = layout.quantized_linears
+        quantized_params = sum(lin.in_features * lin.out_features for lin in quantized)
+        rows = sum(lin.out_features for lin in quantized)
+        n_quantized = len(quantized)
     other_params = layout.total_params - quantized_params
     est = MemoryEstimate()
     other_bytes = 4 if (bits < 16 and train) else dtype_bytes

@@ -60,7 +60,7 @@ ROUTER_NAMES = ("gate", "router", "shared_expert_gate")
 # config fields that hold a mixture of experts' expert count, by family
 _EXPERT_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 
 def _cache_path(config_file: Path) -> Path:
@@ -73,12 +73,19 @@ def _cache_path(config_file: Path) -> Path:
 class Linear:
     """One linear layer. W is out × in as torch stores it: d = out_features rows, k = in_features columns.
     kind "conv1d": transformers' Conv1D, which stores its weight transposed (in × out) and computes x·W + b;
-    the layer's fan-in and fan-out are the same, and so is LoRA's A (r × in) and B (out × r)."""
+    the layer's fan-in and fan-out are the same, and so is LoRA's A (r × in) and B (out × r). kind "subclass":
+    a family's own Linear subclass (Falcon's FalconLinear), which peft adapts but transformers' bitsandbytes
+    integration does not quantize (it converts torch's Linear and Conv1D only)."""
 
     name: str
     in_features: int
     out_features: int
     kind: str = "linear"
+
+    @property
+    def quantized(self) -> bool:
+        """Whether bitsandbytes stores this layer in 8 or 4 bits when the model loads quantized."""
+        return self.kind != "subclass"
 
     @property
     def module(self) -> str:
@@ -179,8 +186,12 @@ def adaptable_layers(model) -> tuple[list[Linear], list[ExpertWeights], list[str
             routers.append(clean)
             continue
         if isinstance(module, torch.nn.Linear):
-            if clean.rsplit(".", 1)[-1] not in OUTPUT_HEADS and not clean.endswith(".original"):
-                linears.append(Linear(clean, module.in_features, module.out_features))
+            # bitsandbytes' own layers are subclasses too, quantized already
+            plain = type(module) is torch.nn.Linear or type(module).__module__.startswith("bitsandbytes")
+            if clean.rsplit(".", 1)[-1] not in OUTPUT_HEADS:
+                linears.append(
+                    Linear(clean, module.in_features, module.out_features, "linear" if plain else "subclass")
+                )
         elif isinstance(module, Conv1D):  # weight nx × nf: in × out
             linears.append(Linear(clean, module.nx, module.nf, "conv1d"))
         for pname, param in module.named_parameters(recurse=False):
@@ -261,6 +272,20 @@ class ModelLayout:
     def target_names(self) -> list[str]:
         """The module names a target list can use (q_proj, v_proj, ...), sorted."""
         return sorted({lin.module for lin in self.linears})
+
+    @property
+    def quantized_linears(self) -> list[Linear]:
+        """The layers bitsandbytes quantizes at 8 or 4 bits (not the stacked experts, routers or head)."""
+        return [lin for lin in self.linears if lin.quantized]
+
+    def check_bits(self, bits: int) -> None:
+        """A ValueError when bitsandbytes would quantize nothing of this model at 8 or 4 bits."""
+        if bits < 16 and not self.quantized_linears:
+            kinds = sorted({self.config.model_type})
+            raise ValueError(
+                f"bits: bitsandbytes quantizes none of {', '.join(kinds)}'s layers (transformers converts torch's "
+                "Linear and Conv1D only); train this model at 16 bits"
+            )
 
     @property
     def is_moe(self) -> bool:

@@ -111,7 +111,7 @@ def load_model(
         raise ValueError(f"bits: {bits}-bit bitsandbytes layers do not run on Apple MPS; use 16 bits or --device cpu")
     kwargs: dict = {"dtype": choice.dtype}
     if bits < 16:
-        kwargs["quantization_config"] = quant.to_bnb_config(default_dtype=choice.dtype, skip_modules=_kept(path))
+        kwargs["quantization_config"] = quant.to_bnb_config(default_dtype=choice.dtype, skip_modules=_kept(path, bits))
         kwargs["device_map"] = {"": choice.device}
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if bits == 16:
@@ -125,10 +125,12 @@ def load_model(
     return model, choice
 
 
-def _kept(path: Path) -> list[str] | None:
+def _kept(path: Path, bits: int) -> list[str] | None:
     """Layers bitsandbytes must leave unquantized besides its default (the output head): a mixture of
-    experts' routers, whose every weight decides where a token goes. None where there are none."""
+    experts' routers, whose every weight decides where a token goes. None where there are none. A ValueError
+    for a model bitsandbytes would quantize nothing of (transformers' own error there is a traceback)."""
     layout = ModelLayout.for_model(str(path))
+    layout.check_bits(bits)
     if not layout.routers:
         return None
     return sorted(set(layout.routers) | set(OUTPUT_HEADS))
