@@ -352,6 +352,7 @@ def run_one(
     phases: bool = False,
     timeout: float = 1800,
     allocator: str = "auto",
+    preload: str | None = None,
 ) -> dict:
     """measure(cfg) in a fresh Python process, started as the workbench starts its processes (tcmalloc
     preloaded when installed, unless `allocator` is system or limit: see workbench.allocator)."""
@@ -364,6 +365,8 @@ def run_one(
         cmd.append("--phases")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env = preload_env({**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", ENV: allocator})
+    if preload:  # a tcmalloc that is on disk but not installed (extracted from its .deb): the workbench's setting
+        env = {**env, "LD_PRELOAD": preload, ENV: "system"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -488,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: tcmalloc when installed (as the workbench runs); system: glibc as it is; limit: glibc with a "
         "fixed mmap threshold (how the workbench ran before)",
     )
+    ap.add_argument("--preload", help="a tcmalloc library to start each child with, when it is not installed")
     ap.add_argument("--dtype", default="auto", help="dtype of the unquantized base (auto, float32, bfloat16)")
     ap.add_argument("--model-path", help="model folder (default: the embedded model)")
     ap.add_argument("--json", help="also write every row's result to this JSON file")
@@ -599,8 +603,8 @@ def run_families(families: list[str], args) -> int:
     from workbench.files import write_json, write_text
 
     rows, lines = [], []
-    lines.append("| family | parameters | bits | measured peak MiB | estimated MiB | error |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    lines.append("| family | parameters | bits | allocator | measured peak MiB | estimated MiB | error |")
+    lines.append("|---|---:|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for family in families:
             folder = Path(tmp) / family
@@ -608,10 +612,11 @@ def run_families(families: list[str], args) -> int:
             for bits in (16, 4):
                 cfg = BenchConfig(bits, 16, "all-linear", 8, 64, steps=args.steps, threads=args.threads)
                 t0 = time.perf_counter()
-                row = {**run_one(cfg, folder, allocator=args.allocator), "family": family, "params": params}
+                row = run_one(cfg, folder, allocator=args.allocator, preload=args.preload)
+                row = {**row, "family": family, "params": params}
                 rows.append(row)
                 line = (
-                    f"| {family} | {params / 1e6:.1f}M | {bits} | {row['peak'] / MiB:,.0f} | "
+                    f"| {family} | {params / 1e6:.1f}M | {bits} | {row['allocator']} | {row['peak'] / MiB:,.0f} | "
                     f"{row['estimate'] / MiB:,.0f} | {error(row):+.1%} |"
                 )
                 lines.append(line)

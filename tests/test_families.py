@@ -162,3 +162,38 @@ def test_a_family_trains_at_16_8_and_4_bits_scores_answers_and_exports(family, f
     merged = AutoModelForCausalLM.from_pretrained(done.out)
     assert type(merged).__name__ == type(AutoModelForCausalLM.from_pretrained(folder)).__name__
     assert done.gap is not None and done.gap.top1_agreement > 0.9 and done.gap.mean_abs < 1e-3
+
+
+def test_the_adapter_tab_offers_the_experts_as_a_choice_with_its_cost(family_dirs, tiny_jsonl, tmp_path):
+    from workbench.ui import AdapterPanel, AppState
+
+    def panel(family):
+        cfg = tiny_config(_folder(family_dirs, family), tiny_jsonl)
+        return AdapterPanel(AppState(cfg, runs_dir=tmp_path))
+
+    assert panel("llama").experts.layout.display == "none"  # no experts: no checkbox
+    tab = panel("mixtral")
+    layout = ModelLayout.for_model(str(family_dirs["mixtral"]))
+    assert tab.experts.layout.display is None and tab.experts.value  # shown, on by default
+    with_experts = layout.adapter_params(4, "all-linear")
+    assert f"Trainable parameters: {with_experts:,}</b>" in tab.params_info.value
+    assert "and 4 expert weights" in tab.params_info.value
+    assert "Dropout 0.05 becomes 0 for this adapter" in tab.params_info.value
+    assert "expert updates" in tab.estimates()["lora"].components
+    tab.experts.value = False
+    assert tab.state.config.lora.adapt_experts is False
+    without = layout.adapter_params(4, "all-linear", adapt_experts=False)
+    assert without < with_experts and f"Trainable parameters: {without:,}</b>" in tab.params_info.value
+    assert "becomes 0" not in tab.params_info.value and "expert updates" not in tab.estimates()["lora"].components
+
+
+def test_adapt_experts_is_a_checked_setting():
+    from workbench.config import help_for
+
+    with pytest.raises(ValueError, match="adapt_experts must be true or false; got 'no'"):
+        LoraSettings(adapt_experts="no")
+    assert "router is never adapted" in help_for(LoraSettings, "adapt_experts")
+    with pytest.raises(ValueError, match="use_dora: peft cannot put DoRA on expert weights"):
+        LoraSettings(use_dora=True).to_lora_config(target_parameters=["model.layers.0.mlp.experts.down_proj"])
+    assert LoraSettings(dropout=0.1).to_lora_config(["x.experts.down_proj"]).lora_dropout == 0.0
+    assert LoraSettings(dropout=0.1).to_lora_config().lora_dropout == 0.1

@@ -189,8 +189,8 @@ MODEL_ALIASES = {
     "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
     "mistral-7b": "mistralai/Mistral-7B-v0.1",
 }
-# Shipped configs of other families (docs/families.md: Conv1D, fused projections, soft-capping, experts), kept
-# apart from MODEL_ALIASES, the Llama-shaped ladder of sizes that workbench.sizes charts
+# Shipped configs of other families (docs/families.md: Conv1D, fused projections, soft-capping, experts), in
+# data/model_configs/families/, apart from MODEL_ALIASES, the Llama-shaped ladder of sizes workbench.sizes charts
 FAMILY_ALIASES = {
     "gpt2": "openai-community/gpt2",
     "gpt2-xl": "openai-community/gpt2-xl",
@@ -209,8 +209,11 @@ def config_file(name: str) -> Path | None:
     if (path / "config.json").is_file():
         return path / "config.json"
     name = SHIPPED_ALIASES.get(name.strip().lower(), name)
-    shipped = data_dir() / "model_configs" / (name.replace("/", "__") + ".json")
-    return shipped if shipped.is_file() else None
+    file = name.replace("/", "__") + ".json"
+    for shipped in (data_dir() / "model_configs" / file, data_dir() / "model_configs" / "families" / file):
+        if shipped.is_file():
+            return shipped
+    return None
 
 
 def model_config_for(name: str):
