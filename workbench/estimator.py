@@ -151,6 +151,7 @@ def activation_bytes_per_token(
     device_type: str = "cpu",
     dropout: float = 0.05,
     dtype: str | None = None,
+    adapt_experts: bool = True,
 ) -> dict[str, float]:
     """Bytes autograd keeps per token for the backward, summed over the decoder blocks, by cause.
 
@@ -197,6 +198,13 @@ def activation_bytes_per_token(
         "attention": n_layers * ((2 * heads + 2 * kv_heads) * head_dim * act + heads * 4),
         "mlp": n_layers * 3 * inter * act,
     }
+    if layout.experts:
+        # transformers' experts loop, per routed token: each expert's output is kept to be scaled by its routing
+        # weight; with the expert weights adapted, W + B·A needs the expert's input and down's input as well
+        top_k = getattr(cfg, "num_experts_per_tok", None) or 1
+        per_expert = getattr(cfg, "moe_intermediate_size", None) or getattr(cfg, "intermediate_size", 4 * h)
+        routed = h + ((h + per_expert) if adapt_experts else 0)
+        out["experts"] = n_layers * top_k * routed * act
     kept_inputs: dict[tuple[str, str], int] = {}  # layer inputs kept as they are, each tensor once
     if dropout > 0:
         out["lora"] = sum(
@@ -325,6 +333,7 @@ def estimate(
             device_type=device_type,
             dtype=dtype,
             dropout=0.0 if note else 0.05,
+            adapt_experts=adapt_experts,
         )
         if note:
             est.notes.append(note)
