@@ -197,3 +197,17 @@ def test_adapt_experts_is_a_checked_setting():
         LoraSettings(use_dora=True).to_lora_config(target_parameters=["model.layers.0.mlp.experts.down_proj"])
     assert LoraSettings(dropout=0.1).to_lora_config(["x.experts.down_proj"]).lora_dropout == 0.0
     assert LoraSettings(dropout=0.1).to_lora_config().lora_dropout == 0.1
+
+
+def test_no_experts_on_the_command_line_reaches_the_settings():
+    from workbench import cli
+    from workbench.config import preset_config
+
+    parser = cli.build_parser()
+    for argv, adapted in (
+        (["compare"], True),
+        (["compare", "--no-experts"], False),
+        (["sweep", "--no-experts"], False),
+    ):
+        assert preset_config(None, cli._overrides(parser.parse_args(argv))).lora.adapt_experts is adapted
+    assert parser.parse_args(["estimate", "--no-experts"]).no_experts is True

@@ -208,6 +208,9 @@ def attach_lora(model, lora: LoraSettings, bits: int, gradient_checkpointing: bo
         # among them (peft.utils.transformers_weight_conversion): name the layers instead, routers left out
         lora = dataclasses.replace(lora, target_modules=layout.target_names)
     config = lora.to_lora_config(layout.expert_targets(lora.adapt_experts))
+    selected = layout.selected(lora.target_modules)
+    # GPT-2's Conv1D computes x·W: peft needs fan_in_fan_out there, and warns on every layer when it sets it itself
+    config.fan_in_fan_out = bool(selected) and all(lin.kind == "conv1d" for lin in selected)
     if bits < 16:
         model = prepare_model_for_kbit_training(
             model,
