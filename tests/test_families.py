@@ -156,6 +156,8 @@ def test_a_family_trains_at_16_8_and_4_bits_scores_answers_and_exports(family, f
         assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
         assert abs(losses[1] - losses[0]) > 1e-4, (name, losses)  # the adapter moved
         assert row.estimated_peak_bytes > 0 and math.isfinite(row.eval_loss)
+    dropout_note = [n for n in result.notes if "becomes 0 for this adapter" in n]
+    assert len(dropout_note) == (1 if family in MOE else 0)  # said once, where the run's notes are
     assert rows["base"].accuracy is not None and result.generations  # scored, and answered
     assert all(set(answers) == set(rows) for answers in result.generations.values())
     done = export.export(tmp_path / "run", trained[-1], tmp_path / "merged", merge=True, dtype="float32")

@@ -161,9 +161,16 @@ def setup(
         eval_set,
         eval_rows,
         decode,
-        task.notes + train_rows.length_messages(),
+        task.notes + train_rows.length_messages() + _expert_notes(cfg, layout),
         general_rows,
     )
+
+
+def _expert_notes(cfg: RunConfig, layout: ModelLayout) -> list[str]:
+    """What adapting a mixture of experts does to the settings (dropout 0), said where the run's notes are."""
+    trained = any(VARIANTS[n].trained for n in cfg.variants)
+    note = layout.expert_dropout_note(cfg.lora.dropout, cfg.lora.adapt_experts) if trained else None
+    return ["LoRA: " + note] if note else []
 
 
 def check_fit(s: Setup) -> list[str]:
