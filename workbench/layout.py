@@ -185,6 +185,8 @@ def adaptable_layers(model) -> tuple[list[Linear], list[ExpertWeights], list[str
         if _is_router(clean, module, n_experts):
             routers.append(clean)
             continue
+        if any(clean.startswith(r + ".") for r in routers):  # inside a router (DBRX's router.layer is a Linear)
+            continue
         if isinstance(module, torch.nn.Linear):
             # bitsandbytes' own layers are subclasses too, quantized already
             plain = type(module) is torch.nn.Linear or type(module).__module__.startswith("bitsandbytes")
