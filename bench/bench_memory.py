@@ -4,6 +4,11 @@
     .venv/bin/python bench/bench_memory.py --grid full      # bits x ranks x targets x shapes, training only
     .venv/bin/python bench/bench_memory.py --bits 4 --ranks 16 --shapes 8x64 --phases
     .venv/bin/python bench/bench_memory.py --grid quick --allocator limit   # glibc, fixed mmap threshold
+    .venv/bin/python bench/bench_memory.py --families llama,gpt2,phi3,mixtral   # ~100M random models, 16/4 bits
+
+`--families` builds a random model of each family (tests/families.py, hidden 768, 8 blocks, the embedded
+model's tokenizer: about 100M parameters) into a temporary folder and measures it at 16 and 4 bits
+(rank 16, all-linear, 8 x 64 tokens), the estimate against the training peak (docs/estimator.md).
 
 Each row runs in its own Python process, so what the C allocator kept from one configuration cannot
 inflate the next. The child runs compare.run_compare's own phases, in its order: compare.setup, start a
@@ -347,6 +352,7 @@ def run_one(
     phases: bool = False,
     timeout: float = 1800,
     allocator: str = "auto",
+    preload: str | None = None,
 ) -> dict:
     """measure(cfg) in a fresh Python process, started as the workbench starts its processes (tcmalloc
     preloaded when installed, unless `allocator` is system or limit: see workbench.allocator)."""
@@ -359,6 +365,8 @@ def run_one(
         cmd.append("--phases")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env = preload_env({**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", ENV: allocator})
+    if preload:  # a tcmalloc that is on disk but not installed (extracted from its .deb): the workbench's setting
+        env = {**env, "LD_PRELOAD": preload, ENV: "system"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -483,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: tcmalloc when installed (as the workbench runs); system: glibc as it is; limit: glibc with a "
         "fixed mmap threshold (how the workbench ran before)",
     )
+    ap.add_argument("--preload", help="a tcmalloc library to start each child with, when it is not installed")
     ap.add_argument("--dtype", default="auto", help="dtype of the unquantized base (auto, float32, bfloat16)")
     ap.add_argument("--model-path", help="model folder (default: the embedded model)")
     ap.add_argument("--json", help="also write every row's result to this JSON file")
@@ -494,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         help="no measuring: print the table of rows measured earlier (--json files, concatenated) "
         "with the current estimator's figures",
     )
+    ap.add_argument("--families", help="comma list of families (tests/families.py): ~100M random models, 16/4 bits")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -501,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = BenchConfig(**json.loads(args.child))
         print(json.dumps(measure(cfg, args.model_path, phases=args.phases)), flush=True)
         return 0
+    if args.families:
+        return run_families(args.families.split(","), args)
     if args.reestimate:
         rows = reestimate(
             [r for f in args.reestimate for r in json.loads(Path(f).read_text(encoding="utf-8"))], args.model_path
@@ -550,6 +562,72 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:  # after every row (atomically), so a long run that is stopped keeps what it measured
             write_json(Path(args.json), rows)
     return _report(rows, configs, args)
+
+
+FAMILY_HIDDEN, FAMILY_LAYERS = 768, 8
+
+
+def build_family(family: str, out: Path) -> int:
+    """A random ~100M-parameter model of `family` with the embedded model's tokenizer, saved to `out`;
+    returns its parameter count."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from families import family_config
+
+    from workbench.models import load_tokenizer
+    from workbench.resolve import resolve_model
+
+    tokenizer = load_tokenizer(resolve_model())
+    config = family_config(
+        family,
+        h=FAMILY_HIDDEN,
+        layers=FAMILY_LAYERS,
+        vocab=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=None,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_families(families: list[str], args) -> int:
+    """Each family's random model at 16 and 4 bits, each row in a fresh process; a markdown table."""
+    import tempfile
+
+    from workbench.files import write_json, write_text
+
+    rows, lines = [], []
+    lines.append("| family | parameters | bits | allocator | measured peak MiB | estimated MiB | error |")
+    lines.append("|---|---:|---:|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in families:
+            folder = Path(tmp) / family
+            params = build_family(family, folder)
+            for bits in (16, 4):
+                cfg = BenchConfig(bits, 16, "all-linear", 8, 64, steps=args.steps, threads=args.threads)
+                t0 = time.perf_counter()
+                row = run_one(cfg, folder, allocator=args.allocator, preload=args.preload)
+                row = {**row, "family": family, "params": params}
+                rows.append(row)
+                line = (
+                    f"| {family} | {params / 1e6:.1f}M | {bits} | {row['allocator']} | {row['peak'] / MiB:,.0f} | "
+                    f"{row['estimate'] / MiB:,.0f} | {error(row):+.1%} |"
+                )
+                lines.append(line)
+                print(line, f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                if args.json:
+                    write_json(Path(args.json), rows)
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.markdown:
+        write_text(Path(args.markdown), table + "\n")
+    return 0
 
 
 def _report(rows: list[dict], configs: list[BenchConfig], args) -> int:

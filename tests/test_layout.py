@@ -96,8 +96,8 @@ def test_a_layout_read_from_disk_is_cached_and_estimates_the_same(tiny_model_dir
     built = ModelLayout.for_model(str(tiny_model_dir))
     cached_files = list((tmp_path / "layouts").glob("*.json"))
     assert len(cached_files) == 1
-    again = ModelLayout.for_model(str(tiny_model_dir))  # read back, no transformers config or meta model
-    assert type(again.config).__name__ == "SimpleNamespace"
+    again = ModelLayout.for_model(str(tiny_model_dir))  # read back: no meta model, the family's config class again
+    assert type(again.config).__name__ == "LlamaConfig" and again.config.to_dict() == built.config.to_dict()
     assert again.linears == built.linears and again.total_params == built.total_params
     for bits in (16, 8, 4):
         kw = dict(bits=bits, rank=4, batch_size=2, seq_len=16)
@@ -126,3 +126,33 @@ def test_the_app_appears_without_the_heavy_libraries(tmp_path):
             [sys.executable, "-c", script, str(tmp_path / "runs")], capture_output=True, text=True, env=env, check=True
         )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+# published sizes: GPT-2 124M and 1.5B (the GPT-2 paper's 117M/1542M count the output head apart), Phi-3-mini
+# 3.8B, Gemma-2-2B 2.6B, Mixtral-8x7B 46.7B (model cards)
+PUBLISHED = {
+    "gpt2": 124_439_808,
+    "gpt2-xl": 1_557_611_200,
+    "phi-3-mini": 3_821_079_552,
+    "gemma-2-2b": 2_614_341_888,
+    "mixtral-8x7b": 46_702_792_704,
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_workbench_estimate_knows_the_shipped_families(name, capsys):
+    import json
+
+    from workbench import cli
+
+    assert cli.main(["estimate", "--model", name, "--bits", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    layout = ModelLayout.for_model(name)
+    assert layout.total_params == PUBLISHED[name]
+    assert out["adapter_params"] == layout.adapter_params(8, "all-linear") > 0 and out["total"] > 0
+    if name == "mixtral-8x7b":  # the experts: 64 stacked weights, a choice with its own cost
+        assert len(layout.experts) == 64 and "expert updates" in out["components"]
+        assert cli.main(["estimate", "--model", name, "--bits", "4", "--json", "--no-experts"]) == 0
+        without = json.loads(capsys.readouterr().out)
+        assert without["adapter_params"] == layout.adapter_params(8, "all-linear", adapt_experts=False)
+        assert without["adapter_params"] < out["adapter_params"] and "expert updates" not in without["components"]

@@ -65,6 +65,16 @@ def _add_lora(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--dropout", type=float, help=help_for(LoraSettings, "dropout"))
     p.add_argument("--rslora", action="store_true", default=None, help=help_for(LoraSettings, "use_rslora"))
     p.add_argument("--dora", action="store_true", default=None, help=help_for(LoraSettings, "use_dora"))
+    _add_experts(p)
+
+
+def _add_experts(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-experts",
+        action="store_true",
+        default=None,
+        help="Leave a mixture of experts' expert weights unadapted. " + help_for(LoraSettings, "adapt_experts"),
+    )
 
 
 def _add_train_shape(p: argparse.ArgumentParser) -> None:
@@ -196,6 +206,7 @@ def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.Argume
     e.add_argument("--bits", type=int, default=4, help=help_for(QuantSettings, "bits"))
     e.add_argument("--rank", type=int, default=8, help=help_for(LoraSettings, "rank"))
     e.add_argument("--targets", default="all-linear", help=help_for(LoraSettings, "target_modules"))
+    _add_experts(e)
     e.add_argument("--batch-size", type=int, default=8, help=help_for(TrainSettings, "batch_size"))
     e.add_argument("--seq-len", type=int, default=128, help=help_for(TrainSettings, "seq_len"))
     e.add_argument(
@@ -285,6 +296,7 @@ def _overrides(a: argparse.Namespace) -> dict:
             target_modules=getattr(a, "targets", None),
             use_rslora=a.rslora,
             use_dora=a.dora,
+            adapt_experts=False if getattr(a, "no_experts", None) else None,
         ),
         "quant": pick(
             quant_type=getattr(a, "quant_type", None),
@@ -540,7 +552,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
 
     if a.bits not in (16, 8, 4):
         raise ValueError(f"bits must be 16, 8 or 4; got {a.bits}")
-    lora = LoraSettings(rank=a.rank, target_modules=a.targets)
+    lora = LoraSettings(rank=a.rank, target_modules=a.targets, adapt_experts=not a.no_experts)
     TrainSettings(batch_size=a.batch_size, seq_len=a.seq_len)  # validates both
     layout = ModelLayout.for_model(a.model)
     layout.check_targets(lora.target_modules)  # an estimate for layers the model lacks would be a wrong one
@@ -556,6 +568,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
         device_type=a.device,
         double_quant=not a.no_double_quant,
         dtype=a.dtype,
+        adapt_experts=lora.adapt_experts,
     )
     if a.json:
         print(
@@ -571,6 +584,8 @@ def cmd_estimate(a: argparse.Namespace) -> int:
                     "dtype": a.dtype or ("float32" if a.device == "cpu" else "bfloat16"),
                     "gradient_checkpointing": a.gradient_checkpointing,
                     "double_quant": not a.no_double_quant,
+                    "adapt_experts": lora.adapt_experts,
+                    "adapter_params": layout.adapter_params(lora.rank, lora.target_modules, lora.adapt_experts),
                     **est.to_dict(),
                 },
                 indent=2,
@@ -582,6 +597,8 @@ def cmd_estimate(a: argparse.Namespace) -> int:
             f"{a.seq_len} tokens, {a.device}"
         )
         print(est.table())
+        for note in est.notes:
+            print(f"note: {note}")
     return 0
 
 

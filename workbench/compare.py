@@ -144,6 +144,8 @@ def setup(
     if any(VARIANTS[n].trained for n in cfg.variants):  # before any weights load, not after
         layout.check_targets(cfg.lora.target_modules)
         layout.check_rank(cfg.lora.rank)
+    for name in cfg.variants:  # a base bitsandbytes cannot quantize: one line now, not a traceback mid-run
+        layout.check_bits(VARIANTS[name].bits)
     try:
         general_rows = encode(tokenizer, general_text(), cfg.train.seq_len)
     except OSError:  # a data folder of one's own (WORKBENCH_DATA) without data/general: no forgetting score
@@ -159,9 +161,16 @@ def setup(
         eval_set,
         eval_rows,
         decode,
-        task.notes + train_rows.length_messages(),
+        task.notes + train_rows.length_messages() + _expert_notes(cfg, layout),
         general_rows,
     )
+
+
+def _expert_notes(cfg: RunConfig, layout: ModelLayout) -> list[str]:
+    """What adapting a mixture of experts does to the settings (dropout 0), said where the run's notes are."""
+    trained = any(VARIANTS[n].trained for n in cfg.variants)
+    note = layout.expert_dropout_note(cfg.lora.dropout, cfg.lora.adapt_experts) if trained else None
+    return ["LoRA: " + note] if note else []
 
 
 def check_fit(s: Setup) -> list[str]:

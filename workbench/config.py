@@ -203,6 +203,13 @@ class LoraSettings:
     use_dora: bool = field(
         default=False, metadata={"help": "DoRA: learn a magnitude per output as well as the LoRA direction (slower)."}
     )
+    adapt_experts: bool = field(
+        default=True,
+        metadata={
+            "help": "Mixture of experts only: also adapt the stacked expert weights (one rank-r update per expert; "
+            "peft allows no dropout there, so the adapter trains with dropout 0). The router is never adapted."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check_int("rank", self.rank, 1)
@@ -213,15 +220,21 @@ class LoraSettings:
         self.target_modules = parse_targets(self.target_modules)
         _check_bool("use_rslora", self.use_rslora)
         _check_bool("use_dora", self.use_dora)
+        _check_bool("adapt_experts", self.adapt_experts)
 
-    def to_lora_config(self):
+    def to_lora_config(self, target_parameters: list[str] | None = None):
+        """peft's LoraConfig; target_parameters: stacked expert weights (ModelLayout.expert_targets), adapted by
+        lora.ParamWrapper, which refuses any dropout, so the adapter then has none (ModelLayout says so)."""
         from peft import LoraConfig
 
+        if target_parameters and self.use_dora:
+            raise ValueError("use_dora: peft cannot put DoRA on expert weights; turn DoRA off or adapt_experts off")
         return LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
+            lora_dropout=0.0 if target_parameters else self.dropout,
             target_modules=self.target_modules,
+            target_parameters=target_parameters or None,
             use_rslora=self.use_rslora,
             use_dora=self.use_dora,
             bias="none",
@@ -277,15 +290,16 @@ class QuantSettings:
         _check_bool("double_quant", self.double_quant)
         _check_choice("compute_dtype", self.compute_dtype, DTYPES, "auto, float32, bfloat16 or float16")
 
-    def to_bnb_config(self, default_dtype=None):
-        """A transformers BitsAndBytesConfig for 8 or 4 bits; None at 16 bits."""
+    def to_bnb_config(self, default_dtype=None, skip_modules: list[str] | None = None):
+        """A transformers BitsAndBytesConfig for 8 or 4 bits; None at 16 bits. skip_modules: layers to keep
+        unquantized (given, they replace transformers' default, so they must name the output head too)."""
         import torch
         from transformers import BitsAndBytesConfig
 
         if self.bits == 16:
             return None
         if self.bits == 8:
-            return BitsAndBytesConfig(load_in_8bit=True)
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
         dtype = default_dtype or torch.float32
         if self.compute_dtype != "auto":
             dtype = getattr(torch, self.compute_dtype)
@@ -295,6 +309,7 @@ class QuantSettings:
             bnb_4bit_use_double_quant=self.double_quant,
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=torch.uint8,
+            llm_int8_skip_modules=skip_modules,
         )
 
 

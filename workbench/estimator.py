@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .layout import Linear, ModelLayout
+from .layout import Linear, ModelLayout, expert_count
 
 if TYPE_CHECKING:  # for annotations only
     from .config import RunConfig
@@ -116,6 +116,19 @@ def _input_key(name: str) -> tuple[str, str] | None:
     return owner, leaf
 
 
+def mlp_width(cfg) -> int:
+    """The MLP width a token passes through: intermediate_size (4 x hidden where a config has none, as GPT-2's
+    n_inner=None means); in a mixture of experts each token goes through num_experts_per_tok experts of
+    moe_intermediate_size (or intermediate_size) and the shared expert, if there is one."""
+    h = cfg.hidden_size
+    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * h
+    if expert_count(cfg):
+        per_expert = getattr(cfg, "moe_intermediate_size", None) or inter
+        inter = per_expert * (getattr(cfg, "num_experts_per_tok", None) or 1)
+        inter += getattr(cfg, "shared_expert_intermediate_size", None) or 0
+    return inter
+
+
 def layout_of(model) -> ModelLayout:
     """A ModelLayout as it is, or built from a transformers config."""
     return model if isinstance(model, ModelLayout) else ModelLayout(model)
@@ -138,6 +151,7 @@ def activation_bytes_per_token(
     device_type: str = "cpu",
     dropout: float = 0.05,
     dtype: str | None = None,
+    adapt_experts: bool = True,
 ) -> dict[str, float]:
     """Bytes autograd keeps per token for the backward, summed over the decoder blocks, by cause.
 
@@ -166,7 +180,7 @@ def activation_bytes_per_token(
     # to float32, and bitsandbytes returns its output in its input's dtype: the whole stream is float32
     act = 4 if bits < 16 else compute_bytes(device_type, dtype)
     h = cfg.hidden_size
-    inter = getattr(cfg, "intermediate_size", 4 * h)
+    inter = mlp_width(cfg)
     n_layers = cfg.num_hidden_layers
     heads = cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", heads) or heads
@@ -184,6 +198,13 @@ def activation_bytes_per_token(
         "attention": n_layers * ((2 * heads + 2 * kv_heads) * head_dim * act + heads * 4),
         "mlp": n_layers * 3 * inter * act,
     }
+    if layout.experts:
+        # transformers' experts loop, per routed token: each expert's output is kept to be scaled by its routing
+        # weight; with the expert weights adapted, W + B·A needs the expert's input and down's input as well
+        top_k = getattr(cfg, "num_experts_per_tok", None) or 1
+        per_expert = getattr(cfg, "moe_intermediate_size", None) or getattr(cfg, "intermediate_size", 4 * h)
+        routed = h + ((h + per_expert) if adapt_experts else 0)
+        out["experts"] = n_layers * top_k * routed * act
     kept_inputs: dict[tuple[str, str], int] = {}  # layer inputs kept as they are, each tensor once
     if dropout > 0:
         out["lora"] = sum(
@@ -199,7 +220,7 @@ def activation_bytes_per_token(
     if bits == 8:
         # every layer reads the float32 stream (see act above), q/k/v and gate/up the same normed input
         int8: dict[tuple[str, str], int] = {}
-        for lin in linears:
+        for lin in layout.quantized_linears:
             key = _input_key(lin.name)
             if key is not None and key not in kept_inputs and not reads_first_input(lin):
                 int8[key] = lin.in_features * 4
@@ -221,6 +242,7 @@ def estimate(
     train: bool = True,
     dtype: str | None = None,
     scored_tokens: int | None = None,
+    adapt_experts: bool = True,
 ) -> MemoryEstimate:
     """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
 
@@ -236,7 +258,11 @@ def estimate(
     - logits and loss: the float32 log-softmax over the vocabulary, its gradient and the logits'
       gradient, alive together when the backward starts, for the `scored_tokens` positions a loss reads
       (models.scored_loss runs the output head on those only; None: every position, as on plain text);
-    - runtime (CPU only): what the process grows by besides tensors, a measured constant.
+    - runtime (CPU only): what the process grows by besides tensors, a measured constant;
+    - expert updates (a mixture of experts whose stacked expert weights are adapted, adapt_experts): peft's
+      ParamWrapper adds B·A to each expert weight as a parametrization, so a step holds every updated weight
+      W + B·A (the size of the expert weights again) for the backward, and one B·A at a time; the adapter has
+      no dropout then (ParamWrapper allows none). bitsandbytes leaves stacked experts unquantized.
     On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing; when that is more than
     the training step, the difference is added as "loading" so the total is still the peak.
     """
@@ -248,9 +274,10 @@ def estimate(
     # norms, biases) stays in full precision
     quantized_params = rows = n_quantized = 0
     if bits < 16:
-        quantized_params = sum(lin.in_features * lin.out_features for lin in layout.linears)
-        rows = sum(lin.out_features for lin in layout.linears)
-        n_quantized = len(layout.linears)
+        quantized = layout.quantized_linears
+        quantized_params = sum(lin.in_features * lin.out_features for lin in quantized)
+        rows = sum(lin.out_features for lin in quantized)
+        n_quantized = len(quantized)
     other_params = layout.total_params - quantized_params
     est = MemoryEstimate()
     other_bytes = 4 if (bits < 16 and train) else dtype_bytes
@@ -267,7 +294,7 @@ def estimate(
     tokens = batch_size * seq_len
     vocab = cfg.vocab_size
     h = cfg.hidden_size
-    inter = getattr(cfg, "intermediate_size", 4 * h)
+    inter = mlp_width(cfg)
 
     if not (train and rank):
         # evaluate(): a no-grad forward keeps nothing for a backward, and a block's temporaries (SwiGLU's
@@ -289,15 +316,34 @@ def estimate(
         est.components["logits and loss"] = logits
         est.notes.append("inference: one forward pass, no adapter gradients or optimizer")
     else:
-        adapter = layout.adapter_params(rank, targets)
+        adapter = layout.adapter_params(rank, targets, adapt_experts)
         est.components["adapter"] = adapter * 4
         est.components["gradients"] = adapter * 4
         est.components["optimizer state"] = adapter * 8
         # LoRA dropout > 0 assumed (LoraSettings' default); with 0 fewer tensors are kept, see
-        # activation_bytes_per_token(dropout=0.0) and docs/estimator.md
-        per_token = activation_bytes_per_token(
-            layout, bits=bits, rank=rank, targets=targets, device_type=device_type, dtype=dtype
+        # activation_bytes_per_token(dropout=0.0) and docs/estimator.md. Adapted experts force dropout 0.
+        note = layout.expert_dropout_note(0.05, adapt_experts) and (
+            "no LoRA dropout: peft adapts the stacked expert weights with lora.ParamWrapper, which allows none"
         )
+        per_token = activation_bytes_per_token(
+            layout,
+            bits=bits,
+            rank=rank,
+            targets=targets,
+            device_type=device_type,
+            dtype=dtype,
+            dropout=0.0 if note else 0.05,
+            adapt_experts=adapt_experts,
+        )
+        if note:
+            est.notes.append(note)
+        expert_weights = layout.selected_experts(adapt_experts)
+        if expert_weights:
+            # each adapted expert weight is used as W + B·A, a tensor of its size in the weight's dtype (float32
+            # after k-bit preparation) that the experts' matmuls keep for the backward; B·A itself is transient
+            wide = 4 if bits < 16 else dtype_bytes
+            sizes = [e.numel * wide for e in expert_weights]
+            est.components["expert updates"] = sum(sizes) + max(sizes)
         layers = sum(per_token.values())
         if gradient_checkpointing:
             # each block keeps only its input (float32 residual stream on the CPU and after k-bit
@@ -383,6 +429,7 @@ def variant_estimate(
         device_type=device_type,
         double_quant=cfg.quant.double_quant,
         dtype=dtype,
+        adapt_experts=cfg.lora.adapt_experts,
     )
     tr = estimate(
         layout,

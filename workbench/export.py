@@ -19,6 +19,7 @@ from . import memory, models
 from .config import TRAINED_VARIANTS, VARIANTS
 from .data import TextSource, encode, task_for
 from .files import atomic_dir, check_writable_dir, write_json, write_text
+from .layout import ModelLayout
 from .resolve import resolve_model
 from .runs import Run
 
@@ -141,6 +142,7 @@ def _merge_into(run: Run, variant: str, out: Path, dtype: torch.dtype, status) -
     memory.release()  # one model at a time: the adapter model goes before the merged one loads
     status("merging the adapter into the base (peft merge_and_unload)")
     merged = _load_adapter_model(run, variant, path, dequantized=True).merge_and_unload()
+    restore_conv1d(merged, ModelLayout.for_model(str(path)))
     merged = merged.to(dtype)
     gap = measure_gap(reference, _logits(merged, rows))
     merged.config.use_cache = True  # the workbench turns the cache off for training; a shipped model wants it
@@ -151,6 +153,27 @@ def _merge_into(run: Run, variant: str, out: Path, dtype: torch.dtype, status) -
     del merged
     memory.release()
     return gap
+
+
+@torch.no_grad()
+def restore_conv1d(model, layout: ModelLayout) -> int:
+    """Put transformers' Conv1D back where dequantizing made it an nn.Linear (GPT-2 at 4 or 8 bits): Conv1D stores
+    its weight in × out, so saved as a Linear the checkpoint would not load into the family's own model."""
+    from transformers.pytorch_utils import Conv1D
+
+    n = 0
+    for lin in layout.linears:
+        module = model.get_submodule(lin.name)
+        if lin.kind != "conv1d" or isinstance(module, Conv1D):
+            continue
+        conv = Conv1D(lin.out_features, lin.in_features).to(module.weight.device, module.weight.dtype)
+        conv.weight.copy_(module.weight.T)
+        if module.bias is not None:
+            conv.bias.copy_(module.bias)
+        parent, _, leaf = lin.name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, conv)
+        n += 1
+    return n
 
 
 def measure_gap(reference: list[torch.Tensor], other: list[torch.Tensor]) -> MergeGap:

@@ -5,6 +5,7 @@ Device choice lives in :func:`pick_device` and nowhere else. Finding the folder 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from .allocator import configure as configure_allocator
 from .config import LoraSettings, QuantSettings
-from .layout import ModelLayout
+from .layout import OUTPUT_HEADS, ModelLayout
 
 # --------------------------------------------------------------------------- device
 
@@ -110,7 +111,7 @@ def load_model(
         raise ValueError(f"bits: {bits}-bit bitsandbytes layers do not run on Apple MPS; use 16 bits or --device cpu")
     kwargs: dict = {"dtype": choice.dtype}
     if bits < 16:
-        kwargs["quantization_config"] = quant.to_bnb_config(default_dtype=choice.dtype)
+        kwargs["quantization_config"] = quant.to_bnb_config(default_dtype=choice.dtype, skip_modules=_kept(path, bits))
         kwargs["device_map"] = {"": choice.device}
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if bits == 16:
@@ -122,6 +123,17 @@ def load_model(
     contiguous_head_input(model)
     model.config.use_cache = False
     return model, choice
+
+
+def _kept(path: Path, bits: int) -> list[str] | None:
+    """Layers bitsandbytes must leave unquantized besides its default (the output head): a mixture of
+    experts' routers, whose every weight decides where a token goes. None where there are none. A ValueError
+    for a model bitsandbytes would quantize nothing of (transformers' own error there is a traceback)."""
+    layout = ModelLayout.for_model(str(path))
+    layout.check_bits(bits)
+    if not layout.routers:
+        return None
+    return sorted(set(layout.routers) | set(OUTPUT_HEADS))
 
 
 def contiguous_head_input(model) -> None:
@@ -191,6 +203,14 @@ def attach_lora(model, lora: LoraSettings, bits: int, gradient_checkpointing: bo
     layout = ModelLayout(model.config, model)
     layout.check_targets(lora.target_modules)
     layout.check_rank(lora.rank)
+    if (layout.experts or layout.routers) and lora.target_modules == "all-linear":
+        # peft's all-linear on a transformers-5 mixture of experts takes transformers-4's names, the router's
+        # among them (peft.utils.transformers_weight_conversion): name the layers instead, routers left out
+        lora = dataclasses.replace(lora, target_modules=layout.target_names)
+    config = lora.to_lora_config(layout.expert_targets(lora.adapt_experts))
+    selected = layout.selected(lora.target_modules)
+    # GPT-2's Conv1D computes x·W: peft needs fan_in_fan_out there, and warns on every layer when it sets it itself
+    config.fan_in_fan_out = bool(selected) and all(lin.kind == "conv1d" for lin in selected)
     if bits < 16:
         model = prepare_model_for_kbit_training(
             model,
@@ -200,7 +220,7 @@ def attach_lora(model, lora: LoraSettings, bits: int, gradient_checkpointing: bo
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    peft_model = get_peft_model(model, lora.to_lora_config())
+    peft_model = get_peft_model(model, config)
     return peft_model
 
 

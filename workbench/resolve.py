@@ -189,6 +189,16 @@ MODEL_ALIASES = {
     "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
     "mistral-7b": "mistralai/Mistral-7B-v0.1",
 }
+# Shipped configs of other families (docs/families.md: Conv1D, fused projections, soft-capping, experts), in
+# data/model_configs/families/, apart from MODEL_ALIASES, the Llama-shaped ladder of sizes workbench.sizes charts
+FAMILY_ALIASES = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
+    "gemma-2-2b": "google/gemma-2-2b",
+    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
+}
+SHIPPED_ALIASES = {**MODEL_ALIASES, **FAMILY_ALIASES}
 
 
 def config_file(name: str) -> Path | None:
@@ -198,9 +208,12 @@ def config_file(name: str) -> Path | None:
     path = Path(name).expanduser()
     if (path / "config.json").is_file():
         return path / "config.json"
-    name = MODEL_ALIASES.get(name.strip().lower(), name)
-    shipped = data_dir() / "model_configs" / (name.replace("/", "__") + ".json")
-    return shipped if shipped.is_file() else None
+    name = SHIPPED_ALIASES.get(name.strip().lower(), name)
+    file = name.replace("/", "__") + ".json"
+    for shipped in (data_dir() / "model_configs" / file, data_dir() / "model_configs" / "families" / file):
+        if shipped.is_file():
+            return shipped
+    return None
 
 
 def model_config_for(name: str):
@@ -212,7 +225,7 @@ def model_config_for(name: str):
     local = config_file(name)
     if local is not None:
         return AutoConfig.from_pretrained(str(local))
-    name = MODEL_ALIASES.get(name.strip().lower(), name)
+    name = SHIPPED_ALIASES.get(name.strip().lower(), name)
     try:
         return AutoConfig.from_pretrained(str(resolve_model(name, convert=False)))
     except ValueError:
@@ -223,5 +236,5 @@ def model_config_for(name: str):
         raise ValueError(
             f"model: no config found for {name!r} (not a folder, not shipped in data/model_configs, "
             f"not in the Hugging Face cache: {type(exc).__name__}); give a local model folder or a "
-            f"shipped name: {', '.join(MODEL_ALIASES)}"
+            f"shipped name: {', '.join(SHIPPED_ALIASES)}"
         ) from None

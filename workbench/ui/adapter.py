@@ -65,6 +65,12 @@ class AdapterPanel(widgets.VBox):
             LoraSettings,
             "target_modules",
         )
+        # shown for a mixture of experts only (_build_targets): whether its stacked expert weights get an adapter
+        self.experts = helped(
+            widgets.Checkbox(value=cfg.lora.adapt_experts, description="adapt the experts", indent=False),
+            LoraSettings,
+            "adapt_experts",
+        )
         self.targets: dict[str, widgets.Checkbox] = {}
         self.targets_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.variants = {
@@ -86,6 +92,7 @@ class AdapterPanel(widgets.VBox):
                 widgets.HTML("<b>Target modules</b> (the model's own linear layers)"),
                 self.all_linear,
                 self.targets_box,
+                self.experts,
                 widgets.HTML("<b>Base precision</b>: which variants to train and compare"),
                 widgets.HBox(list(self.variants.values())),
                 self.quant_type,
@@ -107,6 +114,7 @@ class AdapterPanel(widgets.VBox):
             self.rslora,
             self.dora,
             self.all_linear,
+            self.experts,
             self.quant_type,
             self.double_quant,
             *self.variants.values(),
@@ -120,10 +128,12 @@ class AdapterPanel(widgets.VBox):
     def _build_targets(self) -> None:
         cfg = self.state.config
         try:
-            names = model_layout(cfg.model.name).target_names
+            layout = model_layout(cfg.model.name)
+            names, moe = layout.target_names, layout.is_moe
         except ValueError as exc:
             self.error.value = error_html(exc)
-            names = []
+            names, moe = [], False
+        self.experts.layout.display = None if moe else "none"
         chosen = set(names) if cfg.lora.target_modules == "all-linear" else set(cfg.lora.target_modules)
         with self._quiet():
             self.targets = {}
@@ -173,6 +183,7 @@ class AdapterPanel(widgets.VBox):
                 target_modules=targets,
                 use_rslora=self.rslora.value,
                 use_dora=self.dora.value,
+                adapt_experts=self.experts.value,
             )
             self.state.update("quant", quant_type=self.quant_type.value, double_quant=self.double_quant.value)
             self.state.update(variants=[v for v, b in self.variants.items() if b.value])
@@ -192,6 +203,7 @@ class AdapterPanel(widgets.VBox):
             self.dropout.value = cfg.lora.dropout
             self.rslora.value = cfg.lora.use_rslora
             self.dora.value = cfg.lora.use_dora
+            self.experts.value = cfg.lora.adapt_experts
             self.all_linear.value = cfg.lora.target_modules == "all-linear"
             for name, box in self.targets.items():
                 box.value = cfg.lora.target_modules == "all-linear" or name in cfg.lora.target_modules
@@ -230,6 +242,7 @@ class AdapterPanel(widgets.VBox):
                 double_quant=cfg.quant.double_quant,
                 train=trained,
                 dtype=dtype,
+                adapt_experts=cfg.lora.adapt_experts,
             )
         return out
 
@@ -240,16 +253,22 @@ class AdapterPanel(widgets.VBox):
         except ValueError as exc:
             self.params_info.value = error_html(exc)
             return
-        trainable = layout.adapter_params(cfg.lora.rank, cfg.lora.target_modules)
+        lora = cfg.lora
+        trainable = layout.adapter_params(lora.rank, lora.target_modules, lora.adapt_experts)
         share = trainable / layout.total_params
-        scale = lora_scaling(cfg.lora.alpha, cfg.lora.rank, cfg.lora.use_rslora)
-        n_layers = len(layout.selected(cfg.lora.target_modules))
+        scale = lora_scaling(lora.alpha, lora.rank, lora.use_rslora)
+        n_layers = len(layout.selected(lora.target_modules))
+        experts = layout.selected_experts(lora.adapt_experts)
+        expert_params = sum(e.adapter_params(lora.rank) for e in experts)
+        note = layout.expert_dropout_note(lora.dropout, lora.adapt_experts)
         self.params_info.value = (
             f"<div class='wb-params'><b>Trainable parameters: {trainable:,}</b> ({share:.3%} of "
-            f"{layout.total_params:,}) in {n_layers} layers · update scale "
-            f"{'alpha/√r' if cfg.lora.use_rslora else 'alpha/r'} = {scale:.3g}"
-            + (" · DoRA adds one magnitude per output row" if cfg.lora.use_dora else "")
+            f"{layout.total_params:,}) in {n_layers} layers"
+            + (f" and {len(experts)} expert weights ({expert_params:,} of them)" if experts else "")
+            + f" · update scale {'alpha/√r' if lora.use_rslora else 'alpha/r'} = {scale:.3g}"
+            + (" · DoRA adds one magnitude per output row" if lora.use_dora else "")
             + "</div>"
+            + (message("info", note[0].upper() + note[1:] + ".") if note else "")
         )
         try:
             est = self.estimates()
