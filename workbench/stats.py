@@ -193,22 +193,28 @@ def compare_accuracy(a: str, b: str, a_correct: Sequence[bool], b_correct: Seque
     p = 1.0 if a_only + b_only == 0 else float(mcnemar(table, exact=True).pvalue)
     gap = (a_only - b_only) / n
     needed = pairs_needed((a_only + b_only) / n, gap)
-    sentence = (
+    head = (
         f"{a} got {words(a_only, 'example')} right that {b} missed and missed {b_only} that {b} got right: "
         f"{_gap_words(100 * gap, 'point', a, b)}"
     )
-    if a_only + b_only == 0:
-        sentence = f"{a} and {b} got exactly the same {words(n, 'example')} right: no difference to test."
-    elif p < ALPHA:
-        sentence += f" that chance alone makes in {_chance(p)} of draws: a real difference at these {n} examples."
-    else:
-        sentence += f" that chance alone makes in {_chance(p)} of draws, so it could be chance"
-        sentence += (
-            f"; about {needed:,} eval examples would tell a gap this size apart ({100 * POWER:.0f}% power)."
-            if needed and needed > n
-            else "."
-        )
+    same = f"{a} and {b} got exactly the same {words(n, 'example')} right: no difference to test."
+    sentence = _accuracy_sentence(head, same, a_only + b_only, p, n, needed)
     return Verdict("accuracy", a, b, gap, p, sentence, a_only, b_only, n, needed)
+
+
+def _accuracy_sentence(head: str, same: str, discordant: int, p: float, n: int, needed: int | None) -> str:
+    """An accuracy verdict's sentence: what differed (`head`), then whether chance alone would make it and, if it
+    could, how many examples would tell; `same` where nothing differed."""
+    if discordant == 0:
+        return same
+    if p < ALPHA:
+        return f"{head} that chance alone makes in {_chance(p)} of draws: a real difference on these {n} examples."
+    more = (
+        f"; about {needed:,} eval examples would tell a gap this size apart ({100 * POWER:.0f}% power)."
+        if needed and needed > n
+        else "."
+    )
+    return f"{head} that chance alone makes in {_chance(p)} of draws, so it could be chance{more}"
 
 
 def _gap_words(gap: float, unit: str, a: str, b: str) -> str:
@@ -295,19 +301,8 @@ def compare_accuracy_repeats(
         f"over {k} seeds, {a} got {words(a_only, 'answer')} right that {b} missed and missed {b_only} that {b} "
         f"got right: {_gap_words(100 * gap, 'point', a, b)}"
     )
-    if a_only + b_only == 0:
-        sentence = f"{a} and {b} got exactly the same examples right in each of {k} seeds: no difference to test."
-    elif p < ALPHA:
-        sentence = (
-            f"{head} that chance alone makes in {_chance(p)} of draws: a real difference over these {n} examples."
-        )
-    else:
-        more = (
-            f"; about {needed:,} eval examples would tell a gap this size apart ({100 * POWER:.0f}% power)."
-            if needed and needed > n
-            else "."
-        )
-        sentence = f"{head} that chance alone makes in {_chance(p)} of draws, so it could be chance{more}"
+    same = f"{a} and {b} got exactly the same examples right in each of {k} seeds: no difference to test."
+    sentence = _accuracy_sentence(head, same, a_only + b_only, p, n, needed)
     return Verdict("accuracy", a, b, gap, p, sentence, a_only, b_only, n, needed)
 
 
