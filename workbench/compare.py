@@ -25,6 +25,7 @@ from . import allocator, memory, models
 from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, general_text, task_for
 from .estimator import EstimateShapes, variant_estimate
+from .eval_plan import check_eval_size
 from .events import ProgressSink, Sink, Stages
 from .files import check_writable_dir, remove_stale_temps
 from .generate import (
@@ -136,13 +137,9 @@ def setup(
     decode = decode or DecodeSettings(
         max_new_tokens=48, seed=cfg.train.seed, repetition_penalty=1.0 if task.chat else 1.3
     )
+    check_eval_size(cfg, task)
     eval_set = task.eval
     if cfg.train.eval_examples and not isinstance(eval_set, TextSource):
-        if cfg.train.eval_examples > len(eval_set):  # taking all of them quietly would score fewer than asked
-            raise ValueError(
-                f"eval_examples: {task.name} has {len(eval_set)} held-out examples; ask for at most that many "
-                "(0 = all of them)"
-            )
         eval_set = eval_set[: cfg.train.eval_examples]
     train_rows = encode(tokenizer, task.train, cfg.train.seq_len)
     eval_rows = encode(tokenizer, eval_set, cfg.train.seq_len)

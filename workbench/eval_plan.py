@@ -42,6 +42,20 @@ def eval_size(cfg: RunConfig) -> tuple[int, int] | None:
     return min(cfg.train.eval_examples or held, held), held
 
 
+def check_eval_size(cfg: RunConfig, task=None) -> None:
+    """An eval size above the task's is refused (taking all of them quietly would score fewer than asked): the
+    run's own check, and the Train tab's before Start."""
+    from .data import TextSource, task_for
+
+    task = task if task is not None else task_for(cfg)
+    n = cfg.train.eval_examples
+    if n and not isinstance(task.eval, TextSource) and n > len(task.eval):
+        raise ValueError(
+            f"eval_examples: {task.name} has {len(task.eval)} held-out examples; ask for at most that many "
+            "(0 = all of them)"
+        )
+
+
 def eval_plan(cfg: RunConfig, runs_root: Path, device_type: str = "cpu") -> str:
     """What a run's eval size can tell apart and what scoring it costs, before anything loads: "eval: 60 of
     the 600 held-out examples; with 60 eval examples near 80%, only accuracy gaps of about 23 points show
