@@ -7,6 +7,7 @@ import csv
 import html
 import json
 import re
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -688,6 +689,11 @@ def test_results_pool_seeds_and_a_class_and_pair_runs_only_on_the_same_examples(
     assert html.escape(f"LoRA of fewer: accuracy {fewer_result.with_text('accuracy', 100, 1)} %") in text
     panel.pick_runs.value = tuple(panel.pick_runs.options[:3])
     assert "Pick one run" in panel.pair_verdicts.value
+    # a run removed between the scan and pooling (a shared folder tidied): a setting of its own, no error
+    later = ResultsPanel(AppState(runs_dir=root))
+    shutil.rmtree(root / "fewer")
+    later.pool.value = True
+    assert sorted(g.n for g in later.settings_groups()) == [1, 3] and "(2 of 2 points have one)" in later.caption.value
 
 
 def test_results_panel_with_no_runs_says_so(tmp_path):

@@ -125,11 +125,12 @@ class ComparePanel(widgets.VBox):
         self.answers_box = widgets.HBox(list(self.columns.values()))
         self.eval_summary = widgets.HTML()
         self.verdicts = widgets.HTML()
-        # the ✓/✗ table and the best/worst examples side by side where they both fit, else one under the other:
-        # each box claims a width before it wraps and scrolls inside itself, so neither is drawn over the other
-        self.eval_table = widgets.HTML(layout=widgets.Layout(flex="1 1 520px", min_width="0", overflow="auto"))
+        # the ✓/✗ table and the best/worst examples side by side where both fit whole (about 1,200 px), else one
+        # under the other: each box claims its width before it wraps and scrolls inside itself, so neither is drawn
+        # over the other, and at JupyterLab's default width the ✓/✗ table gets the whole width for its columns
+        self.eval_table = widgets.HTML(layout=widgets.Layout(flex="1 1 760px", min_width="0", overflow="auto"))
         self.extremes = widgets.HTML(
-            layout=widgets.Layout(flex="1 1 360px", min_width="0", overflow="auto", margin="0 0 0 12px")
+            layout=widgets.Layout(flex="1 1 420px", min_width="0", overflow="auto", margin="0 0 0 12px")
         )
         self.eval_area = widgets.Box(
             [self.eval_table, self.extremes], layout=widgets.Layout(flex_flow="row wrap", width="100%")

@@ -328,7 +328,10 @@ class ResultsPanel(widgets.VBox):
     def config_of(self, row: runs.ResultRow) -> dict:
         """The settings of a row's run (results.json's config), what tells repeats of one setting apart."""
         if row.run not in self._configs:
-            self._configs[row.run] = runs.Run(self.state.runs_dir / row.run).read()["config"]
+            try:
+                self._configs[row.run] = runs.Run(self.state.runs_dir / row.run).read()["config"]
+            except (OSError, ValueError, KeyError):  # removed since the scan (a shared folder): a setting of its own
+                self._configs[row.run] = {"run": row.run}
         return self._configs[row.run]
 
     def settings_groups(self, rows: list[runs.ResultRow] | None = None) -> list[Setting]:
