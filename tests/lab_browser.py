@@ -149,6 +149,8 @@ class Driver:
         self.long_s = timeout_s
         self.console_errors: list[str] = []
         self.stage = "open the notebook"
+        self.verdicts: list[str] = []  # the Compare tab's verdict sentences after Evaluate
+        self.caption = ""  # the Results chart's caption
         page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.console_errors.append(f"page error: {exc}"))
 
@@ -324,6 +326,26 @@ class Driver:
             what="every column to finish",
         )
         answers = [self.app(f".wb-answer-{v} .wb-answer-text").inner_text().strip() for v in ("base", "lora", "qlora")]
+        # Evaluate: every variant scored, each accuracy with its interval, the paired verdicts under them
+        self.stage = "evaluate: intervals and verdicts in the Compare tab"
+        self.app(".wb-compare button:has-text('Evaluate')").click()
+        self.wait_until(
+            "() => document.querySelectorAll('.wb-compare .wb-verdict').length > 0"
+            " && document.querySelector('.wb-compare').innerText.includes('evaluated ')",
+            what="the verdict sentences after Evaluate",
+            timeout_s=self.long_s,
+        )
+        self.verdicts = [v.inner_text().strip() for v in self.app(".wb-compare .wb-verdict").all()]
+        # the ✓/✗ table and the best/worst examples beside it or under it, never drawn over one another
+        overlap = self.page.evaluate(
+            "() => { const kids = [...document.querySelectorAll('.wb-compare .wb-eval-area > *')];"
+            " if (kids.length !== 2) return 'the evaluation area has ' + kids.length + ' boxes';"
+            " const [a, b] = kids.map(k => k.getBoundingClientRect());"
+            " const hit = a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;"
+            " return hit ? 'overlap: ' + JSON.stringify([a, b]) : ''; }"
+        )
+        if overlap:
+            raise StageFailed(f"{self.stage}: the ✓/✗ table and the best/worst examples {overlap}")
         self.shot("04-compare", self.app())
         return answers
 
@@ -337,6 +359,11 @@ class Driver:
         )
         if "qlora" not in self.app(".wb-results table").first.inner_text():
             raise StageFailed(f"{self.stage}: the results table has no qlora row")
+        # the caption under the chart says what the error bars are, counted from the points drawn
+        self.caption = self.app(".wb-results .wb-chart-caption").first.inner_text().strip()
+        bars = re.search(r"error bars: 95% intervals \((\d+) of (\d+) points have one\)", self.caption)
+        if not bars or int(bars[1]) == 0:
+            raise StageFailed(f"{self.stage}: no error bars on the results chart: {self.caption!r}")
         self.shot("05-results", self.app())
 
     def sweep(self, points: int = 2) -> None:
@@ -465,7 +492,13 @@ def run(
                         shutil.copy(log, out / "jupyterlab.log")
                     raise
                 _keep_results(work / "runs", out)
-                return {"answers": answers, "console_errors": d.console_errors, "shots": sorted(out.glob("*.png"))}
+                return {
+                    "answers": answers,
+                    "console_errors": d.console_errors,
+                    "shots": sorted(out.glob("*.png")),
+                    "verdicts": d.verdicts,
+                    "caption": d.caption,
+                }
             finally:
                 browser.close()
     finally:

@@ -148,25 +148,37 @@ def test_lora_vs_qlora_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
 @pytest.mark.e2e
 def test_sweep_notebook_runs_and_reruns_from_disk(tmp_path, embedded_dir):
     out = tmp_path / "sweep"
-    params = FAST + (f"RANKS = [2]\nTARGETS = [['q_proj', 'v_proj']]\nBITS = [16, 4]\nOUT = {str(out)!r}\n")
+    params = FAST + (f"RANKS = [2]\nTARGETS = [['q_proj', 'v_proj']]\nBITS = [16, 4]\nSEEDS = 2\nOUT = {str(out)!r}\n")
     nb = execute_notebook("03_rank_and_targets_sweep.ipynb", params, tmp_path)
     found = sorted(p.parent.name for p in out.glob("*/results.json"))
-    assert found == ["16bit-r2-q_proj+v_proj", "4bit-nf4-r2-q_proj+v_proj"]
+    assert found == [
+        "16bit-r2-q_proj+v_proj",
+        "16bit-r2-q_proj+v_proj-seed1",
+        "4bit-nf4-r2-q_proj+v_proj",
+        "4bit-nf4-r2-q_proj+v_proj-seed1",
+    ]
     for name in found:
         res = json.loads((out / name / "results.json").read_text())
         assert [v["name"] for v in res["variants"]] == (["lora"] if name.startswith("16") else ["qlora"])
         assert res["variants"][0]["rank"] == 2 and res["variants"][0]["target_modules"] == ["q_proj", "v_proj"]
     assert outputs(nb, "image/png"), "the accuracy-vs-memory chart is missing"
-    assert outputs(nb, "text/html"), "the table is missing"
+    tables = "\n".join(outputs(nb, "text/html"))
+    assert "accuracy 95% CI" in tables and "accuracy % ±sd" in tables  # each run's interval, each setting's
     lines = progress_lines(nb)
-    assert len(lines) == 2 and all("trained in" in line for line in lines), lines
-    assert "Best accuracy" in "\n".join(outputs(nb, "text/markdown"))
+    assert len(lines) == 4 and all("trained in" in line for line in lines), lines
+    said = "\n".join(outputs(nb, "text/markdown"))
+    assert (
+        "Best accuracy" in said and "the mean of 2 seed(s)" in said and "**The frontier** (through the means)" in said
+    )
+    # the best setting against the other, paired on the same 4 examples of each of the 2 seeds
+    assert "The best against the runner-up:" in said and re.search(r"(over|these) 8 examples", said), said
+    assert re.search(r"Against the best, \*\*[01] of 1\*\* other settings are really less accurate", said)
 
     # a second run with the same settings reads both results back instead of training
     again = execute_notebook("03_rank_and_targets_sweep.ipynb", params, tmp_path)
     lines = progress_lines(again)
-    assert len(lines) == 2 and all(" loaded " in line for line in lines), lines
-    assert "2 of them already have results" in "\n".join(outputs(again, "text/markdown"))
+    assert len(lines) == 4 and all(" loaded " in line for line in lines), lines
+    assert "4 of them already have results" in "\n".join(outputs(again, "text/markdown"))
     assert outputs(again, "image/png")
 
 
@@ -232,6 +244,16 @@ def test_facts_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
         assert abs(gap) < 0.05
     else:
         assert (m[1] == "lost") == (gap < 0) and float(m[2]) == pytest.approx(abs(gap), abs=0.05)
+    # each accuracy with its interval, and the gap's paired verdict with its numbers (McNemar on the same examples)
+    for cell, name in ((table["accuracy trade-off"][0], "lora"), (table["accuracy trade-off"][1], "qlora")):
+        assert f"(95% interval {100 * v[name]['accuracy_low']:.1f}".rstrip("0").rstrip(".") in cell, cell
+    conclusion = table["accuracy trade-off"][2]
+    assert re.search(
+        r"QLoRA got \d+ examples? right that LoRA missed and missed \d+ that LoRA got right"
+        r"|QLoRA and LoRA got exactly the same 4 examples right",
+        conclusion,
+    ), conclusion
+    assert "eval loss" in conclusion.split(". ", 1)[1]  # the losses' paired test too
 
     # the last cell gives a verdict on every row of the table
     verdicts = dict(re.findall(r"^- \*\*(.+?)\*\*: \*\*(agrees|partly|disagrees|can't tell)\*\*", said, re.MULTILINE))
@@ -244,14 +266,24 @@ def test_classroom_notebook_dry_run_with_simulated_students(tmp_path, tiny_model
     """Three simulated students write to one folder at once; the closing cell charts them by person."""
     folder = tmp_path / "class"
     params = (
-        f"CLASS_RUNS = {str(folder)!r}\nSIMULATE = 3\nMODEL = {str(tiny_model_dir)!r}\nTASK = None\n"
+        f"CLASS_RUNS = {str(folder)!r}\nSIMULATE = 5\nMODEL = {str(tiny_model_dir)!r}\nTASK = None\n"
         f"DATA = {str(tiny_jsonl)!r}\nSTEPS = 2\nBATCH_SIZE = 4\nSEQ_LEN = 32\nEVAL_EXAMPLES = 0\n"
     )
     nb = execute_notebook("05_classroom.ipynb", params, tmp_path)
     made = sorted(p.parent.name for p in folder.glob("*/results.json"))
-    assert made == ["student_1-lora-r2", "student_2-lora-r16", "student_3-lora-r8"]
+    assert made == [
+        "student_1-lora-r2",
+        "student_2-lora-r16",
+        "student_3-lora-r8",
+        "student_4-qlora-r8",
+        "student_5-lora-r2",
+    ]
     said = "\n".join(outputs(nb, "text/markdown"))
-    assert "3 simulated students wrote their runs at once" in said
-    assert "3 runs by 3 people (student 1, student 2, student 3)" in said and "The frontier has" in said
-    assert len(outputs(nb, "image/png")) == 2, "the class's chart or the model-size chart is missing"
+    assert "5 simulated students wrote their runs at once" in said
+    people = "student 1, student 2, student 3, student 4, student 5"
+    assert f"5 runs by 5 people ({people})" in said and "The frontier has" in said
+    # students 1 and 5 made the same setting: pooled like two seeds, with the interval of their mean
+    assert "4 settings among the 5 runs; 1 made by more than one student, pooled like seeds: " in said
+    assert re.search(r"r=2, all-linear\)` by student 1, student 5: mean [\d.]+ \(95% interval [\d.-]+–[\d.]+\)", said)
+    assert len(outputs(nb, "image/png")) == 3, "the class's chart, its pooled chart or the model-size chart is missing"
     assert "QLoRA's estimated peak is" in said and "at smollm2-135m" in said

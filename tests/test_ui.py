@@ -4,8 +4,10 @@ config they build, the events they get, and the plots and tables they redraw (ti
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from workbench import runs
-from workbench.config import LoraSettings, QuantSettings, TrainSettings, help_for, preset_config
+from workbench.config import VARIANTS, LoraSettings, QuantSettings, TrainSettings, help_for, preset_config
 from workbench.estimator import estimate
+from workbench.stats import accuracy_interval
 from workbench.ui import AdapterPanel, AppState, ComparePanel, ResultsPanel, SetupPanel, TrainPanel, Workbench
 from workbench.ui import compare as compare_ui
 from workbench.ui import train as train_ui
@@ -382,6 +385,70 @@ def test_an_error_in_training_is_shown_not_lost(app, tmp_path):
     assert not app.train.run_dir.exists()  # a data error creates no run folder
 
 
+def test_the_eval_plan_shows_before_start_and_a_too_large_eval_size_is_refused(app):
+    from workbench.data import task_for
+
+    t = app.train
+    assert len(task_for(app.config).eval) == 3  # the tiny task's 15% of 20 rows
+    assert "wb-eval-plan" in t.plan.value and "Eval examples sets how many" in t.plan.value
+    assert "eval: 3 of the task&#x27;s 3 held-out examples" in t.plan.value
+    t.controls["eval_examples"].value = 2  # the plan follows the Eval examples box
+    assert "eval: 2 of the task&#x27;s 3 held-out examples" in t.plan.value
+    t.seeds.value = 3
+    assert "× 3 seeds" in t.plan.value
+    t.controls["eval_examples"].value = 5
+    assert "has 3 held-out examples; ask for at most that many" in t.plan.value
+    root = app.state.runs_dir
+    before = sorted(root.glob("*")) if root.exists() else []
+    reason = t.start()
+    assert reason and "ask for at most that many" in reason and "ask for at most" in t.error.value
+    assert t.error.value.count("wb-msg") == 1 and "<details>" not in t.error.value  # one line, no traceback
+    assert not app.state.jobs.busy and not t.start_button.disabled
+    assert (sorted(root.glob("*")) if root.exists() else []) == before  # no folder claimed
+
+
+def test_seeds_train_each_setting_again_and_pool_their_verdicts(app):
+    from workbench.repeats import MAX_SEEDS
+
+    app.state.update("train", steps=2)
+    app.state.update(variants=["base", "lora"])
+    t = app.train
+    assert (t.seeds.min, t.seeds.max, t.seeds.value) == (1, MAX_SEEDS, 1) and "seed" in t.seeds.tooltip
+    t.seeds.value = 2
+    assert t.start() is None and app.wait(120)
+    assert t.error.value == "", t.error.value
+    assert [f.name for f in t.folders] == ["seed-0", "seed-1"]
+    assert sorted(p.name for p in t.run_dir.iterdir()) == ["seed-0", "seed-1"]
+    assert all(runs.Run(f).finished for f in t.folders)
+    assert [runs.Run(f).config().train.seed for f in t.folders] == [0, 1]
+    assert app.state.last_run == t.folders[-1]  # the last seed's adapters answer in Compare
+    # the pooled table: one row per variant, 2 seeds each, a mean and its interval
+    assert "over 2 seeds" in t.results.value and "wb-seeds-table" in t.results.value
+    pooled = t.results.value.split("<details>")[0]
+    assert pooled.count("<td>2</td>") == 2 and "accuracy % 95% CI" in pooled
+    assert t.results.value.count("<p>seed ") == 2  # each seed's own table, folded
+    # the verdicts pool both seeds' examples: base against LoRA, on accuracy and on eval loss
+    sentences = t.verdict_sentences()
+    assert len(sentences) == 2 and "every seed&#x27;s examples pooled (2 seeds)" in t.verdicts.value
+    assert sentences[0].startswith("base and LoRA ") or sentences[0].startswith("base got "), sentences
+    assert all("6 examples" in s for s in sentences), sentences  # 3 held-out examples × 2 seeds
+    assert "done" in t.progress_text.value
+
+
+def test_stop_ends_a_seeded_run_and_starts_no_more_seeds(app):
+    app.state.update("train", steps=400)
+    app.state.update(variants=["lora"])
+    t = app.train
+    t.seeds.value = 3
+    assert t.start() is None
+    wait_for(lambda: len(t.events) >= 2, 120)
+    t.stop()
+    assert app.wait(60)
+    assert len(t.seed_results) == 1 and t.seed_results[0].stopped
+    assert [p.name for p in t.run_dir.iterdir()] == ["seed-0"]  # seeds 1 and 2 never started
+    assert t.progress_text.value.startswith("stopped")
+
+
 # ---------------------------------------------------------------------------- compare
 
 
@@ -480,14 +547,35 @@ def test_evaluate_ticks_each_example_and_scores_each_variant(trained):
     assert "wb-error" not in c.status.value, c.status.value
     assert set(c.evaluation) == {"base", "lora", "qlora"}
     res = {v["name"]: v for v in runs.load_results(trained.state.last_run)["variants"]}
+    dtype = trained.state.session().base_dtype
     for v, e in c.evaluation.items():
         assert 0.0 <= e["accuracy"] <= 1.0
         assert e["accuracy"] == pytest.approx(res[v]["accuracy"])  # the same adapter, reloaded from disk
-        assert f"{e['accuracy']:.1%}" in c.eval_summary.value
+        # each accuracy with its Wilson interval over the examples scored, as the run on disk has it
+        right, n_scored = sum(e["scores"]["correct"]), len(e["scores"]["correct"])
+        ci = accuracy_interval(right, n_scored)
+        assert (ci.low, ci.high) == pytest.approx((res[v]["accuracy_low"], res[v]["accuracy_high"]))
+        assert f"{e['accuracy']:.1%}</b> ({100 * ci.low:.1f}–{100 * ci.high:.1f})" in c.eval_summary.value
+        # the summary titles each variant as its answer column does (a float32 base is no 16-bit one)
+        title = VARIANTS[v].title_for(dtype)
+        assert f"<b>{title}</b>" in c.columns[v].title.value and f"<b>{title}</b>" in c.eval_summary.value
+    if dtype == "float32":
+        assert "LoRA (32-bit base)" in c.eval_summary.value and "16-bit" not in c.eval_summary.value
+    # under it, the paired verdicts: base against each adapter, LoRA against QLoRA, on accuracy and eval loss
+    sentences = c.verdict_sentences(dtype)
+    assert len(sentences) == 6 and "Is the difference real?" in c.verdicts.value
+    assert c.verdicts.value.count("class='wb-verdict'") == 6
+    assert sentences[0].startswith("Base model") and VARIANTS["lora"].title_for(dtype) in sentences[0]
+    assert all(html.escape(s) in c.verdicts.value for s in sentences)
+    assert any("chance" in s or "exactly the same" in s for s in sentences)
     n = len(c.evaluation["base"]["predictions"])
     assert c.eval_table.value.count("<tr>") == n + 1
     assert c.eval_table.value.count(">✓") + c.eval_table.value.count(">✗") == 3 * n  # a mark per cell
     assert "overflow:auto" in c.eval_table.value and "white-space:nowrap" in c.eval_table.value
+    # the table and the best/worst wrap under one another rather than overlap: each claims a width and scrolls
+    assert c.eval_area.layout.flex_flow == "row wrap" and c.eval_area.children == (c.eval_table, c.extremes)
+    for box in c.eval_area.children:
+        assert box.layout.overflow == "auto" and box.layout.flex.endswith("px")
     # beside the table, each variant's worst and best held-out examples by answer loss
     for v in ("base", "lora", "qlora"):
         assert f"<b>{v}</b>" in c.extremes.value
@@ -510,7 +598,12 @@ def test_results_show_every_run_on_disk_with_chart_and_export(trained, tiny_mode
     runs_seen = {r.run for r in panel.rows}
     assert str(Path("sweep") / "earlier") in runs_seen and trained.state.last_run.name in runs_seen
     df = panel.frame()
-    assert len(df) == len(panel.rows) >= 4 and {"accuracy %", "peak MiB", "rank", "targets"} <= set(df.columns)
+    assert len(df) == len(panel.rows) >= 4
+    assert {"accuracy % (95% CI)", "peak MiB", "rank", "targets"} <= set(df.columns)
+    # each score with its interval: "80.0 (69.1–88.0)", as the run's result gives it
+    first = panel.shown[0].result
+    assert df["accuracy % (95% CI)"].iloc[0] == first.with_text("accuracy", 100, 1)
+    assert re.fullmatch(r"\d+\.\d \(\d+\.\d–\d+\.\d\)", df["accuracy % (95% CI)"].iloc[0])
     assert "<table" in panel.table.value and "earlier" in panel.table.value
     # long run names shortened to one line, the whole name on hover
     long_name = trained.state.last_run.name
@@ -538,7 +631,69 @@ def test_results_show_every_run_on_disk_with_chart_and_export(trained, tiny_mode
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(panel.rows) and rows[0]["run"] and "accuracy" in rows[0]
+    # the CSV keeps the numbers, the interval's ends in columns of their own
+    assert float(rows[0]["accuracy_low"]) <= float(rows[0]["accuracy"]) <= float(rows[0]["accuracy_high"])
     assert "download" in panel.export_info.value and "base64," in panel.export_info.value
+
+
+def test_results_pool_seeds_and_a_class_and_pair_runs_only_on_the_same_examples(tiny_model_dir, tiny_jsonl, tmp_path):
+    from workbench.compare import run_compare
+    from workbench.repeats import run_seeds
+
+    root = tmp_path / "runs"
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, steps=2)
+    cfg.variants = ["lora"]
+    run_seeds(cfg, root / "rep", 2, user="ana")  # rep/seed-0 and rep/seed-1
+    run_compare(cfg, root / "ben-run", user="ben")  # a classmate's run of the same setting
+    fewer = tiny_config(tiny_model_dir, tiny_jsonl, steps=2, eval_examples=2)
+    fewer.variants = ["lora"]
+    run_compare(fewer, root / "fewer", user="ana")  # scored on 2 examples, not 3
+    panel = ResultsPanel(AppState(runs_dir=root))
+    assert len(panel.rows) == 4
+    # one point a run: every one has its bars, and the caption says so
+    assert "error bars: 95% intervals (4 of 4 points have one)" in panel.caption.value
+    assert panel.pooled_table.value == ""
+    before = panel.chart.value
+    panel.pool.value = True
+    # the two seeds and Ben's run are one setting (3 runs), the 2-example run another
+    groups = panel.settings_groups()
+    assert sorted(g.n for g in groups) == [1, 3] and panel.chart.value != before
+    assert "each point is the mean of a setting&#x27;s runs (1 of 2 settings repeated" in panel.caption.value
+    assert "(2 of 2 points have one)" in panel.caption.value
+    assert panel.pooled_table.value.count("</tr>") == 3 and "<td>3</td>" in panel.pooled_table.value
+    three = next(g for g in groups if g.n == 3)
+    ci = three.interval("accuracy")
+    assert f"{100 * ci.low:.1f}–{100 * ci.high:.1f}" in panel.pooled_table.value
+    assert sorted(three.people) == ["ana", "ana", "ben"]
+    panel.person.value = "ben"  # one person's runs pool alone
+    assert "(0 of 1 settings repeated" in panel.caption.value
+    panel.person.value = ""
+    # runs side by side: two runs scored on the same examples pair example by example
+    panel.pick_runs.value = (str(Path("rep") / "seed-0"), "ben-run")
+    sentences = panel.pair_sentences([runs.Run(root / n) for n in panel.pick_runs.value])
+    assert len(sentences) == 3 and all("3 examples" in s for s in sentences[:2]), sentences
+    assert "forgetting (general-text loss)" in sentences[2]  # paired on the general text's blocks
+    assert sentences[0].startswith("LoRA of rep/seed-0 ") and "LoRA of ben-run" in sentences[0]
+    assert (
+        "Is the difference real?" in panel.pair_verdicts.value and "cannot be paired" not in panel.pair_verdicts.value
+    )
+    # runs scored on different examples are never paired: the statement, then each one's interval alone. A data
+    # file's held-out split follows the seed, so seed 1 held out other examples than seed 0
+    panel.pick_runs.value = (str(Path("rep") / "seed-0"), str(Path("rep") / "seed-1"))
+    assert "were not scored on the same examples, so they cannot be paired" in panel.pair_verdicts.value
+    panel.pick_runs.value = (str(Path("rep") / "seed-0"), "fewer")
+    text = panel.pair_verdicts.value
+    assert "were not scored on the same examples, so they cannot be paired" in text
+    assert "(3 eval examples)" in text and "(2)" in text and "chance" not in text
+    fewer_result = runs.Run(root / "fewer").results()[0]
+    assert html.escape(f"LoRA of fewer: accuracy {fewer_result.with_text('accuracy', 100, 1)} %") in text
+    panel.pick_runs.value = tuple(panel.pick_runs.options[:3])
+    assert "Pick one run" in panel.pair_verdicts.value
+    # a run removed between the scan and pooling (a shared folder tidied): a setting of its own, no error
+    later = ResultsPanel(AppState(runs_dir=root))
+    shutil.rmtree(root / "fewer")
+    later.pool.value = True
+    assert sorted(g.n for g in later.settings_groups()) == [1, 3] and "(2 of 2 points have one)" in later.caption.value
 
 
 def test_results_panel_with_no_runs_says_so(tmp_path):
@@ -579,6 +734,7 @@ def test_the_sweep_tab_plans_runs_and_charts_a_grid(app):
             box.value = value in keep
     assert "4 points: 0 already on disk, 4 to train" in s.plan_info.value
     assert s.plan_table.value.count("<tr>") == 5 and "4bit-nf4-r4-q_proj+v_proj" in s.plan_table.value
+    assert "wb-eval-plan" in s.plan_info.value and "eval: 3 of the task&#x27;s 3 held-out examples" in s.plan_info.value
     s.bits[16].value = s.bits[4].value = s.bits[8].value = False  # nothing to sweep: said, and Start is off
     assert "bits" in s.plan_info.value and s.start_button.disabled
     s.bits[16].value = s.bits[4].value = True
@@ -589,10 +745,40 @@ def test_the_sweep_tab_plans_runs_and_charts_a_grid(app):
     assert s.table.value.count("</tr>") == 5 and bytes(s.chart.value).startswith(b"\x89PNG")
     assert s.progress_text.value.startswith("done · ") and "4 trained" in s.progress_text.value
     assert "frontier" in s.status.value and s.frontier()
+    assert "accuracy 95% CI" in s.table.value and s.pooled.value == ""  # one seed: no pooled table
     assert {r.run.split("/")[-1] for r in app.results.rows} >= {p.label for p in s.points}  # Results has them
     assert "4 already on disk, 0 to train" in s.plan_info.value  # the same grid again: nothing to train
     s.start()
     assert s.wait(60) and [p.status for p in s.points] == ["loaded"] * 4
+
+
+def test_sweep_seeds_repeat_each_point_and_pool_them(app):
+    s = app.sweep
+    for boxes, keep in ((s.ranks, {2}), (s.targets, {"q_proj,v_proj"}), (s.bits, {16, 4})):
+        for value, box in boxes.items():
+            box.value = value in keep
+    app.state.update("train", steps=2)
+    s.seeds.value = 2
+    assert "4 points (2 settings × 2 seeds): 0 already on disk" in s.plan_info.value
+    labels = [p.label for p in s.plan.points]
+    assert labels == [
+        "16bit-r2-q_proj+v_proj",
+        "16bit-r2-q_proj+v_proj-seed1",
+        "4bit-nf4-r2-q_proj+v_proj",
+        "4bit-nf4-r2-q_proj+v_proj-seed1",
+    ]
+    assert all(f">{html.escape(label)}<" in s.plan_table.value for label in labels)
+    assert s.start() is None and s.wait(240)
+    assert [p.status for p in s.points] == ["trained"] * 4, s.status.value
+    assert s.table.value.count("</tr>") == 5 and "accuracy 95% CI" in s.table.value
+    # one row a setting: 2 seeds each, the mean and its interval
+    assert s.pooled.value.count("</tr>") == 3 and s.pooled.value.count("<td>2</td>") == 2
+    assert "16bit-r2-q_proj+v_proj</td>" in s.pooled.value
+    # the frontier through the means: every name it gives is a setting (no -seed folder)
+    front = s.frontier()
+    assert front and all(not name.endswith("-seed1") for name in front)
+    assert "frontier (each setting&#x27;s mean over its seeds)" in s.status.value
+    assert bytes(s.chart.value).startswith(b"\x89PNG")
 
 
 def test_live_plots_take_at_most_a_small_share_of_the_training_time(app):

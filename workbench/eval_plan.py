@@ -41,6 +41,14 @@ def eval_size(cfg: RunConfig) -> tuple[int, int] | None:
     return len(task.eval_split(cfg.train.eval_examples)), len(task.eval)
 
 
+def check_eval_size(cfg: RunConfig, task=None) -> None:
+    """An eval size above the task's is refused (Task.eval_split says why): the Train tab's check before Start,
+    the same one the run makes."""
+    from .data import task_for
+
+    (task if task is not None else task_for(cfg)).eval_split(cfg.train.eval_examples)
+
+
 def eval_plan(cfg: RunConfig, runs_root: Path, device_type: str = "cpu") -> str:
     """What a run's eval size can tell apart and what scoring it costs, before anything loads: "eval: 60 of
     the 600 held-out examples; with 60 eval examples near 80%, only accuracy gaps of about 23 points show

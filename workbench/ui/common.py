@@ -93,3 +93,30 @@ def layer_dropdown(tooltip: str) -> widgets.Dropdown:
     layer = widgets.Dropdown(description="Layer", layout=WIDE, tooltip=tooltip)
     layer.style.description_width = STYLE["description_width"]
     return layer
+
+
+def verdicts_html(sentences: list[str], what: str = "paired on the same eval examples") -> str:
+    """The paired comparisons' sentences under one heading, each escaped (a run's names reach the page in them)."""
+    if not sentences:
+        return ""
+    items = "".join(f"<li class='wb-verdict'>{html.escape(s)}</li>" for s in sentences)
+    return (
+        f"<div class='wb-verdicts'><b>Is the difference real?</b> ({html.escape(what)})"
+        f"<ul style='margin:2px 0'>{items}</ul></div>"
+    )
+
+
+# the Seeds controls' tooltip (the Train and Sweep tabs): what repeats buy, and what they cost
+SEEDS_HELP = (
+    "How many times to train each setting, seed after seed (the Seed setting and the ones after it), on the same "
+    "eval examples: the results give each score's mean, its spread across seeds and its 95% interval, and the "
+    "verdicts pool every seed's examples. N seeds take N times as long."
+)
+
+
+def plan_html(line: str) -> str:
+    """An eval plan (workbench.eval_plan) as a panel shows it: naming the box that sets the size, not the option."""
+    if not line:
+        return ""
+    line = line.replace("--eval-examples sets how many", "the Train tab's Eval examples sets how many")
+    return f"<div class='wb-eval-plan'>{message('info', line)}</div>"

@@ -1,4 +1,9 @@
-"""Compare: the same prompt answered by base, LoRA and QLoRA side by side, and a scored evaluation."""
+"""Compare: the same prompt answered by base, LoRA and QLoRA side by side, and a scored evaluation.
+
+Long because: answering (streamed, column by column) and evaluating (the ✓/✗ table, the best and worst
+examples, each score's interval and the paired verdicts) share the run picker, the session and the one job;
+split, each half would reach into the other for them.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from ..config import VARIANTS, RunConfig
 from ..events import Progress, Stages
 from ..generate import DecodeSettings
 from ..models import CPU_4BIT_SPEED_NOTE
-from ..results import best_and_worst
-from .common import Quiet, error_html, message
+from ..results import VariantResult, best_and_worst, interval_fields
+from ..verdicts import within_run
+from .common import Quiet, error_html, message, verdicts_html
 from .state import AppState
 
 COLUMNS = ["base", "lora", "qlora"]
@@ -118,8 +124,18 @@ class ComparePanel(widgets.VBox):
         self.columns = {v: AnswerColumn(v) for v in COLUMNS}
         self.answers_box = widgets.HBox(list(self.columns.values()))
         self.eval_summary = widgets.HTML()
-        self.eval_table = widgets.HTML(layout=widgets.Layout(flex="1 1 60%", min_width="0"))
-        self.extremes = widgets.HTML(layout=widgets.Layout(flex="1 1 40%", min_width="0", margin="0 0 0 12px"))
+        self.verdicts = widgets.HTML()
+        # the ✓/✗ table and the best/worst examples side by side where both fit whole (about 1,200 px), else one
+        # under the other: each box claims its width before it wraps and scrolls inside itself, so neither is drawn
+        # over the other, and at JupyterLab's default width the ✓/✗ table gets the whole width for its columns
+        self.eval_table = widgets.HTML(layout=widgets.Layout(flex="1 1 760px", min_width="0", overflow="auto"))
+        self.extremes = widgets.HTML(
+            layout=widgets.Layout(flex="1 1 420px", min_width="0", overflow="auto", margin="0 0 0 12px")
+        )
+        self.eval_area = widgets.Box(
+            [self.eval_table, self.extremes], layout=widgets.Layout(flex_flow="row wrap", width="100%")
+        )
+        self.eval_area.add_class("wb-eval-area")
         super().__init__(
             [
                 self.run,
@@ -131,7 +147,8 @@ class ComparePanel(widgets.VBox):
                 self.progress_box,
                 self.answers_box,
                 self.eval_summary,
-                widgets.HBox([self.eval_table, self.extremes]),  # the ✓/✗ table, its best and worst beside it
+                self.verdicts,
+                self.eval_area,
             ]
         )
         self.add_class("wb-compare")
@@ -300,7 +317,7 @@ class ComparePanel(widgets.VBox):
         if cfg.train.eval_examples and not isinstance(examples, data_mod.TextSource):
             examples = examples[: cfg.train.eval_examples]
         self.evaluation = {}
-        self.eval_summary.value = self.eval_table.value = ""
+        self.eval_summary.value = self.eval_table.value = self.extremes.value = self.verdicts.value = ""
 
         def work() -> None:
             session = self.state.session()
@@ -316,8 +333,8 @@ class ComparePanel(widgets.VBox):
                     scoring=task.scoring,
                     progress=stages.begin("evaluate", v, len(examples), "examples"),
                 )
-                self.evaluation[v] = {**ev.to_dict(), "predictions": ev.predictions}
-                self._show_evaluation(task)
+                self.evaluation[v] = {**ev.to_dict(), "predictions": ev.predictions, "scores": ev.scores()}
+                self._show_evaluation(task, session.base_dtype)
             skipped = [v for v in self._variants() if v not in ready]
             self.status.value = message(
                 "ok",
@@ -352,18 +369,44 @@ class ComparePanel(widgets.VBox):
         self.progress.value = min(p.done, self.progress.max)
         self.progress_text.value = p.describe()
 
-    def _show_evaluation(self, task: data_mod.Task) -> None:
+    def scored(self, v: str) -> VariantResult:
+        """Variant v's evaluation as a result with its 95% intervals (what the summary and the Results tab show)."""
+        e = self.evaluation[v]
+        return VariantResult(
+            name=v,
+            bits=VARIANTS[v].bits,
+            accuracy=e["accuracy"],
+            eval_loss=e["eval_loss"],
+            perplexity=e["perplexity"],
+            **interval_fields(e["scores"]),
+        )
+
+    def verdict_sentences(self, dtype: str | None = None) -> list[str]:
+        """The paired comparisons of the evaluated variants (base against each adapter, LoRA against QLoRA) on
+        the examples just scored, by the titles the columns show."""
+        names = list(self.evaluation)
+        titles = {v: VARIANTS[v].title_for(dtype) for v in names}
+        scores = {v: {"eval": self.evaluation[v]["scores"]} for v in names}
+        return [s for p in within_run(scores, names, titles) for s in p.sentences()]
+
+    def _show_evaluation(self, task: data_mod.Task, dtype: str | None = None) -> None:
         names = list(self.evaluation)
         cells = []
         for v in names:
-            e = self.evaluation[v]
+            r = self.scored(v)
+            n = r.eval_examples or len(self.evaluation[v]["predictions"])
+            ci = r.interval("accuracy")
             score = (
-                f"accuracy <b>{e['accuracy']:.1%}</b>"
-                if e["accuracy"] is not None
-                else f"perplexity <b>{e['perplexity']:.2f}</b>"
+                f"accuracy <b>{r.accuracy:.1%}</b>" + (f" ({100 * ci.low:.1f}–{100 * ci.high:.1f})" if ci else "")
+                if r.accuracy is not None
+                else f"perplexity <b>{r.with_text('perplexity', 1, 2)}</b>"
             )
-            cells.append(f"<td><b>{VARIANTS[v].title}</b><br>{score}<br>eval loss {e['eval_loss']:.4f}</td>")
+            cells.append(
+                f"<td><b>{html.escape(VARIANTS[v].title_for(dtype))}</b><br>{score}<br>"
+                f"eval loss {r.with_text('eval_loss', 1, 4)}<br><small>95% intervals, {n} examples</small></td>"
+            )
         self.eval_summary.value = f"<table class='wb-eval-summary'><tr>{''.join(cells)}</tr></table>"
+        self.verdicts.value = verdicts_html(self.verdict_sentences(dtype))
         preds = {v: self.evaluation[v]["predictions"] for v in names if self.evaluation[v]["predictions"]}
         if not preds:
             self.eval_table.value = message(

@@ -1,4 +1,10 @@
-"""Results: every run on disk in one table, accuracy against memory on one chart, CSV export."""
+"""Results: every run on disk in one table, accuracy against memory on one chart (each score with its 95%
+interval; runs of one setting pooled like seeds on request), runs side by side with their paired verdicts, CSV
+export.
+
+Long because: the table, the chart (one point a run, or one a setting), the runs side by side and the two
+exports all read the same scanned rows and the same person filter; split, each part would rescan them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,12 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .. import plots, runs
+from ..config import VARIANTS
 from ..files import write_csv
+from ..repeats import Setting, settings, settings_frame
 from ..results import default_score, readable, shorten
-from .common import error_html, image, message, png
+from ..verdicts import pair, short_titles, within_run
+from .common import error_html, image, message, png, verdicts_html
 from .state import AppState
 
 # the result fields the table shows, beside its run's name, 4-bit type and steps (results.COLUMNS gives
@@ -31,6 +40,51 @@ SHOWN = [
     "status",
 ]
 RUN_WIDTH = 28  # characters of a run's name the table shows (the whole name on hover)
+
+
+def chart_caption(groups: list[Setting], metric: str, pooled: bool) -> str:
+    """What the chart's marks are, counted from the points drawn: a browser or a reader sees what the bars mean
+    and how many points have one (a run from before intervals were kept has none)."""
+    drawn = [g for g in groups if g.mean(metric) is not None]
+    with_bar = sum(g.interval(metric) is not None for g in drawn)
+    what = "each point is one run's variant"
+    if pooled:
+        repeated = sum(g.n > 1 for g in drawn)
+        what = (
+            f"each point is the mean of a setting's runs ({repeated} of {len(drawn)} settings repeated; "
+            "each run a faint dot)"
+        )
+    return (
+        f"<div class='wb-chart-caption' style='font-size:90%;color:#555'>{html.escape(what)}; error bars: 95% "
+        f"intervals ({with_bar} of {len(drawn)} points have one); hollow: not told apart from the frontier</div>"
+    )
+
+
+def run_title(variant: str, run: str) -> str:
+    """What a sentence calls one variant of one run: "LoRA of 20261201-1…-r8-all-linear"."""
+    return f"{VARIANTS[variant].short if variant in VARIANTS else variant} of {shorten(run, RUN_WIDTH)}"
+
+
+def run_pairs(a: runs.Run, a_name: str, b: runs.Run, b_name: str) -> list[str]:
+    """The paired verdicts of two runs: each variant both ran against itself (or, two sweep points of one
+    variant each, the one against the other), or why they cannot be paired, with each one's intervals then."""
+    ra, rb = {r.name: r for r in a.results()}, {r.name: r for r in b.results()}
+    common = [v for v in ra if v in rb]
+    pairs = [(v, v) for v in common] or ([(next(iter(ra)), next(iter(rb)))] if ra and rb else [])
+    sa, sb = a.scores(), b.scores()
+    out = []
+    for va, vb in pairs:
+        ta, tb = run_title(va, a_name), run_title(vb, b_name)
+        found = pair(ta, sa.get(va), tb, sb.get(vb))
+        out += found.sentences()
+        if found.unpaired:  # then the intervals alone, side by side
+            out += [
+                f"{t}: accuracy {r.with_text('accuracy', 100, 1)} %"
+                if r.accuracy is not None
+                else f"{t}: eval loss {r.with_text('eval_loss', 1, 4)}"
+                for t, r in ((ta, ra[va]), (tb, rb[vb]))
+            ]
+    return out
 
 
 class ResultsPanel(widgets.VBox):
@@ -62,6 +116,15 @@ class ResultsPanel(widgets.VBox):
             description="y axis",
             tooltip="What each point scored: held-out accuracy, loss or perplexity, or what it forgot elsewhere",
         )
+        self.pool = widgets.Checkbox(
+            value=False,
+            description="pool seeds",
+            indent=False,
+            layout=widgets.Layout(width="auto"),
+            tooltip="Runs of the same settings but the seed (a repeated run's seeds, a class's runs of one "
+            "setting) drawn as one point: their mean with its 95% interval, each run a faint dot, and a table "
+            "of each setting's mean, spread and interval",
+        )
         self.person = widgets.Dropdown(
             options=[("everyone", "")],
             value="",
@@ -78,6 +141,7 @@ class ResultsPanel(widgets.VBox):
         for img in (self.overlay_loss, self.overlay_memory):
             img.layout.display = "none"
         self.settings = widgets.HTML()
+        self.pair_verdicts = widgets.HTML()  # the picked runs' paired comparisons
         self.export_button = widgets.Button(
             description="Export CSV", icon="download", tooltip="Write every row to a CSV file in the runs folder"
         )
@@ -94,6 +158,8 @@ class ResultsPanel(widgets.VBox):
         self.info = widgets.HTML()
         self.table = widgets.HTML()
         self.chart = image(max_width="100%")  # drawn at the width it is shown: the legend stays readable
+        self.caption = widgets.HTML()  # what the chart's bars and dots are
+        self.pooled_table = widgets.HTML()  # with "pool seeds": a row per setting
         self.export_info = widgets.HTML()
         super().__init__(
             [
@@ -101,13 +167,17 @@ class ResultsPanel(widgets.VBox):
                 self.info,
                 self.table,
                 widgets.HBox(
-                    [self.score_kind, self.memory_kind, self.person], layout=widgets.Layout(flex_flow="row wrap")
+                    [self.score_kind, self.memory_kind, self.person, self.pool],
+                    layout=widgets.Layout(flex_flow="row wrap"),
                 ),
                 self.chart,
+                self.caption,
+                self.pooled_table,
                 self.export_info,
                 widgets.HTML("<b>Runs side by side</b>"),
                 widgets.HBox([self.pick_runs, self.only_differences]),
                 widgets.HBox([self.overlay_loss, self.overlay_memory], layout=widgets.Layout(flex_flow="row wrap")),
+                self.pair_verdicts,
                 self.settings,
                 widgets.HTML("<b>Export an adapter</b>"),
                 widgets.HBox([self.export_run, self.export_variant]),
@@ -117,6 +187,7 @@ class ResultsPanel(widgets.VBox):
         )
         self.add_class("wb-results")
         self.rows: list[runs.ResultRow] = []
+        self._configs: dict[str, dict] = {}  # each row's run's settings, read once a refresh (pooling reads them)
         self.unreadable: list[runs.Unreadable] = []
         self.refresh_button.on_click(lambda _: self.refresh())
         self.export_button.on_click(lambda _: self.export())
@@ -125,6 +196,7 @@ class ResultsPanel(widgets.VBox):
         self.memory_kind.observe(lambda _: self._draw(), "value")
         self.score_kind.observe(lambda _: self._draw(), "value")
         self.person.observe(lambda _: self._show(), "value")
+        self.pool.observe(lambda _: self._draw(), "value")
         self.pick_runs.observe(lambda _: self.side_by_side(), "value")
         self.only_differences.observe(lambda _: self.side_by_side(), "value")
         self.state.subscribe(lambda what: self.refresh() if what in ("runs", "run") else None)
@@ -180,6 +252,7 @@ class ResultsPanel(widgets.VBox):
     def refresh(self) -> None:
         try:
             self.rows, self.unreadable = runs.scan(self.state.runs_dir)
+            self._configs = {}
         except OSError as exc:
             self.info.value = error_html(exc)
             return
@@ -189,7 +262,7 @@ class ResultsPanel(widgets.VBox):
             self.info.value = (
                 message("info", f"No runs yet in {where}: train one in the Train tab.") + self.unreadable_html()
             )
-            self.table.value = ""
+            self.table.value = self.caption.value = self.pooled_table.value = ""
             self.chart.layout.display = "none"  # no chart yet, rather than an empty image's broken icon
             return
         self.info.value = (
@@ -219,15 +292,29 @@ class ResultsPanel(widgets.VBox):
             if self.score_kind.value == "accuracy" and default_score(results) != "accuracy":
                 self.score_kind.value = "perplexity"  # a task scored by perplexity has no accuracy to plot
                 return
-            self.chart.value = png(
-                plots.accuracy_memory_figure(
+            metric = self.score_kind.value
+            if self.pool.value:
+                groups = self.settings_groups(rows)
+                label = self.setting_labels(groups)
+                fig = plots.settings_figure(groups, self.memory_kind.value, metric, label=lambda g: label[g.key])
+                frame = settings_frame(groups, label=lambda g: label[g.key])
+                self.pooled_table.value = (
+                    "<div style='overflow-x:auto;white-space:nowrap'>"
+                    + frame.to_html(index=False, na_rep="", border=0, classes="wb-pooled-table")
+                    + "</div>"
+                )
+            else:
+                groups = [Setting(str(i), [r.result]) for i, r in enumerate(rows)]  # one point a row
+                fig = plots.accuracy_memory_figure(
                     results,
                     self.memory_kind.value,
                     runs=[r.run for r in rows],
-                    metric=self.score_kind.value,
+                    metric=metric,
                     people=[r.user for r in rows],
                 )
-            )
+                self.pooled_table.value = ""
+            self.chart.value = png(fig)
+            self.caption.value = chart_caption(groups, metric, self.pool.value)
         runs_now = list(dict.fromkeys(r.run for r in self.rows))
         keep = [r for r in self.pick_runs.value if r in runs_now]
         self.pick_runs.options = runs_now
@@ -237,6 +324,31 @@ class ResultsPanel(widgets.VBox):
         self.export_run.options = with_adapters
         self.export_run.value = chosen if chosen in with_adapters else (with_adapters[0] if with_adapters else None)
         self._export_variants()
+
+    def config_of(self, row: runs.ResultRow) -> dict:
+        """The settings of a row's run (results.json's config), what tells repeats of one setting apart."""
+        if row.run not in self._configs:
+            try:
+                self._configs[row.run] = runs.Run(self.state.runs_dir / row.run).read()["config"]
+            except (OSError, ValueError, KeyError):  # removed since the scan (a shared folder): a setting of its own
+                self._configs[row.run] = {"run": row.run}
+        return self._configs[row.run]
+
+    def settings_groups(self, rows: list[runs.ResultRow] | None = None) -> list[Setting]:
+        """The rows grouped by setting (the same settings but the seed, the same variant): seeds and a class's
+        runs of one setting pooled."""
+        rows = self.shown if rows is None else rows
+        return settings([(self.config_of(r), r.result, r.run, r.user) for r in rows])
+
+    @staticmethod
+    def setting_labels(groups: list[Setting]) -> dict[str, str]:
+        """A name per setting: its variant, base, rank and targets, with its first run's name where two settings
+        share those (they differ in steps, say)."""
+        plain = [g.first.label() for g in groups]
+        return {
+            g.key: text if plain.count(text) == 1 else f"{text} · {shorten(g.runs[0], RUN_WIDTH)}"
+            for g, text in zip(groups, plain)
+        }
 
     def _export_variants(self) -> None:
         run = self.export_run.value
@@ -282,8 +394,9 @@ class ResultsPanel(widgets.VBox):
         if not picked:
             for img in (self.overlay_loss, self.overlay_memory):
                 img.layout.display = "none"
-            self.settings.value = ""
+            self.settings.value = self.pair_verdicts.value = ""
             return
+        self.pair_verdicts.value = self.verdicts_html(picked)
         curves = {
             run.name if len(picked) < 2 else str(run.path.relative_to(self.state.runs_dir)): run.metrics()
             for run in picked
@@ -299,6 +412,29 @@ class ResultsPanel(widgets.VBox):
             if len(table)
             else message("info", "These runs share every setting.")
         )
+
+    def pair_sentences(self, picked: list[runs.Run]) -> list[str]:
+        """One picked run: its variants against each other; two: each variant against its namesake in the other."""
+        try:
+            if len(picked) == 1:
+                run = picked[0]
+                names = [r.name for r in run.results()]
+                return [s for p in within_run(run.scores(), names, short_titles(names)) for s in p.sentences()]
+            a, b = picked
+            return run_pairs(
+                a, str(a.path.relative_to(self.state.runs_dir)), b, str(b.path.relative_to(self.state.runs_dir))
+            )
+        except (OSError, ValueError, KeyError, TypeError):  # a run damaged since the scan: its verdicts left out
+            return []
+
+    def verdicts_html(self, picked: list[runs.Run]) -> str:
+        if len(picked) > 2:
+            return message(
+                "info",
+                "Pick one run (its variants against each other) or two to see whether a "
+                "difference between them is real.",
+            )
+        return verdicts_html(self.pair_sentences(picked))
 
     def export(self) -> Path | None:
         """Every row to <runs>/all_results.csv (written whole), with a download link."""

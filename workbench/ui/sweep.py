@@ -1,5 +1,6 @@
-"""Sweep: choose values for rank, targets, bits and the 4-bit settings; see the grid, each point's estimated
-peak and the time it will take; then train the points one after another while the chart fills in.
+"""Sweep: choose values for rank, targets, bits, the 4-bit settings and how many seeds; see the grid, each
+point's estimated peak, the time it will take and what its eval size can tell apart; then train the points one
+after another while the chart (each setting's mean with its 95% interval, each seed a faint dot) fills in.
 
 The plan and the runs are workbench.sweep's (the CLI's `workbench sweep` and notebook 03 call the same
 functions); this panel only holds the controls and shows what they return.
@@ -9,14 +10,17 @@ from __future__ import annotations
 
 import html
 import time
+from pathlib import Path
 
 import ipywidgets as widgets
 
 from .. import plots
 from ..events import Progress, clock
+from ..repeats import MAX_SEEDS, Setting, settings_frame
 from ..results import default_score, pareto_front
-from ..sweep import PointResult, SweepGrid, SweepPlan, plan, run_sweep, sweep_frame, write_sweep
-from .common import error_html, image, message, png
+from ..stats import frontier_ties
+from ..sweep import PointResult, SweepGrid, SweepPlan, plan, point_settings, run_sweep, sweep_frame, write_sweep
+from .common import SEEDS_HELP, error_html, image, message, plan_html, png
 from .state import AppState
 
 TARGET_SETS = {
@@ -25,6 +29,11 @@ TARGET_SETS = {
     "all-linear": "all linear",
 }
 RANKS = [1, 2, 4, 8, 16, 32, 64]
+
+
+def setting_label(g: Setting) -> str:
+    """A setting by its first seed's folder name: the point's settings (the later seeds add -seed<N>)."""
+    return Path(g.runs[0]).name
 
 
 def _checks(options: dict, chosen) -> dict[object, widgets.Checkbox]:
@@ -54,6 +63,9 @@ class SweepPanel(widgets.VBox):
         for _, boxes in rows:
             for box in boxes.values():
                 box.observe(lambda _: self.refresh_plan(), "value")
+        self.seeds = widgets.BoundedIntText(value=1, min=1, max=MAX_SEEDS, description="Seeds", tooltip=SEEDS_HELP)
+        self.seeds.style.description_width = "110px"
+        self.seeds.observe(lambda _: self.refresh_plan(), "value")
         self.start_button = widgets.Button(
             description="Start sweep", icon="play", button_style="success", tooltip="Train every point not on disk"
         )
@@ -70,6 +82,7 @@ class SweepPanel(widgets.VBox):
         self.progress_text = widgets.Label()
         self.status = widgets.HTML()
         self.table = widgets.HTML()
+        self.pooled = widgets.HTML()  # with seeds: each setting's mean, spread and interval
         self.chart = image(max_width="100%")
         self.chart.layout.display = "none"  # until the first point is in: no empty image's broken icon
         super().__init__(
@@ -78,12 +91,14 @@ class SweepPanel(widgets.VBox):
                     widgets.HBox([widgets.Label(title, layout={"width": "110px"}), *boxes.values()])
                     for title, boxes in rows
                 ),
+                self.seeds,
                 self.plan_info,
                 self.plan_table,
                 widgets.HBox([self.start_button, self.stop_button]),
                 widgets.HBox([self.progress, self.progress_text]),
                 self.status,
                 self.table,
+                self.pooled,
                 self.chart,
             ]
         )
@@ -115,7 +130,9 @@ class SweepPanel(widgets.VBox):
     def refresh_plan(self) -> SweepPlan | None:
         """The grid's size, each point's estimated peak and the time to train what is not on disk yet."""
         try:
-            self.plan = plan(self.grid(), self.state.config, self.out_dir, runs_root=self.state.runs_dir)
+            self.plan = plan(
+                self.grid(), self.state.config, self.out_dir, runs_root=self.state.runs_dir, seeds=self.seeds.value
+            )
         except ValueError as exc:
             self.plan = None
             self.plan_info.value = error_html(exc)
@@ -123,9 +140,12 @@ class SweepPanel(widgets.VBox):
             self.start_button.disabled = True
             return None
         self.start_button.disabled = self.state.jobs.busy
-        self.plan_info.value = message("info", self.plan.describe())
+        described = self.plan.describe()
+        if self.plan.eval_line:  # on a line of its own: what the eval size can tell apart
+            described = described.removesuffix(f"\n{self.plan.eval_line}")
+        self.plan_info.value = message("info", described) + plan_html(self.plan.eval_line)
         cells = "".join(
-            f"<tr><td>{html.escape(p.point.label)}</td><td>{p.estimated_peak_bytes / 2**20:,.0f}</td>"
+            f"<tr><td>{html.escape(p.label)}</td><td>{p.estimated_peak_bytes / 2**20:,.0f}</td>"
             f"<td class='wb-fit-{p.fit.replace(' ', '-')}'>{p.fit}</td>"
             f"<td>{'on disk' if p.cached else clock(p.estimated_seconds)}</td></tr>"
             for p in self.plan.points
@@ -143,6 +163,7 @@ class SweepPanel(widgets.VBox):
         if sweep is None:
             return "the grid is not valid"
         self.points = []
+        self.pooled.value = ""
 
         def work() -> None:
             run_sweep(
@@ -182,23 +203,42 @@ class SweepPanel(widgets.VBox):
     def _on_point(self, point: PointResult) -> None:
         self.points.append(point)
         self.table.value = sweep_frame(self.points).to_html(index=False, na_rep="", border=0, classes="wb-sweep-table")
+        if self.plan is not None and self.plan.seeds > 1:
+            groups = point_settings(self.points)
+            self.pooled.value = (
+                "<p><b>over the seeds</b> (mean, spread across seeds, 95% interval of the mean)</p>"
+                + settings_frame(groups, label=setting_label).to_html(
+                    index=False, na_rep="", border=0, classes="wb-sweep-pooled"
+                )
+                if groups
+                else ""
+            )
         self.draw()
         self.state.notify("runs")
 
     def draw(self) -> None:
-        done = [p for p in self.points if p.result is not None]
-        if not done:
+        groups = point_settings(self.points)
+        if not groups:
             return
         self.chart.layout.display = None
-        self.chart.value = png(plots.accuracy_memory_figure([p.result for p in done], runs=[p.label for p in done]))
+        self.chart.value = png(plots.settings_figure(groups, label=setting_label))
 
-    def frontier(self) -> list[str]:
-        """The points no other point beats on accuracy (or perplexity) and peak memory, by memory."""
-        done = [p for p in self.points if p.result is not None]
-        score = default_score([p.result for p in done])
-        scored = [p for p in done if getattr(p.result, score) is not None]
-        xy = [(p.result.peak_memory_bytes, getattr(p.result, score)) for p in scored]
-        return [scored[i].label for i in pareto_front(xy, higher_is_better=score == "accuracy")]
+    def frontier(self, ties: bool = False) -> list[str]:
+        """The settings no other beats on accuracy (or perplexity) and peak memory, by memory, drawn through
+        each setting's mean over its seeds; with ties=True, the settings off it whose interval reaches it
+        instead (the frontier does not beat them on the evidence)."""
+        groups = point_settings(self.points)
+        means = [g.mean_result() for g in groups]
+        score = default_score(means)
+        scored = [(g, m) for g, m in zip(groups, means) if getattr(m, score) is not None]
+        xy = [(m.peak_memory_bytes, getattr(m, score)) for _, m in scored]
+        better_up = score == "accuracy"
+        front = pareto_front(xy, higher_is_better=better_up)
+        if not ties:
+            return [setting_label(scored[i][0]) for i in front]
+        costs, values = [x for x, _ in xy], [y for _, y in xy]
+        tied = frontier_ties(costs, values, [m.interval(score) for _, m in scored], front, better_up)
+        return [setting_label(scored[i][0]) for i in tied]
 
     def _on_error(self, exc: BaseException, details: str) -> None:
         self.status.value = error_html(exc, details)
@@ -214,5 +254,10 @@ class SweepPanel(widgets.VBox):
             write_sweep(self.out_dir, self.points)  # sweep.csv and sweep.png beside the points' folders
         front = self.frontier()
         if front:
-            self.status.value = message("ok", f"frontier (nothing beats these on both): {', '.join(front)}")
+            tied = self.frontier(ties=True)
+            means = " (each setting's mean over its seeds)" if self.plan is not None and self.plan.seeds > 1 else ""
+            text = f"frontier{means}, nothing beats these on both: {', '.join(front)}"
+            if tied:
+                text += f"; not told apart from it (their 95% intervals reach it): {', '.join(tied)}"
+            self.status.value = message("ok", text)
         self.refresh_plan()

@@ -1,8 +1,13 @@
-"""Train: Start and Stop, a progress bar with ETA, live loss and memory plots; Export run.
+"""Train: Start and Stop, a progress bar with ETA, live loss and memory plots; Export run; Seeds (each setting
+trained several times); the eval size's plan before Start and the paired verdicts after a run.
 
 Training runs in a background thread (the notebook stays responsive); Stop sets a flag the loop
 reads between steps, and the run folder keeps the metrics and the adapter trained so far. Export run
 writes the settings as experiment files and shows the command that trains them on several GPUs.
+
+Long because: Start, Stop and Continue, the worker's callbacks and the tables and verdicts shown when a run
+ends all read and reset the same run state (its folders, its seeds' results, its events); split, that state
+would be passed back and forth between modules.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, results_table, run_compare, saved_states
+from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, results_table, saved_states
 from ..config import VARIANTS, TrainSettings
+from ..eval_plan import check_eval_size, eval_plan
 from ..events import MetricEvent, Progress, clock
 from ..experiment import for_variant, launch_command, write_config
+from ..repeats import MAX_SEEDS, run_seeds, seed_dir, seed_values, settings, settings_frame
 from ..runs import Run, claim_run_dir, drop_if_empty, user_slug
-from .common import Quiet, error_html, helped, image, message, png
+from ..verdicts import across_seeds, short_titles
+from .common import SEEDS_HELP, Quiet, error_html, helped, image, message, plan_html, png, verdicts_html
 from .state import AppState
 
 REDRAW_SECONDS = 0.5  # live plots redraw at most this often
@@ -81,6 +89,10 @@ class TrainPanel(widgets.VBox):
         for name, w in self.controls.items():
             helped(w, TrainSettings, name)
             w.observe(self._on_change, "value")
+        self.seeds = widgets.BoundedIntText(value=1, min=1, max=MAX_SEEDS, description="Seeds", tooltip=SEEDS_HELP)
+        self.seeds.style.description_width = "150px"
+        self.seeds.observe(lambda _: self.show_plan(), "value")
+        self.plan = widgets.HTML()  # what the eval size can tell apart, and what scoring costs
         self.start_button = widgets.Button(
             description="Start",
             icon="play",
@@ -123,15 +135,19 @@ class TrainPanel(widgets.VBox):
         self.loss_image = image(plots.loss_figure([]))  # empty axes until the first step, not a broken image
         self.memory_image = image(plots.live_memory_figure([], {}, "cpu"))
         self.results = widgets.HTML()
+        self.verdicts = widgets.HTML()
         c = self.controls
         super().__init__(
             [
                 widgets.HBox(
                     [
                         widgets.VBox([c["steps"], c["lr"], c["batch_size"], c["seq_len"], c["eval_examples"]]),
-                        widgets.VBox([c["grad_accum"], c["warmup_steps"], c["seed"], c["gradient_checkpointing"]]),
+                        widgets.VBox(
+                            [c["grad_accum"], c["warmup_steps"], c["seed"], self.seeds, c["gradient_checkpointing"]]
+                        ),
                     ]
                 ),
+                self.plan,
                 widgets.HBox([self.start_button, self.continue_button, self.stop_button]),
                 widgets.HBox([self.export_button, self.processes]),
                 self.export_out,
@@ -140,6 +156,7 @@ class TrainPanel(widgets.VBox):
                 self.error,
                 widgets.HBox([self.loss_image, self.memory_image], layout=widgets.Layout(flex_flow="row wrap")),
                 self.results,
+                self.verdicts,
             ]
         )
         self.add_class("wb-train")
@@ -158,6 +175,11 @@ class TrainPanel(widgets.VBox):
         self._started = 0.0
         self.last_progress: Progress | None = None
         self.device_type = "cpu"  # where the running variants run: the run tells, the setting may say "auto"
+        self.seed_results: list[CompareResult] = []  # every seed's result, with Seeds above 1
+        self.folders: list[Path] = []  # the run folder of each of them
+        self._plan_key = None
+        self.state.subscribe(lambda what: self.show_plan(what == "runs") if what in ("config", "runs") else None)
+        self.show_plan()
 
     # ------------------------------------------------------------------ settings
 
@@ -175,6 +197,34 @@ class TrainPanel(widgets.VBox):
             return
         self.error.value = ""
 
+    def show_plan(self, runs_changed: bool = False) -> str:
+        """The eval size's plan (what it can tell apart, what scoring it costs here), or why that size cannot run;
+        redone only when what it reads changes (the task, the eval size, the device, Seeds, the runs on disk),
+        not at every rank or alpha move."""
+        from ..models import pick_device
+
+        cfg = self.state.config
+        try:
+            device_type = pick_device(cfg.model.device, cfg.model.dtype).type
+        except ValueError:
+            device_type = "cpu"  # no such device here: the Setup tab says so; plan at the CPU's pace
+        d = cfg.to_dict()
+        key = repr([d["task"], d["data"], d.get("eval_data"), d.get("columns"), d["train"], device_type])
+        key += f"|{self.seeds.value}"
+        if key == self._plan_key and not runs_changed:
+            return self.plan.value
+        self._plan_key = key
+        try:
+            check_eval_size(cfg)
+            line = eval_plan(cfg, self.state.runs_dir, device_type)
+        except (ValueError, OSError) as exc:  # bad data is the Setup tab's to say; the eval size is said here
+            self.plan.value = error_html(exc) if "eval_examples" in str(exc) else ""
+            return self.plan.value
+        if line and self.seeds.value > 1:
+            line += f"; × {self.seeds.value} seeds (each seed's examples pooled in the verdicts)"
+        self.plan.value = plan_html(line)
+        return self.plan.value
+
     # ------------------------------------------------------------------ running
 
     def start(self, continue_from: Path | None = None) -> str | None:
@@ -185,6 +235,16 @@ class TrainPanel(widgets.VBox):
         if refused:
             self.status.value = message("warn", refused)
             return refused
+        n = 1 if continue_from is not None else self.seeds.value
+        try:  # an eval size or seeds out of range: one line before a folder is claimed
+            seed_values(cfg, n)
+            task = self._task(cfg)
+            if task is not None:
+                check_eval_size(cfg, task)
+        except ValueError as exc:
+            self.error.value = error_html(exc)
+            self.status.value = message("error", "nothing ran: change what the message says and press Start again")
+            return str(exc)
         # a new run claims its folder now: a class's kernels share one runs folder, and two may start in one second
         out = continue_from or claim_run_dir(self.state.runs_dir, run_name(cfg, self.state.user)).resolve()
         watch = {
@@ -195,19 +255,24 @@ class TrainPanel(widgets.VBox):
             "on_progress": self._on_progress,
         }
 
+        # each seed's own folder (out/seed-<seed>) with Seeds above 1; else out itself
+        folders = [out] if n == 1 else [seed_dir(out, s) for s in seed_values(cfg, n)]
+
         def work() -> None:
             watch["stop"] = self.state.jobs.stop  # the job's own flag: Jobs.start makes a new one for each job
-            if continue_from is None:
-                self.result = run_compare(cfg, out, **watch)
+            if continue_from is None:  # a stop ends the running seed and starts no more
+                self.seed_results = run_seeds(cfg, out, n, **watch)
+                self.result = self.seed_results[-1] if self.seed_results else None
             else:
                 self.result = continue_run(out, cfg.train.steps, **watch)
+                self.seed_results = [self.result]
 
         # the panel is reset before the worker starts: a run refused at once (will not fit) shows its message
         with self._lock:  # a continued run's curve goes on from the steps it keeps
             self.events = kept_metrics(Run(out)) if continue_from is not None else []
             self.estimates, self.result = {}, None
-        self.run_dir = out
-        self.error.value = self.results.value = ""
+        self.run_dir, self.folders, self.seed_results = out, folders if continue_from is None else [out], []
+        self.error.value = self.results.value = self.verdicts.value = ""
         self.progress.max, self.progress.value = 1, 0
         self.progress.bar_style = ""
         self.progress_text.value = "preparing the data and the model…"
@@ -215,15 +280,26 @@ class TrainPanel(widgets.VBox):
         self._started = time.monotonic()
         self.start_button.disabled = self.continue_button.disabled = True
         self.stop_button.disabled = False
+        seeds = f" × {n} seeds" if n > 1 else ""
         what = (
             f"continuing {out} up to {cfg.train.steps} steps"
             if continue_from
-            else f"starting: {', '.join(cfg.variants)} into {out}"
+            else f"starting: {', '.join(cfg.variants)}{seeds} into {out}"
         )
         self.status.value = message("info", what) + allocator_note()
         self.state.drop_session()  # free models loaded for answering: training needs the memory
         self.state.jobs.start("training", work, on_error=self._on_error, on_done=self._on_done)
         return None
+
+    @staticmethod
+    def _task(cfg):
+        """The run's task, or None where its data cannot be read: the run itself then says why, traceback and all."""
+        from ..data import task_for
+
+        try:
+            return task_for(cfg)
+        except (ValueError, OSError):
+            return None
 
     def continue_last(self) -> str | None:
         """Continue the run the other tabs use (the last one) up to the Steps setting."""
@@ -338,22 +414,59 @@ class TrainPanel(widgets.VBox):
         self.stop_button.disabled = True
         self.redraw()
         out = self.run_dir
-        if out is not None and Run(out).finished:
-            self.state.use_run(out)
+        finished = [f for f in self.folders[: max(len(self.seed_results), 1)] if Run(f).finished]
+        if finished:
+            self.state.use_run(finished[-1])  # the last seed's adapters answer in the Compare tab
             self.state.notify("runs")
         if self.result is None:
             return
-        stopped = self.result.stopped
+        stopped = any(r.stopped for r in self.seed_results) or self.result.stopped
         self.progress.bar_style = "warning" if stopped else "success"
         self.progress_text.value = self.end_line(self.result, time.monotonic() - self._started)
-        table = results_table(self.result).to_html(classes="wb-results", border=0, na_rep="")
-        self.results.value = table
+        self.results.value = self.results_html()
+        self.verdicts.value = verdicts_html(self.verdict_sentences(), self.verdicts_what())
         what = (
             "stopped: the metrics and the adapter trained so far are saved in "
             if stopped
             else "done: results, plots and adapters are in "
         )
         self.status.value = message("warn" if stopped else "ok", what + str(out))
+
+    def results_html(self) -> str:
+        """The run's table, each score with its 95% interval; over several seeds, each setting's mean, spread
+        and interval first, then every seed's table folded beneath."""
+        tables = [results_table(r).to_html(classes="wb-results", border=0, na_rep="") for r in self.seed_results]
+        if len(self.seed_results) < 2:
+            return tables[0] if tables else ""
+        rows = [
+            (r.config, v, str(f), r.user)
+            for r, f in zip(self.seed_results, self.folders)
+            for v in r.variants
+            if v.error is None
+        ]
+        pooled = settings_frame(settings(rows), label=lambda g: g.first.name)
+        seeds = "".join(
+            f"<p>seed {r.config['train']['seed']}</p>{t}" for r, t in zip(self.seed_results, tables, strict=True)
+        )
+        return (
+            f"<p><b>over {len(self.seed_results)} seeds</b> (mean, spread across seeds, 95% interval of the mean)</p>"
+            + pooled.to_html(index=False, classes="wb-results wb-seeds-table", border=0, na_rep="")
+            + f"<details><summary>each seed</summary>{seeds}</details>"
+        )
+
+    def verdict_sentences(self) -> list[str]:
+        """The run's paired comparisons (base against each adapter, LoRA against QLoRA), pooled over its seeds."""
+        if self.result is None:
+            return []
+        folders = [f for f in self.folders[: len(self.seed_results)] if Run(f).finished]
+        names = [v.name for v in self.result.variants]
+        pairings = across_seeds([Run(f).scores() for f in folders], names, short_titles(names)) if folders else []
+        return [s for p in pairings for s in p.sentences()]
+
+    def verdicts_what(self) -> str:
+        n = len(self.seed_results)
+        pooled = f", every seed's examples pooled ({n} seeds)" if n > 1 else ""
+        return f"paired on the same eval examples{pooled}"
 
     @staticmethod
     def end_line(result: CompareResult, elapsed_s: float) -> str:
