@@ -307,15 +307,13 @@ class ComparePanel(widgets.VBox):
 
     def evaluate(self) -> str | None:
         """Score each variant on the eval split: a ✓/✗ table per example and the accuracy per variant."""
+        cfg = self.run_config()
         try:
             task = self.task()
+            examples = task.eval_split(cfg.train.eval_examples)
         except ValueError as exc:
             self.status.value = error_html(exc)
             return str(exc)
-        cfg = self.run_config()
-        examples = task.eval
-        if cfg.train.eval_examples and not isinstance(examples, data_mod.TextSource):
-            examples = examples[: cfg.train.eval_examples]
         self.evaluation = {}
         self.eval_summary.value = self.eval_table.value = self.extremes.value = self.verdicts.value = ""
 
