@@ -1,16 +1,19 @@
 """Whatever a run folder holds, the teacher's view holds: in a class every student can write to the shared runs
 folder, so any results.json that does not match this version's layout (wrong types, missing or extra fields,
 non-finite or negative numbers, very long strings, another layout) is listed as unreadable with its reason, and
-never raises in runs.scan or the Results panel.
+never raises in runs.scan or the Results panel; and everything a run folder says reaches the page escaped.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import tempfile
 from pathlib import Path
 
+import ipywidgets as widgets
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -289,3 +292,60 @@ def test_the_results_panel_opens_on_a_damaged_folder(damage, text):
         assert {r.run for r in panel.rows} == {"good"} and bytes(panel.chart.value).startswith(b"\x89PNG")
         assert "2 run folders not shown" in panel.info.value
         panel.refresh()  # and again, as the Refresh button does
+
+
+# ---------------------------------------------------------------------------- everything reaches the page escaped
+
+PLANT = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+
+
+def html_values(widget) -> list[str]:
+    """Every HTML a panel shows: its HTML widgets' values, however deep."""
+    out = [widget.value] if isinstance(widget, (widgets.HTML, widgets.HTMLMath)) else []
+    for child in getattr(widget, "children", ()):
+        out += html_values(child)
+    return out
+
+
+def planted_doc(where: str) -> dict:
+    """A run whose every string a run folder can hold (that this version reads) carries HTML and a script."""
+    doc = good_doc(user="mallory")
+    for key in ("device", "model_path", "task", "scoring", "allocator", "command"):
+        doc[key] = f"{key}{PLANT}"
+    doc["notes"] = [f"note{PLANT}"]
+    doc["config"]["task"] = f"task{PLANT}"
+    doc["config"]["model"]["name"] = f"model{PLANT}"
+    doc["config"]["columns"] = f"prompt={PLANT}"
+    doc["config"]["lora"]["target_modules"] = [f"q_proj{PLANT}"]
+    lora = doc["variants"][1]
+    lora["target_modules"] = [f"q_proj{PLANT}", "v_proj"]
+    lora["base_dtype"] = f"float32{PLANT}"
+    lora["error"] = f"error{PLANT}"
+    if where == "name":  # a variant name is one of four: a planted one is refused, and its reason shown escaped
+        lora["name"] = f"lora{PLANT}"
+    return doc
+
+
+@pytest.mark.parametrize("user", ["mallory", f"m{PLANT}"])
+def test_everything_a_run_folder_says_reaches_the_page_escaped(tmp_path, user):
+    root = tmp_path / "runs"
+    folder = f"run{PLANT.replace('/', '∕')}"  # a folder name can hold anything but a slash
+    doc = planted_doc("fields")
+    doc["user"] = user
+    write_doc(root / folder, doc)
+    write_doc(root / f"names{PLANT.replace('/', '∕')}", planted_doc("name"))
+    write_doc(root / "sweep" / folder, planted_doc("fields"))  # one level deeper, as sweeps write them
+    panel = ResultsPanel(AppState(runs_dir=root))
+    assert len(panel.rows) == 4 and len(panel.unreadable) == 1
+    # the folder with a planted variant name: its name and its reason (the name cut short) shown as text
+    assert html.escape(f"names{PLANT.replace('/', '∕')}") in panel.info.value
+    assert "got &#x27;lora&lt;script&gt;" in panel.info.value
+    panel.pick_runs.value = tuple(panel.pick_runs.options)  # runs side by side: their settings table
+    panel.only_differences.value = False
+    assert html.escape(f"model{PLANT}") in panel.settings.value
+    panel.person.value = panel.person.options[-1][1]
+    panel.export()
+    shown = html_values(panel)
+    assert html.escape(folder) in panel.table.value and "q_proj&lt;script&gt;" in panel.table.value
+    for value in shown:
+        assert "<script" not in value.lower() and "<img" not in value.lower(), value
