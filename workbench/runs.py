@@ -283,7 +283,8 @@ USER_CHARS = re.compile(r"^[\w .'-]{1,40}$")  # letters (any script), digits, sp
 
 
 def default_user() -> str:
-    """Who makes a run when nobody says: WORKBENCH_USER, else the login name (a class's names by default)."""
+    """Who makes a run when nobody says: WORKBENCH_USER, else the login name (a class's names by default), as a
+    name check_user accepts (it goes into folder names): other characters become _, and it is cut to 40."""
     import getpass
 
     name = os.environ.get("WORKBENCH_USER", "").strip()
@@ -291,8 +292,10 @@ def default_user() -> str:
         try:
             name = getpass.getuser()
         except (OSError, KeyError):  # no login name in some containers
-            name = "someone"
-    return name
+            name = ""
+    # nobody chose these names for the workbench, so they are mended, not refused: a run must still start
+    name = re.sub(r"[^\w .'-]", "_", " ".join(name.split()))[:40].strip()
+    return name if USER_CHARS.match(name) else "someone"
 
 
 def check_user(name: str) -> str:
