@@ -190,7 +190,7 @@ def run_experiment(
     run = Run(check_writable_dir(out_dir))
     world.main_first(lambda: resolve_model(cfg.model.name))  # the embedded model is converted once, by rank 0
     s = setup(cfg, status=status)
-    tight = check_fit(s) if fit_check else []
+    tight = check_fit(s, world.sharing(s.choice.type)) if fit_check else []
     result = start_result(
         s,
         tight,
