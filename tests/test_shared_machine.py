@@ -1,7 +1,10 @@
-"""One machine shared: login names that go into folder names, DDP processes that load onto one device at once."""
+"""One machine shared: login names that go into folder names, DDP processes that load onto one device at once,
+and what a killed `workbench train` left in its run folder."""
 
 from __future__ import annotations
 
+import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -94,3 +97,20 @@ def test_workbench_train_refuses_what_its_local_processes_could_not_all_load(
     monkeypatch.setattr(experiment, "load_group", no_loading)
     with pytest.raises(ValueError, match="memory: lora in 2 processes needs about"):
         experiment.run_experiment(cfg, tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------- a train run's stale temp files
+
+
+def test_workbench_train_removes_what_a_killed_write_left_in_its_folder(tiny_model_dir, tiny_jsonl, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".results.json.abcd1234.tmp"  # files.write_json's temp name, as a kill leaves it
+    stale.write_text("{")
+    young = out / ".metrics.csv.efgh5678.tmp"  # another process's write in progress: left alone
+    young.write_text("step")
+    hour_ago = time.time() - 7200
+    os.utime(stale, (hour_ago, hour_ago))
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants=("lora",), steps=1)
+    experiment.run_experiment(cfg, out)
+    assert not stale.exists() and young.exists() and (out / "results.json").is_file()
