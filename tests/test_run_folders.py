@@ -294,6 +294,25 @@ def test_the_results_panel_opens_on_a_damaged_folder(damage, text):
         panel.refresh()  # and again, as the Refresh button does
 
 
+def test_a_name_matplotlib_would_read_as_a_formula_is_drawn_as_written(tmp_path):
+    """A pair of $ in a folder, module or variant name is mathtext to matplotlib; "$\\foo{$" raised ValueError
+    as the chart was drawn, and took the Results tab down with it."""
+    from workbench.events import MetricEvent
+
+    formula = "$\\foo{$"
+    doc = good_doc()
+    doc["variants"][1]["target_modules"] = [formula]
+    folder = tmp_path / f"run{formula}"
+    write_doc(folder, doc)
+    metrics = runs.MetricsCSV(folder / "metrics.csv")
+    metrics(MetricEvent(f"lora{formula}", 1, 1, 0.5, 1e-3, 100.0, MiB, MiB, 0.5))
+    metrics.close()
+    panel = ResultsPanel(AppState(runs_dir=tmp_path))
+    assert len(panel.rows) == 2 and bytes(panel.chart.value).startswith(b"\x89PNG")
+    panel.pick_runs.value = (f"run{formula}",)  # its curve, its legend naming the run and the variant
+    assert bytes(panel.overlay_loss.value).startswith(b"\x89PNG")
+
+
 # ---------------------------------------------------------------------------- everything reaches the page escaped
 
 PLANT = "<script>alert(1)</script><img src=x onerror=alert(2)>"

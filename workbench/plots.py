@@ -19,6 +19,12 @@ class PlainLogFormatter(LogFormatter):
         return f"{x:g}"
 
 
+def as_written(text: str) -> str:
+    """Text from a run folder (a name, a module, a person) drawn as written: matplotlib reads what stands between
+    two $ as a formula, and one it cannot parse ("$\\foo{$") raises when the figure is drawn."""
+    return text.replace("$", r"\$")
+
+
 def plain_log_axis(axis) -> None:
     """A log-scaled axis labelled in plain numbers, on the major ticks and, over a short range, the minor."""
     axis.set_major_formatter(PlainLogFormatter())
@@ -166,7 +172,7 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
             facecolors="white" if hollow else colour,
             edgecolors=colour,
             zorder=3,
-            label=f"{i}  {e.text}{tie}",
+            label=f"{i}  {as_written(e.text)}{tie}",
         )
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if len(points) > 1 and front:  # the settings no other one beats on both: the trade-off to choose along
@@ -285,7 +291,7 @@ def overlay_figure(curves: dict[str, list[MetricEvent]], what: str = "loss") -> 
         for name in dict.fromkeys(m.variant for m in metrics):
             pts = [m for m in metrics if m.variant == name]
             ys = [m.loss for m in pts] if what == "loss" else [m.peak_memory_bytes / MiB for m in pts]
-            ax.plot([m.step for m in pts], ys, label=f"{shorten(run, 30)}: {name}", linewidth=1.2)
+            ax.plot([m.step for m in pts], ys, label=as_written(f"{shorten(run, 30)}: {name}"), linewidth=1.2)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if what == "loss":
