@@ -7,6 +7,7 @@ never raises in runs.scan or the Results panel; and everything a run folder says
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 import tempfile
@@ -368,3 +369,24 @@ def test_everything_a_run_folder_says_reaches_the_page_escaped(tmp_path, user):
     assert html.escape(folder) in panel.table.value and "q_proj&lt;script&gt;" in panel.table.value
     for value in shown:
         assert "<script" not in value.lower() and "<img" not in value.lower(), value
+
+
+def test_a_run_with_every_text_at_its_limit_still_draws_a_chart(tmp_path):
+    """The longest texts the layout accepts: the chart's legend writes them out, and a figure past 65,536
+    pixels is one matplotlib refuses to draw."""
+    doc = good_doc(user="u" * TEXT_LIMIT)
+    lora = doc["variants"][1]
+    lora["target_modules"] = ["m" * 99] * 20  # 1,999 characters joined
+    lora["base_dtype"] = "d" * TEXT_LIMIT
+    lora["error"] = "e" * MESSAGE_LIMIT
+    write_doc(tmp_path / ("r" * 200), doc)
+    write_doc(tmp_path / "other", good_doc())  # a second person: the legend names people too
+    lora["target_modules"] = ["m" * 100] * 20  # 2,019: one past the limit
+    write_doc(tmp_path / "over", doc)
+    panel = ResultsPanel(AppState(runs_dir=tmp_path))
+    assert len(panel.rows) == 4 and [u.run for u in panel.unreadable] == ["over"]
+    assert "target_modules must be at most 2,000 characters; got 2,019" in panel.info.value
+    from PIL import Image
+
+    width, height = Image.open(io.BytesIO(bytes(panel.chart.value))).size
+    assert width < 2**16 and height < 2**16
