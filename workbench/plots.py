@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .events import MetricEvent
-from .results import MEMORY_FIELDS, VariantResult, default_score, pareto_front, shorten
+from .results import MEMORY_FIELDS, VariantResult, as_written, default_score, pareto_front, shorten
 
 MiB = 1024**2
 COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
@@ -17,12 +17,6 @@ class PlainLogFormatter(LogFormatter):
 
     def _num_to_string(self, x, vmin, vmax):
         return f"{x:g}"
-
-
-def as_written(text: str) -> str:
-    """Text from a run folder (a name, a module, a person) drawn as written: matplotlib reads what stands between
-    two $ as a formula, and one it cannot parse ("$\\foo{$") raises when the figure is drawn."""
-    return text.replace("$", r"\$")
 
 
 def plain_log_axis(axis) -> None:

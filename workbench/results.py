@@ -452,6 +452,12 @@ def shorten(text: str, width: int = 32) -> str:
     return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2 :]
 
 
+def as_written(text: str) -> str:
+    """Text from a run folder (a name, a module, a person) drawn as written: matplotlib reads what stands between
+    two $ as a formula, and one it cannot parse ("$\\foo{$") raises when the figure is drawn."""
+    return text.replace("$", r"\$")
+
+
 def default_score(results) -> str:
     """What a chart or frontier scores results by: accuracy where the task has one, else perplexity."""
     return "accuracy" if any(r.accuracy is not None for r in results) else "perplexity"
