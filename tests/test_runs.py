@@ -98,8 +98,11 @@ def test_metrics_csv_one_row_per_event(tmp_path, load_tiny, tiny_tokenizer, tiny
 
 
 def test_load_results(tmp_path):
-    write_json(tmp_path / "results.json", {"variants": [{"name": "base"}]})
-    assert runs.load_results(tmp_path) == {"variants": [{"name": "base"}]}
+    write_json(tmp_path / "results.json", {"config": {}, "variants": [{"name": "base", "bits": 16}]})
+    assert runs.load_results(tmp_path) == {"config": {}, "variants": [{"name": "base", "bits": 16}]}
+    write_json(tmp_path / "results.json", {"config": {}, "variants": [{"name": "base", "bits": "16"}]})
+    with pytest.raises(ValueError, match=r"variants\[0\]: bits must be 16, 8 or 4; got '16'"):
+        runs.load_results(tmp_path)  # checked as read: no reader gets a number that is text
 
 
 def test_result_fields_cover_the_documented_columns():
@@ -161,7 +164,7 @@ def test_run_object_reads_its_folder(tmp_path):
 def test_an_older_run_without_new_fields_still_reads(tmp_path):
     write_json(
         tmp_path / "old" / "results.json",
-        {"config": {}, "device": "cuda (A100, bfloat16)", "variants": [{"name": "lora", "bits": 16, "retired": 1}]},
+        {"config": {}, "device": "cuda (A100, bfloat16)", "variants": [{"name": "lora", "bits": 16}]},
     )
     run = runs.Run(tmp_path / "old")
     assert run.device_type == "cuda"  # told by the description, as older runs wrote it
@@ -169,6 +172,14 @@ def test_an_older_run_without_new_fields_still_reads(tmp_path):
     assert res.name == "lora" and res.status == "done" and res.accuracy is None
     (row,) = runs.all_results(tmp_path)
     assert row.run == "old" and row.result == res
+    # a field this version does not know is another version's layout: listed with its name, not dropped
+    write_json(tmp_path / "newer" / "results.json", {"config": {}, "variants": [{"name": "lora", "bits": 16, "x": 1}]})
+    assert [(u.run, u.reason) for u in runs.scan(tmp_path)[1]] == [
+        (
+            "newer",
+            "results.json: written by another version of the workbench, or damaged: variants[0]: unknown field 'x'",
+        )
+    ]
 
 
 def test_a_speed_is_quoted_only_for_answers_long_enough_to_measure_one():
@@ -229,7 +240,7 @@ def test_a_runs_metrics_and_settings_read_back(tmp_path):
         sink.close()
         cfg = preset_config("cpu-demo", {"lora": {"rank": rank}})
         result = CompareResult(config=cfg.to_dict(), device="cpu", device_type="cpu", model_path="m", task="t")
-        write_json(out / "results.json", result.to_json())
+        write_json(out / "results.json", {**result.to_json(), "variants": []})  # as runs.write_results writes it
         folders.append(runs.Run(out))
     assert folders[0].metrics() == events
     diff = runs.settings_table(folders, only_differences=True)

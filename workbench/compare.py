@@ -173,14 +173,17 @@ def _expert_notes(cfg: RunConfig, layout: ModelLayout) -> list[str]:
     return ["LoRA: " + note] if note else []
 
 
-def check_fit(s: Setup) -> list[str]:
+def check_fit(s: Setup, sharing: int = 1) -> list[str]:
     """Each variant's estimated peak against what the device has free, before any weights load: ValueError
-    for the variants that will not fit, saying what to change; a note on those that are tight."""
+    for the variants that will not fit, saying what to change; a note on those that are tight. `sharing`: the
+    processes loading onto this device at once (distributed.World.sharing): each sees the same free memory,
+    so `sharing` times the estimate must fit."""
     available = memory.available_bytes(s.choice.type, s.choice.device)
     by_verdict: dict[str, dict[str, int]] = {}
     for name in s.cfg.variants:
-        estimated = s.estimate(name)
-        by_verdict.setdefault(memory.fit(estimated, available), {})[name] = estimated
+        estimated = s.estimate(name) * sharing
+        said = name if sharing == 1 else f"{name} in {sharing} processes"
+        by_verdict.setdefault(memory.fit(estimated, available), {})[said] = estimated
     if memory.WONT_FIT in by_verdict:
         raise ValueError("memory: " + memory.fit_message(by_verdict[memory.WONT_FIT], available, memory.WONT_FIT))
     tight = by_verdict.get(memory.TIGHT)

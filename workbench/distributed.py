@@ -36,6 +36,7 @@ class World:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0  # the rank on this machine: which GPU is this process's
+    local_world_size: int = 1  # the processes on this machine (1 where the launcher does not say)
 
     @property
     def distributed(self) -> bool:
@@ -49,7 +50,9 @@ class World:
     @classmethod
     def from_env(cls) -> World:
         """The world a launcher (torchrun, accelerate launch, srun with these set) described in the environment."""
-        world = cls(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
+        world = cls(
+            _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", 1)
+        )
         if world.world_size < 1 or not 0 <= world.rank < world.world_size:
             raise ValueError(f"RANK must be between 0 and WORLD_SIZE - 1; got RANK={world.rank} of {world.world_size}")
         return world
@@ -61,7 +64,16 @@ class World:
 
         if not (dist.is_available() and dist.is_initialized()):
             return cls()
-        return cls(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+        return cls(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", 1))
+
+    def sharing(self, device_type: str) -> int:
+        """How many processes load onto this process's device at the same time: every local one on a CPU (they
+        share its RAM); on CUDA those that share one GPU (more processes on the machine than GPUs)."""
+        local = min(max(self.local_world_size, 1), self.world_size)
+        if device_type == "cuda":
+            gpus = torch.cuda.device_count()
+            return -(-local // gpus) if gpus else local
+        return local
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """Whether any process has `flag` set (a Stop on one must stop all, or the rest wait for it forever)."""

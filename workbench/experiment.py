@@ -31,7 +31,7 @@ from .compare import (
 from .config import VARIANTS, RunConfig
 from .distributed import World
 from .events import ProgressSink, Sink, Stages
-from .files import check_writable_dir, write_text
+from .files import check_writable_dir, remove_stale_temps, write_text
 from .resolve import resolve_model
 from .results import CompareResult
 from .runs import MetricsCSV, Run, default_user, write_run
@@ -190,7 +190,7 @@ def run_experiment(
     run = Run(check_writable_dir(out_dir))
     world.main_first(lambda: resolve_model(cfg.model.name))  # the embedded model is converted once, by rank 0
     s = setup(cfg, status=status)
-    tight = check_fit(s) if fit_check else []
+    tight = check_fit(s, world.sharing(s.choice.type)) if fit_check else []
     result = start_result(
         s,
         tight,
@@ -216,6 +216,7 @@ def run_experiment(
             monitor.stop()
         return None
     run.path.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run.path)  # what a killed earlier write into this folder left, as run_compare does
     metrics = MetricsCSV(run.path / "metrics.csv")
     predictions: dict[str, list[dict]] = {}
     scores: dict[str, dict] = {}

@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .events import MetricEvent
-from .results import MEMORY_FIELDS, VariantResult, default_score, pareto_front, shorten
+from .results import MEMORY_FIELDS, VariantResult, as_written, default_score, pareto_front, shorten
 
 MiB = 1024**2
 COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
@@ -166,7 +166,7 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
             facecolors="white" if hollow else colour,
             edgecolors=colour,
             zorder=3,
-            label=f"{i}  {e.text}{tie}",
+            label=f"{i}  {as_written(e.text)}{tie}",
         )
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if len(points) > 1 and front:  # the settings no other one beats on both: the trade-off to choose along
@@ -285,7 +285,7 @@ def overlay_figure(curves: dict[str, list[MetricEvent]], what: str = "loss") -> 
         for name in dict.fromkeys(m.variant for m in metrics):
             pts = [m for m in metrics if m.variant == name]
             ys = [m.loss for m in pts] if what == "loss" else [m.peak_memory_bytes / MiB for m in pts]
-            ax.plot([m.step for m in pts], ys, label=f"{shorten(run, 30)}: {name}", linewidth=1.2)
+            ax.plot([m.step for m in pts], ys, label=as_written(f"{shorten(run, 30)}: {name}"), linewidth=1.2)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if what == "loss":

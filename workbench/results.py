@@ -2,6 +2,9 @@
 fields: what the variant is, what it cost and how it scored. It gives every form a result takes: the row
 of results.json and results.csv, the readable tables of the CLI and the Results panel, and the points
 and labels of the plots. CompareResult holds a whole comparison: its variants, answers and steps.
+
+Long because: the fields, their checks on reading (ROW_CHECKS, DOC_CHECKS: a class's runs folder is anyone's to
+edit) and their readable forms are one fact, kept in one place.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from .config import VARIANTS, _check_choice, _check_float, _check_int, _shown
 from .events import MetricEvent
 from .stats import Interval, accuracy_interval, difference_interval, mean_interval
 
@@ -65,9 +69,21 @@ class VariantResult:
 
     @classmethod
     def from_dict(cls, row: dict) -> VariantResult:
-        """A row of results.json; fields a newer version added are left at their defaults, unknown ones dropped."""
-        known = set(cls.field_names())
-        return cls(**{k: v for k, v in row.items() if k in known})
+        """A row of results.json, each field checked (a run folder is anyone's to edit): a field from before it
+        was kept takes its default; a wrong type, a number out of range, an unknown field (another version's)
+        or a missing name or bits is a ValueError naming the field."""
+        if not isinstance(row, dict):
+            raise ValueError(f"a variant must be a dict of fields; got {_shown(row)}")
+        unknown = [k for k in row if k not in ROW_CHECKS]
+        if unknown:
+            raise ValueError(f"unknown field {_shown(unknown[0])}")
+        for name in ("name", "bits"):
+            if name not in row:
+                raise ValueError(f"a variant has no {name}")
+        for name, value in row.items():
+            if value is not None or name in ("name", "bits"):
+                ROW_CHECKS[name](name, value)
+        return cls(**row)
 
     @property
     def trained(self) -> bool:
@@ -104,6 +120,160 @@ class VariantResult:
         if key not in MEMORY_FIELDS:
             raise ValueError(f"memory must be one of {', '.join(MEMORY_FIELDS)}; got {key!r}")
         return getattr(self, key)
+
+
+# --------------------------------------------------------------------------- what a results.json may hold
+
+TEXT_LIMIT = 200  # a name, a dtype, a status, a device: anything longer is not one a run wrote
+MESSAGE_LIMIT = 2_000  # an error or a note: a sentence or two with what to change
+COMMAND_LIMIT = 20_000  # the command line that made a run
+BIG = 2**63 - 1  # bytes and counts beyond this are damage (and overflow a float in the tables)
+STATUSES = ("done", "stopped", "out of memory", "failed")
+
+
+def check_text(name: str, value: Any, limit: int = TEXT_LIMIT) -> None:
+    """Text a page can show: a str of at most `limit` characters that encodes as UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text; got {_shown(value)}")
+    if len(value) > limit:
+        raise ValueError(f"{name} must be at most {limit:,} characters; got {len(value):,}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} must be text; got {_shown(value)}, which is not valid Unicode") from None
+
+
+def _count(name: str, value: Any) -> None:
+    _check_int(name, value, 0, BIG)
+
+
+def _amount(name: str, value: Any) -> None:  # bytes or seconds: a median over repeats may not be whole
+    _check_float(name, value, 0, BIG)
+
+
+def _share(name: str, value: Any) -> None:
+    _check_float(name, value, 0, 1)
+
+
+def _signed(name: str, value: Any) -> None:  # forgetting: tuning can also improve the general text
+    _check_float(name, value, -BIG, BIG)
+
+
+def _targets(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        return check_text(name, value)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{name} must be all-linear or a list of module names; got {_shown(value)}")
+    check_text(name, ",".join(value), MESSAGE_LIMIT)  # the chart's legend writes them out whole
+
+
+def _bits(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (16, 8, 4):
+        raise ValueError(f"{name} must be 16, 8 or 4; got {_shown(value)}")
+
+
+# each field of a results.json row with its check (None passes wherever a field's default is None)
+ROW_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "name": lambda n, v: _check_choice(n, v, tuple(VARIANTS)),
+    "bits": _bits,
+    "rank": lambda n, v: _check_int(n, v, 1, BIG),
+    "target_modules": _targets,
+    "trainable_params": _count,
+    "total_params": _count,
+    "weight_bytes": _amount,
+    "peak_memory_bytes": _amount,
+    "estimated_peak_bytes": _amount,
+    "train_seconds": _amount,
+    "tokens_per_second": _amount,
+    "final_train_loss": _amount,
+    "eval_loss": _amount,
+    "perplexity": _amount,
+    "accuracy": _share,
+    "steps_done": _count,
+    "status": lambda n, v: _check_choice(n, v, STATUSES),
+    "base_dtype": check_text,
+    "general_loss": _amount,
+    "forgetting": _signed,
+    "error": lambda n, v: check_text(n, v, MESSAGE_LIMIT),
+    "eval_examples": _count,
+    "accuracy_low": _share,
+    "accuracy_high": _share,
+    "eval_loss_low": _amount,
+    "eval_loss_high": _amount,
+    "perplexity_low": _amount,
+    "perplexity_high": _amount,
+    "forgetting_low": _signed,
+    "forgetting_high": _signed,
+    "eval_seconds": _amount,
+}
+
+
+def _notes(name: str, value: Any) -> None:
+    if not isinstance(value, list) or len(value) > 100:
+        raise ValueError(f"{name} must be a list of sentences; got {_shown(value)}")
+    for item in value:
+        check_text(name, item, MESSAGE_LIMIT)
+
+
+def _optional_text(limit: int) -> Callable[[str, Any], None]:
+    return lambda n, v: None if v is None else check_text(n, v, limit)
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false; got {_shown(value)}")
+
+
+# each key of a results.json beside "variants" with its check: CompareResult.to_json's, then those
+# experiment.ExperimentResult.to_json adds (a test holds both to this table)
+DOC_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "config": lambda n, v: None,  # a dict (check_run_doc), whose settings RunConfig.from_dict checks
+    "device": _optional_text(TEXT_LIMIT),
+    "device_type": _optional_text(TEXT_LIMIT),
+    "model_path": _optional_text(4_096),
+    "task": _optional_text(TEXT_LIMIT),
+    "scoring": _optional_text(TEXT_LIMIT),
+    "notes": _notes,
+    "stopped": _flag,
+    "allocator": _optional_text(TEXT_LIMIT),
+    "command": _optional_text(COMMAND_LIMIT),
+    "user": _optional_text(TEXT_LIMIT),
+    "world_size": _count,
+    "backend": _optional_text(TEXT_LIMIT),
+    "per_device_batch": _count,
+    "grad_accum": _count,
+    "global_batch": _count,
+}
+
+
+def check_run_doc(doc: Any) -> None:
+    """A results.json as read, checked whole before anything shows it (any student can write to a class's runs
+    folder): ValueError with the first thing wrong. Its settings are checked by RunConfig.from_dict."""
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("config"), dict)
+        or not isinstance(doc.get("variants"), list)
+    ):
+        raise ValueError("no settings or variants: written by an older workbench, or damaged")
+    try:
+        unknown = [k for k in doc if k not in DOC_CHECKS and k != "variants"]
+        if unknown:
+            raise ValueError(f"unknown field {_shown(unknown[0])}")
+        for key, value in doc.items():
+            if key != "variants":
+                DOC_CHECKS[key](key, value)
+        if len(doc["variants"]) > len(VARIANTS):
+            raise ValueError(f"variants: {len(doc['variants'])} rows, and a run has at most {len(VARIANTS)}")
+        names = []
+        for i, row in enumerate(doc["variants"]):
+            try:
+                names.append(VariantResult.from_dict(row).name)
+            except ValueError as exc:
+                raise ValueError(f"variants[{i}]: {exc}") from None
+        if len(set(names)) != len(names):
+            raise ValueError("variants: a variant is listed twice")
+    except ValueError as exc:
+        raise ValueError(f"written by another version of the workbench, or damaged: {exc}") from None
 
 
 INTERVAL_SCORES = ("accuracy", "eval_loss", "perplexity", "forgetting")
@@ -280,6 +450,12 @@ def shorten(text: str, width: int = 32) -> str:
         return text
     keep = width - 1
     return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2 :]
+
+
+def as_written(text: str) -> str:
+    """Text from a run folder (a name, a module, a person) drawn as written: matplotlib reads what stands between
+    two $ as a formula, and one it cannot parse ("$\\foo{$") raises when the figure is drawn."""
+    return text.replace("$", r"\$")
 
 
 def default_score(results) -> str:

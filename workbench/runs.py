@@ -24,9 +24,10 @@ from .config import TRAINED_VARIANTS, RunConfig
 from .events import MetricEvent
 from .files import atomic_dir, save_figure, write_csv, write_json, write_text
 from .resolve import EMBEDDED_DIRNAME
-from .results import CompareResult, VariantResult
+from .results import CompareResult, VariantResult, check_run_doc, first_line
 
 RESULTS_FILE = "results.json"
+MAX_RESULTS_BYTES = 10 * 2**20  # a run's results.json is a few KiB: one far larger is damage, not read
 # per variant, example by example: {"eval": {keys, losses, tokens, correct}, "general": {..., base_losses}}
 SCORES_FILE = "scores.json"
 RESULT_FIELDS = VariantResult.field_names()
@@ -62,9 +63,18 @@ class Run:
         return self.results_file.is_file()
 
     def read(self) -> dict:
-        """results.json as written (cached); OSError or ValueError when it is missing or damaged."""
+        """results.json as written (cached), checked against this version's layout (results.check_run_doc);
+        OSError or ValueError when it is missing, damaged or another version's."""
         if self._doc is None:
-            self._doc = json.loads(self.results_file.read_text(encoding="utf-8"))
+            size = self.results_file.stat().st_size
+            if size > MAX_RESULTS_BYTES:
+                raise ValueError(f"{RESULTS_FILE} is {size / 2**20:,.0f} MiB, far more than a run writes (damaged)")
+            try:
+                doc = json.loads(self.results_file.read_text(encoding="utf-8"))
+            except RecursionError:  # nested thousands deep: json's parser recurses
+                raise ValueError(f"{RESULTS_FILE} is nested too deeply to be a run's (damaged)") from None
+            check_run_doc(doc)
+            self._doc = doc
         return self._doc
 
     def scores(self) -> dict[str, dict]:
@@ -273,7 +283,8 @@ USER_CHARS = re.compile(r"^[\w .'-]{1,40}$")  # letters (any script), digits, sp
 
 
 def default_user() -> str:
-    """Who makes a run when nobody says: WORKBENCH_USER, else the login name (a class's names by default)."""
+    """Who makes a run when nobody says: WORKBENCH_USER, else the login name (a class's names by default), as a
+    name check_user accepts (it goes into folder names): other characters become _, and it is cut to 40."""
     import getpass
 
     name = os.environ.get("WORKBENCH_USER", "").strip()
@@ -281,8 +292,10 @@ def default_user() -> str:
         try:
             name = getpass.getuser()
         except (OSError, KeyError):  # no login name in some containers
-            name = "someone"
-    return name
+            name = ""
+    # nobody chose these names for the workbench, so they are mended, not refused: a run must still start
+    name = re.sub(r"[^\w .'-]", "_", " ".join(name.split()))[:40].strip()
+    return name if USER_CHARS.match(name) else "someone"
 
 
 def check_user(name: str) -> str:
@@ -408,12 +421,8 @@ def _rows_of(run: Run, root: Path) -> list[ResultRow]:
         raise ValueError(f"{RESULTS_FILE} is damaged: {exc.msg} at line {exc.lineno}") from None
     except OSError as exc:
         raise ValueError(f"{RESULTS_FILE} cannot be read: {exc.strerror or exc}") from None
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("variants"), list)
-        or not isinstance(doc.get("config"), dict)
-    ):
-        raise ValueError(f"{RESULTS_FILE} has no settings or variants: written by an older workbench, or damaged")
+    except (ValueError, OverflowError) as exc:  # the layout (check_run_doc), or a date no clock gives
+        raise ValueError(f"{RESULTS_FILE}: {first_line(exc)}") from None
     try:
         cfg = run.config()
         results = run.results()
