@@ -71,10 +71,10 @@ def check_options(port: int, runs: str, tabs: str | None, preset: str | None) ->
     from .config import preset_config
 
     names = parse_tabs(tabs)
-    check_port(port)
     if not str(runs).strip():
         raise ValueError("--runs: give a folder, not an empty value")
     runs_dir = check_writable_dir(Path(runs), "--runs").resolve()  # the kernel runs in notebooks/
+    check_port(port)
     try:
         preset_config(preset)
     except ValueError as exc:

@@ -419,6 +419,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     trained_variant(cfg)  # before any process group opens: every process refuses the same config alike
     check_launch()
     out = a.out or str(Path(a.config).with_suffix(""))
+    from .files import check_writable_dir
+
+    check_writable_dir(Path(out))  # before a process group opens or any data is read
     world = World.from_env()
     with join(world, cfg.model.device) as backend, _watched("after this step") as watch:
         if not world.is_main:  # one set of bars and status lines, not one per process
