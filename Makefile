@@ -1,6 +1,7 @@
 # Two commands a user needs: `make lab` and `make test`. Everything else is here for them.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# whichever python3 this is, 3.10 to 3.13 (CI runs 3.11); another one: make PYTHON=/path/to/python3.12 ...
+PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The stamp is newer than pyproject.toml once setup has run: a second `make test` installs nothing.
@@ -18,7 +19,7 @@ LAB_BROWSER := $(shell [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$$(uname)" != D
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "workbench needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else f"workbench needs Python 3.10 to 3.13, and $(PYTHON) is {v[0]}.{v[1]}: set PYTHON=/path/to/python3.12")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: on this kind of machine it is the CPU build on disk; a bare

@@ -7,7 +7,7 @@ import csv
 import json
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -174,7 +174,7 @@ def upload(panel: SetupPanel, name: str, content: bytes) -> None:
             "type": "",
             "size": len(content),
             "content": memoryview(content),
-            "last_modified": datetime.now(UTC),
+            "last_modified": datetime.now(timezone.utc),
         },
     )
 
