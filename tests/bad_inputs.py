@@ -221,6 +221,8 @@ CASES: list[Case] = [
     _c("export-out-in-proc", "export emptydir --out /proc/forbidden", "out", "export --out under /proc", needs="linux"),
     _c("export-out-under-a-file", "export emptydir --out afile/adapter", "out", "export --out under a file"),
     _c("app-runs-in-proc", "app --runs /proc/forbidden", "--runs", "the app's --runs under /proc", needs="linux"),
+    _c("notebooks-dir-in-proc", "notebooks /proc/forbidden", "dir", "notebooks into /proc", needs="linux"),
+    _c("notebooks-dir-under-a-file", "notebooks afile/nbs", "dir", "notebooks into a folder under a file"),
     _c("app-runs-under-a-file", "app --runs afile/runs", "--runs", "the app's --runs under a file"),
     # --- each data format broken each way it can break
     _c("data-missing", f"compare --data nothere.jsonl {RUN}", "nothere.jsonl", "a data file that does not exist"),

@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 from .files import check_writable_dir
+from .paths import notebooks_dir
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "app.ipynb"
+NOTEBOOK = notebooks_dir() / "app.ipynb"
 # the attributes of workbench.ui.app.PANELS, in the app's order
 TABS = ("setup", "adapter", "train", "sweep", "compare", "results", "lora_explainer", "quant_explainer")
 DEFAULT_PORT = 8866  # Voilà's own default

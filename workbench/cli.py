@@ -1,4 +1,5 @@
-"""`workbench compare | sweep | estimate | preview | model-path | app`: the same work as the notebook panels, headless.
+"""`workbench compare | sweep | train | estimate | preview | model-path | export | notebooks | app`: the same
+work as the notebook panels, headless.
 
 Input a user can get wrong exits with status 2 and one line that names the field.
 
@@ -238,6 +239,8 @@ def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.Argume
     )
     x.add_argument("--dtype", default="bfloat16", help="Dtype of a merged model: bfloat16 (default), float16, float32.")
     x.add_argument("--out", required=True, help="A new folder to write to.")
+    n = sub.add_parser("notebooks", help="copy the shipped notebooks into a folder, to open in JupyterLab")
+    n.add_argument("dir", type=_folder, help="The folder to copy them into (made if missing; files there are kept).")
     _add_app_command(sub)
     return parser
 
@@ -537,6 +540,25 @@ def cmd_app(a: argparse.Namespace) -> int:
     return app_page.serve(a.port, env, open_browser=not a.no_browser and app_page.has_screen())
 
 
+def cmd_notebooks(a: argparse.Namespace) -> int:
+    import shutil
+
+    from .files import check_writable_dir
+    from .paths import notebooks_dir
+
+    out = check_writable_dir(Path(a.dir), "dir")
+    out.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(notebooks_dir().glob("*.ipynb")):
+        target = out / nb.name
+        if target.exists():  # a notebook someone has worked in is theirs: never overwritten
+            print(f"kept {target} (already there)")
+            continue
+        shutil.copyfile(nb, target)
+        print(f"wrote {target}")
+    print(f"open them with: jupyter lab {shlex.quote(str(out))}")
+    return 0
+
+
 def cmd_model_path(a: argparse.Namespace) -> int:
     from .resolve import resolve_model
 
@@ -562,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             "model-path": cmd_model_path,
             "export": cmd_export,
             "app": cmd_app,
+            "notebooks": cmd_notebooks,
         }
         return commands[args.command](args)
     except ValueError as exc:  # one line even when a library's message has several
