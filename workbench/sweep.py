@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import memory
+from . import allocator, memory
 from .config import QUANT_TYPES, RunConfig, parse_targets, variant_for_bits
 from .estimator import estimate
 from .layout import ModelLayout
@@ -229,6 +229,7 @@ def plan(grid: SweepGrid, base: RunConfig, out_dir: str | Path, *, runs_root: st
             device_type=choice.type,
             double_quant=point.double_quant,
             dtype=choice.dtype_name,
+            allocator=allocator.current(),  # the points train in this process
         ).total
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
         seconds = 0.0 if cached else tokens / speeds[point.bits] * (1 + EVAL_SHARE)

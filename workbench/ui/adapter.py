@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from .. import memory, models, plots, sizes
+from .. import allocator, memory, models, plots, sizes
 from ..config import VARIANTS, LoraSettings
 from ..estimator import MemoryEstimate, estimate
 from ..generate import EVAL_BATCH_SIZE
@@ -230,6 +230,7 @@ class AdapterPanel(widgets.VBox):
                 double_quant=cfg.quant.double_quant,
                 train=trained,
                 dtype=dtype,
+                allocator=allocator.current(),  # this kernel trains: the estimate is for its allocator
             )
         return out
 
