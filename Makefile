@@ -75,7 +75,7 @@ tcmalloc:
 	[ -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] || [ -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 ] || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends libtcmalloc-minimal4; }
 
-# The README's screenshots of the app: a real run of the quickstart's default settings in Chromium.
+# The docs' screenshots of the app (docs/guide/): a real run of the quickstart's default settings in Chromium.
 screenshots: setup
 	$(BIN)/python tests/lab_browser.py --out docs/img/app
 

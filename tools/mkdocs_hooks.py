@@ -42,7 +42,7 @@ def cli_reference() -> str:
         "# Command-line reference",
         "",
         "Generated from the parsers in `workbench/cli.py` when the site is built: the same text as",
-        "`workbench COMMAND --help`.",
+        "`workbench COMMAND --help`. [The command line](../cli.md) shows them at work.",
         "",
     ]
     for name, sub in subs.choices.items():

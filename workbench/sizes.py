@@ -156,7 +156,7 @@ def describe(device_type: str, batch_size: int, seq_len: int, rank: int, gradien
 
 
 def save_chart(path: Path, runs_root: Path = Path("runs"), **settings) -> Path:
-    """The README's figure: the chart at `settings` (by_model's; its defaults and checkpointing otherwise),
+    """docs/memory.md's figure: the chart at `settings` (by_model's; its defaults and checkpointing otherwise),
     with the measured runs under runs_root, saved to `path`."""
     from .files import save_figure
     from .plots import qlora_saving_figure

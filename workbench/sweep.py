@@ -26,7 +26,7 @@ from .runs import Run, all_results
 
 BITS_CHOICES = (16, 8, 4)
 # tokens/s to plan with before this machine has trained at those bits (the embedded model on a 2-core CPU,
-# README's CPU demo); a GPU is far faster, so its first plan overstates the time
+# docs/demo.md); a GPU is far faster, so its first plan overstates the time
 FIRST_GUESS_TOKENS_PER_S = {16: 250.0, 8: 60.0, 4: 210.0}
 EVAL_SHARE = 0.35  # evaluating and answering, as a share of the training time (measured: make demo)
 
