@@ -29,7 +29,7 @@ from bench.common import ROOT, child_env, machine, markdown_table, save  # noqa:
 MiB = 2**20
 
 
-def trial(name: str, lib: str | None, out: Path, threads: int = 1) -> dict:
+def trial(name: str, lib: str | None, out: Path, threads: int = 1, more: tuple = ()) -> dict:
     import subprocess
 
     # one thread, as docs/estimator.md's grid: on a 2-core machine shared with other work, two OpenMP threads
@@ -37,6 +37,7 @@ def trial(name: str, lib: str | None, out: Path, threads: int = 1) -> dict:
     extra = {"WORKBENCH_ALLOCATOR": "system", "OMP_NUM_THREADS": str(threads), **({"LD_PRELOAD": lib} if lib else {})}
     env = child_env(False, extra)
     cmd = [sys.executable, "-m", "workbench.cli", "compare", "--preset", "quickstart", "--variants", "lora,qlora"]
+    cmd += list(more)  # later options win: --variants lora --steps 8 for a shorter speed check
     t0 = time.perf_counter()
     proc = subprocess.run([*cmd, "--out", str(out)], env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -66,6 +67,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each trial (default 1)")
     ap.add_argument("--order", default="glibc,tcmalloc,mimalloc", help="the order of a round (default glibc first)")
     ap.add_argument("--name", default="allocators", help="bench/out/NAME.json and .md (default allocators)")
+    ap.add_argument("compare_options", nargs="*", help="more `workbench compare` options, after --")
     ap.add_argument("--tcmalloc", default=allocator.tcmalloc_path(), help="libtcmalloc_minimal.so.4 to preload")
     args = ap.parse_args()
     found = {"glibc": None, "tcmalloc": args.tcmalloc, "mimalloc": allocator.mimalloc_path()}
@@ -77,7 +79,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="workbench-bench-alloc-") as tmp:
         for i in range(args.repeats):
             for name, lib in libs.items():
-                t = trial(name, lib, Path(tmp) / f"{name}-{i}", args.threads)
+                t = trial(name, lib, Path(tmp) / f"{name}-{i}", args.threads, tuple(args.compare_options))
                 trials.append(t)
                 print(
                     f"[{i + 1}/{args.repeats}] {name}: "
@@ -115,6 +117,7 @@ def main() -> int:
             "libs": libs,
             "command": "workbench compare --preset quickstart --variants lora,qlora",
             "threads": args.threads,
+            "compare_options": args.compare_options,
             "trials": trials,
         },
         table,
