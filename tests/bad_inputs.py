@@ -194,6 +194,49 @@ CASES: list[Case] = [
     _c("out-empty", "compare --out ''", "--out", "an empty --out"),
     _c("sweep-out-under-a-file", "sweep --plan --out afile/sweep", "out", "sweep --out under a file"),
     _c("sweep-out-not-writable", "sweep --plan --out /proc/1/s", "out", "sweep --out not writable", needs="linux"),
+    _c("out-in-proc", "compare --out /proc/forbidden", "out", "--out where the kernel refuses mkdir", needs="linux"),
+    _c(
+        "out-no-permission",
+        "compare --out locked/run",
+        "out",
+        "--out in a folder without write permission",
+        files={"locked": DIR},
+        chmod={"locked": 0o555},
+        needs="not-root",
+    ),
+    _c("sweep-out-in-proc", "sweep --plan --out /proc/forbidden", "out", "sweep --out under /proc", needs="linux"),
+    _c(
+        "train-out-in-proc",
+        "train exp.yaml --out /proc/forbidden",
+        "out",
+        "train --out under /proc",
+        files={"exp.yaml": "variants: [lora]\n"},
+        needs="linux",
+    ),
+    _c(
+        "train-out-under-a-file",
+        "train exp.yaml --out afile/run",
+        "out",
+        "train --out under a file",
+        files={"exp.yaml": "variants: [lora]\n"},
+    ),
+    _c(
+        "train-default-out-under-a-file",
+        "train afile.d/exp.yaml",
+        "out",
+        "train's run folder (beside the config) in the way",
+        files={
+            "afile.d": DIR,
+            "afile.d/exp": "a file where the run folder goes\n",
+            "afile.d/exp.yaml": "variants: [lora]\n",
+        },
+    ),
+    _c("export-out-in-proc", "export emptydir --out /proc/forbidden", "out", "export --out under /proc", needs="linux"),
+    _c("export-out-under-a-file", "export emptydir --out afile/adapter", "out", "export --out under a file"),
+    _c("app-runs-in-proc", "app --runs /proc/forbidden", "--runs", "the app's --runs under /proc", needs="linux"),
+    _c("notebooks-dir-in-proc", "notebooks /proc/forbidden", "dir", "notebooks into /proc", needs="linux"),
+    _c("notebooks-dir-under-a-file", "notebooks afile/nbs", "dir", "notebooks into a folder under a file"),
+    _c("app-runs-under-a-file", "app --runs afile/runs", "--runs", "the app's --runs under a file"),
     # --- each data format broken each way it can break
     _c("data-missing", f"compare --data nothere.jsonl {RUN}", "nothere.jsonl", "a data file that does not exist"),
     _c("data-folder", f"compare --data emptydir {RUN}", "emptydir is a folder", "a folder given as --data"),
@@ -397,7 +440,7 @@ def unmet(case: Case) -> str | None:
 
         return "a CUDA GPU is present" if torch.cuda.is_available() else None
     if case.needs == "not-root":
-        return "root reads every file" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+        return "root may read and write every file" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     if case.needs == "linux":
         return None if sys.platform.startswith("linux") else "needs Linux's /proc"
     return None

@@ -3,7 +3,7 @@
 Used by tests/test_browser.py (fast setting, part of `make test`) and by `make screenshots`
 (the default settings, a real run; the pictures go to docs/img/). Run alone:
 
-    python tests/lab_browser.py --out docs/img/app        # real run, README screenshots
+    python tests/lab_browser.py --out docs/img/app        # real run, the docs' screenshots (docs/guide/)
     python tests/lab_browser.py --fast --out /tmp/shots   # what the test does
 
 Each stage has a name; a failure says which stage broke and what was on the page. The server and

@@ -5,7 +5,7 @@ runs with, and the page's notebook (committed without outputs) building the app 
 Browser: the real server on a free port, the page in headless Chromium: the panels render with no code cell
 and no request leaving the machine, then a short training and three answers in the Compare tab (~1-3 min).
 
-    python tests/test_app_page.py --shot docs/img/app-page.png   # the README's picture, from that real run
+    python tests/test_app_page.py --shot docs/img/app-page.png   # docs/guide/web-page.md's picture, from that real run
 """
 
 from __future__ import annotations

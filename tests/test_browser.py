@@ -6,7 +6,7 @@ answers side by side, Evaluate and read the verdicts, open the results chart (an
 caption) and both explainers, run a two-point sweep, and restart the
 kernel to see the Run picker show the run it answers with. Any error shown in the notebook, in a panel or in
 the browser console fails the stage it happened in. Screenshots of each stage are kept in the
-test's tmp folder (and `make screenshots` refreshes the README's with a real run).
+test's tmp folder (and `make screenshots` refreshes the docs' with a real run).
 """
 
 from __future__ import annotations

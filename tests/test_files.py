@@ -107,3 +107,40 @@ def test_written_files_and_folders_follow_the_umask(tmp_path):
     assert stat.S_IMODE(text.stat().st_mode) == 0o644 and stat.S_IMODE(doc.stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_check_writable_dir_leaves_nothing_behind(tmp_path):
+    out = files.check_writable_dir(tmp_path / "a" / "b" / "run")
+    assert out == tmp_path / "a" / "b" / "run"
+    assert _listing(tmp_path) == []  # the probe's folders and file are gone again
+
+
+def test_check_writable_dir_refuses_a_read_only_filesystem(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    # no read-only mount can be made in a test: the error mkdir raises on one, as on a full disk or in /sys
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if self.name == "run":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(ValueError, match=r"out: .*/made/run cannot be made or written there \(Read-only file system\)"):
+        files.check_writable_dir(tmp_path / "made" / "run")
+    assert _listing(tmp_path) == []  # "made", which the probe made before the refusal, removed again
+
+
+def test_check_writable_dir_refuses_a_folder_it_cannot_write_in(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)  # root passes access() and chmod; the write is what fails
+    with pytest.raises(ValueError, match=r"cannot be made or written there \(Permission denied\)"):
+        files.check_writable_dir(tmp_path / "run", "--runs")
+    assert _listing(tmp_path) == []

@@ -190,8 +190,8 @@ def test_the_adapter_tab_holds_the_section_closed(tmp_path):
     assert panel.by_size.chart.value == b""
 
 
-def test_the_readme_quotes_the_table(table):
-    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").split())
+def test_the_memory_page_quotes_the_table(table):
+    readme = " ".join((Path(__file__).resolve().parent.parent / "docs/memory.md").read_text(encoding="utf-8").split())
     q = table[table.variant == "qlora"].set_index("model").vs_lora
     said = f"QLoRA's peak is {q['smollm2-135m']:.0%} of LoRA's at 135M"
     assert said in readme and f"{q['smollm2-1.7b']:.0%} at 1.7B, {q['llama-2-7b']:.0%} at Llama-2-7B" in readme

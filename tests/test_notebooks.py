@@ -287,3 +287,17 @@ def test_classroom_notebook_dry_run_with_simulated_students(tmp_path, tiny_model
     assert re.search(r"r=2, all-linear\)` by student 1, student 5: mean [\d.]+ \(95% interval [\d.-]+–[\d.]+\)", said)
     assert len(outputs(nb, "image/png")) == 3, "the class's chart, its pooled chart or the model-size chart is missing"
     assert "QLoRA's estimated peak is" in said and "at smollm2-135m" in said
+
+
+@pytest.mark.e2e
+def test_hosted_gpu_notebook_runs_offline_with_the_embedded_model(tmp_path, embedded_dir):
+    """06: the install is skipped (the workbench is importable), the hub is not reachable (HF_HUB_OFFLINE), so
+    the quickstart runs on the embedded model, here on the CPU."""
+    out = tmp_path / "runs" / "hosted"
+    params = FAST + f'VARIANTS = "lora"\nOUT = {str(out)!r}\n'
+    nb = execute_notebook("06_hosted_gpu.ipynb", params, tmp_path)
+    said = stream_text(nb)
+    assert "the embedded copy" in said and "device: cpu" in said
+    res = json.loads((out / "results.json").read_text())
+    assert [v["name"] for v in res["variants"]] == ["lora"] and res["variants"][0]["steps_done"] == 2
+    assert outputs(nb, "application/vnd.jupyter.widget-view+json"), "the app was not displayed"

@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -177,7 +177,7 @@ def upload(panel: SetupPanel, name: str, content: bytes) -> None:
             "type": "",
             "size": len(content),
             "content": memoryview(content),
-            "last_modified": datetime.now(UTC),
+            "last_modified": datetime.now(timezone.utc),
         },
     )
 
@@ -817,9 +817,15 @@ def test_continue_trains_the_last_run_on_and_its_curve_goes_on(app):
 
 def test_a_kernel_on_glibc_is_told_its_peaks_will_run_above_the_estimate(monkeypatch):
     from workbench import allocator
+    from workbench.ui.setup import allocator_line as setup_allocator_line
 
-    monkeypatch.setattr(allocator, "tcmalloc_path", lambda: "/usr/lib/libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(allocator, "fast_path", lambda: "/x/cmeel.prefix/lib/libmimalloc.so")
     monkeypatch.setattr(allocator, "in_use", lambda: "glibc")
     assert "make lab" in train_ui.allocator_note()
-    monkeypatch.setattr(allocator, "in_use", lambda: "tcmalloc")
-    assert train_ui.allocator_note() == ""
+    assert "Allocator: glibc" in setup_allocator_line() and "make lab" in setup_allocator_line()
+    monkeypatch.setattr(allocator, "fast_path", lambda: None)
+    assert train_ui.allocator_note() == "" and "make lab" not in setup_allocator_line()
+    for name in ("tcmalloc", "mimalloc"):
+        monkeypatch.setattr(allocator, "in_use", lambda name=name: name)
+        assert train_ui.allocator_note() == ""
+        assert f"Allocator: {name}, preloaded" in setup_allocator_line()

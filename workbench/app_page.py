@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 from .files import check_writable_dir
+from .paths import notebooks_dir
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "app.ipynb"
+NOTEBOOK = notebooks_dir() / "app.ipynb"
 # the attributes of workbench.ui.app.PANELS, in the app's order
 TABS = ("setup", "adapter", "train", "sweep", "compare", "results", "lora_explainer", "quant_explainer")
 DEFAULT_PORT = 8866  # Voilà's own default
@@ -71,10 +72,10 @@ def check_options(port: int, runs: str, tabs: str | None, preset: str | None) ->
     from .config import preset_config
 
     names = parse_tabs(tabs)
-    check_port(port)
     if not str(runs).strip():
         raise ValueError("--runs: give a folder, not an empty value")
     runs_dir = check_writable_dir(Path(runs), "--runs").resolve()  # the kernel runs in notebooks/
+    check_port(port)
     try:
         preset_config(preset)
     except ValueError as exc:
@@ -109,7 +110,7 @@ def voila_command(port: int, open_browser: bool) -> list[str]:
 
 
 def app_env(options_env: dict, template_root: Path, base: dict | None = None) -> dict:
-    """The server's environment: tcmalloc as `make lab` starts it, the options, and the template's folder."""
+    """The server's environment: the fast allocator as `make lab` starts it, the options, and the template's folder."""
     from .allocator import preload_env
 
     env = preload_env(base)

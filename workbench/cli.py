@@ -1,4 +1,5 @@
-"""`workbench compare | sweep | estimate | preview | model-path | app`: the same work as the notebook panels, headless.
+"""`workbench compare | sweep | train | estimate | preview | model-path | export | notebooks | app`: the same
+work as the notebook panels, headless.
 
 Input a user can get wrong exits with status 2 and one line that names the field.
 
@@ -264,6 +265,8 @@ def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.Argume
     )
     x.add_argument("--dtype", default="bfloat16", help="Dtype of a merged model: bfloat16 (default), float16, float32.")
     x.add_argument("--out", required=True, help="A new folder to write to.")
+    n = sub.add_parser("notebooks", help="copy the shipped notebooks into a folder, to open in JupyterLab")
+    n.add_argument("dir", type=_folder, help="The folder to copy them into (made if missing; files there are kept).")
     _add_app_command(sub)
     return parser
 
@@ -512,6 +515,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     trained_variant(cfg)  # before any process group opens: every process refuses the same config alike
     check_launch()
     out = a.out or str(Path(a.config).with_suffix(""))
+    from .files import check_writable_dir
+
+    check_writable_dir(Path(out))  # before a process group opens or any data is read
     world = World.from_env()
     with join(world, cfg.model.device) as backend, _watched("after this step") as watch:
         if not world.is_main:  # one set of bars and status lines, not one per process
@@ -547,6 +553,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_estimate(a: argparse.Namespace) -> int:
+    from . import allocator
     from .estimator import estimate
     from .layout import ModelLayout
 
@@ -569,6 +576,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
         double_quant=not a.no_double_quant,
         dtype=a.dtype,
         adapt_experts=lora.adapt_experts,
+        allocator=allocator.current(),  # what `workbench compare` here would run on (main() preloaded the same)
     )
     if a.json:
         print(
@@ -632,6 +640,25 @@ def cmd_app(a: argparse.Namespace) -> int:
     return app_page.serve(a.port, env, open_browser=not a.no_browser and app_page.has_screen())
 
 
+def cmd_notebooks(a: argparse.Namespace) -> int:
+    import shutil
+
+    from .files import check_writable_dir
+    from .paths import notebooks_dir
+
+    out = check_writable_dir(Path(a.dir), "dir")
+    out.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(notebooks_dir().glob("*.ipynb")):
+        target = out / nb.name
+        if target.exists():  # a notebook someone has worked in is theirs: never overwritten
+            print(f"kept {target} (already there)")
+            continue
+        shutil.copyfile(nb, target)
+        print(f"wrote {target}")
+    print(f"open them with: jupyter lab {shlex.quote(str(out))}")
+    return 0
+
+
 def cmd_model_path(a: argparse.Namespace) -> int:
     from .resolve import resolve_model
 
@@ -657,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
             "model-path": cmd_model_path,
             "export": cmd_export,
             "app": cmd_app,
+            "notebooks": cmd_notebooks,
         }
         return commands[args.command](args)
     except ValueError as exc:  # one line even when a library's message has several

@@ -113,7 +113,15 @@ class Setup:
         bits, trained = VARIANTS[name].bits, VARIANTS[name].trained
         attached = trained or any(VARIANTS[n].trained for n in self.cfg.variants if VARIANTS[n].bits == bits)
         return variant_estimate(
-            self.layout, self.cfg, bits, trained, self.choice.type, self.shapes, attached, self.choice.dtype_name
+            self.layout,
+            self.cfg,
+            bits,
+            trained,
+            self.choice.type,
+            self.shapes,
+            attached,
+            self.choice.dtype_name,
+            allocator.current(),  # this process trains: the estimate is for the allocator it runs on
         )
 
 

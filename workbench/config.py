@@ -479,7 +479,7 @@ PRESETS: dict[str, dict] = {
         "variants": ["base", "lora", "qlora"],
     }
 }
-# The quickstart's default: the same budget on the dates task, where scores spread (README's sweep: 76.7-90.0%
+# The quickstart's default: the same budget on the dates task, where scores spread (docs/guide/sweep.md: 76.7-90.0%
 # over two seeds; no adapter solves it in 20 steps); sentiment, which every adapter solves, is the quick one.
 PRESETS["quickstart"] = {**PRESETS["cpu-demo"], "task": "dates"}
 

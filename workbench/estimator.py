@@ -85,6 +85,14 @@ CPU_RUNTIME_BYTES = 135 * MiB
 # The same for evaluate/generate with the adapter attached (run_compare's base variant), measured likewise.
 CPU_EVAL_RUNTIME_BYTES = 108 * MiB
 
+# glibc's malloc, as it is, keeps much of the memory of a step's freed tensors in a fragmented heap
+# (workbench.allocator): a training step's peak on it ran above the tensors' by about these shares of the
+# activations and of the loss's vocabulary-sized tensors (the logits themselves, freed before the backward, go
+# the same way). Fitted on five CPU runs on glibc (docs/benchmarks.md, "Allocators", with each one's error); the
+# constants above were measured with tcmalloc, and mimalloc measured alike. Not added for evaluation.
+GLIBC_KEPT_ACTIVATIONS = 0.55
+GLIBC_KEPT_LOSS = 1.5
+
 # Loading at 4 or 8 bits on the CPU reads the whole checkpoint while quantizing: the loader's own transients
 # beside the checkpoint and the weights, measured over 43 rows (docs/estimator.md).
 CPU_LOAD_RUNTIME_BYTES = 54 * MiB
@@ -243,6 +251,7 @@ def estimate(
     dtype: str | None = None,
     scored_tokens: int | None = None,
     adapt_experts: bool = True,
+    allocator: str = "tcmalloc",
 ) -> MemoryEstimate:
     """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
 
@@ -263,6 +272,8 @@ def estimate(
       ParamWrapper adds B·A to each expert weight as a parametrization, so a step holds every updated weight
       W + B·A (the size of the expert weights again) for the backward, and one B·A at a time; the adapter has
       no dropout then (ParamWrapper allows none). bitsandbytes leaves stacked experts unquantized.
+    - kept by glibc (CPU training, `allocator="glibc"`: the process runs on glibc's malloc as it is, see
+      workbench.allocator.current()): what glibc keeps of the freed activations and loss tensors.
     On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing; when that is more than
     the training step, the difference is added as "loading" so the total is still the peak.
     """
@@ -355,6 +366,12 @@ def estimate(
         est.components["logits and loss"] = scored * vocab * LOSS_BYTES_PER_TOKEN_AND_VOCAB
     if cpu:
         est.components["runtime (CPU)"] = CPU_RUNTIME_BYTES if (train and rank) else CPU_EVAL_RUNTIME_BYTES
+        if allocator == "glibc" and train and rank:
+            kept = (
+                GLIBC_KEPT_ACTIVATIONS * est.components["activations"]
+                + GLIBC_KEPT_LOSS * est.components["logits and loss"]
+            )
+            est.components["kept by glibc (freed activations)"] = int(kept)
         if bits < 16:
             # the float32 (or bf16) checkpoint's pages, all read while quantizing, stay mapped until the
             # load ends, next to the quantized weights (models.release_checkpoint_pages)
@@ -415,6 +432,7 @@ def variant_estimate(
     shapes: EstimateShapes,
     adapter_attached: bool | None = None,
     dtype: str | None = None,
+    allocator: str = "tcmalloc",
 ) -> int:
     """Estimated peak of one variant as run_compare measures it: from before the model loads to the end,
     through training (trained variants), evaluation in batches and generation. For a trained variant that is
@@ -430,6 +448,7 @@ def variant_estimate(
         double_quant=cfg.quant.double_quant,
         dtype=dtype,
         adapt_experts=cfg.lora.adapt_experts,
+        allocator=allocator,
     )
     tr = estimate(
         layout,

@@ -69,8 +69,6 @@ def _check_out(out: Path) -> Path:
     out = check_writable_dir(Path(out))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: {out} already exists and is not empty; choose a new folder")
-    if out.exists():
-        out.rmdir()  # an empty folder made for it: the export takes its place whole
     return out
 
 
@@ -86,11 +84,13 @@ def export(
     """Write a run's `variant` adapter to `out` (a new folder, written whole or not at all): the peft adapter
     and a model card, or with `merge` the merged model in `dtype` with its tokenizer, chat template, model card
     and the measured merge gap (merge_gap.json)."""
+    out = _check_out(Path(out))  # first: a folder that cannot be written is refused whatever the run holds
     run = Run(run_dir)
     _check(run, variant)
     if dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    out = _check_out(Path(out))
+    if out.exists():
+        out.rmdir()  # an empty folder made for it: the export takes its place whole
     done = Exported(out, run.name, variant, merge, dtype if merge else None)
     with atomic_dir(out, replace=False) as tmp:
         tmp = Path(tmp)

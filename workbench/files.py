@@ -19,8 +19,8 @@ from typing import Any
 
 
 def check_writable_dir(path: Path, what: str = "out") -> Path:
-    """Refuse, before any work, a folder that cannot be made or written: the nearest existing ancestor must be a
-    folder this process may write in. Raises ValueError with what to do."""
+    """Refuse, before any work, a folder that cannot be made or written (a file in the way, no permission, a
+    read-only filesystem, /proc). Raises ValueError with what to do; leaves nothing behind."""
     path = Path(path).expanduser()
     probe = path
     while not probe.exists():
@@ -31,6 +31,24 @@ def check_writable_dir(path: Path, what: str = "out") -> Path:
         raise ValueError(f"{what}: {probe} is a file, so {path} cannot be a folder; choose another folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{what}: {probe} is not writable, so {path} cannot be made there; choose another folder")
+    # access() says yes to root everywhere but on a read-only mount, and /proc or /sys say yes and then refuse
+    # every mkdir: only making the folders and a file in them proves it. What the probe made, it removes.
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()][::-1]
+    made: list[Path] = []
+    try:
+        for folder in missing:
+            folder.mkdir()
+            made.append(folder)
+        fd, tmp = tempfile.mkstemp(prefix=".workbench-probe.", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ValueError(f"{what}: {path} cannot be made or written there ({why}); choose another folder") from None
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 

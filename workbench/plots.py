@@ -209,6 +209,7 @@ COMPONENT_COLORS = {
     "activations": "#74c476",
     "logits and loss": "#a1d99b",
     "runtime (CPU)": "#bdbdbd",
+    "kept by glibc (freed activations)": "#d9d9d9",
     "loading (checkpoint read while quantizing)": "#9e9ac8",
 }
 

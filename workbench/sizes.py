@@ -27,7 +27,7 @@ GROUPS = {
     "adapter + grads + optimizer": ("adapter", "gradients", "optimizer state"),
     "activations": ("activations",),
     "logits and loss": ("logits and loss",),
-    "runtime": ("runtime (CPU)", "loading (checkpoint read while quantizing)"),
+    "runtime": ("runtime (CPU)", "kept by glibc (freed activations)", "loading (checkpoint read while quantizing)"),
 }
 VARIANT_NAMES = ("lora", "qlora")
 
@@ -156,7 +156,7 @@ def describe(device_type: str, batch_size: int, seq_len: int, rank: int, gradien
 
 
 def save_chart(path: Path, runs_root: Path = Path("runs"), **settings) -> Path:
-    """The README's figure: the chart at `settings` (by_model's; its defaults and checkpointing otherwise),
+    """docs/memory.md's figure: the chart at `settings` (by_model's; its defaults and checkpointing otherwise),
     with the measured runs under runs_root, saved to `path`."""
     from .files import save_figure
     from .plots import qlora_saving_figure

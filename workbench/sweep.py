@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import memory
+from . import allocator, memory
 from .config import QUANT_TYPES, RunConfig, parse_targets, variant_for_bits
 from .estimator import estimate
 from .eval_plan import FIRST_GUESS_EVAL_S, eval_pace, eval_plan, eval_size
@@ -28,7 +28,7 @@ from .runs import Run, all_results
 
 BITS_CHOICES = (16, 8, 4)
 # tokens/s to plan with before this machine has trained at those bits (the embedded model on a 2-core CPU,
-# README's CPU demo); a GPU is far faster, so its first plan overstates the time
+# docs/demo.md); a GPU is far faster, so its first plan overstates the time
 FIRST_GUESS_TOKENS_PER_S = {16: 250.0, 8: 60.0, 4: 210.0}
 
 
@@ -252,6 +252,7 @@ def plan(
             device_type=choice.type,
             double_quant=point.double_quant,
             dtype=choice.dtype_name,
+            allocator=allocator.current(),  # the points train in this process
         ).total
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
         seconds = 0.0 if cached else tokens / speeds[point.bits] + scored * pace

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from .. import memory, models, plots, sizes
+from .. import allocator, memory, models, plots, sizes
 from ..config import VARIANTS, LoraSettings
 from ..estimator import MemoryEstimate, estimate
 from ..generate import EVAL_BATCH_SIZE
@@ -243,6 +243,7 @@ class AdapterPanel(widgets.VBox):
                 train=trained,
                 dtype=dtype,
                 adapt_experts=cfg.lora.adapt_experts,
+                allocator=allocator.current(),  # this kernel trains: the estimate is for its allocator
             )
         return out
 

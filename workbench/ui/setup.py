@@ -34,6 +34,23 @@ def model_presets() -> list[str]:
     return names
 
 
+def allocator_line() -> str:
+    """Which C allocator this kernel runs on, and what it means for the CPU peaks (workbench.allocator)."""
+    from .. import allocator
+
+    name = allocator.in_use()
+    if name in ("tcmalloc", "mimalloc"):
+        return f" Allocator: {name}, preloaded when this kernel started: CPU peaks stay close to the estimate."
+    if name != "glibc":
+        return f" Allocator: {name}."
+    if allocator.fast_path() and allocator.choice() == "auto":
+        return (
+            " Allocator: glibc, which keeps freed activations: this kernel was not started by `make lab` or "
+            "`workbench app`, which preload a faster one; the estimates count what glibc keeps."
+        )
+    return " Allocator: glibc, which keeps freed activations; the estimates count what it keeps."
+
+
 class SetupPanel(widgets.VBox):
     """Model, task or uploaded data, and device. Shown alone: SetupPanel()."""
 
@@ -172,7 +189,8 @@ class SetupPanel(widgets.VBox):
                     " This CPU multiplies bfloat16 natively: Dtype bfloat16 trains about 1.8x faster, to a "
                     "slightly higher eval loss (docs/benchmarks.md)."
                 )
-            self.device_info.value = message("info", "Runs on " + choice.describe() + "." + hint)
+            where = allocator_line() if choice.type == "cpu" else ""
+            self.device_info.value = message("info", "Runs on " + choice.describe() + "." + where + hint)
         except ValueError as exc:
             self.device_info.value = error_html(exc)
 

@@ -49,16 +49,16 @@ def run_name(cfg, user: str | None = None) -> str:
 
 
 def allocator_note() -> str:
-    """A warning when this kernel runs on glibc's allocator although tcmalloc is installed (a kernel not
-    started by `make lab`): its measured CPU peaks then run well above the estimate."""
+    """A warning when this kernel runs on glibc's allocator although a faster one is installed (a kernel not
+    started by `make lab`): slower steps, and peaks well above those of the allocator the workbench preloads."""
     from .. import allocator
 
-    if allocator.in_use() != "glibc" or allocator.tcmalloc_path() is None or allocator.choice() != "auto":
+    if allocator.in_use() != "glibc" or allocator.fast_path() is None or allocator.choice() != "auto":
         return ""
     return message(
         "warn",
-        "This kernel runs on glibc's allocator, which keeps freed activations: measured peaks will run well above "
-        "the estimate (+53% for LoRA in one run here). Start JupyterLab with `make lab` to run on tcmalloc.",
+        "This kernel runs on glibc's allocator, which keeps freed activations: steps are slower and peaks higher "
+        "than with the allocator `make lab` preloads (docs/benchmarks.md). Start JupyterLab with `make lab`.",
     )
 
 
