@@ -200,3 +200,11 @@ def test_repeats_of_a_data_file_keep_the_first_seeds_split():
     assert setting_key(RunConfig(train=TrainSettings(seed=1)).to_dict(), "lora") == setting_key(
         RunConfig().to_dict(), "lora"
     )
+
+
+def test_one_example_is_never_an_error():
+    """A text task of one held-out block: the tests say nothing can be told, the run goes on."""
+    v = stats.compare_losses("a", "b", [0.4], [0.9])
+    assert v.p_value == 1.0 and "could be chance" in v.sentence
+    assert stats.compare_accuracy("a", "b", [True], [False]).p_value == 1.0
+    assert stats.mean_interval([0.4], [3]) is None
