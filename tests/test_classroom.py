@@ -86,7 +86,10 @@ def test_the_chart_colours_points_by_person_and_names_them(class_folder):
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(": lora" in label and "ana" in label for label in labels)
-    colours = {tuple(c.get_facecolor()[0]) for c in ax.collections}
+    from matplotlib.collections import PathCollection
+
+    # the points (not their error bars): a hollow one keeps its person's colour on its edge
+    colours = {tuple(c.get_edgecolor()[0]) for c in ax.collections if isinstance(c, PathCollection)}
     assert len(colours) == 3  # one colour a person
 
 
