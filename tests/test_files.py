@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -117,20 +118,29 @@ def test_check_writable_dir_leaves_nothing_behind(tmp_path):
 
 def test_check_writable_dir_refuses_a_read_only_filesystem(tmp_path, monkeypatch):
     import errno
-    from pathlib import Path
+    import tempfile
 
-    # no read-only mount can be made in a test: the error mkdir raises on one, as on a full disk or in /sys
-    real_mkdir = Path.mkdir
+    # no read-only mount can be made in a test: the error making a folder raises on one, as on a full disk or in /sys
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
 
-    def read_only(self, *args, **kwargs):
-        if self.name == "run":
-            raise OSError(errno.EROFS, "Read-only file system", str(self))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", read_only)
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
     with pytest.raises(ValueError, match=r"out: .*/made/run cannot be made or written there \(Read-only file system\)"):
         files.check_writable_dir(tmp_path / "made" / "run")
-    assert _listing(tmp_path) == []  # "made", which the probe made before the refusal, removed again
+    assert _listing(tmp_path) == []  # nothing made, nothing left
+
+
+def test_check_writable_dir_from_several_processes_at_once(tmp_path):
+    """A launcher's ranks check one run folder at the same moment: none may make or remove the others' folders
+    (the probe once made and removed the run folder itself, and a rank found it gone or already there)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(i: int) -> Path:
+        return files.check_writable_dir(tmp_path / f"run{i // 8}" / "deep")
+
+    with ThreadPoolExecutor(8) as pool:
+        assert len(list(pool.map(check, range(160)))) == 160
+    assert _listing(tmp_path) == []
 
 
 def test_check_writable_dir_refuses_a_folder_it_cannot_write_in(tmp_path, monkeypatch):

@@ -32,23 +32,20 @@ def check_writable_dir(path: Path, what: str = "out") -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{what}: {probe} is not writable, so {path} cannot be made there; choose another folder")
     # access() says yes to root everywhere but on a read-only mount, and /proc or /sys say yes and then refuse
-    # every mkdir: only making the folders and a file in them proves it. What the probe made, it removes.
-    missing = [folder for folder in (path, *path.parents) if not folder.exists()][::-1]
-    made: list[Path] = []
+    # every mkdir: only making a folder and a file in it proves it. The probe is a folder of its own, uniquely
+    # named, in the nearest folder that exists, so processes checking one path at once (a launcher's ranks)
+    # never make or remove each other's folders; it is removed again.
     try:
-        for folder in missing:
-            folder.mkdir()
-            made.append(folder)
-        fd, tmp = tempfile.mkstemp(prefix=".workbench-probe.", dir=path)
-        os.close(fd)
-        os.unlink(tmp)
+        folder = tempfile.mkdtemp(prefix=".workbench-probe.", dir=probe)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder)
+            os.close(fd)
+            os.unlink(tmp)
+        finally:
+            os.rmdir(folder)
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise ValueError(f"{what}: {path} cannot be made or written there ({why}); choose another folder") from None
-    finally:
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
     return path
 
 
