@@ -69,8 +69,22 @@ def _cache_path(config_file: Path) -> Path:
     return workbench_home() / "layouts" / (hashlib.sha1(config_file.read_bytes()).hexdigest() + ".json")
 
 
+class _Named:
+    """What a layer's or a stacked weight's dotted name says: its module name and its block."""
+
+    name: str
+
+    @property
+    def module(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+    @property
+    def block(self) -> int | None:
+        return block_index(self.name)
+
+
 @dataclass(frozen=True)
-class Linear:
+class Linear(_Named):
     """One linear layer. W is out × in as torch stores it: d = out_features rows, k = in_features columns.
     kind "conv1d": transformers' Conv1D, which stores its weight transposed (in × out) and computes x·W + b;
     the layer's fan-in and fan-out are the same, and so is LoRA's A (r × in) and B (out × r). kind "subclass":
@@ -88,14 +102,6 @@ class Linear:
         return self.kind != "subclass"
 
     @property
-    def module(self) -> str:
-        return self.name.rsplit(".", 1)[-1]
-
-    @property
-    def block(self) -> int | None:
-        return block_index(self.name)
-
-    @property
     def d(self) -> int:
         return self.out_features
 
@@ -108,7 +114,7 @@ class Linear:
 
 
 @dataclass(frozen=True)
-class ExpertWeights:
+class ExpertWeights(_Named):
     """One stacked weight of a mixture of experts (a parameter, experts × out × in: Mixtral's
     mlp.experts.gate_up_proj), which peft adapts through LoraConfig.target_parameters with lora.ParamWrapper:
     A is in × (r·experts) and B is (r·experts) × out, one rank-r update per expert."""
@@ -117,14 +123,6 @@ class ExpertWeights:
     experts: int
     in_features: int
     out_features: int
-
-    @property
-    def module(self) -> str:
-        return self.name.rsplit(".", 1)[-1]
-
-    @property
-    def block(self) -> int | None:
-        return block_index(self.name)
 
     @property
     def numel(self) -> int:
