@@ -27,6 +27,7 @@ BENCHES = [
     ("bench_generate", "Generation and evaluation", []),
     ("bench_weights", "Weight memory against the theoretical minimum", []),
     ("bench_startup", "Start-up", []),
+    ("bench_scan", "Results at class scale: 1,000 runs from 30 people", []),
 ]
 
 

@@ -45,7 +45,11 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
 def no_server(monkeypatch):
     """cmd_app's call to serve, recorded instead of starting Voilà."""
     calls = []
-    monkeypatch.setattr(app_page, "serve", lambda port, env, open_browser: calls.append((port, env, open_browser)) or 0)
+    monkeypatch.setattr(
+        app_page,
+        "serve",
+        lambda port, env, open_browser, listen=None: calls.append((port, env, open_browser, listen)) or 0,
+    )
     return calls
 
 
@@ -58,6 +62,8 @@ def no_server(monkeypatch):
         (["--port", "eighty"], "--port: invalid int value"),
         (["--preset", "lesson-one"], "--preset: unknown 'lesson-one'"),
         (["--runs", ""], "--runs: give a folder"),
+        (["--ip", "classroom"], "--ip: 'classroom' is not an IP address"),
+        (["--ip", "0.0.0.0", "--token", "letmein"], "--token: use at least 12 characters"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(capsys, no_server, args, says):
@@ -79,7 +85,7 @@ def test_a_port_in_use_is_refused_rather_than_moved(capsys, no_server):
         s.bind(("127.0.0.1", 0))
         s.listen()
         code, err = run_cli(capsys, "--port", str(s.getsockname()[1]))
-    assert code == 2 and "cannot be used here" in err, err
+    assert code == 2 and "cannot be used on 127.0.0.1" in err, err
 
 
 def test_good_options_reach_the_kernel_as_environment(capsys, no_server, tmp_path, monkeypatch):
@@ -91,7 +97,7 @@ def test_good_options_reach_the_kernel_as_environment(capsys, no_server, tmp_pat
         capsys, "--port", str(port), "--runs", "my-runs", "--tabs", "train,setup", "--preset", "cpu-demo"
     )
     assert code == 0, err
-    ((got_port, env, open_browser),) = no_server
+    ((got_port, env, open_browser, listen),) = no_server
     assert got_port == port and open_browser is (sys.platform == "darwin")  # no screen here: no browser
     # absolute: the kernel runs in notebooks/, where "my-runs" would be another folder
     assert env[app_page.ENV_RUNS] == str(tmp_path / "my-runs")
@@ -283,3 +289,58 @@ def main() -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     sys.exit(main())
+
+
+def test_off_the_loopback_address_the_page_is_never_served_without_a_token(capsys, no_server):
+    port = lab_browser._free_port()
+    code, _ = run_cli(capsys, "--port", str(port), "--ip", "0.0.0.0")
+    ((_, _, _, listen),) = no_server
+    assert code == 0 and not listen.loopback and len(listen.token) >= 20  # made here
+    cmd = app_page.voila_command(port, False, listen)
+    assert "--Voila.ip=0.0.0.0" in cmd and f"--token={listen.token}" in cmd
+    assert f":{port}/?token={listen.token}" in listen.url(port)
+    mine = app_page.check_listen("0.0.0.0", "a-token-the-teacher-chose")
+    assert mine.token == "a-token-the-teacher-chose"
+    here = app_page.check_listen(None, None)  # the default: this machine only, no token to type
+    assert (
+        here.loopback
+        and here.token is None
+        and not any(a.startswith("--token") for a in app_page.voila_command(1, False, here))
+    )
+
+
+def test_a_page_served_with_a_token_refuses_a_browser_without_it(tmp_path):
+    import http.client
+
+    port = lab_browser._free_port()
+    listen = app_page.Listen("127.0.0.1", "a-token-for-the-test-only")
+    env = app_page.app_env(
+        app_page.check_options(port, str(tmp_path / "runs"), "setup", None), app_page.write_template(tmp_path)
+    )
+    proc = subprocess.Popen(
+        app_page.voila_command(port, False, listen), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def get(path: str) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", path)
+        return conn.getresponse()  # the status and headers: redirects are not followed
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                refused = get("/")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+        assert refused.status in (302, 403) and "login" in (refused.getheader("Location") or "login")
+        assert get("/?token=a-wrong-token-of-length").status in (302, 403)
+        assert get(f"/?token={listen.token}").status == 200
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -263,28 +263,26 @@ def test_facts_notebook_runs_in_fast_setting(tmp_path, embedded_dir):
 
 
 def test_classroom_notebook_dry_run_with_simulated_students(tmp_path, tiny_model_dir, tiny_jsonl):
-    """Three simulated students write to one folder at once; the closing cell charts them by person."""
+    """A class of thirty simulated students, two processes at once taking turns on the machine, write to one
+    folder; the closing cell charts them by person and pools the students of one setting."""
     folder = tmp_path / "class"
     params = (
-        f"CLASS_RUNS = {str(folder)!r}\nSIMULATE = 5\nMODEL = {str(tiny_model_dir)!r}\nTASK = None\n"
-        f"DATA = {str(tiny_jsonl)!r}\nSTEPS = 2\nBATCH_SIZE = 4\nSEQ_LEN = 32\nEVAL_EXAMPLES = 0\n"
+        f"CLASS_RUNS = {str(folder)!r}\nSIMULATE = 30\nAT_ONCE = 2\nMODEL = {str(tiny_model_dir)!r}\nTASK = None\n"
+        f"DATA = {str(tiny_jsonl)!r}\nSTEPS = 1\nBATCH_SIZE = 4\nSEQ_LEN = 32\nEVAL_EXAMPLES = 0\n"
     )
     nb = execute_notebook("05_classroom.ipynb", params, tmp_path)
     made = sorted(p.parent.name for p in folder.glob("*/results.json"))
-    assert made == [
-        "student_1-lora-r2",
-        "student_2-lora-r16",
-        "student_3-lora-r8",
-        "student_4-qlora-r8",
-        "student_5-lora-r2",
-    ]
+    setting = ["lora-r2", "lora-r16", "lora-r8", "qlora-r8"]
+    assert made == sorted(f"student_{i + 1}-{setting[i % 4]}" for i in range(30))
     said = "\n".join(outputs(nb, "text/markdown"))
-    assert "5 simulated students wrote their runs at once" in said
-    people = "student 1, student 2, student 3, student 4, student 5"
-    assert f"5 runs by 5 people ({people})" in said and "The frontier has" in said
-    # students 1 and 5 made the same setting: pooled like two seeds, with the interval of their mean
-    assert "4 settings among the 5 runs; 1 made by more than one student, pooled like seeds: " in said
-    assert re.search(r"r=2, all-linear\)` by student 1, student 5: mean [\d.]+ \(95% interval [\d.-]+–[\d.]+\)", said)
+    assert "30 simulated students wrote their runs, 2 processes at once" in said
+    people = "student 1, student 10, student 11, student 12 and 26 more"
+    assert f"30 runs by 30 people ({people})" in said and "The frontier has" in said
+    # eight students made rank 2 on all-linear: pooled like eight seeds, with the interval of their mean
+    assert "4 settings among the 30 runs; 4 made by more than one student, pooled like seeds: " in said
+    assert re.search(
+        r"r=2, all-linear\)` by student \d+(, student \d+){3} and 4 more: mean [\d.]+ \(95% interval", said
+    )
     assert len(outputs(nb, "image/png")) == 3, "the class's chart, its pooled chart or the model-size chart is missing"
     assert "QLoRA's estimated peak is" in said and "at smollm2-135m" in said
 

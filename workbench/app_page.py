@@ -8,13 +8,16 @@ variables (a Voilà page takes no arguments of its own). It imports no UI: the c
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import platform
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .files import check_writable_dir
@@ -24,6 +27,8 @@ NOTEBOOK = notebooks_dir() / "app.ipynb"
 # the attributes of workbench.ui.app.PANELS, in the app's order
 TABS = ("setup", "adapter", "train", "sweep", "compare", "results", "lora_explainer", "quant_explainer")
 DEFAULT_PORT = 8866  # Voilà's own default
+LOOPBACK = "127.0.0.1"  # served here, only this machine reaches the page: no token needed
+MIN_TOKEN = 12  # characters: a token a room could guess is no token
 ENV_PRESET, ENV_RUNS, ENV_TABS, ENV_OVERRIDES = (
     "WORKBENCH_APP_PRESET",
     "WORKBENCH_APP_RUNS",
@@ -55,19 +60,57 @@ def parse_tabs(text: str | None) -> list[str] | None:
     return names
 
 
-def check_port(port: int) -> int:
+def check_port(port: int, ip: str = LOOPBACK) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"--port: {port} is not a port number (1-65535)")
-    with socket.socket() as s:  # Voilà would quietly move to another port; say so instead
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family) as s:  # Voilà would quietly move to another port; say so instead
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((ip, port))
         except OSError as exc:
-            raise ValueError(f"--port: {port} cannot be used here ({exc.strerror}); choose another") from None
+            raise ValueError(f"--port: {port} cannot be used on {ip} ({exc.strerror}); choose another") from None
     return port
 
 
-def check_options(port: int, runs: str, tabs: str | None, preset: str | None) -> dict:
+@dataclass(frozen=True)
+class Listen:
+    """Where the page is served and the token a browser needs (None: none, on the loopback address only)."""
+
+    ip: str
+    token: str | None
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.ip).is_loopback
+
+    def url(self, port: int) -> str:
+        host = socket.gethostname() if self.ip in ("0.0.0.0", "::") else self.ip
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/" + (f"?token={self.token}" if self.token else "")
+
+
+def check_listen(ip: str | None, token: str | None) -> Listen:
+    """The address to serve on and its token. The loopback address (the default) needs none: only this machine
+    reaches it. Any other address is served with a token, made here when none is given, never without."""
+    ip = (ip or LOOPBACK).strip()
+    if ip == "localhost":
+        ip = LOOPBACK
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(
+            f"--ip: {ip!r} is not an IP address; give one of this machine's (0.0.0.0: every network it is on)"
+        ) from None
+    if token is not None and len(token.strip()) < MIN_TOKEN:
+        raise ValueError(f"--token: use at least {MIN_TOKEN} characters, or leave --token out and one is made")
+    listen = Listen(ip, token.strip() if token else None)
+    if not listen.loopback and not listen.token:
+        listen = Listen(ip, secrets.token_urlsafe(18))  # 24 characters a browser must bring
+    return listen
+
+
+def check_options(port: int, runs: str, tabs: str | None, preset: str | None, ip: str = LOOPBACK) -> dict:
     """Every option checked before a server starts; ValueError names the bad one. Returns the kernel's env."""
     from .config import preset_config
 
@@ -75,7 +118,7 @@ def check_options(port: int, runs: str, tabs: str | None, preset: str | None) ->
     if not str(runs).strip():
         raise ValueError("--runs: give a folder, not an empty value")
     runs_dir = check_writable_dir(Path(runs), "--runs").resolve()  # the kernel runs in notebooks/
-    check_port(port)
+    check_port(port, ip)
     try:
         preset_config(preset)
     except ValueError as exc:
@@ -100,10 +143,13 @@ def write_template(root: Path) -> Path:
     return root
 
 
-def voila_command(port: int, open_browser: bool) -> list[str]:
+def voila_command(port: int, open_browser: bool, listen: Listen | None = None) -> list[str]:
+    listen = listen or Listen(LOOPBACK, None)
     cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={port}", f"--template={TEMPLATE}"]
     # an explicit port is the one a tunnel or a bookmark points at: fail rather than move
-    cmd += ["--Voila.port_retries=0", "--strip_sources=True", "--show_tracebacks=True"]
+    cmd += ["--Voila.port_retries=0", "--strip_sources=True", "--show_tracebacks=True", f"--Voila.ip={listen.ip}"]
+    if listen.token:  # Voilà's token login, as Jupyter servers have it: ?token=... once, then a cookie
+        cmd.append(f"--token={listen.token}")
     if not open_browser:
         cmd.append("--no-browser")
     return cmd
@@ -119,13 +165,19 @@ def app_env(options_env: dict, template_root: Path, base: dict | None = None) ->
     return env
 
 
-def serve(port: int, options_env: dict, open_browser: bool) -> int:
+def serve(port: int, options_env: dict, open_browser: bool, listen: Listen | None = None) -> int:
     """Run the Voilà server until it ends (Ctrl-C); returns its exit status."""
-    if not open_browser:
-        print(f"workbench: no screen here to open a browser on; open http://localhost:{port}/ (through an SSH tunnel)")
+    listen = listen or Listen(LOOPBACK, None)
+    if not listen.loopback:
+        print(
+            f"workbench: serving the page to the network at {listen.url(port)}\n"
+            "  give the class this link: the token in it is the password (without it the page asks for it)"
+        )
+    elif not open_browser:
+        print(f"workbench: no screen here to open a browser on; open {listen.url(port)} (through an SSH tunnel)")
     with tempfile.TemporaryDirectory(prefix="workbench-voila-") as tmp:
         env = app_env(options_env, write_template(Path(tmp)))
-        proc = subprocess.Popen(voila_command(port, open_browser), env=env)
+        proc = subprocess.Popen(voila_command(port, open_browser, listen), env=env)
         # a SIGTERM (a service manager, `timeout`) ends the server too, not only this process
         signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:

@@ -284,6 +284,13 @@ def _add_app_command(sub) -> None:
     p.add_argument("--tabs", help=f"Comma list of tabs to show (default all): {','.join(TABS)}.")
     p.add_argument("--preset", default="quickstart", help="Preset the page starts from (default quickstart).")
     p.add_argument("--no-browser", action="store_true", help="Do not open a browser (the default with no screen).")
+    p.add_argument(
+        "--ip",
+        default="127.0.0.1",
+        help="Address to serve on (default 127.0.0.1: this machine only). Any other, e.g. 0.0.0.0 for a class on "
+        "the network, is served with a token, printed in the link to give the class.",
+    )
+    p.add_argument("--token", help="The token the page asks for (default: one is made when --ip is not loopback).")
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -636,8 +643,9 @@ def cmd_preview(a: argparse.Namespace) -> int:
 def cmd_app(a: argparse.Namespace) -> int:
     from . import app_page
 
-    env = app_page.check_options(a.port, a.runs, a.tabs, a.preset)  # before any server starts
-    return app_page.serve(a.port, env, open_browser=not a.no_browser and app_page.has_screen())
+    listen = app_page.check_listen(a.ip, a.token)
+    env = app_page.check_options(a.port, a.runs, a.tabs, a.preset, listen.ip)  # before any server starts
+    return app_page.serve(a.port, env, open_browser=not a.no_browser and app_page.has_screen(), listen=listen)
 
 
 def cmd_notebooks(a: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import allocator, memory, models
+from . import admission, allocator, memory, models
 from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, general_text, task_for
 from .estimator import EstimateShapes, variant_estimate
@@ -187,6 +187,8 @@ def check_fit(s: Setup, sharing: int = 1) -> list[str]:
     processes loading onto this device at once (distributed.World.sharing): each sees the same free memory,
     so `sharing` times the estimate must fit."""
     available = memory.available_bytes(s.choice.type, s.choice.device)
+    if available is not None:  # what the runs going now hold comes back when they end: this run waits for it
+        available += admission.held_by_runs(s.choice.device)
     by_verdict: dict[str, dict[str, int]] = {}
     for name in s.cfg.variants:
         estimated = s.estimate(name) * sharing
@@ -465,12 +467,22 @@ def run_compare(
     stages = Stages(on_progress, planned_stages(cfg))
     s = setup(cfg, task=task, decode=decode, status=status)
     tight = check_fit(s) if fit_check else []
-    run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
-    remove_stale_temps(run.path)  # what a killed earlier write of this run left (temp files, half adapters)
-    result = start_result(s, tight, command=command, user=who)
-    for note in result.notes:
-        status(note)
-    metrics_sink = MetricsCSV(run.path / "metrics.csv", kept)  # a continued run's curve goes on, not over
+    # the machine's runs take turns (workbench.admission): this one waits until its largest variant fits
+    peak = max(s.estimate(name) for name in cfg.variants)
+    ticket = admission.take_turn(peak, s.choice.device, f"{who}: {run.path.name}", status, stop)
+    try:
+        if stop.is_set():  # stopped while it waited: nothing was made
+            return start_result(s, tight, command=command, user=who, stopped=True)
+        run.path.mkdir(parents=True, exist_ok=True)  # only once the data and device are known to be usable
+        remove_stale_temps(run.path)  # what a killed earlier write of this run left (temp files, half adapters)
+        result = start_result(s, tight, command=command, user=who)
+        for note in result.notes:
+            status(note)
+        metrics_sink = MetricsCSV(run.path / "metrics.csv", kept)  # a continued run's curve goes on, not over
+    except BaseException:
+        if ticket is not None:
+            ticket.release()
+        raise
     result.metrics.extend(kept)
     all_sinks: list[Sink] = [metrics_sink, result.metrics.append, *sinks]
     predictions: dict[str, list[dict]] = {}
@@ -480,6 +492,7 @@ def run_compare(
     def started(name: str) -> None:
         nonlocal current
         current = name
+        admission.share_cores(ticket)
         if on_variant:
             on_variant(VariantStart(name, VARIANTS[name].bits, s.estimate(name), s.choice.type))
 
@@ -516,8 +529,12 @@ def run_compare(
             monitor.stop()  # also when a variant failed: a running monitor would keep counting
         metrics_sink.close()
         memory.release()
-        if result.variants:
-            write_run(run, result, predictions, scores)
+        try:
+            if result.variants:
+                write_run(run, result, predictions, scores)
+        finally:
+            if ticket is not None:
+                ticket.release()
     return result
 
 

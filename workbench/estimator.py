@@ -274,8 +274,9 @@ def estimate(
       no dropout then (ParamWrapper allows none). bitsandbytes leaves stacked experts unquantized.
     - kept by glibc (CPU training, `allocator="glibc"`: the process runs on glibc's malloc as it is, see
       workbench.allocator.current()): what glibc keeps of the freed activations and loss tensors.
-    On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing; when that is more than
-    the training step, the difference is added as "loading" so the total is still the peak.
+    On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing (a mixture of experts' at
+    any bits, stacking the experts); when that is more than the training step, the difference is added
+    as "loading" so the total is still the peak.
     """
     layout = layout_of(model)
     cfg = layout.config
@@ -372,10 +373,10 @@ def estimate(
                 + GLIBC_KEPT_LOSS * est.components["logits and loss"]
             )
             est.components["kept by glibc (freed activations)"] = int(kept)
-        if bits < 16:
-            # the float32 (or bf16) checkpoint's pages, all read while quantizing, stay mapped until the
-            # load ends, next to the quantized weights (models.release_checkpoint_pages)
-            # (a config without a dtype: float32, transformers' default)
+        if bits < 16 or layout.experts:
+            # the float32 (or bf16) checkpoint's pages, all read while quantizing (or while stacking a mixture
+            # of experts' weights), stay mapped until the load ends, next to the weights it made
+            # (models.release_checkpoint_pages) (a config without a dtype: float32, transformers' default)
             checkpoint = (quantized_params + other_params) * _dtype_bytes(getattr(cfg, "dtype", None))
             loading = checkpoint + weights + CPU_LOAD_RUNTIME_BYTES
             if loading > est.total:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import memory
+from . import admission, memory
 from .compare import (
     check_fit,
     keep_variant,
@@ -191,55 +191,69 @@ def run_experiment(
     world.main_first(lambda: resolve_model(cfg.model.name))  # the embedded model is converted once, by rank 0
     s = setup(cfg, status=status)
     tight = check_fit(s, world.sharing(s.choice.type)) if fit_check else []
-    result = start_result(
-        s,
-        tight,
-        ExperimentResult,
-        command=command,
-        user=default_user(),
-        world_size=world.world_size,
-        backend=backend,
-        per_device_batch=cfg.train.batch_size,
-        grad_accum=cfg.train.grad_accum,
+    # one turn in the machine's ledger for all of this run's processes here (workbench.admission): rank 0 waits
+    # in line for their estimates together, the others wait for it at the barrier
+    peak = s.estimate(name) * world.sharing(s.choice.type)
+    ticket = world.main_first(
+        lambda: (
+            admission.take_turn(peak, s.choice.device, f"{default_user()}: {run.path.name}", status, stop)
+            if world.is_main
+            else None
+        )
     )
-    if world.distributed:
-        result.notes.append(f"trained in {world.world_size} processes: {result.describe_batch()}")
-    for note in result.notes:
-        status(note)
-    memory.release()
-    model = load_group(s, VARIANTS[name].bits, [name], status, stages)
-    monitor = memory.MemoryMonitor(s.choice.device).start()
-    if not main:
+    try:
+        result = start_result(
+            s,
+            tight,
+            ExperimentResult,
+            command=command,
+            user=default_user(),
+            world_size=world.world_size,
+            backend=backend,
+            per_device_batch=cfg.train.batch_size,
+            grad_accum=cfg.train.grad_accum,
+        )
+        if world.distributed:
+            result.notes.append(f"trained in {world.world_size} processes: {result.describe_batch()}")
+        for note in result.notes:
+            status(note)
+        memory.release()
+        model = load_group(s, VARIANTS[name].bits, [name], status, stages)
+        monitor = memory.MemoryMonitor(s.choice.device).start()
+        if not main:
+            try:
+                train_variant(s, model, name, monitor, stop=stop, stages=stages)
+            finally:
+                monitor.stop()
+            return None
+        run.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run.path)  # what a killed earlier write into this folder left, as run_compare does
+        metrics = MetricsCSV(run.path / "metrics.csv")
+        predictions: dict[str, list[dict]] = {}
+        scores: dict[str, dict] = {}
         try:
-            train_variant(s, model, name, monitor, stop=stop, stages=stages)
+            done = run_trained(
+                s,
+                model,
+                name,
+                monitor,
+                sinks=[metrics, result.metrics.append, *sinks],
+                stop=stop,
+                adapter_dir=run.adapter_dir(name),
+                status=status,
+                stages=stages,
+            )
+            keep_variant(result, predictions, name, done, scores)
+            result.stopped = stop.is_set()
+        except Exception as exc:  # the failed row is written with what finished, then the error goes on up
+            result.variants.append(unfinished_result(s, name, exc))
+            raise
         finally:
             monitor.stop()
-        return None
-    run.path.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(run.path)  # what a killed earlier write into this folder left, as run_compare does
-    metrics = MetricsCSV(run.path / "metrics.csv")
-    predictions: dict[str, list[dict]] = {}
-    scores: dict[str, dict] = {}
-    try:
-        done = run_trained(
-            s,
-            model,
-            name,
-            monitor,
-            sinks=[metrics, result.metrics.append, *sinks],
-            stop=stop,
-            adapter_dir=run.adapter_dir(name),
-            status=status,
-            stages=stages,
-        )
-        keep_variant(result, predictions, name, done, scores)
-        result.stopped = stop.is_set()
-    except Exception as exc:  # the failed row is written with what finished, then the error goes on up
-        result.variants.append(unfinished_result(s, name, exc))
-        raise
+            metrics.close()
+            if result.variants:
+                write_run(run, result, predictions, scores)
+        return result
     finally:
-        monitor.stop()
-        metrics.close()
-        if result.variants:
-            write_run(run, result, predictions, scores)
-    return result
+        if ticket is not None:
+            ticket.release()

@@ -13,7 +13,7 @@ import torch
 
 from .allocator import configure as configure_allocator
 from .config import LoraSettings, QuantSettings
-from .layout import OUTPUT_HEADS, ModelLayout
+from .layout import OUTPUT_HEADS, ModelLayout, expert_count
 
 # --------------------------------------------------------------------------- device
 
@@ -118,7 +118,10 @@ def load_model(
         model.to(choice.device)
     if bits == 4:
         disable_cpu_repack(model)
-    if bits < 16 and choice.type == "cpu":
+    # A mixture of experts' checkpoint holds each expert apart; transformers stacks them into new tensors at
+    # load, and the pages read to do it stay mapped beside the stacks (the expert weights twice: 216 MiB of a
+    # 146M-parameter Qwen3-MoE, docs/estimator.md) while any other weight is a view of the file.
+    if choice.type == "cpu" and (bits < 16 or expert_count(model.config)):
         release_checkpoint_pages(model)
     contiguous_head_input(model)
     model.config.use_cache = False
@@ -153,11 +156,12 @@ def contiguous_head_input(model) -> None:
 
 @torch.no_grad()
 def release_checkpoint_pages(model) -> None:
-    """Copy the layers that stay unquantized (embeddings, norms) out of the memory-mapped checkpoint.
+    """Copy the unquantized layers (embeddings and norms at 4 and 8 bits) out of the memory-mapped checkpoint.
 
     On the CPU they are loaded as views of the safetensors file; each view keeps the whole file
-    mapped, and the pages read while quantizing the other layers stay resident: about the size of
-    the float32 checkpoint charged to a 4-bit model. Owning copies let the mapping close.
+    mapped, and the pages read while quantizing the other layers (or stacking a mixture of experts'
+    weights) stay resident: about the size of the float32 checkpoint charged to a 4-bit model.
+    Owning copies let the mapping close.
     """
     for module in model.modules():
         for _, param in module.named_parameters(recurse=False):

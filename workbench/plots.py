@@ -88,6 +88,7 @@ def accuracy_memory_figure(
     runs: list[str | None] | None = None,
     metric: str | None = None,
     people: list[str] | None = None,
+    numbers: list[int | None] | None = None,
 ) -> Figure:
     """A score against a cost, each point numbered and its settings listed beside the chart under the same
     number (labels written next to crowded points would overprint), each score with its 95% interval as an
@@ -96,7 +97,11 @@ def accuracy_memory_figure(
     accuracy (the default where the task has one; else perplexity), eval loss, perplexity or forgetting; cost
     (`memory_key`): peak, weight or estimated memory, or training time. `runs` names the run of each result;
     with more than one run each entry says which. `people`: who made each result; with more than one person
-    the points are coloured by person, not variant (a class's runs on one chart)."""
+    the points are coloured by person, not variant (a class's runs on one chart).
+
+    More than CLASS_POINTS points (a class's folder) make a chart of a fixed size whose legend names the groups
+    (people, or variants) instead of every point; `numbers` then gives the points to mark with their number (the
+    rows of the table page beside the chart, None for the others)."""
     runs = runs or [None] * len(results)
     people = people or [""] * len(results)
     several_runs = len({run for run in runs}) > 1  # then each entry names its run too
@@ -107,6 +112,8 @@ def accuracy_memory_figure(
         where = f"{shorten(run, 30)}: " if several_runs and run and not by_person else ""
         where = f"{who}: " if by_person else where
         entries.append(_Point(r, [], f"{where}{r.label()}", who if by_person else None))
+    for e, number in zip(entries, numbers or []):
+        e.number = number
     return _score_cost_figure(entries, memory_key, metric, names if by_person else [])
 
 
@@ -127,6 +134,18 @@ class _Point:
 
     def __init__(self, result: VariantResult, repeats: list[VariantResult], text: str, person: str | None = None):
         self.result, self.repeats, self.text, self.person = result, repeats, text, person
+        self.number: int | None = None  # on a class's chart: its row in the table beside it, when marked
+
+    @property
+    def group(self) -> str:
+        """What a class's chart colours it by: its person, else its variant."""
+        return self.person or self.result.name
+
+
+# above this many points a chart is a class's: a fixed size, a legend of groups, only the marked points numbered
+CLASS_POINTS = 30
+LEGEND_TEXT = 60  # characters of a point's settings its legend line shows (a planted name can be thousands)
+GROUPS_NAMED = 12  # groups a class's legend names; the rest share one line
 
 
 def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | None, people: list[str]) -> Figure:
@@ -140,7 +159,9 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
     x_label, x_scale = X_AXES[memory_key]
     points = [e for e in entries if getattr(e.result, metric) is not None and getattr(e.result, memory_key) is not None]
     points.sort(key=lambda e: getattr(e.result, memory_key))
-    fig = Figure(figsize=(9.6, max(4.0, 1.2 + 0.22 * len(points))))
+    crowded = len(points) > CLASS_POINTS
+    # a legend line a point: the figure grows with them, up to a screen's height; a class's is a fixed size
+    fig = Figure(figsize=(9.6, 5.4 if crowded else min(9.0, max(4.0, 1.2 + 0.22 * len(points)))))
     ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
     xy = [(getattr(e.result, memory_key) / x_scale, getattr(e.result, metric) * y_scale) for e in points]
     cis = [e.result.interval(metric) for e in points]
@@ -149,11 +170,15 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
     ties = (
         set(frontier_ties([x for x, _ in xy], [y for _, y in xy], scaled, front, higher)) if len(points) > 1 else set()
     )
-    for i, (e, (x, y), ci) in enumerate(zip(points, xy, scaled), 1):
+    if crowded:
+        _class_points(ax, points, xy, scaled, ties, memory_key, metric, x_scale, y_scale)
+    for i, (e, (x, y), ci) in enumerate([] if crowded else zip(points, xy, scaled), 1):
         colour = palette.get(e.person, "#333333") if e.person else COLORS.get(e.result.name, "#333333")
         hollow = i - 1 in ties
         if ci is not None:  # the 95% interval of the score: where the truth may lie
-            ax.errorbar([x], [y], yerr=[[y - ci.low], [ci.high - y]], fmt="none", ecolor=colour, alpha=0.6, capsize=3)
+            # clipped at the point: a hand-edited row whose interval misses its score still draws
+            bars = [[max(0, y - ci.low)], [max(0, ci.high - y)]]
+            ax.errorbar([x], [y], yerr=bars, fmt="none", ecolor=colour, alpha=0.6, capsize=3)
         for rep in e.repeats:  # each seed, faint, at its own cost
             rx, ry = getattr(rep, memory_key), getattr(rep, metric)
             if rx is not None and ry is not None:
@@ -166,7 +191,7 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
             facecolors="white" if hollow else colour,
             edgecolors=colour,
             zorder=3,
-            label=f"{i}  {as_written(e.text)}{tie}",
+            label=f"{i}  {shorten(as_written(e.text), LEGEND_TEXT)}{tie}",
         )
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if len(points) > 1 and front:  # the settings no other one beats on both: the trade-off to choose along
@@ -178,7 +203,7 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
             linewidth=1,
             linestyle="--",
             zorder=2,
-            label="frontier: " + ", ".join(str(i + 1) for i in front),
+            label="frontier" if crowded else "frontier: " + ", ".join(str(i + 1) for i in front),
         )
     if points:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False, handletextpad=0.3)
@@ -195,6 +220,61 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
     ax.grid(alpha=0.3)
     return fig
 
+
+def _class_points(ax, points, xy, scaled, ties, memory_key, metric, x_scale, y_scale) -> None:
+    """A class's points: one colour a group (person or variant), drawn a group at a time (a thousand points
+    drawn one by one take seconds), the legend naming the largest groups, and only the marked points numbered."""
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(points):
+        groups.setdefault(e.group, []).append(i)
+    order = sorted(groups, key=lambda g: (-len(groups[g]), g))
+    named = order[:GROUPS_NAMED] if len(order) <= GROUPS_NAMED else order[: GROUPS_NAMED - 1]
+    for g_i, g in enumerate(order):
+        idx = groups[g]
+        colour = CLASS_COLORS[g_i % len(CLASS_COLORS)] if g in named else "#b0b0b0"
+        bars = [i for i in idx if scaled[i] is not None]
+        if bars:
+            ax.errorbar(
+                [xy[i][0] for i in bars],
+                [xy[i][1] for i in bars],
+                yerr=[
+                    [max(0, xy[i][1] - scaled[i].low) for i in bars],
+                    [max(0, scaled[i].high - xy[i][1]) for i in bars],
+                ],
+                fmt="none",
+                ecolor=colour,
+                alpha=0.25,
+                linewidth=0.8,
+            )
+        reps = [(r, getattr(r, memory_key), getattr(r, metric)) for i in idx for r in points[i].repeats]
+        reps = [(x / x_scale, y * y_scale) for _, x, y in reps if x is not None and y is not None]
+        if reps:
+            ax.scatter(*zip(*reps), s=8, color=colour, alpha=0.2, zorder=2, linewidths=0)
+        label = f"{shorten(as_written(g), LEGEND_TEXT)} ({len(idx)})" if g in named else None
+        if g not in named and g == order[len(named)]:  # the first of the rest speaks for them all
+            rest = sum(len(groups[o]) for o in order[len(named) :])
+            label = f"{len(order) - len(named)} more, in grey ({rest})"
+        ax.scatter(
+            [xy[i][0] for i in idx],
+            [xy[i][1] for i in idx],
+            s=22,
+            facecolors=["white" if i in ties else colour for i in idx],
+            edgecolors=colour,
+            alpha=0.8,
+            zorder=3,
+            label=label,
+        )
+    for i, e in enumerate(points):
+        if e.number is not None:  # the rows of the table page beside the chart: which point is which
+            ax.scatter([xy[i][0]], [xy[i][1]], s=60, facecolors="none", edgecolors="black", linewidths=1, zorder=4)
+            ax.annotate(str(e.number), xy[i], textcoords="offset points", xytext=(5, 5), fontsize=7, zorder=5)
+
+
+# a class's chart: matplotlib's tab20 less its greys (grey is for the groups the legend does not name)
+CLASS_COLORS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
+]  # fmt: skip
 
 # one colour a person on a class's chart (matplotlib's tab10, which stays distinct on a projector)
 PEOPLE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
+import pickle
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from . import plots
 from .config import TRAINED_VARIANTS, RunConfig
 from .events import MetricEvent
-from .files import atomic_dir, save_figure, write_csv, write_json, write_text
+from .files import atomic_dir, save_figure, write_bytes, write_csv, write_json, write_text
+from .paths import workbench_home
 from .resolve import EMBEDDED_DIRNAME
 from .results import CompareResult, VariantResult, check_run_doc, first_line
 
@@ -369,6 +373,8 @@ class ResultRow:
     result: VariantResult
     not_run: tuple[str, ...] = ()  # variants the run was asked for and never ran (stopped before them)
     user: str = ""  # who made the run (blank for runs from before names were kept)
+    config: dict = field(default_factory=dict, repr=False, compare=False)  # its run's settings, as written
+    adapters: tuple[str, ...] = ()  # the variants whose adapter its run saved
 
     CONTEXT = ("run", "user", "finished", "task", "device", "steps", "quant_type", "not_run")
 
@@ -430,6 +436,7 @@ def _rows_of(run: Run, root: Path) -> list[ResultRow]:
         raise ValueError(f"written by another version of the workbench: {str(exc).splitlines()[0]}") from None
     ran = {r.name for r in results}
     not_run = tuple(v for v in cfg.variants if v not in ran)
+    adapters = tuple(run.trained_variants())
     return [
         ResultRow(
             run=str(run.path.relative_to(root)),
@@ -441,9 +448,58 @@ def _rows_of(run: Run, root: Path) -> list[ResultRow]:
             result=r,
             not_run=not_run,
             user=str(doc.get("user") or ""),
+            config=doc["config"],
+            adapters=adapters,
         )
         for r in results
     ]
+
+
+# Results at class scale (a class's folder holds a thousand runs): each run is read once and kept, in memory and
+# in $WORKBENCH_HOME/scan, under what changes when it is rewritten; a scan reads again only what changed.
+SCAN_CACHE_VERSION = 1
+_scanned: dict[str, dict[str, tuple[tuple, list[ResultRow] | str]]] = {}
+
+
+def _stamp(run: Run) -> tuple:
+    """What changes when a run is rewritten: its results.json's size, time and inode (an atomic write makes a new
+    file, where two writes in one tick of the file system's clock could keep the time), and its adapters' time."""
+    st = run.results_file.stat()
+    try:
+        adapters = (run.path / "adapters").stat().st_mtime_ns
+    except OSError:
+        adapters = 0
+    return (st.st_size, st.st_mtime_ns, st.st_ino, adapters)
+
+
+def _scan_cache_file(root: Path) -> Path:
+    return workbench_home() / "scan" / f"{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:20]}.pickle"
+
+
+def _load_scan_cache(root: Path) -> dict:
+    """The scan kept on disk for root ({} when there is none, it is another version's, or it is not safe)."""
+    path = _scan_cache_file(root)
+    try:
+        st = path.stat()
+        # a pickle runs code as it loads: only one this user wrote and nobody else can change
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return {}
+        doc = pickle.loads(path.read_bytes())
+    except Exception:  # noqa: BLE001 - missing, damaged or from another version: scan afresh
+        return {}
+    ok = isinstance(doc, dict) and doc.get("version") == SCAN_CACHE_VERSION and doc.get("root") == str(root.resolve())
+    return doc["entries"] if ok and isinstance(doc.get("entries"), dict) else {}
+
+
+def _save_scan_cache(root: Path, entries: dict) -> None:
+    doc = {"version": SCAN_CACHE_VERSION, "root": str(root.resolve()), "entries": entries}
+    try:
+        path = _scan_cache_file(root)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_bytes(path, pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL))
+        path.chmod(0o600)
+    except OSError:  # a read-only home: the scan still works, it is only not kept for the next kernel
+        pass
 
 
 def scan(root: Path) -> tuple[list[ResultRow], list[Unreadable]]:
@@ -456,11 +512,32 @@ def scan(root: Path) -> tuple[list[ResultRow], list[Unreadable]]:
     rows: list[ResultRow] = []
     bad: list[Unreadable] = []
     found = find_runs(root)
+    key = str(root.resolve())
+    if key not in _scanned:
+        _scanned[key] = _load_scan_cache(root)
+    kept, now, changed = _scanned[key], {}, False
     for run in found:
+        rel = str(run.path.relative_to(root))
         try:
-            rows.extend(_rows_of(run, root))
-        except ValueError as exc:
-            bad.append(Unreadable(str(run.path.relative_to(root)), str(exc)))
+            stamp = _stamp(run)
+        except OSError:  # removed since find_runs (another kernel tidying a shared folder)
+            continue
+        if rel in kept and kept[rel][0] == stamp:
+            read = kept[rel][1]
+        else:
+            try:
+                read = _rows_of(run, root)
+            except ValueError as exc:
+                read = str(exc)
+            changed = True
+        now[rel] = (stamp, read)
+        if isinstance(read, str):
+            bad.append(Unreadable(rel, read))
+        else:
+            rows.extend(read)
+    if changed or len(now) != len(kept):
+        _scanned[key] = now
+        _save_scan_cache(root, now)
     finished = {run.path for run in found}
     for pattern in ("*/", "*/*/"):
         for folder in sorted(root.glob(pattern)):

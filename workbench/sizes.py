@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import VARIANTS
+from .config import VARIANTS, RunConfig
 from .estimator import estimate
 from .layout import ModelLayout
 from .resolve import EMBEDDED_NAMES, MODEL_ALIASES
@@ -121,7 +121,7 @@ def measured(root: Path) -> list[dict]:
         if res.name not in VARIANT_NAMES or not res.peak_memory_bytes:
             continue
         if row.run not in configs:
-            configs[row.run] = runs.Run(Path(root) / row.run).config()
+            configs[row.run] = RunConfig.from_dict(row.config)
         cfg = configs[row.run]
         if not _is_embedded(cfg.model.name):
             continue

@@ -40,6 +40,8 @@ SHOWN = [
     "status",
 ]
 RUN_WIDTH = 28  # characters of a run's name the table shows (the whole name on hover)
+# a class's folder: the table pages where the chart turns into a class's, and the chart marks the page's rows
+PAGE_ROWS = plots.CLASS_POINTS
 
 
 def chart_caption(groups: list[Setting], metric: str, pooled: bool) -> str:
@@ -156,6 +158,13 @@ class ResultsPanel(widgets.VBox):
         )
         self.export_model_info = widgets.HTML()
         self.info = widgets.HTML()
+        self.page = widgets.Dropdown(
+            description="rows",
+            options=[("all", 0)],
+            value=0,
+            layout=widgets.Layout(width="260px", display="none"),
+            tooltip="A page of the table; the chart marks these rows' points with their numbers (the # column)",
+        )
         self.table = widgets.HTML()
         self.chart = image(max_width="100%")  # drawn at the width it is shown: the legend stays readable
         self.caption = widgets.HTML()  # what the chart's bars and dots are
@@ -165,6 +174,7 @@ class ResultsPanel(widgets.VBox):
             [
                 widgets.HBox([self.refresh_button, self.export_button]),
                 self.info,
+                self.page,
                 self.table,
                 widgets.HBox(
                     [self.score_kind, self.memory_kind, self.person, self.pool],
@@ -187,7 +197,6 @@ class ResultsPanel(widgets.VBox):
         )
         self.add_class("wb-results")
         self.rows: list[runs.ResultRow] = []
-        self._configs: dict[str, dict] = {}  # each row's run's settings, read once a refresh (pooling reads them)
         self.unreadable: list[runs.Unreadable] = []
         self.refresh_button.on_click(lambda _: self.refresh())
         self.export_button.on_click(lambda _: self.export())
@@ -196,15 +205,19 @@ class ResultsPanel(widgets.VBox):
         self.memory_kind.observe(lambda _: self._draw(), "value")
         self.score_kind.observe(lambda _: self._draw(), "value")
         self.person.observe(lambda _: self._show(), "value")
+        self.page.observe(lambda _: None if self._paging else self._show(), "value")
+        self._paging = False  # the page choices are being set: no redraw for each
         self.pool.observe(lambda _: self._draw(), "value")
         self.pick_runs.observe(lambda _: self.side_by_side(), "value")
         self.only_differences.observe(lambda _: self.side_by_side(), "value")
         self.state.subscribe(lambda what: self.refresh() if what in ("runs", "run") else None)
         self.refresh()
 
-    def frame(self):
-        """The rows as a pandas DataFrame in readable units (what the table shows)."""
+    def frame(self, rows: list[runs.ResultRow] | None = None):
+        """The rows (all shown, by default) as a pandas DataFrame in readable units (what the table shows)."""
         import pandas as pd
+
+        rows = self.shown if rows is None else rows
 
         rows = [
             {
@@ -217,7 +230,7 @@ class ResultsPanel(widgets.VBox):
                 **readable(r.result, SHOWN[4:-1]),
                 "status": r.status_text,
             }
-            for r in self.shown
+            for r in rows
         ]
         df = pd.DataFrame(rows)
         if df.empty:
@@ -229,12 +242,15 @@ class ResultsPanel(widgets.VBox):
     def table_html(self) -> str:
         """The frame as HTML that stays legible at JupyterLab's default width: one line per row, long run
         names cut in the middle with the whole name on hover, the table scrolling sideways when it must."""
-        df = self.frame()
+        start, rows = self.page_rows()
+        df = self.frame(rows)
         cells = df.map(lambda v: html.escape(str(v)))
         cells["run"] = [
             f"<span title='{html.escape(r.run, quote=True)}'>{html.escape(shorten(r.run, RUN_WIDTH))}</span>"
-            for r in self.shown
+            for r in rows
         ]
+        if len(rows) < len(self.shown):  # paged: the number the chart writes beside each of these rows' points
+            cells.insert(0, "#", [str(start + i + 1) for i in range(len(rows))])
         table = cells.to_html(index=False, escape=False, classes="wb-results-table", border=0)
         return f"<div style='overflow-x:auto;white-space:nowrap'>{table}</div>"
 
@@ -252,7 +268,6 @@ class ResultsPanel(widgets.VBox):
     def refresh(self) -> None:
         try:
             self.rows, self.unreadable = runs.scan(self.state.runs_dir)
-            self._configs = {}
         except OSError as exc:
             self.info.value = error_html(exc)
             return
@@ -280,7 +295,31 @@ class ResultsPanel(widgets.VBox):
         who = self.person.value
         return [r for r in self.rows if r.user == who] if who else self.rows
 
+    def page_rows(self) -> tuple[int, list[runs.ResultRow]]:
+        """The table's page: where it starts among the rows shown, and its rows (all of them, up to PAGE_ROWS)."""
+        shown = self.shown
+        if len(shown) <= PAGE_ROWS:
+            return 0, shown
+        start = self.page.value if self.page.value < len(shown) else 0
+        return start, shown[start : start + PAGE_ROWS]
+
+    def _pages(self) -> None:
+        """The page choices for the rows shown: one page a PAGE_ROWS rows, hidden when they fit on one."""
+        n = len(self.shown)
+        starts = list(range(0, n, PAGE_ROWS)) if n > PAGE_ROWS else [0]
+        chosen = self.page.value
+        self._paging = True
+        try:
+            self.page.options = (
+                [(f"{i + 1}–{min(i + PAGE_ROWS, n)} of {n}", i) for i in starts] if n > PAGE_ROWS else [("all", 0)]
+            )
+            self.page.value = chosen if chosen in starts else 0
+        finally:
+            self._paging = False
+        self.page.layout.display = None if n > PAGE_ROWS else "none"
+
     def _show(self) -> None:
+        self._pages()
         self.table.value = self.table_html()
         self._draw()
 
@@ -305,21 +344,30 @@ class ResultsPanel(widgets.VBox):
                 )
             else:
                 groups = [Setting(str(i), [r.result]) for i, r in enumerate(rows)]  # one point a row
+                start, page = self.page_rows()
+                paged = len(page) < len(rows)
                 fig = plots.accuracy_memory_figure(
                     results,
                     self.memory_kind.value,
                     runs=[r.run for r in rows],
                     metric=metric,
                     people=[r.user for r in rows],
+                    numbers=[i + 1 if paged and start <= i < start + len(page) else None for i in range(len(rows))],
                 )
                 self.pooled_table.value = ""
             self.chart.value = png(fig)
             self.caption.value = chart_caption(groups, metric, self.pool.value)
+            if not self.pool.value and len(self.page_rows()[1]) < len(rows):
+                self.caption.value += (
+                    "<div class='wb-chart-caption' style='font-size:90%;color:#555'>circled and numbered: the rows "
+                    "of the table's page (its # column); pick another page above the table to find other runs</div>"
+                )
         runs_now = list(dict.fromkeys(r.run for r in self.rows))
         keep = [r for r in self.pick_runs.value if r in runs_now]
         self.pick_runs.options = runs_now
         self.pick_runs.value = keep
-        with_adapters = [r for r in runs_now if runs.Run(self.state.runs_dir / r).trained_variants()]
+        saved = {r.run for r in self.rows if r.adapters}
+        with_adapters = [r for r in runs_now if r in saved]
         chosen = self.export_run.value
         self.export_run.options = with_adapters
         self.export_run.value = chosen if chosen in with_adapters else (with_adapters[0] if with_adapters else None)
@@ -327,12 +375,7 @@ class ResultsPanel(widgets.VBox):
 
     def config_of(self, row: runs.ResultRow) -> dict:
         """The settings of a row's run (results.json's config), what tells repeats of one setting apart."""
-        if row.run not in self._configs:
-            try:
-                self._configs[row.run] = runs.Run(self.state.runs_dir / row.run).read()["config"]
-            except (OSError, ValueError, KeyError):  # removed since the scan (a shared folder): a setting of its own
-                self._configs[row.run] = {"run": row.run}
-        return self._configs[row.run]
+        return row.config or {"run": row.run}  # a row made by hand (tests): a setting of its own
 
     def settings_groups(self, rows: list[runs.ResultRow] | None = None) -> list[Setting]:
         """The rows grouped by setting (the same settings but the seed, the same variant): seeds and a class's
