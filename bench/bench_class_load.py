@@ -75,7 +75,8 @@ def at_once(root: Path, home: Path, n: int, steps: int) -> dict:
         for i in range(n):
             env = child_env(True, {"WORKBENCH_HOME": str(home), "WORKBENCH_USER": f"student-{i + 1:02d}"})
             log = open(root / f"student-{i + 1:02d}.log", "w")  # noqa: SIM115 - closed below
-            procs.append((subprocess.Popen(command(root / f"student-{i + 1:02d}", steps), env=env, stderr=log), log))
+            out = root / f"student-{i + 1:02d}"
+            procs.append((subprocess.Popen(command(out, steps), env=env, stdout=log, stderr=log), log))
         codes = []
         for proc, log in procs:
             codes.append(proc.wait())
@@ -100,7 +101,7 @@ def at_once(root: Path, home: Path, n: int, steps: int) -> dict:
         "longest_wait_s": max(waits, default=0.0),
         "most_in_use_bytes": mem.most,
         "waited_in_line": sum(
-            "waiting for memory" in (root / f"student-{i + 1:02d}.log").read_text() for i in range(n)
+            "waiting for its turn" in (root / f"student-{i + 1:02d}.log").read_text() for i in range(n)
         ),
     }
 

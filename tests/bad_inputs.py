@@ -237,6 +237,8 @@ CASES: list[Case] = [
     _c("notebooks-dir-in-proc", "notebooks /proc/forbidden", "dir", "notebooks into /proc", needs="linux"),
     _c("notebooks-dir-under-a-file", "notebooks afile/nbs", "dir", "notebooks into a folder under a file"),
     _c("app-runs-under-a-file", "app --runs afile/runs", "--runs", "the app's --runs under a file"),
+    _c("app-ip-a-name", "app --ip classroom", "--ip", "the app's --ip not an address"),
+    _c("app-token-short", "app --ip 0.0.0.0 --token letmein", "--token", "a token a room could guess (7 characters)"),
     # --- each data format broken each way it can break
     _c("data-missing", f"compare --data nothere.jsonl {RUN}", "nothere.jsonl", "a data file that does not exist"),
     _c("data-folder", f"compare --data emptydir {RUN}", "emptydir is a folder", "a folder given as --data"),

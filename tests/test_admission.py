@@ -59,7 +59,7 @@ def test_a_run_waits_for_memory_then_goes_when_the_first_ends(tmp_path):
     until(lambda: places)
     assert admitted == [] and book.waiting() == ["bo"]
     assert places[0].position == 1 and places[0].running == 1 and places[0].reserved == 2 * GiB
-    assert places[0].text().startswith("waiting for memory: 1st in line (1 run going, 2.0 GiB reserved)")
+    assert places[0].text().startswith("waiting for its turn: 1st in line (1 run going, 2.0 GiB reserved)")
     first.release()
     t.join(10)
     assert [label for label, _ in admitted] == ["bo"] and book.going() == 1
@@ -174,3 +174,12 @@ def test_places_are_said_as_people_say_them(n):
     said = {1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 11: "11th", 12: "12th", 13: "13th", 21: "21st", 22: "22nd"}
     said |= {101: "101st", 111: "111th"}
     assert admission.ordinal(n) == said[n]
+
+
+def test_a_home_the_ledger_cannot_be_made_in_lets_the_run_go_and_says_so(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("a file where the folder would be")
+    monkeypatch.setenv("WORKBENCH_HOME", str(home))
+    said = []
+    assert admission.take_turn(GiB, "cpu", "x", said.append, None) is None
+    assert said and "does not take turns" in said[0] and admission.held_by_runs("cpu") == 0

@@ -37,7 +37,7 @@ def test_runs_started_together_take_turns_first_come_first_served_and_all_finish
     said = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [s[-800:] for s in said]
     assert all((tmp_path / "runs" / f"s{i}" / "results.json").is_file() for i in range(3))
-    assert sum("waiting for memory: " in s for s in said) >= 2  # the line, as the Train tab and the CLI say it
+    assert sum("waiting for its turn: " in s for s in said) >= 2  # the line, as the Train tab and the CLI say it
     with sqlite3.connect(home / "admission.sqlite") as db:
         rows = db.execute("SELECT id, admitted, released FROM runs ORDER BY id").fetchall()
     assert len(rows) == 3 and all(adm and rel for _, adm, rel in rows)  # every turn given back

@@ -436,6 +436,22 @@ def test_seeds_train_each_setting_again_and_pool_their_verdicts(app):
     assert "done" in t.progress_text.value
 
 
+def test_a_run_waiting_for_its_turn_says_where_it_stands_and_stop_leaves_nothing(app, monkeypatch):
+    from workbench.admission import Ledger
+
+    monkeypatch.setenv("WORKBENCH_RUNS_AT_ONCE", "1")
+    held = Ledger().reserve(2**20, "cpu", "another kernel's run")  # the machine's one turn, taken
+    try:
+        assert app.train.start() is None
+        wait_for(lambda: "waiting for its turn: 1st in line (1 run going" in app.train.status.value)
+        app.train.stop_button.click()
+        assert app.wait(60)
+        assert "stopped while it waited for its turn" in app.train.status.value
+        assert not app.train.run_dir.exists()  # no empty folder for the Results tab to list
+    finally:
+        held.release()
+
+
 def test_stop_ends_a_seeded_run_and_starts_no_more_seeds(app):
     app.state.update("train", steps=400)
     app.state.update(variants=["lora"])

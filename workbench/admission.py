@@ -63,7 +63,7 @@ class Place:
     def text(self) -> str:
         when = f", about {max(1, round(self.eta_s / 60))} min" if self.eta_s is not None else ""
         return (
-            f"waiting for memory: {ordinal(self.position)} in line{when} ({self.running} run"
+            f"waiting for its turn: {ordinal(self.position)} in line{when} ({self.running} run"
             f"{'s' if self.running != 1 else ''} going, {self.reserved / 2**30:.1f} GiB reserved)"
         )
 
@@ -322,7 +322,12 @@ def take_turn(
     set while it waited (nothing is held then)."""
     if not enabled():
         return None
-    ticket = Ledger().reserve(peak, device_key(device), label, on_wait=lambda p: status(p.text()), stop=stop)
+    ledger = Ledger()
+    try:
+        ticket = ledger.reserve(peak, device_key(device), label, on_wait=lambda p: status(p.text()), stop=stop)
+    except (OSError, sqlite3.Error) as exc:  # a read-only home, say: the run goes, checked against free memory alone
+        status(f"this run does not take turns with the machine's others: {ledger.path} cannot be used ({exc})")
+        return None
     share_cores(ticket)
     return ticket
 
@@ -343,4 +348,9 @@ def share_cores(ticket: Ticket | None) -> None:
 def held_by_runs(device) -> int:
     """What the runs going on a device hold and will give back: a run is refused at once only when it would not
     fit even then."""
-    return Ledger().held(device_key(device)) if enabled() else 0
+    if not enabled():
+        return 0
+    try:
+        return Ledger().held(device_key(device))
+    except (OSError, sqlite3.Error):  # no ledger to read: as if no run were going
+        return 0

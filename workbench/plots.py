@@ -1,4 +1,8 @@
-"""Every picture is matplotlib; the CLI saves these figures and the panels show the same ones."""
+"""Every picture is matplotlib; the CLI saves these figures and the panels show the same ones.
+
+Long because: every chart the workbench draws is here, so each is drawn one way wherever it is shown (the CLI's
+files, the panels, the notebooks); the score-against-cost chart alone has two forms, a few runs' and a class's.
+"""
 
 from __future__ import annotations
 
@@ -162,7 +166,7 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
     crowded = len(points) > CLASS_POINTS
     # a legend line a point: the figure grows with them, up to a screen's height; a class's is a fixed size
     fig = Figure(figsize=(9.6, 5.4 if crowded else min(9.0, max(4.0, 1.2 + 0.22 * len(points)))))
-    ax = fig.add_axes((0.08, 0.12, 0.52, 0.78))
+    ax = fig.add_axes((0.08, 0.12, 0.62 if crowded else 0.52, 0.78))  # a class's legend is groups: narrower
     xy = [(getattr(e.result, memory_key) / x_scale, getattr(e.result, metric) * y_scale) for e in points]
     cis = [e.result.interval(metric) for e in points]
     front = pareto_front(xy, higher_is_better=higher)
@@ -170,6 +174,7 @@ def _score_cost_figure(entries: list[_Point], memory_key: str, metric: str | Non
     ties = (
         set(frontier_ties([x for x, _ in xy], [y for _, y in xy], scaled, front, higher)) if len(points) > 1 else set()
     )
+    fig.fixed_size = crowded  # laid out whole: the legend fits beside the axes (ui.common.png need not crop)
     if crowded:
         _class_points(ax, points, xy, scaled, ties, memory_key, metric, x_scale, y_scale)
     for i, (e, (x, y), ci) in enumerate([] if crowded else zip(points, xy, scaled), 1):
@@ -264,10 +269,19 @@ def _class_points(ax, points, xy, scaled, ties, memory_key, metric, x_scale, y_s
             zorder=3,
             label=label,
         )
-    for i, e in enumerate(points):
-        if e.number is not None:  # the rows of the table page beside the chart: which point is which
-            ax.scatter([xy[i][0]], [xy[i][1]], s=60, facecolors="none", edgecolors="black", linewidths=1, zorder=4)
-            ax.annotate(str(e.number), xy[i], textcoords="offset points", xytext=(5, 5), fontsize=7, zorder=5)
+    marked = [i for i, e in enumerate(points) if e.number is not None]
+    if marked:  # the rows of the table page beside the chart: which point is which
+        ax.scatter(
+            [xy[i][0] for i in marked],
+            [xy[i][1] for i in marked],
+            s=60,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1,
+            zorder=4,
+        )
+    for i in marked:
+        ax.annotate(str(points[i].number), xy[i], textcoords="offset points", xytext=(5, 5), fontsize=7, zorder=5)
 
 
 # a class's chart: matplotlib's tab20 less its greys (grey is for the groups the legend does not name)

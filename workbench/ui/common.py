@@ -19,7 +19,8 @@ WIDE = widgets.Layout(width="420px")
 def png(fig: Figure) -> bytes:
     """A matplotlib figure as PNG bytes for a widgets.Image (Agg, no pyplot: safe off the main thread)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    # a class's chart is laid out to its fixed size: cropping it tight would draw it twice (a third of a second)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches=None if getattr(fig, "fixed_size", False) else "tight")
     return buf.getvalue()
 
 

@@ -363,15 +363,17 @@ class ResultsPanel(widgets.VBox):
                     "of the table's page (its # column); pick another page above the table to find other runs</div>"
                 )
         runs_now = list(dict.fromkeys(r.run for r in self.rows))
-        keep = [r for r in self.pick_runs.value if r in runs_now]
-        self.pick_runs.options = runs_now
-        self.pick_runs.value = keep
+        if list(self.pick_runs.options) != runs_now:  # a thousand choices sent again for nothing take a while
+            keep = [r for r in self.pick_runs.value if r in runs_now]
+            self.pick_runs.options = runs_now
+            self.pick_runs.value = keep
         saved = {r.run for r in self.rows if r.adapters}
         with_adapters = [r for r in runs_now if r in saved]
-        chosen = self.export_run.value
-        self.export_run.options = with_adapters
-        self.export_run.value = chosen if chosen in with_adapters else (with_adapters[0] if with_adapters else None)
-        self._export_variants()
+        if list(self.export_run.options) != with_adapters:
+            chosen = self.export_run.value
+            self.export_run.options = with_adapters
+            self.export_run.value = chosen if chosen in with_adapters else (with_adapters[0] if with_adapters else None)
+            self._export_variants()
 
     def config_of(self, row: runs.ResultRow) -> dict:
         """The settings of a row's run (results.json's config), what tells repeats of one setting apart."""

@@ -420,6 +420,13 @@ class TrainPanel(widgets.VBox):
             self.state.notify("runs")
         if self.result is None:
             return
+        if self.result.stopped and not any(r.variants for r in [*self.seed_results, self.result]):
+            for folder in [*self.folders, out]:  # stopped in line, before its turn: nothing was made, no folder left
+                if folder is not None:
+                    drop_if_empty(folder)
+            self.progress.bar_style = "warning"
+            self.status.value = message("warn", "stopped while it waited for its turn: nothing was trained or kept")
+            return
         stopped = any(r.stopped for r in self.seed_results) or self.result.stopped
         self.progress.bar_style = "warning" if stopped else "success"
         self.progress_text.value = self.end_line(self.result, time.monotonic() - self._started)
