@@ -443,12 +443,16 @@ def test_a_run_waiting_for_its_turn_says_where_it_stands_and_stop_leaves_nothing
     held = Ledger().reserve(2**20, "cpu", "another kernel's run")  # the machine's one turn, taken
     try:
         assert app.train.start() is None
-        wait_for(lambda: "waiting for its turn: 1st in line (1 run going" in app.train.status.value)
+        # "about N min" comes between them once this machine has finished a run (the start estimated from those)
+        wait_for(lambda: "waiting for its turn: 1st in line" in app.train.status.value)
+        assert "(1 run going, 0.0 GiB reserved)" in app.train.status.value
         app.train.stop_button.click()
         assert app.wait(60)
         assert "stopped while it waited for its turn" in app.train.status.value
         assert not app.train.run_dir.exists()  # no empty folder for the Results tab to list
     finally:
+        app.train.stop()
+        app.wait(60)
         held.release()
 
 
