@@ -224,7 +224,9 @@ class Ledger:
             ).fetchone()[0]
             going = self._going(db, device)
             free = self.free(device)
-            room = free is None or nbytes + self._still_to_take(going, device) <= free
+            # a run with none going beside it goes: waiting would free nothing (whether it fits at all was decided
+            # before it queued, compare.check_fit, or skipped on purpose)
+            room = free is None or not going or nbytes + self._still_to_take(going, device) <= free
             core = not device.startswith("cpu") or len(going) < self.slots
             if ahead == 0 and room and core:
                 db.execute(
