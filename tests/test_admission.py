@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from test_ui import wait_for
 
 from workbench import admission
 from workbench.admission import Ledger
@@ -35,13 +36,6 @@ def in_thread(book: Ledger, nbytes: int, label: str, admitted: list, places: lis
     return t
 
 
-def until(condition, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
-
-
 def test_runs_that_fit_together_go_together(tmp_path):
     book = ledger(tmp_path)
     a, b = book.reserve(GiB, label="a"), book.reserve(GiB, label="b")
@@ -56,7 +50,7 @@ def test_a_run_waits_for_memory_then_goes_when_the_first_ends(tmp_path):
     first = book.reserve(2 * GiB, label="ana")
     admitted, places = [], []
     t = in_thread(book, 2 * GiB, "bo", admitted, places)
-    until(lambda: places)
+    wait_for(lambda: places, 20)
     assert admitted == [] and book.waiting() == ["bo"]
     assert places[0].position == 1 and places[0].running == 1 and places[0].reserved == 2 * GiB
     assert places[0].text().startswith("waiting for its turn: 1st in line (1 run going, 2.0 GiB reserved)")
@@ -71,9 +65,9 @@ def test_first_come_first_served_a_small_run_does_not_jump_the_line(tmp_path):
     first = book.reserve(2 * GiB, label="a")
     admitted = []
     big = in_thread(book, 2 * GiB, "b", admitted)
-    until(lambda: book.waiting() == ["b"])
+    wait_for(lambda: book.waiting() == ["b"], 20)
     small = in_thread(book, GiB // 2, "c", admitted)  # would fit now, but b came first
-    until(lambda: book.waiting() == ["b", "c"])
+    wait_for(lambda: book.waiting() == ["b", "c"], 20)
     time.sleep(3 * admission.POLL_S)
     assert admitted == []
     first.release()
@@ -90,7 +84,7 @@ def test_on_the_cpu_at_most_one_run_a_core_and_each_its_share_of_threads(tmp_pat
     assert a.threads(8) == 1 and b.threads(8) == 1
     admitted = []
     t = in_thread(book, GiB, "c", admitted)
-    until(lambda: book.waiting() == ["c"])
+    wait_for(lambda: book.waiting() == ["c"], 20)
     a.release()
     t.join(10)
     assert [label for label, _ in admitted] == ["c"]
@@ -104,7 +98,7 @@ def test_stop_while_waiting_leaves_the_line_and_holds_nothing(tmp_path):
     first = book.reserve(GiB, label="a")
     stop, admitted = threading.Event(), []
     t = in_thread(book, GiB, "b", admitted, stop=stop)
-    until(lambda: book.waiting() == ["b"])
+    wait_for(lambda: book.waiting() == ["b"], 20)
     stop.set()
     t.join(10)
     assert admitted == [("b", None)] and book.waiting() == [] and book.going() == 1
@@ -130,7 +124,7 @@ def test_a_killed_process_gives_its_turn_back(tmp_path):
         book = Ledger(path, free=lambda d: 1 << 40, slots=1)
         admitted = []
         t = in_thread(book, GiB, "next", admitted)
-        until(lambda: book.waiting() == ["next"])
+        wait_for(lambda: book.waiting() == ["next"], 20)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
         t.join(15)
@@ -157,7 +151,7 @@ def test_the_estimated_start_follows_the_runs_that_finished(tmp_path):
     first = book.reserve(GiB, label="a")
     admitted, places = [], []
     t = in_thread(book, GiB, "b", admitted, places)
-    until(lambda: places)
+    wait_for(lambda: places, 20)
     assert places[0].eta_s is not None and places[0].eta_s < 60
     first.release()
     t.join(10)

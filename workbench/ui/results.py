@@ -332,6 +332,8 @@ class ResultsPanel(widgets.VBox):
                 self.score_kind.value = "perplexity"  # a task scored by perplexity has no accuracy to plot
                 return
             metric = self.score_kind.value
+            start, page = self.page_rows()
+            paged = not self.pool.value and len(page) < len(rows)  # then the chart marks the table's page
             if self.pool.value:
                 groups = self.settings_groups(rows)
                 label = self.setting_labels(groups)
@@ -344,8 +346,6 @@ class ResultsPanel(widgets.VBox):
                 )
             else:
                 groups = [Setting(str(i), [r.result]) for i, r in enumerate(rows)]  # one point a row
-                start, page = self.page_rows()
-                paged = len(page) < len(rows)
                 fig = plots.accuracy_memory_figure(
                     results,
                     self.memory_kind.value,
@@ -357,7 +357,7 @@ class ResultsPanel(widgets.VBox):
                 self.pooled_table.value = ""
             self.chart.value = png(fig)
             self.caption.value = chart_caption(groups, metric, self.pool.value)
-            if not self.pool.value and len(self.page_rows()[1]) < len(rows):
+            if paged:
                 self.caption.value += (
                     "<div class='wb-chart-caption' style='font-size:90%;color:#555'>circled and numbered: the rows "
                     "of the table's page (its # column); pick another page above the table to find other runs</div>"
@@ -373,7 +373,7 @@ class ResultsPanel(widgets.VBox):
             chosen = self.export_run.value
             self.export_run.options = with_adapters
             self.export_run.value = chosen if chosen in with_adapters else (with_adapters[0] if with_adapters else None)
-            self._export_variants()
+        self._export_variants()  # the chosen run's adapters may have changed though the list did not
 
     def config_of(self, row: runs.ResultRow) -> dict:
         """The settings of a row's run (results.json's config), what tells repeats of one setting apart."""
