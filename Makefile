@@ -14,7 +14,7 @@ LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # no screen to open a browser on (a server, a container): do not try, say which URL to open
 LAB_BROWSER := $(shell [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ "$$(uname)" != Darwin ] && echo --no-browser)
 
-.PHONY: setup lab app test docs docs-serve demo bench gpu-check screenshots chromium tcmalloc clean
+.PHONY: setup lab app test docs docs-serve demo bench gpu-check screenshots chromium tcmalloc postgres clean
 
 setup: $(STAMP)
 
@@ -69,6 +69,11 @@ gpu-check: setup
 # Debian's Chromium for the browser test (tests/test_browser.py); .ci/run does this itself.
 chromium:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
+# PostgreSQL for the test of workers sharing one study on a database server (tests/test_study.py starts its own
+# server as an unprivileged user on a loopback port; under CI=true a missing server fails that test)
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql; }
 
 # tcmalloc, preferred over the mimalloc that make setup installs, where it is installed (workbench/allocator.py)
 tcmalloc:

@@ -309,7 +309,8 @@ def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir
 def test_a_sweep_point_that_will_not_fit_is_planned_as_such_and_fails_alone(
     tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
 ):
-    from workbench.sweep import SweepGrid, plan, run_sweep
+    from workbench.sweep import SweepGrid, plan
+    from workbench.workers import run_sweep
 
     base = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
     grid = SweepGrid(ranks=[2, 4], targets=["all-linear"], bits=[16])

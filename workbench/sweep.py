@@ -2,18 +2,15 @@
 
 `plan` says before anything loads what the grid holds: its points, the ones already on disk with the
 same settings (read back, not retrained), each point's estimated peak memory and the time the rest will
-take at the speed this machine measured. `run_sweep` then trains the points one after another; a point
-that fails is reported in its row and the sweep goes on; a stop ends it after the current point.
-`workbench sweep`, the Sweep tab and notebooks/03 all call these two functions.
+take at the speed this machine measured. `workers.run_sweep` then trains the points as an Optuna study
+(workbench.study); this module holds the grid, the plan and the sweep's table and chart.
+`workbench sweep`, the Sweep tab and notebooks/03 all call these functions.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from .estimator import estimate
 from .eval_plan import FIRST_GUESS_EVAL_S, eval_pace, eval_plan, eval_size
 from .layout import ModelLayout
 from .repeats import seed_values, settings, with_seed
-from .results import VariantResult, first_line
+from .results import VariantResult
 from .runs import Run, all_results
 
 BITS_CHOICES = (16, 8, 4)
@@ -46,6 +43,10 @@ class SweepPoint:
     targets: tuple[str, ...] | str
     quant_type: str = "nf4"
     double_quant: bool = True
+    # a search also samples these (a grid keeps the base's): None is the base's value
+    alpha: float | None = None
+    lr: float | None = None
+    dropout: float | None = None
 
     @property
     def target_modules(self) -> list[str] | str:
@@ -54,12 +55,22 @@ class SweepPoint:
     @property
     def label(self) -> str:
         quant = f"-{self.quant_type}{'' if self.double_quant else '-nodq'}" if self.bits == 4 else ""
-        return f"{self.bits}bit{quant}-r{self.rank}-{targets_label(self.target_modules)}"
+        tuned = "".join(
+            f"-{key}{value:g}"
+            for key, value in (("a", self.alpha), ("lr", self.lr), ("do", self.dropout))
+            if value is not None
+        )
+        return f"{self.bits}bit{quant}-r{self.rank}-{targets_label(self.target_modules)}{tuned}"
 
     def config(self, base: RunConfig) -> RunConfig:
         """`base` with this point's settings and its one trained variant (16: lora, 8: lora8, 4: qlora)."""
         d = base.to_dict()
         d["lora"] = {**d["lora"], "rank": self.rank, "target_modules": parse_targets(self.target_modules)}
+        for key, value in (("alpha", self.alpha), ("dropout", self.dropout)):
+            if value is not None:
+                d["lora"][key] = value
+        if self.lr is not None:
+            d["train"] = {**d["train"], "lr": self.lr}
         d["quant"] = {**d["quant"], "bits": 4, "quant_type": self.quant_type, "double_quant": self.double_quant}
         d["variants"] = [variant_for_bits(self.bits)]
         return RunConfig.from_dict(d)
@@ -177,6 +188,10 @@ class SweepPlan:
     measured: dict[int, bool]  # whether that speed was measured on this machine (else a first guess)
     eval_line: str = ""  # what the eval size can tell apart, and what scoring it costs
     seeds: int = 1
+    # what was planned, so the sweep's study can be made from the plan alone
+    grid: SweepGrid | None = None
+    base: RunConfig | None = None
+    out_dir: Path | None = None
 
     @property
     def to_train(self) -> list[PlannedPoint]:
@@ -241,24 +256,30 @@ def plan(
         layout.check_rank(cfg.lora.rank)
         out = point_dir(out_dir, point, seed, base.train.seed)
         cached = saved_run(out, cfg) is not None
-        peak = estimate(
-            layout,
-            bits=point.bits,
-            rank=point.rank,
-            targets=cfg.lora.target_modules,
-            batch_size=t.batch_size,
-            seq_len=t.seq_len,
-            gradient_checkpointing=t.gradient_checkpointing,
-            device_type=choice.type,
-            double_quant=point.double_quant,
-            dtype=choice.dtype_name,
-            allocator=allocator.current(),  # the points train in this process
-        ).total
+        peak = estimated_peak(layout, cfg, point.bits, choice)
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
         seconds = 0.0 if cached else tokens / speeds[point.bits] + scored * pace
         planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, memory.fit(peak, available), seed))
     line = eval_plan(base, root, choice.type)
-    return SweepPlan(planned, speeds, {b: b in found for b in grid.bits}, line, seeds)
+    return SweepPlan(planned, speeds, {b: b in found for b in grid.bits}, line, seeds, grid, base, out_dir)
+
+
+def estimated_peak(layout: ModelLayout, cfg: RunConfig, bits: int, choice) -> int:
+    """A point's estimated peak (bytes) before anything loads: what the plan shows and a search's budget checks."""
+    t = cfg.train
+    return estimate(
+        layout,
+        bits=bits,
+        rank=cfg.lora.rank,
+        targets=cfg.lora.target_modules,
+        batch_size=t.batch_size,
+        seq_len=t.seq_len,
+        gradient_checkpointing=t.gradient_checkpointing,
+        device_type=choice.type,
+        double_quant=cfg.quant.double_quant,
+        dtype=choice.dtype_name,
+        allocator=allocator.current(),  # the points train in this process
+    ).total
 
 
 # --------------------------------------------------------------------------- run
@@ -282,57 +303,12 @@ class PointResult:
         return self.out.name
 
 
-def run_sweep(
-    sweep: SweepPlan,
-    *,
-    stop: threading.Event | None = None,
-    on_point: Callable[[PointResult], None] | None = None,
-    on_status: Callable[[str], None] | None = None,
-    on_progress=None,
-    sinks=(),
-    fit_check: bool = True,
-) -> list[PointResult]:
-    """Train the plan's points one after another (each with run_compare, into its own folder). A point on
-    disk is read back; a point that fails is recorded with its reason and the sweep goes on; `stop` ends the
-    sweep after the point that is running (its own run stops after its current step). `fit_check`: as
-    run_compare's (a point that will not fit in memory fails before it loads)."""
-    from .compare import run_compare
-
-    stop = stop or threading.Event()
-    status = on_status or (lambda text: None)
-    done: list[PointResult] = []
-    for i, p in enumerate(sweep.points, 1):
-        if stop.is_set():
-            res = PointResult(p.point, p.out, "not run", seed=p.seed)
-        elif p.cached:
-            run = Run(p.out)
-            res = PointResult(p.point, p.out, "loaded", run.results()[0], seed=p.seed)
-        else:
-            status(f"[{i}/{len(sweep.points)}] training {p.label}")
-            started = time.perf_counter()
-            try:
-                result = run_compare(
-                    p.config, p.out, stop=stop, on_progress=on_progress, sinks=sinks, fit_check=fit_check
-                )
-                trained = result.variants[0] if result.variants else None
-                state = "failed" if trained and trained.error else "stopped" if result.stopped else "trained"
-                error = trained.error if trained else None
-                res = PointResult(p.point, p.out, state, trained, error, time.perf_counter() - started, p.seed)
-            except (ValueError, RuntimeError, MemoryError, OSError) as exc:  # this point only; the sweep goes on
-                res = PointResult(
-                    p.point, p.out, "failed", error=first_line(exc), seconds=time.perf_counter() - started, seed=p.seed
-                )
-        done.append(res)
-        if on_point is not None:
-            on_point(res)
-    return done
-
-
 def sweep_frame(points: list[PointResult]):
     """One row per point, for a table: settings, status, accuracy, memory and time in readable units."""
     import pandas as pd
 
     rows = []
+    searched = any(p.point.lr is not None or p.point.alpha is not None for p in points)  # a search's points
     for p in points:
         r = p.result
         rows.append(
@@ -343,6 +319,11 @@ def sweep_frame(points: list[PointResult]):
                 "4-bit type": p.point.quant_type if p.point.bits == 4 else "",
                 "rank": p.point.rank,
                 "targets": targets_label(p.point.target_modules),
+                **{
+                    name: getattr(p.point, key)
+                    for name, key in (("alpha", "alpha"), ("lr", "lr"), ("dropout", "dropout"))
+                    if searched
+                },
                 "status": p.status if not p.error else f"failed: {p.error}",
                 "accuracy %": None if r is None or r.accuracy is None else round(100 * r.accuracy, 1),
                 "accuracy 95% CI": _ci(r, "accuracy", 100, 1),
