@@ -288,3 +288,18 @@ def test_two_workers_on_one_postgresql_study(postgres, tiny_model_dir, tiny_json
     # a worker of the same machine reads it back from the server alone: nothing left, it ends at once
     st = optuna.load_study(study_name="shared", storage=open_storage(postgres))
     assert Worker(st, StudyDef.from_dict(st.user_attrs["definition"]), tmp_path / "sweep").work() == []
+
+
+def test_the_cli_spreads_a_sweep_over_two_workers(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    from workbench import cli
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu"]
+    args += ["--steps", "2", "--batch-size", "4", "--seq-len", "32", "--ranks", "1,2,4", "--target-sets", "q_proj"]
+    assert cli.main([*args, "--bits", "16", "--workers", "2", "--study", "two", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "[w1]" in captured.err and "[w2]" in captured.err, captured.err
+    assert "study 'two': 3 finished" in captured.out and "optuna-dashboard" in captured.out
+    log = (out / "trials.csv").read_text()
+    assert log.count("complete") == 3 and "/w1" in log and "/w2" in log
+    assert (out / "sweep.csv").read_text().count("trained") == 3

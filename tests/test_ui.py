@@ -807,6 +807,46 @@ def test_sweep_seeds_repeat_each_point_and_pool_them(app):
     assert bytes(s.chart.value).startswith(b"\x89PNG")
 
 
+def test_the_sweep_tab_searches_as_a_study_and_lists_its_trials(app):
+    s = app.sweep
+    for boxes, keep in ((s.ranks, {1, 8}), (s.targets, {"q_proj,v_proj"}), (s.bits, {16})):
+        for value, box in boxes.items():
+            box.value = value in keep
+    app.state.update("train", steps=2)
+    s.search.value = 3
+    assert "search: 3 settings" in s.plan_info.value and "rank 1–8" in s.plan_info.value and s.plan_table.value == ""
+    assert "optuna-dashboard" in s.study_info.value and s.out_dir.name == "search"
+    assert s.start() is None and s.wait(240)
+    assert len(s.points) == 3 and {p.status for p in s.points} == {"trained"}, s.status.value
+    assert all(1 <= p.point.rank <= 8 and p.point.lr is not None for p in s.points)
+    assert "3 finished" in s.study_info.value and s.trials.value.count("</tr>") == 4
+    assert "complete" in s.trials.value and "worker" in s.trials.value and "person" in s.trials.value
+    assert (s.out_dir / "trials.csv").is_file() and (s.out_dir / "sweep.png").is_file()
+    assert bytes(s.chart.value).startswith(b"\x89PNG")
+    # Results reads the study too: its folder, its trials by state and the dashboard command
+    app.results.refresh()
+    assert "search · study" in app.results.studies.value and "3 finished" in app.results.studies.value
+    assert "optuna-dashboard" in app.results.studies.value
+    (s.out_dir.parent / "broken").mkdir()
+    (s.out_dir.parent / "broken" / "study.sqlite3").write_bytes(b"not a database at all" * 100)
+    app.results.refresh()  # someone's damaged file is named, and everything else still shows
+    assert "broken: not a readable study" in app.results.studies.value and "3 finished" in app.results.studies.value
+
+
+def test_sweep_stop_starts_no_new_point_then_stops_the_running_one(app):
+    s = app.sweep
+    for boxes, keep in ((s.ranks, {1, 2, 4}), (s.targets, {"q_proj,v_proj"}), (s.bits, {16})):
+        for value, box in boxes.items():
+            box.value = value in keep
+    app.state.update("train", steps=2)
+    assert s.start() is None
+    s.stop()  # the first press: nothing new starts; the point going (if any) finishes
+    assert "no new point will start" in s.status.value and not s.stop_button.disabled
+    assert s.wait(120)
+    assert len([p for p in s.points if p.status == "trained"]) <= 1 and not app.state.jobs.stop.is_set()
+    assert "stopped" in s.progress_text.value
+
+
 def test_live_plots_take_at_most_a_small_share_of_the_training_time(app):
     """A redraw runs between steps in the training thread: after one that took 1 s the next waits 1 s /
     REDRAW_SHARE, except the last step of a variant, which is always drawn."""

@@ -534,7 +534,7 @@ def _sweep_choices(a: argparse.Namespace) -> dict:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from .config import preset_config
     from .repeats import check_seeds
-    from .study import SearchSpace, StudyDef, dashboard_command, default_storage, redacted
+    from .study import SearchSpace, StudyDef, dashboard_command, default_storage, open_storage, redacted
     from .sweep import SweepGrid, plan
 
     check_seeds(a.seeds)
@@ -564,6 +564,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     base = preset_config(a.preset, _overrides(a))
     _check_run_inputs(base, a.out)
     storage = a.storage or default_storage(a.out)
+    if a.storage:  # a database given: reached (or refused in one line) before anything is planned or loaded
+        open_storage(a.storage)
     definition = StudyDef(base, a.seeds, grid=grid, space=space)
     study_name = a.study or definition.default_name()
     sweep = None

@@ -705,3 +705,35 @@ def write_trials(out_dir: str | Path, study) -> Path:
 
     frame = trials_frame(study)
     return write_csv(Path(out_dir) / "trials.csv", frame.to_dict("records"), list(frame.columns))
+
+
+def studies_in(runs_dir: str | Path) -> list[dict]:
+    """The sweeps' studies kept in a runs folder (a study.sqlite3 one folder down): each one's folder, name,
+    trials by state and the optuna-dashboard command. A file that is not a readable study is named as such."""
+    files = sorted(Path(runs_dir).glob(f"*/{STUDY_FILE}"))
+    if not files:
+        return []  # Optuna is not even imported
+    import optuna
+
+    found = []
+    for path in files:
+        url = default_storage(path.parent)
+        command = dashboard_command(url)
+        try:
+            with _quiet():
+                store = open_storage(url)
+                for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
+                    st = optuna.load_study(study_name=summary.study_name, storage=store)
+                    found.append(
+                        {
+                            "folder": path.parent.name,
+                            "study": summary.study_name,
+                            "trials": counts(st),
+                            "command": command,
+                        }
+                    )
+        except Exception as exc:  # anything in a shared folder may be damaged: it is named, and the view goes on
+            found.append(
+                {"folder": path.parent.name, "study": "", "trials": {}, "command": command, "error": first_line(exc)}
+            )
+    return found

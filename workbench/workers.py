@@ -77,11 +77,24 @@ def run_study(
 
 def run_sweep(sweep: SweepPlan, **kw) -> list[PointResult]:
     """Train a plan's grid as its study's trials (keyword arguments as run_study's). A point on disk is read
-    back; a point that fails is recorded with its reason and the others go on. Returns one row per planned
+    back; a point that fails is recorded with its reason and the others go on. on_point hears of every point
+    once: as it finishes, or at the end (read back from the study, or not run). Returns one row per planned
     point, in plan order ("not run" for the points nobody reached)."""
     began = datetime.now()
-    st, done = run_study(StudyDef(sweep.base, sweep.seeds, grid=sweep.grid), sweep.out_dir, **kw)
-    return in_plan_order(sweep, st, {p.label: p for p in done}, began)
+    told: set[str] = set()
+    on_point = kw.pop("on_point", None)
+
+    def tell(row: PointResult) -> None:
+        told.add(row.label)
+        if on_point is not None:
+            on_point(row)
+
+    st, done = run_study(StudyDef(sweep.base, sweep.seeds, grid=sweep.grid), sweep.out_dir, on_point=tell, **kw)
+    rows = in_plan_order(sweep, st, {p.label: p for p in done}, began)
+    for row in rows:  # every point is told once: those read back from the study, and those nobody reached
+        if row.label not in told:
+            tell(row)
+    return rows
 
 
 def in_plan_order(sweep: SweepPlan, study, mine: dict[str, PointResult], began: datetime) -> list[PointResult]:

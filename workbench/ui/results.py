@@ -19,6 +19,7 @@ from ..config import VARIANTS
 from ..files import write_csv
 from ..repeats import Setting, settings, settings_frame
 from ..results import default_score, readable, shorten
+from ..study import studies_in
 from ..verdicts import pair, short_titles, within_run
 from .common import error_html, image, message, png, verdicts_html
 from .state import AppState
@@ -170,10 +171,12 @@ class ResultsPanel(widgets.VBox):
         self.caption = widgets.HTML()  # what the chart's bars and dots are
         self.pooled_table = widgets.HTML()  # with "pool seeds": a row per setting
         self.export_info = widgets.HTML()
+        self.studies = widgets.HTML()  # the sweeps' Optuna studies in the runs folder: trials by state
         super().__init__(
             [
                 widgets.HBox([self.refresh_button, self.export_button]),
                 self.info,
+                self.studies,
                 self.page,
                 self.table,
                 widgets.HBox(
@@ -273,6 +276,7 @@ class ResultsPanel(widgets.VBox):
             return
         n_runs = len({r.run for r in self.rows})
         where = self.state.runs_dir.resolve()
+        self.studies.value = studies_html(studies_in(self.state.runs_dir))
         if not self.rows:
             self.info.value = (
                 message("info", f"No runs yet in {where}: train one in the Train tab.") + self.unreadable_html()
@@ -496,3 +500,21 @@ class ResultsPanel(widgets.VBox):
             "download all_results.csv</a>"
         )
         return path
+
+
+def studies_html(found: list[dict]) -> str:
+    """The sweeps' studies, one line each: folder, study, trials by state and the command that shows it."""
+    if not found:
+        return ""
+    lines = []
+    for s in found:
+        if s.get("error"):
+            lines.append(f"<li>{html.escape(s['folder'])}: not a readable study ({html.escape(s['error'])})</li>")
+            continue
+        tally = ", ".join(f"{n} {state}" for state, n in sorted(s["trials"].items())) or "no trials yet"
+        lines.append(
+            f"<li>{html.escape(s['folder'])} · study <code>{html.escape(s['study'])}</code>: {html.escape(tally)}"
+            f" · <code>{html.escape(s['command'])}</code></li>"
+        )
+    summary = f"<summary>sweeps as studies ({len(found)})</summary>"
+    return f"<details class='wb-studies'>{summary}<ul>{''.join(lines)}</ul></details>"

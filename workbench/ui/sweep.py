@@ -1,14 +1,22 @@
 """Sweep: choose values for rank, targets, bits, the 4-bit settings and how many seeds; see the grid, each
-point's estimated peak, the time it will take and what its eval size can tell apart; then train the points one
-after another while the chart (each setting's mean with its 95% interval, each seed a faint dot) fills in.
+point's estimated peak, the time it will take and what its eval size can tell apart; then train the points
+while the chart (each setting's mean with its 95% interval, each seed a faint dot) fills in. Or search: N
+settings chosen by Optuna from the ticked values (the ranks as a range) and from alpha, learning rate and
+dropout ranges. Either way the sweep is an Optuna study, worked on by one or more workers, whose trials
+(running, finished, failed; which worker, which person) are listed with the optuna-dashboard command.
 
-The plan and the runs are workbench.sweep's (the CLI's `workbench sweep` and notebook 03 call the same
-functions); this panel only holds the controls and shows what they return.
+The plan and the runs are workbench.sweep's, workbench.study's and workbench.workers' (the CLI's
+`workbench sweep` and notebook 03 call the same functions); this panel only holds the controls and shows
+what they return.
+
+Long because one set of controls drives both a grid (its plan table) and a search, and shows the study's trials.
 """
 
 from __future__ import annotations
 
 import html
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +27,20 @@ from ..events import Progress, clock
 from ..repeats import MAX_SEEDS, Setting, settings_frame
 from ..results import default_score, pareto_front
 from ..stats import frontier_ties
-from ..sweep import PointResult, SweepGrid, SweepPlan, plan, point_settings, run_sweep, sweep_frame, write_sweep
+from ..study import (
+    STUDY_FILE,
+    SearchSpace,
+    StudyDef,
+    counts,
+    dashboard_command,
+    default_storage,
+    finished_points,
+    open_study,
+    trials_frame,
+    write_trials,
+)
+from ..sweep import PointResult, SweepGrid, SweepPlan, plan, point_settings, sweep_frame, write_sweep
+from ..workers import run_study, run_sweep
 from .common import SEEDS_HELP, error_html, image, message, plan_html, png
 from .state import AppState
 
@@ -66,6 +87,24 @@ class SweepPanel(widgets.VBox):
         self.seeds = widgets.BoundedIntText(value=1, min=1, max=MAX_SEEDS, description="Seeds", tooltip=SEEDS_HELP)
         self.seeds.style.description_width = "110px"
         self.seeds.observe(lambda _: self.refresh_plan(), "value")
+        self.search = widgets.BoundedIntText(
+            value=0,
+            min=0,
+            max=1000,
+            description="Search",
+            tooltip="0: train every point of the grid. N: try N settings Optuna chooses from the ticked values (the "
+            "ranks as a range) and from alpha, learning rate and dropout, pushing the score up and memory down",
+        )
+        self.search.style.description_width = "110px"
+        self.search.observe(lambda _: self.refresh_plan(), "value")
+        self.workers = widgets.BoundedIntText(
+            value=1,
+            min=1,
+            max=max(1, os.cpu_count() or 1),
+            description="Workers",
+            tooltip="Processes working on the sweep at once on this machine: one a GPU, or on a CPU the cores split",
+        )
+        self.workers.style.description_width = "110px"
         self.start_button = widgets.Button(
             description="Start sweep", icon="play", button_style="success", tooltip="Train every point not on disk"
         )
@@ -74,7 +113,7 @@ class SweepPanel(widgets.VBox):
             icon="stop",
             button_style="danger",
             disabled=True,
-            tooltip="End the sweep after the current point's step; every finished point is kept",
+            tooltip="Start no new point (the running ones finish); press again to stop them after their step",
         )
         self.plan_info = widgets.HTML()
         self.plan_table = widgets.HTML()
@@ -85,13 +124,15 @@ class SweepPanel(widgets.VBox):
         self.pooled = widgets.HTML()  # with seeds: each setting's mean, spread and interval
         self.chart = image(max_width="100%")
         self.chart.layout.display = "none"  # until the first point is in: no empty image's broken icon
+        self.study_info = widgets.HTML()  # the study's name, storage, trial counts and the dashboard command
+        self.trials = widgets.HTML()  # its trial log: state, worker, person
         super().__init__(
             [
                 *(
                     widgets.HBox([widgets.Label(title, layout={"width": "110px"}), *boxes.values()])
                     for title, boxes in rows
                 ),
-                self.seeds,
+                widgets.HBox([self.seeds, self.search, self.workers], layout={"flex_flow": "row wrap"}),
                 self.plan_info,
                 self.plan_table,
                 widgets.HBox([self.start_button, self.stop_button]),
@@ -100,6 +141,8 @@ class SweepPanel(widgets.VBox):
                 self.table,
                 self.pooled,
                 self.chart,
+                self.study_info,
+                self.trials,
             ]
         )
         self.add_class("wb-sweep")
@@ -107,13 +150,31 @@ class SweepPanel(widgets.VBox):
         self.stop_button.on_click(lambda _: self.stop())
         self.state.subscribe(lambda what: self.refresh_plan() if what == "config" else None)
         self.plan: SweepPlan | None = None
+        self.definition: StudyDef | None = None
         self.points: list[PointResult] = []
         self._started = 0.0
+        self._finish = threading.Event()
         self.refresh_plan()
 
     @property
     def out_dir(self):
-        return (self.state.runs_dir / "sweep").resolve()
+        return (self.state.runs_dir / ("search" if self.search.value else "sweep")).resolve()
+
+    @property
+    def storage(self) -> str:
+        return default_storage(self.out_dir)
+
+    def space(self) -> SearchSpace:
+        """The search's ranges from the ticked values: the ranks as a range, the rest as choices."""
+        grid = self.grid()
+        return SearchSpace(
+            trials=self.search.value,
+            ranks=(min(grid.ranks), max(grid.ranks)),
+            targets=grid.targets,
+            bits=grid.bits,
+            quant_types=grid.quant_types,
+            double_quants=grid.double_quants,
+        )
 
     def grid(self) -> SweepGrid:
         def chosen(boxes):
@@ -128,18 +189,30 @@ class SweepPanel(widgets.VBox):
         )
 
     def refresh_plan(self) -> SweepPlan | None:
-        """The grid's size, each point's estimated peak and the time to train what is not on disk yet."""
+        """The grid's size, each point's estimated peak and the time to train what is not on disk yet (a search:
+        its ranges and its budget)."""
         try:
-            self.plan = plan(
-                self.grid(), self.state.config, self.out_dir, runs_root=self.state.runs_dir, seeds=self.seeds.value
-            )
+            if self.search.value:
+                self.plan = None
+                self.definition = StudyDef(self.state.config, self.seeds.value, space=self.space())
+            else:
+                self.plan = plan(
+                    self.grid(), self.state.config, self.out_dir, runs_root=self.state.runs_dir, seeds=self.seeds.value
+                )
+                self.definition = StudyDef(self.state.config, self.seeds.value, grid=self.plan.grid)
         except ValueError as exc:
-            self.plan = None
+            self.plan = self.definition = None
             self.plan_info.value = error_html(exc)
             self.plan_table.value = ""
             self.start_button.disabled = True
             return None
         self.start_button.disabled = self.state.jobs.busy
+        self.study_info.value = self._study_line()
+        self.show_trials()  # this setting's study, if it was started before
+        if self.plan is None:
+            self.plan_info.value = message("info", self._describe_search())
+            self.plan_table.value = ""
+            return None
         described = self.plan.describe()
         if self.plan.eval_line:  # on a line of its own: what the eval size can tell apart
             described = described.removesuffix(f"\n{self.plan.eval_line}")
@@ -158,21 +231,49 @@ class SweepPanel(widgets.VBox):
 
     # ------------------------------------------------------------------ running
 
+    def _describe_search(self) -> str:
+        s, seeds = self.definition.space, self.seeds.value
+        repeats = f" × {seeds} seeds" if seeds > 1 else ""
+        return (
+            f"search: {s.trials} settings{repeats} chosen by Optuna (score up, {s.minimize} down): rank "
+            f"{s.ranks[0]}–{s.ranks[1]} on a log scale, the ticked targets, bits and 4-bit settings, alpha "
+            f"{s.alpha[0]:g}–{s.alpha[1]:g}, learning rate {s.lr[0]:g}–{s.lr[1]:g}, dropout "
+            f"{s.dropout[0]:g}–{s.dropout[1]:g}; a setting whose estimate will not fit is never loaded"
+        )
+
+    def _study_line(self) -> str:
+        name = self.definition.default_name() if self.definition else ""
+        command = html.escape(dashboard_command(self.storage))
+        return (
+            f"<div class='wb-study'>study <code>{html.escape(name)}</code> in <code>{html.escape(self.storage)}</code>"
+            f" · to watch it in a browser: <code>{command}</code></div>"
+        )
+
     def start(self) -> str | None:
-        sweep = self.refresh_plan()
-        if sweep is None:
+        self.refresh_plan()
+        definition, sweep = self.definition, self.plan
+        if definition is None:
             return "the grid is not valid"
         self.points = []
         self.pooled.value = ""
+        self._finish = threading.Event()
+        common = dict(
+            stop=self.state.jobs.stop,
+            finish=self._finish,
+            workers=self.workers.value,
+            on_point=self._on_point,
+            on_progress=self._on_progress,
+            on_status=lambda text: setattr(self.status, "value", message("info", text)),
+        )
 
         def work() -> None:
-            run_sweep(
-                sweep,
-                stop=self.state.jobs.stop,
-                on_point=self._on_point,
-                on_progress=self._on_progress,
-                on_status=lambda text: setattr(self.status, "value", message("info", text)),
-            )
+            # the rows as they end: every planned point (those read back included), or every finished trial
+            if sweep is None:
+                st, _ = run_study(definition, self.out_dir, **common)
+                self.points = finished_points(st)
+            else:
+                self.points = run_sweep(sweep, **common)
+            self._show_points()
 
         refused = self.state.jobs.start("the sweep", work, on_error=self._on_error, on_done=self._on_done)
         if refused:
@@ -185,16 +286,26 @@ class SweepPanel(widgets.VBox):
         return None
 
     def stop(self) -> None:
-        if self.state.jobs.busy and self.state.jobs.name == "the sweep":
-            self.state.jobs.stop.set()
-            self.stop_button.disabled = True
-            self.status.value = message("warn", "stopping after the current step; finished points are kept…")
+        """First press: no new point starts and the running ones finish. Second: they stop after their step."""
+        if not (self.state.jobs.busy and self.state.jobs.name == "the sweep"):
+            return
+        if not self._finish.is_set():
+            self._finish.set()
+            self.status.value = message(
+                "warn",
+                "no new point will start; the running ones finish (press Stop again to end them after their step)",
+            )
+            return
+        self.state.jobs.stop.set()
+        self.stop_button.disabled = True
+        self.status.value = message("warn", "stopping after the current step; finished points are kept…")
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.state.jobs.join(timeout)
 
     def _on_progress(self, p: Progress) -> None:
-        n, total = len(self.points) + 1, len(self.plan.points) if self.plan else 0
+        n = len(self.points) + 1
+        total = len(self.plan.points) if self.plan else self.search.value * self.seeds.value
         self.progress.max, self.progress.value = max(1, p.total), min(p.done, max(1, p.total))
         self.progress_text.value = (
             f"point {n} of {total} · {p.describe()} · sweep {clock(time.monotonic() - self._started)}"
@@ -202,8 +313,15 @@ class SweepPanel(widgets.VBox):
 
     def _on_point(self, point: PointResult) -> None:
         self.points.append(point)
+        self._show_points()
+        self.show_trials()
+        self.state.notify("runs")
+
+    def _show_points(self) -> None:
+        if not self.points:
+            return
         self.table.value = sweep_frame(self.points).to_html(index=False, na_rep="", border=0, classes="wb-sweep-table")
-        if self.plan is not None and self.plan.seeds > 1:
+        if (self.plan.seeds if self.plan is not None else self.seeds.value) > 1:
             groups = point_settings(self.points)
             self.pooled.value = (
                 "<p><b>over the seeds</b> (mean, spread across seeds, 95% interval of the mean)</p>"
@@ -214,7 +332,33 @@ class SweepPanel(widgets.VBox):
                 else ""
             )
         self.draw()
-        self.state.notify("runs")
+
+    def study(self):
+        """The sweep's study as it stands (None before the first Start of these settings)."""
+        if self.definition is None or not (self.out_dir / STUDY_FILE).exists():  # not made by looking
+            return None
+        try:
+            return open_study(self.definition, self.storage, create=False)
+        except ValueError:
+            return None
+
+    def show_trials(self) -> None:
+        """The study's trials by state, and its log: which worker and which person ran what."""
+        st = self.study()
+        if st is None:
+            self.trials.value = ""
+            return
+        tally = ", ".join(f"{n} {state}" for state, n in sorted(counts(st).items()))
+        self.study_info.value = self._study_line() + f"<div class='wb-study-counts'>trials: {html.escape(tally)}</div>"
+        log = trials_frame(st)
+        keep = ["trial", "state", "run", "seed", "worker", "person", "status", "score", "cost", "seconds"]
+        self.trials.value = (
+            "<div style='max-height:240px;overflow:auto'>"
+            + log[keep].to_html(index=False, na_rep="", border=0, classes="wb-study-trials")
+            + "</div>"
+            if len(log)
+            else ""
+        )
 
     def draw(self) -> None:
         groups = point_settings(self.points)
@@ -252,6 +396,10 @@ class SweepPanel(widgets.VBox):
         self.progress_text.value = f"{'stopped' if stopped else 'done'} · {elapsed} elapsed · {summary}"
         if self.points:
             write_sweep(self.out_dir, self.points)  # sweep.csv and sweep.png beside the points' folders
+        st = self.study()
+        if st is not None:
+            write_trials(self.out_dir, st)  # the study's trial log, trials.csv
+            self.show_trials()
         front = self.frontier()
         if front:
             tied = self.frontier(ties=True)
