@@ -12,6 +12,8 @@ row: LoRA r=16 on every linear layer, a few steps of batch 4 x 256 random tokens
   estimator's prediction for that row (estimator.estimate, made from the config before the load);
 - training tokens/s over the steps after the first;
 - side-by-side generation: three prompts answered with the adapter off and on (generate.generate), tok/s.
+Then a sweep's study on the GPU: the embedded model's 4-point grid with 1 and with 2 workers sharing the one
+GPU, the wall time of each (--skip-sweep leaves it out).
 Writes bench/out/gpu_check.json and .md (or --out DIR). `make test` runs the CPU path on the tiny test model,
 so the script cannot rot while no GPU is at hand.
 """
@@ -144,6 +146,36 @@ def cuda_tests() -> dict:
     return {"returncode": proc.returncode, "summary": tail, "seconds": time.perf_counter() - t0}
 
 
+def sweep_workers(where: Path) -> dict:
+    """The embedded model's 4-point grid (ranks 2 and 16, q,v and all-linear, 16 bits) as a study, with 1 and
+    then 2 workers on the one GPU: the wall time of each, in a fresh folder each."""
+    from workbench import allocator
+
+    grid = ["--preset", "cpu-demo", "--ranks", "2,16", "--target-sets", "q_proj,v_proj;all-linear", "--bits", "16"]
+    out = {}
+    for n in (1, 2):
+        cmd = [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "sweep",
+            *grid,
+            "--workers",
+            str(n),
+            "--out",
+            str(where / f"w{n}"),
+        ]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=allocator.preload_env())
+        out[f"{n} worker{'s' if n > 1 else ''}"] = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "returncode": proc.returncode,
+            "last line": (proc.stdout.strip().splitlines() or [proc.stderr[-300:]])[-1],
+        }
+        print(f"sweep, {n} worker(s):", json.dumps(out[f"{n} worker{'s' if n > 1 else ''}"]), flush=True)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     return markdown_table(
         ["model (random weights)", "bits", "peak MiB", "estimated MiB", "error", "train tok/s", "generate tok/s"],
@@ -171,6 +203,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--skip-tests", action="store_true", help="do not run the CUDA tests first")
+    ap.add_argument("--skip-sweep", action="store_true", help="do not time the 1- and 2-worker sweep on the GPU")
     ap.add_argument("--out", default=str(OUT), help="folder for gpu_check.json and gpu_check.md")
     a = ap.parse_args(argv)
     import torch
@@ -194,6 +227,8 @@ def main(argv=None) -> int:
                 row = one_row(folder, Path(name).name, bits, a.device, a.steps, a.batch_size, a.seq_len)
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)
+        if a.device == "cuda" and not a.skip_sweep:
+            report["sweep_workers"] = sweep_workers(where)
     finally:
         import shutil
 
@@ -205,6 +240,10 @@ def main(argv=None) -> int:
     out = Path(a.out)
     write_json(out / "gpu_check.json", report)
     head = f"{report['gpu'] or a.device}, {report['machine']['date']}, {report['seconds']:.0f} s"
+    if "sweep_workers" in report:
+        md += "\n\nA 4-point sweep on one GPU: " + ", ".join(
+            f"{k} {v['seconds']:.0f} s" for k, v in report["sweep_workers"].items()
+        )
     write_text(out / "gpu_check.md", f"{head}\n\n{md}\n")
     print("\n" + head + "\n" + md)
     return 0

@@ -182,16 +182,6 @@ def made_study(tmp_path, tiny_model_dir, tiny_jsonl, storage: str, ranks=(2, 4, 
     return open_study(definition, storage, "shared"), definition
 
 
-def test_two_workers_on_one_sqlite_study_finish_every_run_once(tiny_model_dir, tiny_jsonl, tmp_path):
-    storage = default_storage(tmp_path / "sweep")
-    study, _ = made_study(tmp_path, tiny_model_dir, tiny_jsonl, storage, ranks=(1, 2, 4, 8))
-    outs = finish(start_workers(storage, "shared", tmp_path / "sweep", 2))
-    assert runs_finished(study) == Counter({f"16bit-r{r}-q_proj": 1 for r in (1, 2, 4, 8)}), outs
-    workers = Counter(t.user_attrs["worker"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
-    assert set(workers) == {"w1", "w2"}, outs  # both took trials
-    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL))
-
-
 def test_a_killed_workers_trial_is_retried_and_finished_by_the_other(tiny_model_dir, tiny_jsonl, tmp_path):
     storage = default_storage(tmp_path / "sweep")
     # long enough a run to be killed in the middle of it
@@ -281,25 +271,45 @@ def _has_user(name: str) -> bool:
 
 
 def test_two_workers_on_one_postgresql_study(postgres, tiny_model_dir, tiny_jsonl, tmp_path):
-    study, _ = made_study(tmp_path, tiny_model_dir, tiny_jsonl, postgres, ranks=(1, 2, 4))
+    study, _ = made_study(tmp_path, tiny_model_dir, tiny_jsonl, postgres, ranks=(1, 2))
     outs = finish(start_workers(postgres, "shared", tmp_path / "sweep", 2))
-    assert runs_finished(study) == Counter({f"16bit-r{r}-q_proj": 1 for r in (1, 2, 4)}), outs
+    assert runs_finished(study) == Counter({f"16bit-r{r}-q_proj": 1 for r in (1, 2)}), outs
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL))
     # a worker of the same machine reads it back from the server alone: nothing left, it ends at once
     st = optuna.load_study(study_name="shared", storage=open_storage(postgres))
     assert Worker(st, StudyDef.from_dict(st.user_attrs["definition"]), tmp_path / "sweep").work() == []
 
 
-def test_the_cli_spreads_a_sweep_over_two_workers(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+def test_two_workers_on_one_sqlite_study_finish_every_run_once(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    """`workbench sweep --workers 2`: two worker processes on the default SQLite study."""
     from workbench import cli
 
     out = tmp_path / "sweep"
-    args = ["sweep", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu"]
-    args += ["--steps", "2", "--batch-size", "4", "--seq-len", "32", "--ranks", "1,2,4", "--target-sets", "q_proj"]
-    assert cli.main([*args, "--bits", "16", "--workers", "2", "--study", "two", "--out", str(out)]) == 0
+    args = ["sweep", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu", "--steps", "2"]
+    args += ["--batch-size", "4", "--seq-len", "32", "--ranks", "1,2,4,8", "--target-sets", "q_proj", "--bits", "16"]
+    assert cli.main([*args, "--workers", "2", "--study", "two", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "[w1]" in captured.err and "[w2]" in captured.err, captured.err
-    assert "study 'two': 3 finished" in captured.out and "optuna-dashboard" in captured.out
+    assert "[w1]" in captured.err and "[w2]" in captured.err, captured.err  # each worker's lines, marked
+    assert "study 'two': 4 finished" in captured.out and "optuna-dashboard" in captured.out
+    study = optuna.load_study(study_name="two", storage=default_storage(out))
+    assert runs_finished(study) == Counter({f"16bit-r{r}-q_proj": 1 for r in (1, 2, 4, 8)}), captured.err
+    workers = {t.user_attrs["worker"].rsplit("/", 1)[-1] for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert workers == {"w1", "w2"}, captured.err  # both took trials
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL))
     log = (out / "trials.csv").read_text()
-    assert log.count("complete") == 3 and "/w1" in log and "/w2" in log
-    assert (out / "sweep.csv").read_text().count("trained") == 3
+    assert log.count("complete") == 4 and (out / "sweep.csv").read_text().count("trained") == 4
+
+
+def test_the_cli_runs_a_search(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    from workbench import cli
+
+    out = tmp_path / "search"
+    args = ["sweep", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu", "--steps", "2"]
+    args += ["--batch-size", "4", "--seq-len", "32", "--search", "2", "--ranks", "1,4", "--target-sets", "q_proj"]
+    assert cli.main([*args, "--bits", "16", "--lr-range", "1e-3,1e-2", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "search: 2 settings, score up and memory down; rank 1-4 (log)" in captured.out, captured.out
+    assert ": 2 finished" in captured.out and "optuna-dashboard" in captured.out
+    table = (out / "sweep.csv").read_text()
+    assert table.count("trained") == 2 and "lr" in table.splitlines()[0]  # a search's columns: alpha, lr, dropout
+    assert (out / "trials.csv").read_text().count("complete") == 2 and (out / "sweep.png").is_file()
