@@ -280,13 +280,18 @@ def test_two_workers_on_one_postgresql_study(postgres, tiny_model_dir, tiny_json
     assert Worker(st, StudyDef.from_dict(st.user_attrs["definition"]), tmp_path / "sweep").work() == []
 
 
+def tiny_sweep(model, data, *more: str) -> list[str]:
+    """`workbench sweep` on the tiny model and task at the quickest budget, with more options."""
+    quick = "--device cpu --steps 2 --batch-size 4 --seq-len 32".split()
+    return ["sweep", "--model", str(model), "--data", str(data), *quick, *more]
+
+
 def test_two_workers_on_one_sqlite_study_finish_every_run_once(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
     """`workbench sweep --workers 2`: two worker processes on the default SQLite study."""
     from workbench import cli
 
     out = tmp_path / "sweep"
-    args = ["sweep", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu", "--steps", "2"]
-    args += ["--batch-size", "4", "--seq-len", "32", "--ranks", "1,2,4,8", "--target-sets", "q_proj", "--bits", "16"]
+    args = tiny_sweep(tiny_model_dir, tiny_jsonl, "--ranks", "1,2,4,8", "--target-sets", "q_proj", "--bits", "16")
     assert cli.main([*args, "--workers", "2", "--study", "two", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "[w1]" in captured.err and "[w2]" in captured.err, captured.err  # each worker's lines, marked
@@ -304,8 +309,7 @@ def test_the_cli_runs_a_search(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
     from workbench import cli
 
     out = tmp_path / "search"
-    args = ["sweep", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu", "--steps", "2"]
-    args += ["--batch-size", "4", "--seq-len", "32", "--search", "2", "--ranks", "1,4", "--target-sets", "q_proj"]
+    args = tiny_sweep(tiny_model_dir, tiny_jsonl, "--search", "2", "--ranks", "1,4", "--target-sets", "q_proj")
     assert cli.main([*args, "--bits", "16", "--lr-range", "1e-3,1e-2", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "search: 2 settings, score up and memory down; rank 1-4 (log)" in captured.out, captured.out
