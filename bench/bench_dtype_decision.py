@@ -33,7 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     # QLoRA is left out by default: its bfloat16 4-bit compute took 300-350 s a step here against ~3 s in float32
     # (bitsandbytes' CPU kernels), so it is no candidate for a default whatever its scores (docs/benchmarks.md)
     p.add_argument("--variants", default="lora", help="comma list of trained variants: lora, qlora")
+    p.add_argument("--anyway", action="store_true", help="run on a CPU without native bfloat16 too")
     a = p.parse_args(argv)
+    from workbench.models import native_bf16_cpu
+
+    # the decision is only about CPUs that multiply bfloat16 natively; elsewhere a bf16 matmul ran at 1 GFLOP/s
+    # against float32's 105 here (docs/benchmarks.md), so the 5 seeds would take days and decide nothing
+    if not native_bf16_cpu() and not a.anyway:
+        print(
+            "this CPU has no native bfloat16 (avx512_bf16 or AMX), where float32 stays the default anyway; "
+            "run this on one that has it, or pass --anyway",
+            file=sys.stderr,
+        )
+        return 2
     variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
     from workbench.compare import run_compare
 
