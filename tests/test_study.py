@@ -35,7 +35,7 @@ from workbench.study import (
     trials_frame,
 )
 from workbench.sweep import SweepGrid, plan
-from workbench.workers import run_study, run_sweep
+from workbench.workers import run_study, run_sweep, settled_line
 
 
 def runs_finished(study) -> Counter:
@@ -317,3 +317,20 @@ def test_the_cli_runs_a_search(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
     table = (out / "sweep.csv").read_text()
     assert table.count("trained") == 2 and "lr" in table.splitlines()[0]  # a search's columns: alpha, lr, dropout
     assert (out / "trials.csv").read_text().count("complete") == 2 and (out / "sweep.png").is_file()
+
+
+def test_a_workers_progress_bars_reach_the_log_once_settled_not_every_redraw():
+    import io
+
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    for _ in tqdm(range(50), desc="training lora", file=out, mininterval=0, miniters=1):
+        pass
+    print("[workbench] trial 3: finished", file=out)
+    # read the way the relay reads a worker's pipe: bytes, split at newlines only
+    lines = [settled_line(raw.decode()) for raw in io.BytesIO(out.getvalue().encode())]
+    # tqdm drew the bar 51 times on one line; the log gets its last state and the plain line after it
+    assert out.getvalue().count("\r") > 40
+    assert len(lines) == 2 and lines[0].startswith("training lora: 100%") and "50/50" in lines[0]
+    assert lines[1] == "[workbench] trial 3: finished"

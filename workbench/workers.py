@@ -182,17 +182,16 @@ def run_workers(
             env=worker_env(i, n),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the workers once, from here
         )
         for i in range(n)
     ]
 
     def relay(i: int, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            if line.strip():
-                say(f"[w{i + 1}] {line.rstrip()}")
+        for raw in proc.stdout:
+            line = settled_line(raw.decode("utf-8", errors="replace"))
+            if line:
+                say(f"[w{i + 1}] {line}")
 
     relays = [threading.Thread(target=relay, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for r in relays:
@@ -216,6 +215,13 @@ def run_workers(
         r.join(timeout=5)
     _report(st, seen, began, on_point)
     return [p.returncode for p in procs]
+
+
+def settled_line(raw: str) -> str:
+    """What a worker's output line says once it has settled: a progress bar redraws itself with carriage returns
+    many times a second, and N workers' redraws interleaved in one log are unreadable, so only its last state
+    (written when the bar ends) is passed on."""
+    return raw.rstrip("\r\n").rsplit("\r", 1)[-1].strip()
 
 
 def _report(study, seen: set[int], began: datetime, on_point) -> None:
