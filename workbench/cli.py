@@ -421,7 +421,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
         seed_values(cfg, a.seeds)  # the last seed in range, before anything loads
         check_writable_dir(Path(a.out))  # a folder that cannot be made is the one thing said, not after a plan
-        _print_eval_plan(cfg, Path(a.out).parent)
+        _print_eval_plan(cfg, Path(a.out).parent, a.seeds)
     with _watched("after this step") as watch:
         watch["fit_check"] = not a.skip_fit_check
         watch["command"] = a.command_line
@@ -431,6 +431,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
             results = run_seeds(cfg, a.out, a.seeds, **watch)
     import pandas as pd
 
+    from .eval_plan import seed_spread
     from .runs import Run
 
     folders = [Path(a.out)] if a.seeds == 1 else [seed_dir(Path(a.out), s) for s in seed_values(cfg, a.seeds)]
@@ -447,7 +448,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
         for v in result.variants:
             if v.error:
                 print(f"{v.name}: {v.status}: {v.error}")
-    _print_verdicts([Run(f).scores() for f in folders], [v.name for v in results[0].variants])
+    spread = seed_spread(results[0].config, Path(a.out).parent) if len(folders) == 1 else None
+    _print_verdicts([Run(f).scores() for f in folders], [v.name for v in results[0].variants], spread)
     last = results[-1]
     allocator = f"; allocator: {last.allocator}" if last.allocator else ""
     print(f"\ndevice: {last.device}{allocator}; model: {last.model_path}")
@@ -462,25 +464,26 @@ def _seeds_table(results, folders):
     return settings_frame(settings(rows), label=lambda g: g.first.name)
 
 
-def _print_verdicts(seed_scores: list[dict], names: list[str]) -> None:
-    """The paired comparisons of a run (pooled over its seeds), one sentence each."""
-    from .verdicts import across_seeds, short_titles
+def _print_verdicts(seed_scores: list[dict], names: list[str], spread=None) -> None:
+    """The paired comparisons of a run, one sentence each: over several seeds, verdicts on the settings that count
+    the seeds' spread and the examples'; over one, on the trained models, with the task's seed `spread`."""
+    from .verdicts import across_seeds, short_titles, verdicts_what
 
-    pairings = across_seeds(seed_scores, names, short_titles(names))
+    pairings = across_seeds(seed_scores, names, short_titles(names), spread)
     if not pairings:
         return
-    pooled = f", every seed's examples pooled ({len(seed_scores)} seeds)" if len(seed_scores) > 1 else ""
-    print(f"\nis the difference real? (paired on the same eval examples{pooled})")
+    print(f"\nis the difference real? ({verdicts_what(len(seed_scores))})")
     for p in pairings:
         for sentence in p.sentences():
             print(f"- {sentence}")
 
 
-def _print_eval_plan(cfg, runs_root: Path) -> None:
-    """What the eval size can tell apart, and what it costs, before anything loads."""
+def _print_eval_plan(cfg, runs_root: Path, runs: int = 1) -> None:
+    """What the eval size (and `runs` seeds of each setting) can tell apart, and what it costs, before anything
+    loads."""
     from .eval_plan import eval_plan
 
-    line = eval_plan(cfg, runs_root)
+    line = eval_plan(cfg, runs_root, runs=runs)
     if line:
         print(f"[workbench] {line}", file=sys.stderr)
 
@@ -576,7 +579,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
             how = "on disk" if p.cached else f"~{p.estimated_seconds:.0f} s"
             print(f"  {p.label:<40} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB ({p.fit})  {how}")
     else:
-        _print_eval_plan(base, Path(a.out).parent)
+        _print_eval_plan(base, Path(a.out).parent, a.seeds)
         print(_describe_space(space, a.seeds))
     print(f"study {study_name!r} in {redacted(storage)}; to watch it: {dashboard_command(storage)}")
     if a.plan:

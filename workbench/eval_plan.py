@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 
 from .config import RunConfig
+from .crossed import SeedSpread, settings_gap
+from .repeats import settings
 from .runs import all_results
 from .stats import eval_size_sentence
 
@@ -49,10 +51,11 @@ def check_eval_size(cfg: RunConfig, task=None) -> None:
     (task if task is not None else task_for(cfg)).eval_split(cfg.train.eval_examples)
 
 
-def eval_plan(cfg: RunConfig, runs_root: Path, device_type: str = "cpu") -> str:
+def eval_plan(cfg: RunConfig, runs_root: Path, device_type: str = "cpu", runs: int = 1) -> str:
     """What a run's eval size can tell apart and what scoring it costs, before anything loads: "eval: 60 of
     the 600 held-out examples; with 60 eval examples near 80%, only accuracy gaps of about 23 points show
-    ...; scoring takes about 9 s a variant here (all 600: about 90 s)"."""
+    ...; scoring takes about 9 s a variant here (all 600: about 90 s)", then what `runs` runs of each setting
+    tell apart once the seeds' spread is counted (runs_sentence)."""
     size = eval_size(cfg)
     if size is None:
         return ""
@@ -61,7 +64,80 @@ def eval_plan(cfg: RunConfig, runs_root: Path, device_type: str = "cpu") -> str:
     guess = "" if pace is not None else ", a first guess: nothing scored here yet"
     pace = pace or FIRST_GUESS_EVAL_S
     whole = f" (all {held:,}: about {held * pace:,.0f} s)" if n < held else ""
-    return (
+    line = (
         f"eval: {n:,} of the task's {held:,} held-out examples; {eval_size_sentence(n)}; scoring them takes "
         f"about {n * pace:,.0f} s a variant{guess}{whole}; --eval-examples sets how many"
+    )
+    between = runs_sentence(runs, n, held, seed_spread(cfg.to_dict(), runs_root))
+    return f"{line}. {between}" if between else line
+
+
+def runs_sentence(runs: int, n: int, held: int, spread: SeedSpread | None, accuracy: float = 0.8) -> str:
+    """What `runs` runs of each of two settings on `n` examples tell apart once the seeds' spread is counted,
+    and which helps more: all the task's `held` examples or three times the runs (more examples cannot shrink
+    the seeds' part). One run of each tells no settings apart: then what 3 would. Empty where the spread of the
+    task's accuracy between seeds is not known."""
+    sd = spread.sd.get("accuracy") if spread else None
+    if not sd:
+        return ""
+    said = f"seed to seed this task's accuracy moves by {100 * sd:.1f} points (sd; {spread.source})"
+    if runs == 1:
+        three = settings_gap(3, n, sd, accuracy)
+        return (
+            f"between settings: one run of each speaks for two trained adapters, not their settings: {said}; "
+            f"with --seeds 3 gaps of about {100 * three:.0f} points would show reliably"
+        )
+    gap = settings_gap(runs, n, sd, accuracy)
+    more_runs = settings_gap(3 * runs, n, sd, accuracy)
+    options = [f"{3 * runs} runs: about {100 * more_runs:.0f}"]
+    helps = "more runs"
+    if held > n:
+        all_examples = settings_gap(runs, held, sd, accuracy)
+        options.insert(0, f"all {held:,} examples: about {100 * all_examples:.0f}")
+        helps = "more runs" if more_runs < all_examples else "more examples"
+    return (
+        f"between settings: {said}, so {runs} runs of each show gaps of about {100 * gap:.0f} points reliably "
+        f"({'; '.join(options)}): {helps} would help more"
+    )
+
+
+SPREAD_SCORES = ("accuracy", "eval_loss", "forgetting")
+
+
+def seed_spread(config: dict, runs_root: Path | None = None) -> SeedSpread | None:
+    """How far one run's scores move between seeds of one setting on this run's task and eval examples: pooled
+    over the settings in the runs folder trained with several seeds (each setting's variance weighted by its
+    runs less one), or else the spread measured and shipped with a built-in task (task.json); None if neither."""
+    same = ("task", "data", "eval_data", "eval_fraction")
+    n = (config.get("train") or {}).get("eval_examples")
+    rows = [
+        row
+        for row in (all_results(Path(runs_root)) if runs_root and Path(runs_root).is_dir() else [])
+        if row.result.trained
+        and all(row.config.get(k) == config.get(k) for k in same)
+        and (row.config.get("train") or {}).get("eval_examples") == n
+    ]
+    repeated = [g for g in settings(rows) if g.n > 1]
+    sd = {}
+    for score in SPREAD_SCORES:
+        parts = [(len(v) - 1, statistics.variance(v)) for g in repeated if len(v := g.values(score)) > 1]
+        if parts:
+            sd[score] = (sum(d * var for d, var in parts) / sum(d for d, _ in parts)) ** 0.5
+    if sd:
+        runs = sum(g.n for g in repeated)
+        return SeedSpread(sd, runs, f"{runs} runs of {len(repeated)} settings in this runs folder")
+    if config.get("data") or not config.get("task"):
+        return None
+    from .data import load_task
+
+    try:
+        shipped = load_task(config["task"]).seed_spread
+    except ValueError:
+        return None
+    if not shipped:
+        return None
+    return SeedSpread(
+        {k: float(shipped[k]) for k in SPREAD_SCORES if shipped.get(k) is not None},
+        int(shipped.get("runs", 0)),
+        str(shipped.get("source", "shipped with the task")),
     )

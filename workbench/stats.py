@@ -101,7 +101,7 @@ def words(n: int, thing: str) -> str:
     return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
-def _chance(p: float) -> str:
+def chance_words(p: float) -> str:
     """A p-value as people read it: the share of draws in which chance alone makes such a gap."""
     if p < 0.001:
         return "fewer than 0.1%"
@@ -170,6 +170,12 @@ class Verdict:
     b_only: int = 0
     n: int = 0
     needed: int | None = None  # eval examples that would tell a gap this size apart (accuracy)
+    # what the verdict speaks for: "examples" (these trained models on these examples) or "runs" (the settings,
+    # their runs' spread counted); runs: how many runs of each; run_sd: one run's spread within a setting
+    unit: str = "examples"
+    runs: tuple[int, int] = (1, 1)
+    run_sd: float | None = None
+    runs_needed: int | None = None  # runs of each setting that would tell a gap this size apart
 
     @property
     def real(self) -> bool:
@@ -208,13 +214,13 @@ def _accuracy_sentence(head: str, same: str, discordant: int, p: float, n: int, 
     if discordant == 0:
         return same
     if p < ALPHA:
-        return f"{head} that chance alone makes in {_chance(p)} of draws: a real difference on these {n} examples."
+        return f"{head} that chance alone makes in {chance_words(p)} of draws: a real difference on these {n} examples."
     more = (
         f"; about {needed:,} eval examples would tell a gap this size apart ({100 * POWER:.0f}% power)."
         if needed and needed > n
         else "."
     )
-    return f"{head} that chance alone makes in {_chance(p)} of draws, so it could be chance{more}"
+    return f"{head} that chance alone makes in {chance_words(p)} of draws, so it could be chance{more}"
 
 
 def _gap_words(gap: float, unit: str, a: str, b: str) -> str:
@@ -249,7 +255,7 @@ def compare_losses(
     else:
         sentence = (
             f"{lower}'s {what} is lower by {abs(gap):.4f} nats per token over {words(x.size, 'example')}, a gap "
-            f"chance alone makes in {_chance(p)} of draws"
+            f"chance alone makes in {chance_words(p)} of draws"
             + (": a real difference." if p < ALPHA else ", so it could be chance.")
         )
     return Verdict(score, a, b, gap, p, sentence, n=int(x.size))
@@ -277,33 +283,6 @@ def repeats_interval(values: Sequence[float], intervals: Sequence[Interval | Non
     below = float(np.mean([((v - ci.low) / z) ** 2 for v, ci in known])) if known else 0.0
     above = float(np.mean([((ci.high - v) / z) ** 2 for v, ci in known])) if known else 0.0
     return Interval(mean - z * math.sqrt(between + below), mean + z * math.sqrt(between + above))
-
-
-def compare_accuracy_repeats(
-    a: str, b: str, a_correct: Sequence[Sequence[bool]], b_correct: Sequence[Sequence[bool]]
-) -> Verdict:
-    """a against b over k repeats (seeds), each scored on the same n examples (rows: repeats, columns: examples
-    in one order). The examples are the unit, not the k·n answers (the same example answered k times is not k
-    pieces of evidence): each example's share right over the seeds, a's minus b's, goes into a sign-flip
-    permutation test over the examples."""
-    x, y = np.asarray(a_correct, dtype=float), np.asarray(b_correct, dtype=float)
-    if x.shape != y.shape or x.ndim != 2 or x.size == 0:
-        raise ValueError("a paired comparison needs both variants scored on the same examples in every repeat")
-    if x.shape[0] == 1:
-        return compare_accuracy(a, b, x[0].astype(bool), y[0].astype(bool))
-    k, n = x.shape
-    a_only, b_only = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
-    d = x.mean(axis=0) - y.mean(axis=0)
-    gap = float(d.mean())
-    p = _sign_flip_p(d)
-    needed = pairs_needed((a_only + b_only) / (k * n), gap)
-    head = (
-        f"over {k} seeds, {a} got {words(a_only, 'answer')} right that {b} missed and missed {b_only} that {b} "
-        f"got right: {_gap_words(100 * gap, 'point', a, b)}"
-    )
-    same = f"{a} and {b} got exactly the same examples right in each of {k} seeds: no difference to test."
-    sentence = _accuracy_sentence(head, same, a_only + b_only, p, n, needed)
-    return Verdict("accuracy", a, b, gap, p, sentence, a_only, b_only, n, needed)
 
 
 def _sign_flip_p(d: np.ndarray, weights: np.ndarray | None = None, seed: int = SEED) -> float:

@@ -260,7 +260,7 @@ def plan(
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
         seconds = 0.0 if cached else tokens / speeds[point.bits] + scored * pace
         planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, memory.fit(peak, available), seed))
-    line = eval_plan(base, root, choice.type)
+    line = eval_plan(base, root, choice.type, runs=seeds)
     return SweepPlan(planned, speeds, {b: b in found for b in grid.bits}, line, seeds, grid, base, out_dir)
 
 

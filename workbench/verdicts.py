@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .config import VARIANTS
-from .stats import Verdict, compare_accuracy, compare_accuracy_repeats, compare_losses
+from .crossed import SeedSpread, compare_settings, with_scope
+from .stats import Verdict, compare_accuracy, compare_losses
 
 
 @dataclass
@@ -45,10 +46,21 @@ def _pick(values: Sequence, order: list[int]) -> list:
     return [values[i] for i in order]
 
 
-def pair(a: str, a_scores: dict | None, b: str, b_scores: dict | None) -> Pairing:
+def pair(
+    a: str, a_scores: dict | None, b: str, b_scores: dict | None, spread: SeedSpread | None = None, trained: int = 0
+) -> Pairing:
     """Paired tests of a against b from their scores.json entries: accuracy (McNemar) where the task has one,
-    eval loss and forgetting (sign-flip permutation)."""
+    eval loss and forgetting (sign-flip permutation). These speak for the two models as trained: with `trained`
+    (how many of the two were trained, each once) every sentence says so, with the task's seed `spread` beside
+    it where known (crossed.with_scope)."""
     out = Pairing(a, b)
+    found = _paired(out, a_scores, b_scores)
+    found.verdicts = [with_scope(v, spread, trained) for v in found.verdicts]
+    return found
+
+
+def _paired(out: Pairing, a_scores: dict | None, b_scores: dict | None) -> Pairing:
+    a, b = out.a, out.b
     if not a_scores or not b_scores or not a_scores.get("eval") or not b_scores.get("eval"):
         out.unpaired = f"{a} and {b} cannot be paired: a run from before per-example scores were kept"
         return out
@@ -82,48 +94,50 @@ def _by_key(part: dict, keys: list[str], field: str) -> list:
     return [part[field][where[k]] for k in keys]
 
 
-def pooled(a: str, a_runs: list[dict | None], b: str, b_runs: list[dict | None]) -> Pairing:
-    """a against b over several repeats (seeds), the i-th of a paired with the i-th of b, every repeat scored on
-    the same examples. Each example's scores are averaged over the seeds and the examples are the unit of the
-    tests: the same example answered once a seed is not that many pieces of evidence."""
+SCORES = ("accuracy", "eval_loss", "forgetting")
+
+
+def score_tables(runs: list[dict]) -> dict[str, list[list[float]]] | None:
+    """Each score of several runs as a runs × examples table, the examples in one order (the first run's keys):
+    accuracy (1 right, 0 wrong), eval_loss and forgetting (each block's loss with the adapter on minus off);
+    a score some run lacks is left out. None when the runs were not all scored on the same examples."""
+    evals = [r["eval"] for r in runs]
+    keys = list(evals[0]["keys"])
+    if any(set(e["keys"]) != set(keys) or len(e["keys"]) != len(keys) for e in evals):
+        return None
+    tables = {"eval_loss": [_by_key(e, keys, "losses") for e in evals]}
+    if all(e.get("correct") for e in evals):
+        tables["accuracy"] = [[float(c) for c in _by_key(e, keys, "correct")] for e in evals]
+    generals = [r.get("general") or {} for r in runs]
+    if all(g.get("base_losses") for g in generals):
+        g_keys = list(generals[0]["keys"])
+        if all(set(g["keys"]) == set(g_keys) for g in generals):
+            tables["forgetting"] = [
+                [on - off for on, off in zip(_by_key(g, g_keys, "losses"), _by_key(g, g_keys, "base_losses"))]
+                for g in generals
+            ]
+    return {score: tables[score] for score in SCORES if score in tables}
+
+
+def pooled(a: str, a_runs: list[dict | None], b: str, b_runs: list[dict | None], unit: str = "seed") -> Pairing:
+    """a against b over several runs (seeds), the i-th of a paired with the i-th of b (the same seed), every run
+    scored on the same examples: a verdict on the settings, counting both sources of noise, which runs were
+    trained and which examples were drawn (crossed.compare_settings). One run each: pair()'s verdict on the two
+    trained models."""
     if len(a_runs) != len(b_runs) or not a_runs:
-        return Pairing(a, b, unpaired=f"{a} and {b} have different numbers of seeds, so they cannot be paired")
+        return Pairing(a, b, unpaired=f"{a} and {b} have different numbers of {unit}s, so they cannot be paired")
     if len(a_runs) == 1:
         return pair(a, a_runs[0], b, b_runs[0])
     for sa, sb in zip(a_runs, b_runs):
         one = pair(a, sa, b, sb)
         if one.unpaired:
             return Pairing(a, b, unpaired=one.unpaired)
-    keys = list(a_runs[0]["eval"]["keys"])
-    if any(set(r["eval"]["keys"]) != set(keys) for r in [*a_runs, *b_runs]):
-        return Pairing(a, b, unpaired=f"the seeds of {a} and {b} were not all scored on the same examples")
-    out = Pairing(a, b)
-    evals = [[r["eval"] for r in runs] for runs in (a_runs, b_runs)]
-    if all(e.get("correct") for side in evals for e in side):
-        a_right, b_right = ([_by_key(e, keys, "correct") for e in side] for side in evals)
-        out.verdicts.append(compare_accuracy_repeats(a, b, a_right, b_right))
-
-    def mean_over_seeds(parts: list[dict], keys: list[str], field: str) -> list[float]:
-        return [sum(col) / len(col) for col in zip(*(_by_key(p, keys, field) for p in parts))]
-
-    a_loss, b_loss = (mean_over_seeds(side, keys, "losses") for side in evals)
-    out.verdicts.append(compare_losses(a, b, a_loss, b_loss, mean_over_seeds(evals[0], keys, "tokens")))
-    generals = [[r.get("general") or {} for r in runs] for runs in (a_runs, b_runs)]
-    if all(g.get("base_losses") for side in generals for g in side):
-        g_keys = list(generals[0][0]["keys"])
-        if all(set(g["keys"]) == set(g_keys) for side in generals for g in side):
-            forgot = [
-                [
-                    on - off
-                    for on, off in zip(
-                        mean_over_seeds(side, g_keys, "losses"), mean_over_seeds(side, g_keys, "base_losses")
-                    )
-                ]
-                for side in generals
-            ]
-            weights = mean_over_seeds(generals[0], g_keys, "tokens")
-            out.verdicts.append(compare_losses(a, b, forgot[0], forgot[1], weights, score="forgetting"))
-    return out
+    tables = score_tables([*a_runs, *b_runs])
+    if tables is None:
+        return Pairing(a, b, unpaired=f"the {unit}s of {a} and {b} were not all scored on the same examples")
+    k = len(a_runs)
+    verdicts = [compare_settings(a, b, table[:k], table[k:], score=score, unit=unit) for score, table in tables.items()]
+    return Pairing(a, b, verdicts)
 
 
 def variant_pairs(names: list[str]) -> list[tuple[str, str]]:
@@ -134,23 +148,47 @@ def variant_pairs(names: list[str]) -> list[tuple[str, str]]:
     return pairs + [(x, y) for i, x in enumerate(trained) for y in trained[i + 1 :]]
 
 
-def within_run(scores: dict[str, dict], names: list[str], titles: dict[str, str] | None = None) -> list[Pairing]:
-    """Every comparison of one run's variants (`scores`: its scores.json), by the variants' titles where given."""
+def trained_count(*names: str) -> int:
+    """How many of these variants were trained (base is not)."""
+    return sum(VARIANTS[n].trained for n in names if n in VARIANTS)
+
+
+def within_run(
+    scores: dict[str, dict], names: list[str], titles: dict[str, str] | None = None, spread: SeedSpread | None = None
+) -> list[Pairing]:
+    """Every comparison of one run's variants (`scores`: its scores.json), by the variants' titles where given;
+    each says it is about these trained models, with the task's seed `spread` where known."""
     titles = titles or {}
     present = [n for n in names if n in scores]
-    return [pair(titles.get(x, x), scores[x], titles.get(y, y), scores[y]) for x, y in variant_pairs(present)]
+    return [
+        pair(titles.get(x, x), scores[x], titles.get(y, y), scores[y], spread, trained_count(x, y))
+        for x, y in variant_pairs(present)
+    ]
 
 
-def across_seeds(seed_scores: list[dict[str, dict]], names: list[str], titles: dict[str, str] | None = None):
-    """Every comparison of the variants of a run repeated over seeds (each seed's scores.json), pooled."""
+def across_seeds(
+    seed_scores: list[dict[str, dict]],
+    names: list[str],
+    titles: dict[str, str] | None = None,
+    spread: SeedSpread | None = None,
+):
+    """Every comparison of the variants of a run repeated over seeds (each seed's scores.json): over several
+    seeds a verdict on the settings (pooled), over one a verdict on the trained models (within_run)."""
     if len(seed_scores) == 1:
-        return within_run(seed_scores[0], names, titles)
+        return within_run(seed_scores[0], names, titles, spread)
     titles = titles or {}
     present = [n for n in names if all(n in s for s in seed_scores)]
     return [
         pooled(titles.get(x, x), [s[x] for s in seed_scores], titles.get(y, y), [s[y] for s in seed_scores])
         for x, y in variant_pairs(present)
     ]
+
+
+def verdicts_what(seeds: int) -> str:
+    """What a run's verdicts speak for, said above them: the trained models (one seed) or the settings."""
+    if seeds > 1:
+        return f"over {seeds} seeds, each a verdict on the settings: the seeds' spread and the examples' both counted"
+    return "paired on the same eval examples: verdicts on these trained models"
 
 
 def short_titles(names: list[str]) -> dict[str, str]:

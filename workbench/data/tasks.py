@@ -27,6 +27,9 @@ class Task:
     sample_prompts: list[str] = field(default_factory=list)
     skipped: int = 0  # rows left out (only with skip_bad_rows), reported, never silent
     notes: list[str] = field(default_factory=list)
+    # how far one run's scores move between seeds of one setting, measured and shipped with a built-in task
+    # (task.json: each score's standard deviation, the runs, where it was measured); None where not measured
+    seed_spread: dict | None = None
 
     @property
     def kind(self) -> str:
@@ -153,6 +156,7 @@ def load_task(name: str) -> Task:
         description=meta.get("description", ""),
         scoring=meta.get("scoring", choose_scoring(train)),
         sample_prompts=meta.get("sample_prompts") or _sample_prompts(ev),
+        seed_spread=meta.get("seed_spread"),
     )
 
 

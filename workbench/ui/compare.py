@@ -14,6 +14,7 @@ import ipywidgets as widgets
 from .. import data as data_mod
 from .. import runs
 from ..config import VARIANTS, RunConfig
+from ..eval_plan import seed_spread
 from ..events import Progress, Stages
 from ..generate import DecodeSettings
 from ..models import CPU_4BIT_SPEED_NOTE
@@ -385,7 +386,8 @@ class ComparePanel(widgets.VBox):
         names = list(self.evaluation)
         titles = {v: VARIANTS[v].title_for(dtype) for v in names}
         scores = {v: {"eval": self.evaluation[v]["scores"]} for v in names}
-        return [s for p in within_run(scores, names, titles) for s in p.sentences()]
+        spread = seed_spread(self.run_config().to_dict(), self.state.runs_dir)
+        return [s for p in within_run(scores, names, titles, spread) for s in p.sentences()]
 
     def _show_evaluation(self, task: data_mod.Task, dtype: str | None = None) -> None:
         names = list(self.evaluation)

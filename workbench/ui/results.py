@@ -16,11 +16,12 @@ import ipywidgets as widgets
 
 from .. import plots, runs
 from ..config import VARIANTS
+from ..eval_plan import seed_spread
 from ..files import write_csv
 from ..repeats import Setting, settings, settings_frame
 from ..results import default_score, readable, shorten
 from ..study import studies_in
-from ..verdicts import pair, short_titles, within_run
+from ..verdicts import pair, short_titles, trained_count, within_run
 from .common import error_html, image, message, png, verdicts_html
 from .state import AppState
 
@@ -68,7 +69,7 @@ def run_title(variant: str, run: str) -> str:
     return f"{VARIANTS[variant].short if variant in VARIANTS else variant} of {shorten(run, RUN_WIDTH)}"
 
 
-def run_pairs(a: runs.Run, a_name: str, b: runs.Run, b_name: str) -> list[str]:
+def run_pairs(a: runs.Run, a_name: str, b: runs.Run, b_name: str, runs_root: Path | None = None) -> list[str]:
     """The paired verdicts of two runs: each variant both ran against itself (or, two sweep points of one
     variant each, the one against the other), or why they cannot be paired, with each one's intervals then."""
     ra, rb = {r.name: r for r in a.results()}, {r.name: r for r in b.results()}
@@ -78,7 +79,8 @@ def run_pairs(a: runs.Run, a_name: str, b: runs.Run, b_name: str) -> list[str]:
     out = []
     for va, vb in pairs:
         ta, tb = run_title(va, a_name), run_title(vb, b_name)
-        found = pair(ta, sa.get(va), tb, sb.get(vb))
+        spread = seed_spread(a.read()["config"], runs_root)
+        found = pair(ta, sa.get(va), tb, sb.get(vb), spread, trained_count(va, vb))
         out += found.sentences()
         if found.unpaired:  # then the intervals alone, side by side
             out += [
@@ -468,11 +470,12 @@ class ResultsPanel(widgets.VBox):
             if len(picked) == 1:
                 run = picked[0]
                 names = [r.name for r in run.results()]
-                return [s for p in within_run(run.scores(), names, short_titles(names)) for s in p.sentences()]
+                spread = seed_spread(run.read()["config"], self.state.runs_dir)
+                pairings = within_run(run.scores(), names, short_titles(names), spread)
+                return [s for p in pairings for s in p.sentences()]
             a, b = picked
-            return run_pairs(
-                a, str(a.path.relative_to(self.state.runs_dir)), b, str(b.path.relative_to(self.state.runs_dir))
-            )
+            root = self.state.runs_dir
+            return run_pairs(a, str(a.path.relative_to(root)), b, str(b.path.relative_to(root)), root)
         except (OSError, ValueError, KeyError, TypeError):  # a run damaged since the scan: its verdicts left out
             return []
 

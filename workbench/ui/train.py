@@ -24,12 +24,12 @@ from matplotlib.figure import Figure
 from .. import plots
 from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, results_table, saved_states
 from ..config import VARIANTS, TrainSettings
-from ..eval_plan import check_eval_size, eval_plan
+from ..eval_plan import check_eval_size, eval_plan, seed_spread
 from ..events import MetricEvent, Progress, clock
 from ..experiment import for_variant, launch_command, write_config
 from ..repeats import MAX_SEEDS, run_seeds, seed_dir, seed_values, settings, settings_frame
 from ..runs import Run, claim_run_dir, drop_if_empty, user_slug
-from ..verdicts import across_seeds, short_titles
+from ..verdicts import across_seeds, short_titles, verdicts_what
 from .common import SEEDS_HELP, Quiet, error_html, helped, image, message, plan_html, png, verdicts_html
 from .state import AppState
 
@@ -216,12 +216,12 @@ class TrainPanel(widgets.VBox):
         self._plan_key = key
         try:
             check_eval_size(cfg)
-            line = eval_plan(cfg, self.state.runs_dir, device_type)
+            line = eval_plan(cfg, self.state.runs_dir, device_type, runs=self.seeds.value)
         except (ValueError, OSError) as exc:  # bad data is the Setup tab's to say; the eval size is said here
             self.plan.value = error_html(exc) if "eval_examples" in str(exc) else ""
             return self.plan.value
         if line and self.seeds.value > 1:
-            line += f"; × {self.seeds.value} seeds (each seed's examples pooled in the verdicts)"
+            line += f"; × {self.seeds.value} seeds (the verdicts count the seeds' spread and the examples')"
         self.plan.value = plan_html(line)
         return self.plan.value
 
@@ -467,13 +467,13 @@ class TrainPanel(widgets.VBox):
             return []
         folders = [f for f in self.folders[: len(self.seed_results)] if Run(f).finished]
         names = [v.name for v in self.result.variants]
-        pairings = across_seeds([Run(f).scores() for f in folders], names, short_titles(names)) if folders else []
+        spread = seed_spread(self.result.config, self.state.runs_dir) if len(folders) == 1 else None
+        scores = [Run(f).scores() for f in folders]
+        pairings = across_seeds(scores, names, short_titles(names), spread) if folders else []
         return [s for p in pairings for s in p.sentences()]
 
     def verdicts_what(self) -> str:
-        n = len(self.seed_results)
-        pooled = f", every seed's examples pooled ({n} seeds)" if n > 1 else ""
-        return f"paired on the same eval examples{pooled}"
+        return verdicts_what(len(self.seed_results))
 
     @staticmethod
     def end_line(result: CompareResult, elapsed_s: float) -> str:
