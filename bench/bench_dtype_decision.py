@@ -4,8 +4,9 @@ both, over several seeds, scored on the same held-out examples and compared pair
     python bench/bench_dtype_decision.py [--seeds 5] [--eval-examples 600] [--out runs/bench-dtype]
 
 Each dtype is one `workbench compare --seeds N` into OUT/<dtype>; a seed already on disk is read back, so an
-interrupted run picks up where it stopped. Prints the per-seed table, the pooled verdicts (McNemar's
-counts, sign-flip permutation tests with the examples as the unit) and the median training times.
+interrupted run picks up where it stopped. Prints the per-seed table, the verdicts over the seeds (each seed of
+one dtype paired with the same seed of the other; runs crossed with examples, so the seeds' spread counts as well
+as the examples', workbench.crossed) and the median training times.
 """
 
 from __future__ import annotations

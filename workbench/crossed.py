@@ -151,6 +151,7 @@ def crossed(a_runs, b_runs, paired: bool = True) -> Crossed:
         s, e, r = _mean_squares(x - y)
         terms = [(1 / (k * n), s, k - 1), (1 / (k * n), e, n - 1), (-1 / (k * n), r, (k - 1) * (n - 1))]
         var, df = _satterthwaite(terms)
+        df = max(df, 1.0)  # a negative term can drive Satterthwaite's df below one run's: never fewer than 1
         var = max(var, r / (k * n))  # the components cannot be negative: never less than the residual alone
         run_var, example_var, resid_var = max((s - r) / n, 0.0), max((e - r) / k, 0.0), r
     else:
@@ -168,6 +169,7 @@ def crossed(a_runs, b_runs, paired: bool = True) -> Crossed:
             both = (1 / ka + 1 / kb) / n
             terms += [(both, s, k - 1), (-both, r, (k - 1) * (n - 1))]
         var, df = _satterthwaite(terms)
+        df = max(df, 1.0)
         var = max(var, sd2 / n)
         # per single run of a against one of b, for se_with: each side's run and residual variance
         sides = [(max((s - r) / n, 0.0), r) for _, s, _, r in measured]
