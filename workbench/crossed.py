@@ -55,6 +55,7 @@ def with_scope(v: Verdict, spread: SeedSpread | None, trained: int) -> Verdict:
         return v
     models = "two trained adapters, one run each" if trained == 2 else "one trained adapter, one run"
     sd = spread.sd.get(v.score) if spread else None
+    within = None
     if sd is None:
         note = (
             f"This is about {models}: how far this task's {v.score.replace('_', ' ')} moves between seeds is not "
@@ -66,14 +67,15 @@ def with_scope(v: Verdict, spread: SeedSpread | None, trained: int) -> Verdict:
         reach = 1.96 * sd * math.sqrt(trained)
         score = v.score.replace("_", " ")
         said = f"seed to seed this task's {score} moves by {sd * scale:{fmt}} {what} (sd; {spread.source})"
-        if abs(v.gap) <= reach:
+        within = abs(v.gap) <= reach
+        if within:
             note = (
                 f"This is about {models}: {said}, and runs of one setting differ by up to {reach * scale:{fmt}} "
                 f"{what}, so this gap does not show that the settings differ (train 3 seeds each to tell)."
             )
         else:
             note = f"This is about {models}; {said}, well under this gap."
-    return replace(v, sentence=f"{v.sentence} {note}")
+    return replace(v, sentence=f"{v.sentence} {note}", within_seeds=within)
 
 
 # --------------------------------------------------------------------------- settings: runs and examples crossed

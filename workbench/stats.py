@@ -176,6 +176,8 @@ class Verdict:
     runs: tuple[int, int] = (1, 1)
     run_sd: float | None = None
     runs_needed: int | None = None  # runs of each setting that would tell a gap this size apart
+    # a one-run verdict: is the gap within what two runs of one setting differ by (None: the spread is not known)
+    within_seeds: bool | None = None
 
     @property
     def real(self) -> bool:
