@@ -333,6 +333,64 @@ def test_live_memory_plot_names_what_the_device_measures_on_auto(app, monkeypatc
     assert len(labels) >= 2 and all("CUDA allocated" in label for label in labels), labels
 
 
+def _live_charts(losses: list[float]):
+    """The Train tab's two live charts, drawn, after one lora step per loss (memory 300 + step MiB, peak 400 +)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from workbench import plots
+    from workbench.events import MetricEvent
+
+    mib = 1024**2
+    events = [
+        MetricEvent("lora", i, 30, loss, 1e-3, 1.0, (300 + i) * mib, (400 + i) * mib, float(i))
+        for i, loss in enumerate(losses, 1)
+    ]
+    figures = plots.loss_figure(events), plots.live_memory_figure(events, {"lora": 500 * mib})
+    for fig in figures:
+        FigureCanvasAgg(fig).draw()
+    return [fig.axes[0] for fig in figures]
+
+
+def _labelled(axis, lo: float, hi: float) -> list[float]:
+    """Where the ticks that carry a label lie inside lo..hi (major and minor)."""
+    ticks = [*axis.get_major_ticks(), *axis.get_minor_ticks()]
+    return [t.get_loc() for t in ticks if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
+
+
+@pytest.mark.parametrize("losses", [[0.957], [1.35, 0.957], [3.1, 1.3, 0.957]])
+def test_the_live_charts_show_every_point_from_the_first_step(losses):
+    """At step 1, 2 and 3 each point is drawn (a dot: one point drawn as a line alone is nothing), inside y
+    limits with labelled ticks between them, and on an x axis labelled in whole steps."""
+    loss_ax, memory_ax = _live_charts(losses)
+    (line,) = loss_ax.lines
+    assert line.get_marker() == "o" and list(line.get_ydata()) == losses
+    lo, hi = loss_ax.get_ylim()
+    assert all(lo < v < hi for v in losses), (lo, hi)
+    assert len(_labelled(loss_ax.yaxis, lo, hi)) >= 2  # an axis that can be read, not one with no tick in it
+    steps = range(1, len(losses) + 1)
+    for ax in (loss_ax, memory_ax):
+        xlo, xhi = ax.get_xlim()
+        assert all(xlo < step < xhi for step in steps)
+        assert set(_labelled(ax.xaxis, xlo, xhi)) >= set(steps)  # every step's tick labelled, whole numbers only
+        assert all(float(t).is_integer() for t in _labelled(ax.xaxis, xlo, xhi))
+    peak, after, estimate = memory_ax.lines
+    assert peak.get_marker() == "o" and after.get_marker() == "o"
+    lo, hi = memory_ax.get_ylim()
+    assert all(lo < v < hi for v in [*peak.get_ydata(), *after.get_ydata()]) and lo < 500 <= hi, (lo, hi)
+
+
+def test_the_loss_axis_turns_log_once_the_losses_span_enough_and_dots_stop_when_they_crowd():
+    from workbench import plots
+
+    losses = [3.0 * 0.9**i for i in range(plots.FEW_POINTS + 1)]
+    (loss_ax, _) = _live_charts(losses)
+    lo, hi = loss_ax.get_ylim()
+    assert loss_ax.get_yscale() == "log" and all(lo < v < hi for v in losses)
+    assert loss_ax.lines[0].get_marker() in ("None", "", None)  # 41 steps: a line, not a row of dots
+    (loss_ax, _) = _live_charts(losses[:3])
+    assert loss_ax.get_yscale() == "linear"  # 3.0 to 2.43: a log axis would have no tick inside it
+
+
 def test_second_start_is_refused_while_one_runs(app):
     app.state.update("train", steps=400)
     assert app.train.start() is None

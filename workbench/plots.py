@@ -6,6 +6,8 @@ files, the panels, the notebooks); the score-against-cost chart alone has two fo
 
 from __future__ import annotations
 
+import math
+
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
@@ -29,23 +31,53 @@ def plain_log_axis(axis) -> None:
     axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
 
 
+# up to this many steps a line puts a dot on each: a run's first step is one point, which a line alone never draws
+FEW_POINTS = 40
+# a loss axis turns log once its largest loss is this many times its smallest: a narrower log axis has no tick in it
+LOG_SPAN = 3.0
+
+
+def dots(n: int, size: float = 4.0) -> dict:
+    """A line's keyword arguments for its markers: a dot on each of its `n` points while there are few."""
+    return {"marker": "o", "markersize": size} if n <= FEW_POINTS else {}
+
+
+def loss_scale(ax, losses: list[float]) -> None:
+    """The y axis of a loss chart: linear until the losses span LOG_SPAN, then log, in plain numbers either way;
+    its limits are matplotlib's own, which hold every point drawn."""
+    seen = [v for v in losses if v > 0 and math.isfinite(v)]
+    if seen and max(seen) >= LOG_SPAN * min(seen):
+        ax.set_yscale("log")
+        plain_log_axis(ax.yaxis)
+    else:  # no offset: a flat start (2.3012, 2.3015) reads as itself, not as +2.301 and thousandths
+        ax.ticklabel_format(axis="y", useOffset=False)
+
+
+def step_axis(ax, steps: list[int]) -> None:
+    """The x axis of a chart over training steps: whole steps only, and at least one step wide (a single step's
+    own range, 0.95 to 1.05, has no whole number in it to label)."""
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if steps and max(steps) - min(steps) < 1:
+        ax.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
+
+
 def memory_axis_label(device_type: str) -> str:
     """What a measured memory figure is on this kind of device."""
     return "CUDA allocated" if device_type == "cuda" else "process RSS above start"
 
 
 def loss_figure(metrics: list[MetricEvent]) -> Figure:
-    """Training loss per step, one line per variant."""
+    """Training loss per step, one line per variant with a dot on each step while there are few, on loss_scale's
+    axis."""
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
     for name in dict.fromkeys(m.variant for m in metrics):
         pts = [m for m in metrics if m.variant == name]
-        ax.plot([m.step for m in pts], [m.loss for m in pts], label=name, color=COLORS.get(name))
-    ax.set_xlabel("step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.plot([m.step for m in pts], [m.loss for m in pts], label=name, color=COLORS.get(name), **dots(len(pts)))
+    step_axis(ax, [m.step for m in metrics])
     ax.set_ylabel("training loss (answer tokens)")
-    ax.set_yscale("log")
-    plain_log_axis(ax.yaxis)
+    loss_scale(ax, [m.loss for m in metrics])
     ax.grid(alpha=0.3)
     if metrics:
         ax.legend()
@@ -336,7 +368,7 @@ def estimate_figure(estimates: dict, title: str = "Estimated peak memory per var
 
 def live_memory_figure(metrics: list[MetricEvent], estimates: dict[str, int], device_type: str = "cpu") -> Figure:
     """Measured memory per training step (peak so far, and what is held after the step), one colour per
-    variant, each variant's estimated peak dashed beside it."""
+    variant, a dot on each step while there are few, each variant's estimated peak dashed beside it."""
     fig = Figure(figsize=(6.4, 3.4))
     ax = fig.subplots()
     for name in dict.fromkeys([*(m.variant for m in metrics), *estimates]):
@@ -348,6 +380,7 @@ def live_memory_figure(metrics: list[MetricEvent], estimates: dict[str, int], de
                 [m.peak_memory_bytes / MiB for m in pts],
                 color=color,
                 label=f"{name} peak so far",
+                **dots(len(pts)),
             )
             ax.plot(
                 [m.step for m in pts],
@@ -356,11 +389,11 @@ def live_memory_figure(metrics: list[MetricEvent], estimates: dict[str, int], de
                 linewidth=0.8,
                 linestyle=":",
                 label=f"{name} after the step",
+                **dots(len(pts), 3),
             )
         if name in estimates and name != "base":
             ax.axhline(estimates[name] / MiB, color=color, linestyle="--", linewidth=1, label=f"{name} estimate")
-    ax.set_xlabel("step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    step_axis(ax, [m.step for m in metrics])
     ax.set_ylabel(f"MiB ({memory_axis_label(device_type)})")
     ax.set_title("Memory during training")
     ax.grid(alpha=0.3)
@@ -370,8 +403,8 @@ def live_memory_figure(metrics: list[MetricEvent], estimates: dict[str, int], de
 
 
 def overlay_figure(curves: dict[str, list[MetricEvent]], what: str = "loss") -> Figure:
-    """Several runs' training curves on one plot, one line per run and variant: the loss (log scale) or the
-    peak memory so far (MiB). `curves` maps a run's name to its metrics.csv rows."""
+    """Several runs' training curves on one plot, one line per run and variant: the loss (loss_scale: log once
+    it spans enough) or the peak memory so far (MiB). `curves` maps a run's name to its metrics.csv rows."""
     if what not in ("loss", "memory"):
         raise ValueError(f"what must be loss or memory; got {what!r}")
     fig = Figure(figsize=(7.2, 3.8))
@@ -380,12 +413,11 @@ def overlay_figure(curves: dict[str, list[MetricEvent]], what: str = "loss") -> 
         for name in dict.fromkeys(m.variant for m in metrics):
             pts = [m for m in metrics if m.variant == name]
             ys = [m.loss for m in pts] if what == "loss" else [m.peak_memory_bytes / MiB for m in pts]
-            ax.plot([m.step for m in pts], ys, label=as_written(f"{shorten(run, 30)}: {name}"), linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            label = as_written(f"{shorten(run, 30)}: {name}")
+            ax.plot([m.step for m in pts], ys, label=label, linewidth=1.2, **dots(len(pts), 3))
+    step_axis(ax, [m.step for metrics in curves.values() for m in metrics])
     if what == "loss":
-        ax.set_yscale("log")
-        plain_log_axis(ax.yaxis)
+        loss_scale(ax, [m.loss for metrics in curves.values() for m in metrics])
         ax.set_ylabel("training loss")
         ax.set_title("Training loss, runs side by side")
     else:
