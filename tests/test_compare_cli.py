@@ -226,6 +226,23 @@ def test_preset_config():
         preset_config("nope")
 
 
+def test_a_presets_eval_size_is_marked_as_the_presets_and_one_given_is_the_users():
+    cfg = preset_config("cpu-demo")
+    assert cfg.train.eval_examples == 60 and cfg.train.eval_examples_from_preset
+    assert cfg.to_dict()["train"]["preset_eval_examples"] == 60
+    assert "preset_eval_examples" not in PRESETS["cpu-demo"]["train"]  # the preset itself is not modified
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # kept through a config file and the panels' updates
+    typed = preset_config("cpu-demo", {"train": {"eval_examples": 60}})  # the preset's own number, typed
+    assert typed.train.eval_examples == 60 and not typed.train.eval_examples_from_preset
+    moved = cfg.to_dict()
+    moved["train"]["eval_examples"] = 30  # a panel's box moved off the preset's number: the user's now
+    assert not RunConfig.from_dict(moved).train.eval_examples_from_preset
+    # a config without the mark (its own, or written before there was one) keeps the keys it had
+    assert "preset_eval_examples" not in typed.to_dict()["train"]
+    assert "preset_eval_examples" not in RunConfig().to_dict()["train"]
+    assert not preset_config(None).train.eval_examples_from_preset
+
+
 # --------------------------------------------------------------------------- CLI, in-process
 
 
@@ -333,6 +350,43 @@ def test_cli_compare_happy_path(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
     assert [v["name"] for v in doc["variants"]] == ["base", "lora"]
     assert doc["variants"][1]["target_modules"] == ["q_proj", "v_proj"] and doc["variants"][1]["rank"] == 2
     assert doc["config"]["train"]["steps"] == 2 and doc["config"]["data"] == str(tiny_jsonl)
+
+
+def _colours(tmp_path):
+    """colours.jsonl: 60 rows of the tiny task, of which the seeded 15% split holds out 9."""
+    from conftest import tiny_examples
+
+    rows = (tiny_examples() * 4)[:60]
+    path = tmp_path / "colours.jsonl"
+    path.write_text("".join(json.dumps({"prompt": r.prompt, "answer": r.answer}) + "\n" for r in rows))
+    return path
+
+
+def _preset_over_colours(tiny_model_dir, tmp_path, *more):
+    args = ["compare", "--preset", "cpu-demo", "--model", str(tiny_model_dir), "--data", str(_colours(tmp_path))]
+    shape = ["--variants", "base,lora", "--steps", "1", "--batch-size", "4", "--seq-len", "32", "--rank", "2"]
+    return cli.main([*args, *shape, "--targets", "q_proj,v_proj", "--out", str(tmp_path / "run"), *more])
+
+
+def test_a_presets_eval_size_over_a_small_split_scores_all_of_it_and_says_so(tiny_model_dir, tmp_path, capsys):
+    rc = _preset_over_colours(tiny_model_dir, tmp_path)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    said = "eval: the preset's 60 examples, but colours has 9 held-out examples: scoring all 9"
+    assert f"[workbench] {said}" in captured.err and "eval: 9 of the task's 9 held-out examples" in captured.err
+    doc = runs.load_results(tmp_path / "run")
+    assert said in doc["notes"] and [v["eval_examples"] for v in doc["variants"]] == [9, 9]
+    assert doc["config"]["train"]["eval_examples"] == 60 and doc["config"]["train"]["preset_eval_examples"] == 60
+
+
+def test_an_eval_size_typed_over_a_small_split_is_refused_in_one_line(tiny_model_dir, tmp_path, capsys):
+    rc = _preset_over_colours(tiny_model_dir, tmp_path, "--eval-examples", "60")
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert _err_lines(captured.err) == [
+        "workbench: error: eval_examples: colours has 9 held-out examples; ask for at most that many (0 = all of them)"
+    ]
+    assert not (tmp_path / "run").exists()  # refused before anything loads
 
 
 @pytest.mark.parametrize("model", ["tiny", DEFAULT_MODEL])

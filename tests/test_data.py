@@ -223,3 +223,15 @@ def test_prompt_template_is_the_frame_the_training_prompts_share():
     framed = task.wrap("  Loved the ferry.  ")
     assert framed == "Review: Loved the ferry.\nIs this review positive or negative?"
     assert task.wrap(framed) == framed
+
+
+def test_a_presets_eval_size_over_a_small_split_scores_all_of_it_and_a_users_is_refused(tmp_path):
+    rows = [json.dumps({"prompt": f"p{i}", "answer": f"a{i}"}) for i in range(60)]
+    task = data.load_file_task(_write(tmp_path / "colours.jsonl", rows))
+    assert len(task.eval) == 9  # 15% of 60
+    assert task.eval_split(60, preset=True) == task.eval and task.eval_split(60, preset=True) == task.eval
+    said = "eval: the preset's 60 examples, but colours has 9 held-out examples: scoring all 9"
+    assert task.notes == [said]  # said once, however often the split is asked for
+    with pytest.raises(ValueError, match="colours has 9 held-out examples; ask for at most that many"):
+        task.eval_split(60)  # a number the user gave
+    assert task.eval_split(4, preset=True) == task.eval[:4] and task.preset_size_note(9) == ""

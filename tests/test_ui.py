@@ -391,6 +391,20 @@ def test_the_loss_axis_turns_log_once_the_losses_span_enough_and_dots_stop_when_
     assert loss_ax.get_yscale() == "linear"  # 3.0 to 2.43: a log axis would have no tick inside it
 
 
+def test_the_train_tabs_preset_eval_size_takes_what_a_small_split_has_and_says_so(tiny_model_dir, tiny_jsonl, tmp_path):
+    cfg = preset_config(
+        "cpu-demo", {"model": {"name": str(tiny_model_dir)}, "task": None, "data": str(tiny_jsonl)}
+    )  # the preset's 60 eval examples over tiny.jsonl's 3
+    t = Workbench(cfg, runs_dir=tmp_path / "runs").train
+    said = "eval: the preset&#x27;s 60 examples, but tiny has 3 held-out examples: scoring all 3"
+    assert said in t.plan.value and "wb-error" not in t.plan.value
+    assert "eval: 3 of the task&#x27;s 3 held-out examples" in t.plan.value
+    t.controls["eval_examples"].value = 5  # a number the user chose: too large is refused
+    assert "has 3 held-out examples; ask for at most that many" in t.plan.value
+    t.controls["eval_examples"].value = 60  # the preset's number again, but chosen now
+    assert "ask for at most that many" in t.plan.value
+
+
 def test_second_start_is_refused_while_one_runs(app):
     app.state.update("train", steps=400)
     assert app.train.start() is None

@@ -136,7 +136,8 @@ def setup(
     from transformers import AutoConfig
 
     task = task if task is not None else task_for(cfg)
-    task.eval_split(cfg.train.eval_examples)  # an eval size the task cannot give: said before any model is read
+    # an eval size the task cannot give: said before any model is read (a preset's is cut, with a note)
+    task.eval_split(cfg.train.eval_examples, preset=cfg.train.eval_examples_from_preset)
     choice = models.pick_device(cfg.model.device, cfg.model.dtype)
     status(f"resolving model {cfg.model.name}")
     path = resolve_model(cfg.model.name)
@@ -145,7 +146,7 @@ def setup(
     decode = decode or DecodeSettings(
         max_new_tokens=48, seed=cfg.train.seed, repetition_penalty=1.0 if task.chat else 1.3
     )
-    eval_set = task.eval_split(cfg.train.eval_examples)
+    eval_set = task.eval_split(cfg.train.eval_examples, preset=cfg.train.eval_examples_from_preset)
     train_rows = encode(tokenizer, task.train, cfg.train.seq_len)
     eval_rows = encode(tokenizer, eval_set, cfg.train.seq_len)
     layout = ModelLayout(AutoConfig.from_pretrained(str(path)))

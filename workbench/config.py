@@ -339,7 +339,15 @@ class TrainSettings:
         default=0,
         metadata={
             "help": "Held-out examples to score (0 = the whole eval split): more examples tell smaller gaps apart "
-            "(60 near 80% accuracy: gaps of about 23 points; 600: about 7) and take longer to score."
+            "(60 near 80% accuracy: gaps of about 23 points; 600: about 7) and take longer to score. A preset's "
+            "number is cut to what a smaller split holds, with a note; a number you give that is too large is refused."
+        },
+    )
+    preset_eval_examples: int | None = field(
+        default=None,
+        metadata={
+            "help": "The eval size a preset chose, not you (set by the preset; None once eval_examples is yours): "
+            "while eval_examples is that number, an eval split with fewer examples is scored whole, with a note."
         },
     )
 
@@ -354,6 +362,16 @@ class TrainSettings:
         _check_int("seed", self.seed, 0, 2**32 - 1)
         _check_int("eval_examples", self.eval_examples, 0)
         _check_bool("gradient_checkpointing", self.gradient_checkpointing)
+        if self.preset_eval_examples is not None:
+            _check_int("preset_eval_examples", self.preset_eval_examples, 1)
+            if self.preset_eval_examples != self.eval_examples:  # a size set since the preset's is the user's own
+                self.preset_eval_examples = None
+
+    @property
+    def eval_examples_from_preset(self) -> bool:
+        """Whether eval_examples is a preset's default, which a smaller eval split cuts (Task.eval_split), rather
+        than a number the user chose, which it refuses."""
+        return self.preset_eval_examples is not None
 
 
 # RunConfig's parts, each a dict of its own in a config file
@@ -443,7 +461,10 @@ class RunConfig:
         return self.train.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["train"]["preset_eval_examples"] is None:  # unmarked configs keep their keys: saved runs still match
+            del d["train"]["preset_eval_examples"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -485,15 +506,22 @@ PRESETS["quickstart"] = {**PRESETS["cpu-demo"], "task": "dates"}
 
 
 def preset_config(name: str | None, overrides: dict | None = None) -> RunConfig:
-    """A RunConfig from a preset (or the defaults) with nested overrides applied on top."""
+    """A RunConfig from a preset (or the defaults) with nested overrides applied on top. A preset's eval size is
+    marked as the preset's (TrainSettings.preset_eval_examples) unless the overrides give one."""
     if name is not None and (not isinstance(name, str) or name not in PRESETS):
         raise ValueError(f"preset: unknown {_shown(name)}; choose from {', '.join(PRESETS)}")
     if overrides is not None and not isinstance(overrides, dict):
         raise ValueError(f"overrides must be a dict of settings; got {_shown(overrides)}")
     merged: dict = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(name, {}).items()}
+    if "eval_examples" in merged.get("train", {}):  # the preset's size, not the user's: a smaller split cuts it
+        merged["train"].setdefault("preset_eval_examples", merged["train"]["eval_examples"])
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(merged.get(key, {}), dict):
             merged.setdefault(key, {}).update(value)
         else:
             merged[key] = value
+    asked = (overrides or {}).get("train")
+    if isinstance(asked, dict) and "eval_examples" in asked and isinstance(merged.get("train"), dict):
+        if "preset_eval_examples" not in asked:  # given, even the preset's own number, it is the user's: not cut
+            merged["train"].pop("preset_eval_examples", None)
     return RunConfig.from_dict(merged)

@@ -40,15 +40,18 @@ def eval_size(cfg: RunConfig) -> tuple[int, int] | None:
     task = task_for(cfg)
     if isinstance(task.eval, TextSource) or task.scoring != "exact_match":
         return None
-    return len(task.eval_split(cfg.train.eval_examples)), len(task.eval)
+    return len(task.eval_split(cfg.train.eval_examples, preset=cfg.train.eval_examples_from_preset)), len(task.eval)
 
 
-def check_eval_size(cfg: RunConfig, task=None) -> None:
-    """An eval size above the task's is refused (Task.eval_split says why): the Train tab's check before Start,
-    the same one the run makes."""
+def check_eval_size(cfg: RunConfig, task=None) -> str:
+    """An eval size above the task's is refused (Task.eval_split says why), or, where it is a preset's, cut to
+    the task's with the note returned ("" when there is none): the Train tab's check before Start, the same one
+    the run makes."""
     from .data import task_for
 
-    (task if task is not None else task_for(cfg)).eval_split(cfg.train.eval_examples)
+    task = task if task is not None else task_for(cfg)
+    task.eval_split(cfg.train.eval_examples, preset=cfg.train.eval_examples_from_preset)
+    return task.preset_size_note(cfg.train.eval_examples)
 
 
 def eval_plan(cfg: RunConfig, runs_root: Path, device_type: str = "cpu", runs: int = 1) -> str:

@@ -48,17 +48,29 @@ class Task:
             return None
         return prompt_template([e.prompt for e in self.train])
 
-    def eval_split(self, n: int = 0) -> list[Example] | TextSource:
-        """The held-out examples a run scores: the first n (0: all; plain text: all of it). ValueError when n
-        is more than the task has: taking all of them quietly would score fewer than asked."""
+    def eval_split(self, n: int = 0, *, preset: bool = False) -> list[Example] | TextSource:
+        """The held-out examples a run scores: the first n (0: all; plain text: all of it). When n is more than
+        the task has: ValueError for a number the user asked for (taking all of them quietly would score fewer
+        than asked); all of them, and a note saying so (in notes, once), where n is a preset's default
+        (`preset`, TrainSettings.eval_examples_from_preset), which nobody asked for."""
         if not n or isinstance(self.eval, TextSource):
             return self.eval
-        if n > len(self.eval):
+        note = self.preset_size_note(n)
+        if note and not preset:
             raise ValueError(
                 f"eval_examples: {self.name} has {len(self.eval)} held-out examples; ask for at most that many "
                 "(0 = all of them)"
             )
+        if note and note not in self.notes:
+            self.notes.append(note)
         return self.eval[:n]
+
+    def preset_size_note(self, n: int) -> str:
+        """What a run says when a preset's eval size `n` is more than the task holds ("" when it is not)."""
+        if not n or isinstance(self.eval, TextSource) or n <= len(self.eval):
+            return ""
+        held = len(self.eval)
+        return f"eval: the preset's {n} examples, but {self.name} has {held} held-out examples: scoring all {held}"
 
     def wrap(self, text: str) -> str:
         """`text` in the task's prompt frame (unchanged when it is already framed or the task has none)."""

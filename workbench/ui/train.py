@@ -215,13 +215,14 @@ class TrainPanel(widgets.VBox):
             return self.plan.value
         self._plan_key = key
         try:
-            check_eval_size(cfg)
+            cut = check_eval_size(cfg)  # a preset's size over a smaller split: what is scored instead
             line = eval_plan(cfg, self.state.runs_dir, device_type, runs=self.seeds.value)
         except (ValueError, OSError) as exc:  # bad data is the Setup tab's to say; the eval size is said here
             self.plan.value = error_html(exc) if "eval_examples" in str(exc) else ""
             return self.plan.value
         if line and self.seeds.value > 1:
             line += f"; × {self.seeds.value} seeds (the verdicts count the seeds' spread and the examples')"
+        line = f"{cut}. {line}" if cut and line else cut or line
         self.plan.value = plan_html(line)
         return self.plan.value
 
