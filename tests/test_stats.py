@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -208,3 +209,16 @@ def test_one_example_is_never_an_error():
     assert v.p_value == 1.0 and "could be chance" in v.sentence
     assert stats.compare_accuracy("a", "b", [True], [False]).p_value == 1.0
     assert stats.mean_interval([0.4], [3]) is None
+
+
+def test_a_presets_marked_eval_size_is_the_same_setting_as_before_the_mark():
+    """Runs made before a preset's eval size was marked as the preset's group, match and name a study with runs
+    made since: the mark says where a value came from, not what the run did."""
+    from workbench.config import preset_config, same_settings
+
+    marked = preset_config("cpu-demo").to_dict()
+    assert marked["train"]["preset_eval_examples"] == 60
+    before = json.loads(json.dumps(marked))
+    del before["train"]["preset_eval_examples"]
+    assert same_settings(marked) == same_settings(before) == before
+    assert setting_key(marked, "lora") == setting_key(before, "lora")

@@ -12,6 +12,7 @@ config file), and this module is the ground floor of the layers, so the checks c
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -503,6 +504,15 @@ PRESETS: dict[str, dict] = {
 # The quickstart's default: the same budget on the dates task, where scores spread (docs/guide/sweep.md: 76.7-90.0%
 # over two seeds; no adapter solves it in 20 steps); sentiment, which every adapter solves, is the quick one.
 PRESETS["quickstart"] = {**PRESETS["cpu-demo"], "task": "dates"}
+
+
+def same_settings(d: dict) -> dict:
+    """A config dict (RunConfig.to_dict, or as a run wrote it) as far as it says what a run does: without where
+    a value came from (a preset's eval size marked as the preset's). What saved runs, repeats of one setting and
+    a sweep's study name are matched on, so runs from before the mark match runs made since."""
+    out = json.loads(json.dumps(d))
+    (out.get("train") or {}).pop("preset_eval_examples", None)
+    return out
 
 
 def preset_config(name: str | None, overrides: dict | None = None) -> RunConfig:

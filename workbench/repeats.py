@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, same_settings
 from .results import INTERVAL_SCORES, CompareResult, VariantResult
 from .stats import Interval, repeats_interval
 
@@ -79,7 +79,7 @@ def run_seeds(cfg: RunConfig, out_dir: str | Path, n: int, *, stop: threading.Ev
 
 def setting_key(config: dict, variant: str) -> str:
     """What makes two results repeats of one setting: the same settings but the seed, the same variant."""
-    d = json.loads(json.dumps(config))
+    d = same_settings(config)
     train = d.get("train") or {}
     split = d.pop("split_seed", None)
     if d.get("data") is not None:  # a data file's held-out split is part of the setting; a built-in task's is fixed

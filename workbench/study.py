@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import memory
-from .config import RunConfig
+from .config import RunConfig, same_settings
 from .repeats import seed_values, with_seed
 from .results import VariantResult, first_line
 from .runs import Run, default_user
@@ -272,7 +272,9 @@ class StudyDef:
 
     def default_name(self) -> str:
         """A name from the definition: the same sweep finds its study again, a changed one starts its own."""
-        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        d = self.to_dict()
+        d["base"] = same_settings(d["base"])  # a preset's eval size marked or not, the same sweep
+        digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.kind}-{digest}"
 
     def grid_runs(self, out_dir: Path) -> dict[str, tuple[SweepPoint, int]]:

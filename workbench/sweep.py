@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import allocator, memory
-from .config import QUANT_TYPES, RunConfig, parse_targets, variant_for_bits
+from .config import QUANT_TYPES, RunConfig, parse_targets, same_settings, variant_for_bits
 from .estimator import estimate
 from .eval_plan import FIRST_GUESS_EVAL_S, eval_pace, eval_plan, eval_size
 from .layout import ModelLayout
@@ -157,7 +157,7 @@ def saved_run(out: Path, cfg: RunConfig) -> Run | None:
         return None
     try:
         doc = run.read()
-        same = doc.get("config") == json.loads(json.dumps(cfg.to_dict()))
+        same = same_settings(doc.get("config") or {}) == same_settings(cfg.to_dict())
         failed = any(r.error for r in run.results())
     except (OSError, ValueError, TypeError, AttributeError):  # damaged, or another version's: train it again
         return None
