@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import admission, allocator, memory, models
+from . import admission, allocator, memory, models, score_cache
 from .config import VARIANTS, RunConfig
 from .data import Encoded, Example, Task, TextSource, encode, general_text, task_for
 from .estimator import EstimateShapes, variant_estimate
@@ -394,12 +394,56 @@ def run_base(
     status: Callable[[str], None] = log.info,
     stages: Stages | None = None,
 ) -> VariantRun:
-    """The base variant: the loaded model with its adapter (if any) switched off, evaluated and asked."""
-    status("evaluating base (adapter disabled)")
-    ev, answers = score_variant(s, model, base=True, name="base", stages=stages)
-    general = general_scores(model, s.tokenizer, s.general_rows, base=True)
-    result = _result(s, "base", model, monitor.peak(), None, ev, general)
+    """The base variant: the loaded model with its adapter (if any) switched off, evaluated and asked. Its scores
+    come from the score cache (workbench.score_cache) when this model, loaded this way, was scored on these
+    examples before, in any run or process, and go into it when not; its answers to the prompts are asked anew."""
+    stages = stages or Stages()
+    keys = base_keys(s, model)
+    kept = score_cache.load(keys["eval"])
+    kept_general = score_cache.load(keys["general"]) if "general" in keys else None
+    if kept is None:
+        status("evaluating base (adapter disabled)")
+        ev, answers = score_variant(s, model, base=True, name="base", stages=stages)
+        score_cache.store(keys["eval"], ev, monitor.peak())
+    else:
+        n = len(s.eval_rows.rows)
+        status(kept.said("base", f"{n} examples" + (" and the general text" if kept_general else "")))
+        # the phase is counted as every other run counts it (its examples, all done); the line above says why
+        stages.begin("evaluate", "base", n, "examples")(n)
+        ev = kept.result
+        answers = _answers(s, model, True, stages.begin("answer", "base", len(s.prompts), "prompts"))
+    if kept_general is not None:
+        general = GeneralScores(kept_general.result.eval_loss, None, kept_general.result, None)
+    else:
+        general = general_scores(model, s.tokenizer, s.general_rows, base=True)
+        if general is not None:
+            score_cache.store(keys["general"], general.on, monitor.peak())
+    # eval_seconds stays what scoring took when it ran (the kept result's own), so results.json reads as it always
+    # did and eval_plan prices an example at a real scoring's pace. The peak is the larger of what this run held
+    # and what scoring held then: the row says what scoring the base takes, beside an estimate made for scoring,
+    # not what loading it alone took.
+    peak = max([monitor.peak()] + [k.peak_memory_bytes or 0 for k in (kept, kept_general) if k is not None])
+    result = _result(s, "base", model, peak, None, ev, general)
     return VariantRun(result, ev.predictions, answers, scores=variant_scores(ev, general))
+
+
+def base_keys(s: Setup, model) -> dict[str, dict]:
+    """The score cache's keys of the base's scores on the eval split ("eval") and on the general text
+    ("general", where it is shipped), for `model` as loaded for this run."""
+    bits = VARIANTS["base"].bits
+    variant = score_cache.variant_key(s.path, model, bits=bits, quant=s.cfg.quant, choice=s.choice)
+    keys = {"eval": _eval_key(s, variant)}
+    if s.general_rows is not None:
+        keys["general"] = score_cache.scores_key(
+            variant, "general", s.general_rows, scoring="text", batch_size=GENERAL_BATCH_SIZE
+        )
+    return keys
+
+
+def _eval_key(s: Setup, variant: dict) -> dict:
+    return score_cache.scores_key(
+        variant, "eval", s.eval_rows, s.eval_set, scoring=s.task.scoring, batch_size=EVAL_BATCH_SIZE
+    )
 
 
 def run_trained(
@@ -425,8 +469,23 @@ def run_trained(
         status(f"evaluating {name}")
         ev, answers = score_variant(s, model, base=False, name=name, stages=stages)
         general = general_scores(model, s.tokenizer, s.general_rows, base=False)
+        if adapter_dir is not None:
+            keep_adapter_scores(s, model, name, adapter_dir, ev)
     result = _result(s, name, model, monitor.peak(), tr, ev, general)
     return VariantRun(result, ev.predictions if ev else None, answers, tr, variant_scores(ev, general))
+
+
+def keep_adapter_scores(s: Setup, model, name: str, adapter_dir: Path, ev: EvalResult) -> None:
+    """A trained adapter's eval scores into the score cache under its saved weights' digest: new weights, so
+    nothing to look up, but the Compare tab's Evaluate of this run reads them back instead of scoring again."""
+    try:
+        bits = VARIANTS[name].bits
+        variant = score_cache.variant_key(
+            s.path, model, bits=bits, quant=s.cfg.quant, choice=s.choice, adapter=adapter_dir
+        )
+        score_cache.store(_eval_key(s, variant), ev)
+    except OSError as exc:  # the adapter could not be read back: only Evaluate's reuse is lost, not the run
+        log.warning("%s: scores not kept for reuse (%s)", name, exc)
 
 
 # --------------------------------------------------------------------------- the whole comparison
@@ -454,7 +513,8 @@ def run_compare(
     workbench.data.load_data_task). `on_variant(VariantStart)` is called as each variant starts;
     `on_progress(Progress)` as every phase (load, evaluate, train, answer) moves. With `resume`, out_dir is
     a run to continue (see continue_run): each trained variant saved there picks up its adapter and
-    training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again.
+    training state and trains on to cfg.train.steps; the rest run as new; every variant is scored again
+    (the base's scores may come from the score cache).
     With `fit_check`, a variant whose estimated peak will not fit in the device's free memory is refused before
     anything loads (ValueError); a variant that runs out of memory all the same is marked "out of memory" in
     the results and the next precision runs. `command`: the command line that started it, kept with the run;

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from transformers import TextStreamer
 
-from . import memory, models
+from . import memory, models, score_cache
 from .config import TRAINED_VARIANTS, VARIANTS, QuantSettings
-from .data import Example, TextSource
-from .generate import DecodeSettings, EvalResult, Generation, evaluate, generate
+from .data import Example, TextSource, encode
+from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
 from .resolve import resolve_model
 from .runs import Run
 
@@ -183,6 +183,48 @@ class Session:
         scoring: str = "exact_match",
         progress: Callable[[int, int, str], None] | None = None,
     ) -> EvalResult:
-        """Score one variant (generate.evaluate); progress(done, total, unit) after each batch."""
+        """Score one variant (generate.evaluate), or read its scores back from the score cache (see scored);
+        progress(done, total, unit) after each batch."""
+        return self.scored(variant, examples, seq_len=seq_len, scoring=scoring, progress=progress)[0]
+
+    def scored(
+        self,
+        variant: str,
+        examples: list[Example] | TextSource,
+        *,
+        seq_len: int = 128,
+        scoring: str = "exact_match",
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> tuple[EvalResult, score_cache.Entry | None]:
+        """(the variant's scores, the score cache's entry they came from or None when scored now). They come from
+        the cache (workbench.score_cache) when this model, loaded this way, with an adapter of the same saved
+        weights, was scored on these examples before (a run's base, a finished run's adapters, an earlier
+        Evaluate), and go into it when not."""
         model, off = self.model_for(variant)
-        return evaluate(model, self.tokenizer, examples, seq_len=seq_len, base=off, scoring=scoring, progress=progress)
+        encoded = encode(self.tokenizer, examples, seq_len)
+        adapter = None if off else self.adapter_dir(variant)
+        bits = VARIANTS[variant].bits
+        variant_key = score_cache.variant_key(
+            self.path, model, bits=bits, quant=self.quant, choice=self._choice(), adapter=adapter
+        )
+        key = score_cache.scores_key(
+            variant_key, "eval", encoded, examples, scoring=scoring, batch_size=EVAL_BATCH_SIZE
+        )
+        kept = score_cache.load(key)
+        if kept is not None:
+            if progress is not None:  # counted as a scoring counts it: all its examples done
+                progress(len(encoded.rows), len(encoded.rows), "examples")
+            return kept.result, kept
+        ev = evaluate(
+            model,
+            self.tokenizer,
+            examples,
+            seq_len=seq_len,
+            base=off,
+            scoring=scoring,
+            encoded=encoded,
+            batch_size=EVAL_BATCH_SIZE,
+            progress=progress,
+        )
+        score_cache.store(key, ev)
+        return ev, None

@@ -311,7 +311,9 @@ class ComparePanel(widgets.VBox):
         cfg = self.run_config()
         try:
             task = self.task()
-            examples = task.eval_split(cfg.train.eval_examples)
+            # the examples the run scored (a preset's size over a smaller split is all of it), so its scores pair
+            # with these and the score cache has them
+            examples = task.eval_split(cfg.train.eval_examples, preset=cfg.train.eval_examples_from_preset)
         except ValueError as exc:
             self.status.value = error_html(exc)
             return str(exc)
@@ -323,22 +325,27 @@ class ComparePanel(widgets.VBox):
             ready = [v for v in self._variants() if session.missing_reason(v) is None]
             self.progress_box.layout.display = "flex"
             stages = Stages(self._on_progress, len(ready))
+            kept = []  # what came from the score cache, and when it was scored
             for i, v in enumerate(ready, 1):
                 self.status.value = message("info", f"evaluating {v} ({i}/{len(ready)})…")
-                ev = session.evaluate(
+                ev, entry = session.scored(
                     v,
                     examples,
                     seq_len=cfg.train.seq_len,
                     scoring=task.scoring,
                     progress=stages.begin("evaluate", v, len(examples), "examples"),
                 )
+                if entry is not None:
+                    kept.append(f"{v} scored {entry.when}")
                 self.evaluation[v] = {**ev.to_dict(), "predictions": ev.predictions, "scores": ev.scores()}
                 self._show_evaluation(task, session.base_dtype)
             skipped = [v for v in self._variants() if v not in ready]
             self.status.value = message(
                 "ok",
                 f"evaluated {', '.join(ready)} on {len(examples)} held-out "
-                "examples" + (f" ({', '.join(skipped)}: no adapter)" if skipped else ""),
+                "examples"
+                + (f" ({', '.join(skipped)}: no adapter)" if skipped else "")
+                + (f"; from the score cache, not scored again: {', '.join(kept)}" if kept else ""),
             )
 
         return self._start("evaluating", work)
