@@ -220,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     for e in effects(found):
         print(f"\n## {e.title}: {e.matched} matched settings, {e.seeds} seed(s) each")
         for v in e.verdicts.values():
-            print(f"- {v.sentence}")
-            print(f"  (gap {v.gap:.5f}, p {v.p_value:.4f})")
+            # the sentence's "one run of a setting" would be a matched setting here: the figures alone
+            more = f"; about {v.runs_needed} matched settings would show it" if v.runs_needed else ""
+            print(f"- {v.score}: gap {v.gap:+.5f}, p {v.p_value:.4f} ({'real' if v.real else 'could be chance'}){more}")
     return 0
 
 

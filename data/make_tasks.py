@@ -216,8 +216,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def write_task_json(path: Path, description: str, sample_prompts: list[str]) -> None:
-    """task.json: what workbench.data.load_task shows as the task's description and sample prompts."""
+    """task.json: what workbench.data.load_task shows as the task's description and sample prompts. A measured
+    seed_spread already there is kept: it comes from trained runs (docs/statistics.md), not from this script."""
     meta = {"description": description, "sample_prompts": sample_prompts}
+    if path.is_file() and "seed_spread" in (old := json.loads(path.read_text(encoding="utf-8"))):
+        meta["seed_spread"] = old["seed_spread"]
     path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

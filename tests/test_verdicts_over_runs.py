@@ -171,3 +171,15 @@ def test_the_plan_says_what_runs_and_examples_tell_apart():
     # more runs shrink the gap; past a point more examples cannot (the seeds' part stays)
     assert crossed.settings_gap(10, 600, 0.026) < crossed.settings_gap(3, 600, 0.026)
     assert crossed.settings_gap(3, 10**6, 0.026) > 2 * 0.026 * 1.96 / np.sqrt(3) * 0.9
+
+
+def test_the_plan_counts_pairing_where_the_task_ships_its_discordance():
+    """dates ships how often two runs answer an example differently (9%, docs/data/sweep-dates-seeds.json): the
+    examples' part is then the paired one, narrower than two independent samples'."""
+    from workbench.eval_plan import seed_spread
+
+    dates = seed_spread({"task": "dates", "data": None, "train": {"eval_examples": 300}})
+    assert dates.runs == 36 and dates.sd["accuracy"] == pytest.approx(0.016) and dates.discordant == 0.09
+    paired = crossed.settings_gap(3, 300, 0.016, discordant=dates.discordant)
+    assert paired < crossed.settings_gap(3, 300, 0.016)
+    assert seed_spread({"task": "sentiment", "data": None, "train": {"eval_examples": 60}}) is None  # not measured

@@ -17,18 +17,28 @@ import numpy as np
 from .stats import ALPHA, POWER, Verdict, chance_words
 
 
-def settings_gap(runs: int, n: int, run_sd: float, accuracy: float = 0.8, alpha: float = ALPHA, power: float = POWER):
+def settings_gap(
+    runs: int,
+    n: int,
+    run_sd: float,
+    accuracy: float = 0.8,
+    discordant: float | None = None,
+    alpha: float = ALPHA,
+    power: float = POWER,
+):
     """The smallest accuracy gap (a share) between two settings that `runs` runs of each, every run scored on the
     same `n` examples, show reliably when one run's accuracy moves by `run_sd` between seeds: the runs' part,
-    2·sd²/runs, plus the examples' part, 2·p(1 − p)/n as for two independent samples (careful: pairing does
-    better), which more runs do not shrink. Student's t with 2(runs − 1) df; one run each, the spread taken as
+    2·sd²/runs, plus the examples' part, which more runs do not shrink: discordant/n where the share of examples
+    two runs answer differently is known (paired on the same examples), else 2·p(1 − p)/n as for two independent
+    samples (careful: pairing does better). Student's t with 2(runs − 1) df; one run each, the spread taken as
     known (normal)."""
     from scipy.stats import norm, t
 
     if runs < 1 or n < 1:
         return None
     p = min(max(accuracy, 0.01), 0.99)
-    se = math.sqrt(2 * run_sd**2 / runs + 2 * p * (1 - p) / n)
+    examples = discordant if discordant is not None else 2 * p * (1 - p)
+    se = math.sqrt(2 * run_sd**2 / runs + examples / n)
     dist = t(2 * (runs - 1)) if runs > 1 else norm
     return (dist.ppf(1 - alpha / 2) + dist.ppf(power)) * se
 
@@ -44,6 +54,7 @@ class SeedSpread:
     sd: dict[str, float]
     runs: int
     source: str
+    discordant: float | None = None  # the share of examples two runs answer differently (right in one only)
 
 
 def with_scope(v: Verdict, spread: SeedSpread | None, trained: int) -> Verdict:

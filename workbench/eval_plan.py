@@ -85,17 +85,17 @@ def runs_sentence(runs: int, n: int, held: int, spread: SeedSpread | None, accur
         return ""
     said = f"seed to seed this task's accuracy moves by {100 * sd:.1f} points (sd; {spread.source})"
     if runs == 1:
-        three = settings_gap(3, n, sd, accuracy)
+        three = settings_gap(3, n, sd, accuracy, spread.discordant)
         return (
             f"between settings: one run of each speaks for two trained adapters, not their settings: {said}; "
             f"with --seeds 3 gaps of about {100 * three:.0f} points would show reliably"
         )
-    gap = settings_gap(runs, n, sd, accuracy)
-    more_runs = settings_gap(3 * runs, n, sd, accuracy)
+    gap = settings_gap(runs, n, sd, accuracy, spread.discordant)
+    more_runs = settings_gap(3 * runs, n, sd, accuracy, spread.discordant)
     options = [f"{3 * runs} runs: about {100 * more_runs:.0f}"]
     helps = "more runs"
     if held > n:
-        all_examples = settings_gap(runs, held, sd, accuracy)
+        all_examples = settings_gap(runs, held, sd, accuracy, spread.discordant)
         options.insert(0, f"all {held:,} examples: about {100 * all_examples:.0f}")
         helps = "more runs" if more_runs < all_examples else "more examples"
     return (
@@ -126,9 +126,16 @@ def seed_spread(config: dict, runs_root: Path | None = None) -> SeedSpread | Non
         parts = [(len(v) - 1, statistics.variance(v)) for g in repeated if len(v := g.values(score)) > 1]
         if parts:
             sd[score] = (sum(d * var for d, var in parts) / sum(d for d, _ in parts)) ** 0.5
-    if sd:
+    shipped = _shipped_spread(config)
+    if sd:  # the share of examples two runs answer differently is the task's, where it ships one
         runs = sum(g.n for g in repeated)
-        return SeedSpread(sd, runs, f"{runs} runs of {len(repeated)} settings in this runs folder")
+        where = f"{runs} runs of {len(repeated)} settings in this runs folder"
+        return SeedSpread(sd, runs, where, shipped.discordant if shipped else None)
+    return shipped
+
+
+def _shipped_spread(config: dict) -> SeedSpread | None:
+    """The seed spread measured and shipped with a built-in task (task.json's seed_spread), or None."""
     if config.get("data") or not config.get("task"):
         return None
     from .data import load_task
@@ -139,8 +146,10 @@ def seed_spread(config: dict, runs_root: Path | None = None) -> SeedSpread | Non
         return None
     if not shipped:
         return None
+    discordant = shipped.get("discordant")
     return SeedSpread(
         {k: float(shipped[k]) for k in SPREAD_SCORES if shipped.get(k) is not None},
         int(shipped.get("runs", 0)),
         str(shipped.get("source", "shipped with the task")),
+        float(discordant) if discordant is not None else None,
     )
