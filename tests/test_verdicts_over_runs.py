@@ -183,3 +183,12 @@ def test_the_plan_counts_pairing_where_the_task_ships_its_discordance():
     paired = crossed.settings_gap(3, 300, 0.016, discordant=dates.discordant)
     assert paired < crossed.settings_gap(3, 300, 0.016)
     assert seed_spread({"task": "sentiment", "data": None, "train": {"eval_examples": 60}}) is None  # not measured
+
+
+def test_pooled_over_one_run_each_is_a_verdict_on_the_trained_models():
+    a = _scores([True] * 50 + [False] * 10, [0.1] * 60)
+    b = _scores([True] * 47 + [False] * 13, [0.2] * 60)
+    spread = SeedSpread({"accuracy": 0.03}, 36, "36 runs")
+    one = verdicts.pooled("r16", [a], "r2", [b], spread=spread, trained=2).get("accuracy")
+    assert one.unit == "examples" and "two trained adapters, one run each" in one.sentence
+    assert one.within_seeds is True and "does not show that the settings differ" in one.sentence

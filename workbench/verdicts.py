@@ -119,15 +119,23 @@ def score_tables(runs: list[dict]) -> dict[str, list[list[float]]] | None:
     return {score: tables[score] for score in SCORES if score in tables}
 
 
-def pooled(a: str, a_runs: list[dict | None], b: str, b_runs: list[dict | None], unit: str = "seed") -> Pairing:
+def pooled(
+    a: str,
+    a_runs: list[dict | None],
+    b: str,
+    b_runs: list[dict | None],
+    unit: str = "seed",
+    spread: SeedSpread | None = None,
+    trained: int = 0,
+) -> Pairing:
     """a against b over several runs (seeds), the i-th of a paired with the i-th of b (the same seed), every run
     scored on the same examples: a verdict on the settings, counting both sources of noise, which runs were
     trained and which examples were drawn (crossed.compare_settings). One run each: pair()'s verdict on the two
-    trained models."""
+    models, said as one on `trained` trained models with the task's seed `spread` beside it."""
     if len(a_runs) != len(b_runs) or not a_runs:
         return Pairing(a, b, unpaired=f"{a} and {b} have different numbers of {unit}s, so they cannot be paired")
     if len(a_runs) == 1:
-        return pair(a, a_runs[0], b, b_runs[0])
+        return pair(a, a_runs[0], b, b_runs[0], spread, trained)
     for sa, sb in zip(a_runs, b_runs):
         one = pair(a, sa, b, sb)
         if one.unpaired:
