@@ -4,6 +4,8 @@ the old verdict that counted the examples alone; and the scope of a one-run verd
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import ttest_1samp
@@ -192,3 +194,28 @@ def test_pooled_over_one_run_each_is_a_verdict_on_the_trained_models():
     one = verdicts.pooled("r16", [a], "r2", [b], spread=spread, trained=2).get("accuracy")
     assert one.unit == "examples" and "two trained adapters, one run each" in one.sentence
     assert one.within_seeds is True and "does not show that the settings differ" in one.sentence
+
+
+def test_the_seed_spread_is_read_from_the_runs_folder_one_result_per_seed(monkeypatch):
+    """Settings trained with several seeds on the same task and eval examples give the spread (pooled over the
+    settings); a run made again with the same seed adds nothing; without seeds in the folder, the task's own."""
+    from workbench import eval_plan
+    from workbench.results import VariantResult
+    from workbench.runs import ResultRow
+
+    def row(rank: int, seed: int, accuracy: float, eval_examples: int = 300) -> ResultRow:
+        config = {"task": "dates", "data": None, "lora": {"rank": rank}, "variants": ["lora"]}
+        config["train"] = {"seed": seed, "eval_examples": eval_examples}
+        result = VariantResult(name="lora", bits=16, rank=rank, accuracy=accuracy, eval_loss=0.1, status="done")
+        return ResultRow(f"r{rank}-s{seed}", "", "dates", "cpu", 20, None, result, config=config)
+
+    rows = [row(2, 0, 0.80), row(2, 1, 0.84), row(2, 1, 0.84), row(16, 0, 0.90), row(16, 1, 0.86)]
+    rows += [row(2, 2, 0.10, eval_examples=60)]  # another eval size: another question, left out
+    monkeypatch.setattr(eval_plan, "all_results", lambda root: rows)
+    config = rows[0].config
+    found = eval_plan.seed_spread(config, Path("."))
+    # two settings, two seeds each: variances 0.0008 and 0.0008, pooled sd 0.0283
+    assert found.runs == 4 and found.sd["accuracy"] == pytest.approx(0.02828, abs=1e-4)
+    assert "4 runs of 2 settings in this runs folder" == found.source and found.discordant == 0.09
+    monkeypatch.setattr(eval_plan, "all_results", lambda root: rows[1:3])  # one seed, run twice: the task's
+    assert eval_plan.seed_spread(config, Path(".")).runs == 36

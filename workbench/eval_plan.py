@@ -120,15 +120,21 @@ def seed_spread(config: dict, runs_root: Path | None = None) -> SeedSpread | Non
         and all(row.config.get(k) == config.get(k) for k in same)
         and (row.config.get("train") or {}).get("eval_examples") == n
     ]
-    repeated = [g for g in settings(rows) if g.n > 1]
+    # one result per seed: two runs of one setting with the same seed (a run made again) are no seed-to-seed spread
+    by_seed = [{s: r for s, r in zip(g.seeds, g.results) if s is not None} for g in settings(rows)]
+    repeated = [list(d.values()) for d in by_seed if len(d) > 1]
     sd = {}
     for score in SPREAD_SCORES:
-        parts = [(len(v) - 1, statistics.variance(v)) for g in repeated if len(v := g.values(score)) > 1]
+        parts = [
+            (len(v) - 1, statistics.variance(v))
+            for results in repeated
+            if len(v := [getattr(r, score) for r in results if getattr(r, score) is not None]) > 1
+        ]
         if parts:
             sd[score] = (sum(d * var for d, var in parts) / sum(d for d, _ in parts)) ** 0.5
     shipped = _shipped_spread(config)
     if sd:  # the share of examples two runs answer differently is the task's, where it ships one
-        runs = sum(g.n for g in repeated)
+        runs = sum(len(results) for results in repeated)
         where = f"{runs} runs of {len(repeated)} settings in this runs folder"
         return SeedSpread(sd, runs, where, shipped.discordant if shipped else None)
     return shipped
