@@ -1,7 +1,8 @@
 """Scores kept between runs: what a variant scores is a function of the model's weights, how they were loaded,
 the adapter, the examples and the scoring code, so once scored it is kept in $WORKBENCH_HOME/scores under a
 digest of all of those, and read back by every later run and Evaluate that asks for the same, in any process
-or kernel (a sweep's points score only their new adapters, so they find nothing to reuse). Whatever changes the numbers changes the digest: a miss, scored afresh.
+or kernel (a sweep's points score only their new adapters, so they find nothing to reuse). Whatever changes the
+numbers changes the digest: a miss, scored afresh.
 
 - The model: its resolved folder and each top-level file's name, size and modification time (in ns). Not a
   content hash: a 7B model's 14 GB would be read and hashed on every run (tens of seconds), while a copy or a
