@@ -13,6 +13,7 @@ from .crossed import SeedSpread, settings_gap
 from .repeats import settings
 from .runs import all_results
 from .stats import eval_size_sentence
+from .verdicts import SCORES
 
 # seconds to score one eval example (its loss and its greedy answer) before this machine has scored any: an
 # adapter on q,v on the dates task, embedded model, 2 quiet CPU cores (0.36-0.39 s measured over 300 examples)
@@ -104,9 +105,6 @@ def runs_sentence(runs: int, n: int, held: int, spread: SeedSpread | None, accur
     )
 
 
-SPREAD_SCORES = ("accuracy", "eval_loss", "forgetting")
-
-
 def seed_spread(config: dict, runs_root: Path | None = None) -> SeedSpread | None:
     """How far one run's scores move between seeds of one setting on this run's task and eval examples: pooled
     over the settings in the runs folder trained with several seeds (each setting's variance weighted by its
@@ -124,7 +122,7 @@ def seed_spread(config: dict, runs_root: Path | None = None) -> SeedSpread | Non
     by_seed = [{s: r for s, r in zip(g.seeds, g.results) if s is not None} for g in settings(rows)]
     repeated = [list(d.values()) for d in by_seed if len(d) > 1]
     sd = {}
-    for score in SPREAD_SCORES:
+    for score in SCORES:
         parts = [
             (len(v) - 1, statistics.variance(v))
             for results in repeated
@@ -154,7 +152,7 @@ def _shipped_spread(config: dict) -> SeedSpread | None:
         return None
     discordant = shipped.get("discordant")
     return SeedSpread(
-        {k: float(shipped[k]) for k in SPREAD_SCORES if shipped.get(k) is not None},
+        {k: float(shipped[k]) for k in SCORES if shipped.get(k) is not None},
         int(shipped.get("runs", 0)),
         str(shipped.get("source", "shipped with the task")),
         float(discordant) if discordant is not None else None,

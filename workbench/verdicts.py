@@ -53,31 +53,35 @@ def pair(
     eval loss and forgetting (sign-flip permutation). These speak for the two models as trained: with `trained`
     (how many of the two were trained, each once) every sentence says so, with the task's seed `spread` beside
     it where known (crossed.with_scope)."""
-    out = Pairing(a, b)
-    found = _paired(out, a_scores, b_scores)
-    found.verdicts = [with_scope(v, spread, trained) for v in found.verdicts]
-    return found
+    why = unpaired(a, a_scores, b, b_scores)
+    if why:
+        return Pairing(a, b, unpaired=why)
+    verdicts = _paired(a, a_scores, b, b_scores)
+    return Pairing(a, b, [with_scope(v, spread, trained) for v in verdicts])
 
 
-def _paired(out: Pairing, a_scores: dict | None, b_scores: dict | None) -> Pairing:
-    a, b = out.a, out.b
+def unpaired(a: str, a_scores: dict | None, b: str, b_scores: dict | None) -> str | None:
+    """Why a and b cannot be paired (no per-example scores, or not the same examples), or None when they can."""
     if not a_scores or not b_scores or not a_scores.get("eval") or not b_scores.get("eval"):
-        out.unpaired = f"{a} and {b} cannot be paired: a run from before per-example scores were kept"
-        return out
-    order = _aligned(a_scores["eval"], b_scores["eval"])
-    if order is None:
+        return f"{a} and {b} cannot be paired: a run from before per-example scores were kept"
+    if _aligned(a_scores["eval"], b_scores["eval"]) is None:
         na, nb = len(a_scores["eval"].get("keys") or []), len(b_scores["eval"].get("keys") or [])
-        out.unpaired = (
+        return (
             f"{a} ({na} eval examples) and {b} ({nb}) were not scored on the same examples, so they cannot be "
             "paired: compare their intervals only"
         )
-        return out
-    ia, ib = order
+    return None
+
+
+def _paired(a: str, a_scores: dict, b: str, b_scores: dict) -> list[Verdict]:
+    """The paired tests of two runs' scores that can be paired (unpaired said None)."""
+    ia, ib = _aligned(a_scores["eval"], b_scores["eval"])
     ea, eb = a_scores["eval"], b_scores["eval"]
+    out: list[Verdict] = []
     if ea.get("correct") and eb.get("correct"):
-        out.verdicts.append(compare_accuracy(a, b, _pick(ea["correct"], ia), _pick(eb["correct"], ib)))
+        out.append(compare_accuracy(a, b, _pick(ea["correct"], ia), _pick(eb["correct"], ib)))
     weights = [(x + y) / 2 for x, y in zip(_pick(ea["tokens"], ia), _pick(eb["tokens"], ib))]
-    out.verdicts.append(compare_losses(a, b, _pick(ea["losses"], ia), _pick(eb["losses"], ib), weights))
+    out.append(compare_losses(a, b, _pick(ea["losses"], ia), _pick(eb["losses"], ib), weights))
     ga, gb = a_scores.get("general") or {}, b_scores.get("general") or {}
     if ga.get("base_losses") and gb.get("base_losses"):
         g_order = _aligned(ga, gb)
@@ -85,7 +89,7 @@ def _paired(out: Pairing, a_scores: dict | None, b_scores: dict | None) -> Pairi
             ja, jb = g_order
             fa = [on - off for on, off in zip(_pick(ga["losses"], ja), _pick(ga["base_losses"], ja))]
             fb = [on - off for on, off in zip(_pick(gb["losses"], jb), _pick(gb["base_losses"], jb))]
-            out.verdicts.append(compare_losses(a, b, fa, fb, _pick(ga["tokens"], ja), score="forgetting"))
+            out.append(compare_losses(a, b, fa, fb, _pick(ga["tokens"], ja), score="forgetting"))
     return out
 
 
@@ -94,7 +98,7 @@ def _by_key(part: dict, keys: list[str], field: str) -> list:
     return [part[field][where[k]] for k in keys]
 
 
-SCORES = ("accuracy", "eval_loss", "forgetting")
+SCORES = ("accuracy", "eval_loss", "forgetting")  # the scores a verdict compares (eval_plan's seed spread too)
 
 
 def score_tables(runs: list[dict]) -> dict[str, list[list[float]]] | None:
@@ -136,10 +140,10 @@ def pooled(
         return Pairing(a, b, unpaired=f"{a} and {b} have different numbers of {unit}s, so they cannot be paired")
     if len(a_runs) == 1:
         return pair(a, a_runs[0], b, b_runs[0], spread, trained)
-    for sa, sb in zip(a_runs, b_runs):
-        one = pair(a, sa, b, sb)
-        if one.unpaired:
-            return Pairing(a, b, unpaired=one.unpaired)
+    for sa, sb in zip(a_runs, b_runs):  # only whether each seed pairs: its own tests are not needed
+        why = unpaired(a, sa, b, sb)
+        if why:
+            return Pairing(a, b, unpaired=why)
     tables = score_tables([*a_runs, *b_runs])
     if tables is None:
         return Pairing(a, b, unpaired=f"the {unit}s of {a} and {b} were not all scored on the same examples")
