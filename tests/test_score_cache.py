@@ -261,22 +261,25 @@ def test_an_entry_is_read_back_as_it_was_stored():
 
 def test_writers_of_one_entry_never_show_a_reader_half_of_it():
     """A class's runs and a sweep's workers may score one base at once: each writes the whole entry beside it
-    and renames it into place, so a reader sees none or a whole one."""
+    and renames it into place, so once an entry exists every reader sees a whole one. The raw file is parsed
+    too: load() treats a damaged file as a miss, which would hide half an entry."""
     key, result = fake_key(), fake_result()
-    stop, seen, errors = threading.Event(), [], []
+    score_cache.store(key, result)  # from here on the file must always be whole, whatever the writers do
+    stop, errors, reads = threading.Event(), [], []
 
     def write():
         while not stop.is_set():
             score_cache.store(key, result)
 
     def read():
-        try:
-            for _ in range(300):
-                entry = score_cache.load(key)
-                seen.append(entry is not None)
-                assert entry is None or entry.result == result
-        except AssertionError as exc:
-            errors.append(exc)
+        for _ in range(300):
+            text = score_cache.entry_file(key).read_text(encoding="utf-8")
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                errors.append(exc)
+            entry = score_cache.load(key)
+            reads.append(entry is not None and entry.result == result)
 
     writers = [threading.Thread(target=write) for _ in range(2)]
     for w in writers:
@@ -287,7 +290,7 @@ def test_writers_of_one_entry_never_show_a_reader_half_of_it():
         stop.set()
         for w in writers:
             w.join()
-    assert not errors and sum(seen) > 0
+    assert not errors and len(reads) == 300 and all(reads)
     assert not list(score_cache.cache_dir().glob(".*"))  # no temp file left behind
 
 
