@@ -384,11 +384,18 @@ class Driver:
                 [row, label, want],
             )
         self.wait_until(
-            "(n) => document.querySelector('.wb-sweep').innerText.includes(n + ' points:')",
+            # "2 points:" is inside "12 points:": the plan must be the final one before Start is pressed, or
+            # its table shrinking under the pointer moves the button away from the click
+            "(n) => new RegExp('(^|[^0-9])' + n + ' points:').test(document.querySelector('.wb-sweep').innerText)",
             arg=points,
             what=f"the plan to say {points} points",
         )
         self.app(".wb-sweep button:has-text('Start sweep')").click()
+        self.wait_until(
+            "() => document.querySelector('.wb-sweep button.mod-success').disabled"
+            " || document.querySelector('.wb-sweep').innerText.includes('done · ')",
+            what="the sweep to start (its Start button disabled)",
+        )
         self.wait_until(
             "(n) => { const s = document.querySelector('.wb-sweep'); const i = s.querySelector('img');"
             " return s.innerText.includes('done · ') && i && i.naturalWidth > 100"
