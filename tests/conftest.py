@@ -21,8 +21,12 @@ DATA = REPO / "data"
 # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported; test modules import
 # transformers at collection time, before any fixture runs, so it is set here as well. The
 # session fixture below restores whatever the caller had once the session ends.
-_ENV_BEFORE = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "WORKBENCH_HOME")}
+_ENV_BEFORE = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "WORKBENCH_HOME", "WORKBENCH_NATIVE_BF16")}
 os.environ["HF_HUB_OFFLINE"] = "1"
+# dtype auto is bfloat16 on a CPU that multiplies it natively and float32 elsewhere (models.cpu_dtype): the suite
+# pins the float32 path, so one suite gives one result on every CPU (and every process it starts inherits it);
+# the tests of the choice itself set it both ways, and tests/test_bf16_default.py runs the bfloat16 path
+os.environ["WORKBENCH_NATIVE_BF16"] = "0"
 
 SPECIAL_TOKENS = ["<unk>", "<|im_start|>", "<|im_end|>"]
 EXTRA_WORDS = ["user", "assistant", "system", "yes", "no", "red", "green", "blue", "apple", "banana", "cherry"]

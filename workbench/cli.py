@@ -261,7 +261,8 @@ def _add_other_commands(parser: argparse.ArgumentParser, sub) -> argparse.Argume
     e.add_argument(
         "--dtype",
         choices=["float32", "bfloat16", "float16"],
-        help="Dtype of the unquantized base and its activations (default float32 on cpu, bfloat16 on cuda).",
+        help="Dtype of the unquantized base and its activations (default: on cpu what this CPU's runs get, "
+        "bfloat16 at 16 bits where it multiplies bfloat16 natively, else float32; bfloat16 on cuda).",
     )
     e.add_argument("--json", action="store_true", help="Print bytes per component and the total as JSON.")
 
@@ -728,6 +729,10 @@ def cmd_estimate(a: argparse.Namespace) -> int:
     layout = ModelLayout.for_model(a.model)
     layout.check_targets(lora.target_modules)  # an estimate for layers the model lacks would be a wrong one
     layout.check_rank(lora.rank)
+    if a.dtype is None:  # what a run here would get (models.cpu_dtype), or a GPU's bfloat16
+        from .models import cpu_dtype
+
+        a.dtype = str(cpu_dtype(a.bits)).replace("torch.", "") if a.device == "cpu" else "bfloat16"
     est = estimate(
         layout,
         bits=a.bits,
@@ -753,7 +758,7 @@ def cmd_estimate(a: argparse.Namespace) -> int:
                     "batch_size": a.batch_size,
                     "seq_len": a.seq_len,
                     "device": a.device,
-                    "dtype": a.dtype or ("float32" if a.device == "cpu" else "bfloat16"),
+                    "dtype": a.dtype,
                     "gradient_checkpointing": a.gradient_checkpointing,
                     "double_quant": not a.no_double_quant,
                     "adapt_experts": lora.adapt_experts,

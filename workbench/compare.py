@@ -109,6 +109,10 @@ class Setup:
             out.setdefault(VARIANTS[name].bits, []).append(name)
         return out
 
+    def dtype_for(self, bits: int) -> str:
+        """The dtype a base loaded at `bits` gets here (on a CPU with native bfloat16, 16 bits and 4 differ)."""
+        return models.pick_device(self.cfg.model.device, self.cfg.model.dtype, bits).dtype_name
+
     def estimate(self, name: str) -> int:
         bits, trained = VARIANTS[name].bits, VARIANTS[name].trained
         attached = trained or any(VARIANTS[n].trained for n in self.cfg.variants if VARIANTS[n].bits == bits)
@@ -120,7 +124,7 @@ class Setup:
             self.choice.type,
             self.shapes,
             attached,
-            self.choice.dtype_name,
+            self.dtype_for(bits),
             allocator.current(),  # this process trains: the estimate is for the allocator it runs on
         )
 
@@ -287,7 +291,7 @@ def _answers(s: Setup, model, base: bool, tell: Callable[..., None]) -> dict[str
 
 
 def _base_dtype(s: Setup, bits: int) -> str:
-    return {16: s.choice.dtype_name, 8: "int8"}.get(bits, s.cfg.quant.quant_type)
+    return {16: s.dtype_for(16), 8: "int8"}.get(bits, s.cfg.quant.quant_type)
 
 
 def _result(

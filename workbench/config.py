@@ -62,7 +62,8 @@ VARIANT_TABLE = (
         "16-bit LoRA",
         "LoRA (16-bit base)",
         "LoRA",
-        "LoRA on the unquantized base: float32 on a CPU (bfloat16 when asked for), bfloat16 or float16 on a GPU",
+        "LoRA on the unquantized base: bfloat16 on a CPU that multiplies it natively, else float32; bfloat16 or "
+        "float16 on a GPU",
     ),
     Variant(
         "lora8", 8, True, "8-bit LoRA (LLM.int8)", "LoRA (8-bit base)", "LoRA 8-bit", "LoRA on an 8-bit LLM.int8 base"
@@ -166,9 +167,9 @@ class ModelSettings:
     dtype: str = field(
         default="auto",
         metadata={
-            "help": "Dtype of the unquantized base and of 4-bit compute: auto (float32 on a CPU, bfloat16 on a GPU "
-            "that has it, else float16), float32, bfloat16 (1.8x faster training on a CPU with avx512_bf16 or "
-            "AMX, at a slightly higher eval loss) or float16."
+            "help": "Dtype of the unquantized base and of 4-bit compute: auto (on a CPU that multiplies bfloat16 "
+            "natively, avx512_bf16 or AMX, bfloat16 at 16 bits and float32 at 4 and 8; float32 on other CPUs; "
+            "bfloat16 on a GPU that has it, else float16), float32, bfloat16 or float16."
         },
     )
 

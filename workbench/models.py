@@ -6,6 +6,7 @@ Device choice lives in :func:`pick_device` and nowhere else. Finding the folder 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,21 +38,34 @@ class DeviceChoice:
         return f"{self.type} ({self.dtype_name})"
 
 
+# "1" or "0" says whether this CPU multiplies bfloat16 natively instead of asking it: the tests pin it, so that
+# one suite gives one result on every CPU, and a user can see what the other kind of machine would get
+NATIVE_BF16_ENV = "WORKBENCH_NATIVE_BF16"
+
+
 def native_bf16_cpu() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (avx512_bf16 or AMX): there a bf16 matmul runs several
-    times faster than a float32 one (4.4x measured here); elsewhere (AVX2 laptops) bf16 is emulated and slow."""
+    """Whether this CPU multiplies bfloat16 natively (avx512_bf16 or AMX): there a bf16 matmul runs 4-5x
+    faster than a float32 one (docs/benchmarks.md); elsewhere (AVX2 laptops) bf16 is emulated, ~100x slower."""
+    pinned = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if pinned in ("0", "1"):
+        return pinned == "1"
     cpu = getattr(torch, "cpu", None)
     return any(
         getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     )
 
 
-def pick_device(requested: str = "auto", dtype: str = "auto") -> DeviceChoice:
-    """The one place that branches on hardware: which device, and which dtype the unquantized base (and 4-bit
-    compute) gets there. `dtype` auto: bfloat16 on a GPU that supports it (else float16), float16 on Apple
-    MPS, float32 on a CPU. On a CPU with native bfloat16 (native_bf16_cpu) bfloat16 trains 1.8x faster, but
-    its adapters ended at a higher eval loss on the demo task (docs/benchmarks.md), so it is asked for, not
-    assumed: dtype="bfloat16".
+def cpu_dtype(bits: int = 16) -> torch.dtype:
+    """What dtype auto means on this CPU: bfloat16 for an unquantized (16-bit) base where the CPU multiplies it
+    natively (1.19x faster training and no accuracy, eval-loss or forgetting cost 5 seeds could see), float32
+    everywhere else. 4- and 8-bit bases stay float32: bitsandbytes' bfloat16 4-bit compute ran 7x slower here."""
+    return torch.bfloat16 if bits == 16 and native_bf16_cpu() else torch.float32
+
+
+def pick_device(requested: str = "auto", dtype: str = "auto", bits: int = 16) -> DeviceChoice:
+    """The one place that branches on hardware: which device, and which dtype a base loaded at `bits` gets
+    there (its unquantized weights and, at 4 bits, the compute). `dtype` auto: bfloat16 on a GPU that supports
+    it (else float16), float16 on Apple MPS, on a CPU cpu_dtype(bits). Any other value is taken as asked.
     """
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
@@ -69,7 +83,7 @@ def pick_device(requested: str = "auto", dtype: str = "auto") -> DeviceChoice:
             raise ValueError("device: mps was asked for but Apple MPS is not available; use --device cpu or auto")
         device, auto = torch.device("mps"), torch.float16
     elif requested == "cpu":
-        device, auto = torch.device("cpu"), torch.float32
+        device, auto = torch.device("cpu"), cpu_dtype(bits)
     else:
         raise ValueError(f"device must be auto, cpu, cuda or mps; got {requested!r}")
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -101,7 +115,7 @@ def load_model(
     """Load a causal LM at 16, 8 or 4 bits on the chosen device and dtype. Returns (model, DeviceChoice)."""
     from transformers import AutoModelForCausalLM
 
-    choice = pick_device(device, dtype)
+    choice = pick_device(device, dtype, bits)
     if choice.type == "cpu":
         configure_allocator()  # WORKBENCH_ALLOCATOR=limit: freed activations go straight back to the OS
     quant = quant or QuantSettings(bits=bits)

@@ -495,7 +495,7 @@ class Worker:
         from .models import pick_device
         from .sweep import estimated_peak
 
-        choice = pick_device(cfg.model.device, cfg.model.dtype)
+        choice = pick_device(cfg.model.device, cfg.model.dtype, point.bits)
         peak = estimated_peak(ModelLayout.for_model(cfg.model.name), cfg, point.bits, choice)
         trial.set_user_attr("estimated_peak_mib", round(peak / 2**20))
         space = self.definition.space

@@ -256,7 +256,7 @@ def plan(
         layout.check_rank(cfg.lora.rank)
         out = point_dir(out_dir, point, seed, base.train.seed)
         cached = saved_run(out, cfg) is not None
-        peak = estimated_peak(layout, cfg, point.bits, choice)
+        peak = estimated_peak(layout, cfg, point.bits, pick_device(base.model.device, base.model.dtype, point.bits))
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
         seconds = 0.0 if cached else tokens / speeds[point.bits] + scored * pace
         planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, memory.fit(peak, available), seed))

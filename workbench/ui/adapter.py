@@ -213,10 +213,10 @@ class AdapterPanel(widgets.VBox):
             self.quant_type.value = cfg.quant.quant_type
             self.double_quant.value = cfg.quant.double_quant
 
-    def _device(self) -> tuple[str, str | None]:
+    def _device(self, bits: int = 16) -> tuple[str, str | None]:
         cfg = self.state.config
         try:
-            choice = models.pick_device(cfg.model.device, cfg.model.dtype)
+            choice = models.pick_device(cfg.model.device, cfg.model.dtype, bits)
             return choice.type, choice.dtype_name
         except ValueError:
             return "cpu", None
@@ -226,10 +226,10 @@ class AdapterPanel(widgets.VBox):
         base variant is only evaluated, in batches of EVAL_BATCH_SIZE (as run_compare runs it)."""
         cfg = self.state.config
         layout = model_layout(cfg.model.name)
-        device_type, dtype = self._device()
         out = {}
         for v in cfg.variants:
             trained = VARIANTS[v].trained
+            device_type, dtype = self._device(VARIANTS[v].bits)
             out[v] = estimate(
                 layout,
                 bits=VARIANTS[v].bits,
