@@ -4,6 +4,7 @@ the loading or the scoring code is a miss; a damaged entry is a miss, never an e
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import threading
@@ -204,6 +205,65 @@ def test_the_compare_tabs_evaluate_of_a_finished_run_scores_nothing_and_says_so(
     assert scored == [] and set(c.evaluation) == {"base", "lora"}
     assert "from the score cache, not scored again: base scored " in c.status.value
     assert ", lora scored " in c.status.value and "qlora: no adapter" in c.status.value
+    c.state.session().release()
+
+
+def test_an_evaluate_with_nothing_kept_scores_in_rounds_keeps_the_whole_split_and_says_how_it_stopped(
+    tiny_model_dir, tiny_jsonl, tmp_path, scored
+):
+    from workbench.ui.compare import ComparePanel
+    from workbench.ui.state import AppState
+
+    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
+    run(cfg, tmp_path / "runs" / "run")
+    examples = compare.setup(cfg).eval_set
+    shutil.rmtree(score_cache.cache_dir())  # another machine's run, say: nothing of it kept here
+    scored.clear()
+    c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))
+    assert c.evaluate() is None and c.wait(120)
+    assert "wb-error" not in c.status.value, c.status.value
+    assert sorted(v for v, _ in scored) == ["session", "session"]  # base and lora, each scored once
+    assert c.rounds is not None and c.rounds.n == len(examples) and not c.rounds.early
+    assert f"on {len(examples)} of the {len(examples)} held-out examples (" in c.status.value
+    sentences = c.verdict_sentences(c.state.session().base_dtype)  # titled as the columns are
+    assert sentences[0].startswith("Base model") and "examples" in sentences[0]
+    assert all(html.escape(x) in c.verdicts.value for x in sentences)
+    # the whole split was scored, so it was kept: the next Evaluate reads it back and scores nothing
+    scored.clear()
+    assert c.evaluate() is None and c.wait(120)
+    assert scored == [] and c.rounds is None and "not scored again: base scored " in c.status.value
+    c.state.session().release()
+
+
+def test_evaluate_after_a_run_of_fewer_examples_reads_them_and_scores_on_only_where_unsettled(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """The run scored the first 20 of sentiment's 600; Evaluate's budget is all 600: its first looks are the
+    run's scores, and only what the comparisons still need is scored, each slice once."""
+    from workbench.ui.compare import ComparePanel
+    from workbench.ui.state import AppState
+
+    cfg = tiny_config(tiny_model_dir, None, variants="base,lora", steps=1, eval_examples=20)
+    cfg.data, cfg.task = None, "sentiment"
+    run(cfg, tmp_path / "runs" / "run")
+    slices: list[tuple[str, int]] = []
+    real = session.evaluate
+
+    def counting(model, tok, examples, *a, base=False, **k):
+        slices.append(("base" if base else "lora", len(examples)))
+        return real(model, tok, examples, *a, base=base, **k)
+
+    monkeypatch.setattr(session, "evaluate", counting)
+    c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))
+    c.eval_scope.value = "all"  # up to all 600, past the run's 20
+    assert c.evaluate() is None and c.wait(300)
+    assert "wb-error" not in c.status.value, c.status.value
+    assert "of the 600 held-out examples (" in c.status.value
+    assert c.rounds is not None and c.rounds.budget == 600
+    # looks at 60, 120, ...: the first 20 of each came from the run, never scored again
+    assert slices and slices[0][1] == 40 and sum(n for _, n in slices) == sum(c.rounds.scored.values())
+    for v in ("base", "lora"):
+        assert len(c.evaluation[v]["predictions"]) == 20 + c.rounds.scored[v]
     c.state.session().release()
 
 

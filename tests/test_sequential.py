@@ -60,3 +60,82 @@ def test_the_sentence_says_how_many_examples_it_took_and_why_it_stopped():
     with pytest.raises(ValueError, match="same new examples"):
         close.update([True], [True, False])
     assert sequential.INTERIM < stats.ALPHA / 10
+
+
+# ---------------------------------------------------------------------------- scoring in rounds
+
+
+def _fake_results(right: dict[str, list[bool]]):
+    """score(variant, start, stop) over fixed right/wrong lists, each call recorded."""
+    from workbench.generate import EvalResult
+
+    calls: list[tuple[str, int, int]] = []
+
+    def result(v: str, start: int, stop: int) -> EvalResult:
+        marks = right[v][start:stop]
+        preds = [{"prompt": f"p{i}", "answer": "a", "prediction": "a", "correct": c} for i, c in enumerate(marks)]
+        losses = [0.1 if c else 2.0 for c in marks]
+        acc = sum(marks) / len(marks)
+        mean = sum(losses) / len(losses)
+        keys = [f"k{i}" for i in range(start, stop)]
+        return EvalResult(mean, float(np.exp(mean)), acc, preds, losses, [1] * len(marks), keys, 0.01 * len(marks))
+
+    def score(v: str, start: int, stop: int):
+        calls.append((v, start, stop))
+        return result(v, start, stop)
+
+    return score, calls, result
+
+
+def test_a_large_gap_stops_after_the_first_round_and_a_small_one_runs_to_the_budget():
+    rng = np.random.default_rng(0)
+    lora = list(rng.random(600) < 0.9)
+    qlora = list(lora)  # as often right where LoRA is wrong as wrong where it is right: no gap at all
+    for want, flip in ((True, False), (False, True)):
+        for i in [i for i, c in enumerate(lora) if c == want][:20]:
+            qlora[i] = flip
+    right = {"base": list(rng.random(600) < 0.1), "lora": lora, "qlora": qlora}
+    score, calls, _ = _fake_results(right)
+    looks = []
+    two = sequential.score_until_settled(score, ["base", "lora"], 600, [("base", "lora")], on_look=looks.append)
+    assert two.early and two.n == 60 and len(looks) == 1 and two.pairs[0].settled_at == 60
+    assert calls == [("base", 0, 60), ("lora", 0, 60)]
+    assert two.results["lora"].keys == [f"k{i}" for i in range(60)]
+    assert "settled before the budget, after 60 of 600 examples" in two.sentences()[0]
+
+    calls.clear()
+    three = sequential.score_until_settled(score, ["base", "lora", "qlora"], 600, [("base", "lora"), ("lora", "qlora")])
+    assert not three.early and three.n == 600  # LoRA against QLoRA, alike, never settles: the whole budget
+    assert [c[1:] for c in calls if c[0] == "qlora"] == [(0, 60), (60, 120), (120, 240), (240, 480), (480, 600)]
+    assert three.pairs[0].settled_at == 60 and not three.pairs[1].settled
+    # the base's one comparison settled at the first look: it was scored no further
+    assert [c for c in calls if c[0] == "base"] == [("base", 0, 60)] and three.scored["base"] == 60
+    assert len(three.results["base"].losses) == 60 and len(three.results["qlora"].losses) == 600
+    assert "not settled: all 600 examples of the budget were scored" in three.sentences()[1]
+
+
+def test_rounds_join_to_what_one_scoring_gives_and_kept_scores_are_never_scored_again():
+    rng = np.random.default_rng(3)
+    right = {"base": list(rng.random(200) < 0.5), "lora": list(rng.random(200) < 0.55)}
+    score, calls, whole = _fake_results(right)
+    out = sequential.score_until_settled(
+        score, ["base", "lora"], 200, [("base", "lora")], kept={"base": whole("base", 0, 200)}
+    )
+    assert {c[0] for c in calls} == {"lora"}  # the base's whole-split scores were read slice by slice
+    one = whole("lora", 0, out.n)
+    joined = out.results["lora"]
+    assert joined.losses == one.losses and joined.keys == one.keys and joined.correct == one.correct
+    assert joined.accuracy == pytest.approx(one.accuracy) and joined.eval_loss == pytest.approx(one.eval_loss)
+    assert out.results["base"].keys == [f"k{i}" for i in range(out.n)]
+
+
+def test_what_a_run_kept_on_the_first_examples_is_read_and_only_the_rest_is_scored():
+    """A run scored 200 examples; Evaluate's budget is the whole split: its first looks come from the run."""
+    rng = np.random.default_rng(4)
+    right = {"lora": list(rng.random(600) < 0.8), "qlora": list(rng.random(600) < 0.8)}
+    score, calls, whole = _fake_results(right)
+    run = {v: whole(v, 0, 200) for v in right}
+    out = sequential.score_until_settled(score, ["lora", "qlora"], 600, [("lora", "qlora")], kept=run)
+    assert calls[:2] == [("lora", 200, 240), ("qlora", 200, 240)]  # 60 and 120 were read from the run
+    assert out.scored == {"lora": out.n - 200, "qlora": out.n - 200}
+    assert out.results["lora"].correct == right["lora"][: out.n]

@@ -154,6 +154,29 @@ class EvalResult:
         return {"keys": self.keys, "losses": self.losses, "tokens": self.tokens, "correct": self.correct}
 
 
+def joined(parts: Sequence[EvalResult]) -> EvalResult:
+    """Scores of consecutive slices of one split as one result, as if scored together: the loss weighted by
+    each example's answer tokens, the accuracy over every prediction, the lists in order."""
+    losses = [x for p in parts for x in p.losses]
+    tokens = [t for p in parts for t in p.tokens]
+    total = sum(tokens)
+    mean = sum(loss * t for loss, t in zip(losses, tokens)) / max(total, 1)
+    predictions = [x for p in parts for x in p.predictions]
+    accuracy = None
+    if parts and parts[0].accuracy is not None:
+        accuracy = sum(bool(x["correct"]) for x in predictions) / max(len(predictions), 1)
+    return EvalResult(
+        mean,
+        math.exp(min(mean, 50.0)),
+        accuracy,
+        predictions,
+        losses,
+        tokens,
+        [k for p in parts for k in p.keys],
+        sum(p.seconds for p in parts),
+    )
+
+
 def example_key(example: Example | dict) -> str:
     """A short name for one eval example, the same in every run that scores it: a digest of its prompt, its
     history and its answer (of its token ids, for a block of plain text)."""

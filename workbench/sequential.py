@@ -13,11 +13,12 @@ group-sequential boundaries; this one needs none to be computed, only the looks 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .generate import EvalResult, joined
 from .stats import ALPHA, Verdict, compare_accuracy, words
 
 INTERIM = 0.001  # the bar at every look before the last
@@ -51,6 +52,7 @@ class Sequential:
     b_correct: list[bool] = field(default_factory=list)
     verdict: Verdict | None = None  # McNemar's at the latest look
     settled_at: int | None = None  # the examples by the look that settled it
+    settled_bar: float | None = None  # the bar that look's p-value beat
     done_looks: int = 0
 
     def update(self, a_correct: Sequence[bool], b_correct: Sequence[bool]) -> Sequential:
@@ -60,9 +62,11 @@ class Sequential:
         self.a_correct += [bool(x) for x in a_correct]
         self.b_correct += [bool(x) for x in b_correct]
         self.done_looks += 1
+        if self.settled_at is not None:  # kept as it was when settled: later rounds were for other comparisons
+            return self
         self.verdict = compare_accuracy(self.a, self.b, self.a_correct, self.b_correct)
-        if self.settled_at is None and self.verdict.p_value < self.bar:
-            self.settled_at = self.n
+        if self.verdict.p_value < self.bar:
+            self.settled_at, self.settled_bar = self.n, self.bar
         return self
 
     @property
@@ -82,26 +86,21 @@ class Sequential:
     def settled(self) -> bool:
         return self.settled_at is not None
 
-    def sentence(self) -> str:
-        """The verdict at this look, with how many examples it took and why scoring stopped (or goes on)."""
+    def sentence(self, a: str | None = None, b: str | None = None) -> str:
+        """The verdict at this look (or at the look that settled it), with how many examples it took and why
+        scoring stopped (or goes on); `a` and `b`: what to call the two (default: their names)."""
         v = self.verdict
+        a, b = a or self.a, b or self.b
         if v is None:
-            return f"{self.a} and {self.b}: nothing scored yet."
-        counts = (
-            f"{self.a} got {words(v.a_only, 'example')} right that {self.b} missed and missed {v.b_only} that "
-            f"{self.b} got right"
-        )
-        gap = (
-            "no gap"
-            if v.gap == 0
-            else f"a {abs(100 * v.gap):.1f}-point gap in {self.a if v.gap > 0 else self.b}'s favour"
-        )
+            return f"{a} and {b}: nothing scored yet."
+        counts = f"{a} got {words(v.a_only, 'example')} right that {b} missed and missed {v.b_only} that {b} got right"
+        gap = "no gap" if v.gap == 0 else f"a {abs(100 * v.gap):.1f}-point gap in {a if v.gap > 0 else b}'s favour"
         p = f"p = {v.p_value:.2g}" if v.p_value >= 1e-4 else "p < 0.0001"
         if self.settled:
             why = "settled before the budget" if self.settled_at < self.budget else "settled at the budget"
             return (
                 f"{why}, after {self.settled_at:,} of {self.budget:,} examples: {counts}, {gap} ({p} against a bar "
-                f"of {self.bar:g} at this look, so that looking after every round keeps the error rate at "
+                f"of {self.settled_bar:g} at that look, so that looking after every round keeps the error rate at "
                 f"{self.alpha:g}): a real difference on these examples."
             )
         if self.last:
@@ -139,3 +138,97 @@ def simulate(gap: float, discordant: float, budget: int, trials: int, seed: int 
         settled += s.settled
         used.append(s.n)
     return settled / trials, float(np.mean(used))
+
+
+@dataclass
+class Scored:
+    """What scoring until settled left: each variant's scores on the examples it reached, each comparison's
+    sequential verdict, the examples of the last look, and how many each variant had scored now (not kept)."""
+
+    results: dict  # variant -> EvalResult on its first examples (a variant whose comparisons settled stops)
+    pairs: list[Sequential]
+    n: int
+    budget: int
+    scored: dict = field(default_factory=dict)  # variant -> examples scored now, beyond what was kept
+
+    @property
+    def early(self) -> bool:
+        return self.n < self.budget
+
+    def sentences(self, titles: dict[str, str] | None = None) -> list[str]:
+        """One sentence per comparison: its verdict, how many examples it took and why scoring stopped."""
+        titles = titles or {}
+        out = []
+        for p in self.pairs:
+            a, b = titles.get(p.a, p.a), titles.get(p.b, p.b)
+            out.append(f"{a} against {b}: {p.sentence(a, b)}")
+        return out
+
+
+def score_until_settled(
+    score: Callable[[str, int, int], EvalResult],
+    variants: Sequence[str],
+    budget: int,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    kept: dict | None = None,
+    on_look: Callable[[Scored], None] | None = None,
+    first: int = 60,
+) -> Scored:
+    """Score `variants` in rounds of the same examples (rounds(budget)) until every comparison in `pairs` is
+    settled or the budget is spent. `score(variant, start, stop)` scores examples[start:stop]. `kept`: what a
+    variant already has on the first examples (the score cache's, a run's), read and never scored again; only
+    the examples past it are scored. A variant whose comparisons are all settled is scored no further.
+    `on_look` hears the state after each look (the Compare tab redraws its table)."""
+    kept = dict(kept or {})
+    schedule = rounds(budget, first)
+    looks = [Sequential(a, b, budget, len(schedule)) for a, b in pairs]
+    parts = {v: [kept[v]] if v in kept else [] for v in variants}
+    reached = {v: len(kept[v].losses) if v in kept else 0 for v in variants}
+    scored = dict.fromkeys(variants, 0)
+    state = Scored({}, looks, 0, budget)
+    prev = 0
+    for m in schedule:
+        needed = {v for s in looks if not s.settled for v in (s.a, s.b)}
+        for v in variants:
+            if v in needed and reached[v] < m:
+                parts[v].append(score(v, reached[v], m))
+                scored[v] += m - reached[v]
+                reached[v] = m
+        now = {v: _head(joined(parts[v]), min(m, reached[v])) for v in variants if parts[v]}
+        for s in looks:
+            fresh = not s.settled
+            s.update(now[s.a].correct[prev:m] if fresh else [], now[s.b].correct[prev:m] if fresh else [])
+        prev = m
+        state = Scored(now, looks, m, budget, dict(scored))
+        if on_look is not None:
+            on_look(state)
+        if all_settled(looks):
+            break
+    return state
+
+
+def _head(result: EvalResult, n: int) -> EvalResult:
+    """A scoring's first n examples, as if only they had been scored."""
+    if len(result.losses) <= n:
+        return result
+    cut = EvalResult(
+        result.eval_loss,
+        result.perplexity,
+        result.accuracy,
+        result.predictions[:n],
+        result.losses[:n],
+        result.tokens[:n],
+        result.keys[:n],
+        result.seconds * n / max(len(result.losses), 1),
+    )
+    return joined([cut])
+
+
+def plan(budget: int) -> str:
+    """What scoring in rounds will do, said before it does: the rounds and when it stops."""
+    looks = rounds(budget)
+    if len(looks) == 1:
+        return f"all {budget} examples in one round"
+    shown = ", ".join(str(m) for m in looks[:-1]) + f" and {looks[-1]}"
+    return f"looking after {shown} examples, stopping at the first look that settles every comparison"

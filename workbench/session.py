@@ -16,7 +16,7 @@ from transformers import TextStreamer
 
 from . import memory, models, score_cache
 from .config import TRAINED_VARIANTS, VARIANTS, QuantSettings
-from .data import Example, TextSource, encode
+from .data import Encoded, Example, TextSource, encode
 from .generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
 from .resolve import resolve_model
 from .runs import Run
@@ -99,9 +99,9 @@ class Session:
 
     # ------------------------------------------------------------------ loading
 
-    def _choice(self) -> models.DeviceChoice | None:
+    def _choice(self, bits: int = 16) -> models.DeviceChoice | None:
         try:
-            return models.pick_device(self.device, self.dtype)
+            return models.pick_device(self.device, self.dtype, bits)
         except ValueError:  # no such device here
             return None
 
@@ -195,21 +195,14 @@ class Session:
         seq_len: int = 128,
         scoring: str = "exact_match",
         progress: Callable[[int, int, str], None] | None = None,
+        keep: bool = True,
     ) -> tuple[EvalResult, score_cache.Entry | None]:
         """(the variant's scores, the score cache's entry they came from or None when scored now). They come from
         the cache (workbench.score_cache) when this model, loaded this way, with an adapter of the same saved
         weights, was scored on these examples before (a run's base, a finished run's adapters, an earlier
-        Evaluate), and go into it when not."""
+        Evaluate), and go into it when not (unless `keep` is False: a round of a longer scoring)."""
         model, off = self.model_for(variant)
-        encoded = encode(self.tokenizer, examples, seq_len)
-        adapter = None if off else self.adapter_dir(variant)
-        bits = VARIANTS[variant].bits
-        variant_key = score_cache.variant_key(
-            self.path, model, bits=bits, quant=self.quant, choice=self._choice(), adapter=adapter
-        )
-        key = score_cache.scores_key(
-            variant_key, "eval", encoded, examples, scoring=scoring, batch_size=EVAL_BATCH_SIZE
-        )
+        key, encoded = self._score_key(variant, examples, seq_len, scoring)
         kept = score_cache.load(key)
         if kept is not None:
             if progress is not None:  # counted as a scoring counts it: all its examples done
@@ -226,5 +219,28 @@ class Session:
             batch_size=EVAL_BATCH_SIZE,
             progress=progress,
         )
-        score_cache.store(key, ev)
+        if keep:
+            score_cache.store(key, ev)
         return ev, None
+
+    def kept(self, variant: str, examples, *, seq_len: int = 128, scoring: str = "exact_match"):
+        """The score cache's entry for this variant on these examples, or None; scores nothing."""
+        return score_cache.load(self._score_key(variant, examples, seq_len, scoring)[0])
+
+    def keep(self, variant: str, examples, result: EvalResult, *, seq_len: int = 128, scoring: str = "exact_match"):
+        """Put scores made some other way (rounds of the same examples, joined) into the score cache."""
+        score_cache.store(self._score_key(variant, examples, seq_len, scoring)[0], result)
+
+    def _score_key(self, variant: str, examples, seq_len: int, scoring: str) -> tuple[dict, Encoded]:
+        """(the score cache's key for this variant on these examples, the examples encoded)."""
+        model, off = self.model_for(variant)
+        encoded = encode(self.tokenizer, examples, seq_len)
+        adapter = None if off else self.adapter_dir(variant)
+        bits = VARIANTS[variant].bits
+        variant_key = score_cache.variant_key(
+            self.path, model, bits=bits, quant=self.quant, choice=self._choice(bits), adapter=adapter
+        )
+        key = score_cache.scores_key(
+            variant_key, "eval", encoded, examples, scoring=scoring, batch_size=EVAL_BATCH_SIZE
+        )
+        return key, encoded

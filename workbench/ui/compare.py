@@ -19,7 +19,8 @@ from ..events import Progress, Stages
 from ..generate import DecodeSettings
 from ..models import CPU_4BIT_SPEED_NOTE
 from ..results import VariantResult, best_and_worst, interval_fields
-from ..verdicts import within_run
+from ..sequential import all_settled, plan, rounds, score_until_settled
+from ..verdicts import variant_pairs, verdicts_what, within_run
 from .common import Quiet, error_html, message, verdicts_html
 from .state import AppState
 
@@ -118,6 +119,15 @@ class ComparePanel(widgets.VBox):
         self.evaluate_button = widgets.Button(
             description="Evaluate", icon="check", tooltip="Score every variant on the task's held-out examples"
         )
+        self.eval_scope = widgets.Dropdown(
+            options=[("the run's examples", "run"), ("until settled, up to all held-out", "all")],
+            value="run",
+            description="Evaluate on",
+            tooltip="The run's examples: read back from the score cache after a run. Up to all: scored in rounds "
+            "past them, stopping once every comparison is settled",
+            layout=widgets.Layout(width="340px"),
+        )
+        self.eval_scope.style.description_width = "90px"
         self.status = widgets.HTML()
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="300px"))
         self.progress_text = widgets.Label()
@@ -143,7 +153,7 @@ class ComparePanel(widgets.VBox):
                 self.prompt,
                 widgets.HBox([self.wrap_button, self.template]),
                 widgets.HBox([self.max_new_tokens, self.temperature, self.seed]),
-                widgets.HBox([self.generate_button, self.evaluate_button]),
+                widgets.HBox([self.generate_button, self.evaluate_button, self.eval_scope]),
                 self.status,
                 self.progress_box,
                 self.answers_box,
@@ -161,6 +171,7 @@ class ComparePanel(widgets.VBox):
         self.run.observe(self._on_run, "value")
         self.state.subscribe(self._on_state)
         self.evaluation: dict[str, dict] = {}
+        self.rounds = None  # the last Evaluate's rounds (sequential.Scored), when it scored in rounds
         self._refresh_runs()
         self._default_prompt()
 
@@ -318,34 +329,81 @@ class ComparePanel(widgets.VBox):
             self.status.value = error_html(exc)
             return str(exc)
         self.evaluation = {}
+        self.rounds = None
         self.eval_summary.value = self.eval_table.value = self.extremes.value = self.verdicts.value = ""
+        common = dict(seq_len=cfg.train.seq_len, scoring=task.scoring)
+
+        def show(v: str, ev) -> None:
+            self.evaluation[v] = {**ev.to_dict(), "predictions": ev.predictions, "scores": ev.scores()}
+
+        # the budget scoring in rounds may spend: the run's examples, or the whole split (the run's are its first looks)
+        whole = task.eval_split(0) if self.eval_scope.value == "all" else examples
 
         def work() -> None:
             session = self.state.session()
             ready = [v for v in self._variants() if session.missing_reason(v) is None]
             self.progress_box.layout.display = "flex"
-            stages = Stages(self._on_progress, len(ready))
-            kept = []  # what came from the score cache, and when it was scored
-            for i, v in enumerate(ready, 1):
-                self.status.value = message("info", f"evaluating {v} ({i}/{len(ready)})…")
-                ev, entry = session.scored(
-                    v,
-                    examples,
-                    seq_len=cfg.train.seq_len,
-                    scoring=task.scoring,
-                    progress=stages.begin("evaluate", v, len(examples), "examples"),
-                )
+            kept, notes = {}, []  # what the score cache has on the first examples, and when it was scored
+            for v in ready:
+                entry = session.kept(v, examples, **common)
                 if entry is not None:
-                    kept.append(f"{v} scored {entry.when}")
-                self.evaluation[v] = {**ev.to_dict(), "predictions": ev.predictions, "scores": ev.scores()}
-                self._show_evaluation(task, session.base_dtype)
+                    kept[v] = entry.result
+                    notes.append(f"{v} scored {entry.when}")
+            pairs = variant_pairs(ready)
+            answers = task.scoring == "exact_match" and not isinstance(examples, data_mod.TextSource)
+            if answers:  # the whole split kept (an earlier Evaluate, a run of all of it) is read whole
+                for v in ready:
+                    entry = session.kept(v, whole, **common) if len(whole) > len(examples) else None
+                    if entry is not None:
+                        kept[v] = entry.result
+            todo = [v for v in ready if len(kept[v].losses if v in kept else []) < len(whole)]
+            if not (todo and pairs and answers):  # nothing to score, nothing to compare, or no right answers
+                split = whole if answers and not todo else examples  # all of it kept: shown whole
+                stages = Stages(self._on_progress, len(ready))
+                for i, v in enumerate(ready, 1):  # a kept one is read back, its progress counted as done
+                    self.status.value = message("info", f"evaluating {v} ({i}/{len(ready)})…")
+                    ev, _ = session.scored(
+                        v, split, progress=stages.begin("evaluate", v, len(split), "examples"), **common
+                    )
+                    show(v, ev)
+                    self._show_evaluation(task, session.base_dtype)
+                scope = f"all {len(split)} held-out examples" if split is whole else f"{len(split)} held-out examples"
+            else:  # in rounds of the same examples, until every comparison is settled (workbench.sequential)
+                stages = Stages(self._on_progress, len(todo) * len(rounds(len(whole))))
+                how = plan(len(whole))
+
+                def score(v: str, start: int, stop: int):
+                    self.status.value = message(
+                        "info", f"evaluating {v}: examples {start + 1}–{stop} of {len(whole)} ({how})…"
+                    )
+                    part = whole[start:stop]
+                    progress = stages.begin("evaluate", v, len(part), "examples")
+                    return session.scored(v, part, progress=progress, keep=False, **common)[0]
+
+                def on_look(state) -> None:
+                    self.rounds = state
+                    for v, ev in state.results.items():
+                        show(v, ev)
+                    self._show_evaluation(task, session.base_dtype)
+
+                state = score_until_settled(score, ready, len(whole), pairs, kept=kept, on_look=on_look)
+                for v, n in state.scored.items():  # the whole split scored now: kept for the next Evaluate
+                    if n and len(state.results[v].losses) == len(whole):
+                        session.keep(v, whole, state.results[v], **common)
+                done = sorted({len(r.losses) for r in state.results.values()})
+                reached = f"{done[-1]}" if len(done) == 1 else f"{done[0]} to {done[-1]}"
+                why = (
+                    "every comparison was settled"
+                    if all_settled(state.pairs)
+                    else "the budget was spent with a comparison not settled"
+                )
+                scope = f"{reached} of the {len(whole)} held-out examples ({why})"
             skipped = [v for v in self._variants() if v not in ready]
             self.status.value = message(
                 "ok",
-                f"evaluated {', '.join(ready)} on {len(examples)} held-out "
-                "examples"
+                f"evaluated {', '.join(ready)} on {scope}"
                 + (f" ({', '.join(skipped)}: no adapter)" if skipped else "")
-                + (f"; from the score cache, not scored again: {', '.join(kept)}" if kept else ""),
+                + (f"; from the score cache, not scored again: {', '.join(notes)}" if notes else ""),
             )
 
         return self._start("evaluating", work)
@@ -392,6 +450,8 @@ class ComparePanel(widgets.VBox):
         the examples just scored, by the titles the columns show."""
         names = list(self.evaluation)
         titles = {v: VARIANTS[v].title_for(dtype) for v in names}
+        if self.rounds is not None:  # scored in rounds: each verdict by its sequential test, looks counted
+            return [*self.rounds.sentences(titles), verdicts_what(1)]
         scores = {v: {"eval": self.evaluation[v]["scores"]} for v in names}
         spread = seed_spread(self.run_config().to_dict(), self.state.runs_dir)
         return [s for p in within_run(scores, names, titles, spread) for s in p.sentences()]
@@ -420,12 +480,16 @@ class ComparePanel(widgets.VBox):
                 "info", "This task is scored by perplexity, so there are no per-example answers to tick."
             )
             return
-        first = next(iter(preds.values()))
+        # scored in rounds, a variant whose comparisons settled stops early: its later cells stay empty
+        first = max(preds.values(), key=len)
         head = "<tr><th>prompt</th><th>expected</th>" + "".join(f"<th>{html.escape(v)}</th>" for v in preds) + "</tr>"
         rows = []
         for i, p in enumerate(first):
             cols = "".join(
-                _cell(f"{'✓' if preds[v][i]['correct'] else '✗'} {preds[v][i]['prediction']}", 60) for v in preds
+                _cell(f"{'✓' if preds[v][i]['correct'] else '✗'} {preds[v][i]['prediction']}", 60)
+                if i < len(preds[v])
+                else _cell("", 60)
+                for v in preds
             )
             rows.append(f"<tr>{_cell(p['prompt'], 70)}{_cell(p['answer'], 30)}{cols}</tr>")
         # a box that scrolls, rows one line each (the full text on hover), the header kept in view
