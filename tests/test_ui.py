@@ -307,9 +307,9 @@ def test_live_memory_plot_names_what_the_device_measures_on_auto(app, monkeypatc
 
     real_pick = models.pick_device
 
-    def pick(requested: str = "auto", dtype: str = "auto"):
-        cpu = real_pick("cpu", dtype)
-        return FakeCuda(cpu.device, cpu.dtype) if requested == "auto" else real_pick(requested, dtype)
+    def pick(requested: str = "auto", dtype: str = "auto", bits: int = 16):
+        cpu = real_pick("cpu", dtype, bits)
+        return FakeCuda(cpu.device, cpu.dtype) if requested == "auto" else real_pick(requested, dtype, bits)
 
     monkeypatch.setattr(models, "pick_device", pick)
     assert app.train  # built (with its empty axes) before the plots are watched: only the run's count
