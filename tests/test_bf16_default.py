@@ -87,3 +87,17 @@ def test_the_estimate_command_assumes_what_a_run_here_gets(native, capsys):
     for bits, want in [(16, "bfloat16"), (4, "float32")]:
         assert cli.main(["estimate", "--bits", str(bits), "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["dtype"] == want
+
+
+def test_evaluate_reads_back_every_variant_a_bfloat16_run_scored(native, tiny_model_dir, tiny_jsonl, tmp_path):
+    """The run's 4-bit variant is keyed by its own float32 choice, as the Compare tab's session keys it."""
+    from workbench import compare
+    from workbench.session import Session
+
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, steps=1)
+    run_compare(cfg, tmp_path / "run")
+    examples = compare.setup(cfg).eval_set
+    s = Session.from_run(tmp_path / "run")
+    for variant in ("base", "lora", "qlora"):
+        assert s.kept(variant, examples, seq_len=cfg.train.seq_len) is not None, variant
+    s.release()

@@ -109,9 +109,12 @@ class Setup:
             out.setdefault(VARIANTS[name].bits, []).append(name)
         return out
 
+    def choice_for(self, bits: int) -> models.DeviceChoice:
+        """The device and dtype a base loaded at `bits` gets here (on a CPU with native bfloat16, 16 and 4 differ)."""
+        return models.pick_device(self.cfg.model.device, self.cfg.model.dtype, bits)
+
     def dtype_for(self, bits: int) -> str:
-        """The dtype a base loaded at `bits` gets here (on a CPU with native bfloat16, 16 bits and 4 differ)."""
-        return models.pick_device(self.cfg.model.device, self.cfg.model.dtype, bits).dtype_name
+        return self.choice_for(bits).dtype_name
 
     def estimate(self, name: str) -> int:
         bits, trained = VARIANTS[name].bits, VARIANTS[name].trained
@@ -435,7 +438,7 @@ def base_keys(s: Setup, model) -> dict[str, dict]:
     """The score cache's keys of the base's scores on the eval split ("eval") and on the general text
     ("general", where it is shipped), for `model` as loaded for this run."""
     bits = VARIANTS["base"].bits
-    variant = score_cache.variant_key(s.path, model, bits=bits, quant=s.cfg.quant, choice=s.choice)
+    variant = score_cache.variant_key(s.path, model, bits=bits, quant=s.cfg.quant, choice=s.choice_for(bits))
     keys = {"eval": _eval_key(s, variant)}
     if s.general_rows is not None:
         keys["general"] = score_cache.scores_key(
@@ -485,7 +488,7 @@ def keep_adapter_scores(s: Setup, model, name: str, adapter_dir: Path, ev: EvalR
     try:
         bits = VARIANTS[name].bits
         variant = score_cache.variant_key(
-            s.path, model, bits=bits, quant=s.cfg.quant, choice=s.choice, adapter=adapter_dir
+            s.path, model, bits=bits, quant=s.cfg.quant, choice=s.choice_for(bits), adapter=adapter_dir
         )
         score_cache.store(_eval_key(s, variant), ev)
     except OSError as exc:  # the adapter could not be read back: only Evaluate's reuse is lost, not the run
