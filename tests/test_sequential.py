@@ -139,3 +139,11 @@ def test_what_a_run_kept_on_the_first_examples_is_read_and_only_the_rest_is_scor
     assert calls[:2] == [("lora", 200, 240), ("qlora", 200, 240)]  # 60 and 120 were read from the run
     assert out.scored == {"lora": out.n - 200, "qlora": out.n - 200}
     assert out.results["lora"].correct == right["lora"][: out.n]
+
+
+def test_the_plan_says_the_looks_and_the_gaps_the_last_is_likely_to_settle():
+    line = sequential.plan(600)
+    assert line.startswith("looking after 60, 120, 240, 480 and 600 examples, stopping at the first look")
+    gap = stats.resolvable_gap(600, 0.8, alpha=last_alpha(5))
+    assert f"gaps of about {100 * gap:.0f} points near 80% are likely settled" in line
+    assert sequential.plan(40, 0.5).startswith("all 40 examples in one round; gaps of about")

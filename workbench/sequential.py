@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .generate import EvalResult, joined
-from .stats import ALPHA, Verdict, compare_accuracy, words
+from .stats import ALPHA, Verdict, compare_accuracy, resolvable_gap, words
 
 INTERIM = 0.001  # the bar at every look before the last
 
@@ -225,10 +225,15 @@ def _head(result: EvalResult, n: int) -> EvalResult:
     return joined([cut])
 
 
-def plan(budget: int) -> str:
-    """What scoring in rounds will do, said before it does: the rounds and when it stops."""
+def plan(budget: int, accuracy: float = 0.8) -> str:
+    """What scoring in rounds will do, said before it does: the looks, when it stops, and the gaps the last look
+    is likely to settle (stats.resolvable_gap at the last look's bar: independent samples, the careful side)."""
     looks = rounds(budget)
+    gap = resolvable_gap(budget, accuracy, alpha=last_alpha(len(looks)))
+    likely = f"gaps of about {100 * gap:.0f} points near {accuracy:.0%} are likely settled" if gap else ""
     if len(looks) == 1:
-        return f"all {budget} examples in one round"
+        return f"all {budget} examples in one round" + (f"; {likely}" if likely else "")
     shown = ", ".join(str(m) for m in looks[:-1]) + f" and {looks[-1]}"
-    return f"looking after {shown} examples, stopping at the first look that settles every comparison"
+    return f"looking after {shown} examples, stopping at the first look that settles every comparison" + (
+        f"; by the last, {likely}" if likely else ""
+    )

@@ -370,7 +370,8 @@ class ComparePanel(widgets.VBox):
                 scope = f"all {len(split)} held-out examples" if split is whole else f"{len(split)} held-out examples"
             else:  # in rounds of the same examples, until every comparison is settled (workbench.sequential)
                 stages = Stages(self._on_progress, len(todo) * len(rounds(len(whole))))
-                how = plan(len(whole))
+                known = [r.accuracy for r in kept.values() if r.accuracy is not None]
+                how = plan(len(whole), sum(known) / len(known) if known else 0.8)  # near the run's own accuracies
 
                 def score(v: str, start: int, stop: int):
                     self.status.value = message(
