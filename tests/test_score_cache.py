@@ -267,6 +267,42 @@ def test_evaluate_after_a_run_of_fewer_examples_reads_them_and_scores_on_only_wh
     c.state.session().release()
 
 
+def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_loads(
+    tiny_model_dir, tiny_jsonl, tmp_path, scored, monkeypatch, capsys
+):
+    from workbench.ui.state import AppState
+    from workbench.ui.train import TrainPanel
+
+    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
+    assert compare.base_kept(cfg) is None and compare.kept_sentence(cfg) == ""
+    run(cfg, tmp_path / "runs" / "one")
+    entry = compare.base_kept(cfg)
+    assert (
+        entry is not None and entry.result.keys == runs.Run(tmp_path / "runs" / "one").scores()["base"]["eval"]["keys"]
+    )
+    assert compare.kept_sentence(cfg).startswith(
+        f"the base's scores on these {len(entry.result.keys)} examples are kept"
+    )
+    # and the run that follows does read them back: the plan's guess of the key is the run's key
+    scored.clear()
+    run(cfg, tmp_path / "runs" / "two")
+    assert ("eval", True) not in scored
+    # anything the base's scores depend on changed: the plan no longer says so
+    assert compare.base_kept(config(tiny_model_dir, tiny_jsonl, variants="base,lora", seq_len=24)) is None
+    assert compare.base_kept(config(tiny_model_dir, tiny_jsonl, variants="lora")) is None  # no base to score
+    monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "1")  # a bfloat16 base is another base
+    assert compare.base_kept(cfg) is None
+    monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "0")
+    panel = TrainPanel(AppState(cfg, runs_dir=tmp_path / "runs"))
+    assert "are kept (scored " in panel.show_plan() and "not scored again" in panel.plan.value
+    from workbench import cli
+
+    cli._print_eval_plan(cfg, tmp_path / "runs")  # what `workbench compare` prints before it starts
+    assert "; the base's scores on these " in capsys.readouterr().err
+    cli._print_eval_plan(cfg, tmp_path / "runs", base=False)  # a sweep's points score no base
+    assert "the base's scores" not in capsys.readouterr().err
+
+
 def test_a_damaged_entry_is_a_miss_and_is_scored_again(tiny_model_dir, tiny_jsonl, tmp_path, scored):
     cfg = config(tiny_model_dir, tiny_jsonl)
     run(cfg, tmp_path / "one")

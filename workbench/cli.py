@@ -479,14 +479,16 @@ def _print_verdicts(seed_scores: list[dict], names: list[str], spread=None) -> N
             print(f"- {sentence}")
 
 
-def _print_eval_plan(cfg, runs_root: Path, runs: int = 1) -> None:
+def _print_eval_plan(cfg, runs_root: Path, runs: int = 1, base: bool = True) -> None:
     """What the eval size (and `runs` seeds of each setting) can tell apart, and what it costs, before anything
-    loads."""
+    loads; with `base`, whether the base's scores come from the score cache (a sweep's points score no base)."""
+    from .compare import kept_sentence
     from .eval_plan import eval_plan
 
     line = eval_plan(cfg, runs_root, runs=runs)
+    kept = kept_sentence(cfg) if line and base else ""
     if line:
-        print(f"[workbench] {line}", file=sys.stderr)
+        print(f"[workbench] {line}" + (f"; {kept}" if kept else ""), file=sys.stderr)
 
 
 def _listed(option: str, text: str, kind=str, sep: str = ",") -> list:
@@ -580,7 +582,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
             how = "on disk" if p.cached else f"~{p.estimated_seconds:.0f} s"
             print(f"  {p.label:<40} estimated peak {p.estimated_peak_bytes / 2**20:7,.0f} MiB ({p.fit})  {how}")
     else:
-        _print_eval_plan(base, Path(a.out).parent, a.seeds)
+        _print_eval_plan(base, Path(a.out).parent, a.seeds, base=False)
         print(_describe_space(space, a.seeds))
     print(f"study {study_name!r} in {redacted(storage)}; to watch it: {dashboard_command(storage)}")
     if a.plan:

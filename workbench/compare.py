@@ -15,6 +15,7 @@ the same phases.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -445,6 +446,45 @@ def base_keys(s: Setup, model) -> dict[str, dict]:
             variant, "general", s.general_rows, scoring="text", batch_size=GENERAL_BATCH_SIZE
         )
     return keys
+
+
+def base_kept(cfg: RunConfig) -> score_cache.Entry | None:
+    """The score cache's entry for this config's base on its eval examples, found before any weight loads, so
+    the plan can say the base will not be scored again; None when none is kept, when the config has no base
+    or the model is not on disk yet. An unquantized base holds every parameter in its dtype, so its key is
+    known without loading it (a wrong guess only means the plan does not say so)."""
+    if "base" not in cfg.variants:
+        return None
+    try:
+        task = task_for(cfg)
+        examples = task.eval_split(cfg.train.eval_examples, preset=cfg.train.eval_examples_from_preset)
+        path = resolve_model(cfg.model.name, convert=False)
+        bits = VARIANTS["base"].bits
+        choice = models.pick_device(cfg.model.device, cfg.model.dtype, bits)
+        encoded = encode(_tokenizer(path), examples, cfg.train.seq_len)
+        variant = score_cache.variant_key(
+            path, None, bits=bits, quant=cfg.quant, choice=choice, parameters=[str(choice.dtype)]
+        )
+        key = score_cache.scores_key(
+            variant, "eval", encoded, examples, scoring=task.scoring, batch_size=EVAL_BATCH_SIZE
+        )
+        return score_cache.load(key)
+    except Exception:  # noqa: BLE001 - a plan only: anything unreadable means "not known to be kept"
+        return None
+
+
+def kept_sentence(cfg: RunConfig) -> str:
+    """What a plan says when the base's scores will come from the score cache ("" when they will not)."""
+    entry = base_kept(cfg)
+    if entry is None:
+        return ""
+    n = len(entry.result.keys)
+    return f"the base's scores on these {n:,} examples are kept (scored {entry.when}): not scored again"
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: Path):
+    return models.load_tokenizer(path)
 
 
 def _eval_key(s: Setup, variant: dict) -> dict:

@@ -113,15 +113,18 @@ def _dtypes(model, adapter: bool) -> list[str]:
     return sorted({str(p.dtype) for n, p in model.named_parameters() if (ADAPTER_MARK in n) == adapter})
 
 
-def variant_key(path: Path, model, *, bits: int, quant, choice, adapter: Path | None = None) -> dict:
+def variant_key(
+    path: Path, model, *, bits: int, quant, choice, adapter: Path | None = None, parameters: list[str] | None = None
+) -> dict:
     """What a loaded variant's scores depend on besides the examples: the model folder, how it was loaded
     (`quant`: config.QuantSettings, read at 4 bits only; `choice`: models.DeviceChoice) and its adapter
-    (a saved adapter's folder; None for the base, i.e. the adapter off)."""
+    (a saved adapter's folder; None for the base, i.e. the adapter off). `parameters`: the dtypes of the
+    model's own parameters where no model is loaded yet (a plan asking whether a base's scores are kept)."""
     loading = {
         "bits": bits,
         "dtype": choice.dtype_name,
         "device": choice.describe(),
-        "parameters": _dtypes(model, False),
+        "parameters": parameters if model is None else _dtypes(model, False),
     }
     if bits == 4:  # only 4-bit layers read these: a run that changes them alone still reuses the 16-bit base's
         loading["quant"] = {

@@ -22,7 +22,15 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..compare import CompareResult, VariantStart, continue_run, kept_metrics, results_table, saved_states
+from ..compare import (
+    CompareResult,
+    VariantStart,
+    continue_run,
+    kept_metrics,
+    kept_sentence,
+    results_table,
+    saved_states,
+)
 from ..config import VARIANTS, TrainSettings
 from ..eval_plan import check_eval_size, eval_plan, seed_spread
 from ..events import MetricEvent, Progress, clock
@@ -209,7 +217,8 @@ class TrainPanel(widgets.VBox):
         except ValueError:
             device_type = "cpu"  # no such device here: the Setup tab says so; plan at the CPU's pace
         d = cfg.to_dict()
-        key = repr([d["task"], d["data"], d.get("eval_data"), d.get("columns"), d["train"], device_type])
+        key = repr([d["task"], d["data"], d.get("eval_data"), d.get("columns"), d["train"], d["model"], device_type])
+        key += repr(cfg.variants)
         key += f"|{self.seeds.value}"
         if key == self._plan_key and not runs_changed:
             return self.plan.value
@@ -222,6 +231,9 @@ class TrainPanel(widgets.VBox):
             return self.plan.value
         if line and self.seeds.value > 1:
             line += f"; × {self.seeds.value} seeds (the verdicts count the seeds' spread and the examples')"
+        kept = kept_sentence(cfg)  # the base's scores, when an earlier run or Evaluate kept them
+        if line and kept:
+            line += f"; {kept}"
         line = f"{cut}. {line}" if cut and line else cut or line
         self.plan.value = plan_html(line)
         return self.plan.value
