@@ -294,7 +294,9 @@ def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_lo
     assert compare.base_kept(cfg) is None
     monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "0")
     panel = TrainPanel(AppState(cfg, runs_dir=tmp_path / "runs"))
-    assert "are kept (scored " in panel.show_plan() and "not scored again" in panel.plan.value
+    panel.show_plan()
+    panel._kept_look.join(30)  # looked up off the kernel's thread, then added to the plan on show
+    assert "are kept (scored " in panel.plan.value and "not scored again" in panel.plan.value
     from workbench import cli
 
     cli._print_eval_plan(cfg, tmp_path / "runs")  # what `workbench compare` prints before it starts

@@ -231,12 +231,23 @@ class TrainPanel(widgets.VBox):
             return self.plan.value
         if line and self.seeds.value > 1:
             line += f"; × {self.seeds.value} seeds (the verdicts count the seeds' spread and the examples')"
-        kept = kept_sentence(cfg)  # the base's scores, when an earlier run or Evaluate kept them
-        if line and kept:
-            line += f"; {kept}"
         line = f"{cut}. {line}" if cut and line else cut or line
         self.plan.value = plan_html(line)
+        if line:
+            self._say_if_kept(cfg, line, key)
         return self.plan.value
+
+    def _say_if_kept(self, cfg, line: str, key: str) -> None:
+        """Add to the plan, once known, that the base's scores come from the score cache. Known off the kernel's
+        thread: the first look reads the tokenizer (about 1.7 s), which the tab should not wait for."""
+
+        def look() -> None:
+            kept = kept_sentence(cfg)
+            if kept and self._plan_key == key:  # still the plan on show
+                self.plan.value = plan_html(f"{line}; {kept}")
+
+        self._kept_look = threading.Thread(target=look, name="plan-kept", daemon=True)
+        self._kept_look.start()
 
     # ------------------------------------------------------------------ running
 
