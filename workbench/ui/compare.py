@@ -360,11 +360,14 @@ class ComparePanel(widgets.VBox):
             if not (todo and pairs and answers):  # nothing to score, nothing to compare, or no right answers
                 split = whole if answers and not todo else examples  # all of it kept: shown whole
                 stages = Stages(self._on_progress, len(ready))
-                for i, v in enumerate(ready, 1):  # a kept one is read back, its progress counted as done
-                    self.status.value = message("info", f"evaluating {v} ({i}/{len(ready)})…")
-                    ev, _ = session.scored(
-                        v, split, progress=stages.begin("evaluate", v, len(split), "examples"), **common
-                    )
+                for i, v in enumerate(ready, 1):
+                    progress = stages.begin("evaluate", v, len(split), "examples")
+                    if v in kept and len(kept[v].losses) == len(split):  # read above: not read or encoded again
+                        progress(len(split), len(split), "examples")  # counted as a scoring counts it: all done
+                        ev = kept[v]
+                    else:
+                        self.status.value = message("info", f"evaluating {v} ({i}/{len(ready)})…")
+                        ev, _ = session.scored(v, split, progress=progress, **common)
                     show(v, ev)
                     self._show_evaluation(task, session.base_dtype)
                 scope = f"all {len(split)} held-out examples" if split is whole else f"{len(split)} held-out examples"
