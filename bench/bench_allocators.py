@@ -5,7 +5,7 @@
 
 Each trial is `workbench compare --preset quickstart --variants lora,qlora` in a fresh process, started with
 WORKBENCH_ALLOCATOR=system and LD_PRELOAD set here (none for glibc), so the allocator is the only difference;
-the run's results.json says which allocator it found (workbench.allocator.in_use) and is checked against the one
+the run's results.json says which allocator it found (workbench.machine.allocator.in_use) and is checked against the one
 asked for. The allocators alternate (glibc, tcmalloc, mimalloc, glibc, ...) so a busy minute on a shared
 machine slows them alike. tcmalloc: the system's (make tcmalloc), or --tcmalloc PATH (a libtcmalloc_minimal.so.4
 unpacked from the Debian package with `apt-get download libtcmalloc-minimal4 && dpkg -x ...`, no root).
@@ -60,7 +60,7 @@ def trial(name: str, lib: str | None, out: Path, threads: int = 1, more: tuple =
 
 
 def main() -> int:
-    from workbench import allocator
+    from workbench.machine import allocator
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=1)

@@ -6,7 +6,7 @@ both, over several seeds, scored on the same held-out examples and compared pair
 Each dtype is one `workbench compare --seeds N` into OUT/<dtype>; a seed already on disk is read back, so an
 interrupted run picks up where it stopped. Prints the per-seed table, the verdicts over the seeds (each seed of
 one dtype paired with the same seed of the other; runs crossed with examples, so the seeds' spread counts as well
-as the examples', workbench.crossed) and the median training times.
+as the examples', workbench.analysis.crossed) and the median training times.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from workbench.config import preset_config
-from workbench.repeats import seed_dir, seed_values, with_seed
-from workbench.runs import Run
-from workbench.verdicts import pooled
+from workbench.analysis.verdicts import pooled
+from workbench.core.config import preset_config
+from workbench.experiments.seeds import seed_dir, seed_values, with_seed
+from workbench.records.runs import Run
 
 DTYPES = ("float32", "bfloat16")
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="lora", help="comma list of trained variants: lora, qlora")
     p.add_argument("--anyway", action="store_true", help="run on a CPU without native bfloat16 too")
     a = p.parse_args(argv)
-    from workbench.models import native_bf16_cpu, pick_device
+    from workbench.engine.models import native_bf16_cpu, pick_device
 
     # the decision is only about CPUs that multiply bfloat16 natively; elsewhere a bf16 matmul ran at 1 GFLOP/s
     # against float32's 105 here (docs/benchmarks.md), so the 5 seeds would take days and decide nothing.
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
-    from workbench.compare import run_compare
+    from workbench.experiments.comparison import run_compare
 
     configs = {
         dtype: preset_config(

@@ -34,9 +34,9 @@ MAX_NEW = 48
 
 def make_run() -> Path:
     """A run with LoRA and QLoRA adapters after one step, made once."""
-    from workbench.compare import run_compare
-    from workbench.config import preset_config
-    from workbench.runs import Run
+    from workbench.core.config import preset_config
+    from workbench.experiments.comparison import run_compare
+    from workbench.records.runs import Run
 
     if not Run(RUN).finished:
         cfg = preset_config(
@@ -48,10 +48,10 @@ def make_run() -> Path:
 
 
 def child_workbench() -> dict:
-    from workbench.config import preset_config
+    from workbench.core.config import preset_config
     from workbench.data import task_for
-    from workbench.generate import DecodeSettings
-    from workbench.session import Session
+    from workbench.engine.generate import DecodeSettings
+    from workbench.engine.session import Session
 
     session = Session.from_run(RUN)
     task = task_for(preset_config("cpu-demo"))
@@ -86,9 +86,9 @@ def child_plain() -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from workbench.config import preset_config
+    from workbench.core.config import preset_config
     from workbench.data import task_for
-    from workbench.runs import Run
+    from workbench.records.runs import Run
 
     run = Run(RUN)
     path = run.model_path

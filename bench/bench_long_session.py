@@ -6,7 +6,7 @@
 A notebook trains one run after another in the same kernel: whatever a run leaves alive (a model, its optimizer
 state, a cache) piles up run after run. The runs happen in one child process, started as the workbench starts its
 own (tcmalloc preloaded when installed, `--allocator system` for glibc as it is), so nothing of this parent counts.
-After each run_compare the child drops its result, collects garbage and calls workbench.memory.release() (what a
+After each run_compare the child drops its result, collects garbage and calls workbench.machine.memory.release() (what a
 run does between variants), then prints one JSON line: VmRSS, the torch modules and tensors still alive, and the
 run's own peak. The parent writes bench/out/long_session.json and the chart docs/img/long-session-rss.png.
 tests/test_long_session.py runs the child (`--child`) on a tiny model and bounds the growth.
@@ -70,10 +70,10 @@ def session(args) -> None:
     """The child: args.runs run_compare calls in this process, one JSON line after each."""
     import torch
 
-    from workbench import allocator, memory
-    from workbench.compare import run_compare
-    from workbench.config import RunConfig
-    from workbench.generate import DecodeSettings
+    from workbench.core.config import RunConfig
+    from workbench.engine.generate import DecodeSettings
+    from workbench.experiments.comparison import run_compare
+    from workbench.machine import allocator, memory
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,7 +157,7 @@ def figure(result: dict):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from workbench.config import DEFAULT_MODEL
+    from workbench.core.config import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=20)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         session(args)
         return
 
-    from workbench.files import save_figure, write_json
+    from workbench.core.files import save_figure, write_json
 
     passed = ["--runs", args.runs, "--variants", args.variants, "--model", args.model, "--task", args.task]
     passed += ["--steps", args.steps, "--batch", args.batch, "--seq-len", args.seq_len, "--threads", args.threads]

@@ -36,7 +36,7 @@ BEFORE_EVAL = 600  # the whole split: what the quickstart notebook's EVAL_EXAMPL
 
 def quickstart_eval() -> int:
     """The quickstart notebook's eval size now (its parameters cell), 0 meaning the whole split."""
-    from workbench.paths import notebooks_dir
+    from workbench.core.paths import notebooks_dir
 
     nb = json.loads((notebooks_dir() / "01_quickstart.ipynb").read_text(encoding="utf-8"))
     for cell in nb["cells"]:
@@ -48,9 +48,9 @@ def quickstart_eval() -> int:
 
 def child_run(a) -> dict:
     """One Start: run_compare with the quickstart's variants; seconds to the first training step and to the end."""
-    from workbench.compare import run_compare
-    from workbench.config import preset_config
-    from workbench.events import MetricEvent
+    from workbench.core.config import preset_config
+    from workbench.core.events import MetricEvent
+    from workbench.experiments.comparison import run_compare
 
     cfg = preset_config(
         "quickstart",
@@ -78,13 +78,13 @@ def child_evaluate(a) -> dict:
     """One Evaluate of a run's base, LoRA and QLoRA, timed from the press to the last verdict: the Compare tab's
     (the score cache read, rounds that stop once settled), or with --plain as it was before issue 31 (each
     variant scored whole on the run's examples, nothing kept between processes)."""
-    from workbench.runs import Run
+    from workbench.records.runs import Run
 
     run = Path(a.out)
     cfg = Run(run).config()
     if a.plain:
         from workbench.data import task_for
-        from workbench.session import Session
+        from workbench.engine.session import Session
 
         t0 = time.perf_counter()
         session = Session.from_run(run)
@@ -111,7 +111,7 @@ def child_evaluate(a) -> dict:
 
 def prepare(home: Path) -> None:
     """A home as `make setup` leaves it: the embedded model converted, no scores kept."""
-    code = "from workbench.resolve import resolve_model; resolve_model(); print('{}')"
+    code = "from workbench.engine.resolve import resolve_model; resolve_model(); print('{}')"
     run_child(["-c", code], child_env(True, {"WORKBENCH_HOME": str(home)}), timeout=600)
 
 
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     if a.child:
         print(json.dumps(child_run(a) if a.child == "run" else child_evaluate(a)), flush=True)
         return 0
-    from workbench.models import cpu_dtype
+    from workbench.engine.models import cpu_dtype
 
     now = quickstart_eval()
     auto = str(cpu_dtype(16)).replace("torch.", "")

@@ -192,7 +192,7 @@ class PhaseTracker:
 def estimate_for(cfg: BenchConfig, s) -> dict:
     """What the estimator says for this row, made as run_compare makes it (see the module docstring);
     `s` is the row's compare.Setup."""
-    from workbench.estimator import estimate, variant_estimate
+    from workbench.engine.estimator import estimate, variant_estimate
 
     shapes = s.shapes
     common = dict(
@@ -230,7 +230,14 @@ def estimate_for(cfg: BenchConfig, s) -> dict:
 
 
 def _run_config(cfg: BenchConfig, model: str):
-    from workbench.config import LoraSettings, ModelSettings, QuantSettings, RunConfig, TrainSettings, variant_for_bits
+    from workbench.core.config import (
+        LoraSettings,
+        ModelSettings,
+        QuantSettings,
+        RunConfig,
+        TrainSettings,
+        variant_for_bits,
+    )
 
     settings = TrainSettings(
         steps=cfg.steps,
@@ -250,8 +257,8 @@ def _run_config(cfg: BenchConfig, model: str):
 
 
 def _setup(cfg: BenchConfig, model_path: str | None, task=None):
-    from workbench import compare
-    from workbench.config import DEFAULT_MODEL
+    from workbench.core.config import DEFAULT_MODEL
+    from workbench.experiments import comparison as compare
 
     return compare.setup(_run_config(cfg, model_path or DEFAULT_MODEL), task=task, status=lambda msg: None)
 
@@ -261,7 +268,9 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
     import torch
 
     torch.set_num_threads(cfg.threads)
-    from workbench import allocator, compare, memory, models
+    from workbench.engine import models
+    from workbench.experiments import comparison as compare
+    from workbench.machine import allocator, memory
 
     s = _setup(cfg, model_path)
     predicted = estimate_for(cfg, s)
@@ -355,8 +364,8 @@ def run_one(
     preload: str | None = None,
 ) -> dict:
     """measure(cfg) in a fresh Python process, started as the workbench starts its processes (tcmalloc
-    preloaded when installed, unless `allocator` is system or limit: see workbench.allocator)."""
-    from workbench.allocator import ENV, preload_env
+    preloaded when installed, unless `allocator` is system or limit: see workbench.machine.allocator)."""
+    from workbench.machine.allocator import ENV, preload_env
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(cfg))]
     if model_path:
@@ -469,7 +478,7 @@ def format_phases(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workbench.files import write_json
+    from workbench.core.files import write_json
 
     ap = argparse.ArgumentParser(prog="bench/bench_memory.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", choices=("quick", "default", "full"), default="default")
@@ -576,8 +585,8 @@ def build_family(family: str, out: Path) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from families import family_config
 
-    from workbench.models import load_tokenizer
-    from workbench.resolve import resolve_model
+    from workbench.engine.models import load_tokenizer
+    from workbench.engine.resolve import resolve_model
 
     tokenizer = load_tokenizer(resolve_model())
     config = family_config(
@@ -600,7 +609,7 @@ def run_families(families: list[str], args) -> int:
     """Each family's random model at 16 and 4 bits, each row in a fresh process; a markdown table."""
     import tempfile
 
-    from workbench.files import write_json, write_text
+    from workbench.core.files import write_json, write_text
 
     rows, lines = [], []
     lines.append("| family | parameters | bits | allocator | measured peak MiB | estimated MiB | error |")
@@ -631,7 +640,7 @@ def run_families(families: list[str], args) -> int:
 
 
 def _report(rows: list[dict], configs: list[BenchConfig], args) -> int:
-    from workbench.files import write_json, write_text
+    from workbench.core.files import write_json, write_text
 
     table = format_table(rows)
     worst = max(range(len(rows)), key=lambda i: abs(error(rows[i])))

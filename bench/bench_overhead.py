@@ -35,14 +35,14 @@ class NullMonitor:
 
 
 def child(watched: bool, steps: int) -> dict:
-    from workbench import models
-    from workbench.config import DEFAULT_MODEL, LoraSettings, TrainSettings, preset_config
+    from workbench.core.config import DEFAULT_MODEL, LoraSettings, TrainSettings, preset_config
+    from workbench.core.events import ProgressBars, Stages
+    from workbench.core.paths import data_dir
     from workbench.data import Encoded
-    from workbench.events import ProgressBars, Stages
-    from workbench.paths import data_dir
-    from workbench.resolve import resolve_model
-    from workbench.runs import MetricsCSV
-    from workbench.train import seed_everything, train
+    from workbench.engine import models
+    from workbench.engine.resolve import resolve_model
+    from workbench.engine.train import seed_everything, train
+    from workbench.records.runs import MetricsCSV
 
     path = resolve_model(DEFAULT_MODEL)
     tok = models.load_tokenizer(path)

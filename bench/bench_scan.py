@@ -55,10 +55,10 @@ print(json.dumps(out))
 
 def build_folder(root: Path, n_runs: int, n_people: int, seed: int = 0) -> None:
     """n_runs run folders from n_people, each a results.json with three variants (base, LoRA, QLoRA)."""
-    from workbench.config import preset_config
-    from workbench.files import write_json
-    from workbench.results import CompareResult, VariantResult
-    from workbench.stats import accuracy_interval
+    from workbench.core.config import preset_config
+    from workbench.core.files import write_json
+    from workbench.core.stats import accuracy_interval
+    from workbench.records.results import CompareResult, VariantResult
 
     rng = random.Random(seed)
     people = [f"student-{i:02d}" for i in range(n_people)]

@@ -26,7 +26,7 @@ APP = (
     "print(time.perf_counter() - t)"
 )
 CONVERT = (
-    "import time; t = time.perf_counter()\nfrom workbench.resolve import resolve_model\n"
+    "import time; t = time.perf_counter()\nfrom workbench.engine.resolve import resolve_model\n"
     "resolve_model('HuggingFaceTB/SmolLM2-135M-Instruct')\nprint(time.perf_counter() - t)"
 )
 

@@ -25,7 +25,7 @@ COMMON = ["--preset", "cpu-demo", "--task", "dates"]
 
 def sweep(args: list[str], out: Path) -> float:
     """One `workbench sweep` in a process of its own; its wall time in seconds."""
-    from workbench import allocator
+    from workbench.machine import allocator
 
     cmd = [sys.executable, "-m", "workbench.cli", "sweep", *COMMON, *args, "--out", str(out)]
     print("$ workbench sweep " + " ".join(cmd[4:]), file=sys.stderr, flush=True)
@@ -54,7 +54,7 @@ def trial_log(out: Path) -> None:
 def frontier_against(grid_out: Path, search_out: Path) -> None:
     """Each search setting against the grid's frontier: beyond it (no grid point has both less memory and a
     better accuracy), and its accuracy interval beside the grid point nearest in memory."""
-    from workbench.results import pareto_front
+    from workbench.records.results import pareto_front
 
     def points(out: Path):
         return [

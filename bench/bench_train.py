@@ -38,7 +38,7 @@ TARGETS = "q_proj,v_proj"
 
 
 def _blocks(tokenizer, seq_len: int) -> list[list[int]]:
-    from workbench.paths import data_dir
+    from workbench.core.paths import data_dir
 
     ids = tokenizer((data_dir() / "shakespeare" / "train.txt").read_text(encoding="utf-8"))["input_ids"]
     return [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len, seq_len)]
@@ -73,12 +73,13 @@ def flops_per_token(layout, rank: int, targets, seq_len: int) -> float:
 
 
 def child_workbench(a) -> dict:
-    from workbench import allocator, models
-    from workbench.config import DEFAULT_MODEL, LoraSettings, TrainSettings
+    from workbench.core.config import DEFAULT_MODEL, LoraSettings, TrainSettings
     from workbench.data import Encoded
-    from workbench.layout import ModelLayout
-    from workbench.resolve import resolve_model
-    from workbench.train import seed_everything, train
+    from workbench.engine import models
+    from workbench.engine.layout import ModelLayout
+    from workbench.engine.resolve import resolve_model
+    from workbench.engine.train import seed_everything, train
+    from workbench.machine import allocator
 
     path = resolve_model(DEFAULT_MODEL)
     tok = models.load_tokenizer(path)
@@ -125,8 +126,8 @@ def child_plain(a) -> dict:
         default_data_collator,
     )
 
-    from workbench.config import DEFAULT_MODEL
-    from workbench.resolve import resolve_model
+    from workbench.core.config import DEFAULT_MODEL
+    from workbench.engine.resolve import resolve_model
 
     path = str(resolve_model(DEFAULT_MODEL))
     tok = AutoTokenizer.from_pretrained(path)
@@ -270,7 +271,7 @@ def main(argv=None) -> int:
         return 0
     # float32 on both sides first: the same arithmetic, so the ratio is the workbench's own overhead or gain
     rows = [compare(int(b), a, "float32") for b in a.bits.split(",")]
-    from workbench.models import cpu_dtype
+    from workbench.engine.models import cpu_dtype
 
     if not a.no_bf16_row and cpu_dtype(16) != cpu_dtype(4):  # the default here differs: against the same recipe
         rows.append(compare(16, a, "auto"))

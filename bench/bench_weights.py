@@ -35,10 +35,10 @@ def minimum(layout, bits: int, double_quant: bool, full_bytes: int) -> int:
 
 
 def main(argv=None) -> int:
-    from workbench import models
-    from workbench.config import DEFAULT_MODEL, QuantSettings
-    from workbench.layout import ModelLayout
-    from workbench.resolve import model_config_for, resolve_model
+    from workbench.core.config import DEFAULT_MODEL, QuantSettings
+    from workbench.engine import models
+    from workbench.engine.layout import ModelLayout
+    from workbench.engine.resolve import model_config_for, resolve_model
 
     path = resolve_model(DEFAULT_MODEL)
     layout = ModelLayout(model_config_for(str(path)))

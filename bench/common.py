@@ -23,7 +23,7 @@ OUT = ROOT / "bench" / "out"
 def child_env(workbench: bool, extra: dict | None = None) -> dict:
     """The environment of a trial: as the workbench starts its processes (the fast allocator preloaded when installed),
     or as a user's own script would run (no preload), offline either way."""
-    from workbench.allocator import preload_env
+    from workbench.machine.allocator import preload_env
 
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "_WORKBENCH_REEXEC")}
     env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), **(extra or {})})
@@ -75,7 +75,8 @@ def machine() -> dict:
     """What the figures were measured on."""
     import torch
 
-    from workbench import allocator, models
+    from workbench.engine import models
+    from workbench.machine import allocator
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -105,8 +106,8 @@ def markdown_table(head: list[str], rows: list[list]) -> str:
 
 
 def save(name: str, result: dict, table: str) -> None:
-    """bench/out/NAME.json and NAME.md, written whole (workbench.files)."""
-    from workbench.files import write_json, write_text
+    """bench/out/NAME.json and NAME.md, written whole (workbench.core.files)."""
+    from workbench.core.files import write_json, write_text
 
     write_json(OUT / f"{name}.json", result)
     write_text(OUT / f"{name}.md", table + "\n")

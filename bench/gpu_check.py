@@ -45,9 +45,9 @@ def random_model_folder(name: str, where: Path, device: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from workbench.config import DEFAULT_MODEL
-    from workbench.models import load_tokenizer
-    from workbench.resolve import model_config_for, resolve_model
+    from workbench.core.config import DEFAULT_MODEL
+    from workbench.engine.models import load_tokenizer
+    from workbench.engine.resolve import model_config_for, resolve_model
 
     out = where / Path(name).name.replace("/", "__")
     if (out / "config.json").is_file():
@@ -65,14 +65,15 @@ def random_model_folder(name: str, where: Path, device: str) -> Path:
 def one_row(folder: Path, name: str, bits: int, device: str, steps: int, batch: int, seq: int) -> dict:
     import torch
 
-    from workbench import memory, models
-    from workbench.config import LoraSettings, QuantSettings, TrainSettings
+    from workbench.core.config import LoraSettings, QuantSettings, TrainSettings
     from workbench.data import Encoded
-    from workbench.estimator import estimate
-    from workbench.generate import DecodeSettings, generate
-    from workbench.layout import ModelLayout
-    from workbench.resolve import model_config_for
-    from workbench.train import seed_everything, train
+    from workbench.engine import models
+    from workbench.engine.estimator import estimate
+    from workbench.engine.generate import DecodeSettings, generate
+    from workbench.engine.layout import ModelLayout
+    from workbench.engine.resolve import model_config_for
+    from workbench.engine.train import seed_everything, train
+    from workbench.machine import memory
 
     choice = models.pick_device(device)
     lora = LoraSettings(rank=16, target_modules="all-linear")
@@ -149,7 +150,7 @@ def cuda_tests() -> dict:
 def sweep_workers(where: Path) -> dict:
     """The embedded model's 4-point grid (ranks 2 and 16, q,v and all-linear, 16 bits) as a study, with 1 and
     then 2 workers on the one GPU: the wall time of each, in a fresh folder each."""
-    from workbench import allocator
+    from workbench.machine import allocator
 
     grid = ["--preset", "cpu-demo", "--ranks", "2,16", "--target-sets", "q_proj,v_proj;all-linear", "--bits", "16"]
     out = {}
@@ -235,7 +236,7 @@ def main(argv=None) -> int:
         shutil.rmtree(where, ignore_errors=True)
     report["seconds"] = time.perf_counter() - started
     md = table(report["rows"])
-    from workbench.files import write_json, write_text
+    from workbench.core.files import write_json, write_text
 
     out = Path(a.out)
     write_json(out / "gpu_check.json", report)

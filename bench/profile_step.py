@@ -1,7 +1,8 @@
 """Where a workbench training step's time goes: torch.profiler over 4 steps of the embedded model, LoRA r=8 on
 q,v, 4 x 128-token blocks (bench_train's settings), the ops by their share of CPU time.
 
-    LD_PRELOAD=$(.venv/bin/python -m workbench.allocator) .venv/bin/python bench/profile_step.py [float32|bfloat16]
+    LD_PRELOAD=$(.venv/bin/python -m workbench.machine.allocator) \
+        .venv/bin/python bench/profile_step.py [float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from workbench import models  # noqa: E402
-from workbench.config import DEFAULT_MODEL, LoraSettings, TrainSettings  # noqa: E402
+from workbench.core.config import DEFAULT_MODEL, LoraSettings, TrainSettings  # noqa: E402
+from workbench.core.paths import data_dir  # noqa: E402
 from workbench.data import Encoded  # noqa: E402
-from workbench.paths import data_dir  # noqa: E402
-from workbench.resolve import resolve_model  # noqa: E402
-from workbench.train import seed_everything, train  # noqa: E402
+from workbench.engine.resolve import resolve_model  # noqa: E402
+from workbench.engine.train import seed_everything, train  # noqa: E402
 
 KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # the matmuls
 ATTENTION = "aten::_scaled_dot_product_flash_attention_for_cpu"  # and its _backward

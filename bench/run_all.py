@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         extra = ["--repeats", "1"] if a.quick and module in ("bench_train", "bench_overhead", "bench_generate") else []
         importlib.import_module(f"bench.{module}").main(args + extra)
         took[module] = round(time.perf_counter() - t0)
-    from workbench.files import write_json
+    from workbench.core.files import write_json
 
     write_json(OUT / "durations.json", took)
     # the page holds every benchmark's latest table, so `--only` refreshes one section and keeps the rest
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         table = OUT / f"{module.removeprefix('bench_')}.md"
         if table.is_file():
             page += [f"## {title}", "", table.read_text(encoding="utf-8"), f"({took.get(module, '?')} s)", ""]
-    from workbench.files import write_text
+    from workbench.core.files import write_text
 
     write_text(OUT / "benchmarks.md", "\n".join(page))
     print(f"\nwrote {OUT / 'benchmarks.md'}")

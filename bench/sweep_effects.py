@@ -2,7 +2,7 @@
 
 For rank, targets, bits and the 4-bit type: the settings that differ in that one value alone (the same
 everything else) are matched, each side's seeds averaged example by example, and the matched settings are
-compared on the same eval examples with the runs crossed with the examples (workbench.crossed): a setting's
+compared on the same eval examples with the runs crossed with the examples (workbench.analysis.crossed): a setting's
 effect is real only where it stands out from how far the seeds, the other settings and the examples move it.
 
     python bench/sweep_effects.py runs/sweep-dates-seeds                 # the sweep's run folders
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.crossed import compare_settings
-from workbench.files import write_json
-from workbench.runs import Run
-from workbench.stats import Verdict
-from workbench.verdicts import score_tables
+from workbench.analysis.crossed import compare_settings
+from workbench.analysis.verdicts import score_tables
+from workbench.core.files import write_json
+from workbench.core.stats import Verdict
+from workbench.records.runs import Run
 
 # (name, the key a run's setting is read by, the value compared against, the value compared)
 FACTORS = [

@@ -112,7 +112,7 @@ TEMPLATES = [
     "{opener}my {subject} {phrase}.",
 ]
 # held-out examples per task: near 80% accuracy, 600 examples resolve gaps of about 7 points between two
-# settings (80% power, alpha 0.05; workbench.stats.resolvable_gap), where the first 60 (all the eval split held
+# settings (80% power, alpha 0.05; workbench.core.stats.resolvable_gap), where the first 60 (all the eval split held
 # before) resolved only about 23
 EVAL_SIZE = 600
 PROMPT = "Review: {review}\nIs this review positive or negative?"

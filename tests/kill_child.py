@@ -64,12 +64,12 @@ def worker(root: Path, seed: int, adapters) -> None:
     import torch
     from matplotlib.figure import Figure
 
-    from workbench import runs
-    from workbench.config import RunConfig
-    from workbench.events import MetricEvent
-    from workbench.files import save_figure, write_json
-    from workbench.results import VariantResult
-    from workbench.train import TrainState
+    from workbench.core.config import RunConfig
+    from workbench.core.events import MetricEvent
+    from workbench.core.files import save_figure, write_json
+    from workbench.engine.train import TrainState
+    from workbench.records import runs
+    from workbench.records.results import VariantResult
 
     rng = random.Random(seed)
     for i in range(10**9):

@@ -446,8 +446,8 @@ class Driver:
 def _keep_results(runs_dir: Path, out: Path) -> None:
     """The runs' result rows beside the screenshots (runs.csv), so the figures a README quotes are on disk."""
     sys.path.insert(0, str(ROOT))
-    from workbench.files import write_csv
-    from workbench.runs import ResultRow, all_results
+    from workbench.core.files import write_csv
+    from workbench.records.runs import ResultRow, all_results
 
     rows = all_results(runs_dir)
     write_csv(out / "runs.csv", [r.to_dict() for r in rows], ResultRow.field_names())
@@ -471,7 +471,7 @@ def run(
         prepare_notebook(work, params)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         sys.path.insert(0, str(ROOT))
-        from workbench.allocator import preload_env
+        from workbench.machine.allocator import preload_env
 
         env = preload_env(env)  # the server and its kernels start as `make lab` starts them (tcmalloc)
         if fast:  # two OpenMP threads on a busy 2-core machine spin-wait on each other

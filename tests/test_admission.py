@@ -1,4 +1,4 @@
-"""Runs take turns for memory (workbench.admission): a run waits in line while the runs going would leave no room
+"""Runs take turns for memory (machine.admission): a run waits in line while the runs going would leave no room
 for it, first come first served; a release, a stop or a dead process gives the room back; the cores are split.
 The free memory is given to the ledger here, so what is admitted does not depend on this machine's load."""
 
@@ -14,8 +14,8 @@ import time
 import pytest
 from test_ui import wait_for
 
-from workbench import admission
-from workbench.admission import Ledger
+from workbench.machine import admission
+from machine.admission import Ledger
 
 GiB = 2**30
 
@@ -107,7 +107,7 @@ def test_stop_while_waiting_leaves_the_line_and_holds_nothing(tmp_path):
 
 CHILD = """
 import sys, time
-from workbench.admission import Ledger
+from machine.admission import Ledger
 ticket = Ledger(sys.argv[1], free=lambda d: 1 << 40, slots=1).reserve(1 << 30, "cpu", "killed")
 print("admitted", flush=True)
 time.sleep(600)

@@ -26,7 +26,8 @@ import nbformat
 import pytest
 from conftest import require_chromium
 
-from workbench import app_page, cli
+from workbench import cli
+from workbench.cli import app_page
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "app.ipynb"
@@ -111,7 +112,7 @@ def test_the_launcher_names_the_tabs_the_app_has():
 
 
 def test_voila_serves_the_notebook_on_the_port_offline_with_tcmalloc(tmp_path):
-    from workbench.allocator import tcmalloc_path
+    from workbench.machine.allocator import tcmalloc_path
 
     cmd = app_page.voila_command(9001, open_browser=False)
     assert cmd[1:4] == ["-m", "voila", str(NOTEBOOK)] and "--port=9001" in cmd and "--no-browser" in cmd
@@ -138,7 +139,7 @@ def test_make_app_starts_workbench_app_with_tcmalloc_and_no_browser_without_a_sc
         check=True,
     ).stdout
     line = next(x for x in plan.splitlines() if "workbench app" in x)
-    assert "LD_PRELOAD=" in line and "workbench.allocator" in line and "--no-browser" in line, line
+    assert "LD_PRELOAD=" in line and "workbench.machine.allocator" in line and "--no-browser" in line, line
     assert "--port 9002" in line
 
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from test_compare_cli import tiny_config
 
-from workbench import cli, models
-from workbench.compare import run_compare
+from workbench import cli
+from workbench.engine import models
+from workbench.experiments.comparison import run_compare
 
 
 @pytest.fixture
@@ -91,8 +92,8 @@ def test_the_estimate_command_assumes_what_a_run_here_gets(native, capsys):
 
 def test_evaluate_reads_back_every_variant_a_bfloat16_run_scored(native, tiny_model_dir, tiny_jsonl, tmp_path):
     """The run's 4-bit variant is keyed by its own float32 choice, as the Compare tab's session keys it."""
-    from workbench import compare
-    from workbench.session import Session
+    from workbench.engine.session import Session
+    from workbench.experiments import comparison as compare
 
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, steps=1)
     run_compare(cfg, tmp_path / "run")

@@ -11,11 +11,13 @@ import pytest
 import torch
 from conftest import CHAT_TEMPLATE, NEGATIVE_WORDS, POSITIVE_WORDS
 
-from workbench import cli, data, models, runs
-from workbench.config import LoraSettings, TrainSettings
+from workbench import cli, data
+from workbench.core.config import LoraSettings, TrainSettings
 from workbench.data import Example, TextSource
-from workbench.generate import evaluate
-from workbench.train import seed_everything, train
+from workbench.engine import models
+from workbench.engine.generate import evaluate
+from workbench.engine.train import seed_everything, train
+from workbench.records import runs
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 

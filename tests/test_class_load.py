@@ -13,8 +13,8 @@ from test_compare_cli import tiny_config
 
 RUN = """
 import json, sys
-from workbench.compare import run_compare
-from workbench.config import RunConfig
+from workbench.experiments.comparison import run_compare
+from workbench.core.config import RunConfig
 cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
 run_compare(cfg, sys.argv[2], user=sys.argv[3], on_status=lambda m: print(m, file=sys.stderr, flush=True))
 """

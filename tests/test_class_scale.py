@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 from test_run_folders import good_doc, write_doc
 
-from workbench import plots, runs
-from workbench.results import VariantResult
-from workbench.stats import accuracy_interval
+from workbench.analysis import plots
+from workbench.core.stats import accuracy_interval
+from workbench.records import runs
+from workbench.records.results import VariantResult
 from workbench.ui import AppState, ResultsPanel
 
 MiB = 2**20

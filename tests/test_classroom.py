@@ -11,7 +11,7 @@ import time
 import pytest
 from test_compare_cli import tiny_config
 
-from workbench import runs
+from workbench.records import runs
 from workbench.ui import Workbench
 
 STUDENT = """
@@ -21,9 +21,9 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[4])
 from test_compare_cli import tiny_config
-from workbench.compare import run_compare
-from workbench.config import RunConfig
-from workbench.runs import claim_run_dir
+from workbench.experiments.comparison import run_compare
+from workbench.core.config import RunConfig
+from workbench.records.runs import claim_run_dir
 model, data, root, _, start, rank = sys.argv[1:7]
 while time.time() < float(start):
     time.sleep(0.005)
@@ -61,7 +61,7 @@ def test_three_writers_at_once_each_get_a_run_that_records_who_made_it(class_fol
 
 
 def test_results_colours_and_filters_the_class_by_person(class_folder, tiny_model_dir, tiny_jsonl, monkeypatch):
-    from workbench import plots
+    from workbench.analysis import plots
 
     monkeypatch.setenv("WORKBENCH_RUNS", str(class_folder))
     drawn = []
@@ -79,7 +79,7 @@ def test_results_colours_and_filters_the_class_by_person(class_folder, tiny_mode
 
 
 def test_the_chart_colours_points_by_person_and_names_them(class_folder):
-    from workbench import plots
+    from workbench.analysis import plots
 
     rows = runs.all_results(class_folder)
     fig = plots.accuracy_memory_figure([r.result for r in rows], people=[r.user for r in rows], metric="eval_loss")

@@ -11,10 +11,11 @@ import threading
 import pytest
 import torch
 
-from workbench import cli, runs
-from workbench.compare import results_table, run_compare
-from workbench.config import DEFAULT_MODEL, PRESETS, RunConfig, preset_config
-from workbench.events import MetricEvent
+from workbench import cli
+from workbench.core.config import DEFAULT_MODEL, PRESETS, RunConfig, preset_config
+from workbench.core.events import MetricEvent
+from workbench.experiments.comparison import results_table, run_compare
+from workbench.records import runs
 
 STEPS = 3
 TRAINING_FIELDS = ["rank", "target_modules", "train_seconds", "tokens_per_second", "final_train_loss", "steps_done"]
@@ -449,7 +450,7 @@ def test_a_stopped_run_continued_matches_one_run_in_one_go(tiny_model_dir, tiny_
     steps in one go (the same batches, dropout masks and AdamW moments), and one loss curve, not two."""
     from peft import load_peft_weights
 
-    from workbench.compare import continue_run
+    from workbench.experiments.comparison import continue_run
 
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora,qlora", steps=20, warmup_steps=3)
     stop = threading.Event()

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from workbench.config import (
+from workbench.core.config import (
     DEFAULT_MODEL,
     VARIANTS,
     LoraSettings,
@@ -186,7 +186,7 @@ def test_to_lora_config():
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_a_learning_rate_that_is_not_a_finite_number_is_refused(value):
-    from workbench.config import LoraSettings, TrainSettings
+    from workbench.core.config import LoraSettings, TrainSettings
 
     with pytest.raises(ValueError, match="lr must be a finite number"):
         TrainSettings(lr=value)

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from workbench import generate as gen
-from workbench import models
-from workbench.config import LoraSettings, QuantSettings, TrainSettings
-from workbench.memory import MemoryMonitor, MiB
-from workbench.train import seed_everything, train
+from workbench.core.config import LoraSettings, QuantSettings, TrainSettings
+from workbench.engine import generate as gen
+from workbench.engine import models
+from workbench.engine.train import seed_everything, train
+from workbench.machine.memory import MemoryMonitor, MiB
 
 pytestmark = [
     pytest.mark.cuda,
@@ -109,9 +109,9 @@ def test_memory_monitor_on_cuda():
 
 
 def test_compare_on_cuda(tiny_model_dir, tiny_jsonl, tmp_path):
-    from workbench import runs
-    from workbench.compare import run_compare
-    from workbench.config import RunConfig
+    from workbench.core.config import RunConfig
+    from workbench.experiments.comparison import run_compare
+    from workbench.records import runs
 
     cfg = RunConfig.from_dict(
         {

@@ -50,7 +50,7 @@ def test_prompt_text_uses_chat_template(tiny_tokenizer):
 
 
 def test_prompt_text_without_template(tiny_model_dir):
-    from workbench.models import load_tokenizer
+    from workbench.engine.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     tok.chat_template = None

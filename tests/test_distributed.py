@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from workbench import cli
-from workbench.config import RunConfig
-from workbench.experiment import (
+from workbench.core.config import RunConfig
+from workbench.experiments.experiment import (
     check_launch,
     for_variant,
     from_yaml,
@@ -195,7 +195,7 @@ def test_the_embedded_model_in_two_processes_matches_one(embedded_dir, tmp_path,
     process with 4: the same loss curve, the same adapter and eval loss within float32 rounding."""
     from safetensors.torch import load_file
 
-    from workbench.config import preset_config
+    from workbench.core.config import preset_config
 
     base = {
         "model": {"device": "cpu"},

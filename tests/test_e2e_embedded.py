@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import models, resolve
-from workbench.config import DEFAULT_MODEL, LoraSettings, TrainSettings
+from workbench.core.config import DEFAULT_MODEL, LoraSettings, TrainSettings
 from workbench.data import load_task
+from workbench.engine import models, resolve
 
 pytestmark = pytest.mark.e2e
 
@@ -63,8 +63,8 @@ def test_model_path_command_prints_the_folder(embedded_dir):
 
 def test_qlora_trains_after_generating_on_the_real_model(embedded_dir):
     """The avx512_bf16 trap: a no-grad forward before training must not freeze the 4-bit LoRA."""
-    from workbench.generate import generate
-    from workbench.train import train
+    from workbench.engine.generate import generate
+    from workbench.engine.train import train
 
     tok = models.load_tokenizer(embedded_dir)
     model, _ = models.load_model(embedded_dir, bits=4, device="cpu")
@@ -137,13 +137,13 @@ def test_compare_cli_on_embedded_model_16_and_4_bits(tmp_path, embedded_dir):
     base_model = AutoModelForCausalLM.from_pretrained(embedded_dir)
     loaded = PeftModel.from_pretrained(base_model, out / "adapters" / "lora")
     tok = models.load_tokenizer(embedded_dir)
-    from workbench.generate import evaluate
+    from workbench.engine.generate import evaluate
 
     ev = evaluate(loaded, tok, load_task("sentiment").eval[:8], seq_len=64)
     assert ev.accuracy >= 0.75
 
     # a merged export (the default, bfloat16) loads with plain transformers and answers as the run did
-    from workbench.export import export
+    from workbench.engine.export import export
 
     done = export(out, "qlora", tmp_path / "merged", merge=True)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")

@@ -18,11 +18,11 @@ import textwrap
 import pytest
 import torch
 
-from workbench import estimator, models
-from workbench.config import LoraSettings
-from workbench.estimator import estimate
-from workbench.memory import MiB
-from workbench.resolve import model_config_for
+from workbench.core.config import LoraSettings
+from workbench.engine import estimator, models
+from workbench.engine.estimator import estimate
+from workbench.engine.resolve import model_config_for
+from workbench.machine.memory import MiB
 
 SMOL = "smollm2-135m"  # the shipped config of the embedded model's architecture
 
@@ -123,7 +123,7 @@ def test_glibc_adds_what_it_keeps_of_the_activations_to_cpu_training_only():
     """A process on glibc as it is (no fast allocator preloaded) is estimated for glibc: shares of the activations
     and of the loss's tensors on top (fitted on glibc runs, docs/benchmarks.md); evaluation, GPUs and the other
     allocators: nothing."""
-    from workbench.estimator import GLIBC_KEPT_ACTIVATIONS, GLIBC_KEPT_LOSS
+    from workbench.engine.estimator import GLIBC_KEPT_ACTIVATIONS, GLIBC_KEPT_LOSS
 
     cfg = model_config_for(SMOL)
     kw = dict(bits=4, rank=8, batch_size=8, seq_len=64)
@@ -165,7 +165,7 @@ def test_loading_sets_the_peak_of_a_small_kbit_cpu_run():
 
 
 def test_components_have_colours_in_order():
-    from workbench import plots
+    from workbench.analysis import plots
 
     keys = set()
     for bits in (16, 8, 4):
@@ -208,7 +208,7 @@ def test_weight_bytes_counts_the_quantization_constants(load_tiny):
 
 RETENTION_SCRIPT = textwrap.dedent("""
     import gc, json, psutil, torch
-    from workbench import allocator
+    from workbench.machine import allocator
     used = allocator.configure()
     proc = psutil.Process()
     x = torch.ones(2 * 2**20)  # 8 MiB: glibc serves it with mmap; freeing it raises the dynamic threshold
@@ -230,7 +230,7 @@ RETENTION_SCRIPT = textwrap.dedent("""
 def _retained(choice: str, preload: bool = False) -> dict:
     import os
 
-    from workbench import allocator
+    from workbench.machine import allocator
 
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env["WORKBENCH_ALLOCATOR"] = choice
@@ -246,7 +246,7 @@ def test_the_allocators_and_what_they_keep():
     heap once the 8 MiB free raised the threshold, and the live blocks between them keep it from shrinking);
     with WORKBENCH_ALLOCATOR=limit each was its own mapping and went back at once; tcmalloc keeps them for
     reuse and hands them back when asked (memory.release does, between runs)."""
-    from workbench import allocator
+    from workbench.machine import allocator
 
     limit, system = _retained("limit"), _retained("system")
     assert limit["allocator"] == "glibc (mmap threshold fixed)" and system["allocator"] == "glibc"
@@ -260,7 +260,7 @@ def test_the_allocators_and_what_they_keep():
 
 
 def test_preloading_is_decided_by_the_setting(monkeypatch):
-    from workbench import allocator
+    from workbench.machine import allocator
 
     tc, mi = "/usr/lib/libtcmalloc_minimal.so.4", "/venv/lib/python3.11/site-packages/cmeel.prefix/lib/libmimalloc.so"
     monkeypatch.setattr(allocator, "tcmalloc_path", lambda: tc)
@@ -315,7 +315,7 @@ def test_estimate_within_10_percent_of_the_measured_training_peak(embedded_dir):
     fresh process as the benchmark runs them: the training peak (RSS above the start, from before the model
     loads to the last optimizer step) within 10% of the estimate."""
     from bench.bench_memory import BenchConfig, error, run_one
-    from workbench import allocator
+    from workbench.machine import allocator
 
     errors = {}
     for bits, rank, batch, seq in ((16, 16, 8, 64), (8, 4, 4, 128), (4, 64, 2, 256)):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from workbench import cli
-from workbench.estimator import bits_per_param, estimate, parameter_count
-from workbench.layout import meta_model
-from workbench.memory import GiB
-from workbench.resolve import MODEL_ALIASES, model_config_for
+from workbench.engine.estimator import bits_per_param, estimate, parameter_count
+from workbench.engine.layout import meta_model
+from workbench.engine.resolve import MODEL_ALIASES, model_config_for
+from workbench.machine.memory import GiB
 
 CONFIGS = Path(__file__).resolve().parent.parent / "data" / "model_configs"
 

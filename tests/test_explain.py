@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import explain
-from workbench.config import LoraSettings, preset_config
-from workbench.estimator import bits_per_param
-from workbench.layout import ModelLayout
+from workbench.core.config import LoraSettings, preset_config
+from workbench.engine import explain
+from workbench.engine.estimator import bits_per_param
+from workbench.engine.layout import ModelLayout
 from workbench.ui import AppState
 from workbench.ui.explain import LoraExplainer
 from workbench.ui.quant import QuantExplainer, quant_table_html
@@ -62,7 +62,7 @@ def trained_adapter(
     seed: int = 0,
 ):
     """A real PEFT adapter on the tiny model, with B made non-zero (peft starts it at zero), saved to `out`."""
-    from workbench.models import attach_lora
+    from workbench.engine.models import attach_lora
 
     model = attach_lora(
         load_tiny(16), LoraSettings(rank=rank, alpha=alpha, target_modules=targets, use_rslora=rslora), 16

@@ -9,7 +9,10 @@ import torch
 from test_compare_cli import tiny_config
 from transformers import AutoModelForCausalLM
 
-from workbench import cli, compare, export, runs
+from workbench import cli
+from workbench.engine import export
+from workbench.experiments import comparison as compare
+from workbench.records import runs
 
 # What the merge may change, measured on the tiny model: at 16 bits in float32 the merge is exact to float
 # rounding (2e-6 at most); bfloat16 storage rounds each weight (about 3e-2 at most); LLM.int8's matmul
@@ -34,14 +37,14 @@ def _logits(model, ids):
 
 
 def _ids(run):
-    from workbench.export import _eval_rows
-    from workbench.models import load_tokenizer
+    from workbench.engine.export import _eval_rows
+    from workbench.engine.models import load_tokenizer
 
     return _eval_rows(run, load_tokenizer(run.model_path))
 
 
 def _adapter_model(run, variant):
-    from workbench.export import _load_adapter_model
+    from workbench.engine.export import _load_adapter_model
 
     return _load_adapter_model(run, variant, run.model_path, dequantized=False)
 

@@ -15,12 +15,13 @@ from families import FAMILIES, family_config
 from test_compare_cli import tiny_config
 from transformers import AutoModelForCausalLM
 
-from workbench import compare, export
-from workbench.config import LoraSettings
-from workbench.estimator import estimate
-from workbench.generate import DecodeSettings
-from workbench.layout import ModelLayout
-from workbench.models import attach_lora, load_model, weight_bytes
+from workbench.core.config import LoraSettings
+from workbench.engine import export
+from workbench.engine.estimator import estimate
+from workbench.engine.generate import DecodeSettings
+from workbench.engine.layout import ModelLayout
+from workbench.engine.models import attach_lora, load_model, weight_bytes
+from workbench.experiments import comparison as compare
 
 # what all-linear adapts in each family (docs/families.md has the same table)
 ALL_LINEAR = {
@@ -192,7 +193,7 @@ def test_the_adapter_tab_offers_the_experts_as_a_choice_with_its_cost(family_dir
 
 
 def test_adapt_experts_is_a_checked_setting():
-    from workbench.config import help_for
+    from workbench.core.config import help_for
 
     with pytest.raises(ValueError, match="adapt_experts must be true or false; got 'no'"):
         LoraSettings(adapt_experts="no")
@@ -205,7 +206,7 @@ def test_adapt_experts_is_a_checked_setting():
 
 def test_no_experts_on_the_command_line_reaches_the_settings():
     from workbench import cli
-    from workbench.config import preset_config
+    from workbench.core.config import preset_config
 
     parser = cli.build_parser()
     for argv, adapted in (
@@ -222,7 +223,7 @@ def test_a_16_bit_mixture_of_experts_lets_the_checkpoint_go(family, released, fa
     """Its experts are stacked from per-expert tensors at load: the weights are copied out of the file's mapping, so
     the pages read to stack them are not held beside the stacks (docs/estimator.md: 216 MiB of a 146M model). A
     dense model keeps its weights mapped: the file's pages, held once and shared between processes."""
-    from workbench import models
+    from workbench.engine import models
 
     calls = []
     real = models.release_checkpoint_pages

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import files
+from workbench.core import files
 
 
 def _listing(folder):
@@ -93,7 +93,7 @@ def test_written_files_and_folders_follow_the_umask(tmp_path):
     import os
     import stat
 
-    from workbench.files import atomic_dir, write_json, write_text
+    from workbench.core.files import atomic_dir, write_json, write_text
 
     old = os.umask(0o022)
     try:

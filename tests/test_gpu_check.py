@@ -49,7 +49,7 @@ def test_gpu_check_says_what_to_do_without_a_gpu(capsys):
 
 
 def test_random_models_are_built_from_a_config_alone(tiny_model_dir, tmp_path):
-    from workbench import models
+    from workbench.engine import models
 
     folder = gpu_check.random_model_folder(str(tiny_model_dir), tmp_path, "cpu")
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()

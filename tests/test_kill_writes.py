@@ -26,8 +26,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from workbench import files, runs
-from workbench.events import MetricEvent
+from workbench.core import files
+from workbench.core.events import MetricEvent
+from workbench.records import runs
 
 HERE = Path(__file__).resolve().parent
 KILLS = int(os.environ.get("KILL_WRITES_KILLS", "30"))
@@ -130,7 +131,7 @@ def check_adapter(path: Path, found: Counter) -> list[str]:
     import torch
     from safetensors.torch import load_file
 
-    from workbench.train import TrainState
+    from workbench.engine.train import TrainState
 
     found["adapters"] += 1
     try:

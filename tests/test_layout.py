@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from workbench.config import LoraSettings
-from workbench.layout import ModelLayout, block_index, lora_scaling, targets_match
-from workbench.models import attach_lora
+from workbench.core.config import LoraSettings
+from workbench.engine.layout import ModelLayout, block_index, lora_scaling, targets_match
+from workbench.engine.models import attach_lora
 
 ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
@@ -90,7 +90,7 @@ def test_describe_says_what_loras_can_target(tiny_model_dir):
 
 
 def test_a_layout_read_from_disk_is_cached_and_estimates_the_same(tiny_model_dir, tmp_path, monkeypatch):
-    from workbench.estimator import estimate
+    from workbench.engine.estimator import estimate
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     built = ModelLayout.for_model(str(tiny_model_dir))

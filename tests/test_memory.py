@@ -3,11 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from workbench import memory, models
-from workbench.config import DEFAULT_MODEL
-from workbench.estimator import bits_per_param, estimate
-from workbench.memory import MemoryMonitor, MiB
-from workbench.resolve import model_config_for
+from workbench.core.config import DEFAULT_MODEL
+from workbench.engine import models
+from workbench.engine.estimator import bits_per_param, estimate
+from workbench.engine.resolve import model_config_for
+from workbench.machine import memory
+from workbench.machine.memory import MemoryMonitor, MiB
 
 TINY_LINEAR_WEIGHTS = 73_728  # the 14 linear layers inside the blocks
 

@@ -1,4 +1,4 @@
-"""Where QLoRA's saving comes from, across model sizes (workbench.sizes): the estimator's peak by component for
+"""Where QLoRA's saving comes from, across model sizes (analysis.by_size): the estimator's peak by component for
 LoRA and QLoRA on every shipped config, the crossover where the weights take over, this machine's measured runs
 at 135M, the chart and the Adapter tab's section driven without a browser."""
 
@@ -9,12 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workbench import plots, runs, sizes
-from workbench.config import DEFAULT_MODEL, preset_config
-from workbench.estimator import estimate
-from workbench.layout import ModelLayout
-from workbench.resolve import MODEL_ALIASES, config_file
-from workbench.results import VariantResult
+from workbench.analysis import by_size as sizes
+from workbench.analysis import plots
+from workbench.core.config import DEFAULT_MODEL, preset_config
+from workbench.engine.estimator import estimate
+from workbench.engine.layout import ModelLayout
+from workbench.engine.resolve import MODEL_ALIASES, config_file
+from workbench.records import runs
+from workbench.records.results import VariantResult
 from workbench.ui import AppState
 from workbench.ui.adapter import AdapterPanel, SavingBySize
 from workbench.ui.common import png
@@ -129,7 +131,7 @@ def test_measured_runs_of_the_embedded_model_are_paired_like_for_like(tmp_path):
     assert found[("a", "qlora")]["vs_lora"] == pytest.approx(0.75)
     assert found[("sweep/qlora-r16", "qlora")]["vs_lora"] == pytest.approx(0.9)
     assert found[("sweep/qlora-r4", "qlora")]["vs_lora"] is None
-    assert sizes._is_embedded("/home/x/.workbench/models/SmolLM2-135M-Instruct-Q4_1-dequantized")
+    assert sizes._is_embedded("/home/x/.workbench/engine/models/SmolLM2-135M-Instruct-Q4_1-dequantized")
 
 
 def legend_texts(fig) -> list[str]:

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import models
-from workbench.config import LoraSettings, QuantSettings
+from workbench.core.config import LoraSettings, QuantSettings
+from workbench.engine import models
 
 ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 # sum of in+out features over the 7 linear layers of one tiny block (kv width 2 heads x 16 = 32):
@@ -191,7 +191,7 @@ def test_generation_hands_the_output_head_a_contiguous_input(load_tiny, tiny_mod
     contiguous; the same model loaded plainly shows the view the hook exists for (so this check can fail)."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.generate import DecodeSettings, generate
+    from workbench.engine.generate import DecodeSettings, generate
 
     def head_inputs(model) -> list[bool]:
         seen = []

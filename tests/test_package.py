@@ -106,7 +106,7 @@ def test_installed_wheel_runs_outside_the_checkout(venv, tiny_model_dir, tmp_pat
     bin_ = venv / "bin"
     env = _env(tmp_path / "home")
     where = subprocess.run(
-        [str(bin_ / "python"), "-c", "import workbench.paths as p; print(p.__file__); print(p.data_dir())"],
+        [str(bin_ / "python"), "-c", "import workbench.core.paths as p; print(p.__file__); print(p.data_dir())"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -150,7 +150,7 @@ def test_installed_wheel_runs_outside_the_checkout(venv, tiny_model_dir, tmp_pat
 
 
 def test_workbench_data_still_points_elsewhere(tmp_path, monkeypatch):
-    from workbench.paths import data_dir, notebooks_dir
+    from workbench.core.paths import data_dir, notebooks_dir
 
     assert data_dir() == ROOT / "data" and notebooks_dir() == ROOT / "notebooks"  # the checkout's, editable
     monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))

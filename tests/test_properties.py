@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from workbench import config
+from workbench.core import config
 
 # hypothesis keeps examples and caches under ./.hypothesis; nothing may be written into the checkout
 set_hypothesis_home_dir(tempfile.mkdtemp(prefix="workbench-hypothesis-"))

@@ -12,7 +12,10 @@ import pytest
 import torch
 from test_compare_cli import tiny_config
 
-from workbench import cli, compare, memory, runs
+from workbench import cli
+from workbench.experiments import comparison as compare
+from workbench.machine import memory
+from workbench.records import runs
 from workbench.ui import Workbench
 
 MiB = 1024**2
@@ -49,7 +52,7 @@ def _no_loading(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("weights loaded although the run should have been refused first")
 
-    monkeypatch.setattr("workbench.models.load_model", refuse)
+    monkeypatch.setattr("workbench.engine.models.load_model", refuse)
 
 
 def test_the_cli_refuses_a_variant_that_will_not_fit_before_loading(
@@ -170,8 +173,8 @@ def test_is_out_of_memory():
 WRITER = """
 import json, sys, time
 from pathlib import Path
-from workbench import runs
-from workbench.files import write_json
+from workbench.records import runs
+from workbench.core.files import write_json
 root, start = Path(sys.argv[1]), float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.001)
@@ -277,7 +280,7 @@ def test_after_a_restart_results_finds_earlier_runs_and_loads_their_adapters(goo
     """A new kernel: a new Workbench on the same runs folder lists the run, and its adapter answers."""
     from peft import PeftModel
 
-    from workbench.session import Session
+    from workbench.engine.session import Session
 
     wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=good_run)
     assert "good" in {r.run for r in wb.results.rows}
@@ -309,8 +312,8 @@ def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir
 def test_a_sweep_point_that_will_not_fit_is_planned_as_such_and_fails_alone(
     tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
 ):
-    from workbench.sweep import SweepGrid, plan
-    from workbench.workers import run_sweep
+    from workbench.experiments.study.workers import run_sweep
+    from workbench.experiments.sweep import SweepGrid, plan
 
     base = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
     grid = SweepGrid(ranks=[2, 4], targets=["all-linear"], bits=[16])
@@ -330,8 +333,8 @@ def test_a_sweep_point_that_will_not_fit_is_planned_as_such_and_fails_alone(
 
 
 def _raise_on_call(monkeypatch, n: int, exc: BaseException):
-    """workbench.train's loss raises `exc` on its n-th call (a training step's forward)."""
-    import workbench.train as train_module
+    """workbench.engine.train's loss raises `exc` on its n-th call (a training step's forward)."""
+    import workbench.engine.train as train_module
 
     real, calls = train_module.scored_loss, [0]
 
@@ -357,7 +360,7 @@ def test_a_kernel_interrupt_in_a_step_stops_the_run_and_keeps_a_continuable_adap
     assert run.status == "stopped" and run.training_state("lora").step == 2
     assert [e.step for e in run.metrics() if e.variant == "lora"] == [1, 2]
     monkeypatch.undo()
-    from workbench.session import Session
+    from workbench.engine.session import Session
 
     session = Session.from_run(run.path)  # the stopped adapter can be evaluated, as the Compare tab does
     scored = session.evaluate("lora", compare.setup(cfg).eval_set, seq_len=32)

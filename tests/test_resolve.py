@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import resolve
+from workbench.engine import resolve
 
 
 def test_resolve_existing_folder(tiny_model_dir):

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from workbench import runs
-from workbench.config import preset_config
-from workbench.results import DOC_CHECKS, MESSAGE_LIMIT, ROW_CHECKS, TEXT_LIMIT, CompareResult, VariantResult
+from workbench.core.config import preset_config
+from workbench.records import runs
+from workbench.records.results import DOC_CHECKS, MESSAGE_LIMIT, ROW_CHECKS, TEXT_LIMIT, CompareResult, VariantResult
 from workbench.ui import AppState, ResultsPanel
 
 set_hypothesis_home_dir(tempfile.mkdtemp(prefix="workbench-hypothesis-"))  # nothing written into the checkout
@@ -95,7 +95,7 @@ def test_a_complete_run_reads_back_whole():
 
 def test_the_layout_table_covers_what_every_writer_writes():
     """DOC_CHECKS is the one list of results.json's keys: CompareResult's and ExperimentResult's all in it."""
-    from workbench.experiment import ExperimentResult
+    from workbench.experiments.experiment import ExperimentResult
 
     made = ExperimentResult(config={}, device="cpu", device_type="cpu", model_path="m", task="t")
     assert set(made.to_json()) == set(DOC_CHECKS)
@@ -249,9 +249,9 @@ def test_another_layout_is_listed_unreadable(text):
 def test_any_value_in_any_field_is_read_or_refused_never_raised(field, value):
     """Values that may be right: the run is a row or listed unreadable, exactly one of them, and the readers
     that do sums with the numbers (the CLI's table, a plan's speeds) take the row."""
-    from workbench.eval_plan import eval_pace
-    from workbench.results import results_frame
-    from workbench.sweep import measured_speeds
+    from workbench.analysis.eval_plan import eval_pace
+    from workbench.experiments.sweep import measured_speeds
+    from workbench.records.results import results_frame
 
     doc = good_doc()
     doc["variants"][1][field] = value
@@ -298,7 +298,7 @@ def test_the_results_panel_opens_on_a_damaged_folder(damage, text):
 def test_a_name_matplotlib_would_read_as_a_formula_is_drawn_as_written(tmp_path):
     """A pair of $ in a folder, module or variant name is mathtext to matplotlib; "$\\foo{$" raised ValueError
     as the chart was drawn, and took the Results tab down with it."""
-    from workbench.events import MetricEvent
+    from workbench.core.events import MetricEvent
 
     formula = "$\\foo{$"
     doc = good_doc()

@@ -5,11 +5,12 @@ import re
 import pytest
 import torch
 
-from workbench import models, runs
-from workbench.config import LoraSettings, TrainSettings
-from workbench.events import MetricEvent
-from workbench.files import write_json
-from workbench.train import seed_everything, train
+from workbench.core.config import LoraSettings, TrainSettings
+from workbench.core.events import MetricEvent
+from workbench.core.files import write_json
+from workbench.engine import models
+from workbench.engine.train import seed_everything, train
+from workbench.records import runs
 
 
 def _listing(folder):
@@ -141,8 +142,8 @@ def test_result_fields_cover_the_documented_columns():
 
 
 def test_run_object_reads_its_folder(tmp_path):
-    from workbench.config import RunConfig
-    from workbench.results import VariantResult
+    from workbench.core.config import RunConfig
+    from workbench.records.results import VariantResult
 
     run = runs.Run(tmp_path / "r1")
     assert not run.finished and run.status == "incomplete" and run.trained_variants() == []
@@ -183,7 +184,7 @@ def test_an_older_run_without_new_fields_still_reads(tmp_path):
 
 
 def test_a_speed_is_quoted_only_for_answers_long_enough_to_measure_one():
-    from workbench.generate import MIN_TOKENS_FOR_SPEED, Generation
+    from workbench.engine.generate import MIN_TOKENS_FOR_SPEED, Generation
 
     short = Generation("positive", 0.7, 1).summary()
     assert short.startswith("1 token in 0.7 s") and "tok/s" not in short and "prompt" in short
@@ -192,7 +193,7 @@ def test_a_speed_is_quoted_only_for_answers_long_enough_to_measure_one():
 
 
 def test_long_names_are_cut_in_the_middle():
-    from workbench.results import shorten
+    from workbench.records.results import shorten
 
     name = "20261201-135300-lora+qlora-r8-all-linear"
     short = shorten(name, 28)
@@ -203,8 +204,8 @@ def test_long_names_are_cut_in_the_middle():
 def test_the_loss_axis_reads_plain_numbers():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from workbench import plots
-    from workbench.events import MetricEvent
+    from workbench.analysis import plots
+    from workbench.core.events import MetricEvent
 
     for start, factor in ((5.0, 0.7), (3.0, 1.02)):  # several decades, and less than one
         events = [MetricEvent("lora", i, 20, start * factor**i, 1e-3, 1.0, 1, 1, 1.0) for i in range(1, 21)]
@@ -216,7 +217,7 @@ def test_the_loss_axis_reads_plain_numbers():
 
 
 def test_best_and_worst_examples_by_loss():
-    from workbench.results import best_and_worst
+    from workbench.records.results import best_and_worst
 
     preds = [{"prompt": str(i), "loss": loss} for i, loss in enumerate([0.5, 0.1, 2.0, 0.3, 1.0])]
     best, worst = best_and_worst(preds, n=2)
@@ -225,10 +226,10 @@ def test_best_and_worst_examples_by_loss():
 
 
 def test_a_runs_metrics_and_settings_read_back(tmp_path):
-    from workbench.config import preset_config
-    from workbench.events import MetricEvent
-    from workbench.files import write_json
-    from workbench.results import CompareResult
+    from workbench.core.config import preset_config
+    from workbench.core.events import MetricEvent
+    from workbench.core.files import write_json
+    from workbench.records.results import CompareResult
 
     events = [MetricEvent("lora", i, 3, 1.0 / i, 1e-3, 100.0, 2**20 * i, 2**21, 0.5 * i) for i in (1, 2, 3)]
     folders = []

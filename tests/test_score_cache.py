@@ -12,10 +12,12 @@ import threading
 import pytest
 from test_compare_cli import tiny_config
 
-from workbench import compare, runs, score_cache, session
-from workbench.config import RunConfig
-from workbench.generate import DecodeSettings, EvalResult
-from workbench.session import Session
+from workbench.core.config import RunConfig
+from workbench.engine import score_cache, session
+from workbench.engine.generate import DecodeSettings, EvalResult
+from workbench.engine.session import Session
+from workbench.experiments import comparison as compare
+from workbench.records import runs
 
 
 @pytest.fixture(autouse=True)

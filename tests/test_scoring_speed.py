@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import generate as gen
-from workbench import models
-from workbench.config import LoraSettings, TrainSettings
+from workbench.core.config import LoraSettings, TrainSettings
 from workbench.data import Example, TextSource, load_task
 from workbench.data.scoring import closed_answers
-from workbench.train import seed_everything, train
+from workbench.engine import generate as gen
+from workbench.engine import models
+from workbench.engine.train import seed_everything, train
 
 GOLDEN = Path(__file__).with_name("scoring_speed_golden.json")
 EVAL_N = 40  # the first 40 held-out sentiment examples: prompts of 13 to 21 tokens, both labels

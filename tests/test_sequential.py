@@ -1,4 +1,4 @@
-"""Scoring until settled (workbench.sequential): the group-sequential design's error rates checked by simulation,
+"""Scoring until settled (analysis.sequential): the group-sequential design's error rates checked by simulation,
 on no difference (looked at after every round) and on known differences, against the fixed-size test."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench import sequential, stats
-from workbench.sequential import Sequential, all_settled, last_alpha, rounds, simulate
+from workbench.analysis import sequential
+from workbench.analysis.sequential import Sequential, all_settled, last_alpha, rounds, simulate
+from workbench.core import stats
 
 
 def test_the_looks_double_up_to_the_budget():
@@ -67,7 +68,7 @@ def test_the_sentence_says_how_many_examples_it_took_and_why_it_stopped():
 
 def _fake_results(right: dict[str, list[bool]]):
     """score(variant, start, stop) over fixed right/wrong lists, each call recorded."""
-    from workbench.generate import EvalResult
+    from workbench.engine.generate import EvalResult
 
     calls: list[tuple[str, int, int]] = []
 

@@ -10,8 +10,11 @@ from types import SimpleNamespace
 import pytest
 from test_distributed import tiny_config
 
-from workbench import compare, experiment, memory, runs
-from workbench.distributed import World
+from workbench.experiments import comparison as compare
+from workbench.experiments import experiment
+from workbench.machine import memory
+from workbench.machine.distributed import World
+from workbench.records import runs
 
 MiB = 2**20
 

@@ -1,4 +1,4 @@
-"""Intervals, paired tests and the pooling of seeds against known values (workbench.stats, verdicts, repeats)."""
+"""Intervals, paired tests and the pooling of seeds against known values (workbench.core.stats, verdicts, repeats)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from workbench import stats, verdicts
-from workbench.repeats import Setting, check_seeds, seed_values, setting_key, settings
-from workbench.results import VariantResult, interval_fields
+from workbench.analysis import verdicts
+from workbench.core import stats
+from workbench.experiments.seeds import Setting, check_seeds, seed_values, setting_key, settings
+from workbench.records.results import VariantResult, interval_fields
 
 
 def test_wilson_interval_of_51_of_60():
@@ -155,7 +156,7 @@ def test_bad_seed_counts_are_refused(bad):
 
 
 def test_seed_values_follow_the_config_seed():
-    from workbench.config import RunConfig, TrainSettings
+    from workbench.core.config import RunConfig, TrainSettings
 
     assert seed_values(RunConfig(train=TrainSettings(seed=7)), 3) == [7, 8, 9]
     with pytest.raises(ValueError, match="passes the largest seed"):
@@ -187,8 +188,8 @@ def test_frontier_ties():
 
 
 def test_repeats_of_a_data_file_keep_the_first_seeds_split():
-    from workbench.config import RunConfig, TrainSettings
-    from workbench.repeats import with_seed
+    from workbench.core.config import RunConfig, TrainSettings
+    from workbench.experiments.seeds import with_seed
 
     cfg = RunConfig(task=None, data="mine.jsonl", train=TrainSettings(seed=5))
     again = with_seed(cfg, 6)
@@ -214,7 +215,7 @@ def test_one_example_is_never_an_error():
 def test_a_presets_marked_eval_size_is_the_same_setting_as_before_the_mark():
     """Runs made before a preset's eval size was marked as the preset's group, match and name a study with runs
     made since: the mark says where a value came from, not what the run did."""
-    from workbench.config import preset_config, same_settings
+    from workbench.core.config import preset_config, same_settings
 
     marked = preset_config("cpu-demo").to_dict()
     assert marked["train"]["preset_eval_examples"] == 60

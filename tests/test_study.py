@@ -21,9 +21,9 @@ import pytest
 from optuna.trial import TrialState
 from test_sweep import base_config
 
-from workbench import compare
-from workbench.config import RunConfig
-from workbench.study import (
+from workbench.core.config import RunConfig
+from workbench.experiments import comparison as compare
+from workbench.experiments.study import (
     SearchSpace,
     StudyDef,
     Worker,
@@ -34,8 +34,8 @@ from workbench.study import (
     open_study,
     trials_frame,
 )
-from workbench.sweep import SweepGrid, plan
-from workbench.workers import run_study, run_sweep, settled_line
+from workbench.experiments.study.workers import run_study, run_sweep, settled_line
+from workbench.experiments.sweep import SweepGrid, plan
 
 
 def runs_finished(study) -> Counter:
@@ -149,7 +149,17 @@ def test_storages_open_and_bad_ones_say_what_to_do(tmp_path):
 
 
 def worker_cmd(storage: str, study: str, out: Path) -> list[str]:
-    return [sys.executable, "-m", "workbench.workers", "--storage", storage, "--study", study, "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "workbench.experiments.study.workers",
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--out",
+        str(out),
+    ]
 
 
 def start_workers(storage: str, study: str, out: Path, n: int, **env) -> list[subprocess.Popen]:

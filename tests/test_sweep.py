@@ -7,11 +7,13 @@ import threading
 
 import pytest
 
-from workbench import compare, runs, sweep
-from workbench.config import preset_config
-from workbench.results import pareto_front
-from workbench.sweep import SweepGrid, plan, sweep_frame
-from workbench.workers import run_sweep
+from workbench.core.config import preset_config
+from workbench.experiments import comparison as compare
+from workbench.experiments import sweep
+from workbench.experiments.study.workers import run_sweep
+from workbench.experiments.sweep import SweepGrid, plan, sweep_frame
+from workbench.records import runs
+from workbench.records.results import pareto_front
 
 
 def base_config(model_dir, data):

@@ -8,12 +8,12 @@ import warnings
 import pytest
 import torch
 
-from workbench import generate as gen
-from workbench import models
-from workbench.config import LoraSettings, TrainSettings
+from workbench.core.config import LoraSettings, TrainSettings
+from workbench.core.events import MetricEvent
 from workbench.data import Example, collate, encode_example
-from workbench.events import MetricEvent
-from workbench.train import TrainResult, lr_at, seed_everything, train
+from workbench.engine import generate as gen
+from workbench.engine import models
+from workbench.engine.train import TrainResult, lr_at, seed_everything, train
 
 FAST = dict(batch_size=4, seq_len=32, warmup_steps=0)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from workbench import runs
-from workbench.config import VARIANTS, LoraSettings, QuantSettings, TrainSettings, help_for, preset_config
-from workbench.estimator import estimate
-from workbench.stats import accuracy_interval
+from workbench.core.config import VARIANTS, LoraSettings, QuantSettings, TrainSettings, help_for, preset_config
+from workbench.core.stats import accuracy_interval
+from workbench.engine.estimator import estimate
+from workbench.records import runs
 from workbench.ui import AdapterPanel, AppState, ComparePanel, ResultsPanel, SetupPanel, TrainPanel, Workbench
 from workbench.ui import compare as compare_ui
 from workbench.ui import train as train_ui
@@ -64,7 +64,7 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 
 def test_target_checkboxes_are_the_models_own_linear_layers(app, load_tiny):
-    from workbench.layout import ModelLayout
+    from workbench.engine.layout import ModelLayout
 
     model = load_tiny(16)
     assert sorted(app.adapter.targets) == ModelLayout(model.config, model).target_names
@@ -72,7 +72,7 @@ def test_target_checkboxes_are_the_models_own_linear_layers(app, load_tiny):
 
 
 def test_trainable_count_matches_peft_before_any_weight_loads(app, load_tiny):
-    from workbench.models import attach_lora
+    from workbench.engine.models import attach_lora
 
     app.adapter.rank.value = 8
     app.adapter.all_linear.value = False
@@ -134,7 +134,7 @@ def test_estimate_bars_follow_the_controls(app):
     assert est["qlora"].components["weights (quantized layers)"] < est["lora"].components["weights"]
     assert "adapter" not in est["base"].components
     # the base variant is only evaluated, in evaluate()'s batches, whatever the training batch
-    from workbench.generate import EVAL_BATCH_SIZE
+    from workbench.engine.generate import EVAL_BATCH_SIZE
 
     cfg = app.config
     assert (
@@ -295,7 +295,8 @@ def test_training_updates_progress_and_plots_while_it_runs(app, monkeypatch):
 def test_live_memory_plot_names_what_the_device_measures_on_auto(app, monkeypatch):
     """On device "auto" with a GPU the live plot is CUDA memory, not "process RSS": the label follows the
     device the run picked, not the setting. A GPU is faked by a device choice that says cuda."""
-    from workbench import models, plots
+    from workbench.analysis import plots
+    from workbench.engine import models
 
     class FakeCuda(models.DeviceChoice):
         @property
@@ -337,8 +338,8 @@ def _live_charts(losses: list[float]):
     """The Train tab's two live charts, drawn, after one lora step per loss (memory 300 + step MiB, peak 400 +)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from workbench import plots
-    from workbench.events import MetricEvent
+    from workbench.analysis import plots
+    from workbench.core.events import MetricEvent
 
     mib = 1024**2
     events = [
@@ -380,7 +381,7 @@ def test_the_live_charts_show_every_point_from_the_first_step(losses):
 
 
 def test_the_loss_axis_turns_log_once_the_losses_span_enough_and_dots_stop_when_they_crowd():
-    from workbench import plots
+    from workbench.analysis import plots
 
     losses = [3.0 * 0.9**i for i in range(plots.FEW_POINTS + 1)]
     (loss_ax, _) = _live_charts(losses)
@@ -480,7 +481,7 @@ def test_the_eval_plan_shows_before_start_and_a_too_large_eval_size_is_refused(a
 
 
 def test_seeds_train_each_setting_again_and_pool_their_verdicts(app):
-    from workbench.repeats import MAX_SEEDS
+    from workbench.experiments.seeds import MAX_SEEDS
 
     app.state.update("train", steps=2)
     app.state.update(variants=["base", "lora"])
@@ -509,8 +510,8 @@ def test_seeds_train_each_setting_again_and_pool_their_verdicts(app):
 
 
 def test_a_run_waiting_for_its_turn_says_where_it_stands_and_stop_leaves_nothing(app, monkeypatch, tmp_path):
-    from workbench import admission
-    from workbench.admission import Ledger
+    from workbench.machine import admission
+    from workbench.machine.admission import Ledger
 
     monkeypatch.setenv("WORKBENCH_RUNS_AT_ONCE", "1")
     # a ledger of this test's own: a turn another test's job still holds in this process is not in its way
@@ -589,7 +590,7 @@ def test_the_train_tab_shows_empty_axes_before_the_first_run(app):
 
 
 def test_the_model_box_fits_the_default_name(app):
-    from workbench.config import DEFAULT_MODEL
+    from workbench.core.config import DEFAULT_MODEL
     from workbench.ui.common import STYLE
 
     label = int(STYLE["description_width"].removesuffix("px"))
@@ -684,7 +685,7 @@ def test_evaluate_ticks_each_example_and_scores_each_variant(trained):
 
 
 def test_results_show_every_run_on_disk_with_chart_and_export(trained, tiny_model_dir, tiny_jsonl):
-    from workbench.compare import run_compare
+    from workbench.experiments.comparison import run_compare
 
     root = trained.state.runs_dir
     earlier = tiny_config(tiny_model_dir, tiny_jsonl, steps=2)
@@ -733,8 +734,8 @@ def test_results_show_every_run_on_disk_with_chart_and_export(trained, tiny_mode
 
 
 def test_results_pool_seeds_and_a_class_and_pair_runs_only_on_the_same_examples(tiny_model_dir, tiny_jsonl, tmp_path):
-    from workbench.compare import run_compare
-    from workbench.repeats import run_seeds
+    from workbench.experiments.comparison import run_compare
+    from workbench.experiments.seeds import run_seeds
 
     root = tmp_path / "runs"
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, steps=2)
@@ -922,7 +923,7 @@ def test_sweep_stop_starts_no_new_point_then_stops_the_running_one(app):
 def test_live_plots_take_at_most_a_small_share_of_the_training_time(app):
     """A redraw runs between steps in the training thread: after one that took 1 s the next waits 1 s /
     REDRAW_SHARE, except the last step of a variant, which is always drawn."""
-    from workbench.events import MetricEvent
+    from workbench.core.events import MetricEvent
 
     t = app.train
     t.redraw()
@@ -952,7 +953,7 @@ def test_continue_trains_the_last_run_on_and_its_curve_goes_on(app):
 
 
 def test_a_kernel_on_glibc_is_told_its_peaks_will_run_above_the_estimate(monkeypatch):
-    from workbench import allocator
+    from workbench.machine import allocator
     from workbench.ui.setup import allocator_line as setup_allocator_line
 
     monkeypatch.setattr(allocator, "fast_path", lambda: "/x/cmeel.prefix/lib/libmimalloc.so")

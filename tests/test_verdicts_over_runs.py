@@ -1,5 +1,5 @@
 """Verdicts on settings that count both sources of noise, the training runs and the eval examples
-(workbench.crossed: crossed, compare_settings, compare_run_scores; verdicts.pooled), checked by simulation against
+(analysis.crossed: crossed, compare_settings, compare_run_scores; verdicts.pooled), checked by simulation against
 the old verdict that counted the examples alone; and the scope of a one-run verdict (crossed.with_scope)."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_1samp
 
-from workbench import crossed, stats, verdicts
-from workbench.crossed import SeedSpread
-from workbench.eval_plan import runs_sentence
+from workbench.analysis import crossed, verdicts
+from workbench.analysis.crossed import SeedSpread
+from workbench.analysis.eval_plan import runs_sentence
+from workbench.core import stats
 
 SEED_SD = 0.03  # one run's accuracy moves this much between seeds of one setting (the issue's 2.4-3.6 points)
 SLOPE = 0.12  # d(accuracy)/d(logit) near this accuracy: a run's logit offset of SEED_SD / SLOPE moves it ~3 points
@@ -178,7 +179,7 @@ def test_the_plan_says_what_runs_and_examples_tell_apart():
 def test_the_plan_counts_pairing_where_the_task_ships_its_discordance():
     """dates ships how often two runs answer an example differently (9%, docs/data/sweep-dates-seeds.json): the
     examples' part is then the paired one, narrower than two independent samples'."""
-    from workbench.eval_plan import seed_spread
+    from workbench.analysis.eval_plan import seed_spread
 
     dates = seed_spread({"task": "dates", "data": None, "train": {"eval_examples": 300}})
     assert dates.runs == 36 and dates.sd["accuracy"] == pytest.approx(0.016) and dates.discordant == 0.09
@@ -199,9 +200,9 @@ def test_pooled_over_one_run_each_is_a_verdict_on_the_trained_models():
 def test_the_seed_spread_is_read_from_the_runs_folder_one_result_per_seed(monkeypatch):
     """Settings trained with several seeds on the same task and eval examples give the spread (pooled over the
     settings); a run made again with the same seed adds nothing; without seeds in the folder, the task's own."""
-    from workbench import eval_plan
-    from workbench.results import VariantResult
-    from workbench.runs import ResultRow
+    from workbench.analysis import eval_plan
+    from workbench.records.results import VariantResult
+    from workbench.records.runs import ResultRow
 
     def row(rank: int, seed: int, accuracy: float, eval_examples: int = 300) -> ResultRow:
         config = {"task": "dates", "data": None, "lora": {"rank": rank}, "variants": ["lora"]}

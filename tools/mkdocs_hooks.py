@@ -1,7 +1,7 @@
 """MkDocs hooks (mkdocs.yml `hooks:`): the pages that must not drift from the code are generated at build time.
 
-- reference/cli.md from the argparse parsers of workbench/cli.py: the same text `workbench COMMAND --help` prints.
-- reference/settings.md from the config dataclasses' help metadata (workbench/config.py): the panels' tooltips.
+- reference/cli.md from the argparse parsers of workbench/cli/: the same text `workbench COMMAND --help` prints.
+- reference/settings.md from the config dataclasses' help metadata (workbench/core/config.py): the panels' tooltips.
 - index.md is the README, its links into docs/ made relative to the site.
 
 A hook file rather than a plugin (mkdocs-gen-files and the like): nothing more to install or pin, and the build
@@ -41,7 +41,7 @@ def cli_reference() -> str:
     out = [
         "# Command-line reference",
         "",
-        "Generated from the parsers in `workbench/cli.py` when the site is built: the same text as",
+        "Generated from the parsers in `workbench/cli/__init__.py` when the site is built: the same text as",
         "`workbench COMMAND --help`. [The command line](../cli.md) shows them at work.",
         "",
     ]
@@ -61,12 +61,12 @@ def cli_reference() -> str:
 
 
 def settings_reference() -> str:
-    from workbench.config import SECTIONS, RunConfig
+    from workbench.core.config import SECTIONS, RunConfig
 
     out = [
         "# Settings reference",
         "",
-        "Generated from the help metadata of the settings dataclasses in `workbench/config.py` when the site is",
+        "Generated from the help metadata of the settings dataclasses in `workbench/core/config.py` when the site is",
         "built: the same text as the panels' tooltips and the CLI's `--help`. A run folder's `config.json` and an",
         "experiment's YAML file (`workbench train`) hold these sections and fields.",
         "",

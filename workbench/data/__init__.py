@@ -13,8 +13,8 @@ shipped tasks, a run's task), tokens (tokenising, batches, the preview), scoring
 re-exports their public names, so `from workbench.data import load_data_task` keeps working.
 """
 
-from ..paths import data_dir
-from .formats import (
+from workbench.core.paths import data_dir
+from workbench.data.formats import (
     ANSWER_KEYS,
     PROMPT_KEYS,
     SCHEMAS,
@@ -26,9 +26,18 @@ from .formats import (
     read_jsonl,
     read_records,
 )
-from .scoring import SHORT_ANSWER_WORDS, choose_scoring, exact_match, normalize
-from .tasks import Task, builtin_tasks, general_text, get_task, load_data_task, load_file_task, load_task, task_for
-from .tokens import (
+from workbench.data.scoring import SHORT_ANSWER_WORDS, choose_scoring, exact_match, normalize
+from workbench.data.tasks import (
+    Task,
+    builtin_tasks,
+    general_text,
+    get_task,
+    load_data_task,
+    load_file_task,
+    load_task,
+    task_for,
+)
+from workbench.data.tokens import (
     IGNORE_INDEX,
     Encoded,
     Preview,

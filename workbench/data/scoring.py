@@ -6,7 +6,7 @@ import re
 import string
 from collections import Counter
 
-from .formats import Example, TextSource
+from workbench.data.formats import Example, TextSource
 
 # exact match is a fair score only when answers are short; longer ones are scored by perplexity
 SHORT_ANSWER_WORDS = 8

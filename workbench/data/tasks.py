@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..paths import data_dir
-from .formats import Example, TextSource, _name, load_examples
-from .scoring import choose_scoring
+from workbench.core.paths import data_dir
+from workbench.data.formats import Example, TextSource, _name, load_examples
+from workbench.data.scoring import choose_scoring
 
 
 @dataclass

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .formats import Example, TextSource
-from .tasks import Task
+from workbench.data.formats import Example, TextSource
+from workbench.data.tasks import Task
 
 IGNORE_INDEX = -100  # label value the loss skips: prompt tokens and padding
 

@@ -1,21 +1,24 @@
 """Adapter & quantization: LoRA rank/alpha/dropout, target modules, bits, and what they cost.
 
 Everything shown here is computed before any weight loads: trainable parameters from the model's
-layer shapes (workbench.layout, meta device), memory from workbench.estimator.
+layer shapes (workbench.engine.layout, meta device), memory from workbench.engine.estimator.
 """
 
 from __future__ import annotations
 
 import ipywidgets as widgets
 
-from .. import allocator, memory, models, plots, sizes
-from ..config import VARIANTS, LoraSettings
-from ..estimator import MemoryEstimate, estimate
-from ..generate import EVAL_BATCH_SIZE
-from ..layout import lora_scaling
-from ..resolve import MODEL_ALIASES
-from .common import Quiet, error_html, helped, image, message, png, quant_controls
-from .state import AppState, model_layout
+from workbench.analysis import by_size as sizes
+from workbench.analysis import plots
+from workbench.core.config import VARIANTS, LoraSettings
+from workbench.engine import models
+from workbench.engine.estimator import MemoryEstimate, estimate
+from workbench.engine.generate import EVAL_BATCH_SIZE
+from workbench.engine.layout import lora_scaling
+from workbench.engine.resolve import MODEL_ALIASES
+from workbench.machine import allocator, memory
+from workbench.ui.common import Quiet, error_html, helped, image, message, png, quant_controls
+from workbench.ui.state import AppState, model_layout
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 FIT_COLOURS = {memory.FITS: "#1b5e20", memory.TIGHT: "#8a6d00", memory.WONT_FIT: "#b00020"}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from ..config import RunConfig, preset_config
-from ..files import remove_stale_temps
-from .state import AppState
+from workbench.core.config import RunConfig, preset_config
+from workbench.core.files import remove_stale_temps
+from workbench.ui.state import AppState
 
 # (title, attribute, module, class): one row a tab, in order
 PANELS = [
@@ -74,7 +74,7 @@ class Workbench(widgets.VBox):
         runs_dir: str | Path | None = None,  # default: WORKBENCH_RUNS, else ./runs
         tabs: Sequence[str] | None = None,
     ):
-        from .. import models
+        from workbench.engine import models
 
         if config is None:
             config = preset_config(preset, {"model": {"device": "auto"}, **(overrides or {})})

@@ -9,8 +9,8 @@ import io
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..config import QuantSettings, help_for
-from ..results import first_line
+from workbench.core.config import QuantSettings, help_for
+from workbench.records.results import first_line
 
 STYLE = {"description_width": "150px"}
 WIDE = widgets.Layout(width="420px")
@@ -116,7 +116,7 @@ SEEDS_HELP = (
 
 
 def plan_html(line: str) -> str:
-    """An eval plan (workbench.eval_plan) as a panel shows it: naming the box that sets the size, not the option."""
+    """An eval plan (analysis.eval_plan) as a panel shows it: naming the box that sets the size, not the option."""
     if not line:
         return ""
     line = line.replace("--eval-examples sets how many", "the Train tab's Eval examples sets how many")

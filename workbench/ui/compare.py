@@ -11,18 +11,18 @@ import html
 
 import ipywidgets as widgets
 
-from .. import data as data_mod
-from .. import runs
-from ..config import VARIANTS, RunConfig
-from ..eval_plan import seed_spread
-from ..events import Progress, Stages
-from ..generate import DecodeSettings
-from ..models import CPU_4BIT_SPEED_NOTE
-from ..results import VariantResult, best_and_worst, interval_fields
-from ..sequential import all_settled, plan, rounds, score_until_settled
-from ..verdicts import variant_pairs, verdicts_what, within_run
-from .common import Quiet, error_html, message, verdicts_html
-from .state import AppState
+from workbench import data as data_mod
+from workbench.analysis.eval_plan import seed_spread
+from workbench.analysis.sequential import all_settled, plan, rounds, score_until_settled
+from workbench.analysis.verdicts import variant_pairs, verdicts_what, within_run
+from workbench.core.config import VARIANTS, RunConfig
+from workbench.core.events import Progress, Stages
+from workbench.engine.generate import DecodeSettings
+from workbench.engine.models import CPU_4BIT_SPEED_NOTE
+from workbench.records import runs
+from workbench.records.results import VariantResult, best_and_worst, interval_fields
+from workbench.ui.common import Quiet, error_html, message, verdicts_html
+from workbench.ui.state import AppState
 
 COLUMNS = ["base", "lora", "qlora"]
 BASE_ONLY = "base-only"  # the picker's value for "no run": a string, since a None value shows as no selection
@@ -371,7 +371,7 @@ class ComparePanel(widgets.VBox):
                     show(v, ev)
                     self._show_evaluation(task, session.base_dtype)
                 scope = f"all {len(split)} held-out examples" if split is whole else f"{len(split)} held-out examples"
-            else:  # in rounds of the same examples, until every comparison is settled (workbench.sequential)
+            else:  # in rounds of the same examples, until every comparison is settled (workbench.analysis.sequential)
                 stages = Stages(self._on_progress, len(todo) * len(rounds(len(whole))))
                 known = [r.accuracy for r in kept.values() if r.accuracy is not None]
                 how = plan(len(whole), sum(known) / len(known) if known else 0.8)  # near the run's own accuracies

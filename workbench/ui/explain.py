@@ -1,5 +1,5 @@
 """The LoRA explainer: a layer's update drawn to scale as the rank moves, and a trained adapter taken
-apart. The numbers and figures are workbench.explain's; the quantization explainer is in ui/quant.py.
+apart. The numbers and figures are workbench.engine.explain's; the quantization explainer is in ui/quant.py.
 
     from workbench.ui.explain import LoraExplainer
     LoraExplainer()      # the shapes need only the model's config; trained adapters are read from runs/
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .. import explain, runs
-from ..config import VARIANTS, LoraSettings
-from ..layout import Linear, block_index
-from .adapter import RANKS
-from .common import WIDE, Quiet, error_html, helped, image, layer_dropdown, message, png
-from .state import AppState, model_layout
+from workbench.core.config import VARIANTS, LoraSettings
+from workbench.engine import explain
+from workbench.engine.layout import Linear, block_index
+from workbench.records import runs
+from workbench.ui.adapter import RANKS
+from workbench.ui.common import WIDE, Quiet, error_html, helped, image, layer_dropdown, message, png
+from workbench.ui.state import AppState, model_layout
 
 NO_ADAPTER = "(no trained adapter yet)"
 

@@ -1,5 +1,5 @@
 """The quantization explainer: one layer's weights against the NF4/FP4 code points, and every storage
-format's error and real size, computed with bitsandbytes itself (workbench.explain.quant).
+format's error and real size, computed with bitsandbytes itself (workbench.engine.explain.quant).
 
     from workbench.ui.quant import QuantExplainer
     QuantExplainer()     # loads the 16-bit model on first use, in the background
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .. import explain, models
-from ..resolve import resolve_model
-from .common import Quiet, error_html, image, layer_dropdown, message, png, quant_controls
-from .explain import default_layer, layer_options
-from .state import AppState, model_layout
+from workbench.engine import explain, models
+from workbench.engine.resolve import resolve_model
+from workbench.ui.common import Quiet, error_html, image, layer_dropdown, message, png, quant_controls
+from workbench.ui.explain import default_layer, layer_options
+from workbench.ui.state import AppState, model_layout
 
 
 def quant_table_html(results: list[explain.QuantResult], highlight: str | None = None) -> str:

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .. import plots, runs
-from ..config import VARIANTS
-from ..eval_plan import seed_spread
-from ..files import write_csv
-from ..repeats import Setting, settings, settings_frame
-from ..results import default_score, readable, shorten
-from ..study import studies_in
-from ..verdicts import pair, short_titles, trained_count, within_run
-from .common import error_html, image, message, png, verdicts_html
-from .state import AppState
+from workbench.analysis import plots
+from workbench.analysis.eval_plan import seed_spread
+from workbench.analysis.verdicts import pair, short_titles, trained_count, within_run
+from workbench.core.config import VARIANTS
+from workbench.core.files import write_csv
+from workbench.experiments.seeds import Setting, settings, settings_frame
+from workbench.experiments.study import studies_in
+from workbench.records import runs
+from workbench.records.results import default_score, readable, shorten
+from workbench.ui.common import error_html, image, message, png, verdicts_html
+from workbench.ui.state import AppState
 
 # the result fields the table shows, beside its run's name, 4-bit type and steps (results.COLUMNS gives
 # their headings and units)
@@ -150,7 +151,7 @@ class ResultsPanel(widgets.VBox):
         self.export_button = widgets.Button(
             description="Export CSV", icon="download", tooltip="Write every row to a CSV file in the runs folder"
         )
-        # export: a run's adapter with a model card, or merged into its base (workbench.export)
+        # export: a run's adapter with a model card, or merged into its base (workbench.engine.export)
         self.export_run = widgets.Dropdown(description="Run", layout=widgets.Layout(width="420px"))
         self.export_variant = widgets.Dropdown(description="Adapter", options=[], layout=widgets.Layout(width="220px"))
         self.export_merge = widgets.Checkbox(
@@ -411,7 +412,7 @@ class ResultsPanel(widgets.VBox):
     def export_model(self) -> str | None:
         """Export the chosen run's adapter (merged when asked) into <runs>/exports/, in the background.
         Returns the reason when it cannot start (also shown)."""
-        from ..export import export
+        from workbench.engine.export import export
 
         run, variant, merge = self.export_run.value, self.export_variant.value, self.export_merge.value
         if not run or not variant:

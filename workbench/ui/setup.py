@@ -7,15 +7,15 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .. import data as data_mod
-from .. import models
-from ..config import DEFAULT_MODEL, DTYPES, ModelSettings, RunConfig
-from ..files import write_bytes
-from ..paths import data_dir
-from ..resolve import EMBEDDED_NAMES, resolve_model
-from ..runs import check_user
-from .common import WIDE, error_html, helped, message
-from .state import AppState, model_layout
+from workbench import data as data_mod
+from workbench.core.config import DEFAULT_MODEL, DTYPES, ModelSettings, RunConfig
+from workbench.core.files import write_bytes
+from workbench.core.paths import data_dir
+from workbench.engine import models
+from workbench.engine.resolve import EMBEDDED_NAMES, resolve_model
+from workbench.records.runs import check_user
+from workbench.ui.common import WIDE, error_html, helped, message
+from workbench.ui.state import AppState, model_layout
 
 # the 150 px label plus room for a hub name as long as the default's 35 characters and a local path's start
 MODEL_BOX = widgets.Layout(width="600px")
@@ -35,8 +35,8 @@ def model_presets() -> list[str]:
 
 
 def allocator_line() -> str:
-    """Which C allocator this kernel runs on, and what it means for the CPU peaks (workbench.allocator)."""
-    from .. import allocator
+    """Which C allocator this kernel runs on, and what it means for the CPU peaks (workbench.machine.allocator)."""
+    from workbench.machine import allocator
 
     name = allocator.in_use()
     if name in ("tcmalloc", "mimalloc"):

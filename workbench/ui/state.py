@@ -14,9 +14,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import RunConfig, preset_config
-from ..layout import ModelLayout
-from ..runs import Run, default_user
+from workbench.core.config import RunConfig, preset_config
+from workbench.engine.layout import ModelLayout
+from workbench.records.runs import Run, default_user
 
 Listener = Callable[[str], None]
 
@@ -123,7 +123,7 @@ class AppState:
 
     def session(self):
         """Models for answering: the last run's adapters, or the plain base model before any run."""
-        from ..session import Session  # transformers' streamer: imported when answering, not to appear
+        from workbench.engine.session import Session  # transformers' streamer: imported when answering, not to appear
 
         if self._session is None:
             if self.last_run is not None and Run(self.last_run).finished:
@@ -135,7 +135,7 @@ class AppState:
 
     def base_dtype(self) -> str | None:
         """The dtype the unquantized base gets with the current settings on this machine (None: no such device)."""
-        from ..models import pick_device
+        from workbench.engine.models import pick_device
 
         try:
             return pick_device(self.config.model.device, self.config.model.dtype).dtype_name

@@ -5,7 +5,7 @@ settings chosen by Optuna from the ticked values (the ranks as a range) and from
 dropout ranges. Either way the sweep is an Optuna study, worked on by one or more workers, whose trials
 (running, finished, failed; which worker, which person) are listed with the optuna-dashboard command.
 
-The plan and the runs are workbench.sweep's, workbench.study's and workbench.workers' (the CLI's
+The plan and the runs are workbench.experiments.sweep's and workbench.experiments.study's (the CLI's
 `workbench sweep` and notebook 03 call the same functions); this panel only holds the controls and shows
 what they return.
 
@@ -22,12 +22,11 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .. import plots
-from ..events import Progress, clock
-from ..repeats import MAX_SEEDS, Setting, settings_frame
-from ..results import default_score, pareto_front
-from ..stats import frontier_ties
-from ..study import (
+from workbench.analysis import plots
+from workbench.core.events import Progress, clock
+from workbench.core.stats import frontier_ties
+from workbench.experiments.seeds import MAX_SEEDS, Setting, settings_frame
+from workbench.experiments.study import (
     STUDY_FILE,
     SearchSpace,
     StudyDef,
@@ -39,10 +38,19 @@ from ..study import (
     trials_frame,
     write_trials,
 )
-from ..sweep import PointResult, SweepGrid, SweepPlan, plan, point_settings, sweep_frame, write_sweep
-from ..workers import run_study, run_sweep
-from .common import SEEDS_HELP, error_html, image, message, plan_html, png
-from .state import AppState
+from workbench.experiments.study.workers import run_study, run_sweep
+from workbench.experiments.sweep import (
+    PointResult,
+    SweepGrid,
+    SweepPlan,
+    plan,
+    point_settings,
+    sweep_frame,
+    write_sweep,
+)
+from workbench.records.results import default_score, pareto_front
+from workbench.ui.common import SEEDS_HELP, error_html, image, message, plan_html, png
+from workbench.ui.state import AppState
 
 TARGET_SETS = {
     "q_proj,v_proj": "q, v",

@@ -21,8 +21,12 @@ from pathlib import Path
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from .. import plots
-from ..compare import (
+from workbench.analysis import plots
+from workbench.analysis.eval_plan import check_eval_size, eval_plan, seed_spread
+from workbench.analysis.verdicts import across_seeds, short_titles, verdicts_what
+from workbench.core.config import VARIANTS, TrainSettings
+from workbench.core.events import MetricEvent, Progress, clock
+from workbench.experiments.comparison import (
     CompareResult,
     VariantStart,
     continue_run,
@@ -31,15 +35,11 @@ from ..compare import (
     results_table,
     saved_states,
 )
-from ..config import VARIANTS, TrainSettings
-from ..eval_plan import check_eval_size, eval_plan, seed_spread
-from ..events import MetricEvent, Progress, clock
-from ..experiment import for_variant, launch_command, write_config
-from ..repeats import MAX_SEEDS, run_seeds, seed_dir, seed_values, settings, settings_frame
-from ..runs import Run, claim_run_dir, drop_if_empty, user_slug
-from ..verdicts import across_seeds, short_titles, verdicts_what
-from .common import SEEDS_HELP, Quiet, error_html, helped, image, message, plan_html, png, verdicts_html
-from .state import AppState
+from workbench.experiments.experiment import for_variant, launch_command, write_config
+from workbench.experiments.seeds import MAX_SEEDS, run_seeds, seed_dir, seed_values, settings, settings_frame
+from workbench.records.runs import Run, claim_run_dir, drop_if_empty, user_slug
+from workbench.ui.common import SEEDS_HELP, Quiet, error_html, helped, image, message, plan_html, png, verdicts_html
+from workbench.ui.state import AppState
 
 REDRAW_SECONDS = 0.5  # live plots redraw at most this often
 # and at most this share of the time: a redraw (two figures to PNG, ~0.1-0.2 s on a laptop core) runs in the
@@ -59,7 +59,7 @@ def run_name(cfg, user: str | None = None) -> str:
 def allocator_note() -> str:
     """A warning when this kernel runs on glibc's allocator although a faster one is installed (a kernel not
     started by `make lab`): slower steps, and peaks well above those of the allocator the workbench preloads."""
-    from .. import allocator
+    from workbench.machine import allocator
 
     if allocator.in_use() != "glibc" or allocator.fast_path() is None or allocator.choice() != "auto":
         return ""
@@ -209,7 +209,7 @@ class TrainPanel(widgets.VBox):
         """The eval size's plan (what it can tell apart, what scoring it costs here), or why that size cannot run;
         redone only when what it reads changes (the task, the eval size, the device, Seeds, the runs on disk),
         not at every rank or alpha move."""
-        from ..models import pick_device
+        from workbench.engine.models import pick_device
 
         cfg = self.state.config
         try:
@@ -318,7 +318,7 @@ class TrainPanel(widgets.VBox):
     @staticmethod
     def _task(cfg):
         """The run's task, or None where its data cannot be read: the run itself then says why, traceback and all."""
-        from ..data import task_for
+        from workbench.data import task_for
 
         try:
             return task_for(cfg)

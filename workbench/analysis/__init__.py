@@ -1,0 +1,1 @@
+"""Reading scores: intervals pooled over runs and examples, verdicts, sequential looks, the eval plan, pictures."""
