@@ -35,6 +35,7 @@ MAX_NEW = 48
 def make_run() -> Path:
     """A run with LoRA and QLoRA adapters after one step, made once."""
     from workbench.core.config import preset_config
+    from workbench.core.events import Hooks
     from workbench.experiments.comparison import run_compare
     from workbench.records.runs import Run
 
@@ -43,7 +44,7 @@ def make_run() -> Path:
             "cpu-demo", {"variants": ["lora", "qlora"], "train": {"steps": 1}, "model": {"device": "cpu"}}
         )
         cfg.train.eval_examples = 4
-        run_compare(cfg, RUN, on_status=lambda msg: None)
+        run_compare(cfg, RUN, Hooks(on_status=lambda msg: None))
     return RUN
 
 

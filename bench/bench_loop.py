@@ -49,7 +49,7 @@ def quickstart_eval() -> int:
 def child_run(a) -> dict:
     """One Start: run_compare with the quickstart's variants; seconds to the first training step and to the end."""
     from workbench.core.config import preset_config
-    from workbench.core.events import MetricEvent
+    from workbench.core.events import Hooks, MetricEvent
     from workbench.experiments.comparison import run_compare
 
     cfg = preset_config(
@@ -68,7 +68,7 @@ def child_run(a) -> dict:
             first.append(time.perf_counter())
 
     t0 = time.perf_counter()
-    result = run_compare(cfg, a.out, sinks=[on_event], fit_check=False)
+    result = run_compare(cfg, a.out, Hooks(sinks=(on_event,)), fit_check=False)
     total = time.perf_counter() - t0
     acc = {v.name: v.accuracy for v in result.variants}
     return {"first_step_s": first[0] - t0 if first else None, "total_s": total, "accuracy": acc}

@@ -11,8 +11,8 @@ model's tokenizer: about 100M parameters) into a temporary folder and measures i
 (rank 16, all-linear, 8 x 64 tokens), the estimate against the training peak (docs/estimator.md).
 
 Each row runs in its own Python process, so what the C allocator kept from one configuration cannot
-inflate the next. The child runs compare.run_compare's own phases, in its order: compare.setup, start a
-MemoryMonitor, compare.load_group (load and attach LoRA), compare.train_variant, compare.score_variant.
+inflate the next. The child runs comparison.run_compare's own phases, in its order: phases.setup, start a
+MemoryMonitor, phases.load_group (load and attach LoRA), phases.train_variant, phases.score_variant.
 
 Which peak: a `train` row reports the TRAINING peak, from before the model loads to the end of the
 last optimizer step (load, adapter, forward, backward, optimizer), against estimate(train=True). That
@@ -191,7 +191,7 @@ class PhaseTracker:
 
 def estimate_for(cfg: BenchConfig, s) -> dict:
     """What the estimator says for this row, made as run_compare makes it (see the module docstring);
-    `s` is the row's compare.Setup."""
+    `s` is the row's phases.RunSetup."""
     from workbench.engine.estimator import estimate, variant_estimate
 
     shapes = s.shapes
@@ -258,9 +258,11 @@ def _run_config(cfg: BenchConfig, model: str):
 
 def _setup(cfg: BenchConfig, model_path: str | None, task=None):
     from workbench.core.config import DEFAULT_MODEL
-    from workbench.experiments import comparison as compare
+    from workbench.core.events import Hooks
+    from workbench.experiments import phases
 
-    return compare.setup(_run_config(cfg, model_path or DEFAULT_MODEL), task=task, status=lambda msg: None)
+    quiet = Hooks(on_status=lambda msg: None)
+    return phases.setup(_run_config(cfg, model_path or DEFAULT_MODEL), task=task, hooks=quiet)
 
 
 def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = False) -> dict:
@@ -268,11 +270,13 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
     import torch
 
     torch.set_num_threads(cfg.threads)
+    from workbench.core.events import Hooks
     from workbench.engine import models
-    from workbench.experiments import comparison as compare
+    from workbench.experiments import phases as run_phases
     from workbench.machine import allocator, memory
 
     s = _setup(cfg, model_path)
+    quiet = Hooks(on_status=lambda msg: None)
     predicted = estimate_for(cfg, s)
     name = s.cfg.variants[0]
 
@@ -284,7 +288,7 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
     start = time.perf_counter()
     # run_compare attaches the adapter before evaluating the base variant whenever a trained variant shares
     # its bit width (base and lora both run at 16 bits), and switches it off for the base's answers
-    model = compare.load_group(s, cfg.bits, [name], status=lambda msg: None)
+    model = run_phases.load_group(s, cfg.bits, [name], quiet)
     load_peak = monitor.peak()  # the load and the adapter's (small) allocation
     mark("load + LoRA")
     step_peaks: list[int] = []
@@ -304,20 +308,15 @@ def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = Fals
                 mark(f"optimizer {step['n']}")
 
             hooks.append(register_optimizer_step_post_hook(after_step))
-        tr = compare.train_variant(
-            s,
-            model,
-            "bench",
-            monitor,
-            sinks=[lambda e: step_peaks.append(e.peak_memory_bytes)],
-            status=lambda msg: None,
+        tr = run_phases.train_variant(
+            s, model, "bench", monitor, quiet.adding([lambda e: step_peaks.append(e.peak_memory_bytes)])
         )
         losses = tr.losses
         train_peak = monitor.peak()
         for h in hooks:
             h.remove()
     if cfg.mode in ("run", "base"):
-        compare.score_variant(s, model, base=cfg.mode == "base")
+        run_phases.score_variant(s, model, base=cfg.mode == "base", hooks=quiet)
         mark("evaluate + generate")
     peak = monitor.stop()
     seconds = time.perf_counter() - start

@@ -447,7 +447,7 @@ def _keep_results(runs_dir: Path, out: Path) -> None:
     """The runs' result rows beside the screenshots (runs.csv), so the figures a README quotes are on disk."""
     sys.path.insert(0, str(ROOT))
     from workbench.core.files import write_csv
-    from workbench.records.runs import ResultRow, all_results
+    from workbench.records.scan import ResultRow, all_results
 
     rows = all_results(runs_dir)
     write_csv(out / "runs.csv", [r.to_dict() for r in rows], ResultRow.field_names())

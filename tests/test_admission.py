@@ -12,10 +12,10 @@ import threading
 import time
 
 import pytest
+from machine.admission import Ledger
 from test_ui import wait_for
 
 from workbench.machine import admission
-from machine.admission import Ledger
 
 GiB = 2**30
 

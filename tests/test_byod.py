@@ -815,7 +815,7 @@ def _compare(tiny_model_dir, out, *args):
 
 
 def _results(out):
-    doc = runs.load_results(out)
+    doc = runs.Run(out).read()
     return doc, {v["name"]: v for v in doc["variants"]}
 
 

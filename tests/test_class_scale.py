@@ -13,7 +13,7 @@ from test_run_folders import good_doc, write_doc
 
 from workbench.analysis import plots
 from workbench.core.stats import accuracy_interval
-from workbench.records import runs
+from workbench.records import runs, scan
 from workbench.records.results import VariantResult
 from workbench.ui import AppState, ResultsPanel
 
@@ -37,8 +37,8 @@ def class_folder(root, n: int, people: int = 30):
 def counted(monkeypatch):
     """How many run folders the scan reads (a kept one is not read again)."""
     reads = []
-    real = runs._rows_of
-    monkeypatch.setattr(runs, "_rows_of", lambda run, root: reads.append(run.name) or real(run, root))
+    real = scan.rows_of
+    monkeypatch.setattr(scan, "rows_of", lambda run, root: reads.append(run.name) or real(run, root))
     return reads
 
 
@@ -49,15 +49,15 @@ def forget_in_memory(root) -> None:
 
 def test_each_run_is_read_once_and_only_a_changed_one_again(tmp_path, counted):
     root = class_folder(tmp_path / "runs", 40)
-    rows, bad = runs.scan(root)
+    rows, bad = scan.scan(root)
     assert len(counted) == 40 and len(rows) == 80 and not bad
     counted.clear()
-    assert runs.scan(root)[0] == rows and counted == []  # nothing changed: nothing read
+    assert scan.scan(root)[0] == rows and counted == []  # nothing changed: nothing read
     doc = good_doc(user="late")
     write_doc(root / "run-0003", doc)  # rewritten by its owner
     shutil.rmtree(root / "run-0007")  # removed
     write_doc(root / "run-new", good_doc(user="new"))
-    rows, _ = runs.scan(root)
+    rows, _ = scan.scan(root)
     assert sorted(counted) == ["run-0003", "run-new"]
     assert {r.run for r in rows} == {f"run-{i:04d}" for i in range(40) if i != 7} | {"run-new"}
     assert {r.user for r in rows if r.run == "run-0003"} == {"late"}
@@ -65,22 +65,22 @@ def test_each_run_is_read_once_and_only_a_changed_one_again(tmp_path, counted):
 
 def test_a_new_kernel_reads_the_scan_kept_on_disk(tmp_path, counted):
     root = class_folder(tmp_path / "runs", 12)
-    first, _ = runs.scan(root)
+    first, _ = scan.scan(root)
     forget_in_memory(root)
     counted.clear()
-    again, _ = runs.scan(root)
+    again, _ = scan.scan(root)
     assert counted == [] and again == first and again[1].config == first[1].config
 
 
 def test_an_unreadable_folder_is_kept_as_unreadable_until_it_changes(tmp_path, counted):
     root = class_folder(tmp_path / "runs", 3)
     write_doc(root / "broken", "{not json")
-    _, bad = runs.scan(root)
+    _, bad = scan.scan(root)
     counted.clear()
-    _, again = runs.scan(root)
+    _, again = scan.scan(root)
     assert counted == [] and [u.run for u in again] == ["broken"] and again == bad
     write_doc(root / "broken", good_doc(user="fixed"))
-    rows, bad = runs.scan(root)
+    rows, bad = scan.scan(root)
     assert counted == ["broken"] and not bad and "fixed" in {r.user for r in rows}
 
 
@@ -89,8 +89,8 @@ def test_a_kept_scan_that_cannot_be_trusted_is_not_used(tmp_path, counted, spoil
     import pickle
 
     root = class_folder(tmp_path / "runs", 5)
-    runs.scan(root)
-    kept = runs._scan_cache_file(root)
+    scan.scan(root)
+    kept = scan.scan_cache_file(root)
     assert kept.is_file() and kept.stat().st_mode & 0o077 == 0  # nobody else can read or change it
     if spoil == "damaged":
         kept.write_bytes(b"\x80\x05 not a pickle")
@@ -98,10 +98,10 @@ def test_a_kept_scan_that_cannot_be_trusted_is_not_used(tmp_path, counted, spoil
         kept.chmod(0o660)  # a pickle runs code as it loads: one someone else could change is not loaded
     else:
         doc = pickle.loads(kept.read_bytes())
-        kept.write_bytes(pickle.dumps({**doc, "version": runs.SCAN_CACHE_VERSION + 1}))
+        kept.write_bytes(pickle.dumps({**doc, "version": scan.SCAN_CACHE_VERSION + 1}))
     forget_in_memory(root)
     counted.clear()
-    rows, bad = runs.scan(root)
+    rows, bad = scan.scan(root)
     assert len(counted) == 5 and len(rows) == 10 and not bad
 
 
@@ -111,7 +111,7 @@ def test_a_home_that_cannot_be_written_still_scans(tmp_path, monkeypatch, counte
     (home / "scan").write_text("a file where the folder would be")
     monkeypatch.setenv("WORKBENCH_HOME", str(home))
     root = class_folder(tmp_path / "runs", 4)
-    rows, bad = runs.scan(root)
+    rows, bad = scan.scan(root)
     assert len(rows) == 8 and not bad
 
 
@@ -122,7 +122,7 @@ def _png_size(fig) -> tuple[int, int]:
 
 
 def test_a_class_chart_is_a_screen_sized_picture_with_a_legend_of_people(tmp_path):
-    rows = runs.all_results(class_folder(tmp_path / "runs", 300))
+    rows = scan.all_results(class_folder(tmp_path / "runs", 300))
     lora = [r for r in rows if r.result.name == "lora"]
     numbers = [i + 1 if i < 30 else None for i in range(len(lora))]  # the table's first page
     fig = plots.accuracy_memory_figure(
@@ -146,7 +146,7 @@ def test_a_class_chart_is_a_screen_sized_picture_with_a_legend_of_people(tmp_pat
 def test_a_planted_long_name_does_not_widen_the_chart(tmp_path):
     doc = good_doc(user="x" * 5000)
     write_doc(tmp_path / "runs" / ("y" * 200), doc)
-    rows = runs.all_results(tmp_path / "runs")
+    rows = scan.all_results(tmp_path / "runs")
     fig = plots.accuracy_memory_figure([r.result for r in rows], runs=[r.run for r in rows])
     w, _ = _png_size(fig)
     assert w < 1400

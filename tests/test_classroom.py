@@ -11,7 +11,7 @@ import time
 import pytest
 from test_compare_cli import tiny_config
 
-from workbench.records import runs
+from workbench.records import runs, scan
 from workbench.ui import Workbench
 
 STUDENT = """
@@ -56,7 +56,7 @@ def test_three_writers_at_once_each_get_a_run_that_records_who_made_it(class_fol
     assert len(folders) == 3  # one name asked for, three folders given
     users = {json.loads((class_folder / f / "results.json").read_text())["user"] for f in folders}
     assert users == {"ana", "bo", "chen li"}
-    rows, bad = runs.scan(class_folder)
+    rows, bad = scan.scan(class_folder)
     assert not bad and {r.user for r in rows} == users
 
 
@@ -81,7 +81,7 @@ def test_results_colours_and_filters_the_class_by_person(class_folder, tiny_mode
 def test_the_chart_colours_points_by_person_and_names_them(class_folder):
     from workbench.analysis import plots
 
-    rows = runs.all_results(class_folder)
+    rows = scan.all_results(class_folder)
     fig = plots.accuracy_memory_figure([r.result for r in rows], people=[r.user for r in rows], metric="eval_loss")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]

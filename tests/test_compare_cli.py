@@ -14,8 +14,9 @@ import torch
 from workbench import cli
 from workbench.core.config import DEFAULT_MODEL, PRESETS, RunConfig, preset_config
 from workbench.core.events import MetricEvent
-from workbench.experiments.comparison import results_table, run_compare
+from workbench.experiments.comparison import run_compare
 from workbench.records import runs
+from workbench.records.results import results_frame
 
 STEPS = 3
 TRAINING_FIELDS = ["rank", "target_modules", "train_seconds", "tokens_per_second", "final_train_loss", "steps_done"]
@@ -59,7 +60,7 @@ PROGRESS: list = []  # what full_run's on_progress was told
 
 def test_each_variant_is_scored_on_the_general_text_for_forgetting(full_run):
     result, out, _, _ = full_run
-    rows = {v["name"]: v for v in runs.load_results(out)["variants"]}
+    rows = {v["name"]: v for v in runs.Run(out).read()["variants"]}
     assert all(r["general_loss"] > 0 for r in rows.values())
     assert rows["base"]["forgetting"] is None
     # lora trains on the 16-bit base that the base row is: its forgetting is the difference of the two
@@ -95,7 +96,7 @@ def test_every_phase_reports_progress_with_counts(full_run):
 
 def test_results_json_fields(full_run):
     result, out, _, _ = full_run
-    doc = runs.load_results(out)
+    doc = runs.Run(out).read()
     assert doc["stopped"] is False and result.stopped is False
     assert doc["task"] == "tiny" and doc["device"].startswith("cpu")
     assert doc["config"]["variants"] == ["base", "lora", "qlora"]
@@ -176,9 +177,9 @@ def test_sinks_and_status(full_run):
     assert any("4 bits" in s for s in statuses) and any("training qlora" in s for s in statuses)
 
 
-def test_results_table(full_run):
+def test_results_frame_of_a_run(full_run):
     result, _, _, _ = full_run
-    table = results_table(result)
+    table = results_frame(result.variants)
     assert list(table.index) == ["base", "lora", "qlora"]
     assert table.loc["base", "trainable"] == "-" and table.loc["lora", "trainable"] == "8,192"
 
@@ -193,7 +194,7 @@ def test_stop_after_first_lora_step(tiny_model_dir, tiny_jsonl, tmp_path):
     out = tmp_path / "run"
     result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl), out, sinks=[sink], stop=stop)
     assert result.stopped
-    doc = runs.load_results(out)
+    doc = runs.Run(out).read()
     assert doc["stopped"] is True
     assert [v["name"] for v in doc["variants"]] == ["base", "lora"]  # qlora never started
     lora = doc["variants"][1]
@@ -347,7 +348,7 @@ def test_cli_compare_happy_path(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
     for bar in bars:
         assert bar in captured.err, captured.err  # a tqdm bar for every phase, not only training
     assert "2/2" in captured.err and "loss=" in captured.err
-    doc = runs.load_results(out)
+    doc = runs.Run(out).read()
     assert [v["name"] for v in doc["variants"]] == ["base", "lora"]
     assert doc["variants"][1]["target_modules"] == ["q_proj", "v_proj"] and doc["variants"][1]["rank"] == 2
     assert doc["config"]["train"]["steps"] == 2 and doc["config"]["data"] == str(tiny_jsonl)
@@ -375,7 +376,7 @@ def test_a_presets_eval_size_over_a_small_split_scores_all_of_it_and_says_so(tin
     assert rc == 0, captured.err
     said = "eval: the preset's 60 examples, but colours has 9 held-out examples: scoring all 9"
     assert f"[workbench] {said}" in captured.err and "eval: 9 of the task's 9 held-out examples" in captured.err
-    doc = runs.load_results(tmp_path / "run")
+    doc = runs.Run(tmp_path / "run").read()
     assert said in doc["notes"] and [v["eval_examples"] for v in doc["variants"]] == [9, 9]
     assert doc["config"]["train"]["eval_examples"] == 60 and doc["config"]["train"]["preset_eval_examples"] == 60
 
@@ -481,7 +482,7 @@ def test_cli_resume_continues_a_run_and_refuses_a_folder_that_is_not_one(tiny_mo
     shape = ["--variants", "lora", "--batch-size", "4", "--seq-len", "32", "--rank", "2"]
     assert cli.main([*base, *shape, "--steps", "2", "--out", str(out)]) == 0
     assert cli.main(["compare", "--resume", str(out), "--steps", "4"]) == 0
-    assert runs.load_results(out)["variants"][0]["steps_done"] == 4
+    assert runs.Run(out).read()["variants"][0]["steps_done"] == 4
     capsys.readouterr()
     assert cli.main(["compare", "--resume", str(tmp_path / "nothing-here")]) == 2
     assert "no finished run" in capsys.readouterr().err

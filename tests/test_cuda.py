@@ -124,7 +124,7 @@ def test_compare_on_cuda(tiny_model_dir, tiny_jsonl, tmp_path):
         }
     )
     result = run_compare(cfg, tmp_path / "run")
-    doc = runs.load_results(tmp_path / "run")
+    doc = runs.Run(tmp_path / "run").read()
     assert result.device.startswith("cuda (")
     by_name = {v["name"]: v for v in doc["variants"]}
     assert list(by_name) == ["base", "lora", "lora8", "qlora"]

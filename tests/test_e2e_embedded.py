@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from workbench.core import paths
 from workbench.core.config import DEFAULT_MODEL, LoraSettings, TrainSettings
 from workbench.data import load_task
 from workbench.engine import models, resolve
@@ -29,7 +30,7 @@ if resolve.embedded_gguf_path() is None:  # pragma: no cover - make setup instal
 def test_embedded_model_converts_to_a_plain_transformers_folder(embedded_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert embedded_dir.name == resolve.EMBEDDED_DIRNAME
+    assert embedded_dir.name == paths.EMBEDDED_DIRNAME
     assert (embedded_dir / "config.json").is_file()
     assert list(embedded_dir.glob("*.safetensors"))
     cfg = json.loads((embedded_dir / "config.json").read_text())

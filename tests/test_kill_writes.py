@@ -28,7 +28,7 @@ from pathlib import Path
 
 from workbench.core import files
 from workbench.core.events import MetricEvent
-from workbench.records import runs
+from workbench.records import runs, scan
 
 HERE = Path(__file__).resolve().parent
 KILLS = int(os.environ.get("KILL_WRITES_KILLS", "30"))
@@ -227,8 +227,8 @@ def check_folders(root: Path, folders: list[Path], out_of_step: set[Path], found
         for path in sorted(adapters.glob("*")) if adapters.is_dir() else []:
             if not path.name.startswith("."):
                 problems += check_adapter(path, found)
-    runs.find_runs(root)  # neither may raise on what a kill left
-    runs.all_results(root)
+    scan.find_runs(root)  # neither may raise on what a kill left
+    scan.all_results(root)
     return problems
 
 

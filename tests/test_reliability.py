@@ -13,9 +13,9 @@ import torch
 from test_compare_cli import tiny_config
 
 from workbench import cli
-from workbench.experiments import comparison as compare
+from workbench.experiments import comparison, phases
 from workbench.machine import memory
-from workbench.records import runs
+from workbench.records import runs, scan
 from workbench.ui import Workbench
 
 MiB = 1024**2
@@ -74,11 +74,11 @@ def test_the_cli_refuses_a_variant_that_will_not_fit_before_loading(
 
 def test_a_tight_variant_is_warned_about_and_runs(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
-    s = compare.setup(cfg)
+    s = phases.setup(cfg)
     need = s.estimate("lora")
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(need / 0.9))
     said = []
-    result = compare.run_compare(cfg, tmp_path / "run", on_status=said.append)
+    result = comparison.run_compare(cfg, tmp_path / "run", on_status=said.append)
     assert result.variants[0].status == "done"
     assert any("tight" in n for n in result.notes) and any("tight" in s for s in said)
     assert any("tight" in n for n in runs.Run(tmp_path / "run").read()["notes"])  # kept with the run
@@ -88,8 +88,8 @@ def test_skip_fit_check_runs_all_the_same(tiny_model_dir, tiny_jsonl, tmp_path, 
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
     with pytest.raises(ValueError, match="will not fit"):
-        compare.run_compare(cfg, tmp_path / "refused")
-    assert compare.run_compare(cfg, tmp_path / "run", fit_check=False).variants[0].status == "done"
+        comparison.run_compare(cfg, tmp_path / "refused")
+    assert comparison.run_compare(cfg, tmp_path / "run", fit_check=False).variants[0].status == "done"
 
 
 def test_the_adapter_tab_shows_a_fit_badge_per_variant(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_the_train_tab_says_why_it_was_refused_and_leaves_no_empty_folder(
 
 
 def test_out_of_memory_ends_that_variant_only_and_frees_its_model(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
-    real = compare.train_variant
+    real = phases.train_variant
     held: list[weakref.ref] = []
 
     def train_then_run_out(s, model, name, *a, **k):
@@ -130,10 +130,10 @@ def test_out_of_memory_ends_that_variant_only_and_frees_its_model(tiny_model_dir
         held.append(weakref.ref(model))
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(compare, "train_variant", train_then_run_out)
+    monkeypatch.setattr(phases, "train_variant", train_then_run_out)
     said = []
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora", steps=2)
-    result = compare.run_compare(cfg, tmp_path / "run", on_status=said.append)
+    result = comparison.run_compare(cfg, tmp_path / "run", on_status=said.append)
     by_name = {v.name: v for v in result.variants}
     assert list(by_name) == ["base", "lora", "qlora"]
     assert by_name["lora"].status == "out of memory" and "smaller batch" in by_name["lora"].error
@@ -151,10 +151,10 @@ def test_another_error_still_ends_the_run_and_keeps_what_finished(tiny_model_dir
     def broken(s, model, name, *a, **k):
         raise RuntimeError("a bug, not memory")
 
-    monkeypatch.setattr(compare, "train_variant", broken)
+    monkeypatch.setattr(phases, "train_variant", broken)
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=1)
     with pytest.raises(RuntimeError, match="a bug"):
-        compare.run_compare(cfg, tmp_path / "run")
+        comparison.run_compare(cfg, tmp_path / "run")
     kept = [(v.name, v.status) for v in runs.Run(tmp_path / "run").results()]
     assert kept == [("base", "done"), ("lora", "failed")]  # base finished: kept; lora marked
 
@@ -224,7 +224,7 @@ def test_a_claimed_folder_nothing_was_written_to_can_be_dropped(tmp_path):
 @pytest.fixture(scope="module")
 def good_run(tiny_model_dir, tiny_jsonl, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    compare.run_compare(tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=2), root / "good")
+    comparison.run_compare(tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=2), root / "good")
     return root
 
 
@@ -252,7 +252,7 @@ def _damage(root):
 
 def test_damaged_and_unfinished_runs_are_listed_with_a_reason_and_break_nothing(good_run):
     broken = _damage(good_run)
-    rows, bad = runs.scan(good_run)
+    rows, bad = scan.scan(good_run)
     assert {r.run for r in rows} == {"good"} and len(rows) == 2
     assert {u.run for u in bad} == broken
     reasons = {u.run: u.reason for u in bad}
@@ -262,7 +262,7 @@ def test_damaged_and_unfinished_runs_are_listed_with_a_reason_and_break_nothing(
     assert "another version" in reasons["older-settings"] and "rnk" in reasons["older-settings"]
     assert "another version" in reasons["bad-variant-rows"]
     assert "incomplete" in reasons["killed"]
-    assert len(runs.all_results(good_run)) == 2
+    assert len(scan.all_results(good_run)) == 2
 
 
 def test_the_results_panel_lists_unreadable_runs_beside_the_good_ones(good_run, tiny_model_dir, tiny_jsonl):
@@ -352,7 +352,7 @@ def test_a_kernel_interrupt_in_a_step_stops_the_run_and_keeps_a_continuable_adap
 ):
     _raise_on_call(monkeypatch, 3, KeyboardInterrupt())
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora", steps=4)
-    result = compare.run_compare(cfg, tmp_path / "run")  # the interrupt is handled as a Stop: no exception
+    result = comparison.run_compare(cfg, tmp_path / "run")  # the interrupt is handled as a Stop: no exception
     assert result.stopped and [v.name for v in result.variants] == ["base", "lora"]  # qlora never started
     lora = result.variants[1]
     assert lora.status == "stopped" and lora.steps_done == 2
@@ -363,10 +363,10 @@ def test_a_kernel_interrupt_in_a_step_stops_the_run_and_keeps_a_continuable_adap
     from workbench.engine.session import Session
 
     session = Session.from_run(run.path)  # the stopped adapter can be evaluated, as the Compare tab does
-    scored = session.evaluate("lora", compare.setup(cfg).eval_set, seq_len=32)
+    scored = session.evaluate("lora", phases.setup(cfg).eval_set, seq_len=32)
     assert scored.accuracy is not None and len(scored.predictions) > 0
     session.release()
-    again = compare.continue_run(run.path, 4)  # and it goes on from there
+    again = comparison.continue_run(run.path, 4)  # and it goes on from there
     assert {v.name: v.steps_done for v in again.variants}["lora"] == 4
 
 
@@ -376,11 +376,11 @@ def test_an_exception_in_a_step_is_marked_on_its_variant_and_the_metrics_are_kep
     _raise_on_call(monkeypatch, 2, RuntimeError("something broke inside the step"))
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora", steps=3)
     with pytest.raises(RuntimeError, match="broke"):
-        compare.run_compare(cfg, tmp_path / "run")
+        comparison.run_compare(cfg, tmp_path / "run")
     run = runs.Run(tmp_path / "run")
     rows = {v.name: v for v in run.results()}
     assert rows["base"].status == "done"
     assert rows["lora"].status == "failed" and "RuntimeError: something broke" in rows["lora"].error
     assert [e.step for e in run.metrics() if e.variant == "lora"] == [1]
-    listed, bad = runs.scan(tmp_path)
+    listed, bad = scan.scan(tmp_path)
     assert not bad and {r.status_text for r in listed} == {"done", "failed"}

@@ -1,7 +1,7 @@
 """Whatever a run folder holds, the teacher's view holds: in a class every student can write to the shared runs
 folder, so any results.json that does not match this version's layout (wrong types, missing or extra fields,
 non-finite or negative numbers, very long strings, another layout) is listed as unreadable with its reason, and
-never raises in runs.scan or the Results panel; and everything a run folder says reaches the page escaped.
+never raises in scan.scan or the Results panel; and everything a run folder says reaches the page escaped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from workbench.core.config import preset_config
-from workbench.records import runs
+from workbench.records import runs, scan
 from workbench.records.results import DOC_CHECKS, MESSAGE_LIMIT, ROW_CHECKS, TEXT_LIMIT, CompareResult, VariantResult
 from workbench.ui import AppState, ResultsPanel
 
@@ -88,7 +88,7 @@ def write_doc(folder: Path, doc) -> None:
 def test_a_complete_run_reads_back_whole():
     with tempfile.TemporaryDirectory() as tmp:
         write_doc(Path(tmp) / "good", good_doc())
-        rows, bad = runs.scan(Path(tmp))
+        rows, bad = scan.scan(Path(tmp))
     assert bad == [] and [r.result.name for r in rows] == ["base", "lora"]
     assert rows[1].result == VariantResult.from_dict(good_doc()["variants"][1]) and rows[1].user == "ada"
 
@@ -221,7 +221,7 @@ def _scanned(doc) -> tuple[list, list]:
         root = Path(tmp)
         write_doc(root / "good", good_doc())
         write_doc(root / "damaged", doc)
-        return runs.scan(root)
+        return scan.scan(root)
 
 
 @SOME
@@ -258,7 +258,7 @@ def test_any_value_in_any_field_is_read_or_refused_never_raised(field, value):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_doc(root / "run", doc)
-        rows, bad = runs.scan(root)
+        rows, bad = scan.scan(root)
         assert len(bad) + (len(rows) == 2) == 1
         results_frame([r.result for r in rows])
         eval_pace(root, "cpu")

@@ -10,7 +10,7 @@ from workbench.core.events import MetricEvent
 from workbench.core.files import write_json
 from workbench.engine import models
 from workbench.engine.train import seed_everything, train
-from workbench.records import runs
+from workbench.records import runs, scan
 
 
 def _listing(folder):
@@ -100,10 +100,10 @@ def test_metrics_csv_one_row_per_event(tmp_path, load_tiny, tiny_tokenizer, tiny
 
 def test_load_results(tmp_path):
     write_json(tmp_path / "results.json", {"config": {}, "variants": [{"name": "base", "bits": 16}]})
-    assert runs.load_results(tmp_path) == {"config": {}, "variants": [{"name": "base", "bits": 16}]}
+    assert runs.Run(tmp_path).read() == {"config": {}, "variants": [{"name": "base", "bits": 16}]}
     write_json(tmp_path / "results.json", {"config": {}, "variants": [{"name": "base", "bits": "16"}]})
     with pytest.raises(ValueError, match=r"variants\[0\]: bits must be 16, 8 or 4; got '16'"):
-        runs.load_results(tmp_path)  # checked as read: no reader gets a number that is text
+        runs.Run(tmp_path).read()  # checked as read: no reader gets a number that is text
 
 
 def test_result_fields_cover_the_documented_columns():
@@ -159,7 +159,7 @@ def test_run_object_reads_its_folder(tmp_path):
     (run.adapter_dir("lora") / "adapter_config.json").write_text("{}")
     assert run.trained_variants() == ["lora"] and run.has_adapter("lora") and not run.has_adapter("qlora")
     assert run.adapter_dir("qlora") == tmp_path / "r1" / "adapters" / "qlora"
-    assert runs.find_runs(tmp_path) == [run]
+    assert scan.find_runs(tmp_path) == [run]
 
 
 def test_an_older_run_without_new_fields_still_reads(tmp_path):
@@ -171,11 +171,11 @@ def test_an_older_run_without_new_fields_still_reads(tmp_path):
     assert run.device_type == "cuda"  # told by the description, as older runs wrote it
     (res,) = run.results()
     assert res.name == "lora" and res.status == "done" and res.accuracy is None
-    (row,) = runs.all_results(tmp_path)
+    (row,) = scan.all_results(tmp_path)
     assert row.run == "old" and row.result == res
     # a field this version does not know is another version's layout: listed with its name, not dropped
     write_json(tmp_path / "newer" / "results.json", {"config": {}, "variants": [{"name": "lora", "bits": 16, "x": 1}]})
-    assert [(u.run, u.reason) for u in runs.scan(tmp_path)[1]] == [
+    assert [(u.run, u.reason) for u in scan.scan(tmp_path)[1]] == [
         (
             "newer",
             "results.json: written by another version of the workbench, or damaged: variants[0]: unknown field 'x'",

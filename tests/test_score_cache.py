@@ -16,7 +16,7 @@ from workbench.core.config import RunConfig
 from workbench.engine import score_cache, session
 from workbench.engine.generate import DecodeSettings, EvalResult
 from workbench.engine.session import Session
-from workbench.experiments import comparison as compare
+from workbench.experiments import comparison, kept_scores, phases
 from workbench.records import runs
 
 
@@ -39,8 +39,8 @@ def scored(monkeypatch):
 
         return wrapper
 
-    monkeypatch.setattr(compare, "evaluate", counting("eval", compare.evaluate))
-    monkeypatch.setattr(compare, "general_scores", counting("general", compare.general_scores))
+    monkeypatch.setattr(phases, "evaluate", counting("eval", phases.evaluate))
+    monkeypatch.setattr(phases, "general_scores", counting("general", phases.general_scores))
     monkeypatch.setattr(session, "evaluate", counting("session", session.evaluate))
     return calls
 
@@ -51,12 +51,12 @@ def config(model_dir, data, variants="base", **train):
 
 def run(cfg, out, **kw):
     statuses: list[str] = []
-    compare.run_compare(cfg, out, on_status=statuses.append, **kw)
+    comparison.run_compare(cfg, out, on_status=statuses.append, **kw)
     return statuses
 
 
 def base_row(out):
-    return next(v for v in runs.load_results(out)["variants"] if v["name"] == "base")
+    return next(v for v in runs.Run(out).read()["variants"] if v["name"] == "base")
 
 
 def test_a_second_run_reads_the_base_scores_back_and_writes_the_same_files(
@@ -155,7 +155,7 @@ def test_evaluate_reads_back_a_runs_base_and_its_adapter_and_a_changed_adapter_m
     cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora")
     out = tmp_path / "run"
     run(cfg, out)
-    examples = compare.setup(cfg).eval_set
+    examples = phases.setup(cfg).eval_set
     kept = runs.Run(out).scores()
     scored.clear()
 
@@ -218,7 +218,7 @@ def test_an_evaluate_with_nothing_kept_scores_in_rounds_keeps_the_whole_split_an
 
     cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
     run(cfg, tmp_path / "runs" / "run")
-    examples = compare.setup(cfg).eval_set
+    examples = phases.setup(cfg).eval_set
     shutil.rmtree(score_cache.cache_dir())  # another machine's run, say: nothing of it kept here
     scored.clear()
     c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))
@@ -276,13 +276,13 @@ def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_lo
     from workbench.ui.train import TrainPanel
 
     cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
-    assert compare.base_kept(cfg) is None and compare.kept_sentence(cfg) == ""
+    assert kept_scores.base_kept(cfg) is None and kept_scores.kept_sentence(cfg) == ""
     run(cfg, tmp_path / "runs" / "one")
-    entry = compare.base_kept(cfg)
+    entry = kept_scores.base_kept(cfg)
     assert (
         entry is not None and entry.result.keys == runs.Run(tmp_path / "runs" / "one").scores()["base"]["eval"]["keys"]
     )
-    assert compare.kept_sentence(cfg).startswith(
+    assert kept_scores.kept_sentence(cfg).startswith(
         f"the base's scores on these {len(entry.result.keys)} examples are kept"
     )
     # and the run that follows does read them back: the plan's guess of the key is the run's key
@@ -290,10 +290,10 @@ def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_lo
     run(cfg, tmp_path / "runs" / "two")
     assert ("eval", True) not in scored
     # anything the base's scores depend on changed: the plan no longer says so
-    assert compare.base_kept(config(tiny_model_dir, tiny_jsonl, variants="base,lora", seq_len=24)) is None
-    assert compare.base_kept(config(tiny_model_dir, tiny_jsonl, variants="lora")) is None  # no base to score
+    assert kept_scores.base_kept(config(tiny_model_dir, tiny_jsonl, variants="base,lora", seq_len=24)) is None
+    assert kept_scores.base_kept(config(tiny_model_dir, tiny_jsonl, variants="lora")) is None  # no base to score
     monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "1")  # a bfloat16 base is another base
-    assert compare.base_kept(cfg) is None
+    assert kept_scores.base_kept(cfg) is None
     monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "0")
     panel = TrainPanel(AppState(cfg, runs_dir=tmp_path / "runs"))
     panel.show_plan()

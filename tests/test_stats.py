@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from workbench.analysis import verdicts
+from workbench.analysis.settings import Setting, setting_key, settings
 from workbench.core import stats
-from workbench.experiments.seeds import Setting, check_seeds, seed_values, setting_key, settings
+from workbench.experiments.seeds import check_seeds, seed_values
 from workbench.records.results import VariantResult, interval_fields
 
 

@@ -23,17 +23,10 @@ from test_sweep import base_config
 
 from workbench.core.config import RunConfig
 from workbench.experiments import comparison as compare
-from workbench.experiments.study import (
-    SearchSpace,
-    StudyDef,
-    Worker,
-    dashboard_command,
-    default_storage,
-    finished_points,
-    open_storage,
-    open_study,
-    trials_frame,
-)
+from workbench.experiments.study.reading import finished_points, trials_frame
+from workbench.experiments.study.space import SearchSpace, StudyDef, open_study
+from workbench.experiments.study.storage import dashboard_command, default_storage, open_storage
+from workbench.experiments.study.worker import Worker
 from workbench.experiments.study.workers import run_study, run_sweep, settled_line
 from workbench.experiments.sweep import SweepGrid, plan
 

@@ -286,7 +286,7 @@ def test_training_updates_progress_and_plots_while_it_runs(app, monkeypatch):
     assert t.run_dir.is_absolute() and str(t.run_dir) in t.status.value and "../" not in t.status.value
     assert set(t.estimates) == {"base", "lora", "qlora"} and all(v > 0 for v in t.estimates.values())
     run = t.run_dir
-    res = runs.load_results(run)
+    res = runs.Run(run).read()
     assert [v["name"] for v in res["variants"]] == ["base", "lora", "qlora"]
     assert "<table" in t.results.value and "qlora" in t.results.value
     assert app.state.last_run == run and not t.start_button.disabled and t.stop_button.disabled
@@ -436,7 +436,7 @@ def test_stop_ends_within_a_step_and_keeps_what_was_trained(app):
     assert (run / "adapters" / "lora" / "adapter_config.json").is_file()
     with open(run / "metrics.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(t.events)
-    rows = {v["name"]: v for v in runs.load_results(run)["variants"]}
+    rows = {v["name"]: v for v in runs.Run(run).read()["variants"]}
     assert rows["lora"]["status"] == "stopped" and rows["lora"]["steps_done"] == len(t.events)
     assert "qlora" not in rows  # never started
     assert app.state.last_run == run  # the stopped run is what Compare now answers with
@@ -643,7 +643,7 @@ def test_evaluate_ticks_each_example_and_scores_each_variant(trained):
     assert trained.wait(120)
     assert "wb-error" not in c.status.value, c.status.value
     assert set(c.evaluation) == {"base", "lora", "qlora"}
-    res = {v["name"]: v for v in runs.load_results(trained.state.last_run)["variants"]}
+    res = {v["name"]: v for v in runs.Run(trained.state.last_run).read()["variants"]}
     dtype = trained.state.session().base_dtype
     for v, e in c.evaluation.items():
         assert 0.0 <= e["accuracy"] <= 1.0
@@ -949,7 +949,7 @@ def test_continue_trains_the_last_run_on_and_its_curve_goes_on(app):
     assert t.continue_last() is None and app.wait(60)
     assert t.error.value == "", t.error.value
     assert t.run_dir == run and [e.step for e in t.events] == [1, 2, 3, 4, 5]  # one curve, continued
-    assert runs.load_results(run)["variants"][0]["steps_done"] == 5 and "done" in t.progress_text.value
+    assert runs.Run(run).read()["variants"][0]["steps_done"] == 5 and "done" in t.progress_text.value
 
 
 def test_a_kernel_on_glibc_is_told_its_peaks_will_run_above_the_estimate(monkeypatch):

@@ -202,7 +202,7 @@ def test_the_seed_spread_is_read_from_the_runs_folder_one_result_per_seed(monkey
     settings); a run made again with the same seed adds nothing; without seeds in the folder, the task's own."""
     from workbench.analysis import eval_plan
     from workbench.records.results import VariantResult
-    from workbench.records.runs import ResultRow
+    from workbench.records.scan import ResultRow
 
     def row(rank: int, seed: int, accuracy: float, eval_examples: int = 300) -> ResultRow:
         config = {"task": "dates", "data": None, "lora": {"rank": rank}, "variants": ["lora"]}

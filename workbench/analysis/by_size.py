@@ -6,8 +6,8 @@ and after peft's k-bit preparation the activation stream is float32 too. So the 
 weights dominate the peak (big models, short batches) and small, or negative, where activations and the loss's
 vocabulary-sized tensors do (small models, long batches): the crossover is what the chart marks.
 
-    from workbench.analysis import by_size as sizes
-    table = sizes.by_model(rank=16, batch_size=8, seq_len=512)
+    from workbench.analysis import by_size
+    table = by_size.by_model(rank=16, batch_size=8, seq_len=512)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from workbench.core.config import VARIANTS, RunConfig
 from workbench.engine.estimator import estimate
 from workbench.engine.layout import ModelLayout
 from workbench.engine.resolve import EMBEDDED_NAMES, MODEL_ALIASES
+from workbench.records import scan
 
 # The estimator's components, grouped as the chart shows them: what a bigger model scales (weights), what the
 # rank scales (adapter, its gradients, AdamW's two moments), what the tokens scale (activations, the loss), and
@@ -112,11 +113,10 @@ def measured(root: Path) -> list[dict]:
     first: variant, peak bytes, the run, its device and shape, and for QLoRA `lora_peak` and `vs_lora`, from
     the newest LoRA run at the same settings (device, batch, length, rank, targets, checkpointing), or None.
     Paired across runs, not within one: a sweep writes each variant in a run folder of its own."""
-    from workbench.records import runs
 
     out = []
     configs: dict[str, object] = {}
-    for row in runs.all_results(Path(root)):
+    for row in scan.all_results(Path(root)):
         res = row.result
         if res.name not in VARIANT_NAMES or not res.peak_memory_bytes:
             continue

@@ -9,11 +9,11 @@ import statistics
 from pathlib import Path
 
 from workbench.analysis.crossed import SeedSpread, settings_gap
+from workbench.analysis.settings import settings
 from workbench.analysis.verdicts import SCORES
 from workbench.core.config import RunConfig
 from workbench.core.stats import eval_size_sentence
-from workbench.experiments.seeds import settings
-from workbench.records.runs import all_results
+from workbench.records.scan import all_results
 
 # seconds to score one eval example (its loss and its greedy answer) before this machine has scored any: an
 # adapter on q,v on the dates task, embedded model, 2 quiet CPU cores (0.36-0.39 s measured over 300 examples)

@@ -7,12 +7,22 @@ files, the panels, the notebooks); the score-against-cost chart alone has two fo
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from workbench.core.events import MetricEvent
-from workbench.records.results import MEMORY_FIELDS, VariantResult, as_written, default_score, pareto_front, shorten
+from workbench.core.files import save_figure
+from workbench.records.results import (
+    MEMORY_FIELDS,
+    CompareResult,
+    VariantResult,
+    as_written,
+    default_score,
+    pareto_front,
+    shorten,
+)
 
 MiB = 1024**2
 COLORS = {"base": "#7f7f7f", "lora": "#1f77b4", "lora8": "#2ca02c", "qlora": "#d62728"}
@@ -154,7 +164,7 @@ def accuracy_memory_figure(
 
 
 def settings_figure(groups, memory_key: str = "peak_memory_bytes", metric: str | None = None, label=None) -> Figure:
-    """Settings repeated over seeds (repeats.Setting): each drawn at the mean of its seeds with the interval of
+    """Settings repeated over seeds (settings.Setting): each drawn at the mean of its seeds with the interval of
     that mean, every seed a faint dot beside it; the frontier is drawn through the means, and a setting whose
     interval reaches it is drawn hollow."""
     label = label or (lambda g: g.first.label())
@@ -521,3 +531,10 @@ def _patch(color: str, hatch: str, label: str):
     from matplotlib.patches import Patch
 
     return Patch(facecolor=color, hatch=hatch, edgecolor="#666666", label=label)
+
+
+def save_run_figures(result: CompareResult, folder: Path) -> None:
+    """A run's three figures beside its results: loss.png, memory.png and accuracy_vs_memory.png, each whole."""
+    save_figure(loss_figure(result.metrics), folder / "loss.png")
+    save_figure(memory_figure(result.variants, result.device_type), folder / "memory.png")
+    save_figure(accuracy_memory_figure(result.variants), folder / "accuracy_vs_memory.png")

@@ -416,8 +416,9 @@ def _watched(what: str):
 
 def cmd_compare(a: argparse.Namespace) -> int:
     from workbench.core.config import preset_config
-    from workbench.experiments.comparison import continue_run, results_table
+    from workbench.experiments.comparison import continue_run
     from workbench.experiments.seeds import check_seeds, run_seeds, seed_dir, seed_values
+    from workbench.records.results import results_frame
 
     check_seeds(a.seeds)
     if a.resume:
@@ -449,7 +450,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         for result, folder in zip(results, folders):
             if len(results) > 1:
                 print(f"\nseed {result.config['train']['seed']} ({folder}):")
-            print(results_table(result).to_string())
+            print(results_frame(result.variants).to_string())
         if len(results) > 1:
             print(f"\nover {len(results)} seeds (mean, spread across seeds, 95% interval of the mean):")
             print(_seeds_table(results, folders).to_string(index=False))
@@ -467,7 +468,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def _seeds_table(results, folders):
-    from workbench.experiments.seeds import settings, settings_frame
+    from workbench.analysis.settings import settings, settings_frame
 
     rows = [(r.config, v, str(f), r.user) for r, f in zip(results, folders) for v in r.variants if v.error is None]
     return settings_frame(settings(rows), label=lambda g: g.first.name)
@@ -491,7 +492,7 @@ def _print_eval_plan(cfg, runs_root: Path, runs: int = 1, base: bool = True) -> 
     """What the eval size (and `runs` seeds of each setting) can tell apart, and what it costs, before anything
     loads; with `base`, whether the base's scores come from the score cache (a sweep's points score no base)."""
     from workbench.analysis.eval_plan import eval_plan
-    from workbench.experiments.comparison import kept_sentence
+    from workbench.experiments.kept_scores import kept_sentence
 
     line = eval_plan(cfg, runs_root, runs=runs)
     kept = kept_sentence(cfg) if line and base else ""
@@ -548,14 +549,8 @@ def _sweep_choices(a: argparse.Namespace) -> dict:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from workbench.core.config import preset_config
     from workbench.experiments.seeds import check_seeds
-    from workbench.experiments.study import (
-        SearchSpace,
-        StudyDef,
-        dashboard_command,
-        default_storage,
-        open_storage,
-        redacted,
-    )
+    from workbench.experiments.study.space import SearchSpace, StudyDef
+    from workbench.experiments.study.storage import dashboard_command, default_storage, open_storage, redacted
     from workbench.experiments.sweep import SweepGrid, plan
 
     check_seeds(a.seeds)
@@ -623,8 +618,9 @@ def _run_sweep_study(a: argparse.Namespace, definition, sweep, storage: str, stu
     trial log. The first Ctrl-C starts no new trial; the second stops the running ones after their step."""
     import pandas as pd
 
-    from workbench.experiments.seeds import settings_frame
-    from workbench.experiments.study import counts, dashboard_command, finished_points, write_trials
+    from workbench.analysis.settings import settings_frame
+    from workbench.experiments.study.reading import counts, finished_points, write_trials
+    from workbench.experiments.study.storage import dashboard_command
     from workbench.experiments.study.workers import in_plan_order, run_study
     from workbench.experiments.sweep import point_settings, sweep_frame, write_sweep
 
@@ -689,9 +685,9 @@ def _run_sweep_study(a: argparse.Namespace, definition, sweep, storage: str, stu
 
 def cmd_train(a: argparse.Namespace) -> int:
     """One experiment; under a launcher every process runs this, and rank 0 alone prints and writes."""
-    from workbench.experiments.comparison import results_table
     from workbench.experiments.experiment import check_launch, from_yaml, run_experiment, trained_variant
     from workbench.machine.distributed import World, join
+    from workbench.records.results import results_frame
 
     cfg = from_yaml(a.config)
     trained_variant(cfg)  # before any process group opens: every process refuses the same config alike
@@ -712,7 +708,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(results_table(result).to_string())
+        print(results_frame(result.variants).to_string())
     for v in result.variants:
         if v.error:
             print(f"{v.name}: {v.status}: {v.error}")

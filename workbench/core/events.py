@@ -9,9 +9,11 @@ files (which store them) can both import it from below.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
 
 
 @dataclass
@@ -111,6 +113,42 @@ class Stages:
 
         tell(0)
         return tell
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How long work (a run, its seeds, a sweep's trials) reports to whoever started it, and how they stop it:
+    one value handed down through every phase instead of four parameters each.
+
+    `sinks` get a MetricEvent per optimizer step; `stop`, once set, ends the work after its current step
+    (what finished is kept); `on_status` gets a line per phase; `on_progress` a Progress as every phase moves;
+    `on_variant` a VariantStart as each variant begins (a live memory plot draws its estimate)."""
+
+    sinks: tuple[Sink, ...] = ()
+    stop: threading.Event = field(default_factory=threading.Event)
+    on_status: Callable[[str], None] | None = None
+    on_progress: ProgressSink | None = None
+    on_variant: Callable[[object], None] | None = None
+    stages: Stages | None = None  # the phases counted: set by counted(), once per run
+
+    def status(self, text: str) -> None:
+        (self.on_status or logging.getLogger("workbench").info)(text)
+
+    def begin(self, phase: str, variant: str, total: int, unit: str) -> Callable[..., None]:
+        """Stages.begin on this run's count (uncounted when the work was not started through counted())."""
+        return (self.stages or Stages(self.on_progress)).begin(phase, variant, total, unit)
+
+    def counted(self, planned: int) -> Hooks:
+        """These hooks with a fresh count of `planned` phases: what a run makes as it starts."""
+        return replace(self, stages=Stages(self.on_progress, planned))
+
+    def adding(self, sinks: Iterable[Sink]) -> Hooks:
+        """These hooks with `sinks` told first (a run's own metrics.csv and result rows)."""
+        return replace(self, sinks=(*sinks, *self.sinks))
+
+    def quiet(self) -> Hooks:
+        """Only the stop: what a process that is not rank 0 runs with (rank 0 alone reports)."""
+        return Hooks(stop=self.stop, on_status=lambda _: None)
 
 
 class ProgressBars:

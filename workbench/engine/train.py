@@ -23,30 +23,7 @@ from workbench.engine.models import scored_loss
 from workbench.machine.allocator import configure as configure_allocator
 from workbench.machine.distributed import World
 from workbench.machine.memory import MemoryMonitor
-
-
-@dataclass
-class TrainState:
-    """Where training stands after its last step: with the adapter's weights, enough to continue it exactly
-    (the same batches, dropout masks and AdamW moments as one uninterrupted run)."""
-
-    step: int  # steps done
-    optimizer: dict  # AdamW's state_dict: its moments and step counts
-    torch_rng: torch.Tensor  # the CPU generator, which draws LoRA's dropout masks
-    python_rng: tuple
-
-    def to_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "optimizer": self.optimizer,
-            "torch_rng": self.torch_rng,
-            "python_rng": self.python_rng,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainState:
-        rng = d["python_rng"]  # saved as lists: random.setstate wants tuples
-        return cls(int(d["step"]), d["optimizer"], d["torch_rng"], (rng[0], tuple(rng[1]), rng[2]))
+from workbench.records.runs import TrainState
 
 
 @dataclass

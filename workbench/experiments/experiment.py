@@ -1,9 +1,9 @@
 """One experiment: one trained variant, its settings in a YAML file, run in one process or in many.
 
 `workbench train CONFIG.yaml` reads a RunConfig written as YAML (`write_config`, the Train tab's *Export run*)
-and trains its one variant with compare.py's phases into the same run folder a comparison writes. Started by
+and trains its one variant with experiments.phases into the same run folder a comparison writes. Started by
 `torchrun` or `accelerate launch` (`launch_command` gives the line), every process trains its share of each
-global batch (train.py, under DistributedDataParallel) and rank 0 alone writes files, scores and answers.
+global batch (engine.train, under DistributedDataParallel) and rank 0 alone writes files, scores and answers.
 """
 
 from __future__ import annotations
@@ -11,18 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import threading
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.core.config import VARIANTS, RunConfig
-from workbench.core.events import ProgressSink, Sink, Stages
-from workbench.core.files import check_writable_dir, remove_stale_temps, write_text
+from workbench.core.events import Hooks
+from workbench.core.files import check_writable_dir, write_text
 from workbench.engine.resolve import resolve_model
-from workbench.experiments.comparison import (
+from workbench.experiments.phases import (
     check_fit,
-    keep_variant,
     load_group,
     planned_stages,
     run_trained,
@@ -31,10 +28,11 @@ from workbench.experiments.comparison import (
     train_variant,
     unfinished_result,
 )
+from workbench.experiments.skeleton import run_skeleton
 from workbench.machine import admission, memory
 from workbench.machine.distributed import World
 from workbench.records.results import CompareResult
-from workbench.records.runs import MetricsCSV, Run, default_user, write_run
+from workbench.records.runs import Run, default_user
 
 log = logging.getLogger(__name__)
 
@@ -167,36 +165,31 @@ class ExperimentResult(CompareResult):
 def run_experiment(
     cfg: RunConfig,
     out_dir: str | Path,
+    hooks: Hooks | None = None,
     *,
-    sinks: Iterable[Sink] = (),
-    stop: threading.Event | None = None,
-    on_status: Callable[[str], None] | None = None,
-    on_progress: ProgressSink | None = None,
     fit_check: bool = True,
     command: str = "",
     backend: str = "",
 ) -> ExperimentResult | None:
     """Train cfg's one variant in this process's share (all of it alone) and, on rank 0, write the run folder.
 
-    Every process reads the data and loads the model; rank 0 alone gets the sinks, the status and progress,
+    Every process reads the data and loads the model; rank 0 alone gets the hooks' sinks, status and progress,
     writes metrics.csv, the adapter (once), results.json with the global batch, the figures and the answers,
     and returns the result (the other ranks return None once their share is trained)."""
     name = trained_variant(cfg)
     world = World.current()
-    main = world.is_main
-    stop = stop or threading.Event()
-    status = (on_status or log.info) if main else (lambda _: None)
-    stages = Stages(on_progress if main else None, planned_stages(cfg))
+    hooks = hooks or Hooks()
+    hooks = (hooks if world.is_main else hooks.quiet()).counted(planned_stages(cfg))
     run = Run(check_writable_dir(out_dir))
     world.main_first(lambda: resolve_model(cfg.model.name))  # the embedded model is converted once, by rank 0
-    s = setup(cfg, status=status)
+    s = setup(cfg, hooks=hooks)
     tight = check_fit(s, world.sharing(s.choice.type)) if fit_check else []
-    # one turn in the machine's ledger for all of this run's processes here (workbench.machine.admission): rank 0 waits
+    # one turn in the machine's ledger for all of this run's processes here (machine.admission): rank 0 waits
     # in line for their estimates together, the others wait for it at the barrier
     peak = s.estimate(name) * world.sharing(s.choice.type)
     ticket = world.main_first(
         lambda: (
-            admission.take_turn(peak, s.choice.device, f"{default_user()}: {run.path.name}", status, stop)
+            admission.take_turn(peak, s.choice.device, f"{default_user()}: {run.path.name}", hooks.status, hooks.stop)
             if world.is_main
             else None
         )
@@ -216,44 +209,28 @@ def run_experiment(
         if world.distributed:
             result.notes.append(f"trained in {world.world_size} processes: {result.describe_batch()}")
         for note in result.notes:
-            status(note)
+            hooks.status(note)
         memory.release()
-        model = load_group(s, VARIANTS[name].bits, [name], status, stages)
-        monitor = memory.MemoryMonitor(s.choice.device).start()
-        if not main:
-            try:
-                train_variant(s, model, name, monitor, stop=stop, stages=stages)
-            finally:
-                monitor.stop()
-            return None
-        run.path.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(run.path)  # what a killed earlier write into this folder left, as run_compare does
-        metrics = MetricsCSV(run.path / "metrics.csv")
-        predictions: dict[str, list[dict]] = {}
-        scores: dict[str, dict] = {}
+        model = load_group(s, VARIANTS[name].bits, [name], hooks)
+    except BaseException:
+        if ticket is not None:
+            ticket.release()
+        raise
+    monitor = memory.MemoryMonitor(s.choice.device).start()
+    if not world.is_main:
         try:
-            done = run_trained(
-                s,
-                model,
-                name,
-                monitor,
-                sinks=[metrics, result.metrics.append, *sinks],
-                stop=stop,
-                adapter_dir=run.adapter_dir(name),
-                status=status,
-                stages=stages,
-            )
-            keep_variant(result, predictions, name, done, scores)
-            result.stopped = stop.is_set()
+            train_variant(s, model, name, monitor, hooks)
+        finally:
+            monitor.stop()
+        return None
+    with run_skeleton(run, result, ticket) as writer:
+        try:
+            hooks = hooks.adding([writer.metrics, result.metrics.append])
+            writer.keep(name, run_trained(s, model, name, monitor, hooks, adapter_dir=run.adapter_dir(name)))
+            result.stopped = hooks.stop.is_set()
         except Exception as exc:  # the failed row is written with what finished, then the error goes on up
             result.variants.append(unfinished_result(s, name, exc))
             raise
         finally:
             monitor.stop()
-            metrics.close()
-            if result.variants:
-                write_run(run, result, predictions, scores)
-        return result
-    finally:
-        if ticket is not None:
-            ticket.release()
+    return result

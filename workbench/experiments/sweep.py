@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.analysis.eval_plan import FIRST_GUESS_EVAL_S, eval_pace, eval_plan, eval_size
+from workbench.analysis.settings import settings
 from workbench.core.config import QUANT_TYPES, RunConfig, parse_targets, same_settings, variant_for_bits
 from workbench.engine.estimator import estimate
 from workbench.engine.layout import ModelLayout
-from workbench.experiments.seeds import seed_values, settings, with_seed
+from workbench.experiments.seeds import seed_values, with_seed
 from workbench.machine import allocator, memory
 from workbench.records.results import VariantResult
-from workbench.records.runs import Run, all_results
+from workbench.records.runs import Run
+from workbench.records.scan import all_results
 
 BITS_CHOICES = (16, 8, 4)
 # tokens/s to plan with before this machine has trained at those bits (the embedded model on a 2-core CPU,
@@ -344,7 +346,7 @@ def _ci(r: VariantResult | None, score: str, scale: float, digits: int) -> str |
 
 
 def point_settings(points: list[PointResult]):
-    """The sweep's finished points grouped by setting (their seeds pooled): repeats.Setting, in grid order."""
+    """The sweep's finished points grouped by setting (their seeds pooled): analysis.settings.Setting, in grid order."""
     return settings(
         [(json.loads(json.dumps(_config_of(p))), p.result, str(p.out), "") for p in points if p.result is not None]
     )

@@ -11,30 +11,49 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
-import pickle
 import re
-import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from workbench.analysis import plots
 from workbench.core.config import TRAINED_VARIANTS, RunConfig
 from workbench.core.events import MetricEvent
-from workbench.core.files import atomic_dir, save_figure, write_bytes, write_csv, write_json, write_text
-from workbench.core.paths import workbench_home
-from workbench.engine.resolve import EMBEDDED_DIRNAME
-from workbench.records.results import CompareResult, VariantResult, check_run_doc, first_line
+from workbench.core.files import atomic_dir, write_csv, write_json, write_text
+from workbench.core.paths import EMBEDDED_DIRNAME
+from workbench.records.results import CompareResult, VariantResult, check_run_doc
 
 RESULTS_FILE = "results.json"
 MAX_RESULTS_BYTES = 10 * 2**20  # a run's results.json is a few KiB: one far larger is damage, not read
 # per variant, example by example: {"eval": {keys, losses, tokens, correct}, "general": {..., base_losses}}
 SCORES_FILE = "scores.json"
 RESULT_FIELDS = VariantResult.field_names()
+
+
+@dataclass
+class TrainState:
+    """Where training stands after its last step: with the adapter's weights, enough to continue it exactly
+    (the same batches, dropout masks and AdamW moments as one uninterrupted run)."""
+
+    step: int  # steps done
+    optimizer: dict  # AdamW's state_dict: its moments and step counts
+    torch_rng: torch.Tensor  # noqa: F821 - only annotated: records do not import torch at import  # the CPU generator, which draws LoRA's dropout masks
+    python_rng: tuple
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer,
+            "torch_rng": self.torch_rng,
+            "python_rng": self.python_rng,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        rng = d["python_rng"]  # saved as lists: random.setstate wants tuples
+        return cls(int(d["step"]), d["optimizer"], d["torch_rng"], (rng[0], tuple(rng[1]), rng[2]))
 
 
 class Run:
@@ -119,13 +138,11 @@ class Run:
         return (self.adapter_dir(variant) / "adapter_config.json").is_file()
 
     def training_state(self, variant: str):
-        """The train.TrainState saved with a variant's adapter; None for a run from before it was saved."""
+        """The TrainState saved with a variant's adapter; None for a run from before it was saved."""
         path = self.adapter_dir(variant) / TRAINING_STATE
         if not path.is_file():
             return None
         import torch
-
-        from workbench.engine.train import TrainState
 
         return TrainState.from_dict(torch.load(path, weights_only=True))
 
@@ -181,7 +198,7 @@ def settings_table(runs: list[Run], only_differences: bool = False):
     return frame
 
 
-TRAINING_STATE = "training_state.pt"  # beside a saved adapter: where its training stands (train.TrainState)
+TRAINING_STATE = "training_state.pt"  # beside a saved adapter: where its training stands (TrainState)
 
 
 def save_adapter(model, path: Path, state=None) -> Path:
@@ -210,16 +227,13 @@ def write_run(
     predictions: dict[str, list[dict]] | None = None,
     scores: dict[str, dict] | None = None,
 ) -> None:
-    """results.json/csv, the three figures, generations.md, and each variant's answers (predictions.json) and
+    """results.json/csv, generations.md, and each variant's answers (predictions.json) and
     per-example scores (scores.json): each written atomically. scores.json goes before results.json, which
     marks the run finished: a finished run's intervals can always be paired."""
     run = run if isinstance(run, Run) else Run(run)
     if scores:
         write_json(run.path / SCORES_FILE, scores)
     write_results(run, result.to_json(), result.variants)
-    save_figure(plots.loss_figure(result.metrics), run.path / "loss.png")
-    save_figure(plots.memory_figure(result.variants, result.device_type), run.path / "memory.png")
-    save_figure(plots.accuracy_memory_figure(result.variants), run.path / "accuracy_vs_memory.png")
     write_text(run.path / "generations.md", generations_markdown(result))
     if predictions:
         write_json(run.path / "predictions.json", predictions)
@@ -337,218 +351,3 @@ def drop_if_empty(path: Path) -> None:
         Path(path).rmdir()
     except OSError:  # not empty (it keeps what it made), or already gone
         pass
-
-
-def load_results(out_dir: Path) -> dict:
-    """A run folder's results.json, as written."""
-    return Run(out_dir).read()
-
-
-def find_runs(root: Path) -> list[Run]:
-    """Finished runs under root (and one level deeper, as sweeps write them), newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = {p.parent for pattern in (f"*/{RESULTS_FILE}", f"*/*/{RESULTS_FILE}") for p in root.glob(pattern)}
-
-    def written(folder: Path) -> float:
-        try:
-            return (folder / RESULTS_FILE).stat().st_mtime
-        except OSError:  # removed since the glob (another kernel tidying a shared folder)
-            return 0.0
-
-    return [Run(p) for p in sorted(found, key=written, reverse=True)]
-
-
-@dataclass
-class ResultRow:
-    """One variant of one run on disk, with what the Results table says of its run."""
-
-    run: str  # the folder, relative to the runs root
-    finished: str
-    task: str | None
-    device: str | None
-    steps: int | None  # steps asked for
-    quant_type: str | None  # the 4-bit type, for a 4-bit variant
-    result: VariantResult
-    not_run: tuple[str, ...] = ()  # variants the run was asked for and never ran (stopped before them)
-    user: str = ""  # who made the run (blank for runs from before names were kept)
-    config: dict = field(default_factory=dict, repr=False, compare=False)  # its run's settings, as written
-    adapters: tuple[str, ...] = ()  # the variants whose adapter its run saved
-
-    CONTEXT = ("run", "user", "finished", "task", "device", "steps", "quant_type", "not_run")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [*cls.CONTEXT, *RESULT_FIELDS]
-
-    def to_dict(self) -> dict:
-        row = {**{k: getattr(self, k) for k in self.CONTEXT}, **self.result.to_dict()}
-        row["not_run"] = "+".join(self.not_run)
-        return row
-
-    @property
-    def steps_text(self) -> str:
-        """Steps done of steps asked ("4 of 30"), blank for a variant that does not train."""
-        done = self.result.steps_done
-        if done is None:
-            return ""
-        return f"{done}" if done == self.steps or self.steps is None else f"{done} of {self.steps}"
-
-    @property
-    def status_text(self) -> str:
-        """The variant's status, and, on a stopped run, which variants never ran."""
-        status = self.result.status or ""
-        if status == "stopped" and self.not_run:
-            return f"stopped ({'+'.join(self.not_run)} not run)"
-        return status
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """A folder under the runs root that looks like a run and cannot be read as one, and why."""
-
-    run: str  # the folder, relative to the runs root
-    reason: str
-
-
-# what marks a folder as a run's, finished or not (a sweep's own folder holds only run folders and sweep.csv)
-RUN_MARKS = (RESULTS_FILE, "metrics.csv", "adapters")
-
-
-def _rows_of(run: Run, root: Path) -> list[ResultRow]:
-    """The Results rows of one run; ValueError (with the reason) when it cannot be read as this version's."""
-    try:
-        doc = run.read()
-        when = run.finished_at()
-    except UnicodeDecodeError:
-        raise ValueError(f"{RESULTS_FILE} is not text (damaged)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{RESULTS_FILE} is damaged: {exc.msg} at line {exc.lineno}") from None
-    except OSError as exc:
-        raise ValueError(f"{RESULTS_FILE} cannot be read: {exc.strerror or exc}") from None
-    except (ValueError, OverflowError) as exc:  # the layout (check_run_doc), or a date no clock gives
-        raise ValueError(f"{RESULTS_FILE}: {first_line(exc)}") from None
-    try:
-        cfg = run.config()
-        results = run.results()
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise ValueError(f"written by another version of the workbench: {str(exc).splitlines()[0]}") from None
-    ran = {r.name for r in results}
-    not_run = tuple(v for v in cfg.variants if v not in ran)
-    adapters = tuple(run.trained_variants())
-    return [
-        ResultRow(
-            run=str(run.path.relative_to(root)),
-            finished=when,
-            task=doc.get("task"),
-            device=doc.get("device"),
-            steps=cfg.train.steps,
-            quant_type=cfg.quant.quant_type if r.bits == 4 else None,
-            result=r,
-            not_run=not_run,
-            user=str(doc.get("user") or ""),
-            config=doc["config"],
-            adapters=adapters,
-        )
-        for r in results
-    ]
-
-
-# Results at class scale (a class's folder holds a thousand runs): each run is read once and kept, in memory and
-# in $WORKBENCH_HOME/scan, under what changes when it is rewritten; a scan reads again only what changed.
-SCAN_CACHE_VERSION = 1
-_scanned: dict[str, dict[str, tuple[tuple, list[ResultRow] | str]]] = {}
-
-
-def _stamp(run: Run) -> tuple:
-    """What changes when a run is rewritten: its results.json's size, time and inode (an atomic write makes a new
-    file, where two writes in one tick of the file system's clock could keep the time), and its adapters' time."""
-    st = run.results_file.stat()
-    try:
-        adapters = (run.path / "adapters").stat().st_mtime_ns
-    except OSError:
-        adapters = 0
-    return (st.st_size, st.st_mtime_ns, st.st_ino, adapters)
-
-
-def _scan_cache_file(root: Path) -> Path:
-    return workbench_home() / "scan" / f"{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:20]}.pickle"
-
-
-def _load_scan_cache(root: Path) -> dict:
-    """The scan kept on disk for root ({} when there is none, it is another version's, or it is not safe)."""
-    path = _scan_cache_file(root)
-    try:
-        st = path.stat()
-        # a pickle runs code as it loads: only one this user wrote and nobody else can change
-        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return {}
-        doc = pickle.loads(path.read_bytes())
-    except Exception:  # noqa: BLE001 - missing, damaged or from another version: scan afresh
-        return {}
-    ok = isinstance(doc, dict) and doc.get("version") == SCAN_CACHE_VERSION and doc.get("root") == str(root.resolve())
-    return doc["entries"] if ok and isinstance(doc.get("entries"), dict) else {}
-
-
-def _save_scan_cache(root: Path, entries: dict) -> None:
-    doc = {"version": SCAN_CACHE_VERSION, "root": str(root.resolve()), "entries": entries}
-    try:
-        path = _scan_cache_file(root)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_bytes(path, pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL))
-        path.chmod(0o600)
-    except OSError:  # a read-only home: the scan still works, it is only not kept for the next kernel
-        pass
-
-
-def scan(root: Path) -> tuple[list[ResultRow], list[Unreadable]]:
-    """Every run under root (one level deep, or two as sweeps write them): the rows of those that can be read,
-    newest first, and the folders that cannot, each with its reason (damaged, from another version, or
-    incomplete: still running, or killed before it wrote its results)."""
-    root = Path(root)
-    if not root.is_dir():
-        return [], []
-    rows: list[ResultRow] = []
-    bad: list[Unreadable] = []
-    found = find_runs(root)
-    key = str(root.resolve())
-    if key not in _scanned:
-        _scanned[key] = _load_scan_cache(root)
-    kept, now, changed = _scanned[key], {}, False
-    for run in found:
-        rel = str(run.path.relative_to(root))
-        try:
-            stamp = _stamp(run)
-        except OSError:  # removed since find_runs (another kernel tidying a shared folder)
-            continue
-        if rel in kept and kept[rel][0] == stamp:
-            read = kept[rel][1]
-        else:
-            try:
-                read = _rows_of(run, root)
-            except ValueError as exc:
-                read = str(exc)
-            changed = True
-        now[rel] = (stamp, read)
-        if isinstance(read, str):
-            bad.append(Unreadable(rel, read))
-        else:
-            rows.extend(read)
-    if changed or len(now) != len(kept):
-        _scanned[key] = now
-        _save_scan_cache(root, now)
-    finished = {run.path for run in found}
-    for pattern in ("*/", "*/*/"):
-        for folder in sorted(root.glob(pattern)):
-            if folder.name.startswith(".") or folder.parent.name.startswith(".") or folder in finished:
-                continue  # temp folders of atomic writes are dot-named
-            if not (folder / RESULTS_FILE).exists() and any((folder / m).exists() for m in RUN_MARKS):
-                reason = "incomplete: no results yet (still running, or stopped by a crash before it wrote them)"
-                bad.append(Unreadable(str(folder.relative_to(root)), reason))
-    return rows, bad
-
-
-def all_results(root: Path) -> list[ResultRow]:
-    """One row per variant of every readable run under root (scan gives the unreadable ones and why)."""
-    return scan(root)[0]

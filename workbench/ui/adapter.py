@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-from workbench.analysis import by_size as sizes
-from workbench.analysis import plots
+from workbench.analysis import by_size, plots
 from workbench.core.config import VARIANTS, LoraSettings
 from workbench.engine import models
 from workbench.engine.estimator import MemoryEstimate, estimate
@@ -352,7 +351,7 @@ class SavingBySize(widgets.Accordion):
         self.state.subscribe(lambda what: what in ("run", "runs") and self.draw())
 
     def settings(self) -> str:
-        return sizes.describe(
+        return by_size.describe(
             self.device.value, self.batch.value, self.seq_len.value, self.rank.value, self.checkpointing.value
         )
 
@@ -360,19 +359,19 @@ class SavingBySize(widgets.Accordion):
         if self.selected_index is None:
             return  # closed: drawn when opened
         try:
-            table = sizes.by_model(
+            table = by_size.by_model(
                 rank=self.rank.value,
                 batch_size=self.batch.value,
                 seq_len=self.seq_len.value,
                 gradient_checkpointing=self.checkpointing.value,
                 device_type=self.device.value,
             )
-            found = sizes.measured(self.state.runs_dir)
+            found = by_size.measured(self.state.runs_dir)
         except ValueError as exc:
             self.summary.value, self.chart.value = error_html(exc), b""
             return
         self.table, self.measured = table, found
-        crossovers = {v: sizes.crossover(table, v) for v in sizes.VARIANT_NAMES}
+        crossovers = {v: by_size.crossover(table, v) for v in by_size.VARIANT_NAMES}
         self.chart.value = png(plots.qlora_saving_figure(table, crossovers, found, self.settings()))
         q = table[table.variant == "qlora"].set_index("model")["vs_lora"]
         ends = [m for m in ("smollm2-135m", "smollm2-1.7b", "llama-2-13b", "llama-3.1-70b") if m in q.index]

@@ -19,7 +19,7 @@ from workbench.core.config import VARIANTS, RunConfig
 from workbench.core.events import Progress, Stages
 from workbench.engine.generate import DecodeSettings
 from workbench.engine.models import CPU_4BIT_SPEED_NOTE
-from workbench.records import runs
+from workbench.records import runs, scan
 from workbench.records.results import VariantResult, best_and_worst, interval_fields
 from workbench.ui.common import Quiet, error_html, message, verdicts_html
 from workbench.ui.state import AppState
@@ -181,7 +181,7 @@ class ComparePanel(widgets.VBox):
         """The picker always shows what answers: the run in use, else (after a kernel restart, say) the newest
         run with adapters, else the base model alone."""
         root = self.state.runs_dir.resolve()
-        found = [r.path.resolve() for r in runs.find_runs(self.state.runs_dir) if r.trained_variants()]
+        found = [r.path.resolve() for r in scan.find_runs(self.state.runs_dir) if r.trained_variants()]
         last = self.state.last_run.resolve() if self.state.last_run is not None else None
         if last is not None and last not in found and runs.Run(last).finished:
             found.insert(0, last)

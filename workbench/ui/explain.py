@@ -14,7 +14,7 @@ import ipywidgets as widgets
 from workbench.core.config import VARIANTS, LoraSettings
 from workbench.engine import explain
 from workbench.engine.layout import Linear, block_index
-from workbench.records import runs
+from workbench.records import runs, scan
 from workbench.ui.adapter import RANKS
 from workbench.ui.common import WIDE, Quiet, error_html, helped, image, layer_dropdown, message, png
 from workbench.ui.state import AppState, model_layout
@@ -42,7 +42,7 @@ def default_layer(names: list[str]) -> str | None:
 
 def runs_with_adapters(root: Path) -> list[Path]:
     """Run folders under root (newest first) that saved at least one adapter."""
-    return [r.path for r in runs.find_runs(root) if r.trained_variants()]
+    return [r.path for r in scan.find_runs(root) if r.trained_variants()]
 
 
 def _rel(path: Path, root: Path) -> str:

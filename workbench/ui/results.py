@@ -16,12 +16,12 @@ import ipywidgets as widgets
 
 from workbench.analysis import plots
 from workbench.analysis.eval_plan import seed_spread
+from workbench.analysis.settings import Setting, settings, settings_frame
 from workbench.analysis.verdicts import pair, short_titles, trained_count, within_run
 from workbench.core.config import VARIANTS
 from workbench.core.files import write_csv
-from workbench.experiments.seeds import Setting, settings, settings_frame
-from workbench.experiments.study import studies_in
-from workbench.records import runs
+from workbench.experiments.study.reading import studies_in
+from workbench.records import runs, scan
 from workbench.records.results import default_score, readable, shorten
 from workbench.ui.common import error_html, image, message, png, verdicts_html
 from workbench.ui.state import AppState
@@ -202,8 +202,8 @@ class ResultsPanel(widgets.VBox):
             ]
         )
         self.add_class("wb-results")
-        self.rows: list[runs.ResultRow] = []
-        self.unreadable: list[runs.Unreadable] = []
+        self.rows: list[scan.ResultRow] = []
+        self.unreadable: list[scan.Unreadable] = []
         self.refresh_button.on_click(lambda _: self.refresh())
         self.export_button.on_click(lambda _: self.export())
         self.export_run.observe(lambda _: self._export_variants(), "value")
@@ -219,7 +219,7 @@ class ResultsPanel(widgets.VBox):
         self.state.subscribe(lambda what: self.refresh() if what in ("runs", "run") else None)
         self.refresh()
 
-    def frame(self, rows: list[runs.ResultRow] | None = None):
+    def frame(self, rows: list[scan.ResultRow] | None = None):
         """The rows (all shown, by default) as a pandas DataFrame in readable units (what the table shows)."""
         import pandas as pd
 
@@ -273,7 +273,7 @@ class ResultsPanel(widgets.VBox):
 
     def refresh(self) -> None:
         try:
-            self.rows, self.unreadable = runs.scan(self.state.runs_dir)
+            self.rows, self.unreadable = scan.scan(self.state.runs_dir)
         except OSError as exc:
             self.info.value = error_html(exc)
             return
@@ -297,12 +297,12 @@ class ResultsPanel(widgets.VBox):
         self._show()
 
     @property
-    def shown(self) -> list[runs.ResultRow]:
+    def shown(self) -> list[scan.ResultRow]:
         """The rows the table and chart show: everyone's, or the chosen person's."""
         who = self.person.value
         return [r for r in self.rows if r.user == who] if who else self.rows
 
-    def page_rows(self) -> tuple[int, list[runs.ResultRow]]:
+    def page_rows(self) -> tuple[int, list[scan.ResultRow]]:
         """The table's page: where it starts among the rows shown, and its rows (all of them, up to PAGE_ROWS)."""
         shown = self.shown
         if len(shown) <= PAGE_ROWS:
@@ -382,11 +382,11 @@ class ResultsPanel(widgets.VBox):
             self.export_run.value = chosen if chosen in with_adapters else (with_adapters[0] if with_adapters else None)
         self._export_variants()  # the chosen run's adapters may have changed though the list did not
 
-    def config_of(self, row: runs.ResultRow) -> dict:
+    def config_of(self, row: scan.ResultRow) -> dict:
         """The settings of a row's run (results.json's config), what tells repeats of one setting apart."""
         return row.config or {"run": row.run}  # a row made by hand (tests): a setting of its own
 
-    def settings_groups(self, rows: list[runs.ResultRow] | None = None) -> list[Setting]:
+    def settings_groups(self, rows: list[scan.ResultRow] | None = None) -> list[Setting]:
         """The rows grouped by setting (the same settings but the seed, the same variant): seeds and a class's
         runs of one setting pooled."""
         rows = self.shown if rows is None else rows
@@ -495,7 +495,7 @@ class ResultsPanel(widgets.VBox):
             self.export_info.value = message("warn", "Nothing to export yet: train a run first.")
             return None
         path = write_csv(
-            self.state.runs_dir / "all_results.csv", [r.to_dict() for r in self.rows], runs.ResultRow.field_names()
+            self.state.runs_dir / "all_results.csv", [r.to_dict() for r in self.rows], scan.ResultRow.field_names()
         )
         data = base64.b64encode(path.read_bytes()).decode()
         self.export_info.value = (

@@ -23,21 +23,13 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from workbench.analysis import plots
+from workbench.analysis.settings import Setting, settings_frame
 from workbench.core.events import Progress, clock
 from workbench.core.stats import frontier_ties
-from workbench.experiments.seeds import MAX_SEEDS, Setting, settings_frame
-from workbench.experiments.study import (
-    STUDY_FILE,
-    SearchSpace,
-    StudyDef,
-    counts,
-    dashboard_command,
-    default_storage,
-    finished_points,
-    open_study,
-    trials_frame,
-    write_trials,
-)
+from workbench.experiments.seeds import MAX_SEEDS
+from workbench.experiments.study.reading import counts, finished_points, trials_frame, write_trials
+from workbench.experiments.study.space import SearchSpace, StudyDef, open_study
+from workbench.experiments.study.storage import STUDY_FILE, dashboard_command, default_storage
 from workbench.experiments.study.workers import run_study, run_sweep
 from workbench.experiments.sweep import (
     PointResult,

@@ -23,20 +23,16 @@ from matplotlib.figure import Figure
 
 from workbench.analysis import plots
 from workbench.analysis.eval_plan import check_eval_size, eval_plan, seed_spread
+from workbench.analysis.settings import settings, settings_frame
 from workbench.analysis.verdicts import across_seeds, short_titles, verdicts_what
 from workbench.core.config import VARIANTS, TrainSettings
-from workbench.core.events import MetricEvent, Progress, clock
-from workbench.experiments.comparison import (
-    CompareResult,
-    VariantStart,
-    continue_run,
-    kept_metrics,
-    kept_sentence,
-    results_table,
-    saved_states,
-)
+from workbench.core.events import Hooks, MetricEvent, Progress, clock
+from workbench.experiments.comparison import continue_run, kept_metrics, saved_states
 from workbench.experiments.experiment import for_variant, launch_command, write_config
-from workbench.experiments.seeds import MAX_SEEDS, run_seeds, seed_dir, seed_values, settings, settings_frame
+from workbench.experiments.kept_scores import kept_sentence
+from workbench.experiments.phases import VariantStart
+from workbench.experiments.seeds import MAX_SEEDS, run_seeds, seed_dir, seed_values
+from workbench.records.results import CompareResult, results_frame
 from workbench.records.runs import Run, claim_run_dir, drop_if_empty, user_slug
 from workbench.ui.common import SEEDS_HELP, Quiet, error_html, helped, image, message, plan_html, png, verdicts_html
 from workbench.ui.state import AppState
@@ -271,24 +267,24 @@ class TrainPanel(widgets.VBox):
             return str(exc)
         # a new run claims its folder now: a class's kernels share one runs folder, and two may start in one second
         out = continue_from or claim_run_dir(self.state.runs_dir, run_name(cfg, self.state.user)).resolve()
-        watch = {
-            "user": self.state.user,
-            "sinks": [self._on_event],
-            "on_status": self._on_status,
-            "on_variant": self._on_variant,
-            "on_progress": self._on_progress,
-        }
+        user = self.state.user
 
         # each seed's own folder (out/seed-<seed>) with Seeds above 1; else out itself
         folders = [out] if n == 1 else [seed_dir(out, s) for s in seed_values(cfg, n)]
 
         def work() -> None:
-            watch["stop"] = self.state.jobs.stop  # the job's own flag: Jobs.start makes a new one for each job
+            hooks = Hooks(
+                sinks=(self._on_event,),
+                stop=self.state.jobs.stop,  # the job's own flag: Jobs.start makes a new one for each job
+                on_status=self._on_status,
+                on_progress=self._on_progress,
+                on_variant=self._on_variant,
+            )
             if continue_from is None:  # a stop ends the running seed and starts no more
-                self.seed_results = run_seeds(cfg, out, n, **watch)
+                self.seed_results = run_seeds(cfg, out, n, hooks, user=user)
                 self.result = self.seed_results[-1] if self.seed_results else None
             else:
-                self.result = continue_run(out, cfg.train.steps, **watch)
+                self.result = continue_run(out, cfg.train.steps, hooks=hooks, user=user)
                 self.seed_results = [self.result]
 
         # the panel is reset before the worker starts: a run refused at once (will not fit) shows its message
@@ -466,7 +462,9 @@ class TrainPanel(widgets.VBox):
     def results_html(self) -> str:
         """The run's table, each score with its 95% interval; over several seeds, each setting's mean, spread
         and interval first, then every seed's table folded beneath."""
-        tables = [results_table(r).to_html(classes="wb-results", border=0, na_rep="") for r in self.seed_results]
+        tables = [
+            results_frame(r.variants).to_html(classes="wb-results", border=0, na_rep="") for r in self.seed_results
+        ]
         if len(self.seed_results) < 2:
             return tables[0] if tables else ""
         rows = [

@@ -20,16 +20,10 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from workbench.experiments.study import (
-    StudyDef,
-    Worker,
-    default_storage,
-    definition_of,
-    open_storage,
-    open_study,
-    redacted,
-    trial_point,
-)
+from workbench.experiments.study.reading import trial_point
+from workbench.experiments.study.space import StudyDef, definition_of, open_study
+from workbench.experiments.study.storage import default_storage, open_storage, redacted
+from workbench.experiments.study.worker import Worker
 from workbench.experiments.sweep import PointResult, SweepPlan
 
 POLL_S = 1.0
