@@ -11,7 +11,7 @@ model's tokenizer: about 100M parameters) into a temporary folder and measures i
 (rank 16, all-linear, 8 x 64 tokens), the estimate against the training peak (docs/estimator.md).
 
 Each row runs in its own Python process, so what the C allocator kept from one configuration cannot
-inflate the next. The child runs comparison.run_compare's own phases, in its order: phases.setup, start a
+inflate the next. The child runs comparison.run_compare's own phases, in its order: run_setup.setup, start a
 MemoryMonitor, phases.load_group (load and attach LoRA), phases.train_variant, phases.score_variant.
 
 Which peak: a `train` row reports the TRAINING peak, from before the model loads to the end of the
@@ -191,7 +191,7 @@ class PhaseTracker:
 
 def estimate_for(cfg: BenchConfig, s) -> dict:
     """What the estimator says for this row, made as run_compare makes it (see the module docstring);
-    `s` is the row's phases.RunSetup."""
+    `s` is the row's run_setup.RunSetup."""
     from workbench.engine.estimator import estimate, variant_estimate
 
     shapes = s.shapes
@@ -259,10 +259,10 @@ def _run_config(cfg: BenchConfig, model: str):
 def _setup(cfg: BenchConfig, model_path: str | None, task=None):
     from workbench.core.config import DEFAULT_MODEL
     from workbench.core.events import Hooks
-    from workbench.experiments import phases
+    from workbench.experiments import run_setup
 
     quiet = Hooks(on_status=lambda msg: None)
-    return phases.setup(_run_config(cfg, model_path or DEFAULT_MODEL), task=task, hooks=quiet)
+    return run_setup.setup(_run_config(cfg, model_path or DEFAULT_MODEL), task=task, hooks=quiet)
 
 
 def measure(cfg: BenchConfig, model_path: str | None = None, phases: bool = False) -> dict:

@@ -1,136 +1,108 @@
-"""The layers hold: no import circle among workbench's modules (imports inside functions included), the
-core never imports the UI, only workbench.ui imports ipywidgets, and no module grows past ~400 lines
-without saying why at its top."""
+"""The house by its layers. The order of the imports is import-linter's job (the contracts in pyproject.toml,
+run by `make test` as `lint-imports`); this file keeps the rest true: docs/architecture.md draws the layers the
+contract holds, `ls workbench/` shows exactly those layers, no module reaches for another's `_private` name,
+every command lives in workbench/cli/, and no module grows past ~400 lines without saying why at its top."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: import-linter brings tomli
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "workbench"
 MAX_LINES = 400
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+def contract_layers() -> list[list[str]]:
+    """The layers contract's layers, top to bottom, each as its side-by-side parts."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    (layers,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    return [[part.strip() for part in layer.split("|")] for layer in layers["layers"]]
+
+
+def drawn_layers() -> list[list[str]]:
+    """The picture in docs/architecture.md: the code block after the `layers` marker, one layer per line."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("<!-- layers:", 1)[1].split("```", 2)[1]
+    rows = [line.split("  ")[0].strip() for line in block.strip().splitlines()]
+    return [[re.fullmatch(r"workbench/(\w+)/", part.strip()).group(1) for part in row.split("|")] for row in rows]
+
+
+def test_the_drawn_layers_are_the_contracts():
+    assert drawn_layers() == contract_layers()
+
+
+def test_the_package_folder_shows_the_layers_and_nothing_else():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    loose = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py"}
+    assert folders == {part for layer in contract_layers() for part in layer}
+    assert not loose, f"modules outside the layers: {sorted(loose)}"
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-
-
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """The workbench modules a file imports anywhere in it (top level, in functions, under TYPE_CHECKING).
-    `from .pkg import name` counts as an import of pkg.name when that is a module, else of pkg."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.split(".")[0] == "workbench")
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if target.split(".")[0] != "workbench":
-                continue
-            for a in node.names:
-                out.add(f"{target}.{a.name}" if f"{target}.{a.name}" in known else target)
-    return out & known
-
-
-def import_graph() -> dict[str, set[str]]:
-    found = modules()
-    return {name: imports_of(path, set(found)) - {name} for name, path in found.items()}
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Every strongly connected group of more than one module (Tarjan), each as a sorted list."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    out: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            group = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                group.append(w)
-                if w == v:
-                    break
-            if len(group) > 1:
-                out.append(sorted(group))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
     return out
 
 
-def test_the_cycle_finder_finds_a_circle():
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert cycles({"a": {"b"}, "b": set()}) == []
+def private_reaches(path: Path) -> list[str]:
+    """`from workbench.x import _name`, and `module._name` on a workbench module imported by name."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found, module_names = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workbench"):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"line {node.lineno}: from {node.module} import {a.name}")
+                module_names.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            module_names.update(a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("workbench"))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in module_names
+        ):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return found
 
 
-def test_the_graph_sees_imports_inside_functions():
-    graph = import_graph()
-    assert "workbench.engine.resolve" in graph["workbench.engine.layout"]  # imported inside ModelLayout.for_model
-    assert "workbench.data.formats" in graph["workbench.data.tasks"]  # a relative import
-    assert "workbench.data" in graph["workbench.engine.train"]
+def test_the_private_name_finder_finds_both_ways_of_reaching(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from workbench.core.files import _tmp_beside\nfrom workbench.core import files\nfiles._x()\n")
+    assert private_reaches(probe) == ["line 1: from workbench.core.files import _tmp_beside", "line 3: files._x"]
 
 
-def test_no_import_circle_among_workbench_modules():
-    found = cycles(import_graph())
-    assert not found, f"import circles: {found}"
-
-
-def test_the_core_never_imports_the_ui():
-    bad = {
-        m: sorted(d for d in deps if d.startswith("workbench.ui"))
-        for m, deps in import_graph().items()
-        if not m.startswith("workbench.ui")
+@pytest.mark.parametrize("folder", ["workbench", "tests", "bench"])
+def test_nothing_imports_a_private_name_from_another_module(folder):
+    found = {
+        str(p.relative_to(REPO)): hits for p in sorted((REPO / folder).rglob("*.py")) if (hits := private_reaches(p))
     }
-    assert not {m: d for m, d in bad.items() if d}
+    assert not found, f"make these names public, or leave them alone: {found}"
 
 
-def test_the_ground_floor_imports_nothing_of_workbench():
-    graph = import_graph()
-    for name in ("workbench.core.files", "workbench.core.events", "workbench.core.paths", "workbench.core.config"):
-        assert graph[name] == set(), (name, graph[name])
-
-
-def test_only_the_ui_imports_ipywidgets():
-    for name, path in modules().items():
-        if name.startswith("workbench.ui"):
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            )
-            assert not any(n.split(".")[0] == "ipywidgets" for n in names), name
+def test_every_command_lives_in_the_cli():
+    """No `if __name__ == "__main__":` outside workbench/cli/: a command a user runs is one of the CLI's."""
+    outside = [
+        name
+        for name, path in modules().items()
+        if not name.startswith("workbench.cli") and '__name__ == "__main__"' in path.read_text(encoding="utf-8")
+    ]
+    assert outside == []
 
 
 @pytest.mark.parametrize("name", sorted(modules()))

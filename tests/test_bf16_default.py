@@ -93,11 +93,11 @@ def test_the_estimate_command_assumes_what_a_run_here_gets(native, capsys):
 def test_evaluate_reads_back_every_variant_a_bfloat16_run_scored(native, tiny_model_dir, tiny_jsonl, tmp_path):
     """The run's 4-bit variant is keyed by its own float32 choice, as the Compare tab's session keys it."""
     from workbench.engine.session import Session
-    from workbench.experiments import phases
+    from workbench.experiments import run_setup
 
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, steps=1)
     run_compare(cfg, tmp_path / "run")
-    examples = phases.setup(cfg).eval_set
+    examples = run_setup.setup(cfg).eval_set
     s = Session.from_run(tmp_path / "run")
     for variant in ("base", "lora", "qlora"):
         assert s.kept(variant, examples, seq_len=cfg.train.seq_len) is not None, variant

@@ -13,7 +13,7 @@ import torch
 from test_compare_cli import tiny_config
 
 from workbench import cli
-from workbench.experiments import comparison, phases
+from workbench.experiments import comparison, phases, run_setup
 from workbench.machine import memory
 from workbench.records import runs, scan
 from workbench.ui import Workbench
@@ -74,7 +74,7 @@ def test_the_cli_refuses_a_variant_that_will_not_fit_before_loading(
 
 def test_a_tight_variant_is_warned_about_and_runs(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
-    s = phases.setup(cfg)
+    s = run_setup.setup(cfg)
     need = s.estimate("lora")
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(need / 0.9))
     said = []
@@ -363,7 +363,7 @@ def test_a_kernel_interrupt_in_a_step_stops_the_run_and_keeps_a_continuable_adap
     from workbench.engine.session import Session
 
     session = Session.from_run(run.path)  # the stopped adapter can be evaluated, as the Compare tab does
-    scored = session.evaluate("lora", phases.setup(cfg).eval_set, seq_len=32)
+    scored = session.evaluate("lora", run_setup.setup(cfg).eval_set, seq_len=32)
     assert scored.accuracy is not None and len(scored.predictions) > 0
     session.release()
     again = comparison.continue_run(run.path, 4)  # and it goes on from there

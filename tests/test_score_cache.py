@@ -16,7 +16,7 @@ from workbench.core.config import RunConfig
 from workbench.engine import score_cache, session
 from workbench.engine.generate import DecodeSettings, EvalResult
 from workbench.engine.session import Session
-from workbench.experiments import comparison, kept_scores, phases
+from workbench.experiments import comparison, kept_scores, phases, run_setup
 from workbench.records import runs
 
 
@@ -155,7 +155,7 @@ def test_evaluate_reads_back_a_runs_base_and_its_adapter_and_a_changed_adapter_m
     cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora")
     out = tmp_path / "run"
     run(cfg, out)
-    examples = phases.setup(cfg).eval_set
+    examples = run_setup.setup(cfg).eval_set
     kept = runs.Run(out).scores()
     scored.clear()
 
@@ -218,7 +218,7 @@ def test_an_evaluate_with_nothing_kept_scores_in_rounds_keeps_the_whole_split_an
 
     cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
     run(cfg, tmp_path / "runs" / "run")
-    examples = phases.setup(cfg).eval_set
+    examples = run_setup.setup(cfg).eval_set
     shutil.rmtree(score_cache.cache_dir())  # another machine's run, say: nothing of it kept here
     scored.clear()
     c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))

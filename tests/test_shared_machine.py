@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from test_distributed import tiny_config
 
-from workbench.experiments import experiment, phases
+from workbench.experiments import experiment, run_setup
 from workbench.machine import memory
 from workbench.machine.distributed import World
 from workbench.records import runs
@@ -75,9 +75,9 @@ def _setup(estimate: int) -> SimpleNamespace:
 
 def test_check_fit_counts_every_process_that_loads_at_once(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1000 * MiB)
-    assert phases.check_fit(_setup(600 * MiB)) == []  # one process: 600 of 1,000 MiB
+    assert run_setup.check_fit(_setup(600 * MiB)) == []  # one process: 600 of 1,000 MiB
     with pytest.raises(ValueError) as caught:
-        phases.check_fit(_setup(600 * MiB), sharing=2)
+        run_setup.check_fit(_setup(600 * MiB), sharing=2)
     assert str(caught.value).startswith(
         "memory: lora in 2 processes needs about 1,200 MiB and 1,000 MiB are free, so it will not fit: choose"
     )
@@ -88,7 +88,7 @@ def test_workbench_train_refuses_what_its_local_processes_could_not_all_load(
 ):
     """Two processes of one `workbench train` on one CPU: each checks the free memory before either loads."""
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants=("lora",))
-    alone = phases.setup(cfg).estimate("lora")
+    alone = run_setup.setup(cfg).estimate("lora")
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(alone * 1.5))  # one fits, two do not
     monkeypatch.setattr(World, "current", classmethod(lambda cls: cls(0, 2, 0, 2)))
     monkeypatch.setattr(World, "main_first", lambda self, work: work())  # no process group in this test

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from reprlib import repr as _shown  # a value in a message, cut short: it must not flood the one line
+from reprlib import repr as shown  # a value in a message, cut short: it must not flood the one line
 from typing import Any
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -97,48 +97,48 @@ def help_for(cls: type, name: str) -> str:
     raise KeyError(f"{cls.__name__} has no field {name!r}")
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None, why: str = "") -> None:
+def check_int(name: str, value: Any, lo: int, hi: int | None = None, why: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int):  # True is an int to Python, not a rank to a user
-        raise ValueError(f"{name} must be a whole number; got {_shown(value)}")
+        raise ValueError(f"{name} must be a whole number; got {shown(value)}")
     if value < lo or (hi is not None and value > hi):
         rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ValueError(f"{name} must be {rng}{why}; got {_shown(value)}")
+        raise ValueError(f"{name} must be {rng}{why}; got {shown(value)}")
 
 
-def _check_float(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+def check_float(name: str, value: Any, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number; got {_shown(value)}")
+        raise ValueError(f"{name} must be a number; got {shown(value)}")
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an int too large for a float
         finite = False
     if not finite:  # NaN compares false with every bound and would pass them all
-        raise ValueError(f"{name} must be a finite number; got {_shown(value)}")
+        raise ValueError(f"{name} must be a finite number; got {shown(value)}")
     bad = value <= lo if lo_open else value < lo
     if bad or (hi is not None and value > hi):
         lo_word = "above" if lo_open else "at least"
         rng = f"{lo_word} {lo}" + ("" if hi is None else f" and at most {hi}")
-        raise ValueError(f"{name} must be {rng}; got {_shown(value)}")
+        raise ValueError(f"{name} must be {rng}; got {shown(value)}")
 
 
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):  # "false" and "no" are truthy strings: they would switch the setting on
-        raise ValueError(f"{name} must be true or false; got {_shown(value)}")
+        raise ValueError(f"{name} must be true or false; got {shown(value)}")
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...], listed: str | None = None) -> None:
+def check_choice(name: str, value: Any, choices: tuple[str, ...], listed: str | None = None) -> None:
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be {listed or 'one of ' + ', '.join(choices)}; got {_shown(value)}")
+        raise ValueError(f"{name} must be {listed or 'one of ' + ', '.join(choices)}; got {shown(value)}")
 
 
 def _check_keys(name: str, values: Any, cls: type) -> None:
     """A dict of cls's fields; a typo such as rnak is named, not dropped or left to a TypeError."""
     if not isinstance(values, dict):
-        raise ValueError(f"{name} must be a dict of settings; got {_shown(values)}")
+        raise ValueError(f"{name} must be a dict of settings; got {shown(values)}")
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in values if k not in known]
     if unknown:
-        raise ValueError(f"{name}: unknown setting {_shown(unknown[0])}; known settings are {', '.join(known)}")
+        raise ValueError(f"{name}: unknown setting {shown(unknown[0])}; known settings are {', '.join(known)}")
 
 
 def _file_setting(name: str, value: Any) -> str | None:
@@ -148,7 +148,7 @@ def _file_setting(name: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be the path of a file; got {_shown(value)}")
+        raise ValueError(f"{name} must be the path of a file; got {shown(value)}")
     return value
 
 
@@ -175,11 +175,11 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
-            raise ValueError(f"model must be a folder or a model name; got {_shown(self.name)}")
+            raise ValueError(f"model must be a folder or a model name; got {shown(self.name)}")
         if not self.name.strip():
             raise ValueError("model must be a folder or a model name; got an empty value")
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("dtype", self.dtype, DTYPES)
+        check_choice("device", self.device, DEVICES)
+        check_choice("dtype", self.dtype, DTYPES)
 
 
 @dataclass
@@ -214,9 +214,9 @@ class LoraSettings:
     )
 
     def __post_init__(self) -> None:
-        _check_int("rank", self.rank, 1)
-        _check_float("alpha", self.alpha, 0, lo_open=True)
-        _check_float("dropout", self.dropout, 0, 1)
+        check_int("rank", self.rank, 1)
+        check_float("alpha", self.alpha, 0, lo_open=True)
+        check_float("dropout", self.dropout, 0, 1)
         if self.dropout >= 1:
             raise ValueError(f"dropout must be below 1; got {self.dropout}")
         self.target_modules = parse_targets(self.target_modules)
@@ -251,7 +251,7 @@ def parse_targets(value: list[str] | str) -> list[str] | str:
             return "all-linear"
         value = value.split(",")
     elif not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"targets must be module names such as q_proj,v_proj, or all-linear; got {_shown(value)}")
+        raise ValueError(f"targets must be module names such as q_proj,v_proj, or all-linear; got {shown(value)}")
     names = [v.strip() for v in value if v.strip()]
     if not names:
         raise ValueError("targets must name at least one module (for example q_proj,v_proj) or be all-linear")
@@ -287,10 +287,10 @@ class QuantSettings:
     def __post_init__(self) -> None:
         # 16.0 is in (16, 8, 4) too, and would be written "16.0-bit" everywhere
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or self.bits not in (16, 8, 4):
-            raise ValueError(f"bits must be 16, 8 or 4; got {_shown(self.bits)}")
-        _check_choice("quant_type", self.quant_type, QUANT_TYPES, "nf4 or fp4")
+            raise ValueError(f"bits must be 16, 8 or 4; got {shown(self.bits)}")
+        check_choice("quant_type", self.quant_type, QUANT_TYPES, "nf4 or fp4")
         _check_bool("double_quant", self.double_quant)
-        _check_choice("compute_dtype", self.compute_dtype, DTYPES, "auto, float32, bfloat16 or float16")
+        check_choice("compute_dtype", self.compute_dtype, DTYPES, "auto, float32, bfloat16 or float16")
 
     def to_bnb_config(self, default_dtype=None, skip_modules: list[str] | None = None):
         """A transformers BitsAndBytesConfig for 8 or 4 bits; None at 16 bits. skip_modules: layers to keep
@@ -354,18 +354,18 @@ class TrainSettings:
     )
 
     def __post_init__(self) -> None:
-        _check_int("steps", self.steps, 1)
-        _check_float("lr", self.lr, 0, 1, lo_open=True)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("seq_len", self.seq_len, 8)
-        _check_int("grad_accum", self.grad_accum, 1)
-        _check_int("warmup_steps", self.warmup_steps, 0)
+        check_int("steps", self.steps, 1)
+        check_float("lr", self.lr, 0, 1, lo_open=True)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seq_len", self.seq_len, 8)
+        check_int("grad_accum", self.grad_accum, 1)
+        check_int("warmup_steps", self.warmup_steps, 0)
         # torch.manual_seed overflows past 2**64 and numpy's seed past 2**32, after the weights have loaded
-        _check_int("seed", self.seed, 0, 2**32 - 1)
-        _check_int("eval_examples", self.eval_examples, 0)
+        check_int("seed", self.seed, 0, 2**32 - 1)
+        check_int("eval_examples", self.eval_examples, 0)
         _check_bool("gradient_checkpointing", self.gradient_checkpointing)
         if self.preset_eval_examples is not None:
-            _check_int("preset_eval_examples", self.preset_eval_examples, 1)
+            check_int("preset_eval_examples", self.preset_eval_examples, 1)
             if self.preset_eval_examples != self.eval_examples:  # a size set since the preset's is the user's own
                 self.preset_eval_examples = None
 
@@ -426,11 +426,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
-                raise ValueError(f"{name} must be a {cls.__name__}; got {_shown(getattr(self, name))}")
+                raise ValueError(f"{name} must be a {cls.__name__}; got {shown(getattr(self, name))}")
         if isinstance(self.variants, str):
             self.variants = [v.strip() for v in self.variants.split(",") if v.strip()]
         if not isinstance(self.variants, (list, tuple)) or not all(isinstance(v, str) for v in self.variants):
-            raise ValueError(f"variants must be a list of names such as base,lora,qlora; got {_shown(self.variants)}")
+            raise ValueError(f"variants must be a list of names such as base,lora,qlora; got {shown(self.variants)}")
         if not self.variants:
             raise ValueError("variants must name at least one of " + ", ".join(VARIANTS))
         bad = [v for v in self.variants if v not in VARIANTS]
@@ -441,21 +441,21 @@ class RunConfig:
         # keep a stable, teachable order: base first, then by falling bits
         self.variants = [v for v in VARIANTS if v in self.variants]
         if self.task is not None and not isinstance(self.task, str):
-            raise ValueError(f"task must be the name of a built-in task such as sentiment; got {_shown(self.task)}")
+            raise ValueError(f"task must be the name of a built-in task such as sentiment; got {shown(self.task)}")
         self.data = _file_setting("data", self.data)
         self.eval_data = _file_setting("eval_data", self.eval_data)
         if self.columns is not None and not isinstance(self.columns, str):
-            raise ValueError(f"columns must be text such as prompt=question,answer=label; got {_shown(self.columns)}")
+            raise ValueError(f"columns must be text such as prompt=question,answer=label; got {shown(self.columns)}")
         _check_bool("skip_bad_rows", self.skip_bad_rows)
         if self.data is None and not self.task:
             raise ValueError("task or data: give a built-in task name or a data file")
         if self.eval_data is not None and self.data is None:
             raise ValueError("eval_data: give the training data too (data), or use a built-in task alone")
-        _check_float("eval_fraction", self.eval_fraction, 0, 1, lo_open=True)
+        check_float("eval_fraction", self.eval_fraction, 0, 1, lo_open=True)
         if self.eval_fraction >= 1:
             raise ValueError(f"eval_fraction must be below 1 (for example 0.15); got {self.eval_fraction}")
         if self.split_seed is not None:
-            _check_int("split_seed", self.split_seed, 0, 2**32 - 1)
+            check_int("split_seed", self.split_seed, 0, 2**32 - 1)
 
     @property
     def held_out_seed(self) -> int:
@@ -520,9 +520,9 @@ def preset_config(name: str | None, overrides: dict | None = None) -> RunConfig:
     """A RunConfig from a preset (or the defaults) with nested overrides applied on top. A preset's eval size is
     marked as the preset's (TrainSettings.preset_eval_examples) unless the overrides give one."""
     if name is not None and (not isinstance(name, str) or name not in PRESETS):
-        raise ValueError(f"preset: unknown {_shown(name)}; choose from {', '.join(PRESETS)}")
+        raise ValueError(f"preset: unknown {shown(name)}; choose from {', '.join(PRESETS)}")
     if overrides is not None and not isinstance(overrides, dict):
-        raise ValueError(f"overrides must be a dict of settings; got {_shown(overrides)}")
+        raise ValueError(f"overrides must be a dict of settings; got {shown(overrides)}")
     merged: dict = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS.get(name, {}).items()}
     if "eval_examples" in merged.get("train", {}):  # the preset's size, not the user's: a smaller split cuts it
         merged["train"].setdefault("preset_eval_examples", merged["train"]["eval_examples"])

@@ -163,7 +163,8 @@ def _records_from_object(source: Any) -> tuple[str, list[tuple[str, dict]]]:
     )
 
 
-def _name(source: Any) -> str:
+def source_name(source: Any) -> str:
+    """What a data source is called in a message: its path, or the kind of object it is."""
     return str(source) if isinstance(source, (str, Path)) else type(source).__name__
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.paths import data_dir
-from workbench.data.formats import Example, TextSource, _name, load_examples
+from workbench.data.formats import Example, TextSource, load_examples, source_name
 from workbench.data.scoring import choose_scoring
 
 
@@ -224,7 +224,7 @@ def load_data_task(
         skipped += skipped_eval
         if isinstance(ev, TextSource) != isinstance(train, TextSource):
             raise ValueError(
-                f"data: {_name(eval_source)} and {_name(source)} must be the same kind of data "
+                f"data: {source_name(eval_source)} and {source_name(source)} must be the same kind of data "
                 "(both instruction rows or both plain text); give a matching eval file"
             )
     elif isinstance(train, TextSource):

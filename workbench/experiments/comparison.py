@@ -13,14 +13,12 @@ from workbench.core.files import check_writable_dir
 from workbench.data import Task
 from workbench.engine.generate import DecodeSettings
 from workbench.engine.train import TrainState
-from workbench.experiments.phases import (
+from workbench.experiments.phases import load_group, run_base, run_trained
+from workbench.experiments.run_setup import (
     RunSetup,
     VariantStart,
     check_fit,
-    load_group,
     planned_stages,
-    run_base,
-    run_trained,
     setup,
     start_result,
     unfinished_result,

@@ -18,16 +18,8 @@ from workbench.core.config import VARIANTS, RunConfig
 from workbench.core.events import Hooks
 from workbench.core.files import check_writable_dir, write_text
 from workbench.engine.resolve import resolve_model
-from workbench.experiments.phases import (
-    check_fit,
-    load_group,
-    planned_stages,
-    run_trained,
-    setup,
-    start_result,
-    train_variant,
-    unfinished_result,
-)
+from workbench.experiments.phases import load_group, run_trained, train_variant
+from workbench.experiments.run_setup import check_fit, planned_stages, setup, start_result, unfinished_result
 from workbench.experiments.skeleton import run_skeleton
 from workbench.machine import admission, memory
 from workbench.machine.distributed import World

@@ -17,7 +17,7 @@ from workbench.engine.generate import EVAL_BATCH_SIZE, GENERAL_BATCH_SIZE, EvalR
 from workbench.engine.resolve import resolve_model
 
 if TYPE_CHECKING:
-    from workbench.experiments.phases import RunSetup
+    from workbench.experiments.run_setup import RunSetup
 
 log = logging.getLogger(__name__)
 

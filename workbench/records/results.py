@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from reprlib import repr as shown  # a value in a message, cut short
 from typing import TYPE_CHECKING, Any
 
-from workbench.core.config import VARIANTS, _check_choice, _check_float, _check_int, _shown
+from workbench.core.config import VARIANTS, check_choice, check_float, check_int
 from workbench.core.events import MetricEvent
 from workbench.core.stats import Interval, accuracy_interval, difference_interval, mean_interval
 
@@ -73,10 +74,10 @@ class VariantResult:
         was kept takes its default; a wrong type, a number out of range, an unknown field (another version's)
         or a missing name or bits is a ValueError naming the field."""
         if not isinstance(row, dict):
-            raise ValueError(f"a variant must be a dict of fields; got {_shown(row)}")
+            raise ValueError(f"a variant must be a dict of fields; got {shown(row)}")
         unknown = [k for k in row if k not in ROW_CHECKS]
         if unknown:
-            raise ValueError(f"unknown field {_shown(unknown[0])}")
+            raise ValueError(f"unknown field {shown(unknown[0])}")
         for name in ("name", "bits"):
             if name not in row:
                 raise ValueError(f"a variant has no {name}")
@@ -134,49 +135,49 @@ STATUSES = ("done", "stopped", "out of memory", "failed")
 def check_text(name: str, value: Any, limit: int = TEXT_LIMIT) -> None:
     """Text a page can show: a str of at most `limit` characters that encodes as UTF-8 (no lone surrogates)."""
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be text; got {_shown(value)}")
+        raise ValueError(f"{name} must be text; got {shown(value)}")
     if len(value) > limit:
         raise ValueError(f"{name} must be at most {limit:,} characters; got {len(value):,}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"{name} must be text; got {_shown(value)}, which is not valid Unicode") from None
+        raise ValueError(f"{name} must be text; got {shown(value)}, which is not valid Unicode") from None
 
 
 def _count(name: str, value: Any) -> None:
-    _check_int(name, value, 0, BIG)
+    check_int(name, value, 0, BIG)
 
 
 def _amount(name: str, value: Any) -> None:  # bytes or seconds: a median over repeats may not be whole
-    _check_float(name, value, 0, BIG)
+    check_float(name, value, 0, BIG)
 
 
 def _share(name: str, value: Any) -> None:
-    _check_float(name, value, 0, 1)
+    check_float(name, value, 0, 1)
 
 
 def _signed(name: str, value: Any) -> None:  # forgetting: tuning can also improve the general text
-    _check_float(name, value, -BIG, BIG)
+    check_float(name, value, -BIG, BIG)
 
 
 def _targets(name: str, value: Any) -> None:
     if isinstance(value, str):
         return check_text(name, value)
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{name} must be all-linear or a list of module names; got {_shown(value)}")
+        raise ValueError(f"{name} must be all-linear or a list of module names; got {shown(value)}")
     check_text(name, ",".join(value), MESSAGE_LIMIT)  # the chart's legend writes them out whole
 
 
 def _bits(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value not in (16, 8, 4):
-        raise ValueError(f"{name} must be 16, 8 or 4; got {_shown(value)}")
+        raise ValueError(f"{name} must be 16, 8 or 4; got {shown(value)}")
 
 
 # each field of a results.json row with its check (None passes wherever a field's default is None)
 ROW_CHECKS: dict[str, Callable[[str, Any], None]] = {
-    "name": lambda n, v: _check_choice(n, v, tuple(VARIANTS)),
+    "name": lambda n, v: check_choice(n, v, tuple(VARIANTS)),
     "bits": _bits,
-    "rank": lambda n, v: _check_int(n, v, 1, BIG),
+    "rank": lambda n, v: check_int(n, v, 1, BIG),
     "target_modules": _targets,
     "trainable_params": _count,
     "total_params": _count,
@@ -190,7 +191,7 @@ ROW_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "perplexity": _amount,
     "accuracy": _share,
     "steps_done": _count,
-    "status": lambda n, v: _check_choice(n, v, STATUSES),
+    "status": lambda n, v: check_choice(n, v, STATUSES),
     "base_dtype": check_text,
     "general_loss": _amount,
     "forgetting": _signed,
@@ -210,7 +211,7 @@ ROW_CHECKS: dict[str, Callable[[str, Any], None]] = {
 
 def _notes(name: str, value: Any) -> None:
     if not isinstance(value, list) or len(value) > 100:
-        raise ValueError(f"{name} must be a list of sentences; got {_shown(value)}")
+        raise ValueError(f"{name} must be a list of sentences; got {shown(value)}")
     for item in value:
         check_text(name, item, MESSAGE_LIMIT)
 
@@ -221,7 +222,7 @@ def _optional_text(limit: int) -> Callable[[str, Any], None]:
 
 def _flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false; got {_shown(value)}")
+        raise ValueError(f"{name} must be true or false; got {shown(value)}")
 
 
 # each key of a results.json beside "variants" with its check: CompareResult.to_json's, then those
@@ -258,7 +259,7 @@ def check_run_doc(doc: Any) -> None:
     try:
         unknown = [k for k in doc if k not in DOC_CHECKS and k != "variants"]
         if unknown:
-            raise ValueError(f"unknown field {_shown(unknown[0])}")
+            raise ValueError(f"unknown field {shown(unknown[0])}")
         for key, value in doc.items():
             if key != "variants":
                 DOC_CHECKS[key](key, value)

@@ -83,9 +83,9 @@ class Workbench(widgets.VBox):
         # this user may not remove (a shared folder) stays, harmlessly
         remove_stale_temps(self.state.runs_dir)
         self._panels: dict[str, widgets.Widget] = {}
-        self._shown = shown_panels(tabs)
-        self.tabs = widgets.Tab(children=[widgets.VBox() for _ in self._shown], titles=[t for t, *_ in self._shown])
-        self.panel(self._shown[0][1])
+        self.shown = shown_panels(tabs)
+        self.tabs = widgets.Tab(children=[widgets.VBox() for _ in self.shown], titles=[t for t, *_ in self.shown])
+        self.panel(self.shown[0][1])
         self.tabs.observe(self._on_tab, "selected_index")
         try:
             device = models.pick_device(config.model.device, config.model.dtype).describe()
@@ -103,11 +103,11 @@ class Workbench(widgets.VBox):
         if attribute not in self._panels:
             import importlib
 
-            index = next((i for i, (_, attr, *_) in enumerate(self._shown) if attr == attribute), None)
+            index = next((i for i, (_, attr, *_) in enumerate(self.shown) if attr == attribute), None)
             if index is None:  # a hidden tab: an error that says so, not a panel nobody can see
-                shown = ", ".join(attr for _, attr, *_ in self._shown)
+                shown = ", ".join(attr for _, attr, *_ in self.shown)
                 raise AttributeError(f"the {attribute!r} tab is not shown in this app (tabs: {shown})")
-            _, _, module, cls = self._shown[index]
+            _, _, module, cls = self.shown[index]
             panel = getattr(importlib.import_module(f"{__package__}.{module}"), cls)(self.state)
             self._panels[attribute] = panel
             self.tabs.children[index].children = [panel]
@@ -115,7 +115,7 @@ class Workbench(widgets.VBox):
 
     def _on_tab(self, change) -> None:
         if change["new"] is not None:
-            self.panel(self._shown[change["new"]][1])
+            self.panel(self.shown[change["new"]][1])
 
     def __getattr__(self, name: str):
         # the panels as attributes (app.train, app.compare, ...), built when first read

@@ -30,7 +30,7 @@ from workbench.core.events import Hooks, MetricEvent, Progress, clock
 from workbench.experiments.comparison import continue_run, kept_metrics, saved_states
 from workbench.experiments.experiment import for_variant, launch_command, write_config
 from workbench.experiments.kept_scores import kept_sentence
-from workbench.experiments.phases import VariantStart
+from workbench.experiments.run_setup import VariantStart
 from workbench.experiments.seeds import MAX_SEEDS, run_seeds, seed_dir, seed_values
 from workbench.records.results import CompareResult, results_frame
 from workbench.records.runs import Run, claim_run_dir, drop_if_empty, user_slug
