@@ -27,6 +27,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # pins the float32 path, so one suite gives one result on every CPU (and every process it starts inherits it);
 # the tests of the choice itself set it both ways, and tests/test_bf16_default.py runs the bfloat16 path
 os.environ["WORKBENCH_NATIVE_BF16"] = "0"
+# Under pytest-xdist (`make test` runs `-n 2`) the workers share the machine's cores: each worker, and every
+# process a test starts, gets its share of the threads (set before torch is imported), not one per core each.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 SPECIAL_TOKENS = ["<unk>", "<|im_start|>", "<|im_end|>"]
 EXTRA_WORDS = ["user", "assistant", "system", "yes", "no", "red", "green", "blue", "apple", "banana", "cherry"]
