@@ -12,10 +12,10 @@ import threading
 import time
 
 import pytest
-from machine.admission import Ledger
 from test_ui import wait_for
 
 from workbench.machine import admission
+from workbench.machine.admission import Ledger
 
 GiB = 2**30
 
@@ -107,7 +107,7 @@ def test_stop_while_waiting_leaves_the_line_and_holds_nothing(tmp_path):
 
 CHILD = """
 import sys, time
-from machine.admission import Ledger
+from workbench.machine.admission import Ledger
 ticket = Ledger(sys.argv[1], free=lambda d: 1 << 40, slots=1).reserve(1 << 30, "cpu", "killed")
 print("admitted", flush=True)
 time.sleep(600)
