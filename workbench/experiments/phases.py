@@ -36,6 +36,7 @@ class VariantOutcome:
     trained: TrainResult | None = None
     scores: dict | None = None  # per-example scores for scores.json: what paired comparisons read
 
+
 def load_group(s: RunSetup, bits: int, names: list[str], hooks: Hooks | None = None, adapter_from: Path | None = None):
     """The base at `bits` bits, with a LoRA adapter attached (seeded) when one of `names` trains; with
     `adapter_from`, the adapter gets that saved adapter's weights (to continue training it)."""
@@ -55,6 +56,7 @@ def load_group(s: RunSetup, bits: int, names: list[str], hooks: Hooks | None = N
     tell(1)
     return model
 
+
 def _answers(s: RunSetup, model, base: bool, tell: Callable[..., None]) -> dict[str, Generation]:
     # one prompt at a time, so each answer's time and tokens/s are its own
     out = {}
@@ -62,6 +64,7 @@ def _answers(s: RunSetup, model, base: bool, tell: Callable[..., None]) -> dict[
         out[p] = generate(model, s.tokenizer, [p], s.decode, base=base, chat=s.task.chat)[0]
         tell(i)
     return out
+
 
 def _result(
     s: RunSetup,
@@ -100,11 +103,13 @@ def _result(
         **sure,
     )
 
+
 def variant_scores(ev: EvalResult | None, general: GeneralScores | None) -> dict | None:
     """One variant's entry in scores.json: its eval split and its general text, example by example."""
     if ev is None:
         return None
     return {"eval": ev.scores(), "general": general.scores() if general else None}
+
 
 def train_variant(
     s: RunSetup,
@@ -133,6 +138,7 @@ def train_variant(
         resume=resume,
     )
 
+
 def score_variant(
     s: RunSetup, model, *, base: bool, name: str | None = None, hooks: Hooks | None = None
 ) -> tuple[EvalResult, dict[str, Generation]]:
@@ -151,6 +157,7 @@ def score_variant(
         progress=tell,
     )
     return ev, _answers(s, model, base, hooks.begin("answer", name, len(s.prompts), "prompts"))
+
 
 def run_base(s: RunSetup, model, monitor: memory.MemoryMonitor, hooks: Hooks | None = None) -> VariantOutcome:
     """The base variant: the loaded model with its adapter (if any) switched off, evaluated and asked. Its scores
@@ -184,6 +191,7 @@ def run_base(s: RunSetup, model, monitor: memory.MemoryMonitor, hooks: Hooks | N
     peak = max([monitor.peak()] + [k.peak_memory_bytes or 0 for k in (kept, kept_general) if k is not None])
     result = _result(s, "base", model, peak, None, ev, general)
     return VariantOutcome(result, ev.predictions, answers, scores=variant_scores(ev, general))
+
 
 def run_trained(
     s: RunSetup,

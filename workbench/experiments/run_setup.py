@@ -30,11 +30,13 @@ class VariantStart:
     estimated_peak_bytes: int
     device_type: str
 
+
 def planned_stages(cfg: RunConfig) -> int:
     """How many phases run_compare goes through: per base precision a load; base: evaluate and answer;
     each trained variant: train, evaluate and answer."""
     loads = len({VARIANTS[n].bits for n in cfg.variants})
     return loads + sum(3 if VARIANTS[n].trained else 2 for n in cfg.variants)
+
 
 @dataclass
 class RunSetup:
@@ -101,6 +103,7 @@ class RunSetup:
             allocator.current(),  # this process trains: the estimate is for the allocator it runs on
         )
 
+
 def setup(
     cfg: RunConfig, *, task: Task | None = None, decode: DecodeSettings | None = None, hooks: Hooks | None = None
 ) -> RunSetup:
@@ -147,11 +150,13 @@ def setup(
         general_rows,
     )
 
+
 def _expert_notes(cfg: RunConfig, layout: ModelLayout) -> list[str]:
     """What adapting a mixture of experts does to the settings (dropout 0), said where the run's notes are."""
     trained = any(VARIANTS[n].trained for n in cfg.variants)
     note = layout.expert_dropout_note(cfg.lora.dropout, cfg.lora.adapt_experts) if trained else None
     return ["LoRA: " + note] if note else []
+
 
 def check_fit(s: RunSetup, sharing: int = 1) -> list[str]:
     """Each variant's estimated peak against what the device has free, before any weights load: ValueError
@@ -171,6 +176,7 @@ def check_fit(s: RunSetup, sharing: int = 1) -> list[str]:
     tight = by_verdict.get(memory.TIGHT)
     return [memory.fit_message(tight, available, memory.TIGHT)] if tight else []
 
+
 def start_result(s: RunSetup, notes: list[str], cls: type = CompareResult, **fields) -> CompareResult:
     """What a run's result starts as: its settings, where it runs, its model and task, the data's notes and
     `notes` (a tight fit); `fields`: the rest (command, user, and a subclass's own)."""
@@ -185,6 +191,7 @@ def start_result(s: RunSetup, notes: list[str], cls: type = CompareResult, **fie
         notes=s.notes + notes,
         **fields,
     )
+
 
 def unfinished_result(s: RunSetup, name: str, exc: BaseException) -> VariantResult:
     """The row of a variant that did not finish: out of memory (with what to change) or failed (with why)."""
