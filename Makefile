@@ -35,13 +35,13 @@ $(STAMP): pyproject.toml Makefile
 # the server and its kernels start with the fast allocator: mimalloc (make setup installs it) or tcmalloc (workbench/machine/allocator.py)
 lab: setup
 	@[ -z "$(LAB_BROWSER)" ] || echo "workbench: no screen here to open a browser on; open the http://127.0.0.1:... URL that JupyterLab prints below (through an SSH tunnel from another machine)"
-	LD_PRELOAD="$$($(BIN)/python -m workbench.machine.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
+	LD_PRELOAD="$$($(BIN)/python -m workbench.cli.allocator)" $(BIN)/jupyter lab $(LAB_ROOT) $(LAB_BROWSER) --notebook-dir=notebooks notebooks/01_quickstart.ipynb
 
 # The workbench as a web page (Voila): the panels, no code cells. Options: make app APP_ARGS="--port 8866
 # --runs runs --tabs setup,adapter,train,compare,results --preset quickstart" (workbench app --help)
 APP_ARGS ?=
 app: setup
-	LD_PRELOAD="$$($(BIN)/python -m workbench.machine.allocator)" $(BIN)/workbench app $(LAB_BROWSER) $(APP_ARGS)
+	LD_PRELOAD="$$($(BIN)/python -m workbench.cli.allocator)" $(BIN)/workbench app $(LAB_BROWSER) $(APP_ARGS)
 
 # pytest over TEST_WORKERS processes (pytest-xdist; each gets its share of the cores' threads: tests/conftest.py)
 TEST_WORKERS ?= 2

@@ -1,7 +1,7 @@
 """Where a workbench training step's time goes: torch.profiler over 4 steps of the embedded model, LoRA r=8 on
 q,v, 4 x 128-token blocks (bench_train's settings), the ops by their share of CPU time.
 
-    LD_PRELOAD=$(.venv/bin/python -m workbench.machine.allocator) \
+    LD_PRELOAD=$(.venv/bin/python -m workbench.cli.allocator) \
         .venv/bin/python bench/profile_step.py [float32|bfloat16]
 """
 

@@ -41,7 +41,7 @@ def cli_reference() -> str:
     out = [
         "# Command-line reference",
         "",
-        "Generated from the parsers in `workbench/cli/__init__.py` when the site is built: the same text as",
+        "Generated from the parsers in `workbench/cli/` when the site is built: the same text as",
         "`workbench COMMAND --help`. [The command line](../cli.md) shows them at work.",
         "",
     ]

@@ -141,7 +141,3 @@ def release_free_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-if __name__ == "__main__":  # `python -m workbench.machine.allocator`: the LD_PRELOAD a new process should start with
-    print(preload_env().get("LD_PRELOAD", ""))

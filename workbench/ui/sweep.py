@@ -24,7 +24,7 @@ import ipywidgets as widgets
 
 from workbench.analysis import plots
 from workbench.analysis.settings import Setting, settings_frame
-from workbench.core.events import Progress, clock
+from workbench.core.events import Hooks, Progress, clock
 from workbench.core.stats import frontier_ties
 from workbench.experiments.seeds import MAX_SEEDS
 from workbench.experiments.study.reading import counts, finished_points, trials_frame, write_trials
@@ -257,22 +257,20 @@ class SweepPanel(widgets.VBox):
         self.points = []
         self.pooled.value = ""
         self._finish = threading.Event()
-        common = dict(
+        hooks = Hooks(
             stop=self.state.jobs.stop,
-            finish=self._finish,
-            workers=self.workers.value,
-            on_point=self._on_point,
             on_progress=self._on_progress,
             on_status=lambda text: setattr(self.status, "value", message("info", text)),
         )
+        common = dict(finish=self._finish, workers=self.workers.value, on_point=self._on_point)
 
         def work() -> None:
             # the rows as they end: every planned point (those read back included), or every finished trial
             if sweep is None:
-                st, _ = run_study(definition, self.out_dir, **common)
+                st, _ = run_study(definition, self.out_dir, hooks, **common)
                 self.points = finished_points(st)
             else:
-                self.points = run_sweep(sweep, **common)
+                self.points = run_sweep(sweep, hooks, **common)
             self._show_points()
 
         refused = self.state.jobs.start("the sweep", work, on_error=self._on_error, on_done=self._on_done)

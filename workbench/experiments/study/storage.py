@@ -126,3 +126,13 @@ def quiet_optuna():
             yield
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def open_study_by_name(storage: str, name: str):
+    """A study that is already in `storage`, by its name (what a worker joining it is given)."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(storage))
+    except KeyError:
+        raise ValueError(f"study: {name!r} is not in {redacted(storage)}; start the sweep there first") from None

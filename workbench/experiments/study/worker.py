@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.core.config import RunConfig
+from workbench.core.events import Hooks
 from workbench.experiments.seeds import seed_values, with_seed
 from workbench.experiments.study.space import StudyDef
 from workbench.experiments.study.storage import GRACE_BEATS, heartbeat_s, quiet_optuna
@@ -40,13 +41,12 @@ class Worker:
     definition: StudyDef
     out_dir: Path
     name: str = ""
-    stop: threading.Event = field(default_factory=threading.Event)  # the run going ends after its step
+    # its stop ends the run going after its step; its status hears of each trial; its sinks and progress
+    # hear of the trial's training
+    hooks: Hooks = field(default_factory=Hooks)
     finish: threading.Event = field(default_factory=threading.Event)  # no new trial starts
     fit_check: bool = True
     on_point: Callable[[PointResult], None] | None = None
-    on_status: Callable[[str], None] | None = None
-    on_progress: object = None
-    sinks: tuple = ()
     done: list[PointResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -56,8 +56,7 @@ class Worker:
         self._points = {p.label: p for p in self.definition.grid.points()} if self.definition.grid else {}
 
     def say(self, text: str) -> None:
-        if self.on_status is not None:
-            self.on_status(text)
+        self.hooks.status(text)
 
     # ------------------------------------------------------------ choosing the setting
 
@@ -144,9 +143,9 @@ class Worker:
             return PointResult(point, out, "loaded", Run(out).results()[0], seed=seed)
         self.say(f"trial {trial.number}: training {out.name} ({self.name})")
         try:
-            result = run_compare(
-                cfg, out, stop=self.stop, on_progress=self.on_progress, sinks=self.sinks, fit_check=self.fit_check
-            )
+            # the run's own phase lines are not the study's: only its steps, progress and stop are handed on
+            hooks = Hooks(sinks=self.hooks.sinks, stop=self.hooks.stop, on_progress=self.hooks.on_progress)
+            result = run_compare(cfg, out, hooks=hooks, fit_check=self.fit_check)
         except (ValueError, RuntimeError, MemoryError, OSError) as exc:  # this trial only; the worker goes on
             return PointResult(point, out, "failed", error=first_line(exc), seed=seed)
         trained = result.variants[0] if result.variants else None
@@ -261,7 +260,7 @@ class Worker:
         said_waiting = False
         with quiet_optuna():
             self.study.sampler = self._sampler()
-            while not (self.finish.is_set() or self.stop.is_set()) and asked < cap:
+            while not (self.finish.is_set() or self.hooks.stop.is_set()) and asked < cap:
                 fail_stale_trials(self.study)
                 trials = self.study.get_trials(deepcopy=False)
                 if self.to_start(trials) > 0:

@@ -3,12 +3,12 @@ processes on this machine (`--workers N`): one a visible GPU (round robin past t
 processes that split the cores. Workers on other machines join the same study with the same command.
 
 `workbench worker --storage URL --study NAME --out DIR` is one worker: it reads what to do from
-the study itself. Ctrl-C (SIGINT) once: it starts no new trial; twice: its run stops after the current step.
+the study itself (workbench/cli/worker.py). Ctrl-C (SIGINT) once: it starts no new trial; twice (or SIGTERM): its
+run stops after the current step.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -20,9 +20,10 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from workbench.core.events import Hooks
 from workbench.experiments.study.reading import trial_point
-from workbench.experiments.study.space import StudyDef, definition_of, open_study
-from workbench.experiments.study.storage import default_storage, open_storage, redacted
+from workbench.experiments.study.space import StudyDef, open_study
+from workbench.experiments.study.storage import default_storage, open_storage
 from workbench.experiments.study.worker import Worker
 from workbench.experiments.sweep import PointResult, SweepPlan
 
@@ -32,57 +33,38 @@ POLL_S = 1.0
 def run_study(
     definition: StudyDef,
     out_dir: str | Path,
+    hooks: Hooks | None = None,
     *,
     storage: str | None = None,
     study: str | None = None,
     workers: int = 1,
-    stop: threading.Event | None = None,
     finish: threading.Event | None = None,
     on_point: Callable[[PointResult], None] | None = None,
-    on_status: Callable[[str], None] | None = None,
-    on_progress=None,
-    sinks=(),
     fit_check: bool = True,
 ):
     """Work on a study (made if new) here (workers=1) or in `workers` processes on this machine, until nothing
-    is left to start, or `finish` (no new trial) or `stop` (the running trials also stop after their step).
+    is left to start, or `finish` (no new trial) or the hooks' stop (the running trials also stop after their
+    step). `hooks`: the stop, the status lines, and here (one worker) each trial's progress and training steps.
     Returns the study and the rows of the trials this process ran itself."""
-    stop, finish = stop or threading.Event(), finish or threading.Event()
+    hooks, finish = hooks or Hooks(), finish or threading.Event()
     url = storage or default_storage(out_dir)
     st = open_study(definition, url, study)
     if workers == 1:
         worker = Worker(
-            st,
-            definition,
-            Path(out_dir),
-            stop=stop,
-            finish=finish,
-            fit_check=fit_check,
-            on_point=on_point,
-            on_status=on_status,
-            on_progress=on_progress,
-            sinks=tuple(sinks),
+            st, definition, Path(out_dir), hooks=hooks, finish=finish, fit_check=fit_check, on_point=on_point
         )
         return st, worker.work()
     run_workers(
-        url,
-        st.study_name,
-        Path(out_dir),
-        workers,
-        stop=stop,
-        finish=finish,
-        on_point=on_point,
-        on_status=on_status,
-        fit_check=fit_check,
+        url, st.study_name, Path(out_dir), workers, hooks, finish=finish, on_point=on_point, fit_check=fit_check
     )
     return st, []
 
 
-def run_sweep(sweep: SweepPlan, **kw) -> list[PointResult]:
-    """Train a plan's grid as its study's trials (keyword arguments as run_study's). A point on disk is read
-    back; a point that fails is recorded with its reason and the others go on. on_point hears of every point
-    once: as it finishes, or at the end (read back from the study, or not run). Returns one row per planned
-    point, in plan order ("not run" for the points nobody reached)."""
+def run_sweep(sweep: SweepPlan, hooks: Hooks | None = None, **kw) -> list[PointResult]:
+    """Train a plan's grid as its study's trials (`hooks` and keyword arguments as run_study's). A point on disk
+    is read back; a point that fails is recorded with its reason and the others go on. on_point hears of every
+    point once: as it finishes, or at the end (read back from the study, or not run). Returns one row per
+    planned point, in plan order ("not run" for the points nobody reached)."""
     began = datetime.now()
     told: set[str] = set()
     on_point = kw.pop("on_point", None)
@@ -92,7 +74,8 @@ def run_sweep(sweep: SweepPlan, **kw) -> list[PointResult]:
         if on_point is not None:
             on_point(row)
 
-    st, done = run_study(StudyDef(sweep.base, sweep.seeds, grid=sweep.grid), sweep.out_dir, on_point=tell, **kw)
+    definition = StudyDef(sweep.base, sweep.seeds, grid=sweep.grid)
+    st, done = run_study(definition, sweep.out_dir, hooks, on_point=tell, **kw)
     rows = in_plan_order(sweep, st, {p.label: p for p in done}, began)
     for row in rows:  # every point is told once: those read back from the study, and those nobody reached
         if row.label not in told:
@@ -161,25 +144,25 @@ def run_workers(
     study: str,
     out_dir: Path,
     n: int,
+    hooks: Hooks | None = None,
     *,
-    stop: threading.Event,
     finish: threading.Event,
     on_point: Callable[[PointResult], None] | None = None,
-    on_status: Callable[[str], None] | None = None,
     fit_check: bool = True,
 ) -> list[int]:
-    """n worker processes on one study, their output passed to on_status line by line ("[w2] ..."), each trial
-    any of them finishes passed to on_point. finish (then stop) is handed on to them as SIGINT. Returns their
-    exit codes."""
+    """n worker processes on one study, their output passed to the hooks' status line by line ("[w2] ..."), each
+    trial any of them finishes passed to on_point. finish (then the hooks' stop) is handed on to them as SIGINT.
+    Returns their exit codes."""
     import optuna
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
         raise ValueError(f"workers must be a whole number from 1 to 64; got {n!r}")
-    say = on_status or (lambda text: None)
+    hooks = hooks or Hooks()
     cmd = [
         sys.executable,
         "-m",
-        "workbench.experiments.study.workers",
+        "workbench.cli",
+        "worker",
         "--storage",
         storage,
         "--study",
@@ -204,7 +187,7 @@ def run_workers(
         for raw in proc.stdout:
             line = settled_line(raw.decode("utf-8", errors="replace"))
             if line:
-                say(f"[w{i + 1}] {line}")
+                hooks.status(f"[w{i + 1}] {line}")
 
     relays = [threading.Thread(target=relay, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for r in relays:
@@ -215,7 +198,7 @@ def run_workers(
     began = datetime.now()
     while True:
         alive = [p for p in procs if p.poll() is None]
-        wanted = 2 if stop.is_set() else 1 if finish.is_set() else 0
+        wanted = 2 if hooks.stop.is_set() else 1 if finish.is_set() else 0
         while told < wanted:
             told += 1
             for p in alive:
@@ -247,58 +230,3 @@ def _report(study, seen: set[int], began: datetime, on_point) -> None:
         row = trial_point(t)
         if row is not None and on_point is not None:
             on_point(row)
-
-
-# --------------------------------------------------------------------------- one worker process
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.experiments.study.workers", description="One worker of a sweep's study."
-    )
-    p.add_argument("--storage", required=True, help="The study's storage URL.")
-    p.add_argument("--study", required=True, help="The study's name.")
-    p.add_argument("--out", required=True, help="The runs folder for the trials' run folders.")
-    p.add_argument("--skip-fit-check", action="store_true", help="Train a point even if it may not fit.")
-    a = p.parse_args(argv)
-    from workbench.machine import allocator
-
-    allocator.configure()
-    st = open_study_by_name(a.storage, a.study)
-    stop, finish = threading.Event(), threading.Event()
-
-    def on_signal(signum, frame):
-        if signum == signal.SIGINT and not finish.is_set():
-            print("stopping after the current trial", flush=True)
-            finish.set()
-        else:
-            print("stopping the current run after its step", flush=True)
-            stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    worker = Worker(
-        st,
-        definition_of(st),
-        Path(a.out),
-        stop=stop,
-        finish=finish,
-        fit_check=not a.skip_fit_check,
-        on_status=lambda text: print(text, flush=True),
-    )
-    worker.work()
-    print(f"done: {len(worker.done)} trial(s) here", flush=True)
-    return 0
-
-
-def open_study_by_name(storage: str, name: str):
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage))
-    except KeyError:
-        raise ValueError(f"study: {name!r} is not in {redacted(storage)}; start the sweep there first") from None
-
-
-if __name__ == "__main__":
-    sys.exit(main())
