@@ -216,5 +216,8 @@ def run_sweep_study(a: argparse.Namespace, definition, sweep, storage: str, stud
     written.append(write_trials(a.out, st))
     tally = ", ".join(f"{n} {state}" for state, n in sorted(counts(st).items()))
     print(f"study {study_name!r}: {tally}; to look at it: {dashboard_command(storage)}")
-    print(f"wrote {Path(a.out).resolve()}" + (" (stopped early)" if stages.stopping else ""))
+    print(
+        f"wrote {Path(a.out).resolve()} ({', '.join(p.name for p in written)})"
+        + (" (stopped early)" if stages.stopping else "")
+    )
     return 0
