@@ -15,8 +15,9 @@ RUN = """
 import json, sys
 from workbench.experiments.comparison import run_compare
 from workbench.core.config import RunConfig
+from workbench.core.events import Hooks
 cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
-run_compare(cfg, sys.argv[2], user=sys.argv[3], on_status=lambda m: print(m, file=sys.stderr, flush=True))
+run_compare(cfg, sys.argv[2], Hooks(on_status=lambda m: print(m, file=sys.stderr, flush=True)), user=sys.argv[3])
 """
 
 

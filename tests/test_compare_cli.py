@@ -13,7 +13,7 @@ import torch
 
 from workbench import cli
 from workbench.core.config import DEFAULT_MODEL, PRESETS, RunConfig, preset_config
-from workbench.core.events import MetricEvent
+from workbench.core.events import Hooks, MetricEvent
 from workbench.experiments.comparison import run_compare
 from workbench.records import runs
 from workbench.records.results import results_frame
@@ -48,9 +48,7 @@ def full_run(tiny_model_dir, tiny_jsonl, tmp_path_factory):
     result = run_compare(
         tiny_config(tiny_model_dir, tiny_jsonl),
         out,
-        sinks=[events.append],
-        on_status=statuses.append,
-        on_progress=PROGRESS.append,
+        Hooks(sinks=(events.append,), on_status=statuses.append, on_progress=PROGRESS.append),
     )
     return result, out, events, statuses
 
@@ -192,7 +190,7 @@ def test_stop_after_first_lora_step(tiny_model_dir, tiny_jsonl, tmp_path):
             stop.set()
 
     out = tmp_path / "run"
-    result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl), out, sinks=[sink], stop=stop)
+    result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl), out, Hooks(sinks=(sink,), stop=stop))
     assert result.stopped
     doc = runs.Run(out).read()
     assert doc["stopped"] is True
@@ -455,7 +453,7 @@ def test_a_stopped_run_continued_matches_one_run_in_one_go(tiny_model_dir, tiny_
 
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora,qlora", steps=20, warmup_steps=3)
     stop = threading.Event()
-    stopped = run_compare(cfg, tmp_path / "a", stop=stop, sinks=[lambda e: e.step == 10 and stop.set()])
+    stopped = run_compare(cfg, tmp_path / "a", Hooks(stop=stop, sinks=(lambda e: e.step == 10 and stop.set(),)))
     assert stopped.stopped and [v.steps_done for v in stopped.variants] == [10]  # qlora never started
     assert runs.Run(tmp_path / "a").training_state("lora").step == 10
     resumed = continue_run(tmp_path / "a")

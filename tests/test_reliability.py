@@ -13,6 +13,7 @@ import torch
 from test_compare_cli import tiny_config
 
 from workbench import cli
+from workbench.core.events import Hooks
 from workbench.experiments import comparison, phases, run_setup
 from workbench.machine import memory
 from workbench.records import runs, scan
@@ -78,7 +79,7 @@ def test_a_tight_variant_is_warned_about_and_runs(tiny_model_dir, tiny_jsonl, tm
     need = s.estimate("lora")
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(need / 0.9))
     said = []
-    result = comparison.run_compare(cfg, tmp_path / "run", on_status=said.append)
+    result = comparison.run_compare(cfg, tmp_path / "run", Hooks(on_status=said.append))
     assert result.variants[0].status == "done"
     assert any("tight" in n for n in result.notes) and any("tight" in s for s in said)
     assert any("tight" in n for n in runs.Run(tmp_path / "run").read()["notes"])  # kept with the run
@@ -133,7 +134,7 @@ def test_out_of_memory_ends_that_variant_only_and_frees_its_model(tiny_model_dir
     monkeypatch.setattr(phases, "train_variant", train_then_run_out)
     said = []
     cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora", steps=2)
-    result = comparison.run_compare(cfg, tmp_path / "run", on_status=said.append)
+    result = comparison.run_compare(cfg, tmp_path / "run", Hooks(on_status=said.append))
     by_name = {v.name: v for v in result.variants}
     assert list(by_name) == ["base", "lora", "qlora"]
     assert by_name["lora"].status == "out of memory" and "smaller batch" in by_name["lora"].error

@@ -13,6 +13,7 @@ import pytest
 from test_compare_cli import tiny_config
 
 from workbench.core.config import RunConfig
+from workbench.core.events import Hooks
 from workbench.engine import score_cache, session
 from workbench.engine.generate import DecodeSettings, EvalResult
 from workbench.engine.session import Session
@@ -51,7 +52,7 @@ def config(model_dir, data, variants="base", **train):
 
 def run(cfg, out, **kw):
     statuses: list[str] = []
-    comparison.run_compare(cfg, out, on_status=statuses.append, **kw)
+    comparison.run_compare(cfg, out, Hooks(on_status=statuses.append), **kw)
     return statuses
 
 
