@@ -172,9 +172,3 @@ def save_chart(path: Path, runs_root: Path = Path("runs"), **settings) -> Path:
     )
     crossovers = {v: crossover(table, v) for v in VARIANT_NAMES}
     return save_figure(qlora_saving_figure(table, crossovers, measured(runs_root), label), path)
-
-
-if __name__ == "__main__":  # python -m workbench.analysis.by_size docs/img/qlora-saving-by-model-size.png [runs folder]
-    import sys
-
-    print(save_chart(Path(sys.argv[1]), Path(sys.argv[2] if len(sys.argv) > 2 else "runs")))
