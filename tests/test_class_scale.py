@@ -44,7 +44,7 @@ def counted(monkeypatch):
 
 def forget_in_memory(root) -> None:
     """What a new kernel starts with: nothing in memory, the scan kept on disk."""
-    runs._scanned.pop(str(root.resolve()), None)
+    scan.scanned.pop(str(root.resolve()), None)
 
 
 def test_each_run_is_read_once_and_only_a_changed_one_again(tmp_path, counted):

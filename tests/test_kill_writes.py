@@ -286,8 +286,8 @@ def test_remove_stale_temps_removes_only_old_temps_and_restores_an_orphaned_old_
     (run / "adapters" / "lora").mkdir(parents=True)
     files.write_json(run / "results.json", {"a": 1})
     stale = [
-        files._tmp_beside(run / "results.json"),
-        files._tmp_beside(run / "loss.png", suffix=".png"),
+        files.tmp_beside(run / "results.json"),
+        files.tmp_beside(run / "loss.png", suffix=".png"),
         Path(tempfile.mkdtemp(prefix=".lora.", dir=run / "adapters")),  # a save cut short
         Path(tempfile.mkdtemp(prefix=".lora.old.", dir=run / "adapters")),  # replaced, the new one in place
     ]
@@ -301,7 +301,7 @@ def test_remove_stale_temps_removes_only_old_temps_and_restores_an_orphaned_old_
     kept[2].write_text("mine")
     for path in [*stale, orphan, *kept]:
         os.utime(path, (time.time() - 7200, time.time() - 7200))
-    young = files._tmp_beside(run / "metrics.json")  # another process's write in progress
+    young = files.tmp_beside(run / "metrics.json")  # another process's write in progress
 
     removed = files.remove_stale_temps(tmp_path / "runs", older_than_s=3600)
 

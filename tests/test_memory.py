@@ -194,7 +194,7 @@ def test_memory_monitor_context_manager(monkeypatch):
     assert mon._thread is None
 
 
-@pytest.mark.skipif(memory._kernel_peak() is None, reason="the kernel keeps no peak RSS here (not Linux)")
+@pytest.mark.skipif(memory.kernel_peak() is None, reason="the kernel keeps no peak RSS here (not Linux)")
 def test_the_kernel_peak_catches_what_sampling_misses_and_monitors_nest():
     """On Linux the peak is VmHWM: exact, with no thread. A spike freed before any sampler could look is
     still counted, and a monitor started inside another keeps the outer one's peak."""
@@ -207,7 +207,7 @@ def test_the_kernel_peak_catches_what_sampling_misses_and_monitors_nest():
     assert outer.peak() >= 150 * MiB
     small.close()
     assert 15 * MiB <= inner.stop() < 100 * MiB and outer.stop() >= 150 * MiB
-    assert outer not in memory._live and inner not in memory._live
+    assert outer not in memory.live and inner not in memory.live
 
 
 def test_mib_and_gib():

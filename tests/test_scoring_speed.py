@@ -128,8 +128,8 @@ def test_a_shared_start_longer_than_the_rest_of_each_prompt(load_tiny, tiny_toke
     examples = [Example(f"{frame} {w}", "positive" if i % 2 else "negative") for i, w in enumerate(words)]
     rows = gen.encode(tiny_tokenizer, examples, 64).rows
     with torch.no_grad():
-        prefix = gen._shared_prefix(model, rows, torch.device("cpu"))
-    assert prefix.length > max(gen._prompt_length(r) for r in rows) - prefix.length
+        prefix = gen.shared_prefix(model, rows, torch.device("cpu"))
+    assert prefix.length > max(gen.prompt_length(r) for r in rows) - prefix.length
     fused = gen.evaluate(model, tiny_tokenizer, examples, seq_len=64, batch_size=4)
     monkeypatch.setattr(gen, "split_head", lambda model: None)
     plain = gen.evaluate(model, tiny_tokenizer, examples, seq_len=64, batch_size=4)

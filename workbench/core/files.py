@@ -62,7 +62,7 @@ def _umask() -> int:
     return mask
 
 
-def _tmp_beside(path: Path, suffix: str = "") -> Path:
+def tmp_beside(path: Path, suffix: str = "") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     # mkstemp makes the file 0600; the file it becomes follows the umask, as any other file would (a class
     # reading one shared runs folder needs to read it)
@@ -74,7 +74,7 @@ def _tmp_beside(path: Path, suffix: str = "") -> Path:
 def write_bytes(path: Path, content: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
+    tmp = tmp_beside(path)
     try:
         tmp.write_bytes(content)
         # no fsync: a killed process's writes are in the page cache already, so the rename is safe against a kill
@@ -103,7 +103,7 @@ def csv_cell(value: Any) -> Any:
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
+    tmp = tmp_beside(path)
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -120,7 +120,7 @@ def save_figure(fig, path: Path) -> Path:
     """A matplotlib figure saved atomically (the format from the file's suffix)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path, suffix=path.suffix)
+    tmp = tmp_beside(path, suffix=path.suffix)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
         os.replace(tmp, path)
@@ -153,7 +153,7 @@ def atomic_dir(path: Path, *, replace: bool = True):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# the names _tmp_beside and atomic_dir give their temp files and folders: ".<target>.<8 of tempfile's [a-z0-9_]>"
+# the names tmp_beside and atomic_dir give their temp files and folders: ".<target>.<8 of tempfile's [a-z0-9_]>"
 # (then the figure's own suffix and ".tmp" for a file; ".<target>.old.<8>" for a replaced folder's old copy)
 _TEMP_FILE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(\.[^.]+)?\.tmp$")
 _TEMP_DIR = re.compile(r"^\.(?P<target>.+?)(?P<old>\.old)?\.[a-z0-9_]{8}$")

@@ -249,13 +249,13 @@ def evaluate(
         end = answer_suffix(tokenizer)
         choice_ids = [(c, tokenizer(c + end, add_special_tokens=False)["input_ids"]) for c in choices]
     # like lengths batched together: a batch is as wide as its longest row, and padding is compute spent on nothing
-    order = sorted(range(len(rows)), key=lambda j: (_prompt_length(rows[j]), len(rows[j]["input_ids"])))
+    order = sorted(range(len(rows)), key=lambda j: (prompt_length(rows[j]), len(rows[j]["input_ids"])))
     sums, counts, texts = [0.0] * len(rows), [0] * len(rows), [""] * len(rows)
     label_losses: list[dict | None] = [None] * len(rows)
     unit = "blocks" if isinstance(examples, TextSource) else "examples" if fused or not answers else "examples scored"
     tell(0, len(rows), unit)
     with adapter_off(model, base):
-        prefix = _shared_prefix(model, rows, device) if fused else None
+        prefix = shared_prefix(model, rows, device) if fused else None
         for i in range(0, len(rows), batch_size):
             chunk = order[i : i + batch_size]
             if fused:
@@ -318,7 +318,7 @@ def evaluate(
     return EvalResult(mean, perplexity, accuracy, predictions, seconds=seconds, **per_example)
 
 
-def _prompt_length(row: dict) -> int:
+def prompt_length(row: dict) -> int:
     """Tokens before the first labelled one: the prompt of an instruction row (0 for a block of text)."""
     return next((j for j, lab in enumerate(row["labels"]) if lab != IGNORE_INDEX), len(row["labels"]))
 
@@ -347,12 +347,12 @@ class _Prefix:
         return cache
 
 
-def _shared_prefix(model, rows: list[dict], device) -> _Prefix | None:
+def shared_prefix(model, rows: list[dict], device) -> _Prefix | None:
     """The rows' common prompt start with its cache; None where they share none. It stops a token short of the
     shortest prompt, so each row's last prompt token (whose logits give its answer's first token) is its own."""
     from transformers import DynamicCache
 
-    prompts = [r["input_ids"][: _prompt_length(r)] for r in rows]
+    prompts = [r["input_ids"][: prompt_length(r)] for r in rows]
     if not prompts:
         return None
     length = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
@@ -397,7 +397,7 @@ def _score_and_answer(
     key = _cache_key(body)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     skip = prefix.length if prefix is not None else 0
-    p_lens = [_prompt_length(r) - skip for r in rows]
+    p_lens = [prompt_length(r) - skip for r in rows]
     width_p = max(p_lens)
     width_a = max(len(r["input_ids"]) - skip - p for r, p in zip(rows, p_lens))
     ids = torch.full((len(rows), width_p + width_a), pad, dtype=torch.long)

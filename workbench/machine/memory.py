@@ -25,11 +25,11 @@ MiB = 1024**2
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
-_live: list[MemoryMonitor] = []  # CPU monitors running now: a reset of the kernel's peak is folded into each
+live: list[MemoryMonitor] = []  # CPU monitors running now: a reset of the kernel's peak is folded into each
 _lock = threading.Lock()
 
 
-def _kernel_peak() -> int | None:
+def kernel_peak() -> int | None:
     """The process's peak RSS since the last reset (VmHWM), in bytes; None where the kernel does not say."""
     try:
         for line in STATUS.read_text().splitlines():
@@ -44,10 +44,10 @@ def _reset_kernel_peak() -> bool:
     """Start the kernel's peak again from the current RSS (Linux: "5" to clear_refs); False where it cannot.
     Every running monitor first keeps the peak so far, so monitors can nest."""
     with _lock:
-        peak = _kernel_peak()
+        peak = kernel_peak()
         if peak is None:
             return False
-        for m in _live:
+        for m in live:
             m._peak = max(m._peak, peak)
         try:
             CLEAR_REFS.write_text("5")
@@ -79,7 +79,7 @@ class MemoryMonitor:
         self._peak = self._baseline
         if self._kernel:
             with _lock:
-                _live.append(self)
+                live.append(self)
         else:
             self._stop.clear()
             self._thread = threading.Thread(target=self._sample, name="workbench-rss", daemon=True)
@@ -104,7 +104,7 @@ class MemoryMonitor:
             return int(torch.cuda.max_memory_allocated(self.device))
         self.now()
         if self._kernel:
-            self._peak = max(self._peak, _kernel_peak() or 0)
+            self._peak = max(self._peak, kernel_peak() or 0)
         return max(0, self._peak - self._baseline)
 
     def stop(self) -> int:
@@ -115,8 +115,8 @@ class MemoryMonitor:
             self._thread.join(timeout=1)
             self._thread = None
         with _lock:
-            if self in _live:
-                _live.remove(self)
+            if self in live:
+                live.remove(self)
         return peak
 
     def __enter__(self) -> MemoryMonitor:

@@ -133,7 +133,7 @@ def rows_of(run: Run, root: Path) -> list[ResultRow]:
 # Results at class scale (a class's folder holds a thousand runs): each run is read once and kept, in memory and
 # in $WORKBENCH_HOME/scan, under what changes when it is rewritten; a scan reads again only what changed.
 SCAN_CACHE_VERSION = 1
-_scanned: dict[str, dict[str, tuple[tuple, list[ResultRow] | str]]] = {}
+scanned: dict[str, dict[str, tuple[tuple, list[ResultRow] | str]]] = {}
 
 
 def _stamp(run: Run) -> tuple:
@@ -188,9 +188,9 @@ def scan(root: Path) -> tuple[list[ResultRow], list[Unreadable]]:
     bad: list[Unreadable] = []
     found = find_runs(root)
     key = str(root.resolve())
-    if key not in _scanned:
-        _scanned[key] = _load_scan_cache(root)
-    kept, now, changed = _scanned[key], {}, False
+    if key not in scanned:
+        scanned[key] = _load_scan_cache(root)
+    kept, now, changed = scanned[key], {}, False
     for run in found:
         rel = str(run.path.relative_to(root))
         try:
@@ -211,7 +211,7 @@ def scan(root: Path) -> tuple[list[ResultRow], list[Unreadable]]:
         else:
             rows.extend(read)
     if changed or len(now) != len(kept):
-        _scanned[key] = now
+        scanned[key] = now
         _save_scan_cache(root, now)
     finished = {run.path for run in found}
     for pattern in ("*/", "*/*/"):
