@@ -27,7 +27,7 @@ import pytest
 from conftest import require_chromium
 
 from workbench import cli
-from workbench.cli import app_page
+from workbench.cli import page
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "app.ipynb"
@@ -47,9 +47,7 @@ def no_server(monkeypatch):
     """cmd_app's call to serve, recorded instead of starting Voilà."""
     calls = []
     monkeypatch.setattr(
-        app_page,
-        "serve",
-        lambda port, env, open_browser, listen=None: calls.append((port, env, open_browser, listen)) or 0,
+        page, "serve", lambda port, env, open_browser, listen=None: calls.append((port, env, open_browser, listen)) or 0
     )
     return calls
 
@@ -101,30 +99,30 @@ def test_good_options_reach_the_kernel_as_environment(capsys, no_server, tmp_pat
     ((got_port, env, open_browser, listen),) = no_server
     assert got_port == port and open_browser is (sys.platform == "darwin")  # no screen here: no browser
     # absolute: the kernel runs in notebooks/, where "my-runs" would be another folder
-    assert env[app_page.ENV_RUNS] == str(tmp_path / "my-runs")
-    assert env[app_page.ENV_TABS] == "train,setup" and env[app_page.ENV_PRESET] == "cpu-demo"
+    assert env[page.ENV_RUNS] == str(tmp_path / "my-runs")
+    assert env[page.ENV_TABS] == "train,setup" and env[page.ENV_PRESET] == "cpu-demo"
 
 
 def test_the_launcher_names_the_tabs_the_app_has():
     from workbench.ui.app import PANELS
 
-    assert app_page.TABS == tuple(attr for _, attr, *_ in PANELS)
+    assert page.TABS == tuple(attr for _, attr, *_ in PANELS)
 
 
 def test_voila_serves_the_notebook_on_the_port_offline_with_tcmalloc(tmp_path):
     from workbench.machine.allocator import tcmalloc_path
 
-    cmd = app_page.voila_command(9001, open_browser=False)
+    cmd = page.voila_command(9001, open_browser=False)
     assert cmd[1:4] == ["-m", "voila", str(NOTEBOOK)] and "--port=9001" in cmd and "--no-browser" in cmd
     assert "--strip_sources=True" in cmd and "--Voila.port_retries=0" in cmd
-    assert "--no-browser" not in app_page.voila_command(9001, open_browser=True)
-    root = app_page.write_template(tmp_path)
-    index = (root / "voila" / "templates" / app_page.TEMPLATE / "index.html.j2").read_text()
+    assert "--no-browser" not in page.voila_command(9001, open_browser=True)
+    root = page.write_template(tmp_path)
+    index = (root / "voila" / "templates" / page.TEMPLATE / "index.html.j2").read_text()
     lab = Path(sys.prefix) / "share" / "jupyter" / "voila" / "templates" / "lab" / "index.html.j2"
     cdn_links = re.findall(r"<link [^>]*https://cdn\.jsdelivr\.net[^>]*/>", lab.read_text())
     assert len(cdn_links) == 2 and all(link in index for link in cdn_links)  # every CDN link Voilà has, cut
-    env = app_page.app_env({app_page.ENV_TABS: "setup"}, root, base={"PATH": "/bin", "WORKBENCH_ALLOCATOR": "auto"})
-    assert env["JUPYTER_PATH"].split(os.pathsep)[0] == str(root) and env[app_page.ENV_TABS] == "setup"
+    env = page.app_env({page.ENV_TABS: "setup"}, root, base={"PATH": "/bin", "WORKBENCH_ALLOCATOR": "auto"})
+    assert env["JUPYTER_PATH"].split(os.pathsep)[0] == str(root) and env[page.ENV_TABS] == "setup"
     assert (tcmalloc_path() or "") in env.get("LD_PRELOAD", "")
 
 
@@ -163,18 +161,18 @@ def run_page_notebook() -> dict:
 
 def test_the_page_notebook_builds_the_app_with_the_tabs_asked_for(monkeypatch, tmp_path, tiny_model_dir, tiny_jsonl):
     overrides = {"model": {"name": str(tiny_model_dir)}, "data": str(tiny_jsonl), "task": None, **FAST_OVERRIDES}
-    monkeypatch.setenv(app_page.ENV_OVERRIDES, json.dumps(overrides))
-    monkeypatch.setenv(app_page.ENV_RUNS, str(tmp_path / "runs"))
-    monkeypatch.setenv(app_page.ENV_PRESET, "cpu-demo")
-    monkeypatch.setenv(app_page.ENV_TABS, "setup,adapter,train,compare,results")
+    monkeypatch.setenv(page.ENV_OVERRIDES, json.dumps(overrides))
+    monkeypatch.setenv(page.ENV_RUNS, str(tmp_path / "runs"))
+    monkeypatch.setenv(page.ENV_PRESET, "cpu-demo")
+    monkeypatch.setenv(page.ENV_TABS, "setup,adapter,train,compare,results")
     app = run_page_notebook()["app"]
     assert app.tabs.titles == ("Setup", "Adapter & quantization", "Train", "Compare", "Results")
     assert app.config.train.steps == 3 and app.state.runs_dir == tmp_path / "runs"
     with pytest.raises(AttributeError, match="'quant_explainer' tab is not shown"):
         app.quant_explainer  # noqa: B018 - reading it is the test
     assert app.train is app.panel("train")
-    monkeypatch.setenv(app_page.ENV_TABS, "")  # not set: every tab
-    assert len(run_page_notebook()["app"].tabs.titles) == len(app_page.TABS)
+    monkeypatch.setenv(page.ENV_TABS, "")  # not set: every tab
+    assert len(run_page_notebook()["app"].tabs.titles) == len(page.TABS)
 
 
 def test_workbench_refuses_a_tab_it_does_not_have(tiny_model_dir, tiny_jsonl, tmp_path):
@@ -191,7 +189,7 @@ def test_workbench_refuses_a_tab_it_does_not_have(tiny_model_dir, tiny_jsonl, tm
 def app_server(runs: Path, log_path: Path, tabs: str, overrides: dict):
     """`workbench app` on a free port, as a user starts it; yields the page's URL."""
     port = lab_browser._free_port()
-    env = {**os.environ, app_page.ENV_OVERRIDES: json.dumps(overrides), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, page.ENV_OVERRIDES: json.dumps(overrides), "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
     env["OMP_NUM_THREADS"] = "1"  # two OpenMP threads on a busy 2-core machine spin-wait on each other
     cmd = [sys.executable, "-m", "workbench.cli", "app", "--port", str(port), "--runs", str(runs), "--tabs", tabs]
@@ -297,16 +295,16 @@ def test_off_the_loopback_address_the_page_is_never_served_without_a_token(capsy
     code, _ = run_cli(capsys, "--port", str(port), "--ip", "0.0.0.0")
     ((_, _, _, listen),) = no_server
     assert code == 0 and not listen.loopback and len(listen.token) >= 20  # made here
-    cmd = app_page.voila_command(port, False, listen)
+    cmd = page.voila_command(port, False, listen)
     assert "--Voila.ip=0.0.0.0" in cmd and f"--token={listen.token}" in cmd
     assert f":{port}/?token={listen.token}" in listen.url(port)
-    mine = app_page.check_listen("0.0.0.0", "a-token-the-teacher-chose")
+    mine = page.check_listen("0.0.0.0", "a-token-the-teacher-chose")
     assert mine.token == "a-token-the-teacher-chose"
-    here = app_page.check_listen(None, None)  # the default: this machine only, no token to type
+    here = page.check_listen(None, None)  # the default: this machine only, no token to type
     assert (
         here.loopback
         and here.token is None
-        and not any(a.startswith("--token") for a in app_page.voila_command(1, False, here))
+        and not any(a.startswith("--token") for a in page.voila_command(1, False, here))
     )
 
 
@@ -314,12 +312,10 @@ def test_a_page_served_with_a_token_refuses_a_browser_without_it(tmp_path):
     import http.client
 
     port = lab_browser._free_port()
-    listen = app_page.Listen("127.0.0.1", "a-token-for-the-test-only")
-    env = app_page.app_env(
-        app_page.check_options(port, str(tmp_path / "runs"), "setup", None), app_page.write_template(tmp_path)
-    )
+    listen = page.Listen("127.0.0.1", "a-token-for-the-test-only")
+    env = page.app_env(page.check_options(port, str(tmp_path / "runs"), "setup", None), page.write_template(tmp_path))
     proc = subprocess.Popen(
-        app_page.voila_command(port, False, listen), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        page.voila_command(port, False, listen), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
     def get(path: str) -> http.client.HTTPResponse:

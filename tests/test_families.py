@@ -214,7 +214,7 @@ def test_no_experts_on_the_command_line_reaches_the_settings():
         (["compare", "--no-experts"], False),
         (["sweep", "--no-experts"], False),
     ):
-        assert preset_config(None, cli._overrides(parser.parse_args(argv))).lora.adapt_experts is adapted
+        assert preset_config(None, cli.options.overrides(parser.parse_args(argv))).lora.adapt_experts is adapted
     assert parser.parse_args(["estimate", "--no-experts"]).no_experts is True
 
 

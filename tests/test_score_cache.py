@@ -302,9 +302,9 @@ def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_lo
     assert "are kept (scored " in panel.plan.value and "not scored again" in panel.plan.value
     from workbench import cli
 
-    cli._print_eval_plan(cfg, tmp_path / "runs")  # what `workbench compare` prints before it starts
+    cli.output.print_eval_plan(cfg, tmp_path / "runs")  # what `workbench compare` prints before it starts
     assert "; the base's scores on these " in capsys.readouterr().err
-    cli._print_eval_plan(cfg, tmp_path / "runs", base=False)  # a sweep's points score no base
+    cli.output.print_eval_plan(cfg, tmp_path / "runs", base=False)  # a sweep's points score no base
     assert "the base's scores" not in capsys.readouterr().err
 
 

@@ -142,17 +142,7 @@ def test_storages_open_and_bad_ones_say_what_to_do(tmp_path):
 
 
 def worker_cmd(storage: str, study: str, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "workbench.experiments.study.workers",
-        "--storage",
-        storage,
-        "--study",
-        study,
-        "--out",
-        str(out),
-    ]
+    return [sys.executable, "-m", "workbench.cli", "worker", "--storage", storage, "--study", study, "--out", str(out)]
 
 
 def start_workers(storage: str, study: str, out: Path, n: int, **env) -> list[subprocess.Popen]:

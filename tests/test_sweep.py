@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from workbench.core.config import preset_config
+from workbench.core.events import Hooks
 from workbench.experiments import comparison as compare
 from workbench.experiments import sweep
 from workbench.experiments.study.workers import run_sweep
@@ -112,7 +113,7 @@ def test_stop_ends_the_sweep_after_the_current_point_and_keeps_it(tiny_model_dir
         plan(
             SweepGrid(ranks=[2, 4, 8], targets=["q_proj"], bits=[16]), base_config(tiny_model_dir, tiny_jsonl), tmp_path
         ),
-        stop=stop,
+        Hooks(stop=stop),
         on_point=lambda p: stop.set(),
     )
     assert sorted(p.status for p in points) == ["not run", "not run", "trained"]
