@@ -78,11 +78,11 @@ bench: setup
 gpu-check: setup
 	$(BIN)/python bench/gpu_check.py
 
-# Debian's Chromium for the browser test (tests/test_browser.py); .ci/run does this itself.
+# Debian's Chromium for the browser test (tests/scenarios/test_browser.py); .ci/run does this itself.
 chromium:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
-# PostgreSQL for the test of workers sharing one study on a database server (tests/test_study.py starts its own
+# PostgreSQL for the test of workers sharing one study on a database server (tests/scenarios/test_sweep_workers.py starts its own
 # server as an unprivileged user on a loopback port; under CI=true a missing server fails that test)
 postgres:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql; }
@@ -94,7 +94,7 @@ tcmalloc:
 
 # The docs' screenshots of the app (docs/guide/): a real run of the quickstart's default settings in Chromium.
 screenshots: setup
-	$(BIN)/python tests/lab_browser.py --out docs/img/app
+	$(BIN)/python tests/scenarios/support/lab_browser.py --out docs/img/app
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache site

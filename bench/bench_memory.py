@@ -6,7 +6,7 @@
     .venv/bin/python bench/bench_memory.py --grid quick --allocator limit   # glibc, fixed mmap threshold
     .venv/bin/python bench/bench_memory.py --families llama,gpt2,phi3,mixtral   # ~100M random models, 16/4 bits
 
-`--families` builds a random model of each family (tests/families.py, hidden 768, 8 blocks, the embedded
+`--families` builds a random model of each family (tests/helpers.py's families, hidden 768, 8 blocks, the embedded
 model's tokenizer: about 100M parameters) into a temporary folder and measures it at 16 and 4 bits
 (rank 16, all-linear, 8 x 64 tokens), the estimate against the training peak (docs/estimator.md).
 
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         help="no measuring: print the table of rows measured earlier (--json files, concatenated) "
         "with the current estimator's figures",
     )
-    ap.add_argument("--families", help="comma list of families (tests/families.py): ~100M random models, 16/4 bits")
+    ap.add_argument("--families", help="comma list of families (tests/helpers.py): ~100M random models, 16/4 bits")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -582,7 +582,7 @@ def build_family(family: str, out: Path) -> int:
     from transformers import AutoModelForCausalLM
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from families import family_config
+    from helpers import family_config
 
     from workbench.engine.models import load_tokenizer
     from workbench.engine.resolve import resolve_model

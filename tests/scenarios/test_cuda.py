@@ -2,10 +2,13 @@
 short script on a CUDA machine:  python -m pytest tests/test_cuda.py -m cuda -q
 Every test skips cleanly where torch sees no CUDA device."""
 
+from __future__ import annotations
+
 import math
 
 import pytest
 import torch
+from helpers import lora_b
 
 from workbench.core.config import LoraSettings, QuantSettings, TrainSettings
 from workbench.engine import generate as gen
@@ -17,7 +20,6 @@ pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (torch.cuda.is_available() False)"),
 ]
-
 FAST = dict(steps=4, lr=3e-2, batch_size=4, seq_len=32, warmup_steps=0)
 
 
@@ -29,10 +31,6 @@ def lora_on_cuda(tiny_model_dir, bits, quant=None):
     model, choice = models.load_model(tiny_model_dir, bits=bits, quant=quant, device="cuda")
     seed_everything(0)
     return models.attach_lora(model, LoraSettings(rank=4), bits), choice
-
-
-def lora_b(model):
-    return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters() if "lora_B" in n}
 
 
 def assert_trains(model, tokenizer, task):

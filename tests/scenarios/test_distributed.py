@@ -19,42 +19,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ddp_config
 
 from workbench import cli
 from workbench.core.config import RunConfig
-from workbench.experiments.experiment import (
-    check_launch,
-    for_variant,
-    from_yaml,
-    launch_command,
-    to_yaml,
-    trained_variant,
-    write_config,
-)
+from workbench.experiments.experiment import from_yaml, launch_command, write_config
 
 REL_TOL = 1e-5  # see the module docstring
 VENV_BIN = Path(sys.executable).parent  # accelerate and torchrun, as the README's setup installs them
-
-
-def tiny_config(model_dir, data, variants=("qlora",), **train) -> RunConfig:
-    return RunConfig.from_dict(
-        {
-            "model": {"name": str(model_dir), "device": "cpu"},
-            # no dropout: each process draws its own masks, so with dropout only the distributions would match
-            "lora": {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "q_proj,v_proj"},
-            "train": {"steps": 5, "lr": 5e-3, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, **train},
-            "task": None,
-            "data": str(data),
-            "variants": list(variants),
-        }
-    )
 
 
 @pytest.fixture
 def uneven_jsonl(tmp_path) -> Path:
     """The tiny task with answers of 1 and 4 tokens, so the processes' shares hold different counts of labelled
     tokens: a mean per share, averaged over processes, is then not the global batch's mean."""
-    from conftest import tiny_examples
+    from helpers import tiny_examples
 
     rows = [(r.prompt, r.answer if r.answer == "positive" else "negative red green blue") for r in tiny_examples()]
     path = tmp_path / "uneven.jsonl"
@@ -83,81 +62,13 @@ def files_of(run: Path) -> list[str]:
     return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
 
 
-# ---------------------------------------------------------------------------- the config file and the command
-
-
-def test_yaml_round_trip_and_one_line_errors(tiny_model_dir, tiny_jsonl, tmp_path):
-    cfg = tiny_config(tiny_model_dir, tiny_jsonl)
-    path = write_config(cfg, tmp_path / "x.yaml")
-    assert from_yaml(path) == cfg and to_yaml(cfg).startswith("# One workbench experiment")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  steps: [1\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"config: .*bad.yaml is not valid YAML at line \d"):
-        from_yaml(bad)
-    bad.write_text("train:\n  stpes: 3\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="train: unknown setting 'stpes'"):
-        from_yaml(bad)
-    bad.write_text("- 1\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="must hold settings"):
-        from_yaml(bad)
-    with pytest.raises(ValueError, match="is not a file"):
-        from_yaml(tmp_path / "missing.yaml")
-
-
-@pytest.mark.parametrize("variants", [("base", "lora"), ("lora", "qlora"), ("base",)])
-def test_an_experiment_trains_exactly_one_variant(variants, tiny_model_dir, tiny_jsonl, tmp_path, capsys):
-    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants)
-    with pytest.raises(ValueError, match="variants: an experiment trains exactly one of lora, lora8 or qlora"):
-        trained_variant(cfg)
-    path = tmp_path / "x.yaml"
-    path.write_text(to_yaml(cfg), encoding="utf-8")
-    assert cli.main(["train", str(path)]) == cli.EXIT_USAGE
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("workbench: error: variants:") and "\n" not in err
-    assert trained_variant(for_variant(cfg, "lora")) == "lora"
-
-
-@pytest.mark.parametrize("env, name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_an_fsdp_or_deepspeed_launch_is_refused_in_one_line(
-    env, name, tiny_model_dir, tiny_jsonl, tmp_path, capsys, monkeypatch
-):
-    check_launch({})  # no launcher, or a plain multi-GPU one: fine
-    path = write_config(tiny_config(tiny_model_dir, tiny_jsonl), tmp_path / "x.yaml")
-    monkeypatch.setenv(env, "true")  # what accelerate launch sets for distributed_type: FSDP (or DEEPSPEED)
-    assert cli.main(["train", str(path)]) == cli.EXIT_USAGE
-    err = capsys.readouterr().err.strip()
-    assert "runs data-parallel (DDP) only" in err and f"asks for {name};" in err and "\n" not in err
-    assert not (tmp_path / "x").exists()
-
-
-def test_launch_command():
-    assert launch_command("runs/a b.yaml", 4) == (
-        "accelerate launch --multi_gpu --num_processes 4 --main_process_port 0 -m workbench.cli train 'runs/a b.yaml'"
-    )
-    assert (
-        launch_command("x.yaml", 1)
-        == "accelerate launch --num_processes 1 --main_process_port 0 -m workbench.cli train x.yaml"
-    )
-    assert (
-        launch_command("x.yaml", 2, "torchrun")
-        == "torchrun --standalone --nproc_per_node 2 -m workbench.cli train x.yaml"
-    )
-    for bad in (0, True, 1.5):
-        with pytest.raises(ValueError, match="processes must be"):
-            launch_command("x.yaml", bad)
-    with pytest.raises(ValueError, match="launcher must be one of accelerate, torchrun"):
-        launch_command("x.yaml", 2, "mpirun")
-
-
 # ---------------------------------------------------------------------------- two processes against one
-
-
 def test_the_exported_command_trains_in_two_processes_as_one_does(tiny_model_dir, uneven_jsonl, tmp_path, capsys):
     """The Train tab's Export run at 4 bits (bitsandbytes' QLoRA under DDP on the CPU), its accelerate command
     run as shown: two gloo processes with 2 examples each and accumulation 2, against one process with 4."""
     from workbench.ui import AppState, TrainPanel
 
-    cfg = tiny_config(tiny_model_dir, uneven_jsonl, batch_size=2, grad_accum=2)
+    cfg = ddp_config(tiny_model_dir, uneven_jsonl, batch_size=2, grad_accum=2)
     panel = TrainPanel(AppState(cfg, runs_dir=tmp_path / "runs"))
     panel.processes.value = 2
     [(path, command)] = panel.export_run()

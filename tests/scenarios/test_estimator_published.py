@@ -4,18 +4,18 @@ Everything here reads the configs shipped in data/model_configs/ and builds mode
 (no weights, no network), so the whole file runs in a few seconds on a CPU.
 """
 
+from __future__ import annotations
+
 import json
-from pathlib import Path
 
 import pytest
+from helpers import CONFIGS
 
 from workbench import cli
 from workbench.engine.estimator import bits_per_param, estimate, parameter_count
 from workbench.engine.layout import meta_model
 from workbench.engine.resolve import MODEL_ALIASES, model_config_for
 from workbench.machine.memory import GiB
-
-CONFIGS = Path(__file__).resolve().parent.parent / "data" / "model_configs"
 
 # Published sizes: the parameter counts on the Hugging Face model pages (safetensors metadata) and model
 # cards (Qwen2.5: "0.49B", "1.54B", "7.61B"), and the LLaMA paper (Touvron et al. 2023, Table 2: 65.2B).
@@ -45,8 +45,6 @@ def cuda_estimate(name, **kw):
 
 
 # --------------------------------------------------------------------------- shipped configs
-
-
 def test_every_shipped_config_has_a_published_size_and_an_alias():
     assert shipped_names() == sorted(PUBLISHED_PARAMS)
     assert sorted(MODEL_ALIASES.values()) == sorted(PUBLISHED_PARAMS)
@@ -80,8 +78,6 @@ def test_architecture_details_the_sizes_depend_on():
 
 
 # --------------------------------------------------------------------------- QLoRA paper (Dettmers et al. 2023)
-
-
 def test_qlora_bits_per_parameter():
     # Section 3: NF4 with 64-weight blocks and fp32 absmax costs 32/64 = 0.5 extra bits; double quantization
     # stores the absmax in 8 bits plus one fp32 per 256 blocks: 8/64 + 32/(64*256) = 0.127 extra bits.
@@ -192,8 +188,6 @@ def test_llama_factory_hardware_table(alias):
 
 
 # --------------------------------------------------------------------------- CLI
-
-
 def test_cli_estimate_json_for_a_shipped_alias(capsys):
     rc = cli.main(
         [

@@ -26,11 +26,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from helpers import SUPPORT
+
 from workbench.core import files
 from workbench.core.events import MetricEvent
 from workbench.records import runs, scan
 
-HERE = Path(__file__).resolve().parent
 KILLS = int(os.environ.get("KILL_WRITES_KILLS", "30"))
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
@@ -41,7 +42,7 @@ class Child:
     def __init__(self, root: Path):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "kill_child.py"), str(root)],
+            [sys.executable, str(SUPPORT / "kill_child.py"), str(root)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -94,8 +95,6 @@ def in_flight(events: list[str]) -> tuple[str, str] | None:
 
 
 # --------------------------------------------------------------------------- the checks
-
-
 def check_results(folder: Path, cut: bool, found: Counter) -> list[str]:
     """results.json parses and results.csv holds the same variants. `cut`: a kill fell in this folder's last
     write_results, whose two files are each atomic but not together, so the csv may be one write behind (or
@@ -233,8 +232,6 @@ def check_folders(root: Path, folders: list[Path], out_of_step: set[Path], found
 
 
 # --------------------------------------------------------------------------- the test
-
-
 def test_killed_writers_never_leave_a_half_written_file(tmp_path):
     root = tmp_path / "runs"
     root.mkdir()
@@ -277,48 +274,3 @@ def test_killed_writers_never_leave_a_half_written_file(tmp_path):
     assert not problems, "\n".join(problems[:20])
     assert where["adapter"] > 0 and totals["adapters checked"] > 0  # the kills did land in the writes they test
     assert sum(left.values()) == len(removed) and not temp_entries(root)
-
-
-def test_remove_stale_temps_removes_only_old_temps_and_restores_an_orphaned_old_copy(tmp_path):
-    import tempfile
-
-    run = tmp_path / "runs" / "r"
-    (run / "adapters" / "lora").mkdir(parents=True)
-    files.write_json(run / "results.json", {"a": 1})
-    stale = [
-        files.tmp_beside(run / "results.json"),
-        files.tmp_beside(run / "loss.png", suffix=".png"),
-        Path(tempfile.mkdtemp(prefix=".lora.", dir=run / "adapters")),  # a save cut short
-        Path(tempfile.mkdtemp(prefix=".lora.old.", dir=run / "adapters")),  # replaced, the new one in place
-    ]
-    (stale[2] / "adapter_config.json").write_text("{")
-    orphan = Path(tempfile.mkdtemp(prefix=".qlora.old.", dir=run / "adapters"))  # killed between the renames
-    (orphan / "qlora").mkdir()
-    (orphan / "qlora" / "adapter_config.json").write_text("{}")
-    kept = [run / ".ipynb_checkpoints", tmp_path / "runs" / ".git", run / "notes.tmp"]
-    kept[0].mkdir()
-    kept[1].mkdir()
-    kept[2].write_text("mine")
-    for path in [*stale, orphan, *kept]:
-        os.utime(path, (time.time() - 7200, time.time() - 7200))
-    young = files.tmp_beside(run / "metrics.json")  # another process's write in progress
-
-    removed = files.remove_stale_temps(tmp_path / "runs", older_than_s=3600)
-
-    assert sorted(removed) == sorted([*stale, orphan])
-    assert not any(p.exists() for p in [*stale, orphan])
-    assert all(p.exists() for p in [*kept, young, run / "results.json", run / "adapters" / "lora"])
-    assert (run / "adapters" / "qlora" / "adapter_config.json").read_text() == "{}"  # moved back under its name
-
-
-def test_run_metrics_skips_a_last_row_cut_inside_its_last_number(tmp_path):
-    """A row cut short inside its last field ("...,2.3456" cut to "...,2.3") still has every field, so it parses;
-    only its missing newline tells it is not whole."""
-    sink = runs.MetricsCSV(tmp_path / "metrics.csv")
-    sink(MetricEvent("lora", 1, 2, 1.5, 0.01, 100.0, 1000, 2000, 1.2345))
-    sink(MetricEvent("lora", 2, 2, 1.4, 0.01, 100.0, 1000, 2000, 2.3456))
-    sink.close()
-    path = tmp_path / "metrics.csv"
-    path.write_bytes(path.read_bytes()[: -len(b"456\r\n")])
-    got = runs.Run(tmp_path).metrics()
-    assert [e.step for e in got] == [1]

@@ -24,7 +24,7 @@ VARIANTS = "lora,lora8,qlora"  # 16-, 8- and 4-bit bases, in turn
 
 @pytest.fixture(scope="module")
 def small_model_dir(tmp_path_factory):
-    from conftest import build_tiny_model, build_tiny_tokenizer
+    from helpers import build_tiny_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(tokenizer, hidden_size=256, layers=4)  # ~10 MiB: a model kept alive shows in RSS

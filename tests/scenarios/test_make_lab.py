@@ -7,24 +7,31 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, free_port
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_make_app_starts_workbench_app_with_tcmalloc_and_no_browser_without_a_screen():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    plan = subprocess.run(
+        ["make", "-n", "--no-print-directory", "app", "APP_ARGS=--port 9002"],
+        cwd=REPO,
+        env={**env, "MAKEFLAGS": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in plan.splitlines() if "workbench app" in x)
+    assert "LD_PRELOAD=" in line and "workbench.machine.allocator" in line and "--no-browser" in line, line
+    assert "--port 9002" in line
 
 
 def test_make_lab_serves_the_quickstart(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # a headless box
     env.update(JUPYTER_PORT=str(port), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), MAKEFLAGS="")
     log = tmp_path / "lab.log"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 
 
 def parameter_cells(nb) -> list:
@@ -87,8 +87,6 @@ def progress_lines(nb) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fast
-
-
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
 def test_notebook_is_committed_clean(path):
     nb = nbformat.read(path, as_version=4)

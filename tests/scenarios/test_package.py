@@ -20,8 +20,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "workbench", "data", "notebooks")
 pytestmark = pytest.mark.package
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.package
 def _copy_sources(to: Path) -> Path:
     """The files a build reads, copied: a build writes build/ and *.egg-info beside its sources."""
     for name in SOURCES:
-        src = ROOT / name
+        src = REPO / name
         if src.is_dir():
             shutil.copytree(src, to / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
@@ -39,8 +39,8 @@ def _copy_sources(to: Path) -> Path:
 
 def _shipped_files() -> set[str]:
     """What the checkout ships, as paths inside the installed package."""
-    data = {f"workbench/_data/{p.relative_to(ROOT / 'data')}" for p in (ROOT / "data").rglob("*") if p.is_file()}
-    notebooks = {f"workbench/_notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb")}
+    data = {f"workbench/_data/{p.relative_to(REPO / 'data')}" for p in (REPO / "data").rglob("*") if p.is_file()}
+    notebooks = {f"workbench/_notebooks/{p.name}" for p in (REPO / "notebooks").glob("*.ipynb")}
     return {p for p in data if "__pycache__" not in p} | notebooks
 
 
@@ -89,7 +89,7 @@ def test_the_wheel_carries_the_data_and_the_notebooks(built):
     missing = _shipped_files() - names
     assert not missing, f"not in the wheel: {sorted(missing)}"
     # every subpackage of the checkout (pyproject.toml lists them by hand)
-    packages = {f"{p.parent.relative_to(ROOT)}/__init__.py" for p in (ROOT / "workbench").rglob("__init__.py")}
+    packages = {f"{p.parent.relative_to(REPO)}/__init__.py" for p in (REPO / "workbench").rglob("__init__.py")}
     assert packages <= names, f"subpackages not in the wheel: {sorted(packages - names)}"
 
 
@@ -145,13 +145,5 @@ def test_installed_wheel_runs_outside_the_checkout(venv, tiny_model_dir, tmp_pat
     )
     assert nbs.returncode == 0, nbs.stderr
     assert sorted(p.name for p in (tmp_path / "nbs").iterdir()) == sorted(
-        p.name for p in (ROOT / "notebooks").glob("*.ipynb")
+        p.name for p in (REPO / "notebooks").glob("*.ipynb")
     )
-
-
-def test_workbench_data_still_points_elsewhere(tmp_path, monkeypatch):
-    from workbench.core.paths import data_dir, notebooks_dir
-
-    assert data_dir() == ROOT / "data" and notebooks_dir() == ROOT / "notebooks"  # the checkout's, editable
-    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
-    assert data_dir() == tmp_path

@@ -4,11 +4,10 @@ published claims, and the table cannot drift from the scores behind it, without 
 
 from __future__ import annotations
 
-from pathlib import Path
+from helpers import REPO
 
 from bench.sweep_effects import effects, from_file, table
 
-REPO = Path(__file__).resolve().parent.parent
 SCORES = REPO / "docs" / "data" / "sweep-dates-seeds.json"
 
 

@@ -1,5 +1,7 @@
-"""Reliability: memory checked before anything loads, out-of-memory ends one variant, run folders unique across
-processes, damaged or unfinished runs listed with their reason, and earlier runs usable after a restart."""
+"""Reliability, end to end: out of memory ends one variant and frees its model, another error still ends the
+run keeping what finished, writers in several processes never share a folder, damaged and older run folders are
+listed beside the good ones and break nothing, a sweep point that will not fit fails alone, and an interrupt or an
+exception in a step keeps a continuable adapter and the metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +12,8 @@ import weakref
 
 import pytest
 import torch
-from test_compare_cli import tiny_config
+from helpers import tiny_config
 
-from workbench import cli
 from workbench.core.events import Hooks
 from workbench.experiments import comparison, phases, run_setup
 from workbench.machine import memory
@@ -22,105 +23,7 @@ from workbench.ui import Workbench
 MiB = 1024**2
 
 
-# ---------------------------------------------------------------------------- will it fit
-
-
-def test_fit_verdicts_against_free_memory():
-    assert memory.fit(100 * MiB, None) == memory.FITS  # unknown (MPS): not refused
-    assert memory.fit(100 * MiB, 1000 * MiB) == memory.FITS
-    assert memory.fit(900 * MiB, 1000 * MiB) == memory.TIGHT
-    assert memory.fit(1001 * MiB, 1000 * MiB) == memory.WONT_FIT
-    text = memory.fit_message({"lora": 2000 * MiB}, 1000 * MiB, memory.WONT_FIT)
-    assert text.startswith("lora needs about 2,000 MiB and 1,000 MiB are free, so it will not fit: choose a smaller")
-    both = memory.fit_message({"lora": 2000 * MiB, "lora8": 1500 * MiB}, 1000 * MiB, memory.WONT_FIT)
-    assert both.startswith("lora needs about 2,000 MiB, lora8 about 1,500 MiB and 1,000 MiB are free, so they")
-
-
-def test_free_memory_is_read_from_the_machine_and_the_container(monkeypatch, tmp_path):
-    assert memory.available_bytes("cpu") > 0
-    assert memory.available_bytes("mps") is None  # unknown: the check lets it run
-    monkeypatch.setattr(memory.psutil, "virtual_memory", lambda: type("VM", (), {"available": 2000 * MiB})())
-    monkeypatch.setattr(memory, "CGROUP", tmp_path)
-    assert memory.available_bytes("cpu") == 2000 * MiB  # no cgroup files: the machine's free RAM
-    (tmp_path / "memory.max").write_text(f"{600 * MiB}\n")  # a container limit below the machine's free RAM
-    (tmp_path / "memory.current").write_text(f"{100 * MiB}\n")
-    assert memory.available_bytes("cpu") == 500 * MiB
-    (tmp_path / "memory.max").write_text("max\n")
-    assert memory.available_bytes("cpu") == 2000 * MiB
-
-
-def _no_loading(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("weights loaded although the run should have been refused first")
-
-    monkeypatch.setattr("workbench.engine.models.load_model", refuse)
-
-
-def test_the_cli_refuses_a_variant_that_will_not_fit_before_loading(
-    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch, capsys
-):
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
-    _no_loading(monkeypatch)
-    out = tmp_path / "run"
-    args = ["compare", "--model", str(tiny_model_dir), "--data", str(tiny_jsonl), "--device", "cpu", "--out", str(out)]
-    code = cli.main([*args, "--steps", "2", "--variants", "lora,qlora"])
-    said = capsys.readouterr().err
-    err = [line for line in said.splitlines() if not line.startswith("[workbench] ")]  # status lines aside
-    assert code == 2 and len(err) == 1 and "Traceback" not in said, err
-    assert err[0].startswith("workbench: error: memory: ")
-    assert "lora needs about" in err[0] and "will not fit" in err[0] and "gradient checkpointing" in err[0]
-    assert "qlora about" in err[0]  # every variant that will not fit is named, not just the first
-    assert not out.exists()  # nothing made
-
-
-def test_a_tight_variant_is_warned_about_and_runs(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
-    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
-    s = run_setup.setup(cfg)
-    need = s.estimate("lora")
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(need / 0.9))
-    said = []
-    result = comparison.run_compare(cfg, tmp_path / "run", Hooks(on_status=said.append))
-    assert result.variants[0].status == "done"
-    assert any("tight" in n for n in result.notes) and any("tight" in s for s in said)
-    assert any("tight" in n for n in runs.Run(tmp_path / "run").read()["notes"])  # kept with the run
-
-
-def test_skip_fit_check_runs_all_the_same(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
-    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1)
-    with pytest.raises(ValueError, match="will not fit"):
-        comparison.run_compare(cfg, tmp_path / "refused")
-    assert comparison.run_compare(cfg, tmp_path / "run", fit_check=False).variants[0].status == "done"
-
-
-def test_the_adapter_tab_shows_a_fit_badge_per_variant(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
-    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
-    panel = wb.adapter
-    assert panel.params_info.value.count("wb-fit wb-fit-fits") == 3  # base, lora, qlora: a tiny model fits
-    est = {v: e.total for v, e in panel.estimates().items()}
-    # free memory between qlora's and lora's estimate, just above qlora's: lora will not fit, qlora is tight
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: int(est["qlora"] / 0.9))
-    panel.refresh()
-    info = panel.params_info.value
-    assert "lora " in info and "will not fit" in info and "wb-fit-tight" in info
-    assert "MiB free now" in info
-
-
-def test_the_train_tab_says_why_it_was_refused_and_leaves_no_empty_folder(
-    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
-    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
-    assert wb.train.start() is None
-    assert wb.wait(60)
-    assert "will not fit" in wb.train.error.value and "Traceback" not in wb.train.error.value.split("<details>")[0]
-    assert "nothing ran" in wb.train.status.value
-    assert list((tmp_path / "runs").iterdir()) == []
-
-
 # ---------------------------------------------------------------------------- out of memory during a run
-
-
 def test_out_of_memory_ends_that_variant_only_and_frees_its_model(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
     real = phases.train_variant
     held: list[weakref.ref] = []
@@ -160,17 +63,7 @@ def test_another_error_still_ends_the_run_and_keeps_what_finished(tiny_model_dir
     assert kept == [("base", "done"), ("lora", "failed")]  # base finished: kept; lora marked
 
 
-def test_is_out_of_memory():
-    assert memory.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
-    assert memory.is_out_of_memory(MemoryError())
-    assert memory.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"))
-    assert not memory.is_out_of_memory(RuntimeError("shape mismatch"))
-    assert not memory.is_out_of_memory(ValueError("out of memory"))
-
-
 # ---------------------------------------------------------------------------- many writers
-
-
 WRITER = """
 import json, sys, time
 from pathlib import Path
@@ -209,19 +102,7 @@ def test_writers_in_several_processes_never_share_a_run_folder(tmp_path):
     assert len(owners) == 32  # each folder holds exactly one writer's file
 
 
-def test_a_claimed_folder_nothing_was_written_to_can_be_dropped(tmp_path):
-    first = runs.claim_run_dir(tmp_path, "run")
-    second = runs.claim_run_dir(tmp_path, "run")
-    assert (first.name, second.name) == ("run", "run-2")
-    (second / "metrics.csv").write_text("step\n")
-    runs.drop_if_empty(first)
-    runs.drop_if_empty(second)  # holds something: kept
-    assert not first.exists() and second.exists()
-
-
 # ---------------------------------------------------------------------------- damaged and older runs
-
-
 @pytest.fixture(scope="module")
 def good_run(tiny_model_dir, tiny_jsonl, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
@@ -299,17 +180,6 @@ def test_after_a_restart_results_finds_earlier_runs_and_loads_their_adapters(goo
     session.release()
 
 
-def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
-    """Two kernels that start the same settings in the same second: the second gets its own folder."""
-    monkeypatch.setattr("workbench.ui.train.run_name", lambda cfg, user=None: "20261201-120000-lora")
-    (tmp_path / "runs" / "20261201-120000-lora").mkdir(parents=True)  # the other kernel's run
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)  # refused at once: quick
-    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
-    wb.train.start()
-    assert wb.train.run_dir.name == "20261201-120000-lora-2"
-    assert wb.wait(60)
-
-
 def test_a_sweep_point_that_will_not_fit_is_planned_as_such_and_fails_alone(
     tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
 ):
@@ -331,8 +201,6 @@ def test_a_sweep_point_that_will_not_fit_is_planned_as_such_and_fails_alone(
 
 
 # ---------------------------------------------------------------------------- interruptions
-
-
 def _raise_on_call(monkeypatch, n: int, exc: BaseException):
     """workbench.engine.train's loss raises `exc` on its n-th call (a training step's forward)."""
     import workbench.engine.train as train_module

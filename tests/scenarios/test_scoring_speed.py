@@ -1,6 +1,7 @@
-"""Scoring at the speed of the hardware (issue 31, item 1), on the tiny model: evaluate's answers and losses on a
-fixed set are those of the code before its speed-ups, and closed-set scoring agrees with greedy generation on
-the shipped sentiment task."""
+"""Scoring at the speed of the hardware (issue 31, item 1), on the tiny model trained 2 and 200 steps:
+evaluate's answers and losses on a fixed set are those of the code before the speed-ups
+(support/scoring_speed_golden.json), a right answer costs no decoding step, a single-line answer ends at its line
+break, and closed-set scoring agrees with generation."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SCORING_SPEED_GOLDEN
 
 from workbench.core.config import LoraSettings, TrainSettings
-from workbench.data import Example, TextSource, load_task
+from workbench.data import Example, load_task
 from workbench.data.scoring import closed_answers
 from workbench.engine import generate as gen
 from workbench.engine import models
 from workbench.engine.train import seed_everything, train
 
-GOLDEN = Path(__file__).with_name("scoring_speed_golden.json")
 EVAL_N = 40  # the first 40 held-out sentiment examples: prompts of 13 to 21 tokens, both labels
 SEQ_LEN = 64
 
@@ -64,7 +65,7 @@ def write_golden(model_dir: Path) -> None:
     for steps in (2, 200):
         torch.set_num_threads(1)
         golden[f"steps={steps}"] = fixed_set(trained_tiny(model_dir, steps), tokenizer)
-    GOLDEN.write_text(json.dumps(golden, indent=1) + "\n", encoding="utf-8")
+    SCORING_SPEED_GOLDEN.write_text(json.dumps(golden, indent=1) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_fixed_set_answers_and_losses_are_those_before_the_speed_ups(tiny_runs):
     """The golden file holds what evaluate answered and lost on the fixed set before the speed-ups (the shared
     prompt start, batches by length, rows leaving the batch, answers that follow the reference): the same
     answers, word for word, and the same losses to float32 rounding (7e-7 here), in the same order."""
-    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    golden = json.loads(SCORING_SPEED_GOLDEN.read_text(encoding="utf-8"))
     runs, tokenizer = tiny_runs
     # the set holds every way an answer ends: at the first token, after a label, and at max_new (8 tokens)
     said = [p for run in golden.values() for side in run.values() for p in side["predictions"]]
@@ -112,30 +113,6 @@ def test_a_right_answer_costs_no_decoding_step(tiny_runs):
     decoded_rows = sum(rows for rows, width in fed if width == 1)
     assert decoded_rows == wrong
     assert fed[0] == (1, 4)  # the prompts' shared start ("<|im_start|> user Review :"), once, for a batch of one
-
-
-def test_a_shared_start_longer_than_the_rest_of_each_prompt(load_tiny, tiny_tokenizer, monkeypatch):
-    """The shared start of the prompts comes from one cache, and each row runs only the rest of its prompt: the
-    same losses and answers as the path without it (a loss forward, then transformers' generate), here where the
-    shared start is longer than what follows it and the rows differ in length."""
-    model = models.attach_lora(load_tiny(16), LoraSettings(rank=4), 16)
-    with torch.no_grad():  # a nonzero adapter, so the answers vary
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    frame = "Is this review positive or negative ? The one I would recommend to anyone . Review :"
-    words = ["superb", "awful great", "rude", "lovely noisy broken", "fantastic", "dreadful"]
-    examples = [Example(f"{frame} {w}", "positive" if i % 2 else "negative") for i, w in enumerate(words)]
-    rows = gen.encode(tiny_tokenizer, examples, 64).rows
-    with torch.no_grad():
-        prefix = gen.shared_prefix(model, rows, torch.device("cpu"))
-    assert prefix.length > max(gen.prompt_length(r) for r in rows) - prefix.length
-    fused = gen.evaluate(model, tiny_tokenizer, examples, seq_len=64, batch_size=4)
-    monkeypatch.setattr(gen, "split_head", lambda model: None)
-    plain = gen.evaluate(model, tiny_tokenizer, examples, seq_len=64, batch_size=4)
-    assert [p["prediction"] for p in fused.predictions] == [p["prediction"] for p in plain.predictions]
-    assert fused.losses == pytest.approx(plain.losses, rel=1e-5)
-    assert len(set(p["prediction"] for p in fused.predictions)) > 1
 
 
 class _NewlineAt:
@@ -251,20 +228,7 @@ def test_each_label_is_scored_as_a_reference_answer_would_be(tiny_runs):
         assert picked["prediction"] == min(as_reference, key=as_reference.get)
 
 
-def test_closed_answers_rule():
-    """A closed set: at most 8 labels, each seen at least 5 times in training, all short single lines."""
-    assert closed_answers(load_task("sentiment").train) == ["negative", "positive"]
-    assert closed_answers(load_task("dates").train) is None  # 399 distinct answers in 400
-    assert closed_answers(TextSource("some text")) is None
-    yes_no = [Example(f"q{i}", "Yes" if i % 3 else "yes.") for i in range(12)] + [Example("q", "no")] * 5
-    assert closed_answers(yes_no) == ["Yes", "no"]  # one label per normalised answer, its commonest spelling
-    assert closed_answers(yes_no + [Example("q", "maybe")] * 4) is None  # a label seen 4 times: open
-    nine = [Example("q", f"label {i}") for i in range(9) for _ in range(5)]
-    assert closed_answers(nine) is None and closed_answers(nine[5:]) is not None
-    assert closed_answers([Example("q", "one\ntwo")] * 5 + yes_no) is None
-
-
-if __name__ == "__main__":  # python tests/test_scoring_speed.py MODEL_DIR: the tiny model's folder
+if __name__ == "__main__":  # PYTHONPATH=tests python tests/scenarios/test_scoring_speed.py MODEL_DIR (the tiny model)
     import sys
 
     write_golden(Path(sys.argv[1]))

@@ -1,12 +1,9 @@
-"""`workbench app` / `make app`: the workbench as a web page served by Voilà from notebooks/app.ipynb.
+"""The Voilà page for real: `workbench app` serving the page on a free port, in headless Chromium (the panels
+render with no code cell and no request leaving the machine, then a short training and three answers), and a page
+served with a token refusing a browser without it.
 
-Fast: the options are checked before any server starts (bad ones exit 2 with one line), the command Voilà
-runs with, and the page's notebook (committed without outputs) building the app with the tabs asked for.
-Browser: the real server on a free port, the page in headless Chromium: the panels render with no code cell
-and no request leaving the machine, then a short training and three answers in the Compare tab (~1-3 min).
-
-    python tests/test_app_page.py --shot docs/img/app-page.png   # docs/guide/web-page.md's picture, from that real run
-"""
+    # docs/guide/web-page.md's picture, from that real run:
+    PYTHONPATH=tests python tests/scenarios/test_voila_page.py --shot docs/img/app-page.png"""
 
 from __future__ import annotations
 
@@ -15,180 +12,23 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import lab_browser
-import nbformat
 import pytest
-from conftest import require_chromium
+from helpers import APP_FAST_OVERRIDES, REPO, free_port, require_chromium
+from scenarios.support import lab_browser
 
-from workbench import cli
 from workbench.cli import page
-
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = ROOT / "notebooks" / "app.ipynb"
-FAST_OVERRIDES = {"train": {"steps": 3, "batch_size": 2, "seq_len": 64, "eval_examples": 6}}
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str]:
-    try:
-        code = cli.main(["app", *args])
-    except SystemExit as exc:  # argparse's own errors (a port that is no number)
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
-@pytest.fixture
-def no_server(monkeypatch):
-    """cmd_app's call to serve, recorded instead of starting Voilà."""
-    calls = []
-    monkeypatch.setattr(
-        page, "serve", lambda port, env, open_browser, listen=None: calls.append((port, env, open_browser, listen)) or 0
-    )
-    return calls
-
-
-@pytest.mark.parametrize(
-    ("args", "says"),
-    [
-        (["--tabs", "setup,explainers"], "--tabs: unknown tab 'explainers'"),
-        (["--port", "0"], "--port: 0 is not a port number"),
-        (["--port", "70000"], "--port: 70000 is not a port number"),
-        (["--port", "eighty"], "--port: invalid int value"),
-        (["--preset", "lesson-one"], "--preset: unknown 'lesson-one'"),
-        (["--runs", ""], "--runs: give a folder"),
-        (["--ip", "classroom"], "--ip: 'classroom' is not an IP address"),
-        (["--ip", "0.0.0.0", "--token", "letmein"], "--token: use at least 12 characters"),
-    ],
-)
-def test_bad_options_exit_2_with_one_line(capsys, no_server, args, says):
-    code, err = run_cli(capsys, *args)
-    assert code == 2 and says in err, err
-    assert err.count("\n") == 1 and not no_server, err
-
-
-def test_a_runs_folder_that_cannot_be_made_is_refused(capsys, no_server, tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    code, err = run_cli(capsys, "--runs", str(blocker / "runs"))
-    assert code == 2 and "--runs:" in err and "is a file" in err and err.count("\n") == 1, err
-    assert not no_server
-
-
-def test_a_port_in_use_is_refused_rather_than_moved(capsys, no_server):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        code, err = run_cli(capsys, "--port", str(s.getsockname()[1]))
-    assert code == 2 and "cannot be used on 127.0.0.1" in err, err
-
-
-def test_good_options_reach_the_kernel_as_environment(capsys, no_server, tmp_path, monkeypatch):
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.chdir(tmp_path)
-    port = lab_browser._free_port()
-    code, err = run_cli(
-        capsys, "--port", str(port), "--runs", "my-runs", "--tabs", "train,setup", "--preset", "cpu-demo"
-    )
-    assert code == 0, err
-    ((got_port, env, open_browser, listen),) = no_server
-    assert got_port == port and open_browser is (sys.platform == "darwin")  # no screen here: no browser
-    # absolute: the kernel runs in notebooks/, where "my-runs" would be another folder
-    assert env[page.ENV_RUNS] == str(tmp_path / "my-runs")
-    assert env[page.ENV_TABS] == "train,setup" and env[page.ENV_PRESET] == "cpu-demo"
-
-
-def test_the_launcher_names_the_tabs_the_app_has():
-    from workbench.ui.app import PANELS
-
-    assert page.TABS == tuple(attr for _, attr, *_ in PANELS)
-
-
-def test_voila_serves_the_notebook_on_the_port_offline_with_tcmalloc(tmp_path):
-    from workbench.machine.allocator import tcmalloc_path
-
-    cmd = page.voila_command(9001, open_browser=False)
-    assert cmd[1:4] == ["-m", "voila", str(NOTEBOOK)] and "--port=9001" in cmd and "--no-browser" in cmd
-    assert "--strip_sources=True" in cmd and "--Voila.port_retries=0" in cmd
-    assert "--no-browser" not in page.voila_command(9001, open_browser=True)
-    root = page.write_template(tmp_path)
-    index = (root / "voila" / "templates" / page.TEMPLATE / "index.html.j2").read_text()
-    lab = Path(sys.prefix) / "share" / "jupyter" / "voila" / "templates" / "lab" / "index.html.j2"
-    cdn_links = re.findall(r"<link [^>]*https://cdn\.jsdelivr\.net[^>]*/>", lab.read_text())
-    assert len(cdn_links) == 2 and all(link in index for link in cdn_links)  # every CDN link Voilà has, cut
-    env = page.app_env({page.ENV_TABS: "setup"}, root, base={"PATH": "/bin", "WORKBENCH_ALLOCATOR": "auto"})
-    assert env["JUPYTER_PATH"].split(os.pathsep)[0] == str(root) and env[page.ENV_TABS] == "setup"
-    assert (tcmalloc_path() or "") in env.get("LD_PRELOAD", "")
-
-
-def test_make_app_starts_workbench_app_with_tcmalloc_and_no_browser_without_a_screen():
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    plan = subprocess.run(
-        ["make", "-n", "--no-print-directory", "app", "APP_ARGS=--port 9002"],
-        cwd=ROOT,
-        env={**env, "MAKEFLAGS": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in plan.splitlines() if "workbench app" in x)
-    assert "LD_PRELOAD=" in line and "workbench.machine.allocator" in line and "--no-browser" in line, line
-    assert "--port 9002" in line
-
-
-# --------------------------------------------------------------------------- the page's notebook
-
-
-def test_the_page_notebook_is_committed_without_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(not c.outputs and c.execution_count is None for c in code)
-    assert all(c.cell_type == "code" for c in nb.cells)  # a markdown cell would show on the page
-
-
-def run_page_notebook() -> dict:
-    """The notebook's code cells run in this process; returns their namespace."""
-    ns: dict = {}
-    for cell in nbformat.read(NOTEBOOK, as_version=4).cells:
-        exec(compile(cell.source, str(NOTEBOOK), "exec"), ns)  # noqa: S102 - our own notebook
-    return ns
-
-
-def test_the_page_notebook_builds_the_app_with_the_tabs_asked_for(monkeypatch, tmp_path, tiny_model_dir, tiny_jsonl):
-    overrides = {"model": {"name": str(tiny_model_dir)}, "data": str(tiny_jsonl), "task": None, **FAST_OVERRIDES}
-    monkeypatch.setenv(page.ENV_OVERRIDES, json.dumps(overrides))
-    monkeypatch.setenv(page.ENV_RUNS, str(tmp_path / "runs"))
-    monkeypatch.setenv(page.ENV_PRESET, "cpu-demo")
-    monkeypatch.setenv(page.ENV_TABS, "setup,adapter,train,compare,results")
-    app = run_page_notebook()["app"]
-    assert app.tabs.titles == ("Setup", "Adapter & quantization", "Train", "Compare", "Results")
-    assert app.config.train.steps == 3 and app.state.runs_dir == tmp_path / "runs"
-    with pytest.raises(AttributeError, match="'quant_explainer' tab is not shown"):
-        app.quant_explainer  # noqa: B018 - reading it is the test
-    assert app.train is app.panel("train")
-    monkeypatch.setenv(page.ENV_TABS, "")  # not set: every tab
-    assert len(run_page_notebook()["app"].tabs.titles) == len(page.TABS)
-
-
-def test_workbench_refuses_a_tab_it_does_not_have(tiny_model_dir, tiny_jsonl, tmp_path):
-    from workbench.ui import Workbench
-
-    with pytest.raises(ValueError, match="tabs: unknown 'explainers'"):
-        Workbench(overrides={"model": {"name": str(tiny_model_dir)}}, runs_dir=tmp_path, tabs=["setup", "explainers"])
 
 
 # --------------------------------------------------------------------------- the real page in Chromium
-
-
 @contextlib.contextmanager
 def app_server(runs: Path, log_path: Path, tabs: str, overrides: dict):
     """`workbench app` on a free port, as a user starts it; yields the page's URL."""
-    port = lab_browser._free_port()
+    port = free_port()
     env = {**os.environ, page.ENV_OVERRIDES: json.dumps(overrides), "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
     env["OMP_NUM_THREADS"] = "1"  # two OpenMP threads on a busy 2-core machine spin-wait on each other
@@ -219,7 +59,7 @@ def use_the_page(work: Path, shot: Path, train: bool = True, timeout_s: float = 
 
     tabs = "setup,adapter,train,compare,results"
     seen: dict = {"requests": []}
-    with app_server(work / "runs", work / "voila.log", tabs, FAST_OVERRIDES) as url, sync_playwright() as p:
+    with app_server(work / "runs", work / "voila.log", tabs, APP_FAST_OVERRIDES) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=lab_browser.CHROMIUM, headless=True, args=lab_browser.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})  # full_page: as tall as the tab
@@ -286,32 +126,14 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(REPO))
     sys.exit(main())
-
-
-def test_off_the_loopback_address_the_page_is_never_served_without_a_token(capsys, no_server):
-    port = lab_browser._free_port()
-    code, _ = run_cli(capsys, "--port", str(port), "--ip", "0.0.0.0")
-    ((_, _, _, listen),) = no_server
-    assert code == 0 and not listen.loopback and len(listen.token) >= 20  # made here
-    cmd = page.voila_command(port, False, listen)
-    assert "--Voila.ip=0.0.0.0" in cmd and f"--token={listen.token}" in cmd
-    assert f":{port}/?token={listen.token}" in listen.url(port)
-    mine = page.check_listen("0.0.0.0", "a-token-the-teacher-chose")
-    assert mine.token == "a-token-the-teacher-chose"
-    here = page.check_listen(None, None)  # the default: this machine only, no token to type
-    assert (
-        here.loopback
-        and here.token is None
-        and not any(a.startswith("--token") for a in page.voila_command(1, False, here))
-    )
 
 
 def test_a_page_served_with_a_token_refuses_a_browser_without_it(tmp_path):
     import http.client
 
-    port = lab_browser._free_port()
+    port = free_port()
     listen = page.Listen("127.0.0.1", "a-token-for-the-test-only")
     env = page.app_env(page.check_options(port, str(tmp_path / "runs"), "setup", None), page.write_template(tmp_path))
     proc = subprocess.Popen(

@@ -10,13 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: import-linter brings tomli
     import tomli as tomllib
-
-REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "workbench"
 MAX_LINES = 400
 

@@ -1,5 +1,5 @@
 """Bad input a new user could give the CLI, as data: each case is a command line (and the files it needs), the
-field or file its message must name, and why it is there. tests/test_bad_inputs.py runs every case and checks
+field or file its message must name, and why it is there. tests/scenarios/test_bad_inputs.py runs every case and checks
 that it exits with status 2 and one line naming that field or file, with no traceback and no weights loaded;
 tools/bad_inputs_table.py runs them too and prints the table in docs/reliability.md.
 

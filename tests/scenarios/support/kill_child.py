@@ -1,7 +1,8 @@
-"""The writer that tests/test_kill_writes.py kills: run folders written as the workbench writes them, in a loop.
+"""The writer that tests/scenarios/test_kill_writes.py kills: run folders written as the workbench writes them, in
+a loop.
 
-Started once as `python tests/kill_child.py ROOT`, it imports torch, peft and matplotlib and builds tiny LoRA
-models once (a few seconds), then serves the test over stdin/stdout: for each `go SEED` it forks a worker that
+Started once as `python tests/scenarios/support/kill_child.py ROOT`, it imports torch, peft and matplotlib and builds
+tiny LoRA models once (a few seconds), then serves the test over stdin/stdout: for each `go SEED` it forks a worker that
 writes run folders under ROOT until it is killed, printing `pid N` for it and `dead N SIGNAL` once it is reaped.
 Forking keeps each of the many kills cheap; the models are built on one torch thread, as forking a process whose
 OpenMP pool has started can hang the child.

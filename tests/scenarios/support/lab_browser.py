@@ -1,10 +1,10 @@
 """Drive the workbench in a real JupyterLab in headless Chromium, the way a person uses it.
 
-Used by tests/test_browser.py (fast setting, part of `make test`) and by `make screenshots`
+Used by tests/scenarios/test_browser.py (fast setting, part of `make test`) and by `make screenshots`
 (the default settings, a real run; the pictures go to docs/img/). Run alone:
 
-    python tests/lab_browser.py --out docs/img/app        # real run, the docs' screenshots (docs/guide/)
-    python tests/lab_browser.py --fast --out /tmp/shots   # what the test does
+    python tests/scenarios/support/lab_browser.py --out docs/img/app       # a real run: the docs' screenshots
+    python tests/scenarios/support/lab_browser.py --fast --out /tmp/shots  # what the test does
 
 Each stage has a name; a failure says which stage broke and what was on the page. The server and
 the browser are always shut down, also when a stage fails.
@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]  # tests/scenarios/support/ -> the checkout
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

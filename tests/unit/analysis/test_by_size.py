@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import CONFIGS, REPO
 
 from workbench.analysis import by_size, plots
 from workbench.core.config import DEFAULT_MODEL, preset_config
@@ -16,12 +17,9 @@ from workbench.engine.layout import ModelLayout
 from workbench.engine.resolve import MODEL_ALIASES, config_file
 from workbench.records import runs
 from workbench.records.results import VariantResult
-from workbench.ui import AppState
-from workbench.ui.adapter import AdapterPanel, SavingBySize
 from workbench.ui.common import png
 
 GiB = 1024**3
-CONFIGS = Path(__file__).resolve().parent.parent / "data" / "model_configs"
 TEACHING = dict(rank=16, batch_size=8, seq_len=512, gradient_checkpointing=True)  # the panel's defaults
 
 
@@ -130,7 +128,10 @@ def test_measured_runs_of_the_embedded_model_are_paired_like_for_like(tmp_path):
     assert found[("a", "qlora")]["vs_lora"] == pytest.approx(0.75)
     assert found[("sweep/qlora-r16", "qlora")]["vs_lora"] == pytest.approx(0.9)
     assert found[("sweep/qlora-r4", "qlora")]["vs_lora"] is None
-    assert by_size._is_embedded("/home/x/.workbench/engine/models/SmolLM2-135M-Instruct-Q4_1-dequantized")
+    # the embedded model also runs from its converted folder, whose name says it is the 135M model
+    converted = "/home/x/.workbench/engine/models/SmolLM2-135M-Instruct-Q4_1-dequantized"
+    fake_run(tmp_path / "converted", "c", converted, {"lora": 1000 * 2**20})
+    assert [m["run"] for m in by_size.measured(tmp_path / "converted")] == ["c"]
 
 
 def legend_texts(fig) -> list[str]:
@@ -155,44 +156,8 @@ def test_the_figure_marks_the_crossovers_and_the_measured_point(table):
     assert png(fig).startswith(b"\x89PNG")
 
 
-def test_the_section_draws_when_opened_and_redraws_on_each_control(tmp_path):
-    state = AppState(runs_dir=tmp_path)
-    panel = SavingBySize(state)
-    assert panel.chart.value == b"" and panel.table is None  # closed: nothing computed yet
-    panel.selected_index = 0
-    first = panel.chart.value
-    assert bytes(first).startswith(b"\x89PNG") and "103% at smollm2-135m" in panel.summary.value
-    assert "LoRA from llama-2-7b up" in panel.summary.value and "No LoRA+QLoRA run" in panel.summary.value
-    seen = {bytes(first)}
-    for widget, value in (
-        (panel.rank, 64),
-        (panel.batch, 1),
-        (panel.seq_len, 2048),
-        (panel.checkpointing, False),
-        (panel.device, "cpu"),
-    ):
-        widget.value = value
-        assert bytes(panel.chart.value) not in seen, widget.description
-        seen.add(bytes(panel.chart.value))
-    assert "CPU, float32 base, batch 1×2048, r=64" in panel.summary.value
-    assert (panel.table.runtime > 0).all()  # the CPU's runtime constant is in
-    # a run lands on disk: the next "runs" notice puts it on the chart
-    fake_run(tmp_path, "demo", DEFAULT_MODEL, {"lora": 1760 * 2**20, "qlora": 1405 * 2**20})
-    state.notify("runs")
-    assert (
-        "Measured here (cpu (float32), batch 8×" in panel.summary.value and "QLoRA 80% of LoRA" in panel.summary.value
-    )
-    assert [m["run"] for m in panel.measured] == ["demo", "demo"]
-
-
-def test_the_adapter_tab_holds_the_section_closed(tmp_path):
-    panel = AdapterPanel(AppState(runs_dir=tmp_path))
-    assert panel.by_size in panel.children and panel.by_size.selected_index is None
-    assert panel.by_size.chart.value == b""
-
-
 def test_the_memory_page_quotes_the_table(table):
-    readme = " ".join((Path(__file__).resolve().parent.parent / "docs/memory.md").read_text(encoding="utf-8").split())
+    readme = " ".join((REPO / "docs/memory.md").read_text(encoding="utf-8").split())
     q = table[table.variant == "qlora"].set_index("model").vs_lora
     said = f"QLoRA's peak is {q['smollm2-135m']:.0%} of LoRA's at 135M"
     assert said in readme and f"{q['smollm2-1.7b']:.0%} at 1.7B, {q['llama-2-7b']:.0%} at Llama-2-7B" in readme
@@ -202,4 +167,4 @@ def test_the_memory_page_quotes_the_table(table):
     p = plain[plain.variant == "qlora"].set_index("model").vs_lora
     assert f"({p['smollm2-135m']:.0%} at 135M and 1.7B, {p['llama-2-13b']:.0%} at 13B" in readme
     assert f"{p['smollm2-1.7b']:.0%}" == f"{p['smollm2-135m']:.0%}"
-    assert (Path(__file__).resolve().parent.parent / "docs/img/qlora-saving-by-model-size.png").is_file()
+    assert (REPO / "docs/img/qlora-saving-by-model-size.png").is_file()

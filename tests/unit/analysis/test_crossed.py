@@ -4,15 +4,11 @@ the old verdict that counted the examples alone; and the scope of a one-run verd
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.stats import ttest_1samp
 
-from workbench.analysis import crossed, verdicts
-from workbench.analysis.crossed import SeedSpread
-from workbench.analysis.eval_plan import runs_sentence
+from workbench.analysis import crossed
 from workbench.core import stats
 
 SEED_SD = 0.03  # one run's accuracy moves this much between seeds of one setting (the issue's 2.4-3.6 points)
@@ -104,119 +100,3 @@ def test_the_dtype_table_is_could_be_chance():
     assert v.runs_needed > 5 and f"about {v.runs_needed:,} seeds each would" in s
     welch = crossed.compare_run_scores("LoRA bfloat16", "LoRA float32", bf16, f32, n=600, paired=False)
     assert welch.p_value == pytest.approx(0.46, abs=0.01)
-
-
-def _scores(correct, losses, general=None):
-    keys = [f"k{i}" for i in range(len(correct))]
-    out = {"eval": {"keys": keys, "losses": losses, "tokens": [3] * len(keys), "correct": correct}}
-    if general is not None:
-        g_keys = [f"g{i}" for i in range(len(general))]
-        out["general"] = {"keys": g_keys, "losses": general, "tokens": [63] * len(g_keys), "base_losses": [2.0] * 11}
-    return out
-
-
-def test_pooled_seeds_are_a_verdict_on_the_settings():
-    """One seed that trained badly shifts every example: the old test over examples read it as evidence; the
-    verdict over runs sees that the seeds disagree."""
-    rng = np.random.default_rng(2)
-    n = 200
-    hard = rng.random(n) < 0.15
-    a_runs, b_runs = [], []
-    for seed in range(3):
-        bad = seed == 2
-        a_right = ~hard & (rng.random(n) > (0.02 if not bad else 0.2))
-        b_right = ~hard & (rng.random(n) > 0.05)
-        gen = list(rng.normal(2.1, 0.05, 11))
-        a_runs.append(_scores([bool(x) for x in a_right], list(rng.random(n)), gen))
-        b_runs.append(_scores([bool(x) for x in b_right], list(rng.random(n)), list(rng.normal(2.1, 0.05, 11))))
-    found = verdicts.pooled("a", a_runs, "b", b_runs)
-    assert [v.score for v in found.verdicts] == ["accuracy", "eval_loss", "forgetting"]
-    acc = found.get("accuracy")
-    assert acc.unit == "runs" and acc.runs == (3, 3) and acc.n == n and not acc.real
-    assert "over 3 seeds each on the same 200 examples" in acc.sentence
-    old = ttest_1samp(
-        np.mean([r["eval"]["correct"] for r in a_runs], axis=0)
-        - np.mean([r["eval"]["correct"] for r in b_runs], axis=0),
-        0.0,
-    )
-    assert old.pvalue < stats.ALPHA, "the example-level test would have called this real"
-
-
-def test_a_one_run_verdict_says_it_is_about_two_trained_models():
-    a = _scores([True] * 50 + [False] * 10, [0.1] * 60)
-    b = _scores([True] * 47 + [False] * 13, [0.2] * 60)
-    unknown = verdicts.pair("LoRA", a, "QLoRA", b, None, trained=2).get("accuracy")
-    assert "two trained adapters, one run each" in unknown.sentence and "not measured here" in unknown.sentence
-    spread = SeedSpread({"accuracy": 0.03, "eval_loss": 0.01}, 36, "36 runs of a sweep")
-    inside = verdicts.pair("LoRA", a, "QLoRA", b, spread, trained=2)
-    assert "3.0 points (sd; 36 runs of a sweep)" in inside.get("accuracy").sentence
-    assert "does not show that the settings differ" in inside.get("accuracy").sentence  # 5 points < 8.3
-    wide = verdicts.pair("LoRA", _scores([True] * 58 + [False] * 2, [0.1] * 60), "base", b, spread, trained=1)
-    assert "one trained adapter, one run" in wide.get("accuracy").sentence
-    assert "well under this gap" in wide.get("accuracy").sentence  # 18 points > 1.96 · 3
-    # the base against itself, or a caller that says nothing of training: no clause
-    assert "trained" not in verdicts.pair("base", a, "base", b).get("accuracy").sentence
-    # within a run: base against LoRA counts one trained model, LoRA against QLoRA two
-    found = verdicts.within_run({"base": b, "lora": a, "qlora": b}, ["base", "lora", "qlora"], spread=spread)
-    said = [p.get("accuracy").sentence for p in found]
-    assert "one trained adapter" in said[0] and "two trained adapters" in said[2]
-
-
-def test_the_plan_says_what_runs_and_examples_tell_apart():
-    spread = SeedSpread({"accuracy": 0.026}, 36, "36 runs")
-    one = runs_sentence(1, 300, 600, spread)
-    assert "speaks for two trained adapters, not their settings" in one and "--seeds 3" in one
-    three = runs_sentence(3, 600, 600, spread)
-    assert "3 runs of each show gaps of about" in three and "9 runs: about" in three
-    assert "more runs would help more" in three  # every example is already scored: only runs are left
-    assert runs_sentence(3, 60, 600, spread).endswith("more examples would help more")  # 60 examples dominate
-    assert runs_sentence(3, 300, 600, None) == ""
-    # more runs shrink the gap; past a point more examples cannot (the seeds' part stays)
-    assert crossed.settings_gap(10, 600, 0.026) < crossed.settings_gap(3, 600, 0.026)
-    assert crossed.settings_gap(3, 10**6, 0.026) > 2 * 0.026 * 1.96 / np.sqrt(3) * 0.9
-
-
-def test_the_plan_counts_pairing_where_the_task_ships_its_discordance():
-    """dates ships how often two runs answer an example differently (9%, docs/data/sweep-dates-seeds.json): the
-    examples' part is then the paired one, narrower than two independent samples'."""
-    from workbench.analysis.eval_plan import seed_spread
-
-    dates = seed_spread({"task": "dates", "data": None, "train": {"eval_examples": 300}})
-    assert dates.runs == 36 and dates.sd["accuracy"] == pytest.approx(0.016) and dates.discordant == 0.09
-    paired = crossed.settings_gap(3, 300, 0.016, discordant=dates.discordant)
-    assert paired < crossed.settings_gap(3, 300, 0.016)
-    assert seed_spread({"task": "sentiment", "data": None, "train": {"eval_examples": 60}}) is None  # not measured
-
-
-def test_pooled_over_one_run_each_is_a_verdict_on_the_trained_models():
-    a = _scores([True] * 50 + [False] * 10, [0.1] * 60)
-    b = _scores([True] * 47 + [False] * 13, [0.2] * 60)
-    spread = SeedSpread({"accuracy": 0.03}, 36, "36 runs")
-    one = verdicts.pooled("r16", [a], "r2", [b], spread=spread, trained=2).get("accuracy")
-    assert one.unit == "examples" and "two trained adapters, one run each" in one.sentence
-    assert one.within_seeds is True and "does not show that the settings differ" in one.sentence
-
-
-def test_the_seed_spread_is_read_from_the_runs_folder_one_result_per_seed(monkeypatch):
-    """Settings trained with several seeds on the same task and eval examples give the spread (pooled over the
-    settings); a run made again with the same seed adds nothing; without seeds in the folder, the task's own."""
-    from workbench.analysis import eval_plan
-    from workbench.records.results import VariantResult
-    from workbench.records.scan import ResultRow
-
-    def row(rank: int, seed: int, accuracy: float, eval_examples: int = 300) -> ResultRow:
-        config = {"task": "dates", "data": None, "lora": {"rank": rank}, "variants": ["lora"]}
-        config["train"] = {"seed": seed, "eval_examples": eval_examples}
-        result = VariantResult(name="lora", bits=16, rank=rank, accuracy=accuracy, eval_loss=0.1, status="done")
-        return ResultRow(f"r{rank}-s{seed}", "", "dates", "cpu", 20, None, result, config=config)
-
-    rows = [row(2, 0, 0.80), row(2, 1, 0.84), row(2, 1, 0.84), row(16, 0, 0.90), row(16, 1, 0.86)]
-    rows += [row(2, 2, 0.10, eval_examples=60)]  # another eval size: another question, left out
-    monkeypatch.setattr(eval_plan, "all_results", lambda root: rows)
-    config = rows[0].config
-    found = eval_plan.seed_spread(config, Path("."))
-    # two settings, two seeds each: variances 0.0008 and 0.0008, pooled sd 0.0283
-    assert found.runs == 4 and found.sd["accuracy"] == pytest.approx(0.02828, abs=1e-4)
-    assert "4 runs of 2 settings in this runs folder" == found.source and found.discordant == 0.09
-    monkeypatch.setattr(eval_plan, "all_results", lambda root: rows[1:3])  # one seed, run twice: the task's
-    assert eval_plan.seed_spread(config, Path(".")).runs == 36

@@ -64,8 +64,6 @@ def test_the_sentence_says_how_many_examples_it_took_and_why_it_stopped():
 
 
 # ---------------------------------------------------------------------------- scoring in rounds
-
-
 def _fake_results(right: dict[str, list[bool]]):
     """score(variant, start, stop) over fixed right/wrong lists, each call recorded."""
     from workbench.engine.generate import EvalResult

@@ -1,22 +1,23 @@
 """Files written whole or not at all: every failure leaves the old file and no temp file behind."""
 
+from __future__ import annotations
+
 import csv
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
+from helpers import listing
 
 from workbench.core import files
-
-
-def _listing(folder):
-    return sorted(p.name for p in folder.iterdir())
 
 
 def test_write_json_round_trip(tmp_path):
     path = files.write_json(tmp_path / "sub" / "r.json", {"a": [1, 2.5, None], "p": tmp_path})
     assert json.loads(path.read_text()) == {"a": [1, 2.5, None], "p": str(tmp_path)}
-    assert _listing(path.parent) == ["r.json"]
+    assert listing(path.parent) == ["r.json"]
 
 
 @pytest.mark.parametrize(
@@ -36,7 +37,7 @@ def test_write_json_failure_leaves_old_file(tmp_path, bad):
     with pytest.raises((TypeError, ValueError)):
         files.write_json(path, {"new": bad})
     assert path.read_bytes() == before
-    assert _listing(tmp_path) == ["results.json"]
+    assert listing(tmp_path) == ["results.json"]
 
 
 def test_write_text_failure_at_replace_leaves_old_file(tmp_path, monkeypatch):
@@ -50,7 +51,7 @@ def test_write_text_failure_at_replace_leaves_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated"):
         files.write_text(path, "new")
     assert path.read_text() == "old"
-    assert _listing(tmp_path) == ["notes.md"]
+    assert listing(tmp_path) == ["notes.md"]
 
 
 def test_write_csv(tmp_path):
@@ -74,7 +75,7 @@ def test_write_csv_failure_midway_leaves_old_file(tmp_path):
     with pytest.raises(RuntimeError, match="simulated"):
         files.write_csv(path, [{"a": 2}, {"a": 3}, {"a": Unprintable()}], ["a"])  # two rows already written
     assert path.read_bytes() == before
-    assert _listing(tmp_path) == ["results.csv"]
+    assert listing(tmp_path) == ["results.csv"]
 
 
 def test_save_figure(tmp_path):
@@ -84,7 +85,7 @@ def test_save_figure(tmp_path):
     fig.subplots().plot([0, 1], [1, 0])
     path = files.save_figure(fig, tmp_path / "plots" / "f.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _listing(path.parent) == ["f.png"]
+    assert listing(path.parent) == ["f.png"]
 
 
 def test_written_files_and_folders_follow_the_umask(tmp_path):
@@ -113,7 +114,7 @@ def test_written_files_and_folders_follow_the_umask(tmp_path):
 def test_check_writable_dir_leaves_nothing_behind(tmp_path):
     out = files.check_writable_dir(tmp_path / "a" / "b" / "run")
     assert out == tmp_path / "a" / "b" / "run"
-    assert _listing(tmp_path) == []  # the probe's folders and file are gone again
+    assert listing(tmp_path) == []  # the probe's folders and file are gone again
 
 
 def test_check_writable_dir_refuses_a_read_only_filesystem(tmp_path, monkeypatch):
@@ -127,7 +128,7 @@ def test_check_writable_dir_refuses_a_read_only_filesystem(tmp_path, monkeypatch
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)
     with pytest.raises(ValueError, match=r"out: .*/made/run cannot be made or written there \(Read-only file system\)"):
         files.check_writable_dir(tmp_path / "made" / "run")
-    assert _listing(tmp_path) == []  # nothing made, nothing left
+    assert listing(tmp_path) == []  # nothing made, nothing left
 
 
 def test_check_writable_dir_from_several_processes_at_once(tmp_path):
@@ -140,7 +141,7 @@ def test_check_writable_dir_from_several_processes_at_once(tmp_path):
 
     with ThreadPoolExecutor(8) as pool:
         assert len(list(pool.map(check, range(160)))) == 160
-    assert _listing(tmp_path) == []
+    assert listing(tmp_path) == []
 
 
 def test_check_writable_dir_refuses_a_folder_it_cannot_write_in(tmp_path, monkeypatch):
@@ -153,4 +154,36 @@ def test_check_writable_dir_refuses_a_folder_it_cannot_write_in(tmp_path, monkey
     monkeypatch.setattr(tempfile, "mkstemp", refused)  # root passes access() and chmod; the write is what fails
     with pytest.raises(ValueError, match=r"cannot be made or written there \(Permission denied\)"):
         files.check_writable_dir(tmp_path / "run", "--runs")
-    assert _listing(tmp_path) == []
+    assert listing(tmp_path) == []
+
+
+def test_remove_stale_temps_removes_only_old_temps_and_restores_an_orphaned_old_copy(tmp_path):
+    import tempfile
+
+    run = tmp_path / "runs" / "r"
+    (run / "adapters" / "lora").mkdir(parents=True)
+    files.write_json(run / "results.json", {"a": 1})
+    stale = [
+        files.tmp_beside(run / "results.json"),
+        files.tmp_beside(run / "loss.png", suffix=".png"),
+        Path(tempfile.mkdtemp(prefix=".lora.", dir=run / "adapters")),  # a save cut short
+        Path(tempfile.mkdtemp(prefix=".lora.old.", dir=run / "adapters")),  # replaced, the new one in place
+    ]
+    (stale[2] / "adapter_config.json").write_text("{")
+    orphan = Path(tempfile.mkdtemp(prefix=".qlora.old.", dir=run / "adapters"))  # killed between the renames
+    (orphan / "qlora").mkdir()
+    (orphan / "qlora" / "adapter_config.json").write_text("{}")
+    kept = [run / ".ipynb_checkpoints", tmp_path / "runs" / ".git", run / "notes.tmp"]
+    kept[0].mkdir()
+    kept[1].mkdir()
+    kept[2].write_text("mine")
+    for path in [*stale, orphan, *kept]:
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    young = files.tmp_beside(run / "metrics.json")  # another process's write in progress
+
+    removed = files.remove_stale_temps(tmp_path / "runs", older_than_s=3600)
+
+    assert sorted(removed) == sorted([*stale, orphan])
+    assert not any(p.exists() for p in [*stale, orphan])
+    assert all(p.exists() for p in [*kept, young, run / "results.json", run / "adapters" / "lora"])
+    assert (run / "adapters" / "qlora" / "adapter_config.json").read_text() == "{}"  # moved back under its name

@@ -1,156 +1,163 @@
+"""Tasks and splits (data.tasks): the shipped tasks, a data file's seeded split, a separate eval file, plain text
+held out at a line break, the prompt template the training prompts share, a preset's eval size."""
+
+from __future__ import annotations
+
 import json
 
 import pytest
-import torch
+from helpers import sentiment_rows, value_error, write_csv, write_jsonl
 
 from workbench import data
-from workbench.data import IGNORE_INDEX, Example
+from workbench.data import Example
 
-# --------------------------------------------------------------------------- scoring
+
+def test_empty_text_rows_are_noted(tmp_path):
+    path = write_jsonl(
+        tmp_path / "t.jsonl",
+        [
+            {"text": "First passage."},
+            {"text": "  "},
+            {"text": "Second passage."},
+            {"text": "Third passage, the held-out one."},
+        ],
+    )
+    task = data.load_data_task(path, eval_fraction=0.3)
+    assert task.kind == "text" and task.skipped == 1
+    assert task.notes == ["data: skipped 1 unusable row(s) of t (empty text)"]  # skip_bad_rows was off
+    full = "First passage.\n\nSecond passage.\n\nThird passage, the held-out one."
+    assert task.train.text + task.eval.text == full and task.train.text.startswith("First passage.\n\nSecond")
+
+
+def _numbered_text(n):
+    return "".join(f"line {i} red green blue apple\n" for i in range(n))
+
+
+def test_text_task_holds_out_the_end_at_a_line_break(tmp_path):
+    path = tmp_path / "poem.txt"
+    full = _numbered_text(100)
+    path.write_text(full, encoding="utf-8")
+    task = data.load_data_task(path, eval_fraction=0.2)
+    assert task.kind == "text" and not task.chat and task.scoring == "perplexity" and task.name == "poem"
+    assert task.train.text + task.eval.text == full
+    assert task.eval.text.startswith("\n") and task.train.text.endswith("apple")  # cut at a line break
+    train_lines = set(task.train.text.split("\n"))
+    eval_lines = [line for line in task.eval.text.split("\n") if line]
+    assert eval_lines and not train_lines & set(eval_lines)
+    assert eval_lines[-1] == "line 99 red green blue apple"
+    assert 0.15 < len(task.eval.text) / len(full) < 0.25
+    # no blank lines in this text: the sample prompts are held-out lines, three of them
+    assert len(task.sample_prompts) == 3 and all(p in eval_lines for p in task.sample_prompts)
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    "body, starts",
     [
-        ("Positive", "positive"),
-        ("  POSITIVE!  ", "positive"),
-        ("The answer is: a cat.", "answer is cat"),
-        ("An apple, the  banana", "apple banana"),
-        ("theatre", "theatre"),  # articles only as whole words
-        ("", ""),
+        (_numbered_text(100), "\n"),  # cut at a line break
+        (" ".join(["red green blue"] * 100), " "),
     ],
-)
-def test_normalize(text, expected):
-    assert data.normalize(text) == expected
+)  # one line: at a word
+def test_text_split_ignores_a_paragraph_break_far_from_the_cut(tmp_path, body, starts):
+    """A title and blank line at the top must not move the cut there (it held out ~all the text)."""
+    path = tmp_path / "book.txt"
+    path.write_text("Title\n\n" + body, encoding="utf-8")
+    task = data.load_data_task(path, eval_fraction=0.2)
+    share = len(task.eval.text) / (len(task.train.text) + len(task.eval.text))
+    assert 0.15 < share < 0.25 and task.train.text.startswith("Title\n\n")
+    assert task.eval.text.startswith(starts) and task.train.text + task.eval.text == "Title\n\n" + body
 
 
-@pytest.mark.parametrize(
-    "pred, answer, same",
-    [
-        ("positive", "positive", True),
-        ("Positive.", "positive", True),
-        ("the Positive!", "positive", True),
-        ("  negative ", "Negative", True),
-        ("a blue car", "Blue car", True),
-        ("positive", "negative", False),
-        ("positive negative", "positive", False),
-        ("", "positive", False),
-    ],
-)
-def test_exact_match(pred, answer, same):
-    assert data.exact_match(pred, answer) is same
+def test_text_too_short_to_split(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("hello\n", encoding="utf-8")  # the held-out end would be only the line break
+    msg = value_error(data.load_data_task, path)
+    assert msg.startswith(f"data: {path} is too short to hold out 15%") and "eval file" in msg
 
 
-# --------------------------------------------------------------------------- tokenising
+def test_seeded_split(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"p{i}", "answer": f"a{i}"} for i in range(20)])
+    a = data.load_data_task(path, eval_fraction=0.25, seed=3)
+    b = data.load_data_task(path, eval_fraction=0.25, seed=3)
+    c = data.load_data_task(path, eval_fraction=0.25, seed=4)
+    assert len(a.eval) == 5 and len(a.train) == 15
+    assert a.train == b.train and a.eval == b.eval
+    assert [e.prompt for e in a.eval] != [e.prompt for e in c.eval]
+    train, ev = {e.prompt for e in a.train}, {e.prompt for e in a.eval}
+    assert train.isdisjoint(ev) and train | ev == {f"p{i}" for i in range(20)}
+    for e in a.train + a.eval:  # rows keep their own answers through the shuffle
+        assert e.answer == "a" + e.prompt[1:]
 
 
-def test_prompt_text_uses_chat_template(tiny_tokenizer):
-    text = data.prompt_text(tiny_tokenizer, "Review: superb")
-    assert text == "<|im_start|>user\nReview: superb<|im_end|>\n<|im_start|>assistant\n"
+def test_eval_source(tmp_path):
+    path = write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"p{i}", "answer": f"a{i}"} for i in range(6)])
+    ev_path = write_csv(tmp_path / "held.csv", ["prompt", "answer"], [["q1", "b1"], ["q2", "b2"]])
+    task = data.load_data_task(path, eval_source=ev_path)
+    assert task.train == [Example(f"p{i}", f"a{i}") for i in range(6)]  # all of it, in file order
+    assert task.eval == [Example("q1", "b1"), Example("q2", "b2")]
+    assert task.sample_prompts == ["q1", "q2"]
+    tiny = write_jsonl(tmp_path / "two.jsonl", [{"prompt": "p", "answer": "a"}] * 2)
+    assert len(data.load_data_task(tiny, eval_source=ev_path).train) == 2  # no 4-row minimum with an eval file
 
 
-def test_prompt_text_without_template(tiny_model_dir):
-    from workbench.engine.models import load_tokenizer
-
-    tok = load_tokenizer(tiny_model_dir)
-    tok.chat_template = None
-    assert data.prompt_text(tok, "hello") == "hello\n"
-
-
-def test_encode_example_masks_the_prompt(tiny_tokenizer):
-    tok = tiny_tokenizer
-    ex = Example("Review: superb", "very positive")
-    row = data.encode_example(tok, ex, seq_len=64)
-    p_ids = tok(data.prompt_text(tok, ex.prompt), add_special_tokens=False)["input_ids"]
-    ids, labels = row["input_ids"], row["labels"]
-    assert len(ids) == len(labels) == len(p_ids) + 3  # "very", "positive", eos
-    assert ids[: len(p_ids)] == p_ids
-    assert labels[: len(p_ids)] == [IGNORE_INDEX] * len(p_ids)
-    answer_part = labels[len(p_ids) :]
-    assert answer_part == ids[len(p_ids) :]
-    assert tok.convert_ids_to_tokens(answer_part) == ["very", "positive", "<|im_end|>"]
-    assert answer_part[-1] == tok.eos_token_id
+@pytest.mark.parametrize("train_kind", ["text", "instruction"])
+def test_eval_source_of_the_other_kind(tmp_path, train_kind):
+    text = tmp_path / "t.txt"
+    text.write_text(_numbered_text(10), encoding="utf-8")
+    rows = write_jsonl(tmp_path / "r.jsonl", sentiment_rows(4))
+    train, ev = (text, rows) if train_kind == "text" else (rows, text)
+    msg = value_error(data.load_data_task, train, eval_source=ev)
+    assert "same kind" in msg and "plain text" in msg
 
 
-def test_encode_example_truncates(tiny_tokenizer):
-    full = data.encode_example(tiny_tokenizer, Example("Review: superb", "very positive"), seq_len=64)
-    cut = data.encode_example(tiny_tokenizer, Example("Review: superb", "very positive"), seq_len=8)
-    assert len(cut["input_ids"]) == len(cut["labels"]) == 8
-    assert cut["input_ids"] == full["input_ids"][:8]
-    assert all(lab == IGNORE_INDEX for lab in cut["labels"])  # the prompt alone fills 8 tokens
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
+def test_eval_fraction_out_of_range(tiny_jsonl, fraction):
+    msg = value_error(data.load_data_task, tiny_jsonl, eval_fraction=fraction)
+    assert msg.startswith("eval_fraction must be between 0 and 1") and str(fraction) in msg
 
 
-def test_collate_pads_right(tiny_tokenizer):
-    pad = tiny_tokenizer.pad_token_id
-    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}, {"input_ids": [8], "labels": [8]}]
-    batch = data.collate(rows, pad)
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, pad, pad]]
-    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert all(t.dtype == torch.long for t in batch.values())
+def test_get_task_passes_everything_through(tmp_path):
+    path = write_csv(tmp_path / "qa.csv", ["question", "label"], [[f"q{i}", "yes"] for i in range(8)])
+    task = data.get_task("sentiment", str(path), seed=1, eval_fraction=0.5, columns="prompt=question,answer=label")
+    assert task.name == "qa" and len(task.eval) == 4 and len(task.train) == 4
 
 
-def test_collate_real_examples(tiny_tokenizer, tiny_task):
-    rows = [data.encode_example(tiny_tokenizer, ex, 64) for ex in tiny_task[:4]]
-    batch = data.collate(rows, tiny_tokenizer.pad_token_id)
-    assert batch["input_ids"].shape == (4, max(len(r["input_ids"]) for r in rows))
-    assert int(batch["attention_mask"].sum()) == sum(len(r["input_ids"]) for r in rows)
-    assert int((batch["labels"] != IGNORE_INDEX).sum()) == 4 * 2  # label word + eos each
+def test_builtin_text_task(tmp_path, monkeypatch):
+    root = tmp_path / "poems"
+    root.mkdir()
+    (root / "train.txt").write_text(_numbered_text(30), encoding="utf-8")
+    (root / "eval.txt").write_text(
+        "The evening sun went down over the quiet harbour town.\n\n"
+        "Boats came home one by one and the lamps were lit.\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.txt").write_text("no eval file here", encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
+    assert data.builtin_tasks() == ["poems"]
+    task = data.load_task("poems")
+    assert task.kind == "text" and task.scoring == "perplexity"
+    assert task.train.text == _numbered_text(30)
+    assert task.sample_prompts == [
+        "The evening sun went down over the quiet harbour town.",
+        "Boats came home one by one and the lamps were lit.",
+    ]
+    msg = value_error(data.load_task, "half")
+    assert msg == "task: unknown task 'half'; built-in tasks are poems"
+
+
+def test_text_without_blank_lines_still_gives_sample_prompts(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text(
+        "\n".join(f"Line number {i} of a text with no paragraphs at all." for i in range(200)), encoding="utf-8"
+    )
+    task = data.load_data_task(path)
+    assert len(task.sample_prompts) == 3 and all(p.startswith("Line number") for p in task.sample_prompts)
 
 
 # --------------------------------------------------------------------------- files and tasks
-
-
 def _write(path, lines):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def test_read_jsonl_ok(tmp_path):
-    path = _write(
-        tmp_path / "d.jsonl",
-        [
-            json.dumps({"prompt": "p1", "answer": "a1"}),
-            "",
-            json.dumps({"instruction": "p2", "response": "a2"}),
-            json.dumps({"prompt": "p3", "output": "a3", "extra": 1}),
-        ],
-    )
-    assert data.read_jsonl(path) == [Example("p1", "a1"), Example("p2", "a2"), Example("p3", "a3")]
-
-
-def test_read_jsonl_missing_file(tmp_path):
-    with pytest.raises(ValueError) as info:
-        data.read_jsonl(tmp_path / "missing.jsonl")
-    assert str(info.value).startswith("data:") and "missing.jsonl" in str(info.value)
-    assert "does not exist" in str(info.value)
-
-
-def test_read_jsonl_bad_json_names_the_line(tmp_path):
-    path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "answer": "a"})] * 2 + ["{not json"])
-    with pytest.raises(ValueError) as info:
-        data.read_jsonl(path)
-    assert "line 3" in str(info.value) and "not valid JSON" in str(info.value)
-
-
-def test_read_jsonl_empty_answer(tmp_path):
-    path = _write(
-        tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "answer": "a"}), json.dumps({"prompt": "p", "answer": "   "})]
-    )
-    with pytest.raises(ValueError, match="line 2 has an empty answer"):
-        data.read_jsonl(path)
-
-
-def test_read_jsonl_missing_fields(tmp_path):
-    path = _write(tmp_path / "d.jsonl", [json.dumps({"query": "p", "answer": "a"})])
-    with pytest.raises(ValueError, match="has columns answer, query but needs prompt/answer"):
-        data.read_jsonl(path)
-
-
-def test_read_jsonl_empty_file(tmp_path):
-    path = _write(tmp_path / "d.jsonl", ["", "  "])
-    with pytest.raises(ValueError, match="d.jsonl is empty; add examples"):
-        data.read_jsonl(path)
 
 
 def test_builtin_tasks_include_sentiment():

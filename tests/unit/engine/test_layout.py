@@ -7,10 +7,49 @@ import math
 
 import pytest
 import torch
+from helpers import FAMILIES, FAMILY_LINEAR, MOE, NOT_QUANTIZED, family_folder
+from transformers import AutoModelForCausalLM
 
 from workbench.core.config import LoraSettings
+from workbench.engine.estimator import estimate
 from workbench.engine.layout import ModelLayout, block_index, lora_scaling, targets_match
 from workbench.engine.models import attach_lora
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_layout_counts_what_peft_builds_fresh_and_cached(family, family_dirs, tmp_path, monkeypatch):
+    folder = family_folder(family_dirs, family)
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    fresh = ModelLayout.for_model(str(folder))
+    cached = ModelLayout.for_model(str(folder))  # read back from $WORKBENCH_HOME/layouts
+    assert len(list((tmp_path / "layouts").glob("*.json"))) == 1
+    assert type(cached.config) is type(fresh.config)  # the family's own config class: its aliases work
+    assert cached.config.hidden_size == fresh.config.hidden_size == 32
+    assert cached.config.num_hidden_layers == 2
+    assert (cached.linears, cached.experts, cached.routers) == (fresh.linears, fresh.experts, fresh.routers)
+    assert fresh.target_names == FAMILY_LINEAR[family]
+    assert fresh.is_moe == (family in MOE)
+    for layout in (fresh, cached):
+        kw = dict(rank=4, batch_size=2, seq_len=16)
+        assert estimate(layout, bits=4, **kw).components == estimate(fresh, bits=4, **kw).components
+        sixteen, four = estimate(layout, bits=16, **kw).total, estimate(layout, bits=4, **kw).total
+        assert (sixteen == four) if family in NOT_QUANTIZED else (sixteen > four > 0)
+        assert "2 layers, hidden size 32" in layout.describe()
+    settings = [LoraSettings(rank=4), LoraSettings(rank=4, target_modules=FAMILY_LINEAR[family][:2])]
+    if family in MOE:
+        settings.append(LoraSettings(rank=4, adapt_experts=False))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    for lora in settings:
+        peft_model = attach_lora(model, lora, bits=16)
+        assert (
+            fresh.adapter_params(4, lora.target_modules, lora.adapt_experts)
+            == (peft_model.get_nb_trainable_parameters()[0])
+        ), lora
+        model = peft_model.unload()  # the bare model again, for the next setting
+    if family in MOE:  # the experts cost what they add, and the router is in no adapter
+        assert fresh.adapter_params(4, "all-linear") > fresh.adapter_params(4, "all-linear", adapt_experts=False)
+        assert fresh.routers and not any(r in (lin.name for lin in fresh.linears) for r in fresh.routers)
+
 
 ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
@@ -105,54 +144,3 @@ def test_a_layout_read_from_disk_is_cached_and_estimates_the_same(tiny_model_dir
         assert estimate(again, train=False, **kw).components == estimate(built, train=False, **kw).components
     cached_files[0].write_text("{not json")  # damaged: built again, and written whole again
     assert ModelLayout.for_model(str(tiny_model_dir)).linears == built.linears
-
-
-def test_the_app_appears_without_the_heavy_libraries(tmp_path):
-    """Workbench() builds its first tab only: peft, bitsandbytes and transformers' model code load when a tab
-    or a job needs them (the app is ready in about a second once the layout cache is warm)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    script = (
-        "import json, sys\nfrom workbench.ui import Workbench\nWorkbench(runs_dir=sys.argv[1])\n"
-        "print(json.dumps(sorted(m for m in ('peft', 'bitsandbytes', 'transformers.models.llama.modeling_llama')"
-        " if m in sys.modules)))"
-    )
-    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home")}
-    for _ in range(2):  # the first fills the layout cache
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / "runs")], capture_output=True, text=True, env=env, check=True
-        )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
-
-
-# published sizes: GPT-2 124M and 1.5B (the GPT-2 paper's 117M/1542M count the output head apart), Phi-3-mini
-# 3.8B, Gemma-2-2B 2.6B, Mixtral-8x7B 46.7B (model cards)
-PUBLISHED = {
-    "gpt2": 124_439_808,
-    "gpt2-xl": 1_557_611_200,
-    "phi-3-mini": 3_821_079_552,
-    "gemma-2-2b": 2_614_341_888,
-    "mixtral-8x7b": 46_702_792_704,
-}
-
-
-@pytest.mark.parametrize("name", list(PUBLISHED))
-def test_workbench_estimate_knows_the_shipped_families(name, capsys):
-    import json
-
-    from workbench import cli
-
-    assert cli.main(["estimate", "--model", name, "--bits", "4", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    layout = ModelLayout.for_model(name)
-    assert layout.total_params == PUBLISHED[name]
-    assert out["adapter_params"] == layout.adapter_params(8, "all-linear") > 0 and out["total"] > 0
-    if name == "mixtral-8x7b":  # the experts: 64 stacked weights, a choice with its own cost
-        assert len(layout.experts) == 64 and "expert updates" in out["components"]
-        assert cli.main(["estimate", "--model", name, "--bits", "4", "--json", "--no-experts"]) == 0
-        without = json.loads(capsys.readouterr().out)
-        assert without["adapter_params"] == layout.adapter_params(8, "all-linear", adapt_experts=False)
-        assert without["adapter_params"] < out["adapter_params"] and "expert updates" not in without["components"]

@@ -4,46 +4,19 @@ the loading or the scoring code is a miss; a damaged entry is a miss, never an e
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 import threading
 
 import pytest
-from test_compare_cli import tiny_config
+from helpers import tiny_config
 
 from workbench.core.config import RunConfig
 from workbench.core.events import Hooks
-from workbench.engine import score_cache, session
+from workbench.engine import score_cache
 from workbench.engine.generate import DecodeSettings, EvalResult
-from workbench.engine.session import Session
-from workbench.experiments import comparison, kept_scores, phases, run_setup
+from workbench.experiments import comparison
 from workbench.records import runs
-
-
-@pytest.fixture(autouse=True)
-def cold(tmp_path, monkeypatch):
-    """A home of this test's own: its cache starts empty, whatever other tests scored."""
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture
-def scored(monkeypatch):
-    """Every scoring a run or a Session does, as (what, base): compare's and session's evaluate and
-    general_scores counted, then done as they would be."""
-    calls: list[tuple[str, bool]] = []
-
-    def counting(what, real):
-        def wrapper(*a, base=False, **k):
-            calls.append((what, base))
-            return real(*a, base=base, **k)
-
-        return wrapper
-
-    monkeypatch.setattr(phases, "evaluate", counting("eval", phases.evaluate))
-    monkeypatch.setattr(phases, "general_scores", counting("general", phases.general_scores))
-    monkeypatch.setattr(session, "evaluate", counting("session", session.evaluate))
-    return calls
 
 
 def config(model_dir, data, variants="base", **train):
@@ -60,6 +33,7 @@ def base_row(out):
     return next(v for v in runs.Run(out).read()["variants"] if v["name"] == "base")
 
 
+@pytest.mark.usefixtures("cold_home")
 def test_a_second_run_reads_the_base_scores_back_and_writes_the_same_files(
     tiny_model_dir, tiny_jsonl, tmp_path, scored
 ):
@@ -86,6 +60,7 @@ def test_a_second_run_reads_the_base_scores_back_and_writes_the_same_files(
     assert len(scored) == 2
 
 
+@pytest.mark.usefixtures("cold_home")
 def test_a_plain_text_tasks_base_is_read_back_by_its_blocks(tiny_model_dir, tmp_path, scored):
     text = tmp_path / "words.txt"
     text.write_text(" ".join(["red green blue apple banana cherry ."] * 60), encoding="utf-8")
@@ -128,6 +103,7 @@ def changed(what: str, cfg: RunConfig, model, monkeypatch) -> RunConfig:
 CHANGES = ["weights", "examples", "seq_len", "dtype", "scoring version", "scoring code"]
 
 
+@pytest.mark.usefixtures("cold_home")
 @pytest.mark.parametrize("change", CHANGES)
 def test_any_change_to_what_the_base_scores_depend_on_is_a_miss(
     change, tiny_model_dir, tiny_jsonl, tmp_path, scored, monkeypatch
@@ -150,164 +126,7 @@ def test_any_change_to_what_the_base_scores_depend_on_is_a_miss(
         assert before != after
 
 
-def test_evaluate_reads_back_a_runs_base_and_its_adapter_and_a_changed_adapter_misses(
-    tiny_model_dir, tiny_jsonl, tmp_path, scored
-):
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora")
-    out = tmp_path / "run"
-    run(cfg, out)
-    examples = run_setup.setup(cfg).eval_set
-    kept = runs.Run(out).scores()
-    scored.clear()
-
-    s = Session.from_run(out)  # the Compare tab's Evaluate of this run
-    # qlora too: on a float32 CPU, peft's k-bit preparation casts nothing, so the run's model and the one read
-    # back hold their parameters in the same dtypes (where it casts, the keys differ and it is scored again)
-    for variant in ("base", "lora", "qlora"):
-        ev, entry = s.scored(variant, examples, seq_len=32)
-        assert entry is not None, variant
-        assert ev.scores() == kept[variant]["eval"]
-    assert scored == []
-    s.release()
-
-    # the adapter trained in the run, scored afresh once read back from disk, gives what the run kept: storing
-    # the run's own scoring under the saved adapter's digest is sound
-    shutil.rmtree(score_cache.cache_dir())
-    s = Session.from_run(out)
-    fresh, entry = s.scored("lora", examples, seq_len=32)
-    assert entry is None and scored == [("session", False)]
-    assert fresh.losses == kept["lora"]["eval"]["losses"]
-    assert fresh.correct == kept["lora"]["eval"]["correct"]
-    s.scored("base", examples, seq_len=32)  # kept again, for the base's turn below
-    s.release()
-
-    from safetensors.torch import load_file, save_file
-
-    weights = out / "adapters" / "lora" / "adapter_model.safetensors"
-    save_file({k: v + 0.05 for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
-    s = Session.from_run(out)
-    nudged, entry = s.scored("lora", examples, seq_len=32)
-    assert entry is None and scored == [("session", False), ("session", True), ("session", False)]
-    assert nudged.losses != fresh.losses
-    _, entry = s.scored("base", examples, seq_len=32)  # the base did not change with the adapter
-    assert entry is not None and len(scored) == 3
-    s.release()
-
-
-def test_the_compare_tabs_evaluate_of_a_finished_run_scores_nothing_and_says_so(
-    tiny_model_dir, tiny_jsonl, tmp_path, scored
-):
-    from workbench.ui.compare import ComparePanel
-    from workbench.ui.state import AppState
-
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
-    run(cfg, tmp_path / "runs" / "run")
-    scored.clear()
-    c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))  # picks the newest run with adapters
-    assert c.evaluate() is None and c.wait(120)
-    assert scored == [] and set(c.evaluation) == {"base", "lora"}
-    assert "from the score cache, not scored again: base scored " in c.status.value
-    assert ", lora scored " in c.status.value and "qlora: no adapter" in c.status.value
-    c.state.session().release()
-
-
-def test_an_evaluate_with_nothing_kept_scores_in_rounds_keeps_the_whole_split_and_says_how_it_stopped(
-    tiny_model_dir, tiny_jsonl, tmp_path, scored
-):
-    from workbench.ui.compare import ComparePanel
-    from workbench.ui.state import AppState
-
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
-    run(cfg, tmp_path / "runs" / "run")
-    examples = run_setup.setup(cfg).eval_set
-    shutil.rmtree(score_cache.cache_dir())  # another machine's run, say: nothing of it kept here
-    scored.clear()
-    c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))
-    assert c.evaluate() is None and c.wait(120)
-    assert "wb-error" not in c.status.value, c.status.value
-    assert sorted(v for v, _ in scored) == ["session", "session"]  # base and lora, each scored once
-    assert c.rounds is not None and c.rounds.n == len(examples) and not c.rounds.early
-    assert f"on {len(examples)} of the {len(examples)} held-out examples (" in c.status.value
-    sentences = c.verdict_sentences(c.state.session().base_dtype)  # titled as the columns are
-    assert sentences[0].startswith("Base model") and "examples" in sentences[0]
-    assert all(html.escape(x) in c.verdicts.value for x in sentences)
-    # the whole split was scored, so it was kept: the next Evaluate reads it back and scores nothing
-    scored.clear()
-    assert c.evaluate() is None and c.wait(120)
-    assert scored == [] and c.rounds is None and "not scored again: base scored " in c.status.value
-    c.state.session().release()
-
-
-def test_evaluate_after_a_run_of_fewer_examples_reads_them_and_scores_on_only_where_unsettled(
-    tiny_model_dir, tmp_path, monkeypatch
-):
-    """The run scored the first 20 of sentiment's 600; Evaluate's budget is all 600: its first looks are the
-    run's scores, and only what the comparisons still need is scored, each slice once."""
-    from workbench.ui.compare import ComparePanel
-    from workbench.ui.state import AppState
-
-    cfg = tiny_config(tiny_model_dir, None, variants="base,lora", steps=1, eval_examples=20)
-    cfg.data, cfg.task = None, "sentiment"
-    run(cfg, tmp_path / "runs" / "run")
-    slices: list[tuple[str, int]] = []
-    real = session.evaluate
-
-    def counting(model, tok, examples, *a, base=False, **k):
-        slices.append(("base" if base else "lora", len(examples)))
-        return real(model, tok, examples, *a, base=base, **k)
-
-    monkeypatch.setattr(session, "evaluate", counting)
-    c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))
-    c.eval_scope.value = "all"  # up to all 600, past the run's 20
-    assert c.evaluate() is None and c.wait(300)
-    assert "wb-error" not in c.status.value, c.status.value
-    assert "of the 600 held-out examples (" in c.status.value
-    assert c.rounds is not None and c.rounds.budget == 600
-    # looks at 60, 120, ...: the first 20 of each came from the run, never scored again
-    assert slices and slices[0][1] == 40 and sum(n for _, n in slices) == sum(c.rounds.scored.values())
-    for v in ("base", "lora"):
-        assert len(c.evaluation[v]["predictions"]) == 20 + c.rounds.scored[v]
-    c.state.session().release()
-
-
-def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_loads(
-    tiny_model_dir, tiny_jsonl, tmp_path, scored, monkeypatch, capsys
-):
-    from workbench.ui.state import AppState
-    from workbench.ui.train import TrainPanel
-
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
-    assert kept_scores.base_kept(cfg) is None and kept_scores.kept_sentence(cfg) == ""
-    run(cfg, tmp_path / "runs" / "one")
-    entry = kept_scores.base_kept(cfg)
-    assert (
-        entry is not None and entry.result.keys == runs.Run(tmp_path / "runs" / "one").scores()["base"]["eval"]["keys"]
-    )
-    assert kept_scores.kept_sentence(cfg).startswith(
-        f"the base's scores on these {len(entry.result.keys)} examples are kept"
-    )
-    # and the run that follows does read them back: the plan's guess of the key is the run's key
-    scored.clear()
-    run(cfg, tmp_path / "runs" / "two")
-    assert ("eval", True) not in scored
-    # anything the base's scores depend on changed: the plan no longer says so
-    assert kept_scores.base_kept(config(tiny_model_dir, tiny_jsonl, variants="base,lora", seq_len=24)) is None
-    assert kept_scores.base_kept(config(tiny_model_dir, tiny_jsonl, variants="lora")) is None  # no base to score
-    monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "1")  # a bfloat16 base is another base
-    assert kept_scores.base_kept(cfg) is None
-    monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "0")
-    panel = TrainPanel(AppState(cfg, runs_dir=tmp_path / "runs"))
-    panel.show_plan()
-    panel._kept_look.join(30)  # looked up off the kernel's thread, then added to the plan on show
-    assert "are kept (scored " in panel.plan.value and "not scored again" in panel.plan.value
-    from workbench import cli
-
-    cli.output.print_eval_plan(cfg, tmp_path / "runs")  # what `workbench compare` prints before it starts
-    assert "; the base's scores on these " in capsys.readouterr().err
-    cli.output.print_eval_plan(cfg, tmp_path / "runs", base=False)  # a sweep's points score no base
-    assert "the base's scores" not in capsys.readouterr().err
-
-
+@pytest.mark.usefixtures("cold_home")
 def test_a_damaged_entry_is_a_miss_and_is_scored_again(tiny_model_dir, tiny_jsonl, tmp_path, scored):
     cfg = config(tiny_model_dir, tiny_jsonl)
     run(cfg, tmp_path / "one")
@@ -332,6 +151,7 @@ def fake_key(n: int = 3) -> dict:
     return {"what": "eval", "examples": {"keys": [f"k{i}" for i in range(n)]}}
 
 
+@pytest.mark.usefixtures("cold_home")
 @pytest.mark.parametrize(
     "damage",
     [
@@ -351,6 +171,7 @@ def test_load_never_raises_on_a_damaged_or_foreign_entry(damage):
     assert score_cache.load(key) is None
 
 
+@pytest.mark.usefixtures("cold_home")
 def test_an_entry_is_read_back_as_it_was_stored():
     key, result = fake_key(), fake_result()
     assert score_cache.load(key) is None
@@ -360,6 +181,7 @@ def test_an_entry_is_read_back_as_it_was_stored():
     assert score_cache.load(fake_key(2)) is None  # another key is another entry
 
 
+@pytest.mark.usefixtures("cold_home")
 def test_writers_of_one_entry_never_show_a_reader_half_of_it():
     """A class's runs and a sweep's workers may score one base at once: each writes the whole entry beside it
     and renames it into place, so once an entry exists every reader sees a whole one. The raw file is parsed
@@ -395,6 +217,7 @@ def test_writers_of_one_entry_never_show_a_reader_half_of_it():
     assert not list(score_cache.cache_dir().glob(".*"))  # no temp file left behind
 
 
+@pytest.mark.usefixtures("cold_home")
 def test_a_home_that_cannot_be_written_only_means_no_reuse(tmp_path, monkeypatch):
     blocked = tmp_path / "file"
     blocked.write_text("a file where the home's folder would be")

@@ -1,19 +1,36 @@
 """The training loop, generation and evaluation on the tiny model (CPU), including the 4-bit
 'generate first, then train' trap that bitsandbytes sets on CPUs with avx512_bf16."""
 
+from __future__ import annotations
+
 import math
+import statistics
 import threading
 import warnings
 
 import pytest
 import torch
+from helpers import lora_b
 
 from workbench.core.config import LoraSettings, TrainSettings
 from workbench.core.events import MetricEvent
-from workbench.data import Example, collate, encode_example
+from workbench.data import TextSource, collate, encode_example
 from workbench.engine import generate as gen
 from workbench.engine import models
 from workbench.engine.train import TrainResult, lr_at, seed_everything, train
+
+
+def test_train_on_text_lowers_the_loss(load_tiny, tiny_tokenizer):
+    model = load_tiny(16)
+    seed_everything(0)
+    model = models.attach_lora(model, LoraSettings(rank=8, alpha=16.0, dropout=0.0), 16)
+    source = TextSource(" ".join(["red green blue apple banana cherry ."] * 30))
+    settings = TrainSettings(steps=10, lr=3e-2, batch_size=2, seq_len=32, warmup_steps=0)
+    result = train(model, tiny_tokenizer, source, settings)
+    assert result.steps_done == 10 and not result.stopped
+    first, last = statistics.mean(result.losses[:3]), statistics.mean(result.losses[-3:])
+    assert last < 0.7 * first, result.losses
+
 
 FAST = dict(batch_size=4, seq_len=32, warmup_steps=0)
 
@@ -25,13 +42,7 @@ def fresh_lora(load_tiny, bits=16, rank=4, init_seed=0, **lora):
     return models.attach_lora(model, LoraSettings(rank=rank, **lora), bits)
 
 
-def lora_b(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
-
-
 # --------------------------------------------------------------------------- schedule
-
-
 def test_lr_at_warmup_then_linear_decay_to_ten_percent():
     s = TrainSettings(steps=10, lr=1.0, warmup_steps=2)
     assert lr_at(0, s) == pytest.approx(0.5)
@@ -50,8 +61,6 @@ def test_lr_at_without_warmup_starts_at_peak():
 
 
 # --------------------------------------------------------------------------- determinism
-
-
 def test_same_seed_same_losses(load_tiny, tiny_tokenizer, tiny_task):
     settings = TrainSettings(steps=4, lr=3e-2, seed=5, **FAST)
     a = train(fresh_lora(load_tiny), tiny_tokenizer, tiny_task, settings)
@@ -79,8 +88,6 @@ def test_training_reduces_loss(load_tiny, tiny_tokenizer, tiny_task):
 
 
 # --------------------------------------------------------------------------- sinks and stop
-
-
 def test_events_reach_every_sink(load_tiny, tiny_tokenizer, tiny_task):
     first, second = [], []
     settings = TrainSettings(steps=3, lr=1e-2, batch_size=4, seq_len=32, warmup_steps=2)
@@ -176,8 +183,6 @@ def test_grad_accum_runs_micro_batches(load_tiny, tiny_tokenizer, tiny_task):
 
 
 # --------------------------------------------------------------------------- the 4-bit trap
-
-
 def _grads_after_one_backward(model, tokenizer, examples):
     batch = collate([encode_example(tokenizer, ex, 32) for ex in examples], tokenizer.pad_token_id)
     model.train()
@@ -276,8 +281,6 @@ def test_without_disable_cpu_repack_the_gradients_go_wrong(load_tiny, tiny_token
 
 
 # --------------------------------------------------------------------------- 8-bit
-
-
 def test_lora_on_8bit_base_trains(load_tiny, tiny_tokenizer, tiny_task, caplog):
     caplog.set_level("WARNING")
     model = fresh_lora(load_tiny, bits=8)
@@ -290,150 +293,3 @@ def test_lora_on_8bit_base_trains(load_tiny, tiny_tokenizer, tiny_task, caplog):
     # bitsandbytes logs a cast notice on every no-grad 8-bit matmul on the CPU (28 lines for these two
     # tokens, thousands for an evaluation of the real model); workbench drops it
     assert "inputs will be cast" not in caplog.text
-
-
-# --------------------------------------------------------------------------- generate and evaluate
-
-
-def test_generate_base_equals_model_before_adapter(load_tiny, tiny_tokenizer, tiny_task):
-    prompts = ["Review: superb", "Review: The sofa was awful .", "Review: great"]
-    decode = gen.DecodeSettings(max_new_tokens=6)
-    model = load_tiny(16)
-    before = [g.text for g in gen.generate(model, tiny_tokenizer, prompts, decode)]
-    with torch.no_grad():
-        ids = tiny_tokenizer(prompts[0], return_tensors="pt")["input_ids"]
-        logits_before = model(input_ids=ids).logits
-    seed_everything(0)
-    model = models.attach_lora(model, LoraSettings(rank=4), 16)
-    train(model, tiny_tokenizer, tiny_task, TrainSettings(steps=6, lr=5e-2, **FAST))
-    with torch.no_grad():
-        assert not torch.allclose(model(input_ids=ids).logits, logits_before, atol=1e-3)  # the adapter does something
-        with gen.adapter_off(model):
-            torch.testing.assert_close(model(input_ids=ids).logits, logits_before)
-    base = gen.generate(model, tiny_tokenizer, prompts, decode, base=True)
-    assert [g.text for g in base] == before
-    assert all(0 < g.new_tokens <= 6 and g.seconds > 0 and g.tokens_per_second > 0 for g in base)
-    tuned = [g.text for g in gen.generate(model, tiny_tokenizer, prompts, decode)]
-    assert tuned != before
-    assert tiny_tokenizer.padding_side == "right"  # generate put it back
-
-
-def test_generate_sampling_is_seeded(load_tiny, tiny_tokenizer):
-    model = load_tiny(16)
-    d = gen.DecodeSettings(max_new_tokens=8, temperature=1.5, top_p=1.0, seed=3)
-    a = gen.generate(model, tiny_tokenizer, ["Review: superb"], d)
-    b = gen.generate(model, tiny_tokenizer, ["Review: superb"], d)
-    assert a[0].text == b[0].text
-
-
-def test_decode_settings_validate():
-    with pytest.raises(ValueError, match="max_new_tokens"):
-        gen.DecodeSettings(max_new_tokens=0)
-    with pytest.raises(ValueError, match="temperature"):
-        gen.DecodeSettings(temperature=-1)
-    assert gen.DecodeSettings().kwargs() == {"do_sample": False, "max_new_tokens": 48, "repetition_penalty": 1.0}
-    with pytest.raises(ValueError, match="repetition_penalty"):
-        gen.DecodeSettings(repetition_penalty=0)
-    assert gen.DecodeSettings(temperature=0.7).kwargs()["do_sample"] is True
-
-
-def test_evaluate_loss_perplexity_accuracy(load_tiny, tiny_tokenizer, tiny_task):
-    model = load_tiny(16)
-    result = gen.evaluate(model, tiny_tokenizer, tiny_task[:6], seq_len=32, batch_size=4)
-    assert 0.0 <= result.accuracy <= 1.0
-    assert result.perplexity == pytest.approx(math.exp(result.eval_loss), rel=1e-9)
-    assert len(result.predictions) == 6
-    assert set(result.to_dict()) == {"eval_loss", "perplexity", "accuracy"}
-    # the eval loss is the token-weighted mean of the answer-token cross entropy, as transformers computes it
-    batch = collate([encode_example(tiny_tokenizer, ex, 32) for ex in tiny_task[:6]], tiny_tokenizer.pad_token_id)
-    with torch.no_grad():
-        hf_loss = float(model(**batch).loss)
-    assert result.eval_loss == pytest.approx(hf_loss, rel=1e-5)
-
-
-def test_evaluate_refuses_when_seq_len_cuts_every_answer(load_tiny, tiny_tokenizer, tiny_task):
-    # the prompts take more than 8 tokens: no answer token is left to score, and a loss of 0.0 would lie
-    with pytest.raises(ValueError, match="seq_len: 8 tokens cut off the answer of every eval example"):
-        gen.evaluate(load_tiny(16), tiny_tokenizer, tiny_task[:4], seq_len=8)
-
-
-def test_evaluate_accuracy_is_exact_match(load_tiny, tiny_tokenizer, monkeypatch):
-    examples = [
-        Example("Review: superb", "positive"),
-        Example("Review: awful", "negative"),
-        Example("Review: great", "positive"),
-        Example("Review: rude", "negative"),
-    ]
-    canned = iter(["Positive.", "positive", "the positive!", "NEGATIVE"])
-
-    def fake_generate(model, tokenizer, prompts, decode=None, *, base=False, streamer=None):
-        return [gen.Generation(next(canned), 0.1, 2) for _ in prompts]
-
-    monkeypatch.setattr(gen, "generate", fake_generate)
-    monkeypatch.setattr(gen, "split_head", lambda model: None)  # the path through generate()
-    result = gen.evaluate(load_tiny(16), tiny_tokenizer, examples, seq_len=32, batch_size=3)
-    assert [p["correct"] for p in result.predictions] == [True, False, True, True]
-    assert result.accuracy == pytest.approx(0.75)
-    # what scores.json keeps: the same examples in order, each named by a key every run of them shares
-    assert result.correct == [True, False, True, True] and len(set(result.keys)) == 4
-    assert result.keys == [gen.example_key(e) for e in examples] and result.losses[1] == result.predictions[1]["loss"]
-    assert result.predictions[1].pop("loss") > 0  # each example's own answer loss
-    assert result.predictions[1].pop("tokens") == 2  # "negative" and the end of turn: what the loss is a mean over
-    assert result.predictions[1] == {
-        "prompt": "Review: awful",
-        "answer": "negative",
-        "prediction": "positive",
-        "correct": False,
-    }
-
-
-@pytest.mark.parametrize("bits", [16, 4])
-def test_one_forward_scores_and_answers_as_generate_does(load_tiny, tiny_tokenizer, tiny_task, monkeypatch, bits):
-    """evaluate() scores each answer and grows its greedy answer from the same forward's cache: the same loss
-    and the same answers as a loss pass followed by transformers' generate (the path it takes otherwise)."""
-    model = models.attach_lora(load_tiny(bits), LoraSettings(rank=4), bits)
-    with torch.no_grad():  # a nonzero adapter, so base and LoRA answer differently
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    for base in (True, False):
-        fused = gen.evaluate(model, tiny_tokenizer, tiny_task, seq_len=32, batch_size=5, base=base)
-        with monkeypatch.context() as m:
-            m.setattr(gen, "split_head", lambda model: None)
-            plain = gen.evaluate(model, tiny_tokenizer, tiny_task, seq_len=32, batch_size=5, base=base)
-        assert fused.eval_loss == pytest.approx(plain.eval_loss, rel=1e-5)
-        assert [p["prediction"] for p in fused.predictions] == [p["prediction"] for p in plain.predictions]
-        assert fused.accuracy == plain.accuracy
-        assert [p["loss"] for p in fused.predictions] == pytest.approx([p["loss"] for p in plain.predictions], rel=1e-5)
-
-
-def test_each_example_gets_its_own_loss(load_tiny, tiny_tokenizer, tiny_task):
-    """The per-example losses (for the best and worst held-out examples) are each example's answer loss alone,
-    whatever batch it was scored in."""
-    model = load_tiny(16)
-    together = gen.evaluate(model, tiny_tokenizer, tiny_task[:5], seq_len=32, batch_size=5).predictions
-    for example, scored in zip(tiny_task[:5], together):
-        alone = gen.evaluate(model, tiny_tokenizer, [example], seq_len=32)
-        assert scored["loss"] == pytest.approx(alone.eval_loss, rel=1e-5)
-    assert len({round(p["loss"], 6) for p in together}) > 1
-
-
-def test_forgetting_is_the_adapters_general_text_loss_over_its_bases(load_tiny, tiny_tokenizer):
-    """Forgetting: the loss on the shipped general text with the adapter, minus the same model's with it off.
-    A fresh adapter (B = 0) changes nothing, so it forgets nothing; a trained-looking one moves it."""
-    from workbench.data import encode, general_text
-
-    rows = encode(tiny_tokenizer, general_text(), 32)
-    assert len(rows) > 3  # the shipped text is cut into several blocks
-    model = models.attach_lora(load_tiny(16), LoraSettings(rank=4), 16)
-    base_loss, none = gen.general_losses(model, tiny_tokenizer, rows, base=True)
-    assert none is None and base_loss > 0
-    loss, forgetting = gen.general_losses(model, tiny_tokenizer, rows, base=False)
-    assert loss == pytest.approx(base_loss) and forgetting == pytest.approx(0.0, abs=1e-6)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    loss, forgetting = gen.general_losses(model, tiny_tokenizer, rows, base=False)
-    assert forgetting == pytest.approx(loss - base_loss) and abs(forgetting) > 1e-3
-    assert gen.general_losses(model, tiny_tokenizer, None, base=False) == (None, None)

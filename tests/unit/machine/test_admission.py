@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from test_ui import wait_for
+from helpers import wait_for
 
 from workbench.machine import admission
 from workbench.machine.admission import Ledger

@@ -1,9 +1,14 @@
+"""A run folder (records.runs): adapters saved whole, metrics.csv one row per event (a last row cut short is
+skipped), results read back, folders claimed by one writer only, who made a run."""
+
+from __future__ import annotations
+
 import csv
 import json
-import re
 
 import pytest
 import torch
+from helpers import listing
 
 from workbench.core.config import LoraSettings, TrainSettings
 from workbench.core.events import MetricEvent
@@ -13,13 +18,30 @@ from workbench.engine.train import seed_everything, train
 from workbench.records import runs, scan
 
 
-def _listing(folder):
-    return sorted(p.name for p in folder.iterdir())
+def test_run_metrics_skips_a_last_row_cut_inside_its_last_number(tmp_path):
+    """A row cut short inside its last field ("...,2.3456" cut to "...,2.3") still has every field, so it parses;
+    only its missing newline tells it is not whole."""
+    sink = runs.MetricsCSV(tmp_path / "metrics.csv")
+    sink(MetricEvent("lora", 1, 2, 1.5, 0.01, 100.0, 1000, 2000, 1.2345))
+    sink(MetricEvent("lora", 2, 2, 1.4, 0.01, 100.0, 1000, 2000, 2.3456))
+    sink.close()
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(path.read_bytes()[: -len(b"456\r\n")])
+    got = runs.Run(tmp_path).metrics()
+    assert [e.step for e in got] == [1]
+
+
+def test_a_claimed_folder_nothing_was_written_to_can_be_dropped(tmp_path):
+    first = runs.claim_run_dir(tmp_path, "run")
+    second = runs.claim_run_dir(tmp_path, "run")
+    assert (first.name, second.name) == ("run", "run-2")
+    (second / "metrics.csv").write_text("step\n")
+    runs.drop_if_empty(first)
+    runs.drop_if_empty(second)  # holds something: kept
+    assert not first.exists() and second.exists()
 
 
 # --------------------------------------------------------------------------- adapters
-
-
 @pytest.fixture
 def trained_lora(load_tiny, tiny_tokenizer, tiny_task):
     model = load_tiny(16)
@@ -34,8 +56,8 @@ def test_save_adapter_loads_with_plain_peft(tmp_path, trained_lora, tiny_model_d
     from transformers import AutoModelForCausalLM
 
     out = runs.save_adapter(trained_lora, tmp_path / "adapters" / "lora")
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(_listing(out))
-    assert _listing(out.parent) == ["lora"]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(listing(out))
+    assert listing(out.parent) == ["lora"]
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and set(cfg["target_modules"]) == {"q_proj", "v_proj", "down_proj"}
 
@@ -56,8 +78,8 @@ def test_save_adapter_replaces_an_old_one(tmp_path, trained_lora):
     target.mkdir(parents=True)
     (target / "stale.txt").write_text("old")
     runs.save_adapter(trained_lora, target)
-    assert "stale.txt" not in _listing(target) and "adapter_config.json" in _listing(target)
-    assert _listing(target.parent) == ["lora"]  # no temp or .old folder left
+    assert "stale.txt" not in listing(target) and "adapter_config.json" in listing(target)
+    assert listing(target.parent) == ["lora"]  # no temp or .old folder left
 
 
 def test_save_adapter_failure_keeps_old_adapter(tmp_path, trained_lora, monkeypatch):
@@ -73,12 +95,10 @@ def test_save_adapter_failure_keeps_old_adapter(tmp_path, trained_lora, monkeypa
     with pytest.raises(OSError, match="simulated"):
         runs.save_adapter(trained_lora, target)
     assert (target / "adapter_model.safetensors").read_bytes() == before
-    assert _listing(target.parent) == ["lora"]
+    assert listing(target.parent) == ["lora"]
 
 
 # --------------------------------------------------------------------------- metrics
-
-
 def test_metrics_csv_one_row_per_event(tmp_path, load_tiny, tiny_tokenizer, tiny_task):
     path = tmp_path / "run" / "metrics.csv"
     sink = runs.MetricsCSV(path)
@@ -139,8 +159,6 @@ def test_result_fields_cover_the_documented_columns():
 
 
 # --------------------------------------------------------------------------- a run folder as an object
-
-
 def test_run_object_reads_its_folder(tmp_path):
     from workbench.core.config import RunConfig
     from workbench.records.results import VariantResult
@@ -160,69 +178,6 @@ def test_run_object_reads_its_folder(tmp_path):
     assert run.trained_variants() == ["lora"] and run.has_adapter("lora") and not run.has_adapter("qlora")
     assert run.adapter_dir("qlora") == tmp_path / "r1" / "adapters" / "qlora"
     assert scan.find_runs(tmp_path) == [run]
-
-
-def test_an_older_run_without_new_fields_still_reads(tmp_path):
-    write_json(
-        tmp_path / "old" / "results.json",
-        {"config": {}, "device": "cuda (A100, bfloat16)", "variants": [{"name": "lora", "bits": 16}]},
-    )
-    run = runs.Run(tmp_path / "old")
-    assert run.device_type == "cuda"  # told by the description, as older runs wrote it
-    (res,) = run.results()
-    assert res.name == "lora" and res.status == "done" and res.accuracy is None
-    (row,) = scan.all_results(tmp_path)
-    assert row.run == "old" and row.result == res
-    # a field this version does not know is another version's layout: listed with its name, not dropped
-    write_json(tmp_path / "newer" / "results.json", {"config": {}, "variants": [{"name": "lora", "bits": 16, "x": 1}]})
-    assert [(u.run, u.reason) for u in scan.scan(tmp_path)[1]] == [
-        (
-            "newer",
-            "results.json: written by another version of the workbench, or damaged: variants[0]: unknown field 'x'",
-        )
-    ]
-
-
-def test_a_speed_is_quoted_only_for_answers_long_enough_to_measure_one():
-    from workbench.engine.generate import MIN_TOKENS_FOR_SPEED, Generation
-
-    short = Generation("positive", 0.7, 1).summary()
-    assert short.startswith("1 token in 0.7 s") and "tok/s" not in short and "prompt" in short
-    long = Generation("x" * 40, 2.0, MIN_TOKENS_FOR_SPEED * 4).summary()
-    assert long == f"{MIN_TOKENS_FOR_SPEED * 4} tokens in 2.0 s · {MIN_TOKENS_FOR_SPEED * 2:.1f} tok/s"
-
-
-def test_long_names_are_cut_in_the_middle():
-    from workbench.records.results import shorten
-
-    name = "20261201-135300-lora+qlora-r8-all-linear"
-    short = shorten(name, 28)
-    assert len(short) == 28 and short.startswith("20261201-1353") and short.endswith("all-linear") and "…" in short
-    assert shorten("short", 28) == "short"
-
-
-def test_the_loss_axis_reads_plain_numbers():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from workbench.analysis import plots
-    from workbench.core.events import MetricEvent
-
-    for start, factor in ((5.0, 0.7), (3.0, 1.02)):  # several decades, and less than one
-        events = [MetricEvent("lora", i, 20, start * factor**i, 1e-3, 1.0, 1, 1, 1.0) for i in range(1, 21)]
-        fig = plots.loss_figure(events)
-        FigureCanvasAgg(fig).draw()
-        ax = fig.axes[0]
-        labels = [t.get_text() for t in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)] if t.get_text()]
-        assert labels and all(re.fullmatch(r"[0-9.]+", text) for text in labels), labels
-
-
-def test_best_and_worst_examples_by_loss():
-    from workbench.records.results import best_and_worst
-
-    preds = [{"prompt": str(i), "loss": loss} for i, loss in enumerate([0.5, 0.1, 2.0, 0.3, 1.0])]
-    best, worst = best_and_worst(preds, n=2)
-    assert [p["prompt"] for p in best] == ["1", "3"] and [p["prompt"] for p in worst] == ["2", "4"]
-    assert best_and_worst([{"prompt": "x"}]) == ([], [])  # runs from before per-example losses
 
 
 def test_a_runs_metrics_and_settings_read_back(tmp_path):
@@ -247,3 +202,30 @@ def test_a_runs_metrics_and_settings_read_back(tmp_path):
     diff = runs.settings_table(folders, only_differences=True)
     assert list(diff.index) == ["lora.rank"] and list(diff.loc["lora.rank"]) == [4, 8]
     assert len(runs.settings_table(folders)) > 10
+
+
+@pytest.mark.parametrize(
+    "login, user",
+    [
+        ("ada", "ada"),
+        ("ann/../etc", "ann_.._etc"),  # a slash would make the run folder two folders (or escape the runs folder)
+        ("x" * 60, "x" * 40),  # check_user's limit
+        ("jo@example.com", "jo_example.com"),
+        ("  spaced   name ", "spaced name"),
+        ("", "someone"),
+        ("///", "___"),
+        ("ünïcode", "ünïcode"),
+    ],
+)
+def test_the_login_name_default_is_a_name_check_user_accepts(monkeypatch, login, user):
+    monkeypatch.delenv("WORKBENCH_USER", raising=False)
+    monkeypatch.setattr("getpass.getuser", lambda: login)
+    assert runs.default_user() == user and runs.check_user(user) == user
+    assert "/" not in runs.user_slug(runs.default_user())
+
+
+def test_workbench_user_is_mended_the_same_way(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_USER", "Ms <b>Jones</b>")
+    assert runs.default_user() == "Ms _b_Jones__b_"
+    monkeypatch.setenv("WORKBENCH_USER", "Grace Hopper")
+    assert runs.default_user() == "Grace Hopper"
