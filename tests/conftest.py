@@ -55,6 +55,27 @@ def offline_isolated_env(tmp_path_factory):
     _restore_env(_ENV_BEFORE)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def libraries_out_of_the_collectors_sight():
+    """The libraries the tests load, imported once and then frozen (gc.freeze): a full collection in a process that
+    holds torch, transformers and optuna scans half a million of their objects (0.3 to 0.4 s each time), and the
+    workbench collects between variants and a sweep after every trial, so a small sweep spent most of its time
+    there. What the tests themselves make is collected as before."""
+    import gc
+
+    import ipywidgets  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import optuna  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread(request):
     """Tiny models run fastest on one thread, and two OpenMP threads on a 2-core machine that is busy
