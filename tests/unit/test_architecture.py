@@ -1,7 +1,8 @@
 """The house by its layers. The order of the imports is import-linter's job (the contracts in pyproject.toml,
 run by `make test` as `lint-imports`); this file keeps the rest true: docs/architecture.md draws the layers the
-contract holds, `ls workbench/` shows exactly those layers, no module reaches for another's `_private` name,
-every command lives in workbench/cli/, and no module grows past ~400 lines without saying why at its top."""
+contract holds, `ls workbench/` shows exactly those layers, no module reaches for another's `_private` name (nor
+does a test), every command lives in workbench/cli/, no module grows past ~400 lines without saying why at its
+top, and tests/unit/ mirrors workbench/: each module with code has its test file there, and nothing else is."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: import-linter brings tomli
     import tomli as tomllib
 PACKAGE = REPO / "workbench"
+UNIT = REPO / "tests" / "unit"
 MAX_LINES = 400
 
 
@@ -111,3 +113,31 @@ def test_modules_stay_small_or_say_why(name):
     if len(lines) > MAX_LINES:
         doc = ast.get_docstring(ast.parse("\n".join(lines))) or ""
         assert "Long because" in doc, f"{name} has {len(lines)} lines; split it or say why at its top"
+
+
+def has_code(path: Path) -> bool:
+    """Anything but a docstring: a package whose __init__.py only describes it needs no tests of its own."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return bool(body)
+
+
+def unit_tests_of(path: Path) -> Path:
+    """Where a module's unit tests live: workbench/engine/train.py in tests/unit/engine/test_train.py; a package's
+    __init__.py (and __main__.py) in its folder's test_<package>.py, the top package's in tests/unit/test_workbench.py.
+    """
+    rel = path.relative_to(PACKAGE)
+    if path.name in ("__init__.py", "__main__.py"):
+        return UNIT / rel.parent / f"test_{rel.parent.name or PACKAGE.name}.py"
+    return UNIT / rel.parent / f"test_{path.stem}.py"
+
+
+def test_the_unit_tests_mirror_the_package():
+    """Every module with code has its tests/unit/ file, and every file there is some module's (or this one)."""
+    wanted = {unit_tests_of(path) for path in modules().values() if has_code(path)}
+    missing = sorted(str(p.relative_to(REPO)) for p in wanted if not p.is_file())
+    assert not missing, f"modules without their unit tests: {missing}"
+    known = {unit_tests_of(path) for path in modules().values()} | {Path(__file__).resolve()}
+    stray = sorted(str(p.relative_to(REPO)) for p in UNIT.rglob("test_*.py") if p.resolve() not in known)
+    assert not stray, f"unit test files that name no module (a story belongs in tests/scenarios/): {stray}"
