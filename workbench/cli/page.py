@@ -38,8 +38,8 @@ ENV_PRESET, ENV_RUNS, ENV_TABS, ENV_OVERRIDES = (
 TEMPLATE = "workbench-offline"
 # Voilà's lab template links Font Awesome's CSS from cdn.jsdelivr.net; its own bundle already carries the icon
 # fonts, and offline a stylesheet link to an unreachable host can hold the page's first paint until it times
-# out. This template is the lab one with those two links cut out (tests/test_app_page.py checks no request
-# leaves the machine).
+# out. This template is the lab one with those two links cut out (tests/scenarios/test_voila_page.py checks no
+# request leaves the machine).
 TEMPLATE_INDEX = """{%- extends 'lab/index.html.j2' -%}
 {%- block notebook_css -%}
 {{ super()
