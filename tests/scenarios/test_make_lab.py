@@ -26,7 +26,7 @@ def test_make_app_starts_workbench_app_with_tcmalloc_and_no_browser_without_a_sc
         check=True,
     ).stdout
     line = next(x for x in plan.splitlines() if "workbench app" in x)
-    assert "LD_PRELOAD=" in line and "workbench.machine.allocator" in line and "--no-browser" in line, line
+    assert "LD_PRELOAD=" in line and "workbench.cli.allocator" in line and "--no-browser" in line, line
     assert "--port 9002" in line
 
 
