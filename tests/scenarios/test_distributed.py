@@ -1,5 +1,6 @@
 """One experiment in several processes: `workbench train CONFIG.yaml` under accelerate launch and torchrun on the
-CPU (gloo), against the same global batch in one process; the YAML config; the Train tab's Export run.
+CPU (gloo), against the same global batch in one process, the Train tab's exported command among them (the YAML
+file itself is tests/unit/experiments/test_experiment.py's).
 
 Why the tolerance is 1e-5 (relative, per step): the two-process step is the one-process step on the same
 global batch (train._Shares), so the losses differ only by float32 rounding (each process's matmuls see half

@@ -2,7 +2,7 @@
 
 These are the slow tests: a conversion of the GGUF file (once per session, into the test's
 WORKBENCH_HOME), one short compare at 16 and 4 bits through the CLI, the 4-bit trap on the
-real model, and the quickstart notebook in its fast setting.
+real model, the quantization explainer on one of its layers, and the quickstart notebook in its fast setting.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The CPU memory estimate against what a training step really holds.
 
-Unit tests (the tiny model, seconds): each activation term of estimator.estimate against the tensors autograd
-saves in a real forward pass; the loss's vocabulary-sized tensors; the terms only the CPU has (the runtime
-constant, the k-bit load); models.weight_bytes counting bitsandbytes' quantization constants; glibc's heap
-retention and the setting that stops it; train() letting the logits go before the backward.
+Each activation term of estimator.estimate against the tensors autograd saves in a real forward pass (the tiny
+model); glibc's heap retention and each allocator's, measured in fresh processes.
 End to end (the embedded SmolLM2-135M, marked e2e): measured training peaks in fresh processes
 (bench/bench_memory.py, what docs/estimator.md tabulates) within 10% of the estimate.
+The estimate's terms on their own are tests/unit/engine/test_estimator.py's.
 """
 
 from __future__ import annotations

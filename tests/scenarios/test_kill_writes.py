@@ -1,6 +1,6 @@
 """The process killed (SIGKILL) while an adapter, the metrics or the results are being written.
 
-tests/kill_child.py writes run folders into one root the way the workbench does (runs.MetricsCSV, runs.save_adapter
+support/kill_child.py writes run folders into one root the way the workbench does (runs.MetricsCSV, runs.save_adapter
 with a train.TrainState, runs.write_results, files.write_json, files.save_figure), many times over, in folders that
 are mostly being rewritten. This test kills it at seeded random moments, 0.05-1.5 s after it reports it is
 writing; after every kill it reads every file of the folders the killed worker wrote in (the others have not
@@ -37,7 +37,7 @@ PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 
 
 class Child:
-    """tests/kill_child.py, its stdout read by a thread (so no read can hang the test)."""
+    """support/kill_child.py, its stdout read by a thread (so no read can hang the test)."""
 
     def __init__(self, root: Path):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -1,6 +1,6 @@
 """Where QLoRA's saving comes from, across model sizes (analysis.by_size): the estimator's peak by component for
 LoRA and QLoRA on every shipped config, the crossover where the weights take over, this machine's measured runs
-at 135M, the chart and the Adapter tab's section driven without a browser."""
+at 135M, and the chart (the Adapter tab's section is tests/unit/ui/test_adapter.py's)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The score cache: a base scored once is read back by every later run and by Evaluate, an adapter a run trained
-is read back by the Compare tab's Evaluate of that run, and any change to the weights, the adapter, the examples,
-the loading or the scoring code is a miss; a damaged entry is a miss, never an error."""
+"""The score cache (engine.score_cache): a base scored once is read back by every later run, and any change to
+the weights, the examples, the loading or the scoring code is a miss; a damaged or foreign entry is a miss, never
+an error; writers of one entry never show a reader half of it; a home that cannot be written only means no reuse.
+(Evaluate reading kept scores back is tests/unit/ui/test_compare.py's and tests/unit/engine/test_session.py's.)"""
 
 from __future__ import annotations
 

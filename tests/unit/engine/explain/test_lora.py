@@ -1,5 +1,6 @@
-"""The LoRA and quantization explainers: geometry and counts, ΔW's spectrum from a saved adapter,
-bitsandbytes' real errors and stored bytes, and both panels driven without a browser (tiny model)."""
+"""The LoRA explainer (engine.explain.lora), on the tiny model: the geometry and counts to scale, the shapes
+figure following the rank, ΔW's spectrum from the small core equal to the dense one, the effective rank, a saved
+adapter read without the base model as peft reads it, rsLoRA's scaling, the heatmap of norms and the figures."""
 
 from __future__ import annotations
 
