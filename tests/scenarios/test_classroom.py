@@ -17,43 +17,6 @@ from helpers import TESTS, tiny_config
 from workbench.records import runs, scan
 from workbench.ui import Workbench
 
-RUN = """
-import json, sys
-from workbench.experiments.comparison import run_compare
-from workbench.core.config import RunConfig
-from workbench.core.events import Hooks
-cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
-run_compare(cfg, sys.argv[2], Hooks(on_status=lambda m: print(m, file=sys.stderr, flush=True)), user=sys.argv[3])
-"""
-
-
-def test_runs_started_together_take_turns_first_come_first_served_and_all_finish(tmp_path, tiny_model_dir, tiny_jsonl):
-    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1, eval_examples=0)
-    home = tmp_path / "home"
-    # one run at a time, whatever the cores: every run after the first waits in line
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_RUNS_AT_ONCE": "1", "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RUN, json.dumps(cfg.to_dict()), str(tmp_path / "runs" / f"s{i}"), f"student {i}"],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(3)
-    ]
-    said = [p.communicate(timeout=600)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [s[-800:] for s in said]
-    assert all((tmp_path / "runs" / f"s{i}" / "results.json").is_file() for i in range(3))
-    assert sum("waiting for its turn: " in s for s in said) >= 2  # the line, as the Train tab and the CLI say it
-    with sqlite3.connect(home / "admission.sqlite") as db:
-        rows = db.execute("SELECT id, admitted, released FROM runs ORDER BY id").fetchall()
-    assert len(rows) == 3 and all(adm and rel for _, adm, rel in rows)  # every turn given back
-    by_admission = [i for i, *_ in sorted(rows, key=lambda r: r[1])]
-    assert by_admission == [i for i, *_ in rows]  # admitted in the order they queued
-    for (_, _, released), (_, admitted, _) in zip(rows, rows[1:]):
-        assert admitted >= released  # one at a time: each started after the one before ended
-
-
 STUDENT = """
 import sys, time
 from pathlib import Path
@@ -144,3 +107,40 @@ def test_the_setup_tab_name_is_recorded_with_the_run_and_checked(tiny_model_dir,
     assert wb.wait(120)
     run = runs.Run(wb.train.run_dir)
     assert "-Dana_K-" in run.name and run.read()["user"] == "Dana K"
+
+
+RUN = """
+import json, sys
+from workbench.experiments.comparison import run_compare
+from workbench.core.config import RunConfig
+from workbench.core.events import Hooks
+cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
+run_compare(cfg, sys.argv[2], Hooks(on_status=lambda m: print(m, file=sys.stderr, flush=True)), user=sys.argv[3])
+"""
+
+
+def test_runs_started_together_take_turns_first_come_first_served_and_all_finish(tmp_path, tiny_model_dir, tiny_jsonl):
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora", steps=1, eval_examples=0)
+    home = tmp_path / "home"
+    # one run at a time, whatever the cores: every run after the first waits in line
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_RUNS_AT_ONCE": "1", "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN, json.dumps(cfg.to_dict()), str(tmp_path / "runs" / f"s{i}"), f"student {i}"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    said = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [s[-800:] for s in said]
+    assert all((tmp_path / "runs" / f"s{i}" / "results.json").is_file() for i in range(3))
+    assert sum("waiting for its turn: " in s for s in said) >= 2  # the line, as the Train tab and the CLI say it
+    with sqlite3.connect(home / "admission.sqlite") as db:
+        rows = db.execute("SELECT id, admitted, released FROM runs ORDER BY id").fetchall()
+    assert len(rows) == 3 and all(adm and rel for _, adm, rel in rows)  # every turn given back
+    by_admission = [i for i, *_ in sorted(rows, key=lambda r: r[1])]
+    assert by_admission == [i for i, *_ in rows]  # admitted in the order they queued
+    for (_, _, released), (_, admitted, _) in zip(rows, rows[1:]):
+        assert admitted >= released  # one at a time: each started after the one before ended

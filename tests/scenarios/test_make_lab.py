@@ -15,21 +15,6 @@ import urllib.request
 from helpers import REPO, free_port
 
 
-def test_make_app_starts_workbench_app_with_tcmalloc_and_no_browser_without_a_screen():
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    plan = subprocess.run(
-        ["make", "-n", "--no-print-directory", "app", "APP_ARGS=--port 9002"],
-        cwd=REPO,
-        env={**env, "MAKEFLAGS": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in plan.splitlines() if "workbench app" in x)
-    assert "LD_PRELOAD=" in line and "workbench.cli.allocator" in line and "--no-browser" in line, line
-    assert "--port 9002" in line
-
-
 def test_make_lab_serves_the_quickstart(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # a headless box
@@ -99,3 +84,18 @@ def test_make_lab_adds_allow_root_only_for_root(tmp_path):
             if "jupyter lab" in x
         )
         assert "--allow-root" in line
+
+
+def test_make_app_starts_workbench_app_with_tcmalloc_and_no_browser_without_a_screen():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    plan = subprocess.run(
+        ["make", "-n", "--no-print-directory", "app", "APP_ARGS=--port 9002"],
+        cwd=REPO,
+        env={**env, "MAKEFLAGS": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in plan.splitlines() if "workbench app" in x)
+    assert "LD_PRELOAD=" in line and "workbench.cli.allocator" in line and "--no-browser" in line, line
+    assert "--port 9002" in line

@@ -33,33 +33,6 @@ from workbench.core.config import (
 )
 
 
-def test_preset_config():
-    cfg = preset_config("cpu-demo", {"train": {"steps": 3}, "variants": "lora"})
-    assert cfg.train.steps == 3 and cfg.train.batch_size == PRESETS["cpu-demo"]["train"]["batch_size"]
-    assert cfg.model.device == "cpu" and cfg.variants == ["lora"]
-    assert PRESETS["cpu-demo"]["train"]["steps"] == 20  # the preset itself is not modified
-    assert preset_config(None) == RunConfig()
-    with pytest.raises(ValueError, match="preset"):
-        preset_config("nope")
-
-
-def test_a_presets_eval_size_is_marked_as_the_presets_and_one_given_is_the_users():
-    cfg = preset_config("cpu-demo")
-    assert cfg.train.eval_examples == 60 and cfg.train.eval_examples_from_preset
-    assert cfg.to_dict()["train"]["preset_eval_examples"] == 60
-    assert "preset_eval_examples" not in PRESETS["cpu-demo"]["train"]  # the preset itself is not modified
-    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # kept through a config file and the panels' updates
-    typed = preset_config("cpu-demo", {"train": {"eval_examples": 60}})  # the preset's own number, typed
-    assert typed.train.eval_examples == 60 and not typed.train.eval_examples_from_preset
-    moved = cfg.to_dict()
-    moved["train"]["eval_examples"] = 30  # a panel's box moved off the preset's number: the user's now
-    assert not RunConfig.from_dict(moved).train.eval_examples_from_preset
-    # a config without the mark (its own, or written before there was one) keeps the keys it had
-    assert "preset_eval_examples" not in typed.to_dict()["train"]
-    assert "preset_eval_examples" not in RunConfig().to_dict()["train"]
-    assert not preset_config(None).train.eval_examples_from_preset
-
-
 def test_defaults_are_valid():
     cfg = RunConfig()
     assert cfg.model.name == DEFAULT_MODEL
@@ -236,6 +209,33 @@ def test_a_learning_rate_that_is_not_a_finite_number_is_refused(value):
         TrainSettings(lr=value)
     with pytest.raises(ValueError, match="dropout must be a finite number"):
         LoraSettings(dropout=value)
+
+
+def test_preset_config():
+    cfg = preset_config("cpu-demo", {"train": {"steps": 3}, "variants": "lora"})
+    assert cfg.train.steps == 3 and cfg.train.batch_size == PRESETS["cpu-demo"]["train"]["batch_size"]
+    assert cfg.model.device == "cpu" and cfg.variants == ["lora"]
+    assert PRESETS["cpu-demo"]["train"]["steps"] == 20  # the preset itself is not modified
+    assert preset_config(None) == RunConfig()
+    with pytest.raises(ValueError, match="preset"):
+        preset_config("nope")
+
+
+def test_a_presets_eval_size_is_marked_as_the_presets_and_one_given_is_the_users():
+    cfg = preset_config("cpu-demo")
+    assert cfg.train.eval_examples == 60 and cfg.train.eval_examples_from_preset
+    assert cfg.to_dict()["train"]["preset_eval_examples"] == 60
+    assert "preset_eval_examples" not in PRESETS["cpu-demo"]["train"]  # the preset itself is not modified
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # kept through a config file and the panels' updates
+    typed = preset_config("cpu-demo", {"train": {"eval_examples": 60}})  # the preset's own number, typed
+    assert typed.train.eval_examples == 60 and not typed.train.eval_examples_from_preset
+    moved = cfg.to_dict()
+    moved["train"]["eval_examples"] = 30  # a panel's box moved off the preset's number: the user's now
+    assert not RunConfig.from_dict(moved).train.eval_examples_from_preset
+    # a config without the mark (its own, or written before there was one) keeps the keys it had
+    assert "preset_eval_examples" not in typed.to_dict()["train"]
+    assert "preset_eval_examples" not in RunConfig().to_dict()["train"]
+    assert not preset_config(None).train.eval_examples_from_preset
 
 
 def test_adapt_experts_is_a_checked_setting():

@@ -12,6 +12,96 @@ from workbench import data
 from workbench.data import Example
 
 
+# --------------------------------------------------------------------------- files and tasks
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_builtin_tasks_include_sentiment():
+    assert "sentiment" in data.builtin_tasks()
+
+
+def test_load_task_sentiment():
+    task = data.load_task("sentiment")
+    assert task.name == "sentiment"
+    assert len(task.train) == 400 and len(task.eval) == 600
+    assert {e.answer for e in task.train} == {"positive", "negative"}
+    assert {e.answer for e in task.eval} <= {"positive", "negative"}
+    train_prompts = {e.prompt for e in task.train}
+    assert not train_prompts & {e.prompt for e in task.eval}
+    assert task.sample_prompts and len(task.sample_prompts) <= 3
+    assert task.scoring == "exact_match"
+
+
+def test_load_task_unknown_lists_builtins():
+    with pytest.raises(ValueError) as info:
+        data.load_task("nope")
+    assert str(info.value).startswith("task:") and "sentiment" in str(info.value)
+
+
+def test_load_task_from_workbench_data(tmp_path, monkeypatch):
+    root = tmp_path / "mine"
+    root.mkdir()
+    _write(root / "train.jsonl", [json.dumps({"prompt": "p", "answer": "a"})])
+    _write(root / "eval.jsonl", [json.dumps({"prompt": "q", "answer": "b"})])
+    (root / "task.json").write_text(json.dumps({"description": "d", "sample_prompts": ["s"]}), encoding="utf-8")
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
+    assert data.builtin_tasks() == ["mine"]
+    task = data.load_task("mine")
+    assert task.description == "d" and task.sample_prompts == ["s"]
+
+
+def test_load_file_task_split_is_repeatable(tmp_path):
+    path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": f"p{i}", "answer": f"a{i}"}) for i in range(40)])
+    a = data.load_file_task(path, seed=1)
+    b = data.load_file_task(path, seed=1)
+    c = data.load_file_task(path, seed=2)
+    assert a.train == b.train and a.eval == b.eval
+    assert len(a.eval) == 6 and len(a.train) == 34  # 15% of 40
+    assert {e.prompt for e in a.train}.isdisjoint({e.prompt for e in a.eval})
+    assert {e.prompt for e in a.train} | {e.prompt for e in a.eval} == {f"p{i}" for i in range(40)}
+    assert a.eval != c.eval
+    assert a.name == "d" and a.sample_prompts == [e.prompt for e in a.eval[:3]]
+    assert data.get_task("sentiment", str(path), seed=1).eval == a.eval  # data wins over task
+    assert data.get_task("sentiment", None).name == "sentiment"
+
+
+def test_load_file_task_needs_four_rows(tmp_path):
+    path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "answer": "a"})] * 3)
+    with pytest.raises(ValueError, match="at least 4"):
+        data.load_file_task(path)
+
+
+def test_prompt_template_is_the_frame_the_training_prompts_share():
+    from workbench.data.tasks import load_task, prompt_template
+
+    assert load_task("sentiment").prompt_template == "Review: {text}\nIs this review positive or negative?"
+    assert load_task("dates").prompt_template == "ISO 8601 date: {text}"
+    assert load_task("shakespeare").prompt_template is None  # plain text is continued as it is
+    # cut back to whole words, never overlapping, and none where the prompts share nothing
+    assert prompt_template(["Q: sunny day?", "Q: sundown?"]) == "Q: {text}"
+    assert prompt_template(["ab", "ab"]) is None or "{text}" in prompt_template(["ab", "ab"])
+    assert prompt_template(["one thing", "another"]) is None
+    assert prompt_template(["only one"]) is None
+    task = load_task("sentiment")
+    framed = task.wrap("  Loved the ferry.  ")
+    assert framed == "Review: Loved the ferry.\nIs this review positive or negative?"
+    assert task.wrap(framed) == framed
+
+
+def test_a_presets_eval_size_over_a_small_split_scores_all_of_it_and_a_users_is_refused(tmp_path):
+    rows = [json.dumps({"prompt": f"p{i}", "answer": f"a{i}"}) for i in range(60)]
+    task = data.load_file_task(_write(tmp_path / "colours.jsonl", rows))
+    assert len(task.eval) == 9  # 15% of 60
+    assert task.eval_split(60, preset=True) == task.eval and task.eval_split(60, preset=True) == task.eval
+    said = "eval: the preset's 60 examples, but colours has 9 held-out examples: scoring all 9"
+    assert task.notes == [said]  # said once, however often the split is asked for
+    with pytest.raises(ValueError, match="colours has 9 held-out examples; ask for at most that many"):
+        task.eval_split(60)  # a number the user gave
+    assert task.eval_split(4, preset=True) == task.eval[:4] and task.preset_size_note(9) == ""
+
+
 def test_empty_text_rows_are_noted(tmp_path):
     path = write_jsonl(
         tmp_path / "t.jsonl",
@@ -152,93 +242,3 @@ def test_text_without_blank_lines_still_gives_sample_prompts(tmp_path):
     )
     task = data.load_data_task(path)
     assert len(task.sample_prompts) == 3 and all(p.startswith("Line number") for p in task.sample_prompts)
-
-
-# --------------------------------------------------------------------------- files and tasks
-def _write(path, lines):
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def test_builtin_tasks_include_sentiment():
-    assert "sentiment" in data.builtin_tasks()
-
-
-def test_load_task_sentiment():
-    task = data.load_task("sentiment")
-    assert task.name == "sentiment"
-    assert len(task.train) == 400 and len(task.eval) == 600
-    assert {e.answer for e in task.train} == {"positive", "negative"}
-    assert {e.answer for e in task.eval} <= {"positive", "negative"}
-    train_prompts = {e.prompt for e in task.train}
-    assert not train_prompts & {e.prompt for e in task.eval}
-    assert task.sample_prompts and len(task.sample_prompts) <= 3
-    assert task.scoring == "exact_match"
-
-
-def test_load_task_unknown_lists_builtins():
-    with pytest.raises(ValueError) as info:
-        data.load_task("nope")
-    assert str(info.value).startswith("task:") and "sentiment" in str(info.value)
-
-
-def test_load_task_from_workbench_data(tmp_path, monkeypatch):
-    root = tmp_path / "mine"
-    root.mkdir()
-    _write(root / "train.jsonl", [json.dumps({"prompt": "p", "answer": "a"})])
-    _write(root / "eval.jsonl", [json.dumps({"prompt": "q", "answer": "b"})])
-    (root / "task.json").write_text(json.dumps({"description": "d", "sample_prompts": ["s"]}), encoding="utf-8")
-    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
-    assert data.builtin_tasks() == ["mine"]
-    task = data.load_task("mine")
-    assert task.description == "d" and task.sample_prompts == ["s"]
-
-
-def test_load_file_task_split_is_repeatable(tmp_path):
-    path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": f"p{i}", "answer": f"a{i}"}) for i in range(40)])
-    a = data.load_file_task(path, seed=1)
-    b = data.load_file_task(path, seed=1)
-    c = data.load_file_task(path, seed=2)
-    assert a.train == b.train and a.eval == b.eval
-    assert len(a.eval) == 6 and len(a.train) == 34  # 15% of 40
-    assert {e.prompt for e in a.train}.isdisjoint({e.prompt for e in a.eval})
-    assert {e.prompt for e in a.train} | {e.prompt for e in a.eval} == {f"p{i}" for i in range(40)}
-    assert a.eval != c.eval
-    assert a.name == "d" and a.sample_prompts == [e.prompt for e in a.eval[:3]]
-    assert data.get_task("sentiment", str(path), seed=1).eval == a.eval  # data wins over task
-    assert data.get_task("sentiment", None).name == "sentiment"
-
-
-def test_load_file_task_needs_four_rows(tmp_path):
-    path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "answer": "a"})] * 3)
-    with pytest.raises(ValueError, match="at least 4"):
-        data.load_file_task(path)
-
-
-def test_prompt_template_is_the_frame_the_training_prompts_share():
-    from workbench.data.tasks import load_task, prompt_template
-
-    assert load_task("sentiment").prompt_template == "Review: {text}\nIs this review positive or negative?"
-    assert load_task("dates").prompt_template == "ISO 8601 date: {text}"
-    assert load_task("shakespeare").prompt_template is None  # plain text is continued as it is
-    # cut back to whole words, never overlapping, and none where the prompts share nothing
-    assert prompt_template(["Q: sunny day?", "Q: sundown?"]) == "Q: {text}"
-    assert prompt_template(["ab", "ab"]) is None or "{text}" in prompt_template(["ab", "ab"])
-    assert prompt_template(["one thing", "another"]) is None
-    assert prompt_template(["only one"]) is None
-    task = load_task("sentiment")
-    framed = task.wrap("  Loved the ferry.  ")
-    assert framed == "Review: Loved the ferry.\nIs this review positive or negative?"
-    assert task.wrap(framed) == framed
-
-
-def test_a_presets_eval_size_over_a_small_split_scores_all_of_it_and_a_users_is_refused(tmp_path):
-    rows = [json.dumps({"prompt": f"p{i}", "answer": f"a{i}"}) for i in range(60)]
-    task = data.load_file_task(_write(tmp_path / "colours.jsonl", rows))
-    assert len(task.eval) == 9  # 15% of 60
-    assert task.eval_split(60, preset=True) == task.eval and task.eval_split(60, preset=True) == task.eval
-    said = "eval: the preset's 60 examples, but colours has 9 held-out examples: scoring all 9"
-    assert task.notes == [said]  # said once, however often the split is asked for
-    with pytest.raises(ValueError, match="colours has 9 held-out examples; ask for at most that many"):
-        task.eval_split(60)  # a number the user gave
-    assert task.eval_split(4, preset=True) == task.eval[:4] and task.preset_size_note(9) == ""

@@ -15,42 +15,6 @@ from workbench.engine.estimator import estimate
 from workbench.engine.layout import ModelLayout, block_index, lora_scaling, targets_match
 from workbench.engine.models import attach_lora
 
-
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_the_layout_counts_what_peft_builds_fresh_and_cached(family, family_dirs, tmp_path, monkeypatch):
-    folder = family_folder(family_dirs, family)
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
-    fresh = ModelLayout.for_model(str(folder))
-    cached = ModelLayout.for_model(str(folder))  # read back from $WORKBENCH_HOME/layouts
-    assert len(list((tmp_path / "layouts").glob("*.json"))) == 1
-    assert type(cached.config) is type(fresh.config)  # the family's own config class: its aliases work
-    assert cached.config.hidden_size == fresh.config.hidden_size == 32
-    assert cached.config.num_hidden_layers == 2
-    assert (cached.linears, cached.experts, cached.routers) == (fresh.linears, fresh.experts, fresh.routers)
-    assert fresh.target_names == FAMILY_LINEAR[family]
-    assert fresh.is_moe == (family in MOE)
-    for layout in (fresh, cached):
-        kw = dict(rank=4, batch_size=2, seq_len=16)
-        assert estimate(layout, bits=4, **kw).components == estimate(fresh, bits=4, **kw).components
-        sixteen, four = estimate(layout, bits=16, **kw).total, estimate(layout, bits=4, **kw).total
-        assert (sixteen == four) if family in NOT_QUANTIZED else (sixteen > four > 0)
-        assert "2 layers, hidden size 32" in layout.describe()
-    settings = [LoraSettings(rank=4), LoraSettings(rank=4, target_modules=FAMILY_LINEAR[family][:2])]
-    if family in MOE:
-        settings.append(LoraSettings(rank=4, adapt_experts=False))
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    for lora in settings:
-        peft_model = attach_lora(model, lora, bits=16)
-        assert (
-            fresh.adapter_params(4, lora.target_modules, lora.adapt_experts)
-            == (peft_model.get_nb_trainable_parameters()[0])
-        ), lora
-        model = peft_model.unload()  # the bare model again, for the next setting
-    if family in MOE:  # the experts cost what they add, and the router is in no adapter
-        assert fresh.adapter_params(4, "all-linear") > fresh.adapter_params(4, "all-linear", adapt_experts=False)
-        assert fresh.routers and not any(r in (lin.name for lin in fresh.linears) for r in fresh.routers)
-
-
 ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
@@ -144,3 +108,38 @@ def test_a_layout_read_from_disk_is_cached_and_estimates_the_same(tiny_model_dir
         assert estimate(again, train=False, **kw).components == estimate(built, train=False, **kw).components
     cached_files[0].write_text("{not json")  # damaged: built again, and written whole again
     assert ModelLayout.for_model(str(tiny_model_dir)).linears == built.linears
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_layout_counts_what_peft_builds_fresh_and_cached(family, family_dirs, tmp_path, monkeypatch):
+    folder = family_folder(family_dirs, family)
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    fresh = ModelLayout.for_model(str(folder))
+    cached = ModelLayout.for_model(str(folder))  # read back from $WORKBENCH_HOME/layouts
+    assert len(list((tmp_path / "layouts").glob("*.json"))) == 1
+    assert type(cached.config) is type(fresh.config)  # the family's own config class: its aliases work
+    assert cached.config.hidden_size == fresh.config.hidden_size == 32
+    assert cached.config.num_hidden_layers == 2
+    assert (cached.linears, cached.experts, cached.routers) == (fresh.linears, fresh.experts, fresh.routers)
+    assert fresh.target_names == FAMILY_LINEAR[family]
+    assert fresh.is_moe == (family in MOE)
+    for layout in (fresh, cached):
+        kw = dict(rank=4, batch_size=2, seq_len=16)
+        assert estimate(layout, bits=4, **kw).components == estimate(fresh, bits=4, **kw).components
+        sixteen, four = estimate(layout, bits=16, **kw).total, estimate(layout, bits=4, **kw).total
+        assert (sixteen == four) if family in NOT_QUANTIZED else (sixteen > four > 0)
+        assert "2 layers, hidden size 32" in layout.describe()
+    settings = [LoraSettings(rank=4), LoraSettings(rank=4, target_modules=FAMILY_LINEAR[family][:2])]
+    if family in MOE:
+        settings.append(LoraSettings(rank=4, adapt_experts=False))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    for lora in settings:
+        peft_model = attach_lora(model, lora, bits=16)
+        assert (
+            fresh.adapter_params(4, lora.target_modules, lora.adapt_experts)
+            == (peft_model.get_nb_trainable_parameters()[0])
+        ), lora
+        model = peft_model.unload()  # the bare model again, for the next setting
+    if family in MOE:  # the experts cost what they add, and the router is in no adapter
+        assert fresh.adapter_params(4, "all-linear") > fresh.adapter_params(4, "all-linear", adapt_experts=False)
+        assert fresh.routers and not any(r in (lin.name for lin in fresh.linears) for r in fresh.routers)

@@ -12,117 +12,6 @@ from helpers import family_folder
 from workbench.core.config import LoraSettings, QuantSettings
 from workbench.engine import models
 
-
-def test_the_cpu_is_asked_unless_the_answer_is_pinned(monkeypatch):
-    monkeypatch.delenv(models.NATIVE_BF16_ENV, raising=False)
-    for has_bf16, has_amx, want in [(True, False, True), (False, True, True), (False, False, False)]:
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=has_bf16: v, raising=False)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=has_amx: v, raising=False)
-        assert models.native_bf16_cpu() is want
-    # a pin wins over the probes, either way
-    monkeypatch.setenv(models.NATIVE_BF16_ENV, "1")
-    assert models.native_bf16_cpu() is True
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    monkeypatch.setenv(models.NATIVE_BF16_ENV, "0")
-    assert models.native_bf16_cpu() is False
-
-
-def test_native_bf16_cpu_gets_bfloat16_at_16_bits_and_float32_below(bf16_native):
-    assert models.pick_device("cpu").dtype == torch.bfloat16
-    assert models.pick_device("cpu", "auto", 16).describe() == "cpu (bfloat16)"
-    assert models.pick_device("cpu", "auto", 8).dtype == torch.float32
-    assert models.pick_device("cpu", "auto", 4).dtype == torch.float32
-    # one setting away, and what is asked for is taken at every width
-    assert models.pick_device("cpu", "float32").dtype == torch.float32
-    assert models.pick_device("cpu", "bfloat16", 4).dtype == torch.bfloat16
-
-
-def test_other_cpus_keep_float32(bf16_emulated):
-    for bits in (16, 8, 4):
-        assert models.pick_device("cpu", "auto", bits).dtype == torch.float32
-
-
-def test_a_gpu_is_not_affected_by_the_cpu_choice(bf16_native, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert models.pick_device("cuda", "auto", 16).dtype == torch.float16
-    assert models.pick_device("cuda", "auto", 4).dtype == torch.float16
-
-
-def test_loading_follows_the_choice(bf16_native, tiny_model_dir):
-    lora, choice = models.load_model(tiny_model_dir, bits=16, device="cpu")
-    assert choice.dtype == torch.bfloat16
-    assert lora.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
-    qlora, choice4 = models.load_model(tiny_model_dir, bits=4, device="cpu")
-    assert choice4.dtype == torch.float32
-    q_proj = qlora.model.layers[0].self_attn.q_proj
-    assert type(q_proj).__name__ == "Linear4bit" and q_proj.compute_dtype == torch.float32
-    assert qlora.model.embed_tokens.weight.dtype == torch.float32
-
-
-def test_weight_bytes_counts_the_quantization_constants(load_tiny):
-    """get_memory_footprint sums parameters() and buffers(); bitsandbytes keeps a 4-bit weight's absmax (8-bit
-    with double quantization, plus float32 nested absmax, code tables and offset) in quant_state and an 8-bit
-    weight's float32 row scales in SCB. weight_bytes counts them: it equals the bytes of the state dict (where
-    each double-quantized layer's float32 offset travels inside the JSON blob: 4 bytes more per layer)."""
-    for bits in (4, 8):
-        model = load_tiny(bits)
-        counted = models.weight_bytes(model)
-        footprint = model.get_memory_footprint()
-        stored = {}
-        for key, t in model.state_dict().items():
-            if "quant_state.bitsandbytes" in key or key.endswith("weight_format"):
-                continue  # a JSON blob / format flag written for serialization, not held as a tensor
-            stored.setdefault(t.data_ptr(), t.nbytes)  # tied embeddings once
-        assert counted > footprint, bits
-        offsets = 4 * sum(type(p).__name__ == "Params4bit" for p in model.parameters())
-        assert counted == sum(stored.values()) + sum(b.nbytes for b in model.buffers()) + offsets, bits
-    assert models.weight_bytes(load_tiny(16)) == load_tiny(16).get_memory_footprint()
-
-
-def test_the_head_runs_on_the_scored_positions_only(load_tiny, tiny_tokenizer, tiny_task):
-    """models.scored_loss: transformers' own loss and gradients, from the output head applied to the labelled
-    positions only (on answer-only data a few per example, not every position)."""
-    from workbench.data import collate, encode
-
-    model = models.attach_lora(load_tiny(16, dtype="float32"), LoraSettings(rank=4), 16)
-    batch = collate(encode(tiny_tokenizer, tiny_task[:4], 32).rows, tiny_tokenizer.pad_token_id)
-    seen = []
-    handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
-    try:
-        torch.manual_seed(0)  # the same LoRA dropout masks on both passes
-        ours = models.scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        ours.backward()
-        ours_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-        model.zero_grad()
-        torch.manual_seed(0)
-        theirs = model(**batch).loss
-        theirs.backward()
-    finally:
-        handle.remove()
-    scored = int((batch["labels"][:, 1:] != -100).sum())
-    assert seen[0] == (scored,) + seen[0][1:] and scored < batch["input_ids"].numel() / 3
-    assert seen[1][:2] == batch["input_ids"].shape  # transformers: every position
-    torch.testing.assert_close(ours, theirs)
-    for mine, theirs_grad in zip(ours_grads, (p.grad for p in model.parameters() if p.requires_grad)):
-        torch.testing.assert_close(mine, theirs_grad)
-
-
-@pytest.mark.parametrize(("family", "released"), [("qwen3_moe", True), ("llama", False)])
-def test_a_16_bit_mixture_of_experts_lets_the_checkpoint_go(family, released, family_dirs, monkeypatch):
-    """Its experts are stacked from per-expert tensors at load: the weights are copied out of the file's mapping, so
-    the pages read to stack them are not held beside the stacks (docs/estimator.md: 216 MiB of a 146M model). A
-    dense model keeps its weights mapped: the file's pages, held once and shared between processes."""
-    from workbench.engine import models
-
-    calls = []
-    real = models.release_checkpoint_pages
-    monkeypatch.setattr(models, "release_checkpoint_pages", lambda m: calls.append(m) or real(m))
-    model, _ = models.load_model(family_folder(family_dirs, family), bits=16, device="cpu", dtype="float32")
-    assert bool(calls) is released
-
-
 ALL_LINEAR = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
@@ -295,3 +184,113 @@ def test_attach_lora_named_targets_only(load_tiny):
 def test_attach_lora_gradient_checkpointing(load_tiny):
     model = models.attach_lora(load_tiny(16), LoraSettings(rank=2), 16, gradient_checkpointing=True)
     assert model.get_base_model().is_gradient_checkpointing
+
+
+def test_the_cpu_is_asked_unless_the_answer_is_pinned(monkeypatch):
+    monkeypatch.delenv(models.NATIVE_BF16_ENV, raising=False)
+    for has_bf16, has_amx, want in [(True, False, True), (False, True, True), (False, False, False)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=has_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=has_amx: v, raising=False)
+        assert models.native_bf16_cpu() is want
+    # a pin wins over the probes, either way
+    monkeypatch.setenv(models.NATIVE_BF16_ENV, "1")
+    assert models.native_bf16_cpu() is True
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setenv(models.NATIVE_BF16_ENV, "0")
+    assert models.native_bf16_cpu() is False
+
+
+def test_native_bf16_cpu_gets_bfloat16_at_16_bits_and_float32_below(bf16_native):
+    assert models.pick_device("cpu").dtype == torch.bfloat16
+    assert models.pick_device("cpu", "auto", 16).describe() == "cpu (bfloat16)"
+    assert models.pick_device("cpu", "auto", 8).dtype == torch.float32
+    assert models.pick_device("cpu", "auto", 4).dtype == torch.float32
+    # one setting away, and what is asked for is taken at every width
+    assert models.pick_device("cpu", "float32").dtype == torch.float32
+    assert models.pick_device("cpu", "bfloat16", 4).dtype == torch.bfloat16
+
+
+def test_other_cpus_keep_float32(bf16_emulated):
+    for bits in (16, 8, 4):
+        assert models.pick_device("cpu", "auto", bits).dtype == torch.float32
+
+
+def test_a_gpu_is_not_affected_by_the_cpu_choice(bf16_native, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert models.pick_device("cuda", "auto", 16).dtype == torch.float16
+    assert models.pick_device("cuda", "auto", 4).dtype == torch.float16
+
+
+def test_loading_follows_the_choice(bf16_native, tiny_model_dir):
+    lora, choice = models.load_model(tiny_model_dir, bits=16, device="cpu")
+    assert choice.dtype == torch.bfloat16
+    assert lora.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    qlora, choice4 = models.load_model(tiny_model_dir, bits=4, device="cpu")
+    assert choice4.dtype == torch.float32
+    q_proj = qlora.model.layers[0].self_attn.q_proj
+    assert type(q_proj).__name__ == "Linear4bit" and q_proj.compute_dtype == torch.float32
+    assert qlora.model.embed_tokens.weight.dtype == torch.float32
+
+
+def test_weight_bytes_counts_the_quantization_constants(load_tiny):
+    """get_memory_footprint sums parameters() and buffers(); bitsandbytes keeps a 4-bit weight's absmax (8-bit
+    with double quantization, plus float32 nested absmax, code tables and offset) in quant_state and an 8-bit
+    weight's float32 row scales in SCB. weight_bytes counts them: it equals the bytes of the state dict (where
+    each double-quantized layer's float32 offset travels inside the JSON blob: 4 bytes more per layer)."""
+    for bits in (4, 8):
+        model = load_tiny(bits)
+        counted = models.weight_bytes(model)
+        footprint = model.get_memory_footprint()
+        stored = {}
+        for key, t in model.state_dict().items():
+            if "quant_state.bitsandbytes" in key or key.endswith("weight_format"):
+                continue  # a JSON blob / format flag written for serialization, not held as a tensor
+            stored.setdefault(t.data_ptr(), t.nbytes)  # tied embeddings once
+        assert counted > footprint, bits
+        offsets = 4 * sum(type(p).__name__ == "Params4bit" for p in model.parameters())
+        assert counted == sum(stored.values()) + sum(b.nbytes for b in model.buffers()) + offsets, bits
+    assert models.weight_bytes(load_tiny(16)) == load_tiny(16).get_memory_footprint()
+
+
+def test_the_head_runs_on_the_scored_positions_only(load_tiny, tiny_tokenizer, tiny_task):
+    """models.scored_loss: transformers' own loss and gradients, from the output head applied to the labelled
+    positions only (on answer-only data a few per example, not every position)."""
+    from workbench.data import collate, encode
+
+    model = models.attach_lora(load_tiny(16, dtype="float32"), LoraSettings(rank=4), 16)
+    batch = collate(encode(tiny_tokenizer, tiny_task[:4], 32).rows, tiny_tokenizer.pad_token_id)
+    seen = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    try:
+        torch.manual_seed(0)  # the same LoRA dropout masks on both passes
+        ours = models.scored_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        ours.backward()
+        ours_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad()
+        torch.manual_seed(0)
+        theirs = model(**batch).loss
+        theirs.backward()
+    finally:
+        handle.remove()
+    scored = int((batch["labels"][:, 1:] != -100).sum())
+    assert seen[0] == (scored,) + seen[0][1:] and scored < batch["input_ids"].numel() / 3
+    assert seen[1][:2] == batch["input_ids"].shape  # transformers: every position
+    torch.testing.assert_close(ours, theirs)
+    for mine, theirs_grad in zip(ours_grads, (p.grad for p in model.parameters() if p.requires_grad)):
+        torch.testing.assert_close(mine, theirs_grad)
+
+
+@pytest.mark.parametrize(("family", "released"), [("qwen3_moe", True), ("llama", False)])
+def test_a_16_bit_mixture_of_experts_lets_the_checkpoint_go(family, released, family_dirs, monkeypatch):
+    """Its experts are stacked from per-expert tensors at load: the weights are copied out of the file's mapping, so
+    the pages read to stack them are not held beside the stacks (docs/estimator.md: 216 MiB of a 146M model). A
+    dense model keeps its weights mapped: the file's pages, held once and shared between processes."""
+    from workbench.engine import models
+
+    calls = []
+    real = models.release_checkpoint_pages
+    monkeypatch.setattr(models, "release_checkpoint_pages", lambda m: calls.append(m) or real(m))
+    model, _ = models.load_model(family_folder(family_dirs, family), bits=16, device="cpu", dtype="float32")
+    assert bool(calls) is released

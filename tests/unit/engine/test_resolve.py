@@ -15,34 +15,6 @@ from workbench.engine import resolve
 from workbench.engine.resolve import model_config_for
 
 
-def tiny_params(config) -> int:
-    # embeddings vocab x 64 (tied to the head, so counted once) + 2 blocks of 36,992 + the final norm
-    return config.vocab_size * 64 + 2 * 36_992 + 64
-
-
-def test_model_config_for_tiny_folder(tiny_model_config, load_tiny):
-    assert (
-        tiny_model_config.model_type == "llama"
-        and tiny_model_config.hidden_size == 64
-        and tiny_model_config.num_hidden_layers == 2
-    )
-    assert sum(p.numel() for p in load_tiny(16).parameters()) == tiny_params(tiny_model_config)
-
-
-def test_model_config_for_default_model_offline():
-    start = time.perf_counter()
-    cfg = model_config_for(DEFAULT_MODEL)  # shipped in data/model_configs, no network, no weights
-    assert time.perf_counter() - start < 10
-    assert cfg.model_type == "llama"
-    assert cfg.hidden_size == 576 and cfg.num_hidden_layers == 30
-
-
-def test_model_config_for_unknown_name():
-    with pytest.raises(ValueError) as info:
-        model_config_for("nobody-here/no-such-model-xyz")
-    assert str(info.value).startswith("model:") and "no-such-model-xyz" in str(info.value)
-
-
 def test_resolve_existing_folder(tiny_model_dir):
     assert resolve.resolve_model(str(tiny_model_dir)) == tiny_model_dir.resolve()
 
@@ -148,3 +120,31 @@ def test_convert_gguf_is_atomic(tmp_path, monkeypatch, tiny_model_dir):
     assert seen["tmp_dir"] != target and seen["tmp_dir"].parent == target.parent  # same disk: os.replace is atomic
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no .convert-* temp folder left behind
+
+
+def tiny_params(config) -> int:
+    # embeddings vocab x 64 (tied to the head, so counted once) + 2 blocks of 36,992 + the final norm
+    return config.vocab_size * 64 + 2 * 36_992 + 64
+
+
+def test_model_config_for_tiny_folder(tiny_model_config, load_tiny):
+    assert (
+        tiny_model_config.model_type == "llama"
+        and tiny_model_config.hidden_size == 64
+        and tiny_model_config.num_hidden_layers == 2
+    )
+    assert sum(p.numel() for p in load_tiny(16).parameters()) == tiny_params(tiny_model_config)
+
+
+def test_model_config_for_default_model_offline():
+    start = time.perf_counter()
+    cfg = model_config_for(DEFAULT_MODEL)  # shipped in data/model_configs, no network, no weights
+    assert time.perf_counter() - start < 10
+    assert cfg.model_type == "llama"
+    assert cfg.hidden_size == 576 and cfg.num_hidden_layers == 30
+
+
+def test_model_config_for_unknown_name():
+    with pytest.raises(ValueError) as info:
+        model_config_for("nobody-here/no-such-model-xyz")
+    assert str(info.value).startswith("model:") and "no-such-model-xyz" in str(info.value)

@@ -20,19 +20,6 @@ from workbench.engine import generate as gen
 from workbench.engine import models
 from workbench.engine.train import TrainResult, lr_at, seed_everything, train
 
-
-def test_train_on_text_lowers_the_loss(load_tiny, tiny_tokenizer):
-    model = load_tiny(16)
-    seed_everything(0)
-    model = models.attach_lora(model, LoraSettings(rank=8, alpha=16.0, dropout=0.0), 16)
-    source = TextSource(" ".join(["red green blue apple banana cherry ."] * 30))
-    settings = TrainSettings(steps=10, lr=3e-2, batch_size=2, seq_len=32, warmup_steps=0)
-    result = train(model, tiny_tokenizer, source, settings)
-    assert result.steps_done == 10 and not result.stopped
-    first, last = statistics.mean(result.losses[:3]), statistics.mean(result.losses[-3:])
-    assert last < 0.7 * first, result.losses
-
-
 FAST = dict(batch_size=4, seq_len=32, warmup_steps=0)
 
 
@@ -294,3 +281,15 @@ def test_lora_on_8bit_base_trains(load_tiny, tiny_tokenizer, tiny_task, caplog):
     # bitsandbytes logs a cast notice on every no-grad 8-bit matmul on the CPU (28 lines for these two
     # tokens, thousands for an evaluation of the real model); workbench drops it
     assert "inputs will be cast" not in caplog.text
+
+
+def test_train_on_text_lowers_the_loss(load_tiny, tiny_tokenizer):
+    model = load_tiny(16)
+    seed_everything(0)
+    model = models.attach_lora(model, LoraSettings(rank=8, alpha=16.0, dropout=0.0), 16)
+    source = TextSource(" ".join(["red green blue apple banana cherry ."] * 30))
+    settings = TrainSettings(steps=10, lr=3e-2, batch_size=2, seq_len=32, warmup_steps=0)
+    result = train(model, tiny_tokenizer, source, settings)
+    assert result.steps_done == 10 and not result.stopped
+    first, last = statistics.mean(result.losses[:3]), statistics.mean(result.losses[-3:])
+    assert last < 0.7 * first, result.losses

@@ -21,17 +21,6 @@ from workbench.machine import memory
 from workbench.records import runs
 from workbench.records.results import results_frame
 
-
-def test_a_run_says_which_dtype_each_variant_got(bf16_native, tiny_model_dir, tiny_jsonl, tmp_path):
-    """The bfloat16 path end to end on the tiny model: LoRA trains and scores on a bfloat16 base, QLoRA
-    computes in float32, and the results name each base's dtype."""
-    result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl, steps=2), tmp_path / "run")
-    dtypes = {v.name: v.base_dtype for v in result.variants}
-    assert dtypes == {"base": "bfloat16", "lora": "bfloat16", "qlora": "nf4"}
-    for v in result.variants:
-        assert v.eval_loss is not None and v.eval_loss == v.eval_loss  # scored, not NaN
-
-
 STEPS = 3
 TRAINING_FIELDS = ["rank", "target_modules", "train_seconds", "tokens_per_second", "final_train_loss", "steps_done"]
 
@@ -240,6 +229,16 @@ def test_a_stopped_run_continued_matches_one_run_in_one_go(tiny_model_dir, tiny_
     # nothing left to do at 20 steps: asked for fewer than done, it says so
     with pytest.raises(ValueError, match="done 20 steps already"):
         continue_run(tmp_path / "a", steps=5)
+
+
+def test_a_run_says_which_dtype_each_variant_got(bf16_native, tiny_model_dir, tiny_jsonl, tmp_path):
+    """The bfloat16 path end to end on the tiny model: LoRA trains and scores on a bfloat16 base, QLoRA
+    computes in float32, and the results name each base's dtype."""
+    result = run_compare(tiny_config(tiny_model_dir, tiny_jsonl, steps=2), tmp_path / "run")
+    dtypes = {v.name: v.base_dtype for v in result.variants}
+    assert dtypes == {"base": "bfloat16", "lora": "bfloat16", "qlora": "nf4"}
+    for v in result.variants:
+        assert v.eval_loss is not None and v.eval_loss == v.eval_loss  # scored, not NaN
 
 
 MiB = 1024**2

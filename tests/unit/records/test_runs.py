@@ -18,29 +18,6 @@ from workbench.engine.train import seed_everything, train
 from workbench.records import runs, scan
 
 
-def test_run_metrics_skips_a_last_row_cut_inside_its_last_number(tmp_path):
-    """A row cut short inside its last field ("...,2.3456" cut to "...,2.3") still has every field, so it parses;
-    only its missing newline tells it is not whole."""
-    sink = runs.MetricsCSV(tmp_path / "metrics.csv")
-    sink(MetricEvent("lora", 1, 2, 1.5, 0.01, 100.0, 1000, 2000, 1.2345))
-    sink(MetricEvent("lora", 2, 2, 1.4, 0.01, 100.0, 1000, 2000, 2.3456))
-    sink.close()
-    path = tmp_path / "metrics.csv"
-    path.write_bytes(path.read_bytes()[: -len(b"456\r\n")])
-    got = runs.Run(tmp_path).metrics()
-    assert [e.step for e in got] == [1]
-
-
-def test_a_claimed_folder_nothing_was_written_to_can_be_dropped(tmp_path):
-    first = runs.claim_run_dir(tmp_path, "run")
-    second = runs.claim_run_dir(tmp_path, "run")
-    assert (first.name, second.name) == ("run", "run-2")
-    (second / "metrics.csv").write_text("step\n")
-    runs.drop_if_empty(first)
-    runs.drop_if_empty(second)  # holds something: kept
-    assert not first.exists() and second.exists()
-
-
 # --------------------------------------------------------------------------- adapters
 @pytest.fixture
 def trained_lora(load_tiny, tiny_tokenizer, tiny_task):
@@ -202,6 +179,29 @@ def test_a_runs_metrics_and_settings_read_back(tmp_path):
     diff = runs.settings_table(folders, only_differences=True)
     assert list(diff.index) == ["lora.rank"] and list(diff.loc["lora.rank"]) == [4, 8]
     assert len(runs.settings_table(folders)) > 10
+
+
+def test_run_metrics_skips_a_last_row_cut_inside_its_last_number(tmp_path):
+    """A row cut short inside its last field ("...,2.3456" cut to "...,2.3") still has every field, so it parses;
+    only its missing newline tells it is not whole."""
+    sink = runs.MetricsCSV(tmp_path / "metrics.csv")
+    sink(MetricEvent("lora", 1, 2, 1.5, 0.01, 100.0, 1000, 2000, 1.2345))
+    sink(MetricEvent("lora", 2, 2, 1.4, 0.01, 100.0, 1000, 2000, 2.3456))
+    sink.close()
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(path.read_bytes()[: -len(b"456\r\n")])
+    got = runs.Run(tmp_path).metrics()
+    assert [e.step for e in got] == [1]
+
+
+def test_a_claimed_folder_nothing_was_written_to_can_be_dropped(tmp_path):
+    first = runs.claim_run_dir(tmp_path, "run")
+    second = runs.claim_run_dir(tmp_path, "run")
+    assert (first.name, second.name) == ("run", "run-2")
+    (second / "metrics.csv").write_text("step\n")
+    runs.drop_if_empty(first)
+    runs.drop_if_empty(second)  # holds something: kept
+    assert not first.exists() and second.exists()
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,65 @@ from workbench.core.files import write_json
 from workbench.records import runs, scan
 from workbench.records.results import ROW_CHECKS, VariantResult
 
+SOME = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_a_complete_run_reads_back_whole():
+    with tempfile.TemporaryDirectory() as tmp:
+        write_doc(Path(tmp) / "good", good_doc())
+        rows, bad = scan.scan(Path(tmp))
+    assert bad == [] and [r.result.name for r in rows] == ["base", "lora"]
+    assert rows[1].result == VariantResult.from_dict(good_doc()["variants"][1]) and rows[1].user == "ada"
+
+
+def _scanned(doc) -> tuple[list, list]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_doc(root / "good", good_doc())
+        write_doc(root / "damaged", doc)
+        return scan.scan(root)
+
+
+@SOME
+@given(damage=DAMAGES)
+def test_a_damaged_results_json_is_listed_unreadable_with_its_reason(damage):
+    doc = good_doc()
+    damage(doc)
+    rows, bad = _scanned(doc)
+    assert {r.run for r in rows} == {"good"} and len(rows) == 2  # the good run beside it is untouched
+    ((run, reason),) = [(u.run, u.reason) for u in bad]
+    assert run == "damaged" and reason.startswith("results.json") and "\n" not in reason
+    assert len(reason) < 400  # a value planted in it is cut short: one line under the table
+
+
+@SOME
+@given(text=OTHER_LAYOUTS)
+def test_another_layout_is_listed_unreadable(text):
+    rows, bad = _scanned(text)
+    assert {r.run for r in rows} == {"good"}
+    assert [u.run for u in bad] == ["damaged"] and bad[0].reason.startswith("results.json")
+
+
+@SOME
+@given(field=st.sampled_from(sorted(ROW_CHECKS)), value=NOT_A_NUMBER | st.integers() | st.floats() | st.none())
+def test_any_value_in_any_field_is_read_or_refused_never_raised(field, value):
+    """Values that may be right: the run is a row or listed unreadable, exactly one of them, and the readers
+    that do sums with the numbers (the CLI's table, a plan's speeds) take the row."""
+    from workbench.analysis.eval_plan import eval_pace
+    from workbench.experiments.sweep import measured_speeds
+    from workbench.records.results import results_frame
+
+    doc = good_doc()
+    doc["variants"][1][field] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_doc(root / "run", doc)
+        rows, bad = scan.scan(root)
+        assert len(bad) + (len(rows) == 2) == 1
+        results_frame([r.result for r in rows])
+        eval_pace(root, "cpu")
+        measured_speeds(root, "cpu")
+
 
 @pytest.fixture
 def counted(monkeypatch):
@@ -98,66 +157,6 @@ def test_a_home_that_cannot_be_written_still_scans(tmp_path, monkeypatch, counte
     root = write_class_folder(tmp_path / "runs", 4)
     rows, bad = scan.scan(root)
     assert len(rows) == 8 and not bad
-
-
-SOME = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def test_a_complete_run_reads_back_whole():
-    with tempfile.TemporaryDirectory() as tmp:
-        write_doc(Path(tmp) / "good", good_doc())
-        rows, bad = scan.scan(Path(tmp))
-    assert bad == [] and [r.result.name for r in rows] == ["base", "lora"]
-    assert rows[1].result == VariantResult.from_dict(good_doc()["variants"][1]) and rows[1].user == "ada"
-
-
-def _scanned(doc) -> tuple[list, list]:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_doc(root / "good", good_doc())
-        write_doc(root / "damaged", doc)
-        return scan.scan(root)
-
-
-@SOME
-@given(damage=DAMAGES)
-def test_a_damaged_results_json_is_listed_unreadable_with_its_reason(damage):
-    doc = good_doc()
-    damage(doc)
-    rows, bad = _scanned(doc)
-    assert {r.run for r in rows} == {"good"} and len(rows) == 2  # the good run beside it is untouched
-    ((run, reason),) = [(u.run, u.reason) for u in bad]
-    assert run == "damaged" and reason.startswith("results.json") and "\n" not in reason
-    assert len(reason) < 400  # a value planted in it is cut short: one line under the table
-
-
-@SOME
-@given(text=OTHER_LAYOUTS)
-def test_another_layout_is_listed_unreadable(text):
-    rows, bad = _scanned(text)
-    assert {r.run for r in rows} == {"good"}
-    assert [u.run for u in bad] == ["damaged"] and bad[0].reason.startswith("results.json")
-
-
-@SOME
-@given(field=st.sampled_from(sorted(ROW_CHECKS)), value=NOT_A_NUMBER | st.integers() | st.floats() | st.none())
-def test_any_value_in_any_field_is_read_or_refused_never_raised(field, value):
-    """Values that may be right: the run is a row or listed unreadable, exactly one of them, and the readers
-    that do sums with the numbers (the CLI's table, a plan's speeds) take the row."""
-    from workbench.analysis.eval_plan import eval_pace
-    from workbench.experiments.sweep import measured_speeds
-    from workbench.records.results import results_frame
-
-    doc = good_doc()
-    doc["variants"][1][field] = value
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_doc(root / "run", doc)
-        rows, bad = scan.scan(root)
-        assert len(bad) + (len(rows) == 2) == 1
-        results_frame([r.result for r in rows])
-        eval_pace(root, "cpu")
-        measured_speeds(root, "cpu")
 
 
 def test_an_older_run_without_new_fields_still_reads(tmp_path):

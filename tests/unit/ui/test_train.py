@@ -17,31 +17,6 @@ from workbench.records import runs
 from workbench.ui import Workbench
 from workbench.ui import train as train_ui
 
-MiB = 1024**2
-
-
-def test_the_train_tab_says_why_it_was_refused_and_leaves_no_empty_folder(
-    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
-    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
-    assert wb.train.start() is None
-    assert wb.wait(60)
-    assert "will not fit" in wb.train.error.value and "Traceback" not in wb.train.error.value.split("<details>")[0]
-    assert "nothing ran" in wb.train.status.value
-    assert list((tmp_path / "runs").iterdir()) == []
-
-
-def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
-    """Two kernels that start the same settings in the same second: the second gets its own folder."""
-    monkeypatch.setattr("workbench.ui.train.run_name", lambda cfg, user=None: "20261201-120000-lora")
-    (tmp_path / "runs" / "20261201-120000-lora").mkdir(parents=True)  # the other kernel's run
-    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)  # refused at once: quick
-    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
-    wb.train.start()
-    assert wb.train.run_dir.name == "20261201-120000-lora-2"
-    assert wb.wait(60)
-
 
 # ---------------------------------------------------------------------------- train
 def test_training_updates_progress_and_plots_while_it_runs(app, monkeypatch):
@@ -399,3 +374,29 @@ def test_a_kernel_on_glibc_is_told_its_peaks_will_run_above_the_estimate(monkeyp
         monkeypatch.setattr(allocator, "in_use", lambda name=name: name)
         assert train_ui.allocator_note() == ""
         assert f"Allocator: {name}, preloaded" in setup_allocator_line()
+
+
+MiB = 1024**2
+
+
+def test_the_train_tab_says_why_it_was_refused_and_leaves_no_empty_folder(
+    tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
+    assert wb.train.start() is None
+    assert wb.wait(60)
+    assert "will not fit" in wb.train.error.value and "Traceback" not in wb.train.error.value.split("<details>")[0]
+    assert "nothing ran" in wb.train.status.value
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir, tiny_jsonl, tmp_path, monkeypatch):
+    """Two kernels that start the same settings in the same second: the second gets its own folder."""
+    monkeypatch.setattr("workbench.ui.train.run_name", lambda cfg, user=None: "20261201-120000-lora")
+    (tmp_path / "runs" / "20261201-120000-lora").mkdir(parents=True)  # the other kernel's run
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 1 * MiB)  # refused at once: quick
+    wb = Workbench(tiny_config(tiny_model_dir, tiny_jsonl), runs_dir=tmp_path / "runs")
+    wb.train.start()
+    assert wb.train.run_dir.name == "20261201-120000-lora-2"
+    assert wb.wait(60)
