@@ -9,7 +9,7 @@ own (tcmalloc preloaded when installed, `--allocator system` for glibc as it is)
 After each run_compare the child drops its result, collects garbage and calls workbench.machine.memory.release() (what a
 run does between variants), then prints one JSON line: VmRSS, the torch modules and tensors still alive, and the
 run's own peak. The parent writes bench/out/long_session.json and the chart docs/img/long-session-rss.png.
-tests/test_long_session.py runs the child (`--child`) on a tiny model and bounds the growth.
+tests/scenarios/test_long_session.py runs the child (`--child`) on a tiny model and bounds the growth.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ effect is real only where it stands out from how far the seeds, the other settin
     python bench/sweep_effects.py runs/sweep-dates-seeds --export docs/data/sweep-dates-seeds.json
 
 --export keeps every run's per-example scores in one compact file, so the published claims can be re-derived
-without training the 36 runs again (tests/test_published_sweep.py does, for one row).
+without training the 36 runs again (tests/scenarios/test_published_sweep.py does, for one row).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def write_bytes(path: Path, content: bytes) -> Path:
     try:
         tmp.write_bytes(content)
         # no fsync: a killed process's writes are in the page cache already, so the rename is safe against a kill
-        # (tests/test_kill_writes.py); only a power cut could still leave the new name on a short file
+        # (tests/scenarios/test_kill_writes.py); only a power cut could still leave the new name on a short file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
