@@ -2,8 +2,8 @@
 
 The page is the same `Workbench()` the notebooks show, without code cells. This module only checks the options
 and starts `voila` in a child process; the options reach the notebook's kernel as WORKBENCH_APP_* environment
-variables (a Voilà page takes no arguments of its own). It imports no UI: the core never does
-(tests/unit/test_architecture.py and the import contracts), so the tab names are listed here and a test keeps them equal to the app's.
+variables (a Voilà page takes no arguments of its own). It imports no UI (the front's two parts do not import
+each other: the import contracts), so the tab names are listed here and a test keeps them equal to the app's.
 """
 
 from __future__ import annotations
