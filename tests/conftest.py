@@ -33,6 +33,27 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
+# The stories that take a minute or more are handed to the workers first, longest first, so the short tests fill
+# the end instead of one worker finishing a notebook alone (xdist hands out the first tests in turn).
+SLOW_FIRST = (
+    "test_browser.py",
+    "test_e2e_embedded.py",
+    "test_notebooks.py",
+    "test_voila_page.py",
+    "test_kill_writes.py",
+    "test_estimator_calibration.py",
+    "test_long_session.py",
+    "test_distributed.py",
+    "test_sweep_workers.py",
+    "test_classroom.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: a file's tests stay together
+
+
 # hypothesis keeps its examples database under .hypothesis/ in the working folder: nowhere near the checkout
 set_hypothesis_home_dir(tempfile.mkdtemp(prefix="workbench-hypothesis-"))
 
