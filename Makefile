@@ -43,21 +43,21 @@ APP_ARGS ?=
 app: setup
 	LD_PRELOAD="$$($(BIN)/python -m workbench.cli.allocator)" $(BIN)/workbench app $(LAB_BROWSER) $(APP_ARGS)
 
-# pytest over TEST_WORKERS processes (pytest-xdist; each gets its share of the cores' threads: tests/conftest.py)
+# pytest over TEST_WORKERS processes (pytest-xdist), a whole test file at a time, the longest first (tests/conftest.py)
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(MKDOCS) build --strict
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The unit tier alone (tests/unit: a tiny model built in-process, no servers, no embedded model), for the loop of
 # working: under 3 minutes on 2 cores. `make test` runs it too, with the scenarios (tests/scenarios).
 test-fast: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests/unit
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit
 
 # The documentation site (mkdocs.yml): built into site/; --strict in `make test`, so a broken link fails CI
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs

@@ -27,14 +27,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # pins the float32 path, so one suite gives one result on every CPU (and every process it starts inherits it);
 # the tests of the choice itself set it both ways, and the bf16_native fixture runs the bfloat16 path
 os.environ["WORKBENCH_NATIVE_BF16"] = "0"
-# Under pytest-xdist (`make test` runs `-n 2`) the workers share the machine's cores: each worker, and every
-# process a test starts, gets its share of the threads (set before torch is imported), not one per core each.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+# Under pytest-xdist (`make test` runs `-n 2`) each worker keeps torch's own thread count: pinning each to its
+# share of the cores (OMP_NUM_THREADS=1 here) measured slower, since a worker waiting on a server or a browser
+# then leaves a core idle while the other trains on one thread (docs/contributing.md has the figures).
 
 # The stories that take a minute or more are handed to the workers first, longest first, so the short tests fill
-# the end instead of one worker finishing a notebook alone (xdist hands out the first tests in turn).
+# the end (`make test` hands out whole files: --dist loadfile).
 SLOW_FIRST = (
     "test_browser.py",
     "test_e2e_embedded.py",
