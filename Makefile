@@ -50,14 +50,14 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(MKDOCS) build --strict
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The unit tier alone (tests/unit: a tiny model built in-process, no servers, no embedded model), for the loop of
 # working: under 3 minutes on 2 cores. `make test` runs it too, with the scenarios (tests/scenarios).
 test-fast: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests/unit
 
 # The documentation site (mkdocs.yml): built into site/; --strict in `make test`, so a broken link fails CI
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs

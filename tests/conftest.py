@@ -32,7 +32,7 @@ os.environ["WORKBENCH_NATIVE_BF16"] = "0"
 # then leaves a core idle while the other trains on one thread (docs/contributing.md has the figures).
 
 # The stories that take a minute or more are handed to the workers first, longest first, so the short tests fill
-# the end (`make test` hands out whole files: --dist loadfile).
+# the end (`make test` hands out whole files in this order: --dist loadfile --no-loadscope-reorder).
 SLOW_FIRST = (
     "test_browser.py",
     "test_e2e_embedded.py",
