@@ -27,9 +27,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # pins the float32 path, so one suite gives one result on every CPU (and every process it starts inherits it);
 # the tests of the choice itself set it both ways, and the bf16_native fixture runs the bfloat16 path
 os.environ["WORKBENCH_NATIVE_BF16"] = "0"
-# Under pytest-xdist (`make test` runs `-n 2`) each worker keeps torch's own thread count: pinning each to its
-# share of the cores (OMP_NUM_THREADS=1 here) measured slower, since a worker waiting on a server or a browser
-# then leaves a core idle while the other trains on one thread (docs/contributing.md has the figures).
+# Under pytest-xdist (`make test` runs `-n 2`) the workers share the machine's cores: each worker, and every
+# process a test starts, gets its share of the threads (set before torch is imported). Left at one per core
+# each, two trainings at once oversubscribe the cores: the embedded model's compare took 362 s instead of 95
+# (docs/contributing.md has the figures).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 # The stories that take a minute or more are handed to the workers first, longest first, so the short tests fill
 # the end (`make test` hands out whole files in this order: --dist loadfile --no-loadscope-reorder).
