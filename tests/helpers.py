@@ -79,6 +79,35 @@ def build_tiny_tokenizer():
     )
 
 
+_BYTE_TOKENIZER = []
+
+
+def byte_tokenizer():
+    """A byte-level BPE tokenizer (one token per byte, lossless decode) with the tiny ChatML template: with it,
+    decoded token ids are exactly the text that was tokenised, which the word-level tiny tokenizer (no decoder:
+    tokens come back joined by spaces) cannot show. Built once a process."""
+    if not _BYTE_TOKENIZER:
+        from tokenizers import Tokenizer, decoders, pre_tokenizers
+        from tokenizers import models as tok_models
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        core = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        core.decoder = decoders.ByteLevel()
+        _BYTE_TOKENIZER.append(
+            PreTrainedTokenizerFast(
+                tokenizer_object=core,
+                eos_token="<|im_end|>",
+                pad_token="<|im_end|>",
+                additional_special_tokens=["<|im_start|>"],
+                chat_template=CHAT_TEMPLATE,
+                clean_up_tokenization_spaces=False,
+            )
+        )
+    return _BYTE_TOKENIZER[0]
+
+
 def build_tiny_model(tokenizer, seed: int = 0, hidden_size: int = 64, layers: int = 2):
     """The tiny Llama (64 wide, 2 layers); larger shapes for tests where its size must show in memory."""
     import torch

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import CHAT_TEMPLATE, sentiment_rows, value_error, write_csv, write_jsonl, write_latin1_csv
+from helpers import byte_tokenizer, sentiment_rows, value_error, write_csv, write_jsonl, write_latin1_csv
 
 from workbench import data
 from workbench.data import Example, TextSource
@@ -74,7 +74,7 @@ def test_messages_multi_turn(tmp_path):
     assert ex.prompt == "Capital of Italy?" and ex.answer == "Rome"
     assert ex.history == [SYSTEM] + turns[:2]
     # and the history is what the chat template puts before the prompt
-    tok_text = data.prompt_text(_ByteTok.get(), ex.prompt, ex.history)
+    tok_text = data.prompt_text(byte_tokenizer(), ex.prompt, ex.history)
     assert tok_text == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nCapital of Italy?<|im_end|>\n"
@@ -376,35 +376,6 @@ def test_clean_data_has_no_skip_note(tiny_jsonl):
 
 
 # =========================================================================== 7. preview
-class _ByteTok:
-    """A byte-level BPE tokenizer (one token per byte, lossless decode) with the tiny ChatML template:
-    with it, decoded token ids are exactly the text that was tokenised, which the word-level tiny
-    tokenizer (no decoder: tokens come back joined by spaces) cannot show."""
-
-    _tok = None
-
-    @classmethod
-    def get(cls):
-        if cls._tok is None:
-            from tokenizers import Tokenizer, decoders, pre_tokenizers
-            from tokenizers import models as tok_models
-            from transformers import PreTrainedTokenizerFast
-
-            vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-            core = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
-            core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-            core.decoder = decoders.ByteLevel()
-            cls._tok = PreTrainedTokenizerFast(
-                tokenizer_object=core,
-                eos_token="<|im_end|>",
-                pad_token="<|im_end|>",
-                additional_special_tokens=["<|im_start|>"],
-                chat_template=CHAT_TEMPLATE,
-                clean_up_tokenization_spaces=False,
-            )
-        return cls._tok
-
-
 # --------------------------------------------------------------------------- shapes people's files really have
 def test_explicit_mapping_wins_over_a_column_with_a_known_name(tmp_path):
     path = tmp_path / "d.csv"

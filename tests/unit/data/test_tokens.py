@@ -4,7 +4,7 @@ blocks, the length report that says what training would drop, and the preview of
 from __future__ import annotations
 
 import torch
-from helpers import CHAT_TEMPLATE
+from helpers import byte_tokenizer
 
 from workbench import data
 from workbench.data import IGNORE_INDEX, Example, TextSource
@@ -73,37 +73,8 @@ def test_length_report_matches_what_training_drops(tiny_tokenizer):
     assert len(no_answer) == 1 and all(len(r["input_ids"]) <= 20 for r in rows)
 
 
-class _ByteTok:
-    """A byte-level BPE tokenizer (one token per byte, lossless decode) with the tiny ChatML template:
-    with it, decoded token ids are exactly the text that was tokenised, which the word-level tiny
-    tokenizer (no decoder: tokens come back joined by spaces) cannot show."""
-
-    _tok = None
-
-    @classmethod
-    def get(cls):
-        if cls._tok is None:
-            from tokenizers import Tokenizer, decoders, pre_tokenizers
-            from tokenizers import models as tok_models
-            from transformers import PreTrainedTokenizerFast
-
-            vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-            core = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
-            core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-            core.decoder = decoders.ByteLevel()
-            cls._tok = PreTrainedTokenizerFast(
-                tokenizer_object=core,
-                eos_token="<|im_end|>",
-                pad_token="<|im_end|>",
-                additional_special_tokens=["<|im_start|>"],
-                chat_template=CHAT_TEMPLATE,
-                clean_up_tokenization_spaces=False,
-            )
-        return cls._tok
-
-
 def test_preview_shows_the_templated_prompt_and_answer():
-    tok = _ByteTok.get()
+    tok = byte_tokenizer()
     train = [
         Example("Capital of France?", "Paris", [SYSTEM]),
         Example("Héllo,  wörld!\nTwo lines.", "yes  sir"),
