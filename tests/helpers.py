@@ -206,6 +206,22 @@ def tiny_config(model_dir, data, variants="base,lora,qlora", steps=3, *, lora: d
     return RunConfig.from_dict(d)
 
 
+def one_step_config(model_dir, data, variants="base", **train):
+    """tiny_config with one training step: for tests of what a run keeps and reads back, not what it learns."""
+    return tiny_config(model_dir, data, variants=variants, steps=1, **train)
+
+
+def run_saying(cfg, out, **kw) -> list[str]:
+    """run_compare (looked up when called, so a test's monkeypatch of it holds), returning the status lines it
+    said."""
+    from workbench.core.events import Hooks
+    from workbench.experiments import comparison
+
+    statuses: list[str] = []
+    comparison.run_compare(cfg, out, Hooks(on_status=statuses.append), **kw)
+    return statuses
+
+
 def base_config(model_dir, data):
     """A sweep's base settings on the tiny model: the default variants and rank, 2 steps at lr 1e-2."""
     return tiny_config(model_dir, data, variants=None, steps=2, lora={"alpha": 8.0}, lr=1e-2)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from helpers import tiny_config
+from helpers import one_step_config, run_saying, tiny_config
 
-from workbench.core.events import Hooks
 from workbench.engine import score_cache
 from workbench.engine.session import Session
-from workbench.experiments import comparison, run_setup
+from workbench.experiments import run_setup
 from workbench.experiments.comparison import run_compare
 from workbench.records import runs
 
@@ -30,23 +29,13 @@ def test_evaluate_reads_back_every_variant_a_bfloat16_run_scored(bf16_native, ti
     s.release()
 
 
-def config(model_dir, data, variants="base", **train):
-    return tiny_config(model_dir, data, variants=variants, steps=1, **train)
-
-
-def run(cfg, out, **kw):
-    statuses: list[str] = []
-    comparison.run_compare(cfg, out, Hooks(on_status=statuses.append), **kw)
-    return statuses
-
-
 @pytest.mark.usefixtures("cold_home")
 def test_evaluate_reads_back_a_runs_base_and_its_adapter_and_a_changed_adapter_misses(
     tiny_model_dir, tiny_jsonl, tmp_path, scored
 ):
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora")
+    cfg = one_step_config(tiny_model_dir, tiny_jsonl, variants="base,lora,qlora")
     out = tmp_path / "run"
-    run(cfg, out)
+    run_saying(cfg, out)
     examples = run_setup.setup(cfg).eval_set
     kept = runs.Run(out).scores()
     scored.clear()

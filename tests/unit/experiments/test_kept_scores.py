@@ -4,21 +4,10 @@ from the score cache."""
 from __future__ import annotations
 
 import pytest
-from helpers import tiny_config
+from helpers import one_step_config, run_saying
 
-from workbench.core.events import Hooks
-from workbench.experiments import comparison, kept_scores
+from workbench.experiments import kept_scores
 from workbench.records import runs
-
-
-def config(model_dir, data, variants="base", **train):
-    return tiny_config(model_dir, data, variants=variants, steps=1, **train)
-
-
-def run(cfg, out, **kw):
-    statuses: list[str] = []
-    comparison.run_compare(cfg, out, Hooks(on_status=statuses.append), **kw)
-    return statuses
 
 
 @pytest.mark.usefixtures("cold_home")
@@ -28,9 +17,9 @@ def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_lo
     from workbench.ui.state import AppState
     from workbench.ui.train import TrainPanel
 
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
+    cfg = one_step_config(tiny_model_dir, tiny_jsonl, variants="base,lora")
     assert kept_scores.base_kept(cfg) is None and kept_scores.kept_sentence(cfg) == ""
-    run(cfg, tmp_path / "runs" / "one")
+    run_saying(cfg, tmp_path / "runs" / "one")
     entry = kept_scores.base_kept(cfg)
     assert (
         entry is not None and entry.result.keys == runs.Run(tmp_path / "runs" / "one").scores()["base"]["eval"]["keys"]
@@ -40,11 +29,13 @@ def test_the_plan_says_when_the_base_will_come_from_the_cache_before_anything_lo
     )
     # and the run that follows does read them back: the plan's guess of the key is the run's key
     scored.clear()
-    run(cfg, tmp_path / "runs" / "two")
+    run_saying(cfg, tmp_path / "runs" / "two")
     assert ("eval", True) not in scored
     # anything the base's scores depend on changed: the plan no longer says so
-    assert kept_scores.base_kept(config(tiny_model_dir, tiny_jsonl, variants="base,lora", seq_len=24)) is None
-    assert kept_scores.base_kept(config(tiny_model_dir, tiny_jsonl, variants="lora")) is None  # no base to score
+    assert kept_scores.base_kept(one_step_config(tiny_model_dir, tiny_jsonl, variants="base,lora", seq_len=24)) is None
+    assert (
+        kept_scores.base_kept(one_step_config(tiny_model_dir, tiny_jsonl, variants="lora")) is None
+    )  # no base to score
     monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "1")  # a bfloat16 base is another base
     assert kept_scores.base_kept(cfg) is None
     monkeypatch.setenv("WORKBENCH_NATIVE_BF16", "0")

@@ -8,26 +8,15 @@ import re
 import shutil
 
 import pytest
-from helpers import tiny_config
+from helpers import one_step_config, run_saying, tiny_config
 
 from workbench.core.config import VARIANTS
-from workbench.core.events import Hooks
 from workbench.core.stats import accuracy_interval
 from workbench.engine import score_cache, session
-from workbench.experiments import comparison, run_setup
+from workbench.experiments import run_setup
 from workbench.records import runs
 from workbench.ui import Workbench
 from workbench.ui import compare as compare_ui
-
-
-def config(model_dir, data, variants="base", **train):
-    return tiny_config(model_dir, data, variants=variants, steps=1, **train)
-
-
-def run(cfg, out, **kw):
-    statuses: list[str] = []
-    comparison.run_compare(cfg, out, Hooks(on_status=statuses.append), **kw)
-    return statuses
 
 
 @pytest.mark.usefixtures("cold_home")
@@ -37,8 +26,8 @@ def test_the_compare_tabs_evaluate_of_a_finished_run_scores_nothing_and_says_so(
     from workbench.ui.compare import ComparePanel
     from workbench.ui.state import AppState
 
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
-    run(cfg, tmp_path / "runs" / "run")
+    cfg = one_step_config(tiny_model_dir, tiny_jsonl, variants="base,lora")
+    run_saying(cfg, tmp_path / "runs" / "run")
     scored.clear()
     c = ComparePanel(AppState(cfg, runs_dir=tmp_path / "runs"))  # picks the newest run with adapters
     assert c.evaluate() is None and c.wait(120)
@@ -55,8 +44,8 @@ def test_an_evaluate_with_nothing_kept_scores_in_rounds_keeps_the_whole_split_an
     from workbench.ui.compare import ComparePanel
     from workbench.ui.state import AppState
 
-    cfg = config(tiny_model_dir, tiny_jsonl, variants="base,lora")
-    run(cfg, tmp_path / "runs" / "run")
+    cfg = one_step_config(tiny_model_dir, tiny_jsonl, variants="base,lora")
+    run_saying(cfg, tmp_path / "runs" / "run")
     examples = run_setup.setup(cfg).eval_set
     shutil.rmtree(score_cache.cache_dir())  # another machine's run, say: nothing of it kept here
     scored.clear()
@@ -87,7 +76,7 @@ def test_evaluate_after_a_run_of_fewer_examples_reads_them_and_scores_on_only_wh
 
     cfg = tiny_config(tiny_model_dir, None, variants="base,lora", steps=1, eval_examples=20)
     cfg.data, cfg.task = None, "sentiment"
-    run(cfg, tmp_path / "runs" / "run")
+    run_saying(cfg, tmp_path / "runs" / "run")
     slices: list[tuple[str, int]] = []
     real = session.evaluate
 
