@@ -287,3 +287,21 @@ def family_dirs(tmp_path_factory):
         tokenizer.save_pretrained(folder)
         out[family] = folder
     return out
+
+
+@pytest.fixture
+def quant_panel():
+    """quant_panel(state) -> a QuantExplainer whose model is released after the test: ipywidgets keeps every
+    widget alive, and a model loaded from the tiny checkpoint would keep that file mapped for later tests."""
+    from workbench.ui.quant import QuantExplainer
+
+    made = []
+
+    def make(state):
+        made.append(QuantExplainer(state))
+        return made[-1]
+
+    yield make
+    for panel in made:
+        panel.state.jobs.join(60)
+        panel.release()

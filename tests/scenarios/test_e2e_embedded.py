@@ -20,7 +20,6 @@ from workbench.data import load_task
 from workbench.engine import explain, models, resolve
 from workbench.engine.estimator import bits_per_param
 from workbench.ui import AppState
-from workbench.ui.quant import QuantExplainer
 
 pytestmark = pytest.mark.e2e
 if resolve.embedded_gguf_path() is None:  # pragma: no cover - make setup installs it
@@ -160,22 +159,6 @@ def test_compare_cli_on_embedded_model_16_and_4_bits(tmp_path, embedded_dir):
 
 
 PNG = b"\x89PNG"
-
-
-@pytest.fixture
-def quant_panel():
-    """quant_panel(state) -> a QuantExplainer whose model is released after the test: ipywidgets keeps every
-    widget alive, and a model loaded from the tiny checkpoint would keep that file mapped for later tests."""
-    made = []
-
-    def make(state: AppState) -> QuantExplainer:
-        made.append(QuantExplainer(state))
-        return made[-1]
-
-    yield make
-    for panel in made:
-        panel.state.jobs.join(60)
-        panel.release()
 
 
 @pytest.mark.e2e

@@ -10,25 +10,8 @@ import pytest
 from workbench.core.config import preset_config
 from workbench.engine import explain
 from workbench.ui import AppState
-from workbench.ui.quant import QuantExplainer
 
 PNG = b"\x89PNG"
-
-
-@pytest.fixture
-def quant_panel():
-    """quant_panel(state) -> a QuantExplainer whose model is released after the test: ipywidgets keeps every
-    widget alive, and a model loaded from the tiny checkpoint would keep that file mapped for later tests."""
-    made = []
-
-    def make(state: AppState) -> QuantExplainer:
-        made.append(QuantExplainer(state))
-        return made[-1]
-
-    yield make
-    for panel in made:
-        panel.state.jobs.join(60)
-        panel.release()
 
 
 def tiny_state(model_dir: Path, runs_dir: Path, **lora) -> AppState:
