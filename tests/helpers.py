@@ -222,6 +222,23 @@ def run_saying(cfg, out, **kw) -> list[str]:
     return statuses
 
 
+def tiny_state(model_dir: Path, runs_dir: Path, **lora):
+    """The panels' shared state for the tiny model: LoRA on every linear layer at rank 4 (`lora` overrides)."""
+    from workbench.core.config import preset_config
+    from workbench.ui import AppState
+
+    cfg = preset_config(
+        None,
+        {
+            "model": {"name": str(model_dir), "device": "cpu"},
+            "task": "sentiment",
+            "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear", **lora},
+            "variants": ["lora"],
+        },
+    )
+    return AppState(cfg, runs_dir=runs_dir)
+
+
 def base_config(model_dir, data):
     """A sweep's base settings on the tiny model: the default variants and rank, 2 steps at lr 1e-2."""
     return tiny_config(model_dir, data, variants=None, steps=2, lora={"alpha": 8.0}, lr=1e-2)

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from helpers import trained_adapter
+from helpers import tiny_state, trained_adapter
 
-from workbench.core.config import preset_config
 from workbench.engine.layout import ModelLayout
-from workbench.ui import AppState
 from workbench.ui.explain import LoraExplainer
 
 PNG = b"\x89PNG"
-
-
-def tiny_state(model_dir: Path, runs_dir: Path, **lora) -> AppState:
-    cfg = preset_config(
-        None,
-        {
-            "model": {"name": str(model_dir), "device": "cpu"},
-            "task": "sentiment",
-            "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear", **lora},
-            "variants": ["lora"],
-        },
-    )
-    return AppState(cfg, runs_dir=runs_dir)
 
 
 def test_lora_panel_draws_to_scale_as_the_rank_moves(tiny_model_dir, tmp_path):

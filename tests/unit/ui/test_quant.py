@@ -3,28 +3,12 @@ changed model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import tiny_state
 
-from workbench.core.config import preset_config
 from workbench.engine import explain
-from workbench.ui import AppState
 
 PNG = b"\x89PNG"
-
-
-def tiny_state(model_dir: Path, runs_dir: Path, **lora) -> AppState:
-    cfg = preset_config(
-        None,
-        {
-            "model": {"name": str(model_dir), "device": "cpu"},
-            "task": "sentiment",
-            "lora": {"rank": 4, "alpha": 8.0, "target_modules": "all-linear", **lora},
-            "variants": ["lora"],
-        },
-    )
-    return AppState(cfg, runs_dir=runs_dir)
 
 
 def test_quant_panel_loads_once_in_the_background_and_updates(tiny_model_dir, tmp_path, quant_panel):
