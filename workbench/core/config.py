@@ -77,6 +77,51 @@ TRAINED_VARIANTS = [v.name for v in VARIANT_TABLE if v.trained]
 QUANT_TYPES = ("nf4", "fp4")  # bitsandbytes' 4-bit types
 
 
+@dataclass(frozen=True)
+class Init:
+    """One way an adapter can start: its name, the base widths it works on, and one line on what it does and costs."""
+
+    name: str
+    bits: tuple[int, ...]  # the base widths it is defined for
+    changes_base: bool  # True: the base under the adapter is W minus the adapter's start (the export converts it)
+    help: str
+
+
+# the one table of initialisations; the Adapter tab, the CLI, a sweep's axis and a search's space read it
+INIT_TABLE = (
+    Init("gaussian", (16, 8, 4), False, "peft's default: A random, B zero, so the model starts exactly as the base"),
+    Init(
+        "loftq",
+        (4,),
+        True,
+        "LoftQ: the adapter starts as the best rank-r fix of the 4-bit rounding error, re-quantizing the rest "
+        "loftq_iter times; one SVD per layer per iteration, 4-bit bases only",
+    ),
+    Init(
+        "pissa",
+        (16, 4),
+        True,
+        "PiSSA (QPiSSA at 4 bits): the adapter holds each layer's top-r singular directions and only the rest is "
+        "quantized; one fast SVD per layer (pissa_niter iterations)",
+    ),
+    Init(
+        "olora",
+        (16, 4),
+        True,
+        "OLoRA: the adapter starts from the first r columns of each layer's QR factors, the base holds the rest; "
+        "one QR per layer",
+    ),
+    Init(
+        "eva",
+        (16, 8, 4),
+        False,
+        "EVA: A starts as the top directions of each layer's inputs on a few training batches, B zero; costs one "
+        "forward pass per batch before training",
+    ),
+)
+INITS: dict[str, Init] = {i.name: i for i in INIT_TABLE}
+
+
 def variant_for_bits(bits: int) -> str:
     """The trained variant whose base has `bits` bits: 16 -> lora, 8 -> lora8, 4 -> qlora."""
     for v in VARIANT_TABLE:
@@ -205,6 +250,35 @@ class LoraSettings:
     use_dora: bool = field(
         default=False, metadata={"help": "DoRA: learn a magnitude per output as well as the LoRA direction (slower)."}
     )
+    init: str = field(
+        default="gaussian",
+        metadata={
+            "help": "How the adapter starts: "
+            + "; ".join(f"{i.name} = {i.help}" for i in INIT_TABLE)
+            + ". Which bases each works on: loftq 4-bit; pissa and olora 16- and 4-bit; gaussian and eva every base."
+        },
+    )
+    loftq_iter: int = field(
+        default=1,
+        metadata={
+            "help": "LoftQ only: alternating quantize/SVD steps (1 keeps the 4-bit base as loaded; more fit the "
+            "rounding error closer, each another SVD per layer)."
+        },
+    )
+    pissa_niter: int = field(
+        default=4,
+        metadata={
+            "help": "PiSSA only: power iterations of the fast randomised SVD (peft's pissa_niter_N); 0 = the exact "
+            "SVD, slower on large layers."
+        },
+    )
+    loraplus_ratio: float = field(
+        default=1.0,
+        metadata={
+            "help": "LoRA+: B's learning rate is this many times A's (1 = plain LoRA; the LoRA+ paper uses 16). "
+            "Costs nothing."
+        },
+    )
     adapt_experts: bool = field(
         default=True,
         metadata={
@@ -223,6 +297,12 @@ class LoraSettings:
         _check_bool("use_rslora", self.use_rslora)
         _check_bool("use_dora", self.use_dora)
         _check_bool("adapt_experts", self.adapt_experts)
+        check_choice("init", self.init, tuple(INITS))
+        check_int("loftq_iter", self.loftq_iter, 1, 20)
+        check_int("pissa_niter", self.pissa_niter, 0, 50)
+        check_float("loraplus_ratio", self.loraplus_ratio, 0, 1000, lo_open=True)
+        if self.init != "gaussian" and self.use_dora:
+            raise ValueError(f"use_dora: DoRA sets its own start; turn DoRA off to use init {self.init}")
 
     def to_lora_config(self, target_parameters: list[str] | None = None):
         """peft's LoraConfig; target_parameters: stacked expert weights (ModelLayout.expert_targets), adapted by
@@ -376,6 +456,13 @@ class TrainSettings:
         return self.preset_eval_examples is not None
 
 
+# the adapter's start settings, left out of a config's dict at these values so runs saved before them still match
+LORA_START_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(LoraSettings)
+    if f.name in ("init", "loftq_iter", "pissa_niter", "loraplus_ratio")
+}
+
 # RunConfig's parts, each a dict of its own in a config file
 SECTIONS = {"model": ModelSettings, "lora": LoraSettings, "quant": QuantSettings, "train": TrainSettings}
 
@@ -440,6 +527,14 @@ class RunConfig:
             raise ValueError("variants: each variant may be listed once")
         # keep a stable, teachable order: base first, then by falling bits
         self.variants = [v for v in VARIANTS if v in self.variants]
+        init = INITS[self.lora.init]
+        refused = [v for v in self.variants if VARIANTS[v].trained and VARIANTS[v].bits not in init.bits]
+        if refused:
+            fits = ", ".join(v.name for v in VARIANT_TABLE if v.trained and v.bits in init.bits)
+            raise ValueError(
+                f"init: {init.name} does not work with {', '.join(refused)} ({init.name} works on {fits}); "
+                f"choose those variants or another init"
+            )
         if self.task is not None and not isinstance(self.task, str):
             raise ValueError(f"task must be the name of a built-in task such as sentiment; got {shown(self.task)}")
         self.data = _file_setting("data", self.data)
@@ -466,6 +561,9 @@ class RunConfig:
         d = dataclasses.asdict(self)
         if d["train"]["preset_eval_examples"] is None:  # unmarked configs keep their keys: saved runs still match
             del d["train"]["preset_eval_examples"]
+        for name, default in LORA_START_DEFAULTS.items():  # likewise the start settings, at their defaults
+            if d["lora"][name] == default:
+                del d["lora"][name]
         return d
 
     @classmethod
