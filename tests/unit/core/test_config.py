@@ -257,7 +257,7 @@ SETTINGS = [
     for obj in vars(config).values()
     if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == config.__name__
 ]
-SETTINGS = [cls for cls in SETTINGS if cls is not config.Variant]
+SETTINGS = [cls for cls in SETTINGS if cls not in (config.Variant, config.Init)]  # tables, not settings
 FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -268,7 +268,8 @@ PLAUSIBLE = st.sampled_from(
      0.999, 1.0, 2e-3, 1e-320, 1e308, math.nan, math.inf, -math.inf, True, False, None, "", " ", "0", "8",
      "nan", "auto", "cpu", "cuda", "float32", "bfloat16", "nf4", "fp4", "all-linear", "q_proj,v_proj",
      "q_proj", "base", "lora", "lora8", "qlora", "base,lora", "sentiment", "dates", "data.jsonl",
-     "prompt=question", config.DEFAULT_MODEL, ["q_proj", "v_proj"], ["base", "qlora"], ["lora"], [], {},
+     "prompt=question", "gaussian", "loftq", "pissa", "olora", "eva", config.DEFAULT_MODEL,
+     ["q_proj", "v_proj"], ["base", "qlora"], ["lora"], [], {},
      ["all-linear"], [1, 2], [["q_proj"]], [None], {"prompt": "q"}, {"a": 1}, b"bytes", (4,)]
 )  # fmt: skip
 JUNK = st.recursive(
