@@ -653,8 +653,9 @@ FAMILY_LINEAR = {
     "qwen2_moe": ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
 }
 MOE = {"mixtral", "qwen3_moe", "qwen2_moe"}
-# families whose layers transformers' bitsandbytes integration leaves alone (a Linear subclass): 16 bits only
-NOT_QUANTIZED = {"falcon": "bits: bitsandbytes quantizes none of falcon's layers"}
+# families whose layers transformers' bitsandbytes integration leaves alone (a Linear subclass the workbench does
+# not build as torch's Linear) -> the refusal's start: 16 bits only. None since Falcon's FalconLinear is built so.
+NOT_QUANTIZED: dict[str, str] = {}
 
 
 def family_folder(family_dirs: dict, family: str) -> Path:

@@ -60,7 +60,12 @@ ROUTER_NAMES = ("gate", "router", "shared_expert_gate")
 # config fields that hold a mixture of experts' expert count, by family
 _EXPERT_COUNTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
-_CACHE_VERSION = 3
+# nn.Linear subclasses, by model_type, whose forward was read and is torch's Linear's (x·Wᵀ + b) and which hold
+# nothing besides weight and bias: built as torch's Linear (models.load_model, at 8 and 4 bits) bitsandbytes
+# quantizes them. Adding no parameters is not enough: Llama4's and PhiMoE's routers add none and route.
+AS_LINEAR = {"falcon": ("transformers.models.falcon.modeling_falcon", "FalconLinear")}
+
+_CACHE_VERSION = 4  # 4: Falcon's FalconLinear counts as quantized (AS_LINEAR)
 
 
 def _cache_path(config_file: Path) -> Path:
@@ -88,8 +93,9 @@ class Linear(_Named):
     """One linear layer. W is out × in as torch stores it: d = out_features rows, k = in_features columns.
     kind "conv1d": transformers' Conv1D, which stores its weight transposed (in × out) and computes x·W + b;
     the layer's fan-in and fan-out are the same, and so is LoRA's A (r × in) and B (out × r). kind "subclass":
-    a family's own Linear subclass (Falcon's FalconLinear), which peft adapts but transformers' bitsandbytes
-    integration does not quantize (it converts torch's Linear and Conv1D only)."""
+    a family's own Linear subclass that is not in AS_LINEAR, which peft adapts but transformers' bitsandbytes
+    integration does not quantize (it converts torch's Linear and Conv1D only); Falcon's FalconLinear is
+    "linear", since the workbench builds it as torch's Linear at 8 and 4 bits."""
 
     name: str
     in_features: int
@@ -188,6 +194,7 @@ def adaptable_layers(model) -> tuple[list[Linear], list[ExpertWeights], list[str
         if isinstance(module, torch.nn.Linear):
             # bitsandbytes' own layers are subclasses too, quantized already
             plain = type(module) is torch.nn.Linear or type(module).__module__.startswith("bitsandbytes")
+            plain = plain or (type(module).__module__, type(module).__name__) in AS_LINEAR.values()
             if clean.rsplit(".", 1)[-1] not in OUTPUT_HEADS:
                 linears.append(
                     Linear(clean, module.in_features, module.out_features, "linear" if plain else "subclass")
@@ -284,7 +291,8 @@ class ModelLayout:
             kinds = sorted({self.config.model_type})
             raise ValueError(
                 f"bits: bitsandbytes quantizes none of {', '.join(kinds)}'s layers (transformers converts torch's "
-                "Linear and Conv1D only); train this model at 16 bits"
+                "Linear and Conv1D, the workbench also the Linear subclasses it knows compute the same, such as "
+                "Falcon's; this model's are none of these); train this model at 16 bits"
             )
 
     @property

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.core.config import LoraSettings, QuantSettings
-from workbench.engine.layout import OUTPUT_HEADS, ModelLayout, expert_count
+from workbench.engine.layout import AS_LINEAR, OUTPUT_HEADS, ModelLayout, expert_count
 from workbench.machine.allocator import configure as configure_allocator
 
 # --------------------------------------------------------------------------- device
@@ -124,10 +126,17 @@ def load_model(
     if bits < 16 and choice.type == "mps":
         raise ValueError(f"bits: {bits}-bit bitsandbytes layers do not run on Apple MPS; use 16 bits or --device cpu")
     kwargs: dict = {"dtype": choice.dtype}
+    model_type = None
     if bits < 16:
-        kwargs["quantization_config"] = quant.to_bnb_config(default_dtype=choice.dtype, skip_modules=_kept(path, bits))
+        layout = ModelLayout.for_model(str(path))
+        kwargs["quantization_config"] = quant.to_bnb_config(
+            default_dtype=choice.dtype, skip_modules=_kept(layout, bits)
+        )
         kwargs["device_map"] = {"": choice.device}
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        model_type = layout.config.model_type
+    # transformers quantizes only modules whose type is exactly nn.Linear: build Falcon's FalconLinear as one
+    with built_as_linear(model_type):
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if bits == 16:
         model.to(choice.device)
     if bits == 4:
@@ -142,15 +151,44 @@ def load_model(
     return model, choice
 
 
-def _kept(path: Path, bits: int) -> list[str] | None:
+def _kept(layout: ModelLayout, bits: int) -> list[str] | None:
     """Layers bitsandbytes must leave unquantized besides its default (the output head): a mixture of
     experts' routers, whose every weight decides where a token goes. None where there are none. A ValueError
     for a model bitsandbytes would quantize nothing of (transformers' own error there is a traceback)."""
-    layout = ModelLayout.for_model(str(path))
     layout.check_bits(bits)
     if not layout.routers:
         return None
     return sorted(set(layout.routers) | set(OUTPUT_HEADS))
+
+
+# apply_patches swaps a class in transformers' modules and puts it back after: one swap at a time, or a second
+# load would keep the first one's stand-in as the "original"
+_SWAPPING = threading.Lock()
+
+
+@contextmanager
+def built_as_linear(model_type: str | None):
+    """While the block runs, a model of `model_type` is built with torch's nn.Linear where its family uses a
+    Linear subclass that computes the same (layout.AS_LINEAR: Falcon's FalconLinear, x @ W.T + b).
+
+    transformers' bitsandbytes integration replaces modules whose type is exactly nn.Linear (or Conv1D), so a
+    subclass would stay unquantized (Falcon at 4 bits) or fail to load (at 8 bits). The swap goes through
+    transformers' own patch mechanism (transformers.monkey_patching.apply_patches) and touches nothing but the
+    class the model's modules are built from: same weights, same names, same checkpoint keys. Without bias the
+    two layers are one op (matmul with W.T); with a bias, nn.Linear adds it inside the matmul, which in bfloat16
+    rounds once where FalconLinear rounds twice. None, or a family with no such subclass: nothing changes."""
+    entry = AS_LINEAR.get(model_type) if model_type else None
+    if entry is None:
+        yield
+        return
+    import importlib
+
+    from transformers.monkey_patching import apply_patches
+
+    module, name = entry
+    importlib.import_module(module)  # apply_patches swaps names only in modules already imported
+    with _SWAPPING, apply_patches({f"^{name}$": torch.nn.Linear}):
+        yield
 
 
 def contiguous_head_input(model) -> None:

@@ -143,3 +143,42 @@ def test_the_layout_counts_what_peft_builds_fresh_and_cached(family, family_dirs
     if family in MOE:  # the experts cost what they add, and the router is in no adapter
         assert fresh.adapter_params(4, "all-linear") > fresh.adapter_params(4, "all-linear", adapt_experts=False)
         assert fresh.routers and not any(r in (lin.name for lin in fresh.linears) for r in fresh.routers)
+
+
+def test_a_linear_subclass_counts_as_quantized_only_where_it_is_torch_linear(family_dirs, tmp_path, monkeypatch):
+    """Falcon's FalconLinear (x @ W.T + b, as torch's Linear) is built as torch's Linear at 8 and 4 bits: its layers
+    are quantized, and an older cache entry that said otherwise is built again. A subclass the workbench has not
+    read may compute something else (a router adds no parameters either): still refused at 8 and 4 bits."""
+    import json
+
+    from workbench.engine.layout import AS_LINEAR
+
+    folder = family_folder(family_dirs, "falcon")
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    falcon = ModelLayout.for_model(str(folder))
+    assert AS_LINEAR["falcon"] == ("transformers.models.falcon.modeling_falcon", "FalconLinear")
+    assert len(falcon.linears) == 8 and falcon.quantized_linears == falcon.linears
+    assert {lin.kind for lin in falcon.linears} == {"linear"}
+    falcon.check_bits(4)  # no refusal
+    (entry,) = (tmp_path / "layouts").glob("*.json")  # written by version 3, which called them unquantized
+    record = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**record, "version": 3, "linears": [[*r[:3], "subclass"] for r in record["linears"]]}))
+    assert ModelLayout.for_model(str(folder)).quantized_linears == falcon.linears
+
+    class Doubled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(falcon.config)
+    for module in model.modules():
+        if type(module).__name__ == "FalconLinear":
+            module.__class__ = Doubled
+    other = ModelLayout(falcon.config, model)
+    assert [lin.name for lin in other.linears] == [lin.name for lin in falcon.linears]
+    assert {lin.kind for lin in other.linears} == {"subclass"} and other.quantized_linears == []
+    other.check_bits(16)
+    for bits in (8, 4):
+        with pytest.raises(ValueError, match=r"^bits: bitsandbytes quantizes none of falcon's layers .*16 bits$") as no:
+            other.check_bits(bits)
+        assert "\n" not in str(no.value)

@@ -294,3 +294,93 @@ def test_a_16_bit_mixture_of_experts_lets_the_checkpoint_go(family, released, fa
     monkeypatch.setattr(models, "release_checkpoint_pages", lambda m: calls.append(m) or real(m))
     model, _ = models.load_model(family_folder(family_dirs, family), bits=16, device="cpu", dtype="float32")
     assert bool(calls) is released
+
+
+# --------------------------------------------------------------------------- Falcon's FalconLinear at 8 and 4 bits
+FALCON_LAYERS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+
+
+def _tiny_falcon(folder: Path, bias: bool) -> Path:
+    from helpers import family_config
+    from transformers import AutoModelForCausalLM
+
+    config = family_config("falcon", bias=bias)
+    config.initializer_range = 0.1  # as the family matrix: logits far enough apart to compare
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return folder
+
+
+def _falcon_layers(model) -> dict[str, torch.nn.Module]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {n: m for n, m in base.named_modules() if n.rsplit(".", 1)[-1] in FALCON_LAYERS}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_falcon_built_with_torch_linear_gives_the_same_logits(tmp_path, bias):
+    """FalconLinear computes input @ W.T (+ b); built as torch's Linear (what 8 and 4 bits do before
+    bitsandbytes replaces it), the 16-bit model gives the same float32 logits: bit for bit without a bias (one op,
+    a matmul with W.T), and with one to float32 rounding (Linear adds the bias inside the matmul)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.falcon import modeling_falcon
+
+    folder = _tiny_falcon(tmp_path / "falcon", bias)
+    original = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with models.built_as_linear("falcon"):
+        converted = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert modeling_falcon.FalconLinear.__name__ == "FalconLinear"  # the class is back once loaded
+    before, after = _falcon_layers(original), _falcon_layers(converted)
+    assert len(before) == 8 and list(before) == list(after)  # 4 kinds x 2 blocks, same names
+    assert {type(m) for m in before.values()} == {modeling_falcon.FalconLinear}
+    assert {type(m) for m in after.values()} == {torch.nn.Linear}
+    assert all((m.bias is not None) == bias for m in after.values())
+    for name, m in after.items():
+        assert torch.equal(m.weight, before[name].weight)  # the checkpoint's weights, not fresh ones
+    ids = torch.tensor([[5, 17, 42, 99, 3, 64, 120, 7]])
+    with torch.no_grad():
+        want, got = original(input_ids=ids).logits, converted(input_ids=ids).logits
+    assert want.abs().max() > 0.1  # logits worth comparing
+    if bias:
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    else:
+        assert torch.equal(got, want)
+
+
+def test_another_family_is_built_as_it_always_was(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    with models.built_as_linear("llama"), models.built_as_linear(None):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert type(model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_falcon_quantizes_its_four_layer_kinds_and_lora_attaches_to_them(tmp_path, bits):
+    """At 8 and 4 bits every FalconLinear is a bitsandbytes layer holding the checkpoint's weights, and peft's
+    all-linear puts its quantized LoRA layer on each of them."""
+    import bitsandbytes as bnb
+    from peft.tuners import lora
+
+    folder = _tiny_falcon(tmp_path / "falcon", bias=False)
+    model16, _ = models.load_model(folder, bits=16, device="cpu", dtype="float32")
+    model, _ = models.load_model(folder, bits=bits, device="cpu", dtype="float32")
+    bnb_cls, lora_cls = (bnb.nn.Linear8bitLt, lora.Linear8bitLt) if bits == 8 else (bnb.nn.Linear4bit, lora.Linear4bit)
+    layers = _falcon_layers(model)
+    assert len(layers) == 8 and all(type(m) is bnb_cls for m in layers.values())
+    if bits == 4:
+        assert all(m.support_avx512bf16_for_cpu is False for m in layers.values())
+    # what each holds is the checkpoint's weight quantized by bitsandbytes itself, by hand
+    for name, layer in layers.items():
+        weight = _falcon_layers(model16)[name].weight.detach()
+        if bits == 4:
+            packed, state = bnb.functional.quantize_4bit(weight, quant_type="nf4", compress_statistics=True)
+            assert torch.equal(packed, layer.weight.data), name
+            got = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
+            assert torch.equal(got, bnb.functional.dequantize_4bit(packed, state)), name
+        else:
+            rows, scales, _ = bnb.functional.int8_vectorwise_quant(weight.to(torch.float16))
+            assert torch.equal(rows, layer.weight.data) and torch.equal(scales, layer.weight.SCB), name
+    peft_model = models.attach_lora(model, LoraSettings(rank=4), bits=bits)
+    adapted = _falcon_layers(peft_model)
+    assert len(adapted) == 8 and all(type(m) is lora_cls for m in adapted.values())
+    assert all(type(m.base_layer) is bnb_cls for m in adapted.values())
