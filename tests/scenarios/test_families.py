@@ -19,11 +19,11 @@ from workbench.experiments import comparison as compare
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_a_family_trains_at_16_8_and_4_bits_scores_answers_and_exports(family, family_dirs, tiny_jsonl, tmp_path):
-    """run_compare from the Adapter tab's defaults (all-linear, dropout 0.05, experts adapted): LoRA at 16 bits
-    and QLoRA at 4 (8 bits loads in the test above), two steps with the loss moving, evaluation, answers; then a
-    merged export plain transformers loads."""
+    """run_compare from the Adapter tab's defaults (all-linear, dropout 0.05, experts adapted): LoRA at 16 and 8
+    bits and QLoRA at 4 (Falcon's FalconLinear layers built as torch's Linear there), two steps each with the loss
+    moving, evaluation, answers; then the 4-bit adapter merged and exported, and plain transformers loads it."""
     folder = family_folder(family_dirs, family)
-    trained = ["lora"] if family in NOT_QUANTIZED else ["lora", "qlora"]
+    trained = ["lora"] if family in NOT_QUANTIZED else ["lora", "lora8", "qlora"]
     cfg = tiny_config(folder, tiny_jsonl, variants=",".join(["base", *trained]), steps=2, eval_examples=3)
     assert cfg.lora.dropout > 0 and cfg.lora.target_modules == "all-linear" and cfg.lora.adapt_experts
     # answers of 4 tokens: a random tiny model never ends one, and 48 tokens per answer were half the time
