@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from workbench.core.config import DEFAULT_MODEL, DTYPES, SECTIONS, VARIANT_TABLE, RunConfig
+from workbench.core.config import DEFAULT_MODEL, DTYPES, INIT_TABLE, SECTIONS, VARIANT_TABLE, RunConfig
 from workbench.core.config import help_for as field_help
 
 # RunConfig's own fields outside its sections: an option with one of these dests sets it
@@ -90,7 +90,16 @@ def add_lora(p, sweep: bool = False) -> None:
     field_option(p, "--dropout", "lora.dropout", type=float)
     switch(p, "--rslora", "lora.use_rslora")
     switch(p, "--dora", "lora.use_dora")
+    add_init(p)
     add_experts(p)
+
+
+def add_init(p) -> None:
+    """How the adapter starts (a sweep's --inits tries several; this one is every point's otherwise) and LoRA+."""
+    field_option(p, "--init", "lora.init", choices=[i.name for i in INIT_TABLE])
+    field_option(p, "--loftq-iter", "lora.loftq_iter", type=int)
+    field_option(p, "--pissa-niter", "lora.pissa_niter", type=int)
+    field_option(p, "--loraplus-ratio", "lora.loraplus_ratio", type=float)
 
 
 def add_train_shape(p) -> None:

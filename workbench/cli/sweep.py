@@ -9,6 +9,7 @@ from pathlib import Path
 from workbench.cli.options import add_run_options, folder, listed, overrides, span_option
 from workbench.cli.output import print_eval_plan
 from workbench.cli.stopping import staged_stop, terminal
+from workbench.core.config import INITS
 
 NO_NEW_TRIAL = "\nno new trial will start; the running ones finish (Ctrl-C again: stop them)"
 STOP_TRIALS = "\nstopping the running trials after their step (Ctrl-C again to abort)..."
@@ -30,6 +31,17 @@ def add_parser(sub) -> None:
     w.add_argument("--quant-types", help="4-bit types to try: nf4, fp4 or nf4,fp4 (default nf4; a search: both).")
     w.add_argument(
         "--double-quant", help="Double quantization at 4 bits: on, off or on,off (default on; a search: both)."
+    )
+    w.add_argument(
+        "--inits",
+        help=f"Comma list of adapter inits to try ({', '.join(INITS)}; default: --init's one); each only at the bits "
+        "it works on (loftq 4; pissa, olora 16 and 4), the other combinations left out with a note. A search "
+        "chooses among them.",
+    )
+    w.add_argument(
+        "--loraplus-ratios",
+        help="Comma list of LoRA+ ratios to try (1 = plain LoRA; default: --loraplus-ratio's one); a search's "
+        "range, LOW,HIGH on a log scale.",
     )
     w.add_argument(
         "--seeds",
@@ -102,6 +114,9 @@ def run(a: argparse.Namespace) -> int:
     else:
         if "ranks" in choices:
             choices["ranks"] = (min(choices["ranks"]), max(choices["ranks"]))
+        if "loraplus_ratios" in choices:  # a search samples the ratio from the range the values span
+            ratios = choices.pop("loraplus_ratios")
+            choices["loraplus_ratio"] = (min(ratios), max(ratios))
         for key, option in (("alpha", "--alpha-range"), ("lr", "--lr-range"), ("dropout", "--dropout-range")):
             span = span_option(option, search_only[option])
             if span is not None:
@@ -111,7 +126,7 @@ def run(a: argparse.Namespace) -> int:
         if a.max_memory is not None:
             choices["max_memory_mib"] = a.max_memory
         space, grid = SearchSpace(trials=a.search, **choices), None
-    base = preset_config(a.preset, overrides(a))
+    base = preset_config(a.preset, sweep_overrides(a))
     check_run_inputs(base, a.out)
     storage = a.storage or default_storage(a.out)
     if a.storage:  # a database given: reached (or refused in one line) before anything is planned or loaded
@@ -151,6 +166,24 @@ def sweep_choices(a: argparse.Namespace) -> dict:
         if bad:
             raise ValueError(f"--double-quant: {bad[0]!r} is not on or off")
         out["double_quants"] = [switches[v] for v in listed("--double-quant", a.double_quant)]
+    if a.inits is not None:
+        out["inits"] = listed("--inits", a.inits)
+    elif getattr(a, "lora.init", None) not in (None, "gaussian"):  # --init alone: the points' names show it
+        out["inits"] = [getattr(a, "lora.init")]
+    if a.loraplus_ratios is not None:
+        out["loraplus_ratios"] = listed("--loraplus-ratios", a.loraplus_ratios, float)
+    return out
+
+
+def sweep_overrides(a: argparse.Namespace) -> dict:
+    """The base config's overrides. Every point sets its own variant, so the base's list follows --init: the
+    preset's base,lora,qlora would refuse an init made for 4 bits alone before a point is planned."""
+    from workbench.core.config import VARIANT_TABLE
+
+    out = overrides(a)
+    init = out["lora"].get("init")
+    if init is not None:
+        out["variants"] = ["base"] + [v.name for v in VARIANT_TABLE if v.trained and v.bits in INITS[init].bits]
     return out
 
 
@@ -173,6 +206,12 @@ def describe_space(space, seeds: int) -> str:
         f"{space.ranks[1]} (log), targets {' | '.join(targets_label(t) for t in space.targets)}, bits {bits}, "
         f"alpha {space.alpha[0]:g}-{space.alpha[1]:g}, lr {space.lr[0]:g}-{space.lr[1]:g}, "
         f"dropout {space.dropout[0]:g}-{space.dropout[1]:g}"
+        + (f", init {' | '.join(space.inits)}" if space.inits else "")
+        + (
+            f", LoRA+ ratio {space.loraplus_ratio[0]:g}-{space.loraplus_ratio[1]:g} (log)"
+            if space.loraplus_ratio
+            else ""
+        )
     )
 
 

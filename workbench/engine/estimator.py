@@ -252,6 +252,7 @@ def estimate(
     scored_tokens: int | None = None,
     adapt_experts: bool = True,
     allocator: str = "tcmalloc",
+    init: InitCost | None = None,
 ) -> MemoryEstimate:
     """Analytic breakdown of the peak memory of fine-tuning (or, with train=False, evaluating) one variant.
 
@@ -276,7 +277,9 @@ def estimate(
       workbench.machine.allocator.current()): what glibc keeps of the freed activations and loss tensors.
     On the CPU a 4- or 8-bit load reads the whole checkpoint while quantizing (a mixture of experts' at
     any bits, stacking the experts); when that is more than the training step, the difference is added
-    as "loading" so the total is still the peak.
+    as "loading" so the total is still the peak. Likewise `init` (init_cost: an SVD or QR per layer, EVA's
+    activation pass), which runs after the load and before the first step: when the weights, the adapter and the
+    init's float32 transients are more than the step, the difference is added as "init".
     """
     layout = layout_of(model)
     cfg = layout.config
@@ -382,7 +385,177 @@ def estimate(
             if loading > est.total:
                 est.components["loading (checkpoint read while quantizing)"] = loading - est.total
                 est.notes.append("the peak is the load: the checkpoint is read whole while quantizing")
+    if init is not None and train and rank:
+        # after the load, before the optimizer exists: the weights, the adapter and the init's transients
+        start = weights + est.components["adapter"] + init.extra_bytes
+        start += CPU_RUNTIME_BYTES if cpu else 0
+        if start > est.total:
+            est.components[f"init ({init.init}) at start"] = start - est.total
+            est.notes.append(f"the peak is the init: {init.what}")
     return est
+
+
+# --------------------------------------------------------------------------- what an init costs at the start
+
+# The init's float32 linear algebra in FLOPs a second, fitted to peft's own inits of the embedded model's 210 layers
+# (576-1536 wide) on one thread of the 2-core CPU this project is tested on, loaded by other work: pissa exact
+# 17.7 s, pissa_niter_4 2.8 s, olora 5.3 s (docs/estimator.md, "What an init costs"); matmul (EVA's forward) from
+# a microbenchmark of those shapes. More cores are faster; no GPU was measured, so a GPU plan gives memory alone.
+INIT_FLOPS_PER_S = {"svd": 25e9, "lowrank": 6e9, "qr": 18e9, "matmul": 30e9}
+# EVA's activation pass: the batches it reads before training (peft stops earlier once the components converge)
+EVA_BATCHES = 4
+# peft's EVA keeps rank x rho components a layer (rho 2) and its incremental PCA samples twice that many
+EVA_RHO, EVA_OVERSAMPLE = 2, 2
+F32 = 4
+
+
+@dataclass(frozen=True)
+class InitCost:
+    """What an init does before the first step: its work (FLOPs, seconds on a CPU) and the memory it holds then
+    beyond the loaded weights and the adapter (float32 copies of the largest layer and its factors)."""
+
+    init: str
+    layers: int
+    what: str
+    flops: float
+    seconds: float | None  # None: no speed measured for this device
+    extra_bytes: int
+
+    def line(self) -> str:
+        """One line for a plan: "init pissa: one fast SVD per layer (210 layers), about 3 s and 40 MiB at start"."""
+        if self.seconds is None:
+            when = "time measured on CPUs only"
+        elif self.seconds < 1:
+            when = "under a second"
+        elif self.seconds < 120:
+            when = f"about {self.seconds:.0f} s"
+        else:
+            when = f"about {self.seconds / 60:.0f} min"
+        mib = self.extra_bytes / MiB
+        return f"init {self.init}: {self.what} ({self.layers} layers), {when} and {mib:,.0f} MiB at start"
+
+
+def _svd_flops(m: int, n: int) -> float:
+    """A thin SVD with both factors (LAPACK's gesdd): about 4·M·k² + 8·k³ for M = the longer side, k the shorter."""
+    big, k = max(m, n), min(m, n)
+    return 4 * big * k * k + 8 * k**3
+
+
+def _svd_bytes(m: int, n: int) -> int:
+    """A thin SVD's float32 output and working copy beside its input: U (m x k), Vh (k x n), and LAPACK's copy of A."""
+    k = min(m, n)
+    return (m * k + k * n + m * n + 2 * k * k) * F32
+
+
+def init_cost(
+    model,
+    *,
+    init: str,
+    rank: int = 8,
+    targets="all-linear",
+    bits: int = 16,
+    loftq_iter: int = 1,
+    pissa_niter: int = 4,
+    device_type: str = "cpu",
+    batch_size: int = 8,
+    seq_len: int = 128,
+) -> InitCost | None:
+    """What `init` costs before training starts, for the layers `targets` adapts; None for gaussian (peft's default
+    draws A at random, a cost too small to count).
+
+    - pissa: one SVD per layer, out x in, kept to rank r: torch.svd_lowrank's pissa_niter power iterations
+      (2·niter + 2 products of the layer with an in x r block), or with niter 0 the exact SVD;
+    - olora: one QR of each layer;
+    - loftq: loftq_iter x (the exact SVD of the layer's rounding residual + one 4-bit quantization), each layer's
+      16-bit weight read as float32 one at a time;
+    - eva: forward passes over EVA_BATCHES training batches with the adapted layers' inputs kept, for an
+      incremental SVD (peft's EVA) per distinct input per batch;
+    each float32 and one layer at a time, so the memory is the largest layer's: its float32 copy, the residual
+    that replaces it and the factors."""
+    from workbench.core.config import INITS
+
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+    if init == "gaussian":
+        return None
+    layout = layout_of(model)
+    layers = layout.selected(targets)
+    shapes = [(lin.out_features, lin.in_features) for lin in layers]
+    if not shapes:
+        return None
+    per_layer: list[tuple[float, int]] = []  # (seconds-weighted FLOPs by op, bytes) for each layer
+    flops = seconds = 0.0
+    for m, n in shapes:
+        if init == "pissa" and pissa_niter > 0:
+            q = min(rank, m, n)
+            work = {"lowrank": 2 * m * n * q * (2 * pissa_niter + 2)}
+            held = (2 * m * n + 2 * (m + n) * q) * F32  # the float32 layer, the residual, the sketches
+        elif init == "pissa":
+            work = {"svd": _svd_flops(m, n)}
+            held = m * n * F32 + _svd_bytes(m, n)
+        elif init == "olora":
+            big, k = max(m, n), min(m, n)
+            work = {"qr": 2 * big * k * k - 2 * k**3 / 3}
+            held = (3 * m * n + m * k + k * n) * F32  # the layer, LAPACK's copy, the residual; Q and R
+        elif init == "loftq":
+            work = {"svd": loftq_iter * _svd_flops(m, n), "matmul": loftq_iter * 2 * m * n * rank}
+            held = 2 * m * n * F32 + _svd_bytes(m, n)  # the 16-bit layer as float32, the residual, the SVD
+        else:  # eva: the layer's share of the forward; its incremental SVD is counted once per distinct input
+            tokens = batch_size * seq_len
+            work = {"matmul": EVA_BATCHES * 2 * m * n * tokens}
+            held = 0
+        flops += sum(work.values())
+        seconds += sum(f / INIT_FLOPS_PER_S[op] for op, f in work.items())
+        per_layer.append((sum(work.values()), held))
+    extra = max(held for _, held in per_layer)
+    if init == "eva":
+        tokens = batch_size * seq_len
+        q = EVA_RHO * EVA_OVERSAMPLE * rank
+        inputs = {}
+        for lin in layers:  # layers that read one tensor (q/k/v, gate/up) share one SVD
+            inputs[_input_key(lin.name) or (lin.name, "")] = lin.in_features
+        svd = sum(EVA_BATCHES * 2 * (tokens + q) * n * q * 10 for n in inputs.values())  # lowrank, niter 4
+        flops += svd
+        seconds += svd / INIT_FLOPS_PER_S["lowrank"]
+        # a no-grad forward's own peak at the training batch, and one layer's float32 inputs and their sketch
+        forward = estimate(
+            layout,
+            bits=bits,
+            rank=rank,
+            targets=targets,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            device_type=device_type,
+            train=False,
+        )
+        widest = max(inputs.values())
+        extra = forward.components["activations"] + forward.components["logits and loss"]
+        extra += (2 * (tokens + q) * widest + len(inputs) * q * widest) * F32
+    what = {
+        "pissa": "one fast SVD per layer" if pissa_niter > 0 else "one exact SVD per layer",
+        "olora": "one QR per layer",
+        "loftq": "one exact SVD and one 4-bit quantization per layer"
+        + (f", {loftq_iter} times" if loftq_iter > 1 else ""),
+        "eva": f"{EVA_BATCHES} forward passes over training batches and an SVD of each layer's inputs",
+    }[init]
+    return InitCost(init, len(shapes), what, flops, seconds if device_type == "cpu" else None, int(extra))
+
+
+def init_cost_for(layout, cfg: RunConfig, bits: int, device_type: str) -> InitCost | None:
+    """init_cost for a run's settings at `bits` (a trained variant's base)."""
+    lora, t = cfg.lora, cfg.train
+    return init_cost(
+        layout,
+        init=lora.init,
+        rank=lora.rank,
+        targets=lora.target_modules,
+        bits=bits,
+        loftq_iter=lora.loftq_iter,
+        pissa_niter=lora.pissa_niter,
+        device_type=device_type,
+        batch_size=t.batch_size,
+        seq_len=t.seq_len,
+    )
 
 
 # --------------------------------------------------------------------------- a variant as a run runs it
@@ -458,6 +631,8 @@ def variant_estimate(
         train=True,
         gradient_checkpointing=cfg.train.gradient_checkpointing,
         scored_tokens=shapes.train_scored,
+        # the init runs before the first step: the run's peak covers it too
+        init=init_cost_for(layout, cfg, bits, device_type) if trained else None,
         **common,
     )
     ev = estimate(

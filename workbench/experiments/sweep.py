@@ -16,8 +16,18 @@ from pathlib import Path
 
 from workbench.analysis.eval_plan import FIRST_GUESS_EVAL_S, eval_pace, eval_plan, eval_size
 from workbench.analysis.settings import settings
-from workbench.core.config import QUANT_TYPES, RunConfig, parse_targets, same_settings, variant_for_bits
-from workbench.engine.estimator import estimate
+from workbench.core.config import (
+    INITS,
+    QUANT_TYPES,
+    LoraSettings,
+    RunConfig,
+    check_float,
+    help_for,
+    parse_targets,
+    same_settings,
+    variant_for_bits,
+)
+from workbench.engine.estimator import estimate, init_cost_for
 from workbench.engine.layout import ModelLayout
 from workbench.experiments.seeds import seed_values, with_seed
 from workbench.machine import allocator, memory
@@ -38,7 +48,8 @@ def targets_label(targets) -> str:
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One setting of the grid: the base's bits (and, at 4 bits, its type), the adapter's rank and targets."""
+    """One setting of the grid: the base's bits (and, at 4 bits, its type), the adapter's rank and targets, and
+    where a grid tries them, the adapter's start (init) and LoRA+'s ratio."""
 
     bits: int
     rank: int
@@ -49,6 +60,9 @@ class SweepPoint:
     alpha: float | None = None
     lr: float | None = None
     dropout: float | None = None
+    # a grid's or a search's init and LoRA+ ratio axes: None is the base's (old points, saved without them)
+    init: str | None = None
+    loraplus_ratio: float | None = None
 
     @property
     def target_modules(self) -> list[str] | str:
@@ -62,13 +76,21 @@ class SweepPoint:
             for key, value in (("a", self.alpha), ("lr", self.lr), ("do", self.dropout))
             if value is not None
         )
-        return f"{self.bits}bit{quant}-r{self.rank}-{targets_label(self.target_modules)}{tuned}"
+        # the default start and ratio add nothing, so a sweep's points saved before these axes keep their names
+        start = f"-{self.init}" if self.init not in (None, "gaussian") else ""
+        start += f"-lp{self.loraplus_ratio:g}" if self.loraplus_ratio not in (None, 1.0) else ""
+        return f"{self.bits}bit{quant}-r{self.rank}-{targets_label(self.target_modules)}{start}{tuned}"
 
     def config(self, base: RunConfig) -> RunConfig:
         """`base` with this point's settings and its one trained variant (16: lora, 8: lora8, 4: qlora)."""
         d = base.to_dict()
         d["lora"] = {**d["lora"], "rank": self.rank, "target_modules": parse_targets(self.target_modules)}
-        for key, value in (("alpha", self.alpha), ("dropout", self.dropout)):
+        for key, value in (
+            ("alpha", self.alpha),
+            ("dropout", self.dropout),
+            ("init", self.init),
+            ("loraplus_ratio", self.loraplus_ratio),
+        ):
             if value is not None:
                 d["lora"][key] = value
         if self.lr is not None:
@@ -101,8 +123,14 @@ class SweepGrid:
     double_quants: list[bool] = field(
         default_factory=lambda: [True], metadata={"help": "Double quantization at 4 bits: on, off or both."}
     )
+    # None: every point starts as the base config says (a grid saved before these axes reads so)
+    inits: list[str] | None = field(default=None, metadata={"help": help_for(LoraSettings, "init")})
+    loraplus_ratios: list[float] | None = field(
+        default=None, metadata={"help": help_for(LoraSettings, "loraplus_ratio")}
+    )
 
     def __post_init__(self) -> None:
+        self.inits, self.loraplus_ratios = check_inits(self.inits), check_ratios(self.loraplus_ratios)
         for name in ("ranks", "targets", "bits", "quant_types", "double_quants"):
             value = getattr(self, name)
             if isinstance(value, (str, int)) and name != "targets":
@@ -122,30 +150,90 @@ class SweepGrid:
         if any(not isinstance(d, bool) for d in self.double_quants):
             raise ValueError("double_quants: each value must be true or false")
         self.targets = [parse_targets(t if isinstance(t, str) else list(t)) for t in self.targets]
+        check_init_bits(self.inits, self.bits)
 
     def points(self) -> list[SweepPoint]:
+        """Every combination but an init at bits it does not work on (left_out says which were left out)."""
         out = []
         for bits in self.bits:
             quant = [(q, d) for q in self.quant_types for d in self.double_quants] if bits == 4 else [("nf4", True)]
+            inits = [i for i in self.inits if bits in INITS[i].bits] if self.inits else [None]
             for targets in self.targets:
                 for rank in self.ranks:
                     for q, d in quant:
-                        t = targets if isinstance(targets, str) else tuple(targets)
-                        out.append(SweepPoint(bits, rank, t, q, d))
+                        for init in inits:
+                            for ratio in self.loraplus_ratios or [None]:
+                                t = targets if isinstance(targets, str) else tuple(targets)
+                                out.append(SweepPoint(bits, rank, t, q, d, init=init, loraplus_ratio=ratio))
         return out
 
+    def left_out(self) -> str:
+        """The grid's combinations it leaves out, in one sentence ("" when none): an init at bits it cannot start."""
+        gaps = [
+            f"{i} at {', '.join(str(b) for b in self.bits if b not in INITS[i].bits)} bits"
+            for i in self.inits or []
+            if any(b not in INITS[i].bits for b in self.bits)
+        ]
+        return f"left out: {'; '.join(gaps)} (an init works only on the bases it is made for)" if gaps else ""
+
     def to_dict(self) -> dict:
-        return {
+        d = {
             "ranks": self.ranks,
             "targets": [t if isinstance(t, str) else list(t) for t in self.targets],
             "bits": self.bits,
             "quant_types": self.quant_types,
             "double_quants": self.double_quants,
         }
+        # only when given: a grid without these axes keeps its old dict, and so its study's name
+        for key in ("inits", "loraplus_ratios"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
 
 
 def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
+
+
+def check_inits(inits) -> list[str] | None:
+    """A list of init names (None: the base's), each known, each once."""
+    if inits is None:
+        return None
+    if isinstance(inits, str):
+        inits = [inits]
+    if not isinstance(inits, (list, tuple)) or not inits:
+        raise ValueError(f"inits: give at least one of {', '.join(INITS)}; got {inits!r}")
+    bad = [i for i in inits if i not in INITS]
+    if bad:
+        raise ValueError(f"inits: {bad[0]!r} is not one of {', '.join(INITS)}")
+    return list(dict.fromkeys(inits))
+
+
+def check_ratios(ratios) -> list[float] | None:
+    """A list of LoRA+ ratios (None: the base's), each as LoraSettings checks one."""
+    if ratios is None:
+        return None
+    if isinstance(ratios, (int, float)):
+        ratios = [ratios]
+    if not ratios:
+        raise ValueError("loraplus_ratios: give at least one ratio (1 = plain LoRA)")
+    for r in ratios:
+        check_float("loraplus_ratios", r, 0, 1000, lo_open=True)
+    return list(dict.fromkeys(float(r) for r in ratios))
+
+
+def check_init_bits(inits: list[str] | None, bits: list[int]) -> None:
+    """Refuse an init that fits none of the bits, or bits that no init fits: the grid would quietly lose them."""
+    if not inits:
+        return
+    for i in inits:
+        if not any(b in INITS[i].bits for b in bits):
+            works = ", ".join(map(str, INITS[i].bits))
+            raise ValueError(f"inits: {i} works on {works}-bit bases only; add those bits or choose another init")
+    for b in bits:
+        if not any(b in INITS[i].bits for i in inits):
+            fits = ", ".join(i for i in INITS if b in INITS[i].bits)
+            raise ValueError(f"bits: no init given works at {b} bits; add one of {fits} to the inits or drop {b}")
 
 
 # --------------------------------------------------------------------------- plan
@@ -176,6 +264,7 @@ class PlannedPoint:
     estimated_seconds: float  # 0 for a cached point
     fit: str = "fits"  # memory.fit of the estimate against the free memory when planned
     seed: int = 0
+    init_line: str = ""  # what the point's init costs before its first step ("" for gaussian's nothing)
 
     @property
     def label(self) -> str:
@@ -214,7 +303,17 @@ class SweepPlan:
             f"estimated peaks {min(p.estimated_peak_bytes for p in self.points) / 2**20:,.0f}–"
             f"{max(p.estimated_peak_bytes for p in self.points) / 2**20:,.0f} MiB"
         )
-        return f"{text}\n{self.eval_line}" if self.eval_line else text
+        gaps = self.grid.left_out() if self.grid is not None else ""
+        lines = [text, *self.init_lines(), *([gaps] if gaps else []), *([self.eval_line] if self.eval_line else [])]
+        return "\n".join(lines)
+
+    def init_lines(self) -> list[str]:
+        """What each init of the plan costs at the start of a run (one line each; none for gaussian's nothing)."""
+        seen: dict[str, str] = {}
+        for p in self.points:
+            if p.init_line and p.config.lora.init not in seen:
+                seen[p.config.lora.init] = p.init_line
+        return list(seen.values())
 
 
 def measured_speeds(runs_root: Path, device_type: str) -> dict[int, float]:
@@ -258,16 +357,20 @@ def plan(
         layout.check_rank(cfg.lora.rank)
         out = point_dir(out_dir, point, seed, base.train.seed)
         cached = saved_run(out, cfg) is not None
-        peak = estimated_peak(layout, cfg, point.bits, pick_device(base.model.device, base.model.dtype, point.bits))
+        device = pick_device(base.model.device, base.model.dtype, point.bits)
+        peak = estimated_peak(layout, cfg, point.bits, device)
+        start = init_cost_for(layout, cfg, point.bits, device.type)
         tokens = t.steps * t.batch_size * t.grad_accum * t.seq_len
-        seconds = 0.0 if cached else tokens / speeds[point.bits] + scored * pace
-        planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, memory.fit(peak, available), seed))
+        seconds = 0.0 if cached else tokens / speeds[point.bits] + scored * pace + ((start and start.seconds) or 0)
+        fit = memory.fit(peak, available)
+        planned.append(PlannedPoint(point, cfg, out, cached, peak, seconds, fit, seed, start.line() if start else ""))
     line = eval_plan(base, root, choice.type, runs=seeds)
     return SweepPlan(planned, speeds, {b: b in found for b in grid.bits}, line, seeds, grid, base, out_dir)
 
 
 def estimated_peak(layout: ModelLayout, cfg: RunConfig, bits: int, choice) -> int:
-    """A point's estimated peak (bytes) before anything loads: what the plan shows and a search's budget checks."""
+    """A point's estimated peak (bytes) before anything loads, its init's included: what the plan shows and a
+    search's budget checks."""
     t = cfg.train
     return estimate(
         layout,
@@ -281,6 +384,7 @@ def estimated_peak(layout: ModelLayout, cfg: RunConfig, bits: int, choice) -> in
         double_quant=cfg.quant.double_quant,
         dtype=choice.dtype_name,
         allocator=allocator.current(),  # the points train in this process
+        init=init_cost_for(layout, cfg, bits, choice.type),
     ).total
 
 
@@ -311,6 +415,12 @@ def sweep_frame(points: list[PointResult]):
 
     rows = []
     searched = any(p.point.lr is not None or p.point.alpha is not None for p in points)  # a search's points
+    # the start's columns when the sweep varies it (a sweep without the axes keeps its old table)
+    starts = [
+        (name, key)
+        for name, key in (("init", "init"), ("LoRA+ ratio", "loraplus_ratio"))
+        if any(getattr(p.point, key) is not None for p in points)
+    ]
     for p in points:
         r = p.result
         rows.append(
@@ -321,6 +431,7 @@ def sweep_frame(points: list[PointResult]):
                 "4-bit type": p.point.quant_type if p.point.bits == 4 else "",
                 "rank": p.point.rank,
                 "targets": targets_label(p.point.target_modules),
+                **{name: getattr(p.point, key) for name, key in starts},
                 **{
                     name: getattr(p.point, key)
                     for name, key in (("alpha", "alpha"), ("lr", "lr"), ("dropout", "dropout"))

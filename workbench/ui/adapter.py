@@ -1,4 +1,5 @@
-"""Adapter & quantization: LoRA rank/alpha/dropout, target modules, bits, and what they cost.
+"""Adapter & quantization: LoRA rank/alpha/dropout, how the adapter starts (init) and LoRA+, target modules,
+bits, and what they cost.
 
 Everything shown here is computed before any weight loads: trainable parameters from the model's
 layer shapes (workbench.engine.layout, meta device), memory from workbench.engine.estimator.
@@ -9,9 +10,9 @@ from __future__ import annotations
 import ipywidgets as widgets
 
 from workbench.analysis import by_size, plots
-from workbench.core.config import VARIANTS, LoraSettings
+from workbench.core.config import INIT_TABLE, INITS, VARIANTS, LoraSettings
 from workbench.engine import models
-from workbench.engine.estimator import MemoryEstimate, estimate
+from workbench.engine.estimator import MemoryEstimate, estimate, init_cost_for
 from workbench.engine.generate import EVAL_BATCH_SIZE
 from workbench.engine.layout import lora_scaling
 from workbench.engine.resolve import MODEL_ALIASES
@@ -62,6 +63,27 @@ class AdapterPanel(widgets.VBox):
             widgets.Checkbox(value=cfg.lora.use_rslora, description="rsLoRA scaling"), LoraSettings, "use_rslora"
         )
         self.dora = helped(widgets.Checkbox(value=cfg.lora.use_dora, description="DoRA"), LoraSettings, "use_dora")
+        # how the adapter starts: the dropdown's tooltip is the field's help, the line under it the chosen init's
+        self.init = helped(
+            widgets.Dropdown(options=[i.name for i in INIT_TABLE], value=cfg.lora.init, description="Init"),
+            LoraSettings,
+            "init",
+        )
+        self.init.add_class("wb-init")
+        self.init_help = widgets.HTML()
+        self.loftq_iter = helped(
+            widgets.BoundedIntText(value=cfg.lora.loftq_iter, min=1, max=20, description="LoftQ iterations"),
+            LoraSettings,
+            "loftq_iter",
+        )
+        self.pissa_niter = helped(
+            widgets.BoundedIntText(value=cfg.lora.pissa_niter, min=0, max=50, description="PiSSA SVD iterations"),
+            LoraSettings,
+            "pissa_niter",
+        )
+        self.loraplus = helped(
+            widgets.FloatText(value=cfg.lora.loraplus_ratio, description="LoRA+ ratio"), LoraSettings, "loraplus_ratio"
+        )
         self.all_linear = helped(
             widgets.Checkbox(value=cfg.lora.target_modules == "all-linear", description="all-linear"),
             LoraSettings,
@@ -91,6 +113,11 @@ class AdapterPanel(widgets.VBox):
                 self.alpha,
                 self.dropout,
                 widgets.HBox([self.rslora, self.dora]),
+                self.init,
+                self.init_help,
+                self.loftq_iter,
+                self.pissa_niter,
+                self.loraplus,
                 widgets.HTML("<b>Target modules</b> (the model's own linear layers)"),
                 self.all_linear,
                 self.targets_box,
@@ -115,6 +142,10 @@ class AdapterPanel(widgets.VBox):
             self.dropout,
             self.rslora,
             self.dora,
+            self.init,
+            self.loftq_iter,
+            self.pissa_niter,
+            self.loraplus,
             self.all_linear,
             self.experts,
             self.quant_type,
@@ -123,7 +154,15 @@ class AdapterPanel(widgets.VBox):
         ):
             w.observe(self._on_change, "value")
         self.state.subscribe(self._on_state)
+        self._show_init()
         self.refresh()
+
+    def _show_init(self) -> None:
+        """The chosen init's line, and the iteration counts of the inits that have them (only theirs shown)."""
+        init = self.init.value
+        self.init_help.value = message("info", f"{init}: {INITS[init].help}")
+        self.loftq_iter.layout.display = None if init == "loftq" else "none"
+        self.pissa_niter.layout.display = None if init == "pissa" else "none"
 
     # ------------------------------------------------------------------ targets from the model
 
@@ -176,24 +215,33 @@ class AdapterPanel(widgets.VBox):
         for box in self.targets.values():
             box.disabled = self.all_linear.value
         targets = "all-linear" if self.all_linear.value else [n for n, b in self.targets.items() if b.value]
+        d = self.state.config.to_dict()
+        lora = dict(
+            rank=self.rank.value,
+            alpha=self.alpha.value,
+            dropout=self.dropout.value,
+            target_modules=targets,
+            use_rslora=self.rslora.value,
+            use_dora=self.dora.value,
+            init=self.init.value,
+            loftq_iter=self.loftq_iter.value,
+            pissa_niter=self.pissa_niter.value,
+            loraplus_ratio=self.loraplus.value,
+            adapt_experts=self.experts.value,
+        )
         try:
+            # one change, checked whole: an init and the variants it works with are judged together
             self.state.update(
-                "lora",
-                rank=self.rank.value,
-                alpha=self.alpha.value,
-                dropout=self.dropout.value,
-                target_modules=targets,
-                use_rslora=self.rslora.value,
-                use_dora=self.dora.value,
-                adapt_experts=self.experts.value,
+                lora={**d["lora"], **lora},
+                quant={**d["quant"], "quant_type": self.quant_type.value, "double_quant": self.double_quant.value},
+                variants=[v for v, b in self.variants.items() if b.value],
             )
-            self.state.update("quant", quant_type=self.quant_type.value, double_quant=self.double_quant.value)
-            self.state.update(variants=[v for v, b in self.variants.items() if b.value])
         except ValueError as exc:
             self.sync()  # the controls go back to the settings in force; the message says why
             self.error.value = error_html(exc)
             return
         self.error.value = ""
+        self._show_init()
         self.refresh()
 
     def sync(self) -> None:
@@ -205,6 +253,10 @@ class AdapterPanel(widgets.VBox):
             self.dropout.value = cfg.lora.dropout
             self.rslora.value = cfg.lora.use_rslora
             self.dora.value = cfg.lora.use_dora
+            self.init.value = cfg.lora.init
+            self.loftq_iter.value = cfg.lora.loftq_iter
+            self.pissa_niter.value = cfg.lora.pissa_niter
+            self.loraplus.value = cfg.lora.loraplus_ratio
             self.experts.value = cfg.lora.adapt_experts
             self.all_linear.value = cfg.lora.target_modules == "all-linear"
             for name, box in self.targets.items():
@@ -214,6 +266,7 @@ class AdapterPanel(widgets.VBox):
                 box.value = v in cfg.variants
             self.quant_type.value = cfg.quant.quant_type
             self.double_quant.value = cfg.quant.double_quant
+        self._show_init()
 
     def _device(self, bits: int = 16) -> tuple[str, str | None]:
         cfg = self.state.config
@@ -246,8 +299,18 @@ class AdapterPanel(widgets.VBox):
                 dtype=dtype,
                 adapt_experts=cfg.lora.adapt_experts,
                 allocator=allocator.current(),  # this kernel trains: the estimate is for its allocator
+                init=init_cost_for(layout, cfg, VARIANTS[v].bits, device_type) if trained else None,
             )
         return out
+
+    def _init_line(self) -> str:
+        """What the init costs before the first step, at the first trained variant's bits ("" for gaussian)."""
+        cfg = self.state.config
+        trained = [VARIANTS[v].bits for v in cfg.variants if VARIANTS[v].trained]
+        if not trained:
+            return ""
+        cost = init_cost_for(model_layout(cfg.model.name), cfg, trained[-1], self._device(trained[-1])[0])
+        return message("info", cost.line()) if cost else ""
 
     def refresh(self) -> None:
         cfg = self.state.config
@@ -271,6 +334,7 @@ class AdapterPanel(widgets.VBox):
             + f" · update scale {'alpha/√r' if lora.use_rslora else 'alpha/r'} = {scale:.3g}"
             + (" · DoRA adds one magnitude per output row" if lora.use_dora else "")
             + "</div>"
+            + self._init_line()
             + (message("info", note[0].upper() + note[1:] + ".") if note else "")
         )
         try:

@@ -203,3 +203,45 @@ def test_every_control_carries_its_config_help():
     train = TrainPanel(AppState())
     for name, widget in train.controls.items():
         assert widget.tooltip == help_for(TrainSettings, name), name
+
+
+def test_the_init_controls_set_the_config_and_show_only_their_own_counts(app):
+    import html
+
+    from workbench.core.config import INITS
+
+    a = app.adapter
+    assert "wb-init" in a.init._dom_classes and list(a.init.options) == list(INITS)
+    assert a.init.tooltip == help_for(LoraSettings, "init")
+    assert html.escape(INITS["gaussian"].help) in a.init_help.value
+    assert a.loftq_iter.layout.display == "none" and a.pissa_niter.layout.display == "none"
+    a.init.value = "pissa"
+    assert app.config.lora.init == "pissa" and a.error.value == ""
+    assert html.escape(INITS["pissa"].help) in a.init_help.value
+    assert a.pissa_niter.layout.display is None and a.loftq_iter.layout.display == "none"
+    a.pissa_niter.value = 0
+    a.loraplus.value = 16.0
+    assert (app.config.lora.pissa_niter, app.config.lora.loraplus_ratio) == (0, 16.0)
+    # the init's start cost is said with the estimate, and the lora bar covers it
+    assert "init pissa: one exact SVD per layer" in a.params_info.value
+    a.init.value = "gaussian"
+    assert "init pissa" not in a.params_info.value and a.pissa_niter.layout.display == "none"
+
+
+def test_an_init_the_checked_variants_cannot_use_is_refused_and_nothing_else_is_lost(app):
+    a = app.adapter
+    a.rank.value = 16
+    a.init.value = "loftq"  # lora (a 16-bit base) is ticked: loftq works at 4 bits only
+    assert "init: loftq does not work with lora" in a.error.value
+    assert app.config.lora.init == "gaussian" and a.init.value == "gaussian"  # put back
+    assert app.config.lora.rank == 16 and a.rank.value == 16 and app.config.variants == ["base", "lora", "qlora"]
+    a.variants["lora"].value = False
+    a.init.value = "loftq"
+    assert a.error.value == "" and app.config.lora.init == "loftq" and app.config.variants == ["base", "qlora"]
+    assert a.loftq_iter.layout.display is None
+    a.loftq_iter.value = 3
+    assert app.config.lora.loftq_iter == 3
+    a.variants["lora"].value = True  # now the variant is the refused change, and it is put back
+    assert "init: loftq does not work with lora" in a.error.value and not a.variants["lora"].value
+    a.loraplus.value = 0.0
+    assert "loraplus_ratio must be above 0" in a.error.value and a.loraplus.value == 1.0

@@ -1,6 +1,7 @@
 """What a study searches, kept in the study itself so a worker joining needs nothing else: the base settings,
 the grid or the search space (ranges over rank, targets, bits, the 4-bit settings, alpha, learning rate and
-dropout), the seeds, and the score and cost its trials are judged by.
+dropout, and where given the adapter's init and LoRA+'s ratio), the seeds, and the score and cost its trials
+are judged by.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workbench.core.config import RunConfig, same_settings
+from workbench.core.config import INITS, RunConfig, same_settings
 from workbench.experiments.seeds import seed_values
 from workbench.experiments.study.storage import open_storage, quiet_optuna, redacted
-from workbench.experiments.sweep import SweepGrid, SweepPoint, point_dir
+from workbench.experiments.sweep import SweepGrid, SweepPoint, check_init_bits, check_inits, point_dir
 
 SCORES = {"exact_match": ("accuracy", "maximize"), "perplexity": ("perplexity", "minimize")}
 COSTS = ("memory", "time")
@@ -56,6 +57,13 @@ class SearchSpace:
         default=None,
         metadata={"help": "Never load a setting estimated above this peak (MiB); default: the memory free."},
     )
+    # None: the base's (a search saved before these choices reads so, and keeps its study's name)
+    inits: list | None = field(
+        default=None, metadata={"help": "Inits to choose from (each only at the bits it works on); None: the base's."}
+    )
+    loraplus_ratio: tuple | None = field(
+        default=None, metadata={"help": "LoRA+ ratio, low and high, log scale; None: the base's."}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or not 1 <= self.trials <= 10_000:
@@ -85,10 +93,25 @@ class SearchSpace:
             raise ValueError(f"minimize: {self.minimize!r} is not one of {', '.join(COSTS)}")
         if self.max_memory_mib is not None and not self.max_memory_mib > 0:
             raise ValueError(f"max memory: give a positive number of MiB; got {self.max_memory_mib!r}")
+        self.inits = check_inits(self.inits)
+        check_init_bits(self.inits, self.bits)
+        if self.loraplus_ratio is not None:
+            self.loraplus_ratio = span("loraplus_ratio", self.loraplus_ratio, float, 1e-6)
+            if self.loraplus_ratio[1] > 1000:
+                raise ValueError(
+                    f"loraplus_ratio: the range must stay at most 1000; got up to {self.loraplus_ratio[1]:g}"
+                )
+
+    def inits_at(self, bits: int) -> list[str]:
+        """The inits a trial at `bits` chooses from: those that work on such a base."""
+        return [i for i in self.inits or [] if bits in INITS[i].bits]
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["targets"] = [t if isinstance(t, str) else list(t) for t in self.targets]
+        for key in ("inits", "loraplus_ratio"):  # only when given: an older search's dict, and name, stay as they were
+            if d[key] is None:
+                del d[key]
         return d
 
 

@@ -85,8 +85,23 @@ class Worker:
             alpha=round(trial.suggest_float("alpha", *s.alpha, log=True), 1),
             lr=float(f"{trial.suggest_float('lr', *s.lr, log=True):.2g}"),
             dropout=round(trial.suggest_float("dropout", *s.dropout), 2),
+            init=self._init(trial, bits),
+            loraplus_ratio=(
+                None
+                if s.loraplus_ratio is None
+                else float(f"{trial.suggest_float('loraplus_ratio', *s.loraplus_ratio, log=True):.2g}")
+            ),
         )
         return point, int(trial.user_attrs.get("seed", d.base.train.seed))
+
+    def _init(self, trial, bits: int) -> str | None:
+        """The trial's init, from those that work at its bits. Optuna keeps one list of choices a parameter, so
+        bits whose list is not the whole one choose under a name of their own (init_16bit)."""
+        s = self.definition.space
+        if s.inits is None:
+            return None
+        fits = s.inits_at(bits)
+        return trial.suggest_categorical("init" if fits == s.inits else f"init_{bits}bit", fits)
 
     # ------------------------------------------------------------ the objective
 
