@@ -18,7 +18,7 @@ import torch
 from workbench.core.config import TRAINED_VARIANTS, VARIANTS
 from workbench.core.files import atomic_dir, check_writable_dir, write_json, write_text
 from workbench.data import TextSource, encode, task_for
-from workbench.engine import models
+from workbench.engine import inits, models
 from workbench.engine.layout import ModelLayout
 from workbench.engine.resolve import resolve_model
 from workbench.machine import memory
@@ -53,7 +53,8 @@ class Exported:
     variant: str
     merged: bool
     dtype: str | None = None
-    gap: MergeGap | None = None
+    gap: MergeGap | None = None  # merged: against the adapter on its base; converted (rank): against the run's model
+    rank: int | None = None  # the plain adapter's rank, where the init's start was folded in (2 × the run's)
 
 
 def _check(run: Run, variant: str) -> None:
@@ -98,6 +99,10 @@ def export(
         if merge:
             done.gap = _merge_into(run, variant, tmp, DTYPES[dtype], status)
             write_json(tmp / "merge_gap.json", asdict(done.gap))
+        elif inits.changed_base(run.config().lora, run.adapter_dir(variant)):
+            done.rank = inits.plain_adapter(run.adapter_dir(variant), tmp)
+            done.gap = _conversion_gap(run, variant, tmp, status)
+            write_json(tmp / "conversion_gap.json", asdict(done.gap))
         else:
             for name in ADAPTER_FILES:  # the training state stays with the run: it only matters for continuing
                 shutil.copy2(run.adapter_dir(variant) / name, tmp / name)
@@ -121,16 +126,54 @@ def _logits(model, rows: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def _load_adapter_model(run: Run, variant: str, path: Path, *, dequantized: bool):
     """The run's base at the variant's bits with its adapter on; `dequantized`: the base turned back into
-    plain floating-point layers first (what the adapter is merged into)."""
+    plain floating-point layers first (what the adapter is merged into). Where the run's init changed the base,
+    that base again (engine.inits.reproduce)."""
     from peft import PeftModel
 
     cfg = run.config()
-    model, _ = models.load_model(
-        path, bits=VARIANTS[variant].bits, quant=cfg.quant, device=cfg.model.device, dtype=cfg.model.dtype
-    )
-    if dequantized and VARIANTS[variant].bits < 16:
+    bits, adapter = VARIANTS[variant].bits, run.adapter_dir(variant)
+    model, _ = models.load_model(path, bits=bits, quant=cfg.quant, device=cfg.model.device, dtype=cfg.model.dtype)
+    if inits.changed_base(cfg.lora, adapter):
+        return inits.reproduce(model, cfg.lora, cfg.quant, cfg.train.seed, adapter, bits, path)
+    if dequantized and bits < 16:
         model = model.dequantize()
-    return PeftModel.from_pretrained(model, str(run.adapter_dir(variant)), is_trainable=False).eval()
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=False).eval()
+
+
+@torch.no_grad()
+def _merged(run: Run, variant: str, path: Path):
+    """The adapter merged into its base (peft's merge_and_unload). Where the init changed a 4-bit base, that base
+    is dequantized under the adapter (transformers' dequantize swaps the bnb layers inside peft's wrappers) and
+    the update B·A·scale added by hand: peft's 4-bit merge would quantize the sum again."""
+    model = _load_adapter_model(run, variant, path, dequantized=True)
+    if not (inits.changed_base(run.config().lora, run.adapter_dir(variant)) and VARIANTS[variant].bits < 16):
+        return model.merge_and_unload()
+    model.get_base_model().dequantize()
+    for _, layer in inits.lora_layers(model):
+        a, b = layer.lora_A[inits.ADAPTER].weight, layer.lora_B[inits.ADAPTER].weight
+        base = layer.get_base_layer().weight
+        base.data += (layer.scaling[inits.ADAPTER] * (b.float() @ a.float())).to(base.dtype)
+    return model.unload()
+
+
+def _conversion_gap(run: Run, variant: str, plain: Path, status) -> MergeGap:
+    """How far the plain adapter on the original base (in 16 bits) is from the run's own model, on its eval examples:
+    nothing but rounding at 16 bits; on a 4-bit base, the rounding of the residual the run's base held."""
+    from peft import PeftModel
+
+    cfg = run.config()
+    path = run.model_path and Path(run.model_path)
+    path = path if path and path.is_dir() else resolve_model(cfg.model.name)
+    rows = _eval_rows(run, models.load_tokenizer(path))
+    status(f"scoring {len(rows)} eval examples with the run's {variant} model")
+    reference = _logits(_load_adapter_model(run, variant, path, dequantized=False), rows)
+    memory.release()
+    status("scoring them with the plain adapter on the original 16-bit base")
+    model, _ = models.load_model(path, bits=16, device=cfg.model.device, dtype=cfg.model.dtype)
+    converted = _logits(PeftModel.from_pretrained(model, str(plain), is_trainable=False).eval(), rows)
+    del model
+    memory.release()
+    return measure_gap(reference, converted)
 
 
 def _merge_into(run: Run, variant: str, out: Path, dtype: torch.dtype, status) -> MergeGap:
@@ -142,7 +185,7 @@ def _merge_into(run: Run, variant: str, out: Path, dtype: torch.dtype, status) -
     reference = _logits(_load_adapter_model(run, variant, path, dequantized=False), rows)
     memory.release()  # one model at a time: the adapter model goes before the merged one loads
     status("merging the adapter into the base (peft merge_and_unload)")
-    merged = _load_adapter_model(run, variant, path, dequantized=True).merge_and_unload()
+    merged = _merged(run, variant, path)
     restore_conv1d(merged, ModelLayout.for_model(str(path)))
     merged = merged.to(dtype)
     gap = measure_gap(reference, _logits(merged, rows))
@@ -190,6 +233,14 @@ def measure_gap(reference: list[torch.Tensor], other: list[torch.Tensor]) -> Mer
     )
 
 
+def _init_details(lora) -> str:
+    if lora.init == "loftq":
+        return f" ({lora.loftq_iter} iteration{'s' if lora.loftq_iter > 1 else ''})"
+    if lora.init == "pissa":
+        return " (exact SVD)" if lora.pissa_niter == 0 else f" (fast SVD, {lora.pissa_niter} iterations)"
+    return ""
+
+
 def model_card(run: Run, variant: str, done: Exported) -> str:
     """A README.md in the Hugging Face model-card form: what the model is, how it was made, what it scored."""
     doc = run.read()
@@ -216,8 +267,10 @@ def model_card(run: Run, variant: str, done: Exported) -> str:
         f"- LoRA: rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g}, targets {targets}"
         + (", rsLoRA" if lora.use_rslora else "")
         + (", DoRA" if lora.use_dora else ""),
+        f"- init: {lora.init}" + _init_details(lora),
         f"- training: {train.steps} steps of batch {train.batch_size} × {train.seq_len} tokens"
-        f" (accumulation {train.grad_accum}), learning rate {train.lr:g}, seed {train.seed}",
+        f" (accumulation {train.grad_accum}), learning rate {train.lr:g}, seed {train.seed}"
+        + ("" if lora.loraplus_ratio == 1 else f", LoRA+ (B's learning rate {lora.loraplus_ratio:g}× A's)"),
     ]
     if VARIANTS[variant].bits == 4:
         q = cfg.quant
@@ -234,8 +287,23 @@ def model_card(run: Run, variant: str, done: Exported) -> str:
             lines.append(f"| forgetting (general-text loss change) | {row.forgetting:+.4f} |")
         lines.append(f"| peak memory while training | {row.peak_memory_bytes / memory.MiB:,.0f} MiB |")
         lines.append(f"| steps done | {row.steps_done} |")
-    if done.gap is not None:
+    if done.gap is not None and done.merged:
         lines += ["", "## The merge", "", f"Against the adapter on its own base, {done.gap.describe()}."]
+    elif done.gap is not None:
+        lines += [
+            "",
+            "## On the original base",
+            "",
+            f"The {lora.init} init moved part of each adapted weight into the adapter's start, so the run trained on "
+            f"a changed base. This adapter is peft's conversion to a plain LoRA adapter for the original, unchanged "
+            f"base (rank {done.rank}: the trained adapter minus its start); load that base in 16 bits. Against the "
+            f"run's own model, {done.gap.describe()}"
+            + (
+                ": at 4 bits the run's base was the quantized residual, whose rounding this adapter cannot carry."
+                if VARIANTS[variant].bits < 16
+                else "."
+            ),
+        ]
     lines += ["", "## Load it", "", "```python"]
     if done.merged:
         lines += [

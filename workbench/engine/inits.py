@@ -62,6 +62,12 @@ def needs_checkpoint(lora: LoraSettings, bits: int) -> bool:
     return INITS[lora.init].changes_base and bits < 16
 
 
+def moves_base(lora: LoraSettings) -> bool:
+    """Whether the init leaves a base other than the one loaded: PiSSA and OLoRA always, LoftQ from its second
+    iteration (its first fits the adapter to the loaded 4-bit base as it is)."""
+    return INITS[lora.init].changes_base and not (lora.init == "loftq" and lora.loftq_iter == 1)
+
+
 def check_init(lora: LoraSettings, path: Path, bits: int) -> None:
     """Refuse, in one line naming the setting to change, an init that cannot work on this model at `bits` bits."""
     init = INITS[lora.init]
@@ -148,8 +154,8 @@ def apply_init(
         for _, layer in layers:
             if lora.init == "pissa":
                 layer.pissa_init(ADAPTER, "pissa" if lora.pissa_niter == 0 else f"pissa_niter_{lora.pissa_niter}")
-            else:
-                layer.olora_init(ADAPTER)
+            else:  # peft's olora_init takes the weight as out × in, which GPT-2's Conv1D's is not
+                _olora(layer, None, None)
     elif lora.init != "gaussian":
         originals = CheckpointWeights(path, model)
         sums = torch.zeros(3, dtype=torch.float64)  # ||W||², ||W - as loaded||², ||W - with this start||²
@@ -166,7 +172,7 @@ def apply_init(
         originals.close()
         errors = tuple(float(x) for x in (sums[1:] / sums[0]).sqrt())
     report = InitReport(lora.init, len(layers), time.perf_counter() - start, notes, None, *errors)
-    if INITS[lora.init].changes_base:
+    if moves_base(lora):
         report.start = adapter_weights(model)
     return report
 
@@ -245,12 +251,21 @@ def _pissa(layer, w: torch.Tensor, quant: QuantSettings, niter: int) -> None:
 
 
 @torch.no_grad()
-def _olora(layer, w: torch.Tensor, quant: QuantSettings) -> None:
-    """OLoRA (Büyükakyüz, 2024): B and A are the first r columns and rows of W's QR factors, as peft sets them."""
+def _olora(layer, w: torch.Tensor | None, quant: QuantSettings | None) -> None:
+    """OLoRA (Büyükakyüz, 2024): B and A are the first r columns and rows of W's QR factors, as peft sets them.
+    `w` None: a 16-bit base, factored and left as the residual in place (transposed where it is a Conv1D)."""
     r, scale = layer.r[ADAPTER], layer.scaling[ADAPTER]
+    base = layer.get_base_layer()
+    if w is None:
+        flip = layer.fan_in_fan_out
+        w = (base.weight.T if flip else base.weight).float()
     q, rr = torch.linalg.qr(w)
     b, a = q[:, :r], rr[:r]
-    layer.get_base_layer().weight = quantize_like(layer, w - scale * (b @ a), quant)
+    residual = w - scale * (b @ a)
+    if quant is None:
+        base.weight.data = (residual.T if flip else residual).to(base.weight.dtype).contiguous()
+    else:
+        base.weight = quantize_like(layer, residual, quant)
     _set_adapter(layer, a, b)
 
 
@@ -331,3 +346,67 @@ class CheckpointWeights:
     def close(self) -> None:
         self.copy = None
         self.files = []
+
+
+# --------------------------------------------------------------------------- a saved adapter, as the run had it
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def changed_base(lora: LoraSettings, adapter_dir: Path) -> bool:
+    """Whether a saved adapter was trained on a base its init changed (its starting weights are kept beside it)."""
+    from workbench.records.runs import ADAPTER_START
+
+    return moves_base(lora) and (Path(adapter_dir) / ADAPTER_START).is_file()
+
+
+def reproduce(model, lora: LoraSettings, quant: QuantSettings, seed: int, adapter_dir: Path, bits: int, path: Path):
+    """A run's saved adapter on `model` (its base as loaded at `bits`), computing exactly what the run computed:
+    the adapter attached, the init run again (seeded as the run seeded it, so the base it changed is the same),
+    then the saved weights put in."""
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    from workbench.engine.models import attach_lora
+    from workbench.engine.train import seed_everything
+
+    seed_everything(seed)
+    peft_model = attach_lora(model, lora, bits)
+    seed_everything(seed)
+    apply_init(peft_model, lora, quant, bits, path)
+    set_peft_model_state_dict(peft_model, load_peft_weights(str(adapter_dir)))
+    return peft_model.eval()
+
+
+def plain_adapter(adapter_dir: Path, out: Path) -> int:
+    """Write, into `out`, the saved adapter as a plain LoRA adapter for the ORIGINAL base, whose weights its init
+    had moved into the adapter's start: W_res + B·A = W + (B·A - B0·A0) = W + [B | -B0]·[A ; A0], so the new
+    adapter has rank 2r and twice the alpha (√2 times with rsLoRA), keeping the scale. This is peft's
+    conversion (path_initial_model_for_weight_conversion), done on the saved files: peft's needs the trained
+    model loaded with both adapters. Returns the new rank."""
+    from safetensors.torch import load_file, save_file
+
+    from workbench.core.files import write_json
+    from workbench.records.runs import ADAPTER_START
+
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    trained = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    start = load_file(str(adapter_dir / ADAPTER_START))
+    tensors = {}
+    for key, value in trained.items():
+        if ".lora_A." in key:
+            tensors[key] = torch.cat([value, start[key].to(value.dtype)], dim=0).contiguous()
+        elif ".lora_B." in key:
+            tensors[key] = torch.cat([value, -start[key].to(value.dtype)], dim=1).contiguous()
+        else:
+            tensors[key] = value
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    grow = 2**0.5 if config.get("use_rslora") else 2
+    config["r"] *= 2
+    config["lora_alpha"] *= grow
+    config["rank_pattern"] = {k: 2 * v for k, v in (config.get("rank_pattern") or {}).items()}
+    config["alpha_pattern"] = {k: grow * v for k, v in (config.get("alpha_pattern") or {}).items()}
+    config["init_lora_weights"] = True
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    write_json(out / "adapter_config.json", config)
+    return config["r"]

@@ -8,6 +8,7 @@ The notebook panels use this; it knows nothing about widgets.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from transformers import TextStreamer
 
 from workbench.core.config import TRAINED_VARIANTS, VARIANTS, QuantSettings
 from workbench.data import Encoded, Example, TextSource, encode
-from workbench.engine import models, score_cache
+from workbench.engine import inits, models, score_cache
 from workbench.engine.generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
 from workbench.engine.resolve import resolve_model
 from workbench.machine import memory
@@ -146,12 +147,25 @@ class Session:
                 adapter_variant = next(v for v in TRAINED_VARIANTS if VARIANTS[v].bits == bits)
                 adapter = self.adapter_dir(adapter_variant)
                 if adapter is not None:
-                    from peft import PeftModel
-
-                    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+                    model = self._with_adapter(model, adapter, bits)
                 model.eval()
                 self._models[bits] = model
         return model, variant == "base"
+
+    def _with_adapter(self, model, adapter: Path, bits: int):
+        """The run's adapter on the loaded base. Where its init changed the base (PiSSA, OLoRA, LoftQ): at 16 bits,
+        where base shares the model with its adapter off, as a plain adapter for the original base (the same
+        weights, summed the other way); at 4 bits the run's base again (the init run anew)."""
+        from peft import PeftModel
+
+        cfg = self.run.config()
+        if not inits.changed_base(cfg.lora, adapter):
+            return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        if bits < 16:
+            return inits.reproduce(model, cfg.lora, self.quant, cfg.train.seed, adapter, bits, self.path)
+        with tempfile.TemporaryDirectory() as plain:
+            inits.plain_adapter(adapter, Path(plain))
+            return PeftModel.from_pretrained(model, plain, is_trainable=False)
 
     def release(self) -> None:
         """Drop every loaded model (before training, or to free memory)."""

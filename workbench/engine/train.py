@@ -35,6 +35,7 @@ class TrainResult:
     tokens_per_second: float
     peak_memory_bytes: int
     state: TrainState | None = None
+    init: object | None = None  # the adapter's start (engine.inits.InitReport), when not peft's default
 
     @property
     def final_loss(self) -> float | None:
@@ -72,6 +73,24 @@ def batches(rows: list[dict], batch_size: int, seed: int) -> Iterable[list[dict]
         del order[:batch_size]
 
 
+LR_SCALE = "lr_scale"  # a param group's share of the scheduled learning rate (LoRA+ gives B's group its ratio)
+
+
+def make_optimizer(model, params: list, lr: float, loraplus_ratio: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW on the adapter; with a LoRA+ ratio other than 1, peft's LoRA+ groups (B learns `loraplus_ratio` times
+    faster than A), each group marked with its share of the schedule's rate."""
+    if loraplus_ratio == 1.0:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    from peft.optimizers import create_loraplus_optimizer
+
+    optimizer = create_loraplus_optimizer(
+        model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=loraplus_ratio, weight_decay=0.0
+    )
+    for group in optimizer.param_groups:
+        group[LR_SCALE] = group["lr"] / lr
+    return optimizer
+
+
 def train(
     model,
     tokenizer,
@@ -84,6 +103,7 @@ def train(
     monitor: MemoryMonitor | None = None,
     resume: TrainState | None = None,
     world: World | None = None,
+    loraplus_ratio: float = 1.0,
 ) -> TrainResult:
     """Train the model's trainable parameters (the LoRA adapter) up to settings.steps steps.
 
@@ -94,6 +114,7 @@ def train(
     from that step as if it had never stopped. The result's `state` is where it now stands.
     `world`: the processes training together (default: the process group in force, a world of one when there
     is none); settings.batch_size is then each one's share, and every process gets the same events.
+    `loraplus_ratio`: LoRA+'s learning rate of B over A's (1: plain LoRA).
     """
     sinks = list(sinks)
     stop = stop or threading.Event()
@@ -113,7 +134,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters; attach a LoRA adapter first")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, params, settings.lr, loraplus_ratio)
     feed = batches(rows, settings.batch_size * world.world_size, settings.seed)
     shares = _Shares(model, world, device) if world.distributed else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -137,7 +158,7 @@ def train(
             break
         lr = lr_at(step, settings)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get(LR_SCALE, 1.0)
         step_loss = 0.0
         step_tokens = 0
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from workbench.core.config import VARIANTS
 from workbench.core.events import Hooks
-from workbench.engine import models, score_cache
+from workbench.engine import inits, models, score_cache
 from workbench.engine.generate import EvalResult, GeneralScores, Generation, evaluate, general_scores, generate
 from workbench.engine.train import TrainResult, TrainState, seed_everything, train
 from workbench.experiments.kept_scores import base_keys, keep_adapter_scores
@@ -100,6 +100,10 @@ def _result(
         general_loss=general.loss if general else None,
         forgetting=general.forgetting if general else None,
         eval_seconds=ev.seconds if ev else None,
+        init=s.cfg.lora.init if trained else None,
+        init_seconds=tr.init.seconds if tr and tr.init else None,
+        init_error_before=tr.init.error_before if tr and tr.init else None,
+        init_error_after=tr.init.error_after if tr and tr.init else None,
         **sure,
     )
 
@@ -119,14 +123,16 @@ def train_variant(
     hooks: Hooks | None = None,
     resume: TrainState | None = None,
 ) -> TrainResult:
-    """Train the attached adapter on the encoded training split (from a saved state, when given)."""
+    """Start the attached adapter as the config's init says, then train it on the encoded training split (from a
+    saved state, when given)."""
     hooks = hooks or Hooks()
+    report = start_adapter(s, model, name, hooks, keep=resume is not None)
     first = resume.step if resume else 0
     hooks.status(f"training {name} ({s.cfg.train.steps} steps{f', from step {first}' if first else ''})")
     tell = hooks.begin("train", name, s.cfg.train.steps, "steps")
     if first:
         tell(first)  # a continued run starts where it stopped
-    return train(
+    tr = train(
         model,
         s.tokenizer,
         s.train_rows,
@@ -136,7 +142,29 @@ def train_variant(
         stop=hooks.stop,
         monitor=monitor,
         resume=resume,
+        loraplus_ratio=s.cfg.lora.loraplus_ratio,
     )
+    tr.init = report
+    return tr
+
+
+def start_adapter(s: RunSetup, model, name: str, hooks: Hooks, keep: bool = False) -> inits.InitReport | None:
+    """The config's init on the attached adapter (None for peft's default, which attach_lora made). `keep`: a
+    continued run, whose saved adapter is already loaded: the init runs again for the base it changed (seeded, so
+    the same), and the saved adapter's weights are put back."""
+    lora = s.cfg.lora
+    if lora.init == "gaussian":
+        return None
+    kept = inits.adapter_weights(model) if keep else None
+    hooks.status(f"starting the {name} adapter: {lora.init}")
+    seed_everything(s.cfg.train.seed)  # the fast SVD draws random numbers: the same seed, the same start
+    report = inits.apply_init(model, lora, s.cfg.quant, VARIANTS[name].bits, s.path, batches=s.init_batches)
+    if kept is not None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, kept)
+    hooks.status(report.describe())
+    return report
 
 
 def score_variant(
@@ -208,7 +236,7 @@ def run_trained(
     hooks = hooks or Hooks()
     tr = train_variant(s, model, name, monitor, hooks, resume=resume)
     if adapter_dir is not None:
-        save_adapter(model, adapter_dir, tr.state)
+        save_adapter(model, adapter_dir, tr.state, start=tr.init.start if tr.init else None)
     ev, answers, general = None, {}, None
     if not tr.stopped:
         hooks.status(f"evaluating {name}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from workbench.core.config import VARIANTS, RunConfig
 from workbench.core.events import Hooks
 from workbench.data import Encoded, Example, Task, TextSource, encode, general_text, task_for
-from workbench.engine import models
+from workbench.engine import inits, models
 from workbench.engine.estimator import EstimateShapes, variant_estimate
 from workbench.engine.generate import EVAL_BATCH_SIZE, GENERAL_BATCH_SIZE, DecodeSettings
 from workbench.engine.layout import ModelLayout
@@ -54,6 +54,7 @@ class RunSetup:
     decode: DecodeSettings
     notes: list[str]
     general_rows: Encoded | None = None  # the general text forgetting is measured on (None: not shipped)
+    init_batches: list[dict] | None = None  # EVA's activation pass: a few training batches (None: another init)
 
     @property
     def shapes(self) -> EstimateShapes:
@@ -131,6 +132,12 @@ def setup(
         layout.check_rank(cfg.lora.rank)
     for name in cfg.variants:  # a base bitsandbytes cannot quantize: one line now, not a traceback mid-run
         layout.check_bits(VARIANTS[name].bits)
+    trained_bits = sorted({VARIANTS[n].bits for n in cfg.variants if VARIANTS[n].trained})
+    for bits in trained_bits:  # an init this model cannot take, likewise
+        inits.check_init(cfg.lora, path, bits)
+    init_batches = None
+    if cfg.lora.init == "eva" and trained_bits:
+        init_batches = inits.init_batches(tokenizer, train_rows, cfg.train, cfg.lora.rank)
     try:
         general_rows = encode(tokenizer, general_text(), cfg.train.seq_len)
     except OSError:  # a data folder of one's own (WORKBENCH_DATA) without data/general: no forgetting score
@@ -148,6 +155,7 @@ def setup(
         decode,
         task.notes + train_rows.length_messages() + _expert_notes(cfg, layout),
         general_rows,
+        init_batches,
     )
 
 

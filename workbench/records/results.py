@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from reprlib import repr as shown  # a value in a message, cut short
 from typing import TYPE_CHECKING, Any
 
-from workbench.core.config import VARIANTS, check_choice, check_float, check_int
+from workbench.core.config import INITS, VARIANTS, check_choice, check_float, check_int
 from workbench.core.events import MetricEvent
 from workbench.core.stats import Interval, accuracy_interval, difference_interval, mean_interval
 
@@ -59,6 +59,13 @@ class VariantResult:
     forgetting_low: float | None = None  # paired bootstrap over the blocks of general text
     forgetting_high: float | None = None
     eval_seconds: float | None = None  # scoring the eval split: what a plan prices an eval example at
+    # how the adapter started (LoraSettings.init; None for base and in runs from before inits), what it took, and
+    # on a 4-bit base ||W - what the layers compute|| / ||W|| over the adapted layers (W: the 16-bit weights) as
+    # loaded and at step 0 with this start (None where not measured: gaussian and EVA leave it as loaded)
+    init: str | None = None
+    init_seconds: float | None = None
+    init_error_before: float | None = None
+    init_error_after: float | None = None
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -206,6 +213,10 @@ ROW_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "forgetting_low": _signed,
     "forgetting_high": _signed,
     "eval_seconds": _amount,
+    "init": lambda n, v: check_choice(n, v, tuple(INITS)),
+    "init_seconds": _amount,
+    "init_error_before": _amount,
+    "init_error_after": _amount,
 }
 
 

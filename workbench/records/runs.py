@@ -199,16 +199,24 @@ def settings_table(runs: list[Run], only_differences: bool = False):
 
 
 TRAINING_STATE = "training_state.pt"  # beside a saved adapter: where its training stands (TrainState)
+# beside a saved adapter whose init changed the base (PiSSA, OLoRA, LoftQ): its weights at step 0, from which the
+# export makes a plain LoRA adapter for the original base (peft's path_initial_model_for_weight_conversion)
+ADAPTER_START = "adapter_start.safetensors"
 
 
-def save_adapter(model, path: Path, state=None) -> Path:
-    """peft's save_pretrained (and the training state, to continue from), swapped in under the final name
-    only when complete: the adapter and its state are always of the same step."""
+def save_adapter(model, path: Path, state=None, start: dict | None = None) -> Path:
+    """peft's save_pretrained (and the training state, to continue from, and the adapter's starting weights when
+    given), swapped in under the final name only when complete: the adapter and its state are always of the same
+    step."""
     with atomic_dir(path) as tmp:
         if state is not None:
             import torch
 
             torch.save(state.to_dict(), Path(tmp) / TRAINING_STATE)
+        if start is not None:
+            from safetensors.torch import save_file
+
+            save_file(start, str(Path(tmp) / ADAPTER_START))
         model.save_pretrained(tmp)
     return Path(path)
 

@@ -81,7 +81,8 @@ def test_loftq_takes_back_part_of_the_4_bit_rounding_error_and_more_with_more_it
     _, again, three = start(4, "loftq", loftq_iter=3)
     assert total(one) < 0.95 * plain
     assert total(three) <= total(one) * 1.001
-    assert report.start is not None
+    # one iteration fits the adapter to the base as loaded, and leaves it; more quantize a new base
+    assert report.start is None and again.start is not None
     # the report's totals are the same figures, pooled over the layers
     assert report.error_before == pytest.approx(plain, rel=0.05)
     assert report.error_after == pytest.approx(total(one), rel=0.05) and again.error_after <= report.error_after

@@ -132,7 +132,8 @@ def test_result_fields_cover_the_documented_columns():
         ),
         "eval_seconds",
     ]
-    assert runs.RESULT_FIELDS[len(documented) :] == later + sureness
+    start = ["init", "init_seconds", "init_error_before", "init_error_after"]
+    assert runs.RESULT_FIELDS[len(documented) :] == later + sureness + start
 
 
 # --------------------------------------------------------------------------- a run folder as an object
