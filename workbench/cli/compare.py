@@ -36,6 +36,16 @@ def add_parser(sub) -> None:
     )
 
 
+def print_init_plan(cfg) -> None:
+    """What the adapter's init costs before the first step, said with the plan (nothing for gaussian)."""
+    from workbench.engine.estimator import init_plan_line
+    from workbench.engine.models import pick_device
+
+    line = init_plan_line(cfg, pick_device(cfg.model.device, cfg.model.dtype).type)
+    if line:
+        print(line)
+
+
 def run(a: argparse.Namespace) -> int:
     from workbench.core.config import preset_config
     from workbench.experiments.comparison import continue_run
@@ -53,6 +63,7 @@ def run(a: argparse.Namespace) -> int:
         seed_values(cfg, a.seeds)  # the last seed in range, before anything loads
         check_writable_dir(Path(a.out))  # a folder that cannot be made is the one thing said, not after a plan
         print_eval_plan(cfg, Path(a.out).parent, a.seeds)
+        print_init_plan(cfg)
     with watched("after this step") as hooks:
         kw = {"fit_check": not a.skip_fit_check, "command": a.command_line}
         if a.resume:

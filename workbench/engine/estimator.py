@@ -558,6 +558,18 @@ def init_cost_for(layout, cfg: RunConfig, bits: int, device_type: str) -> InitCo
     )
 
 
+def init_plan_line(cfg: RunConfig, device_type: str = "cpu") -> str:
+    """The plan's line on what the config's init costs before the first step ("" for gaussian or no trained
+    variant), at its trained variants' lowest bits; from the model's config alone, no weights."""
+    from workbench.core.config import VARIANTS
+
+    bits = [VARIANTS[v].bits for v in cfg.variants if VARIANTS[v].trained]
+    if cfg.lora.init == "gaussian" or not bits:
+        return ""
+    cost = init_cost_for(ModelLayout.for_model(cfg.model.name), cfg, min(bits), device_type)
+    return cost.line() if cost else ""
+
+
 # --------------------------------------------------------------------------- a variant as a run runs it
 
 

@@ -1,7 +1,7 @@
-"""Sweep: choose values for rank, targets, bits, the 4-bit settings and how many seeds; see the grid, each
-point's estimated peak, the time it will take and what its eval size can tell apart; then train the points
-while the chart (each setting's mean with its 95% interval, each seed a faint dot) fills in. Or search: N
-settings chosen by Optuna from the ticked values (the ranks as a range) and from alpha, learning rate and
+"""Sweep: choose values for rank, targets, bits, the 4-bit settings, the adapter's init and how many seeds;
+see the grid, each point's estimated peak, the time it will take and what its eval size can tell apart; then
+train the points while the chart (each setting's mean with its 95% interval, each seed a faint dot) fills in. Or
+search: N settings chosen by Optuna from the ticked values (the ranks as a range) and from alpha, learning rate and
 dropout ranges. Either way the sweep is an Optuna study, worked on by one or more workers, whose trials
 (running, finished, failed; which worker, which person) are listed with the optuna-dashboard command.
 
@@ -24,6 +24,7 @@ import ipywidgets as widgets
 
 from workbench.analysis import plots
 from workbench.analysis.settings import Setting, settings_frame
+from workbench.core.config import INIT_TABLE, INITS
 from workbench.core.events import Hooks, Progress, clock
 from workbench.core.stats import frontier_ties
 from workbench.experiments.seeds import MAX_SEEDS
@@ -74,12 +75,17 @@ class SweepPanel(widgets.VBox):
         self.bits = _checks({16: "16 (LoRA)", 8: "8 (LLM.int8)", 4: "4 (QLoRA)"}, {16, 4})
         self.quant_types = _checks({"nf4": "NF4", "fp4": "FP4"}, {"nf4"})
         self.double_quants = _checks({True: "on", False: "off"}, {True})
+        # each init only at the bits it works on: the plan says which combinations it leaves out
+        self.inits = _checks({i.name: i.name for i in INIT_TABLE}, {self.state.config.lora.init})
+        for name, box in self.inits.items():
+            box.tooltip = INITS[name].help
         rows = [
             ("Ranks", self.ranks),
             ("Targets", self.targets),
             ("Base bits", self.bits),
             ("4-bit type", self.quant_types),
             ("Double quant.", self.double_quants),
+            ("Init", self.inits),
         ]
         for _, boxes in rows:
             for box in boxes.values():
@@ -174,6 +180,7 @@ class SweepPanel(widgets.VBox):
             bits=grid.bits,
             quant_types=grid.quant_types,
             double_quants=grid.double_quants,
+            inits=grid.inits,
         )
 
     def grid(self) -> SweepGrid:
@@ -186,6 +193,8 @@ class SweepPanel(widgets.VBox):
             bits=chosen(self.bits),
             quant_types=chosen(self.quant_types),
             double_quants=chosen(self.double_quants),
+            # gaussian alone is no axis: a sweep saved before the init row keeps its study and its names
+            inits=None if chosen(self.inits) == ["gaussian"] else chosen(self.inits),
         )
 
     def refresh_plan(self) -> SweepPlan | None:

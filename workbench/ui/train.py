@@ -182,6 +182,7 @@ class TrainPanel(widgets.VBox):
         self.seed_results: list[CompareResult] = []  # every seed's result, with Seeds above 1
         self.folders: list[Path] = []  # the run folder of each of them
         self._plan_key = None
+        self._init_html = ""  # the init's line under the plan, kept when the plan's sentence grows
         self.state.subscribe(lambda what: self.show_plan(what == "runs") if what in ("config", "runs") else None)
         self.show_plan()
 
@@ -214,7 +215,7 @@ class TrainPanel(widgets.VBox):
             device_type = "cpu"  # no such device here: the Setup tab says so; plan at the CPU's pace
         d = cfg.to_dict()
         key = repr([d["task"], d["data"], d.get("eval_data"), d.get("columns"), d["train"], d["model"], device_type])
-        key += repr(cfg.variants)
+        key += repr(cfg.variants) + repr(d["lora"])  # the init's line reads the adapter's settings
         key += f"|{self.seeds.value}"
         if key == self._plan_key and not runs_changed:
             return self.plan.value
@@ -228,10 +229,21 @@ class TrainPanel(widgets.VBox):
         if line and self.seeds.value > 1:
             line += f"; × {self.seeds.value} seeds (the verdicts count the seeds' spread and the examples')"
         line = f"{cut}. {line}" if cut and line else cut or line
-        self.plan.value = plan_html(line)
+        self._init_html = self._init_plan(cfg, device_type)
+        self.plan.value = plan_html(line) + self._init_html
         if line:
             self._say_if_kept(cfg, line, key)
         return self.plan.value
+
+    def _init_plan(self, cfg, device_type: str) -> str:
+        """What the adapter's init costs before the first step, one line under the plan ("" for gaussian)."""
+        from workbench.engine.estimator import init_plan_line
+
+        try:
+            line = init_plan_line(cfg, device_type)
+        except ValueError:  # a model whose config cannot be read: the Setup tab says why
+            return ""
+        return f"<div class='wb-init-plan'>{message('info', line)}</div>" if line else ""
 
     def _say_if_kept(self, cfg, line: str, key: str) -> None:
         """Add to the plan, once known, that the base's scores come from the score cache. Known off the kernel's
@@ -240,7 +252,7 @@ class TrainPanel(widgets.VBox):
         def look() -> None:
             kept = kept_sentence(cfg)
             if kept and self._plan_key == key:  # still the plan on show
-                self.plan.value = plan_html(f"{line}; {kept}")
+                self.plan.value = plan_html(f"{line}; {kept}") + self._init_html
 
         self._kept_look = threading.Thread(target=look, name="plan-kept", daemon=True)
         self._kept_look.start()

@@ -199,3 +199,17 @@ def test_the_cli_refuses_a_variant_that_will_not_fit_before_loading(
     assert "lora needs about" in err[0] and "will not fit" in err[0] and "gradient checkpointing" in err[0]
     assert "qlora about" in err[0]  # every variant that will not fit is named, not just the first
     assert not out.exists()  # nothing made
+
+
+def test_compare_says_what_the_init_costs_with_its_plan(tiny_model_dir, monkeypatch, capsys):
+    from workbench.cli.compare import print_init_plan
+    from workbench.core.config import RunConfig
+
+    cfg = RunConfig.from_dict(
+        {"model": {"name": str(tiny_model_dir), "device": "cpu"}, "lora": {"init": "pissa", "pissa_niter": 2}}
+    )
+    print_init_plan(cfg)
+    said = capsys.readouterr().out
+    assert said.startswith("init pissa: one fast SVD per layer (") and said.count("\n") == 1
+    print_init_plan(RunConfig.from_dict({"model": {"name": str(tiny_model_dir), "device": "cpu"}}))
+    assert capsys.readouterr().out == ""  # gaussian: nothing to say

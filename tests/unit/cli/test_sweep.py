@@ -68,3 +68,32 @@ def test_a_sweep_with_seeds_repeats_each_point_and_pools_them(tiny_model_dir, ti
         for name in ("16bit-r2-q_proj", "16bit-r2-q_proj-seed1", "16bit-r2-q_proj-seed2")
     )
     assert seeds == [0, 1, 2]
+
+
+def test_the_cli_sweeps_inits_and_leaves_out_what_cannot_start(tiny_model_dir, tiny_jsonl, tmp_path, capsys):
+    from workbench import cli
+
+    out = tmp_path / "sweep"
+    args = tiny_sweep(tiny_model_dir, tiny_jsonl, "--ranks", "4", "--target-sets", "q_proj", "--out", str(out))
+    assert cli.main([*args, "--bits", "16,4", "--inits", "gaussian,loftq,pissa", "--plan"]) == 0
+    said = capsys.readouterr().out
+    assert "5 points: 0 already on disk, 5 to train" in said, said
+    assert "left out: loftq at 16 bits" in said and "init loftq: one exact SVD and one 4-bit quantization" in said
+    assert "4bit-nf4-r4-q_proj-loftq " in said and "16bit-r4-q_proj-loftq" not in said and not out.exists()
+    # --init alone, made for 4 bits: the base follows it, and the points' names say it
+    assert cli.main([*args, "--bits", "4", "--init", "loftq", "--loftq-iter", "2", "--plan"]) == 0
+    said = capsys.readouterr().out
+    assert "4bit-nf4-r4-q_proj-loftq " in said and ", 2 times" in said
+    for bad, message in (
+        (["--bits", "16", "--inits", "loftq"], "inits: loftq works on 4-bit bases only"),
+        (["--bits", "16", "--init", "loftq"], "inits: loftq works on 4-bit bases only"),
+        (["--inits", "lofty"], "inits: 'lofty' is not one of"),
+        (["--loraplus-ratios", "4,-1"], "loraplus_ratios must be above 0"),
+        (["--search", "2", "--bits", "16,4", "--inits", "loftq"], "bits: no init given works at 16 bits"),
+    ):
+        assert cli.main([*args, *bad, "--plan"]) == 2, bad
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not out.exists()
+    assert cli.main([*args, "--search", "2", "--inits", "gaussian,pissa", "--loraplus-ratios", "1,16", "--plan"]) == 0
+    assert "init gaussian | pissa, LoRA+ ratio 1-16 (log)" in capsys.readouterr().out

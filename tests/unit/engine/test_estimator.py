@@ -239,3 +239,43 @@ def test_cuda_estimate_uses_half_precision(tiny_model_config):
     gpu = estimate(tiny_model_config, bits=16, rank=4, batch_size=1, seq_len=8, device_type="cuda")
     assert gpu.components["weights"] * 2 == cpu.components["weights"]
     assert gpu.components["adapter"] == cpu.components["adapter"]  # the adapter stays fp32
+
+
+def test_each_init_counts_its_work_and_its_largest_layer():
+    from workbench.core.config import DEFAULT_MODEL
+
+    layout = ModelLayout.for_model(DEFAULT_MODEL)  # the embedded model's config alone: 210 layers, 576 to 1536 wide
+    assert estimator.init_cost(layout, init="gaussian") is None
+    fast = estimator.init_cost(layout, init="pissa", rank=8, pissa_niter=4)
+    # 2·m·n·r·(2·niter + 2) per layer: 30 blocks of q, o (576²), k, v (192×576) and gate, up, down (1536×576)
+    per_block = 2 * 8 * 10 * (2 * 576 * 576 + 2 * 192 * 576 + 3 * 1536 * 576)
+    assert fast.layers == 210 and fast.flops == pytest.approx(30 * per_block)
+    # the largest layer (1536×576) twice in float32 and its rank-8 sketches
+    assert fast.extra_bytes == (2 * 1536 * 576 + 2 * (1536 + 576) * 8) * 4
+    exact = estimator.init_cost(layout, init="pissa", rank=8, pissa_niter=0)
+    assert exact.flops == pytest.approx(
+        30 * (2 * 12 * 576**3 + 2 * (4 * 576 * 192**2 + 8 * 192**3) + 3 * 3.57e9), rel=1e-3
+    )
+    # peft's own inits measured on one thread of the 2-core test machine (docs/estimator.md): 2.8 s, 17.7 s, 5.3 s
+    olora = estimator.init_cost(layout, init="olora", rank=8)
+    for cost, measured in ((fast, 2.84), (exact, 17.66), (olora, 5.33)):
+        assert cost.seconds == pytest.approx(measured, rel=0.25)
+    loftq = estimator.init_cost(layout, init="loftq", rank=8, bits=4, loftq_iter=3)
+    assert loftq.flops > 3 * exact.flops and "3 times" in loftq.line()
+    assert fast.line() == "init pissa: one fast SVD per layer (210 layers), about 3 s and 7 MiB at start"
+    assert estimator.init_cost(layout, init="pissa", device_type="cuda").seconds is None  # no GPU measured
+    with pytest.raises(ValueError, match="init must be one of"):
+        estimator.init_cost(layout, init="lofty")
+
+
+def test_the_peak_covers_the_init_when_it_is_larger_than_a_step(tiny_model_config):
+    # a step on one short sequence is smaller than EVA's forward over a training batch plus its kept inputs
+    kw = dict(bits=16, rank=4, batch_size=1, seq_len=8, device_type="cuda")
+    plain = estimate(tiny_model_config, **kw)
+    eva = estimator.init_cost(tiny_model_config, init="eva", rank=4, batch_size=64, seq_len=256, device_type="cuda")
+    with_init = estimate(tiny_model_config, **kw, init=eva)
+    start = plain.components["weights"] + plain.components["adapter"] + eva.extra_bytes
+    assert start > plain.total and with_init.total == start
+    assert with_init.components["init (eva) at start"] == start - plain.total
+    small = estimator.init_cost(tiny_model_config, init="olora", rank=4)
+    assert estimate(tiny_model_config, **kw, init=small).total == plain.total  # a QR's layer copies fit in a step

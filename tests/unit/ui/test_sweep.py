@@ -97,3 +97,33 @@ def test_sweep_stop_starts_no_new_point_then_stops_the_running_one(app):
     assert s.wait(120)
     assert len([p for p in s.points if p.status == "trained"]) <= 1 and not app.state.jobs.stop.is_set()
     assert "stopped" in s.progress_text.value
+
+
+def test_the_sweep_tab_puts_the_init_on_an_axis_and_leaves_out_what_cannot_start(app):
+    s = app.sweep
+    for boxes, keep in ((s.ranks, {4}), (s.targets, {"q_proj,v_proj"}), (s.bits, {16, 4})):
+        for value, box in boxes.items():
+            box.value = value in keep
+    assert [n for n, b in s.inits.items() if b.value] == ["gaussian"] and s.grid().inits is None  # no axis
+    before = s.definition.default_name()
+    s.inits["pissa"].value = s.inits["loftq"].value = True
+    labels = [p.label for p in s.plan.points]
+    assert labels == [
+        "16bit-r4-q_proj+v_proj",
+        "16bit-r4-q_proj+v_proj-pissa",
+        "4bit-nf4-r4-q_proj+v_proj",
+        "4bit-nf4-r4-q_proj+v_proj-loftq",
+        "4bit-nf4-r4-q_proj+v_proj-pissa",
+    ]
+    assert "left out: loftq at 16 bits" in s.plan_info.value
+    assert "init pissa: one fast SVD per layer (4 layers)" in s.plan_info.value
+    assert s.definition.default_name() != before
+    s.bits[4].value = False  # loftq has no bits left: refused in one line, Start off
+    assert "inits: loftq works on 4-bit bases only" in s.plan_info.value and s.start_button.disabled
+    s.bits[4].value = True
+    s.search.value = 3
+    assert s.definition.space.inits == ["gaussian", "loftq", "pissa"]
+    for name in ("pissa", "loftq"):
+        s.inits[name].value = False
+    s.search.value = 0
+    assert s.definition.default_name() == before  # gaussian alone again: the same study as before the row

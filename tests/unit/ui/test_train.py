@@ -400,3 +400,17 @@ def test_the_train_tab_claims_a_new_folder_when_the_name_is_taken(tiny_model_dir
     wb.train.start()
     assert wb.train.run_dir.name == "20261201-120000-lora-2"
     assert wb.wait(60)
+
+
+def test_the_train_tabs_plan_says_what_the_init_costs_before_start(app):
+    from workbench.engine.estimator import init_cost_for
+    from workbench.engine.layout import ModelLayout
+
+    assert "wb-init-plan" not in app.train.plan.value  # gaussian costs nothing: no line
+    app.adapter.init.value = "olora"
+    cost = init_cost_for(ModelLayout.for_model(app.config.model.name), app.config, 4, "cpu")
+    assert cost.layers == len(ModelLayout.for_model(app.config.model.name).selected("all-linear"))
+    assert "wb-init-plan" in app.train.plan.value and "init olora: one QR per layer" in app.train.plan.value
+    assert f"{cost.layers} layers" in app.train.plan.value
+    app.adapter.init.value = "gaussian"
+    assert "wb-init-plan" not in app.train.plan.value

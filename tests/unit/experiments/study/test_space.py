@@ -32,3 +32,26 @@ def test_bad_search_ranges_are_refused_in_one_line():
     ):
         with pytest.raises(ValueError, match=field):
             SearchSpace(**bad)
+
+
+def test_a_search_space_takes_inits_and_a_ratio_range_and_old_spaces_keep_their_names(tiny_model_dir, tiny_jsonl):
+    space = SearchSpace(inits=["pissa", "gaussian", "pissa"], bits=[16, 4], loraplus_ratio=(1, 16))
+    assert space.inits == ["pissa", "gaussian"] and space.inits_at(4) == ["pissa", "gaussian"]
+    assert space.loraplus_ratio == (1.0, 16.0)
+    assert SearchSpace(inits=["gaussian", "loftq"]).inits_at(8) == ["gaussian"]
+    # without them, the dict a study keeps (and its name) is the one it was before
+    plain = SearchSpace()
+    assert "inits" not in plain.to_dict() and "loraplus_ratio" not in plain.to_dict()
+    assert SearchSpace(**plain.to_dict()).inits is None
+    base = base_config(tiny_model_dir, tiny_jsonl)
+    assert StudyDef(base, space=SearchSpace()).default_name() == StudyDef(base, space=plain).default_name()
+    again = StudyDef.from_dict(StudyDef(base, space=space).to_dict())
+    assert again.space.inits == ["pissa", "gaussian"] and again.space.loraplus_ratio == (1.0, 16.0)
+    for kw, message in (
+        ({"inits": ["loftq"], "bits": [16, 8]}, "inits: loftq works on 4-bit bases only"),
+        ({"inits": ["loftq"], "bits": [16, 4]}, "bits: no init given works at 16 bits"),
+        ({"loraplus_ratio": (0, 4)}, "loraplus_ratio: the range must run from at least"),
+        ({"loraplus_ratio": (1, 5000)}, "loraplus_ratio: the range must stay at most 1000"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            SearchSpace(**kw)

@@ -41,3 +41,19 @@ def test_a_worker_told_to_finish_starts_no_trial(tiny_model_dir, tiny_jsonl, tmp
     worker = Worker(study, definition, tmp_path / "runs", finish=finish)
     assert worker.work() == []
     assert all(t.state.name == "WAITING" for t in study.trials)  # the grid's points queued for others, none taken
+
+
+def test_a_search_chooses_the_init_among_those_that_work_at_its_bits(tiny_model_dir, tiny_jsonl, tmp_path):
+    from optuna.trial import FixedTrial
+
+    space = SearchSpace(trials=2, targets=["q_proj"], bits=[16, 4], inits=["gaussian", "loftq"], loraplus_ratio=(1, 16))
+    definition = StudyDef(base_config(tiny_model_dir, tiny_jsonl), 1, space=space)
+    worker = Worker(open_study(definition, default_storage(tmp_path / "s"), "s"), definition, tmp_path / "runs")
+    common = {"rank": 4, "targets": "q_proj", "alpha": 8.0, "lr": 1e-3, "dropout": 0.0, "loraplus_ratio": 4.4}
+    # 16 bits chooses under its own name from gaussian alone (Optuna keeps one list of choices a name)
+    point, _ = worker.setting(FixedTrial({"bits": 16, "init_16bit": "gaussian", **common}))
+    assert (point.init, point.loraplus_ratio, point.label) == ("gaussian", 4.4, "16bit-r4-q_proj-lp4.4-a8-lr0.001-do0")
+    point, _ = worker.setting(
+        FixedTrial({"bits": 4, "quant_type": "nf4", "double_quant": True, "init": "loftq", **common})
+    )
+    assert point.init == "loftq" and point.config(definition.base).lora.init == "loftq"
