@@ -402,8 +402,9 @@ def estimate(
 # 17.7 s, pissa_niter_4 2.8 s, olora 5.3 s (docs/estimator.md, "What an init costs"); matmul (EVA's forward) from
 # a microbenchmark of those shapes. More cores are faster; no GPU was measured, so a GPU plan gives memory alone.
 INIT_FLOPS_PER_S = {"svd": 25e9, "lowrank": 6e9, "qr": 18e9, "matmul": 30e9}
-# EVA's activation pass: the batches it reads before training (peft stops earlier once the components converge)
-EVA_BATCHES = 4
+# EVA's activation pass: the training batches it reads before training (inits.EVA_BATCHES, kept equal by a test;
+# peft stops earlier once the components converge)
+EVA_BATCHES = 8
 # peft's EVA keeps rank x rho components a layer (rho 2) and its incremental PCA samples twice that many
 EVA_RHO, EVA_OVERSAMPLE = 2, 2
 F32 = 4

@@ -5,6 +5,9 @@ same settings (read back, not retrained), each point's estimated peak memory and
 take at the speed this machine measured. `workers.run_sweep` then trains the points as an Optuna study
 (workbench.experiments.study); this module holds the grid, the plan and the sweep's table and chart.
 `workbench sweep`, the Sweep tab and notebooks/03 all call these functions.
+
+Long because: the grid, its plan and its table are one description of a point (its settings, its folder's name,
+its estimate and its row); split, a new axis such as the init would have to be added in three places.
 """
 
 from __future__ import annotations

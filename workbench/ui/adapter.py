@@ -3,6 +3,9 @@ bits, and what they cost.
 
 Everything shown here is computed before any weight loads: trainable parameters from the model's
 layer shapes (workbench.engine.layout, meta device), memory from workbench.engine.estimator.
+
+Long because: every adapter setting is one control here, set from and written into the config in one change
+(so an init and the variants it works with are judged together), beside the estimate they move.
 """
 
 from __future__ import annotations

@@ -279,3 +279,8 @@ def test_the_peak_covers_the_init_when_it_is_larger_than_a_step(tiny_model_confi
     assert with_init.components["init (eva) at start"] == start - plain.total
     small = estimator.init_cost(tiny_model_config, init="olora", rank=4)
     assert estimate(tiny_model_config, **kw, init=small).total == plain.total  # a QR's layer copies fit in a step
+
+
+def test_eva_is_estimated_over_as_many_batches_as_the_init_reads():
+    inits = pytest.importorskip("workbench.engine.inits")  # written beside this estimate (issue 33)
+    assert estimator.EVA_BATCHES == inits.EVA_BATCHES
