@@ -1,8 +1,32 @@
-"""Two explainers for teaching: what a LoRA update is (lora.py), and what 4- and 8-bit storage does to a
-weight (quant.py). Nothing here imports ipywidgets; workbench.ui.explain puts these in panels. This
-package re-exports both modules' public names, so `explain.read_adapter` and `explain.quant_table` work.
+"""Explainers for teaching: what a LoRA update is (lora.py), what 4- and 8-bit storage does to a weight
+(quant.py), and what it does to the whole model before training, with an init's step 0 (gap.py). Nothing here
+imports ipywidgets; workbench.ui.explain and workbench.ui.quant put these in panels. This package re-exports
+the modules' public names, so `explain.read_adapter`, `explain.quant_table` and `explain.measure_gap` work.
 """
 
+from workbench.engine.explain.gap import (
+    DEFAULT_EXAMPLES,
+    EMBEDDED_NOTE,
+    FORMAT_KEYS,
+    GAP_FORMATS,
+    GapReport,
+    GapRow,
+    LayerGap,
+    check_gap,
+    dequantized_weight,
+    effective_weight,
+    format_key,
+    gap_figure,
+    gap_for_config,
+    is_embedded,
+    layer_errors,
+    measure_gap,
+    parse_formats,
+    quant_settings,
+    quantized_layers,
+    reference_weight,
+    score_rows,
+)
 from workbench.engine.explain.lora import (
     MODULE_ORDER,
     LayerSpectrum,
@@ -44,9 +68,16 @@ from workbench.engine.explain.quant import (
 
 __all__ = [
     "BLOCKSIZE",
+    "DEFAULT_EXAMPLES",
+    "EMBEDDED_NOTE",
     "FORMATS",
+    "FORMAT_KEYS",
     "FORMAT_LABELS",
+    "GAP_FORMATS",
     "MODULE_ORDER",
+    "GapReport",
+    "GapRow",
+    "LayerGap",
     "LayerSpectrum",
     "LoraFactors",
     "QuantResult",
@@ -55,26 +86,40 @@ __all__ = [
     "adapter_figure",
     "adapter_spectra",
     "block_absmax",
+    "check_gap",
     "code_points",
     "delta_singular_values",
+    "dequantized_weight",
     "distinct_code_points",
+    "effective_weight",
     "energy_fraction",
     "energy_rank",
+    "format_key",
     "format_label",
+    "gap_figure",
+    "gap_for_config",
     "heatmap_figure",
+    "is_embedded",
+    "layer_errors",
     "lora_counts",
     "lora_geometry",
     "lora_shapes_figure",
+    "measure_gap",
     "module_sort_key",
     "norm_heatmap",
     "normalized_weights",
     "numerical_rank",
+    "parse_formats",
     "peft_factors",
     "quant_error",
     "quant_histogram_figure",
+    "quant_settings",
     "quant_table",
     "quantize_roundtrip",
+    "quantized_layers",
     "read_adapter",
+    "reference_weight",
+    "score_rows",
     "spectra_figure",
     "uses_dora",
 ]
