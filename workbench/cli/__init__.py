@@ -15,7 +15,7 @@ import re
 import shlex
 import sys
 
-from workbench.cli import app, compare, estimate, export, model_path, notebooks, preview, sweep, train, worker
+from workbench.cli import app, compare, estimate, export, gap, model_path, notebooks, preview, sweep, train, worker
 
 EXIT_USAGE = 2
 # in the order `workbench --help` lists them
@@ -23,6 +23,7 @@ COMMANDS = {
     "compare": compare,
     "sweep": sweep,
     "estimate": estimate,
+    "gap": gap,
     "preview": preview,
     "train": train,
     "model-path": model_path,

@@ -531,34 +531,34 @@ def _with_init(model, lora: LoraSettings, quant: QuantSettings, path: Path, batc
 
 def gap_for_config(
     cfg,
-    examples: int = DEFAULT_EXAMPLES,
+    examples: int | None = None,
     formats: Sequence[tuple[str, bool]] = GAP_FORMATS,
     *,
     with_init: bool = True,
     hooks: Hooks | None = None,
-    device: str | None = None,
 ) -> GapReport:
-    """The gap for a RunConfig: its model, the first `examples` of its task's eval split, its LoRA settings (the
-    "with the adapter on" rows when its init is not gaussian and `with_init`)."""
+    """The gap for a RunConfig: its model, the first `examples` of its task's eval split (None: up to
+    DEFAULT_EXAMPLES), its LoRA settings (the "with the adapter on" rows when its init is not gaussian)."""
     from workbench.data import task_for
     from workbench.engine.resolve import resolve_model
 
-    if not isinstance(examples, int) or isinstance(examples, bool) or examples < 1:
+    if examples is not None and (not isinstance(examples, int) or isinstance(examples, bool) or examples < 1):
         raise ValueError(f"examples must be a whole number of eval examples, at least 1; got {examples!r}")
     task = task_for(cfg)
     if task.kind != "instruction":
         raise ValueError("task: the gap is measured on prompt/answer examples; give an instruction task, not text")
+    if examples is not None and examples > len(task.eval):
+        raise ValueError(f"examples: {task.name} has {len(task.eval)} held-out examples; ask for at most that many")
     path = resolve_model(cfg.model.name)
-    ev = task.eval_split(min(examples, len(task.eval)))
     return measure_gap(
         path,
-        ev,
+        task.eval[: examples or DEFAULT_EXAMPLES],
         formats=formats,
         lora=cfg.lora if with_init else None,
         train=cfg.train,
         train_examples=task.train,
         seq_len=cfg.train.seq_len,
-        device=device or ("cpu" if cfg.model.device == "auto" else cfg.model.device),
+        device=cfg.model.device,
         hooks=hooks,
         model_name=cfg.model.name,
     )
