@@ -18,7 +18,7 @@ import torch
 from workbench.core.config import TRAINED_VARIANTS, VARIANTS
 from workbench.core.files import atomic_dir, check_writable_dir, write_json, write_text
 from workbench.data import TextSource, encode, task_for
-from workbench.engine import inits, models
+from workbench.engine import inits, models, moved_base
 from workbench.engine.layout import ModelLayout
 from workbench.engine.resolve import resolve_model
 from workbench.machine import memory
@@ -99,8 +99,8 @@ def export(
         if merge:
             done.gap = _merge_into(run, variant, tmp, DTYPES[dtype], status)
             write_json(tmp / "merge_gap.json", asdict(done.gap))
-        elif inits.changed_base(run.config().lora, run.adapter_dir(variant)):
-            done.rank = inits.plain_adapter(run.adapter_dir(variant), tmp)
+        elif moved_base.changed_base(run.config().lora, run.adapter_dir(variant)):
+            done.rank = moved_base.plain_adapter(run.adapter_dir(variant), tmp)
             done.gap = _conversion_gap(run, variant, tmp, status)
             write_json(tmp / "conversion_gap.json", asdict(done.gap))
         else:
@@ -127,14 +127,14 @@ def _logits(model, rows: list[torch.Tensor]) -> list[torch.Tensor]:
 def _load_adapter_model(run: Run, variant: str, path: Path, *, dequantized: bool):
     """The run's base at the variant's bits with its adapter on; `dequantized`: the base turned back into
     plain floating-point layers first (what the adapter is merged into). Where the run's init changed the base,
-    that base again (engine.inits.reproduce)."""
+    that base again (engine.moved_base.reproduce)."""
     from peft import PeftModel
 
     cfg = run.config()
     bits, adapter = VARIANTS[variant].bits, run.adapter_dir(variant)
     model, _ = models.load_model(path, bits=bits, quant=cfg.quant, device=cfg.model.device, dtype=cfg.model.dtype)
-    if inits.changed_base(cfg.lora, adapter):
-        return inits.reproduce(model, cfg.lora, cfg.quant, cfg.train.seed, adapter, bits, path)
+    if moved_base.changed_base(cfg.lora, adapter):
+        return moved_base.reproduce(model, cfg.lora, cfg.quant, cfg.train.seed, adapter, bits, path)
     if dequantized and bits < 16:
         model = model.dequantize()
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=False).eval()
@@ -146,7 +146,7 @@ def _merged(run: Run, variant: str, path: Path):
     is dequantized under the adapter (transformers' dequantize swaps the bnb layers inside peft's wrappers) and
     the update B·A·scale added by hand: peft's 4-bit merge would quantize the sum again."""
     model = _load_adapter_model(run, variant, path, dequantized=True)
-    if not (inits.changed_base(run.config().lora, run.adapter_dir(variant)) and VARIANTS[variant].bits < 16):
+    if not (moved_base.changed_base(run.config().lora, run.adapter_dir(variant)) and VARIANTS[variant].bits < 16):
         return model.merge_and_unload()
     model.get_base_model().dequantize()
     for _, layer in inits.lora_layers(model):

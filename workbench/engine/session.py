@@ -17,7 +17,7 @@ from transformers import TextStreamer
 
 from workbench.core.config import TRAINED_VARIANTS, VARIANTS, QuantSettings
 from workbench.data import Encoded, Example, TextSource, encode
-from workbench.engine import inits, models, score_cache
+from workbench.engine import models, moved_base, score_cache
 from workbench.engine.generate import EVAL_BATCH_SIZE, DecodeSettings, EvalResult, Generation, evaluate, generate
 from workbench.engine.resolve import resolve_model
 from workbench.machine import memory
@@ -159,12 +159,12 @@ class Session:
         from peft import PeftModel
 
         cfg = self.run.config()
-        if not inits.changed_base(cfg.lora, adapter):
+        if not moved_base.changed_base(cfg.lora, adapter):
             return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         if bits < 16:
-            return inits.reproduce(model, cfg.lora, self.quant, cfg.train.seed, adapter, bits, self.path)
+            return moved_base.reproduce(model, cfg.lora, self.quant, cfg.train.seed, adapter, bits, self.path)
         with tempfile.TemporaryDirectory() as plain:
-            inits.plain_adapter(adapter, Path(plain))
+            moved_base.plain_adapter(adapter, Path(plain))
             return PeftModel.from_pretrained(model, plain, is_trainable=False)
 
     def release(self) -> None:
