@@ -1,5 +1,6 @@
 """The quantization explainer: one layer's weights against the NF4/FP4 code points, and every storage
-format's error and real size, computed with bitsandbytes itself (workbench.engine.explain.quant).
+format's error and real size, computed with bitsandbytes itself (workbench.engine.explain.quant); below it
+the whole model's gap before training, each format really loaded (workbench.engine.explain.gap).
 
     from workbench.ui.quant import QuantExplainer
     QuantExplainer()     # loads the 16-bit model on first use, in the background
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
+from workbench.core.events import Hooks
 from workbench.engine import explain, models
 from workbench.engine.resolve import resolve_model
 from workbench.ui.common import Quiet, error_html, image, layer_dropdown, message, png, quant_controls
@@ -37,6 +39,42 @@ def quant_table_html(results: list[explain.QuantResult], highlight: str | None =
             f"<td>{r.rel_mean_error:.2%}</td><td>{r.rel_max_error:.2%}</td></tr>"
         )
     return f"<table class='wb-quant-table'>{head}{''.join(rows)}</table>"
+
+
+def _ci(ci, digits: int = 3) -> str:
+    return f" <small>[{ci.low:.{digits}f}, {ci.high:.{digits}f}]</small>" if ci is not None else ""
+
+
+def gap_table_html(report: explain.GapReport) -> str:
+    """The whole model's gap: one row per format (and per format with the init's start), intervals beside."""
+    head = (
+        "<tr><th>format</th><th>weight error</th><th>eval loss [95%]</th>"
+        "<th>vs 16-bit, paired [95%]</th><th>KL from 16-bit [95%]</th></tr>"
+    )
+    rows = []
+    for r in report.rows:
+        ref = r.fmt == "16-bit"
+        style = " style='background:#e8f5e9'" if r.init else ""
+        rows.append(
+            f"<tr{style}><td>{html.escape(r.label)}</td>"
+            f"<td>{'&ndash;' if ref else f'{r.total_rel_error:.2%}'}</td>"
+            f"<td>{r.loss:.3f}{_ci(r.loss_ci)}</td>"
+            f"<td>{'&ndash;' if ref else f'{r.loss_diff:+.3f}{_ci(r.loss_diff_ci)}'}</td>"
+            f"<td>{'&ndash;' if ref else f'{r.kl:.4f}{_ci(r.kl_ci, 4)}'}</td></tr>"
+        )
+    return f"<table class='wb-gap-table'>{head}{''.join(rows)}</table>"
+
+
+def gap_notes_html(report: explain.GapReport) -> str:
+    lines = [
+        f"{report.examples} eval examples of the task, teacher-forced on prompt + answer, in "
+        f"{report.seconds:.0f} s. Weight error: ||W &minus; dequant(Q(W))|| / ||W|| over every quantized layer; "
+        "eval loss in nats per answer token; KL of the next-token distribution at the answer tokens, in nats. "
+        "The difference is paired (the same examples), so it is surer than the two losses' own intervals suggest."
+    ]
+    lines += [html.escape(n) for n in report.notes]
+    lines += [f"{html.escape(r.key)}: {html.escape(n)}" for r in report.rows for n in r.notes]
+    return "<div class='wb-gap-notes'>" + "<br>".join(lines) + "</div>"
 
 
 class QuantExplainer(widgets.VBox):
@@ -67,6 +105,7 @@ class QuantExplainer(widgets.VBox):
         self.figure.layout.max_width = "900px"
         self.table = widgets.HTML()
         self.parts = widgets.HTML()
+        self.gap_box = self._gap_section()
         super().__init__(
             [
                 widgets.HTML(
@@ -82,6 +121,7 @@ class QuantExplainer(widgets.VBox):
                 self.figure,
                 self.table,
                 self.parts,
+                self.gap_box,
             ]
         )
         self.add_class("wb-explain-quant")
@@ -94,6 +134,8 @@ class QuantExplainer(widgets.VBox):
         for w in (self.layer, self.quant_type, self.double_quant):
             w.observe(self._on_change, "value")
         self.analyse_button.on_click(lambda _: self.analyse())
+        self.gap_button.on_click(lambda _: self.measure_gap())
+        self.gap_report: explain.GapReport | None = None
         self.state.subscribe(self._on_state)
         self._load_layers()
 
@@ -119,10 +161,85 @@ class QuantExplainer(widgets.VBox):
             self.figure.value = b""
             self.table.value = self.parts.value = ""
             self.status.value = message("info", "Model changed: press Analyse to load it.")
+            self._clear_gap()
 
     def _on_change(self, change) -> None:
         if not self._quiet:
             self.analyse()
+
+    def _gap_section(self) -> widgets.VBox:
+        self.gap_examples = widgets.BoundedIntText(
+            value=explain.DEFAULT_EXAMPLES,
+            min=1,
+            max=10_000,
+            description="examples",
+            tooltip="Eval examples of the task to score: more narrows the intervals and costs time",
+        )
+        self.gap_button = widgets.Button(
+            description="Measure the gap",
+            icon="balance-scale",
+            button_style="primary",
+            tooltip="Load the model at 8 bits and at 4 bits (NF4, FP4, with and without double quantization), one "
+            "at a time, and compare each with the 16-bit model on the task's eval examples (in the background)",
+        )
+        self.gap_status = widgets.HTML()
+        self.gap_table = widgets.HTML()
+        self.gap_figure = image()
+        self.gap_figure.layout.max_width = "900px"
+        self.gap_notes = widgets.HTML()
+        box = widgets.VBox(
+            [
+                widgets.HTML(
+                    "<b>Quantization, the whole model</b>: what each format costs before any training: every "
+                    "quantized layer's weight error, the starting eval loss and how far the next-token distribution "
+                    "moves from the 16-bit model's (with the Adapter tab's init, if not gaussian, at step 0)"
+                ),
+                widgets.HBox([self.gap_examples, self.gap_button]),
+                self.gap_status,
+                self.gap_table,
+                self.gap_figure,
+                self.gap_notes,
+            ]
+        )
+        box.add_class("wb-quant-gap")
+        return box
+
+    def _clear_gap(self) -> None:
+        self.gap_report = None
+        self.gap_table.value = self.gap_notes.value = self.gap_status.value = ""
+        self.gap_figure.value = b""
+
+    def measure_gap(self) -> str | None:
+        """Measure the gap of every format (and the init's step 0) in the background; show it when done.
+        Returns the reason when it cannot start (also shown)."""
+        cfg = self.state.config
+        asked = self.gap_examples.value
+        examples = None if asked == explain.DEFAULT_EXAMPLES else asked  # the default: up to 32, fewer if fewer
+        init = cfg.lora.init
+
+        def say(text: str) -> None:
+            self.gap_status.value = message("info", html.escape(text) + "…")
+
+        def work() -> None:
+            report = explain.gap_for_config(cfg, examples, hooks=Hooks(on_status=say))
+            self.gap_report = report
+            self.gap_table.value = gap_table_html(report)
+            self.gap_figure.value = png(explain.gap_figure(report))
+            self.gap_notes.value = gap_notes_html(report)
+            with_init = f", with {init} at step 0" if init != "gaussian" else ""
+            self.gap_status.value = message(
+                "ok", f"{Path(cfg.model.name).name}: {len(report.rows) - 1} formats measured{with_init}."
+            )
+
+        def failed(exc: BaseException, details: str) -> None:
+            self.gap_status.value = error_html(exc, details)
+
+        self._clear_gap()
+        self.gap_status.value = message("info", "measuring the gap in the background…")
+        refused = self.state.jobs.start("measuring the gap", work, on_error=failed)
+        if refused:
+            self.gap_status.value = message("warn", refused)
+        return refused
 
     # ------------------------------------------------------------------ work
 

@@ -1,5 +1,5 @@
 """The quantization explainer panel (ui.quant): loaded once in the background, waits its turn, forgets a
-changed model."""
+changed model; its whole-model section measures the gap before training, with the Adapter tab's init at step 0."""
 
 from __future__ import annotations
 
@@ -60,3 +60,54 @@ def test_quant_panel_waits_its_turn_and_forgets_a_changed_model(tiny_model_dir, 
     assert panel.model is None and panel.results == {} and panel.figure.value == b""
     assert "model.layers.15.mlp.down_proj" in [v for _, v in panel.layer.options]
     assert panel.layer.value == "model.layers.15.mlp.down_proj"
+
+
+def test_the_gap_section_measures_every_format_in_the_background(tiny_model_dir, tmp_path, quant_panel):
+    state = tiny_state(tiny_model_dir, tmp_path / "runs")
+    panel = quant_panel(state)
+    assert "wb-quant-gap" in panel.gap_box._dom_classes and panel.gap_button.description == "Measure the gap"
+    panel.gap_examples.value = 6
+    assert panel.measure_gap() is None
+    assert state.jobs.join(120)
+    assert "wb-ok" in panel.gap_status.value, panel.gap_status.value
+    table = panel.gap_table.value
+    assert table.startswith("<table class='wb-gap-table'>") and table.count("<tr") == 7  # header, 16-bit, 5 formats
+    assert "step 0" not in table  # the preset's init is gaussian: B = 0, nothing to show
+    report = panel.gap_report
+    assert report.examples == 6 and report.row("nf4-dq").total_rel_error == pytest.approx(0.0919, abs=0.002)
+    assert f"{report.row('nf4-dq').total_rel_error:.2%}" in table and f"{report.row('fp4').kl:.4f}" in table
+    assert bytes(panel.gap_figure.value).startswith(PNG) and "6 eval examples" in panel.gap_notes.value
+    assert panel.model is None  # the one-layer view's model did not load for this
+
+
+def test_the_gap_section_shows_the_adapter_tabs_init_at_step_0(tiny_model_dir, tmp_path, quant_panel):
+    state = tiny_state(tiny_model_dir, tmp_path / "runs")
+    state.update(variants=["qlora"])
+    state.update("lora", init="loftq")
+    panel = quant_panel(state)
+    panel.gap_examples.value = 4
+    panel.measure_gap()
+    assert state.jobs.join(120) and "wb-ok" in panel.gap_status.value, panel.gap_status.value
+    table = panel.gap_table.value
+    assert table.count("with loftq at step 0") == 4  # the four 4-bit formats; LoftQ has no 8-bit start
+    plain, started = panel.gap_report.row("nf4-dq"), panel.gap_report.row("nf4-dq+loftq")
+    assert started.total_rel_error < plain.total_rel_error and started.kl < plain.kl
+    assert "loftq works on 4 bits" in panel.gap_notes.value
+    state.update("model", name="HuggingFaceTB/SmolLM2-135M-Instruct")  # a changed model forgets the gap
+    assert panel.gap_report is None and panel.gap_table.value == ""
+
+
+def test_the_gap_waits_its_turn(tiny_model_dir, tmp_path, quant_panel):
+    import threading
+
+    state = tiny_state(tiny_model_dir, tmp_path / "runs")
+    panel = quant_panel(state)
+    gate = threading.Event()
+    state.jobs.start("training", gate.wait, on_error=lambda e, tb: None)
+    try:
+        refused = panel.measure_gap()
+        assert refused and "training is still running" in refused and "wb-warn" in panel.gap_status.value
+    finally:
+        gate.set()
+        state.jobs.join(10)
+    assert panel.gap_report is None
