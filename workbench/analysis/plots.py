@@ -439,6 +439,69 @@ def overlay_figure(curves: dict[str, list[MetricEvent]], what: str = "loss") -> 
     return fig
 
 
+def seeds_curve(runs: list[list[MetricEvent]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean loss, lowest, highest) over several seeds' training curves, step by step; a step only some
+    seeds reached (one stopped early) is the mean of those that did."""
+    by_step: dict[int, list[float]] = {}
+    for metrics in runs:
+        for m in metrics:
+            by_step.setdefault(m.step, []).append(m.loss)
+    steps = sorted(by_step)
+    return (
+        steps,
+        [sum(by_step[s]) / len(by_step[s]) for s in steps],
+        [min(by_step[s]) for s in steps],
+        [max(by_step[s]) for s in steps],
+    )
+
+
+INIT_CURVE_COLORS = ("#9467bd", "#2ca02c", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
+
+
+def init_curves_figure(
+    runs_by_setting: dict[str, list[list[MetricEvent]]], reference: str = "QLoRA", also: tuple[str, ...] = ("LoRA",)
+) -> Figure:
+    """Each setting's training loss beside the reference's (plain QLoRA), one small panel per setting so no band
+    hides another: the mean over its seeds as a line, the lowest to the highest seed as a band (how far the seed
+    alone moves the curve); the `also` settings (LoRA on the 16-bit base) dashed in every panel. `runs_by_setting`:
+    a setting's name -> each seed's metrics.csv rows (workbench.records.runs.Run.metrics)."""
+    if reference not in runs_by_setting:
+        raise ValueError(f"the curves are drawn beside {reference}'s; no runs of it were given")
+    shown = [s for s in runs_by_setting if s != reference and s not in also] or [reference]
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig = Figure(figsize=(3.9 * cols, 2.9 * rows + 0.5))
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    every = [m.loss for runs in runs_by_setting.values() for metrics in runs for m in metrics]
+
+    def draw(ax, name: str, color: str, dashed: bool = False) -> None:
+        steps, mean, low, high = seeds_curve(runs_by_setting[name])
+        seeds = len(runs_by_setting[name])
+        ax.fill_between(steps, low, high, color=color, alpha=0.12 if dashed else 0.22, linewidth=0)
+        label = f"{name} ({seeds} seed{'s' if seeds != 1 else ''})"
+        ax.plot(steps, mean, color=color, linewidth=1.4, linestyle="--" if dashed else "-", label=label)
+
+    for i, (ax, name) in enumerate(zip(axes, shown)):
+        for j, other in enumerate(a for a in also if a in runs_by_setting):
+            draw(ax, other, COLORS["lora"] if j == 0 else "#7f7f7f", dashed=True)
+        draw(ax, reference, COLORS["qlora"])
+        if name != reference:
+            draw(ax, name, INIT_CURVE_COLORS[i % len(INIT_CURVE_COLORS)])
+        ax.set_title(as_written(shorten(name, 40)), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+        loss_scale(ax, every)
+        step_axis(ax, [m.step for runs in runs_by_setting.values() for metrics in runs for m in metrics])
+        ax.xaxis.set_tick_params(labelbottom=True)  # shared x: a panel above an empty slot keeps its steps
+    for ax in axes[len(shown) :]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel("training loss")
+    fig.suptitle(f"Training loss beside {reference}'s: mean over seeds, band from the lowest seed to the highest")
+    fig.tight_layout()
+    return fig
+
+
 SIZE_GROUP_COLORS = {
     "weights": "#6baed6",
     "adapter + grads + optimizer": "#fd8d3c",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from helpers import good_doc, png_size, write_class_folder, write_doc
 
 from workbench.analysis import plots
@@ -81,3 +82,42 @@ def test_the_loss_axis_reads_plain_numbers():
         ax = fig.axes[0]
         labels = [t.get_text() for t in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)] if t.get_text()]
         assert labels and all(re.fullmatch(r"[0-9.]+", text) for text in labels), labels
+
+
+def seed_curves(start: float, seeds: int, steps: int = 6) -> list[list[MetricEvent]]:
+    """`seeds` runs whose loss falls from about `start`, each seed 0.1 higher than the one before."""
+    return [
+        [
+            MetricEvent("qlora", s, steps, (start + 0.1 * k) / s, 1e-3, 100.0, MiB, MiB, float(s))
+            for s in range(1, steps + 1)
+        ]
+        for k in range(seeds)
+    ]
+
+
+def test_seeds_curve_is_the_mean_with_the_lowest_and_highest_seed_at_each_step():
+    steps, mean, low, high = plots.seeds_curve(seed_curves(2.0, 3, steps=2))
+    assert steps == [1, 2]
+    assert mean == [2.1, 1.05] and low == [2.0, 1.0] and high == [2.2, 1.1]
+    short = seed_curves(2.0, 1, steps=1) + seed_curves(4.0, 1, steps=2)  # one seed stopped after step 1
+    assert plots.seeds_curve(short) == ([1, 2], [3.0, 2.0], [2.0, 2.0], [4.0, 2.0])
+
+
+def test_each_init_is_drawn_in_its_own_panel_beside_plain_qloras_curve():
+    runs = {"LoRA": seed_curves(1.5, 5), "QLoRA": seed_curves(2.0, 5), "QLoRA + PiSSA": seed_curves(1.8, 4)}
+    runs["QLoRA + LoftQ"] = seed_curves(1.9, 5)
+    fig = plots.init_curves_figure(runs)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["QLoRA + PiSSA", "QLoRA + LoftQ"]
+    for ax, name, seeds in zip(shown, ["QLoRA + PiSSA", "QLoRA + LoftQ"], [4, 5]):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["LoRA (5 seeds)", "QLoRA (5 seeds)", f"{name} ({seeds} seeds)"]
+        assert len(ax.collections) == 3  # a band for each: how far the seeds alone move it
+        line = ax.get_lines()[-1]
+        assert list(line.get_xdata()) == [1, 2, 3, 4, 5, 6]
+    # the mean of PiSSA's 4 seeds at step 1: (1.8 + 1.9 + 2.0 + 2.1) / 4
+    assert shown[0].get_lines()[-1].get_ydata()[0] == pytest.approx(1.95)
+    assert shown[0].get_yscale() == "log"  # from 2.4 down to 0.25: the loss axis turns log
+    assert png_size(fig)[0] < 1400
+    with pytest.raises(ValueError, match="beside QLoRA's"):
+        plots.init_curves_figure({"LoRA": seed_curves(1.5, 2)})
