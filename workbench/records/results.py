@@ -392,6 +392,10 @@ COLUMNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "general_loss": ("general-text loss", _round(4)),
     "steps_done": ("steps done", lambda v: v),
     "status": ("status", lambda v: v),
+    "init": ("init", lambda v: v),
+    "init_seconds": ("init s", _round(1)),
+    "init_error_before": ("4-bit error as loaded %", lambda v: None if v is None else round(100 * v, 2)),
+    "init_error_after": ("4-bit error at step 0 %", lambda v: None if v is None else round(100 * v, 2)),
 }
 
 # what the CLI prints after a run
@@ -443,7 +447,10 @@ def results_frame(results: list[VariantResult], names: list[str] | None = None):
     """A pandas DataFrame of results in readable units, indexed by variant (the CLI's table)."""
     import pandas as pd
 
-    names = names or SUMMARY_FIELDS
+    if names is None:
+        names = SUMMARY_FIELDS
+        if any(r.init not in (None, "gaussian") for r in results):  # what the adapter's start did, where it did
+            names = names + ["init", "init_seconds", "init_error_before", "init_error_after"]
     return pd.DataFrame([readable(r, names) for r in results], columns=[heading(n) for n in names]).set_index(
         heading("name")
     )

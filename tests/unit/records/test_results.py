@@ -60,3 +60,27 @@ def test_pareto_front():
     assert pareto_front([]) == [] and pareto_front([(1, 1)]) == [0]
     assert pareto_front([(1, 1), (1, 1)]) == [0]  # a tie is not a second point on the frontier
     assert sweep.targets_label(["q_proj", "v_proj"]) == "q_proj+v_proj"
+
+
+def test_a_results_table_shows_what_the_adapters_start_did_only_where_an_init_ran():
+    import pandas as pd
+
+    from workbench.records.results import VariantResult, results_frame
+
+    plain = results_frame([VariantResult("base", 16), VariantResult("qlora", 4, init="gaussian")])
+    assert "init" not in plain.columns
+    started = results_frame(
+        [
+            VariantResult("lora", 16, init="pissa", init_seconds=2.84),
+            VariantResult(
+                "qlora", 4, init="pissa", init_seconds=8.6, init_error_before=0.0936, init_error_after=0.0896
+            ),
+        ]
+    )
+    assert list(started.loc["qlora", ["init", "init s", "4-bit error as loaded %", "4-bit error at step 0 %"]]) == [
+        "pissa",
+        8.6,
+        9.36,
+        8.96,
+    ]
+    assert pd.isna(started.loc["lora", "4-bit error as loaded %"])  # a 16-bit base has no rounding to take back
