@@ -9,23 +9,7 @@ CLI's parser prints no usage block).
 from __future__ import annotations
 
 import pytest
-from scenarios.support.bad_inputs import CASES, Case, run, unmet
-
-# the adapter's start (issue 33): refused before anything loads, naming the setting
-OUT = "--out run"
-INIT_CASES = [
-    Case("init-unknown", f"compare --init lofty {OUT}", "--init", "an init that does not exist"),
-    Case("init-loftq-16bit", f"compare --init loftq {OUT}", "init", "loftq with 16-bit LoRA checked"),
-    Case("init-pissa-8bit", f"compare --init pissa --variants lora8 {OUT}", "init", "pissa on an 8-bit base"),
-    Case("init-with-dora", f"compare --init olora --dora {OUT}", "use_dora", "an init with DoRA"),
-    Case("loraplus-nan", f"compare --loraplus-ratio nan {OUT}", "loraplus_ratio", "LoRA+ ratio NaN"),
-    Case("loraplus-zero", f"compare --loraplus-ratio 0 {OUT}", "loraplus_ratio", "LoRA+ ratio 0"),
-    Case("loraplus-negative", f"compare --loraplus-ratio -4 {OUT}", "loraplus_ratio", "LoRA+ ratio -4"),
-    Case("loftq-iter-zero", f"compare --loftq-iter 0 {OUT}", "loftq_iter", "0 LoftQ iterations"),
-    Case("sweep-init-no-bits", f"sweep --inits loftq --bits 16 --plan {OUT}", "inits", "loftq swept at 16 bits only"),
-    Case("sweep-init-unknown", f"sweep --inits gaussian,lofty --plan {OUT}", "inits", "an unknown init in a sweep"),
-    Case("sweep-loraplus-inf", f"sweep --loraplus-ratios 1,inf --plan {OUT}", "loraplus_ratios", "LoRA+ ratio inf"),
-]
+from scenarios.support.bad_inputs import CASES, run, unmet
 
 
 def _param(case):
@@ -34,12 +18,12 @@ def _param(case):
 
 
 def test_the_table_is_big_enough_and_its_ids_unique():
-    ids = [c.id for c in CASES + INIT_CASES]
+    ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     assert len(CASES) >= 45
 
 
-@pytest.mark.parametrize("case", [_param(c) for c in CASES + INIT_CASES])
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_bad_input_exits_2_with_one_line_naming_it(case, tiny_model_dir, tmp_path):
     why = unmet(case)
     if why:

@@ -4,6 +4,7 @@ results, the verdicts and where they are."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from workbench.cli.options import add_run_options, folder, overrides
@@ -42,8 +43,8 @@ def print_init_plan(cfg) -> None:
     from workbench.engine.models import pick_device
 
     line = init_plan_line(cfg, pick_device(cfg.model.device, cfg.model.dtype).type)
-    if line:
-        print(line)
+    if line:  # a plan line, as the eval plan's: on stderr, so stdout holds only the results
+        print(f"[workbench] {line}", file=sys.stderr)
 
 
 def run(a: argparse.Namespace) -> int:

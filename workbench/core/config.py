@@ -530,10 +530,11 @@ class RunConfig:
         init = INITS[self.lora.init]
         refused = [v for v in self.variants if VARIANTS[v].trained and VARIANTS[v].bits not in init.bits]
         if refused:
-            fits = ", ".join(v.name for v in VARIANT_TABLE if v.trained and v.bits in init.bits)
+            fits = [v.name for v in VARIANT_TABLE if v.trained and v.bits in init.bits]
+            example = ",".join(["base", *fits])
             raise ValueError(
-                f"init: {init.name} does not work with {', '.join(refused)} ({init.name} works on {fits}); "
-                f"choose those variants or another init"
+                f"init: {init.name} works on {' and '.join(fits)} only, not on {' or '.join(refused)}; give variants "
+                f"without {' or '.join(refused)} (for example {example}) or choose another init"
             )
         if self.task is not None and not isinstance(self.task, str):
             raise ValueError(f"task must be the name of a built-in task such as sentiment; got {shown(self.task)}")

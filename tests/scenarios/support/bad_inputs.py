@@ -434,6 +434,24 @@ CASES: list[Case] = [
         "preview a binary file",
         files={"b.csv": NUL_BINARY},
     ),
+    # --- the adapter's start (init, LoRA+): refused before anything loads, naming the setting
+    _c("init-unknown", f"compare --init lofty {RUN}", "--init", "an init that does not exist"),
+    _c("init-loftq-16bit", f"compare --init loftq {RUN}", "init", "loftq with 16-bit LoRA among the variants"),
+    _c("init-pissa-8bit", f"compare --init pissa --variants lora8 {RUN}", "init", "pissa on an 8-bit base"),
+    _c("init-with-dora", f"compare --init olora --dora {RUN}", "use_dora", "an init with DoRA"),
+    _c(
+        "init-eva-few-tokens",
+        f"compare {T} {D} --init eva --rank 32 --batch-size 1 --variants lora {RUN}",
+        "init",
+        "EVA with fewer tokens per batch than the rank",
+    ),
+    _c("loraplus-nan", f"compare --loraplus-ratio nan {RUN}", "loraplus_ratio", "LoRA+ ratio NaN"),
+    _c("loraplus-zero", f"compare --loraplus-ratio 0 {RUN}", "loraplus_ratio", "LoRA+ ratio 0"),
+    _c("loraplus-negative", f"compare --loraplus-ratio -4 {RUN}", "loraplus_ratio", "LoRA+ ratio −4"),
+    _c("loftq-iter-zero", f"compare --loftq-iter 0 {RUN}", "loftq_iter", "0 LoftQ iterations"),
+    _c("sweep-init-no-bits", f"sweep --inits loftq --bits 16 --plan {RUN}", "inits", "loftq swept at 16 bits only"),
+    _c("sweep-init-unknown", f"sweep --inits gaussian,lofty --plan {RUN}", "inits", "an unknown init in a sweep"),
+    _c("sweep-loraplus-inf", f"sweep --loraplus-ratios 1,inf --plan {RUN}", "loraplus_ratios", "LoRA+ ratio inf"),
 ]
 
 

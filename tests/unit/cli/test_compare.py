@@ -209,7 +209,9 @@ def test_compare_says_what_the_init_costs_with_its_plan(tiny_model_dir, monkeypa
         {"model": {"name": str(tiny_model_dir), "device": "cpu"}, "lora": {"init": "pissa", "pissa_niter": 2}}
     )
     print_init_plan(cfg)
-    said = capsys.readouterr().out
-    assert said.startswith("init pissa: one fast SVD per layer (") and said.count("\n") == 1
+    said = capsys.readouterr()
+    # a plan line, on stderr as the eval plan's: stdout holds the results only (and nothing when refused)
+    assert said.out == "" and said.err.startswith("[workbench] init pissa: one fast SVD per layer (")
+    assert said.err.count("\n") == 1
     print_init_plan(RunConfig.from_dict({"model": {"name": str(tiny_model_dir), "device": "cpu"}}))
-    assert capsys.readouterr().out == ""  # gaussian: nothing to say
+    assert capsys.readouterr().err == ""  # gaussian: nothing to say

@@ -40,8 +40,8 @@ def test_bad_init_settings_end_in_one_line_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     for bad, message in (
         (["--init", "lofty"], "argument --init: invalid choice: 'lofty'"),
-        (["--init", "loftq"], "init: loftq does not work with lora (loftq works on qlora)"),
-        (["--init", "pissa", "--variants", "base,lora8"], "init: pissa does not work with lora8"),
+        (["--init", "loftq"], "init: loftq works on qlora only, not on lora; give variants without lora (for example"),
+        (["--init", "pissa", "--variants", "base,lora8"], "init: pissa works on lora and qlora only, not on lora8"),
         (["--loraplus-ratio", "nan"], "loraplus_ratio must be a finite number"),
         (["--loraplus-ratio", "0"], "loraplus_ratio must be above 0"),
         (["--loftq-iter", "0"], "loftq_iter must be between 1 and 20"),

@@ -232,7 +232,7 @@ def test_an_init_the_checked_variants_cannot_use_is_refused_and_nothing_else_is_
     a = app.adapter
     a.rank.value = 16
     a.init.value = "loftq"  # lora (a 16-bit base) is ticked: loftq works at 4 bits only
-    assert "init: loftq does not work with lora" in a.error.value
+    assert "init: loftq works on qlora only, not on lora" in a.error.value
     assert app.config.lora.init == "gaussian" and a.init.value == "gaussian"  # put back
     assert app.config.lora.rank == 16 and a.rank.value == 16 and app.config.variants == ["base", "lora", "qlora"]
     a.variants["lora"].value = False
@@ -242,6 +242,6 @@ def test_an_init_the_checked_variants_cannot_use_is_refused_and_nothing_else_is_
     a.loftq_iter.value = 3
     assert app.config.lora.loftq_iter == 3
     a.variants["lora"].value = True  # now the variant is the refused change, and it is put back
-    assert "init: loftq does not work with lora" in a.error.value and not a.variants["lora"].value
+    assert "init: loftq works on qlora only, not on lora" in a.error.value and not a.variants["lora"].value
     a.loraplus.value = 0.0
     assert "loraplus_ratio must be above 0" in a.error.value and a.loraplus.value == 1.0
