@@ -219,10 +219,11 @@ def order(name: str) -> tuple[int, str]:
 
 def against_the_base(found: list[Found]) -> list[Found]:
     """Forgetting against the base the run started from. A run whose init moved part of W into the adapter
-    (LoftQ, PiSSA, OLoRA) scores its "adapter off" on the residual W − BA, a broken model (general-text loss ~16
-    nats where the base has ~3.7), so its results.json's forgetting is that residual's, not the base's. Here its
-    general-text losses are compared with the base's as a run of the same variant that left W alone scored it
-    (the base is the same model in every such run: checked), and its forgetting and interval recomputed."""
+    (PiSSA, OLoRA, LoftQ past one iteration) scores its "adapter off" on the residual W − BA, a broken model
+    (general-text loss ~16 nats where the base has ~3.7), so its results.json's forgetting is that residual's, not
+    the base's. Where a run's "adapter off" losses are not the base's, they are replaced by the base's as a run of
+    the same variant that left W alone scored it (the same model in every such run: checked), and its forgetting
+    and interval recomputed."""
     plain = {}
     for f in found:
         if not INITS[f.result.init or "gaussian"].changes_base and f.scores.get("general", {}).get("base_losses"):
@@ -233,11 +234,13 @@ def against_the_base(found: list[Found]) -> list[Found]:
             plain.setdefault(f.result.name, base)
     out = []
     for f in found:
-        base = plain.get(f.result.name)
-        if not INITS[f.result.init or "gaussian"].changes_base or base is None or not f.scores.get("general"):
+        base, g = plain.get(f.result.name), f.scores.get("general") or {}
+        own = dict(zip(g.get("keys") or [], g.get("base_losses") or []))
+        # LoftQ with one iteration fits the adapter to the 4-bit base as loaded: its "adapter off" is the base
+        if base is None or not own or all(abs(base[k] - v) <= 1e-3 for k, v in own.items()):
             out.append(f)
             continue
-        g = {**f.scores["general"]}
+        g = {**g}
         g["base_losses"] = [base[k] for k in g["keys"]]
         weights = sum(g["tokens"])
         forgetting = sum((on - off) * w for on, off, w in zip(g["losses"], g["base_losses"], g["tokens"])) / weights
