@@ -561,23 +561,31 @@ class GeneralScores:
         return {**self.on.scores(), "base_losses": self.off.losses if self.off else None}
 
 
-def general_scores(model, tokenizer, rows: Encoded | None, *, base: bool) -> GeneralScores | None:
+def general_scores(
+    model, tokenizer, rows: Encoded | None, *, base: bool, start: EvalResult | None = None
+) -> GeneralScores | None:
     """The general-text scores from its encoded blocks (data.general_text), as PEFT's method comparison
-    measures what tuning costs a model elsewhere; None where no general text is shipped."""
+    measures what tuning costs a model elsewhere; None where no general text is shipped. `start`: an adapter's
+    scores there before training, the reference where its init moved part of the base into it (switched off,
+    the adapter would leave the residual, not the model training started from)."""
     if rows is None:
         return None
-    text = TextSource("", "the general text")  # its blocks are encoded already: evaluate scores those
 
     def scored(off: bool) -> EvalResult:
-        return evaluate(
-            model, tokenizer, text, seq_len=rows.seq_len, base=off, encoded=rows, batch_size=GENERAL_BATCH_SIZE
-        )
+        return general_text_scores(model, tokenizer, rows, off=off)
 
     if base:
         on = scored(True)
         return GeneralScores(on.eval_loss, None, on, None)
-    on, off = scored(False), scored(True)
+    on = scored(False)
+    off = start if start is not None else scored(True)
     return GeneralScores(on.eval_loss, on.eval_loss - off.eval_loss, on, off)
+
+
+def general_text_scores(model, tokenizer, rows: Encoded, *, off: bool = False) -> EvalResult:
+    """The model's scores on the general text's encoded blocks; `off`: with its adapter switched off."""
+    text = TextSource("", "the general text")  # its blocks are encoded already: evaluate scores those
+    return evaluate(model, tokenizer, text, seq_len=rows.seq_len, base=off, encoded=rows, batch_size=GENERAL_BATCH_SIZE)
 
 
 def general_losses(model, tokenizer, rows: Encoded | None, *, base: bool) -> tuple[float | None, float | None]:

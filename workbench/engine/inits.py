@@ -44,6 +44,9 @@ class InitReport:
     # as loaded (adapter at zero) and at step 0 with this start: how much of the rounding error it took back
     error_before: float | None = None
     error_after: float | None = None
+    general_start: object | None = (
+        None  # the general-text scores at step 0 where the base moved (forgetting's reference)
+    )
 
     def describe(self) -> str:
         said = f"init {self.init}: {self.layers} layers in {self.seconds:.1f} s"

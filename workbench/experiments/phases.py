@@ -17,7 +17,15 @@ from pathlib import Path
 from workbench.core.config import VARIANTS
 from workbench.core.events import Hooks
 from workbench.engine import inits, models, score_cache
-from workbench.engine.generate import EvalResult, GeneralScores, Generation, evaluate, general_scores, generate
+from workbench.engine.generate import (
+    EvalResult,
+    GeneralScores,
+    Generation,
+    evaluate,
+    general_scores,
+    general_text_scores,
+    generate,
+)
 from workbench.engine.train import TrainResult, TrainState, seed_everything, train
 from workbench.experiments.kept_scores import base_keys, keep_adapter_scores
 from workbench.experiments.run_setup import RunSetup
@@ -159,6 +167,10 @@ def start_adapter(s: RunSetup, model, name: str, hooks: Hooks, keep: bool = Fals
     hooks.status(f"starting the {name} adapter: {lora.init}")
     seed_everything(s.cfg.train.seed)  # the fast SVD draws random numbers: the same seed, the same start
     report = inits.apply_init(model, lora, s.cfg.quant, VARIANTS[name].bits, s.path, batches=s.init_batches)
+    if report.start is not None and s.general_rows is not None:
+        # forgetting is measured from the model training starts from: with the base moved, that is the residual
+        # plus this start, not the residual alone (the adapter switched off)
+        report.general_start = general_text_scores(model, s.tokenizer, s.general_rows)
     if kept is not None:
         from peft import set_peft_model_state_dict
 
@@ -241,7 +253,8 @@ def run_trained(
     if not tr.stopped:
         hooks.status(f"evaluating {name}")
         ev, answers = score_variant(s, model, base=False, name=name, hooks=hooks)
-        general = general_scores(model, s.tokenizer, s.general_rows, base=False)
+        start = tr.init.general_start if tr.init else None
+        general = general_scores(model, s.tokenizer, s.general_rows, base=False, start=start)
         if adapter_dir is not None:
             keep_adapter_scores(s, model, name, adapter_dir, ev)
     result = _result(s, name, model, monitor.peak(), tr, ev, general)
