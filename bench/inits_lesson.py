@@ -326,8 +326,8 @@ def table(les: Lesson) -> str:
     the examples (analysis.settings), what the init took and the 4-bit weight error it left, and the costs
     (peak memory and training time: each the median over the seeds)."""
     lines = [
-        "| setting | seeds | accuracy % (95% interval) | eval loss | forgetting | init s | 4-bit weight error: "
-        "as loaded → at step 0 | peak MiB | train s |",
+        "| setting | seeds | accuracy % (95% interval) | eval loss (95%) | forgetting (95%) | init s | "
+        "4-bit weight error: as loaded → at step 0 | peak MiB | train s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     loaded = [f.result.init_error_before for f in les.found if f.result.init_error_before is not None]

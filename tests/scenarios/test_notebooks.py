@@ -297,3 +297,27 @@ def test_hosted_gpu_notebook_runs_offline_with_the_embedded_model(tmp_path, embe
     res = json.loads((out / "results.json").read_text())
     assert [v["name"] for v in res["variants"]] == ["lora"] and res["variants"][0]["steps_done"] == 2
     assert outputs(nb, "application/vnd.jupyter.widget-view+json"), "the app was not displayed"
+
+
+def test_inits_notebook_reads_the_lesson_without_training(tmp_path):
+    """07 reads the inits lesson from run folders (here made up, as tests/scenarios/test_inits_lesson.py writes
+    them: the published file's reading is tested there) and trains nothing: no model loads, the sweeps are only
+    printed."""
+    from scenarios.test_inits_lesson import write_run  # the made-up runs of the lesson's own test
+
+    runs = tmp_path / "inits"
+    for seed in range(3):
+        write_run(runs, f"lora-{seed}", "lora", seed, 0.95)
+        write_run(runs, f"qlora-{seed}", "qlora", seed, 0.45)
+        write_run(runs, f"pissa-{seed}", "qlora", seed, 0.46, init="pissa", residual=True)
+    nb = execute_notebook("07_inits.ipynb", f"RUNS = {str(runs)!r}\n", tmp_path)
+    said = "\n".join(outputs(nb, "text/markdown"))
+    assert f"Read from the 9 run folders in `{runs}`: 9 runs of 3 settings, 60 examples." in said
+    assert "| QLoRA + PiSSA | 3 |" in said and "| what 4 bits cost: QLoRA against LoRA |" in said
+    assert "How much of NF4's cost each init won back" in said and "- **QLoRA + PiSSA**: " in said
+    assert "The gap was not measured here" in said and "Q4_1" in said
+    assert len(outputs(nb, "image/png")) == 1, "the curves beside plain QLoRA's are missing"
+    assert outputs(nb, "text/html"), "the table of inits is missing"
+    printed = stream_text(nb)
+    assert printed.count("workbench sweep --preset cpu-demo --task dates") == 3 and "--inits gaussian,loftq" in printed
+    assert not list(runs.glob("*-seed*")), "the notebook started a sweep"
