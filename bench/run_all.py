@@ -29,6 +29,7 @@ BENCHES = [
     ("bench_startup", "Start-up", []),
     ("bench_loop", "The exploration loop: Start to the first step, the quickstart and Evaluate", []),
     ("bench_scan", "Results at class scale: 1,000 runs from 30 people", []),
+    ("bench_inits", "The inits on the embedded model: their start, and their export on the original base", []),
 ]
 
 

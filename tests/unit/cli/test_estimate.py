@@ -68,3 +68,17 @@ def test_workbench_estimate_knows_the_shipped_families(name, capsys):
         without = json.loads(capsys.readouterr().out)
         assert without["adapter_params"] == layout.adapter_params(8, "all-linear", adapt_experts=False)
         assert without["adapter_params"] < out["adapter_params"] and "expert updates" not in without["components"]
+
+
+def test_the_estimate_says_what_an_init_costs_and_counts_it(capsys):
+    assert cli.main(["estimate", "--bits", "4", "--init", "eva", "--json"]) == 0
+    with_eva = json.loads(capsys.readouterr().out)
+    assert cli.main(["estimate", "--bits", "4", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    cost = with_eva["init_cost"]
+    assert with_eva["init"] == "eva" and cost["layers"] == 210 and cost["seconds"] > 0  # SmolLM2: 30 × 7 layers
+    assert plain["init_cost"] is None and with_eva["total"] >= plain["total"]
+    assert cli.main(["estimate", "--bits", "4", "--init", "pissa"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("init pissa: one fast SVD per layer (210 layers)")
+    assert cli.main(["estimate", "--bits", "16", "--init", "loftq"]) == 2
+    assert capsys.readouterr().err.strip() == "workbench: error: init: loftq works on 4-bit bases; give those --bits"
