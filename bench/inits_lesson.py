@@ -103,7 +103,7 @@ def wall_time(found: list[Found], timing: str | None) -> dict:
     """The measurement's wall time: from the script's start and end files, else from the first run's finish
     less its training and scoring to the last run's finish (a lower bound: loading is left out)."""
     if timing:
-        start, end = (float(Path(f"{timing}.{end}").read_text().strip()) for end in ("start", "end"))
+        start, end = (float(Path(f"{timing}.{which}").read_text().strip()) for which in ("start", "end"))
         how = "the sweeps' script: its start and end"
     else:
         first = min(found, key=lambda f: f.finished)
@@ -135,6 +135,10 @@ def export(found: list[Found], path: Path, about: str, measured: dict, spread: S
         "about": about,
         "measured": measured,
         "held_out_examples": held,
+        "general_base_losses": (
+            "each QLoRA run's are the 4-bit base's as loaded, and its forgetting is counted from them: a run whose "
+            "init moved W into the adapter scored its residual with the adapter off (inits_lesson.against_the_base)"
+        ),
         "seed_spread": None if spread is None else vars(spread),
         "eval_keys": first["eval"]["keys"],
         "eval_tokens": first["eval"]["tokens"],
