@@ -55,6 +55,7 @@ def test_gap_table_with_an_init_and_a_figure(tiny_model_dir, tmp_path, capsys):
         (["--examples", "0"], "examples must be a whole number"),
         (["--examples", "100000"], "examples: sentiment has"),
         (["--init", "pissa", "--rank", "0"], "rank must be"),
+        (["--init", "olora", "--targets", "w_nope"], "targets: w_nope not found in this model"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(argv, starts, tiny_model_dir, tmp_path, capsys, monkeypatch):

@@ -409,9 +409,13 @@ def score_rows(model, rows: list[dict], pad: int, reference: list[torch.Tensor] 
 
 def check_gap(path: Path, formats: Sequence[tuple[str, bool]], lora: LoraSettings | None) -> None:
     """Refuse, before anything loads, what cannot be measured."""
-    ModelLayout.for_model(str(path)).check_bits(4 if any(f != "int8" for f, _ in formats) else 8)
+    layout = ModelLayout.for_model(str(path))
+    layout.check_bits(4 if any(f != "int8" for f, _ in formats) else 8)
     if lora is not None and lora.init != "gaussian":
         from workbench.engine import inits
+
+        layout.check_targets(lora.target_modules)  # what attach_lora would refuse after the first load
+        layout.check_rank(lora.rank)
 
         for bits in sorted({8 if f == "int8" else 4 for f, _ in formats} & set(INITS[lora.init].bits)):
             inits.check_init(lora, path, bits)
