@@ -128,3 +128,29 @@ def test_the_compare_tab_scores_a_run_with_a_moved_base_as_the_run_did(init, tin
         got = evaluate(model, session.tokenizer, examples, seq_len=cfg.train.seq_len, base=off).scores()["losses"]
         ran = run.scores()[variant]["eval"]["losses"]
         assert max(abs(a - b) for a, b in zip(got, ran)) < 1e-4, (variant, got, ran)
+
+
+def test_a_stopped_run_whose_init_moved_the_base_continues_as_one_run_in_one_go(tiny_model_dir, tiny_jsonl, tmp_path):
+    """A continued run starts the init again for the base it moved (seeded: the same residual), then puts the saved
+    adapter back: 3 steps, a stop, 3 more give the adapters and eval scores of 6 steps in one go."""
+    import threading
+
+    from peft import load_peft_weights
+
+    from workbench.core.events import Hooks
+    from workbench.experiments.comparison import continue_run
+
+    lora = {"init": "pissa", "pissa_niter": 2, "target_modules": "all-linear"}
+    cfg = tiny_config(tiny_model_dir, tiny_jsonl, variants="lora,qlora", steps=6, eval_examples=3, lora=lora)
+    stop = threading.Event()
+    hooks = Hooks(stop=stop, sinks=(lambda e: e.step == 3 and stop.set(),))
+    decode = DecodeSettings(max_new_tokens=2)
+    assert run_compare(cfg, tmp_path / "a", hooks, fit_check=False, decode=decode).stopped
+    continue_run(tmp_path / "a", fit_check=False, decode=decode)
+    run_compare(cfg, tmp_path / "b", fit_check=False, decode=decode)
+    a, b = Run(tmp_path / "a"), Run(tmp_path / "b")
+    for name in ("lora", "qlora"):
+        left, right = load_peft_weights(str(a.adapter_dir(name))), load_peft_weights(str(b.adapter_dir(name)))
+        for key in left:
+            torch.testing.assert_close(left[key], right[key], rtol=1e-5, atol=1e-6)
+        assert a.scores()[name]["eval"]["losses"] == pytest.approx(b.scores()[name]["eval"]["losses"], abs=1e-5)
