@@ -3,7 +3,8 @@
 The stages (tests/lab_browser.py): open the quickstart and run it, change the rank and the bits,
 press Start and watch the progress bar and the loss plot move, type a prompt and Generate three
 answers side by side, Evaluate and read the verdicts, open the results chart (and its error bars'
-caption) and both explainers, run a two-point sweep, and restart the
+caption) and both explainers (with an init chosen in the Adapter tab, the whole model's gap before training and
+the init's step 0), run a two-point sweep, and restart the
 kernel to see the Run picker show the run it answers with. Any error shown in the notebook, in a panel or in
 the browser console fails the stage it happened in. Screenshots of each stage are kept in the
 test's tmp folder (and `make screenshots` refreshes the docs' with a real run).
@@ -30,6 +31,9 @@ def test_the_app_works_in_jupyterlab_in_chromium(tmp_path, embedded_dir):
     assert any("chance" in v or "exactly the same" in v for v in seen["verdicts"]), seen["verdicts"]
     # the Results chart's error bars, said under it: every variant of the one run has its interval
     assert "error bars: 95% intervals (3 of 3 points have one)" in seen["caption"], seen["caption"]
+    # an init set in the Adapter tab shows in the Quantization tab: its step-0 rows beside the four 4-bit formats
+    gap = seen["gap_table"]
+    assert gap.count("with olora at step 0") == 4 and "8-bit LLM.int8" in gap and "%" in gap, gap
     names = sorted(p.name for p in shots.glob("*.png"))
     assert names == [
         "01-setup.png",

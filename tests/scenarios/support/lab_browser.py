@@ -151,6 +151,7 @@ class Driver:
         self.stage = "open the notebook"
         self.verdicts: list[str] = []  # the Compare tab's verdict sentences after Evaluate
         self.caption = ""  # the Results chart's caption
+        self.gap_table = ""  # the Quantization tab's gap table, with the init's step-0 rows
         page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.console_errors.append(f"page error: {exc}"))
 
@@ -425,6 +426,30 @@ class Driver:
             timeout_s=self.long_s,
         )
         self.shot("07-quant-explained", self.app())
+        self.gap()
+
+    def gap(self, init: str = "olora") -> None:
+        """An init chosen in the Adapter tab, then the whole model's gap before training with that init's step 0."""
+        self.stage = f"choose init {init} in the Adapter tab and measure the gap before training"
+        self.tab("Adapter")
+        self.app(".wb-adapter .wb-init select").select_option(init)
+        self.tab("Quantization explained")
+        box = ".wb-explain-quant .wb-quant-gap"
+        examples = self.app(f"{box} input[type='number']").first
+        examples.fill("8")  # a few examples: five loads of the model are most of the time
+        examples.press("Enter")
+        self.app(f"{box} button:has-text('Measure the gap')").click()
+        self.wait_until(
+            "(init) => { const t = document.querySelector('.wb-explain-quant .wb-gap-table');"
+            " return t && t.innerText.includes('with ' + init + ' at step 0') && t.innerText.includes('%'); }",
+            arg=init,
+            what=f"the gap table with {init}'s step-0 rows",
+            timeout_s=self.long_s,
+        )
+        self.gap_table = self.app(".wb-gap-table").inner_text()
+        self.tab("Adapter")  # back to the quickstart's start, so the sweep after this trains as before
+        self.app(".wb-adapter .wb-init select").select_option("gaussian")
+        self.tab("Quantization explained")
 
     def restart(self) -> None:
         self.stage = "restart the kernel: the Run picker shows the run it answers with"
@@ -505,6 +530,7 @@ def run(
                     "shots": sorted(out.glob("*.png")),
                     "verdicts": d.verdicts,
                     "caption": d.caption,
+                    "gap_table": d.gap_table,
                 }
             finally:
                 browser.close()
