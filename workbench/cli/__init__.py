@@ -1,5 +1,5 @@
-"""`workbench compare | sweep | estimate | preview | train | model-path | export | notebooks | app | worker`: the
-same work as the notebook panels, headless. One module per command (its add_parser and run); the options they
+"""`workbench compare | sweep | estimate | gap | preview | train | model-path | export | notebooks | app | worker`:
+the same work as the notebook panels, headless. One module per command (its add_parser and run); the options they
 share are in options.py, Ctrl-C and the terminal's bars and lines in stopping.py.
 
 Input a user can get wrong exits with status 2 and one line that names the field. Importing this package (and

@@ -1,11 +1,11 @@
-"""The explain package (engine/explain/__init__.py) re-exports both explainers' public names, so
-`explain.read_adapter` and `explain.quant_table` work: each name is the module's own object, and every public name
-of the two modules is there."""
+"""The explain package (engine/explain/__init__.py) re-exports the explainers' public names, so
+`explain.read_adapter`, `explain.quant_table` and `explain.measure_gap` work: each name is the module's own object,
+and every public name of the three modules is there."""
 
 from __future__ import annotations
 
 from workbench.engine import explain
-from workbench.engine.explain import lora, quant
+from workbench.engine.explain import gap, lora, quant
 
 
 def public(module) -> set[str]:
@@ -18,10 +18,10 @@ def public(module) -> set[str]:
 
 def test_every_name_is_the_modules_own_object():
     for name in explain.__all__:
-        home = lora if hasattr(lora, name) else quant
+        home = next(m for m in (lora, quant, gap) if hasattr(m, name))
         assert getattr(explain, name) is getattr(home, name), name
 
 
-def test_every_public_function_and_class_of_both_modules_is_exported():
-    assert public(lora) | public(quant) <= set(explain.__all__)
+def test_every_public_function_and_class_of_the_modules_is_exported():
+    assert public(lora) | public(quant) | public(gap) <= set(explain.__all__)
     assert len(explain.__all__) == len(set(explain.__all__))
