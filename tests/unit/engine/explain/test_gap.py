@@ -144,3 +144,29 @@ def test_loftq_at_step_0_takes_back_part_of_the_rounding(tiny_model_dir):
 
 def test_nothing_to_measure_is_refused(tiny_model_dir):
     assert value_error(gap.measure_gap, tiny_model_dir, []).startswith("examples:")
+
+
+def test_double_quantization_made_from_a_plain_4_bit_load_is_what_loading_with_it_gives(tiny_model_dir):
+    """The gap loads each 4-bit type once: with_double_quant on a load without it gives, weight for weight, the
+    model a load with double quantization gives (bitsandbytes computes the same codes either way)."""
+    import bitsandbytes as bnb
+
+    from workbench.engine.inits import dequantized
+
+    for fmt in ("nf4", "fp4"):
+        made, _ = models.load_model(tiny_model_dir, bits=4, quant=gap.quant_settings(fmt, False), device="cpu")
+        loaded, _ = models.load_model(tiny_model_dir, bits=4, quant=gap.quant_settings(fmt, True), device="cpu")
+        assert gap.with_double_quant(made) == 14
+        pairs = [
+            (a.weight, b.weight) for a, b in zip(made.modules(), loaded.modules()) if isinstance(a, bnb.nn.Linear4bit)
+        ]
+        assert len(pairs) == 14 and all(a.quant_state.nested for a, _ in pairs)
+        for a, b in pairs:
+            assert torch.equal(dequantized(a), dequantized(b))
+    assert gap.load_groups(gap.GAP_FORMATS, []) == [
+        [("int8", False)],
+        [("nf4", False), ("nf4", True)],
+        [("fp4", False), ("fp4", True)],
+    ]
+    # an init row changes the model it is measured on: each of its formats is then loaded as it is
+    assert [("nf4", True)] in gap.load_groups(gap.GAP_FORMATS, [("nf4", True)])
