@@ -135,7 +135,7 @@ def export(found: list[Found], path: Path, about: str, measured: dict, spread: S
         "about": about,
         "measured": measured,
         "held_out_examples": held,
-        "general_base_losses": (
+        "about_general_base_losses": (
             "each QLoRA run's are the 4-bit base's as loaded, and its forgetting is counted from them: a run whose "
             "init moved W into the adapter scored its residual with the adapter off (inits_lesson.against_the_base)"
         ),
