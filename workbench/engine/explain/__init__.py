@@ -20,12 +20,14 @@ from workbench.engine.explain.gap import (
     gap_for_config,
     is_embedded,
     layer_errors,
+    load_groups,
     measure_gap,
     parse_formats,
     quant_settings,
     quantized_layers,
     reference_weight,
     score_rows,
+    with_double_quant,
 )
 from workbench.engine.explain.lora import (
     MODULE_ORDER,
@@ -101,6 +103,7 @@ __all__ = [
     "heatmap_figure",
     "is_embedded",
     "layer_errors",
+    "load_groups",
     "lora_counts",
     "lora_geometry",
     "lora_shapes_figure",
@@ -122,4 +125,5 @@ __all__ = [
     "score_rows",
     "spectra_figure",
     "uses_dora",
+    "with_double_quant",
 ]
