@@ -31,7 +31,7 @@ from pathlib import Path
 # run as a script, bench/ is on the path but the checkout is not: bench.sweep_effects is imported from it
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.sweep_effects import said  # noqa: E402
+from bench.sweep_effects import exported_scores, said  # noqa: E402
 from workbench.analysis.crossed import SeedSpread, crossed, smallest_gap  # noqa: E402
 from workbench.analysis.eval_plan import runs_sentence, seed_spread  # noqa: E402
 from workbench.analysis.settings import Setting, setting_key  # noqa: E402
@@ -271,20 +271,7 @@ def from_file(path: Path) -> Lesson:
         raise ValueError(f"{path}: not the inits lesson's exported scores (format {FORMAT})")
     found = []
     for r in doc["runs"]:
-        scores = {
-            "eval": {
-                "keys": doc["eval_keys"],
-                "tokens": doc["eval_tokens"],
-                "losses": r["losses"],
-                "correct": [c == "1" for c in r["correct"]],
-            },
-            "general": {
-                "keys": doc["general_keys"],
-                "tokens": doc["general_tokens"],
-                "losses": r["general_losses"],
-                "base_losses": r["general_base_losses"],
-            },
-        }
+        scores = exported_scores(doc, r)
         result = VariantResult.from_dict(r["result"])
         steps = len(r["train_losses"])
         curve = [

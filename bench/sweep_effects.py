@@ -110,24 +110,26 @@ def from_file(path: Path) -> list[Found]:
     doc = json.loads(path.read_text(encoding="utf-8"))
     if doc.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sweep's exported scores (format {FORMAT})")
-    found = []
-    for r in doc["runs"]:
-        scores = {
-            "eval": {
-                "keys": doc["eval_keys"],
-                "tokens": doc["eval_tokens"],
-                "losses": r["losses"],
-                "correct": [c == "1" for c in r["correct"]],
-            },
-            "general": {
-                "keys": doc["general_keys"],
-                "tokens": doc["general_tokens"],
-                "losses": r["general_losses"],
-                "base_losses": r["general_base_losses"],
-            },
-        }
-        found.append(Found({k: r[k] for k in SETTING}, scores, r["peak_memory_bytes"]))
-    return found
+    return [Found({k: r[k] for k in SETTING}, exported_scores(doc, r), r["peak_memory_bytes"]) for r in doc["runs"]]
+
+
+def exported_scores(doc: dict, r: dict) -> dict:
+    """One run's scores.json as an export holds it: the keys and tokens once for every run, its losses and
+    right-or-wrong ("1"/"0") per example (bench/inits_lesson.py's export has the same form)."""
+    return {
+        "eval": {
+            "keys": doc["eval_keys"],
+            "tokens": doc["eval_tokens"],
+            "losses": r["losses"],
+            "correct": [c == "1" for c in r["correct"]],
+        },
+        "general": {
+            "keys": doc["general_keys"],
+            "tokens": doc["general_tokens"],
+            "losses": r["general_losses"],
+            "base_losses": r["general_base_losses"],
+        },
+    }
 
 
 def load(source: Path) -> list[Found]:
