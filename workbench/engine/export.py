@@ -110,6 +110,12 @@ def export(
     return done
 
 
+def model_folder(run: Run) -> Path:
+    """The folder the run's model was loaded from, or the one its name resolves to here where that is gone."""
+    path = run.model_path and Path(run.model_path)
+    return path if path and path.is_dir() else resolve_model(run.config().model.name)
+
+
 def _eval_rows(run: Run, tokenizer) -> list[torch.Tensor]:
     """The run's first GAP_EXAMPLES eval examples (or plain-text blocks), tokenised as it scored them."""
     cfg = run.config()
@@ -144,15 +150,14 @@ def _load_adapter_model(run: Run, variant: str, path: Path, *, dequantized: bool
 def _merged(run: Run, variant: str, path: Path):
     """The adapter merged into its base (peft's merge_and_unload). Where the init changed a 4-bit base, that base
     is dequantized under the adapter (transformers' dequantize swaps the bnb layers inside peft's wrappers) and
-    the update B·A·scale added by hand: peft's 4-bit merge would quantize the sum again."""
+    the update (peft's get_delta_weight) added to it: peft's 4-bit merge would quantize the sum again."""
     model = _load_adapter_model(run, variant, path, dequantized=True)
     if not (moved_base.changed_base(run.config().lora, run.adapter_dir(variant)) and VARIANTS[variant].bits < 16):
         return model.merge_and_unload()
     model.get_base_model().dequantize()
     for _, layer in inits.lora_layers(model):
-        a, b = layer.lora_A[inits.ADAPTER].weight, layer.lora_B[inits.ADAPTER].weight
         base = layer.get_base_layer().weight
-        base.data += (layer.scaling[inits.ADAPTER] * (b.float() @ a.float())).to(base.dtype)
+        base.data += layer.get_delta_weight(inits.ADAPTER).to(base.dtype)
     return model.unload()
 
 
@@ -162,8 +167,7 @@ def _conversion_gap(run: Run, variant: str, plain: Path, status) -> MergeGap:
     from peft import PeftModel
 
     cfg = run.config()
-    path = run.model_path and Path(run.model_path)
-    path = path if path and path.is_dir() else resolve_model(cfg.model.name)
+    path = model_folder(run)
     rows = _eval_rows(run, models.load_tokenizer(path))
     status(f"scoring {len(rows)} eval examples with the run's {variant} model")
     reference = _logits(_load_adapter_model(run, variant, path, dequantized=False), rows)
@@ -177,8 +181,7 @@ def _conversion_gap(run: Run, variant: str, plain: Path, status) -> MergeGap:
 
 
 def _merge_into(run: Run, variant: str, out: Path, dtype: torch.dtype, status) -> MergeGap:
-    path = run.model_path and Path(run.model_path)
-    path = path if path and path.is_dir() else resolve_model(run.config().model.name)
+    path = model_folder(run)
     tokenizer = models.load_tokenizer(path)
     rows = _eval_rows(run, tokenizer)
     status(f"scoring {len(rows)} eval examples with the {variant} adapter on its {VARIANTS[variant].bits}-bit base")

@@ -44,9 +44,8 @@ class InitReport:
     # as loaded (adapter at zero) and at step 0 with this start: how much of the rounding error it took back
     error_before: float | None = None
     error_after: float | None = None
-    general_start: object | None = (
-        None  # the general-text scores at step 0 where the base moved (forgetting's reference)
-    )
+    # the general-text scores at step 0 where the base moved: forgetting's reference (experiments.phases)
+    general_start: object | None = None
 
     def describe(self) -> str:
         said = f"init {self.init}: {self.layers} layers in {self.seconds:.1f} s"
@@ -221,9 +220,9 @@ def dequantized(weight) -> torch.Tensor:
 
 @torch.no_grad()
 def effective_weight(layer) -> torch.Tensor:
-    """What a 4-bit LoRA layer computes with, as one float32 (out × in) matrix: its dequantized base + scale · B · A."""
-    a, b = layer.lora_A[ADAPTER].weight.float(), layer.lora_B[ADAPTER].weight.float()
-    return dequantized(layer.get_base_layer().weight) + layer.scaling[ADAPTER] * (b @ a)
+    """What a 4-bit LoRA layer computes with, as one float32 (out × in) matrix: its dequantized base + scale · B · A
+    (peft's get_delta_weight)."""
+    return dequantized(layer.get_base_layer().weight) + layer.get_delta_weight(ADAPTER).float()
 
 
 @torch.no_grad()

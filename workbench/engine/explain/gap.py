@@ -263,9 +263,11 @@ def dequantized_weight(module) -> torch.Tensor:
     """The weight a bitsandbytes layer really multiplies by, as float32 (out x in)."""
     import bitsandbytes.functional as bnbf
 
+    from workbench.engine.inits import dequantized
+
     w = module.weight
     if type(module).__name__ == "Linear4bit":
-        return bnbf.dequantize_4bit(w.data, w.quant_state).float()
+        return dequantized(w)
     # LLM.int8: int8 codes and one fp32 scale per output row; the first forward moves the scales to .state
     scb = getattr(w, "SCB", None)
     if scb is None:
